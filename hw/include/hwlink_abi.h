@@ -142,10 +142,19 @@ struct hwl_spsc_ring {
 	struct hwl_doorbell not_full;  /* posted after releasing slots */
 };
 
-/* The header of one slot; the payload follows it. */
+/*
+ * The header of one slot; the payload follows it.
+ *
+ * seq carries the message's position + 1 (mod 2^32) and is stored last, with
+ * release, when the message is published. A consumer that polls the slot at
+ * its head sees a new message with one cache-line transfer instead of two
+ * (tail, then slot). A slot's seq from the previous lap is always different
+ * (position + 1 - capacity), and a zero-filled ring is "previous lap" for
+ * every position of the first lap.
+ */
 struct hwl_slot {
-	__u32 len;  /* payload bytes, <= slot_size */
-	__u32 resv; /* reserved, zero */
+	__u32 len; /* payload bytes, <= slot_size */
+	__u32 seq; /* position + 1 of the message in this slot, stored last */
 };
 
 #endif /* HWLINK_ABI_H */
