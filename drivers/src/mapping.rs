@@ -1,0 +1,145 @@
+//! The crate's only unsafe code: [`Mapping`], an owned shared `mmap` of a
+//! file that is unmapped on drop, plus safe wrappers for the three other
+//! raw calls std lacks (`memfd_create`, `mount`, `geteuid`).
+
+#![allow(unsafe_code)]
+
+use std::ffi::CStr;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::ptr::{self, NonNull};
+
+/// `len` bytes of a file mapped `PROT_READ | PROT_WRITE`, `MAP_SHARED`,
+/// prefaulted with `MAP_POPULATE`. Unmapped when dropped.
+#[derive(Debug)]
+pub(crate) struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: `Mapping` owns an address range of a shared file mapping; the
+// kernel mapping is usable from any thread, `Mapping` itself has no
+// thread-affine state, and it hands out only raw pointers whose use is the
+// caller's responsibility.
+unsafe impl Send for Mapping {}
+
+// SAFETY: `&Mapping` only exposes the address and length (plain reads of
+// immutable fields); all access to the memory goes through raw pointers.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// Maps the first `len` bytes of `file` (which must be open read-write
+    /// and at least `len` bytes long), shared and prefaulted.
+    pub(crate) fn shared_populated(file: &File, len: usize) -> io::Result<Mapping> {
+        if len == 0 {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        // SAFETY: a null hint without MAP_FIXED makes the kernel choose a
+        // fresh address range, so no existing Rust object is aliased or
+        // replaced; the descriptor is valid for the duration of the call
+        // because `file` is borrowed; the result is checked below.
+        let addr = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_POPULATE,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(addr.cast::<u8>())
+            .ok_or_else(|| io::Error::other("mmap returned a null address"))?;
+        Ok(Mapping { ptr, len })
+    }
+
+    /// Start of the mapping (page aligned).
+    pub(crate) fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// Length of the mapping in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `ptr` and `len` are exactly the range one successful mmap
+        // returned, owned by this `Mapping` alone and unmapped only here.
+        // Pointers handed out by `as_ptr` are documented to die with it.
+        let rc = unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+        debug_assert_eq!(rc, 0, "munmap: {}", io::Error::last_os_error());
+    }
+}
+
+/// `memfd_create(name, MFD_HUGETLB | MFD_HUGE_2MB | MFD_CLOEXEC)`.
+pub(crate) fn memfd_create_hugetlb_2m(name: &CStr) -> io::Result<File> {
+    let flags = libc::MFD_HUGETLB | libc::MFD_HUGE_2MB | libc::MFD_CLOEXEC;
+    // SAFETY: `name` is a NUL-terminated string that outlives the call and
+    // the flags are valid constants; the result is checked below.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by memfd_create, so it is open and
+    // owned by nothing else; `OwnedFd` takes over closing it.
+    Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+/// `mount -t hugetlbfs -o pagesize=2M,mode=1770 none <target>`.
+pub(crate) fn mount_hugetlbfs_2m(target: &CStr) -> io::Result<()> {
+    // SAFETY: every pointer is a NUL-terminated string that outlives the
+    // call; mount(2) only reads them. The result is checked below.
+    let rc = unsafe {
+        libc::mount(
+            c"none".as_ptr(),
+            target.as_ptr(),
+            c"hugetlbfs".as_ptr(),
+            0,
+            c"pagesize=2M,mode=1770".as_ptr().cast(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The effective user id of this process.
+pub(crate) fn effective_uid() -> u32 {
+    // SAFETY: geteuid takes no arguments, touches no memory and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+#[cfg(test)]
+impl Mapping {
+    /// Test helper: volatile write of `bytes` at `offset`.
+    pub(crate) fn write_at(&self, offset: usize, bytes: &[u8]) {
+        assert!(offset
+            .checked_add(bytes.len())
+            .is_some_and(|end| end <= self.len));
+        for (i, &b) in bytes.iter().enumerate() {
+            // SAFETY: `offset + i < len` (asserted above), so the address is
+            // inside this live, writable mapping; volatile because another
+            // mapping of the same file may look at it.
+            unsafe { self.as_ptr().add(offset + i).write_volatile(b) };
+        }
+    }
+
+    /// Test helper: volatile read of `len` bytes at `offset`.
+    pub(crate) fn read_at(&self, offset: usize, len: usize) -> Vec<u8> {
+        assert!(offset.checked_add(len).is_some_and(|end| end <= self.len));
+        (0..len)
+            // SAFETY: `offset + i < self.len` (asserted above), so the
+            // address is inside this live, readable mapping.
+            .map(|i| unsafe { self.as_ptr().add(offset + i).read_volatile() })
+            .collect()
+    }
+}
