@@ -1,1 +1,255 @@
-fn main() {}
+//! The `hwlink` command: measure round trips, list and remove regions.
+
+use clap::{Parser, Subcommand};
+use hwlink::pingpong::{self, Config, Mechanism, Session, Stats};
+use hwlink::{admin, Backend, WaitStrategy};
+use std::process::{Command, ExitCode};
+
+#[derive(Parser)]
+#[command(
+    name = "hwlink",
+    version,
+    about = "Kernel-bypass message passing between processes over shared memory"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Measure the round trip of one message between this process and a
+    /// peer process it spawns.
+    Pingpong(PingpongArgs),
+    /// List the regions on this machine: creator, whether it is alive, rings
+    /// and their occupancy.
+    Ls,
+    /// Remove a region by name, or every region left by dead processes.
+    Rm {
+        /// Region name (see `hwlink ls`).
+        #[arg(required_unless_present = "stale", conflicts_with = "stale")]
+        name: Option<String>,
+        /// Remove every region whose creator and attached processes are dead.
+        #[arg(long)]
+        stale: bool,
+    },
+    /// The peer side of `pingpong` (internal).
+    #[command(hide = true)]
+    PingpongPeer {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(clap::Args)]
+struct PingpongArgs {
+    /// Round trips to measure.
+    #[arg(long, default_value_t = 100_000)]
+    count: usize,
+    /// Message size in bytes (at least 8).
+    #[arg(long, default_value_t = 8)]
+    size: usize,
+    /// How both ends wait: poll, spin-park or park.
+    #[arg(long, default_value_t = WaitStrategy::SpinPark)]
+    wait: WaitStrategy,
+    /// Memory: hugepage, shm, or auto (hugepages with a fallback to shm).
+    #[arg(long, default_value_t = Backend::Auto)]
+    backend: Backend,
+    /// CPUs for this process and the peer, e.g. 0,1; 0,0 shares one core.
+    #[arg(long, value_parser = parse_cpus, default_value = "0,1")]
+    cpus: (usize, usize),
+    /// Also measure a pipe and the raw cache-line floor in the same run.
+    #[arg(long)]
+    baseline: bool,
+    /// Print a JSON object as the last line.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_cpus(s: &str) -> Result<(usize, usize), String> {
+    let (a, b) = s.split_once(',').ok_or("expected two CPUs, like 0,1")?;
+    let cpu = |x: &str| {
+        x.trim()
+            .parse::<usize>()
+            .map_err(|e| format!("bad CPU `{x}`: {e}"))
+    };
+    Ok((cpu(a)?, cpu(b)?))
+}
+
+fn launcher(peer: &pingpong::PeerArgs) -> Command {
+    let exe = std::env::current_exe().expect("cannot find the hwlink executable");
+    let mut cmd = Command::new(exe);
+    cmd.arg("pingpong-peer").arg("--").args(peer.args());
+    cmd
+}
+
+fn run_one(
+    args: &PingpongArgs,
+    mechanism: Mechanism,
+) -> Result<Stats, Box<dyn std::error::Error + Send + Sync>> {
+    let cfg = Config {
+        mechanism,
+        size: args.size,
+        wait: args.wait,
+        backend: args.backend,
+        cpus: Some(args.cpus),
+    };
+    let mut session = Session::start(&cfg, &launcher)?;
+    session.measure((args.count / 10).clamp(100, 100_000))?;
+    let mut samples = session.measure(args.count)?;
+    session.finish()?;
+    Stats::from_samples(&mut samples).ok_or_else(|| "no samples: pass --count 1 or more".into())
+}
+
+fn print_stats(label: &str, s: &Stats, reference: Option<&Stats>) {
+    let us = |ns: u64| ns as f64 / 1000.0;
+    let ratio = reference.map_or(String::new(), |r| {
+        format!("  ({:.2}x hwlink p50)", s.p50 as f64 / r.p50.max(1) as f64)
+    });
+    println!(
+        "{label:<28} p50 {:>9.3}  p90 {:>9.3}  p99 {:>9.3}  p99.9 {:>9.3}  max {:>10.3}  mean {:>9.3} µs{ratio}",
+        us(s.p50),
+        us(s.p90),
+        us(s.p99),
+        us(s.p999),
+        us(s.max),
+        us(s.mean)
+    );
+}
+
+fn pingpong_cmd(args: PingpongArgs) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let backend_used = {
+        // Report the memory the links really use (auto may fall back).
+        let probe = hwlink::LinkBuilder::new(format!("probe{}", std::process::id()))
+            .capacity(1)
+            .slot_size(8)
+            .backend(args.backend)
+            .create_sender()?;
+        if probe.backing().is_hugepage() {
+            "hugepage"
+        } else {
+            "shm"
+        }
+    };
+    println!(
+        "hwlink pingpong: {} round trips of {} bytes, wait {}, backend {backend_used}, CPUs {},{}",
+        args.count, args.size, args.wait, args.cpus.0, args.cpus.1
+    );
+    let hw = run_one(&args, Mechanism::Hwlink)?;
+    print_stats(&format!("hwlink ({})", args.wait), &hw, None);
+    let mut extra = String::new();
+    if args.baseline {
+        let pipe = run_one(&args, Mechanism::Pipe)?;
+        print_stats("pipe", &pipe, Some(&hw));
+        extra.push_str(&format!(r#","pipe_rtt_ns":{}"#, pipe.to_json()));
+        if args.cpus.0 != args.cpus.1 {
+            let floor = run_one(&args, Mechanism::Floor)?;
+            print_stats("cache-line floor", &floor, Some(&hw));
+            println!(
+                "hwlink p50 / floor p50 = {:.2}; pipe p50 / hwlink p50 = {:.1}",
+                hw.p50 as f64 / floor.p50.max(1) as f64,
+                pipe.p50 as f64 / hw.p50.max(1) as f64
+            );
+            extra.push_str(&format!(r#","floor_rtt_ns":{}"#, floor.to_json()));
+        } else {
+            println!(
+                "hwlink p50 / pipe p50 = {:.2} (one core: no floor, a spinning peer would starve)",
+                hw.p50 as f64 / pipe.p50.max(1) as f64
+            );
+        }
+    }
+    if args.json {
+        println!(
+            r#"{{"backend":"{backend_used}","wait":"{}","size":{},"count":{},"cpus":[{},{}],"rtt_ns":{}{extra}}}"#,
+            args.wait,
+            args.size,
+            args.count,
+            args.cpus.0,
+            args.cpus.1,
+            hw.to_json()
+        );
+    }
+    Ok(())
+}
+
+fn ls_cmd() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let regions = admin::list()?;
+    if regions.is_empty() {
+        println!("no hwlink regions on this machine");
+        return Ok(());
+    }
+    println!(
+        "{:<32} {:<14} {:>10} {:>8} {:<6} {:<6}",
+        "NAME", "BACKING", "BYTES", "CREATOR", "ALIVE", "STALE"
+    );
+    for r in &regions {
+        println!(
+            "{:<32} {:<14} {:>10} {:>8} {:<6} {:<6}",
+            r.name,
+            r.kind.to_string(),
+            r.size,
+            r.creator_pid,
+            if r.creator_alive { "yes" } else { "no" },
+            if r.is_stale() { "yes" } else { "no" }
+        );
+        for ring in &r.rings {
+            let occ = match &ring.occupancy {
+                Ok(n) => format!("{n}/{}", ring.capacity),
+                Err(e) => format!("unreadable: {e}"),
+            };
+            let ep = |e: &admin::EndpointStatus| {
+                if e.pid == 0 {
+                    e.state.to_string()
+                } else {
+                    format!(
+                        "{} pid {}{}",
+                        e.state,
+                        e.pid,
+                        if e.alive { "" } else { " (dead)" }
+                    )
+                }
+            };
+            println!(
+                "    ring: {occ} messages queued, slot {} B; sender {}; receiver {}",
+                ring.slot_size,
+                ep(&ring.sender),
+                ep(&ring.receiver)
+            );
+        }
+        if let Some(e) = &r.error {
+            println!("    error: {e}");
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Pingpong(args) => pingpong_cmd(args),
+        Cmd::PingpongPeer { args } => pingpong::peer_main(&args),
+        Cmd::Ls => ls_cmd(),
+        Cmd::Rm {
+            name: Some(name), ..
+        } => admin::remove(&name)
+            .map(|()| println!("removed {name}"))
+            .map_err(Into::into),
+        Cmd::Rm { name: None, .. } => admin::remove_stale()
+            .map(|names| {
+                if names.is_empty() {
+                    println!("no stale regions");
+                }
+                for n in names {
+                    println!("removed stale region {n}");
+                }
+            })
+            .map_err(Into::into),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hwlink: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

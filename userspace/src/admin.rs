@@ -1,0 +1,167 @@
+//! Administration: list the regions on this machine with their owners and
+//! rings, and remove them, including those left behind by dead processes.
+
+use crate::error::{OpenError, Side};
+use crate::liveness::is_alive;
+use crate::region::{self, RegionMap, RingParts};
+use hwlink_drivers::{Backend, BackingKind, MapError, Region};
+use hwlink_hw::{HWL_EP_ATTACHED, HWL_EP_CLOSED, HWL_EP_FREE};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// One end of a ring, as seen from outside.
+#[derive(Debug, Clone)]
+pub struct EndpointStatus {
+    /// "free", "attached", "closed" or "invalid".
+    pub state: &'static str,
+    /// The attached (or last) process.
+    pub pid: u32,
+    /// Whether that process still runs.
+    pub alive: bool,
+}
+
+/// One ring, as seen from outside.
+#[derive(Debug, Clone)]
+pub struct RingStatus {
+    /// Slots.
+    pub capacity: u32,
+    /// Largest message.
+    pub slot_size: u32,
+    /// Messages queued now, or why it cannot be told.
+    pub occupancy: Result<u32, String>,
+    /// The sending end.
+    pub sender: EndpointStatus,
+    /// The receiving end.
+    pub receiver: EndpointStatus,
+}
+
+/// One region, as seen from outside.
+#[derive(Debug, Clone)]
+pub struct RegionStatus {
+    /// Region name.
+    pub name: String,
+    /// Its file.
+    pub path: PathBuf,
+    /// Backing memory.
+    pub kind: BackingKind,
+    /// Bytes.
+    pub size: u64,
+    /// The creating process (0 if unknown).
+    pub creator_pid: u32,
+    /// Whether the creator still runs.
+    pub creator_alive: bool,
+    /// Its rings.
+    pub rings: Vec<RingStatus>,
+    /// Why the region could not be read, if it could not.
+    pub error: Option<String>,
+}
+
+impl RegionStatus {
+    /// Left behind: its creator is dead and no live process is attached to
+    /// any of its rings (or it never finished initialising).
+    pub fn is_stale(&self) -> bool {
+        !self.creator_alive
+            && self
+                .rings
+                .iter()
+                .all(|r| !(r.sender.alive && r.sender.state == "attached"))
+            && self
+                .rings
+                .iter()
+                .all(|r| !(r.receiver.alive && r.receiver.state == "attached"))
+    }
+}
+
+fn backend_of(kind: BackingKind) -> Backend {
+    match kind {
+        BackingKind::Shm => Backend::Shm,
+        _ => Backend::Hugepage,
+    }
+}
+
+fn endpoint_status(parts: &RingParts, side: Side) -> EndpointStatus {
+    let snap = parts.endpoint(side).snapshot();
+    let state = match snap.state {
+        HWL_EP_FREE => "free",
+        HWL_EP_ATTACHED => "attached",
+        HWL_EP_CLOSED => "closed",
+        _ => "invalid",
+    };
+    EndpointStatus {
+        state,
+        pid: snap.pid,
+        alive: snap.pid != 0 && is_alive(snap.pid, snap.start_time),
+    }
+}
+
+/// Every hwlink region on this machine.
+pub fn list() -> Result<Vec<RegionStatus>, MapError> {
+    let mut out = Vec::new();
+    for file in hwlink_drivers::list_regions()? {
+        let mut status = RegionStatus {
+            name: file.name.clone(),
+            path: file.path.clone(),
+            kind: file.kind,
+            size: file.size,
+            creator_pid: 0,
+            creator_alive: false,
+            rings: Vec::new(),
+            error: None,
+        };
+        match Region::open(&file.name, backend_of(file.kind)) {
+            Err(e) => status.error = Some(e.to_string()),
+            Ok(r) => {
+                let map = Arc::new(RegionMap::from_region(r));
+                match region::validate(&map) {
+                    Err(e) => {
+                        if let OpenError::NotReady { creator_pid, .. } = &e {
+                            status.creator_pid = *creator_pid;
+                            status.creator_alive = is_alive(*creator_pid, 0);
+                        }
+                        status.error = Some(e.to_string());
+                    }
+                    Ok(info) => {
+                        status.creator_pid = info.creator_pid;
+                        status.creator_alive = is_alive(info.creator_pid, info.creator_start);
+                        match RingParts::locate(map.clone(), &info) {
+                            Ok(parts) => {
+                                let g = parts.geometry();
+                                status.rings.push(RingStatus {
+                                    capacity: g.capacity,
+                                    slot_size: g.slot_size,
+                                    occupancy: parts
+                                        .words()
+                                        .occupancy(g.capacity)
+                                        .map_err(|c| c.to_string()),
+                                    sender: endpoint_status(&parts, Side::Sender),
+                                    receiver: endpoint_status(&parts, Side::Receiver),
+                                });
+                            }
+                            Err(OpenError::NoRing { .. }) => {}
+                            Err(e) => status.error = Some(e.to_string()),
+                        }
+                    }
+                }
+            }
+        }
+        out.push(status);
+    }
+    Ok(out)
+}
+
+/// Removes the region `name` (processes that have it mapped keep it).
+pub fn remove(name: &str) -> Result<(), MapError> {
+    hwlink_drivers::remove_region(name)
+}
+
+/// Removes every stale region; returns their names.
+pub fn remove_stale() -> Result<Vec<String>, MapError> {
+    let mut removed = Vec::new();
+    for status in list()? {
+        if status.is_stale() {
+            hwlink_drivers::remove_region(&status.name)?;
+            removed.push(status.name);
+        }
+    }
+    Ok(removed)
+}

@@ -1,0 +1,295 @@
+//! Semaphore doorbell: a counting semaphore on a process-shared futex word,
+//! with a waiter count so that `post` makes no system call when nobody sleeps.
+//!
+//! Layout: `struct hwl_doorbell` (hw/include/hwlink_abi.h). Protocol and
+//! ordering edges (F0..F3): hw/SPEC.md, "Wake-up".
+
+use crate::futex;
+use crate::sync::{fence, AtomicU32, Ordering};
+use core::ptr::NonNull;
+use std::time::{Duration, Instant};
+
+/// A doorbell living in shared (or, for tests, heap) memory.
+#[derive(Debug)]
+pub(crate) struct Doorbell {
+    count: NonNull<AtomicU32>,
+    waiters: NonNull<AtomicU32>,
+}
+
+// SAFETY: the doorbell only hands out shared references to atomics, which are
+// Sync; the memory is kept alive by whoever built it (see `from_raw`).
+unsafe impl Send for Doorbell {}
+// SAFETY: as above: every access is atomic.
+unsafe impl Sync for Doorbell {}
+
+/// How a sleep ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Slept<T> {
+    /// The condition became true.
+    Ready(T),
+    /// The deadline passed first.
+    TimedOut,
+}
+
+impl Doorbell {
+    /// Builds a doorbell over two words.
+    ///
+    /// # Safety
+    /// `count` and `waiters` must be valid, aligned and only ever accessed
+    /// atomically, for as long as the returned value (or anything derived
+    /// from it) lives.
+    pub(crate) unsafe fn from_raw(count: *const AtomicU32, waiters: *const AtomicU32) -> Self {
+        Doorbell {
+            count: NonNull::new(count.cast_mut()).expect("doorbell count is null"),
+            waiters: NonNull::new(waiters.cast_mut()).expect("doorbell waiters is null"),
+        }
+    }
+
+    fn count(&self) -> &AtomicU32 {
+        // SAFETY: valid for our lifetime by the contract of `from_raw`.
+        unsafe { self.count.as_ref() }
+    }
+
+    fn waiters(&self) -> &AtomicU32 {
+        // SAFETY: valid for our lifetime by the contract of `from_raw`.
+        unsafe { self.waiters.as_ref() }
+    }
+
+    /// V: adds one token and wakes one sleeper, with no system call when
+    /// nobody is registered as a waiter.
+    pub(crate) fn post(&self) {
+        self.count().fetch_add(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        if self.waiters().load(Ordering::Relaxed) > 0 {
+            futex::wake(self.count(), 1);
+        }
+    }
+
+    /// Posts only if a waiter is registered and fewer tokens are pending than
+    /// waiters. The caller must have published its change and executed
+    /// `fence(SeqCst)` (F0/F2) before calling this.
+    #[inline]
+    pub(crate) fn notify(&self) {
+        let waiters = self.waiters().load(Ordering::Relaxed);
+        if waiters > 0 && self.count().load(Ordering::Relaxed) < waiters {
+            self.post();
+        }
+    }
+
+    /// Takes one token if there is one.
+    pub(crate) fn try_wait(&self) -> bool {
+        let count = self.count();
+        let mut c = count.load(Ordering::Relaxed);
+        while c > 0 {
+            match count.compare_exchange_weak(c, c - 1, Ordering::Acquire, Ordering::Relaxed) {
+                Ok(_) => return true,
+                Err(now) => c = now,
+            }
+        }
+        false
+    }
+
+    /// P: takes one token, sleeping until one is posted or `deadline` passes.
+    /// Returns false on timeout.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn wait(&self, deadline: Option<Instant>) -> bool {
+        if self.try_wait() {
+            return true;
+        }
+        let slept: Result<_, ()> =
+            self.sleep(|_| Ok(self.try_wait().then_some(())), false, deadline, None);
+        matches!(slept, Ok(Slept::Ready(())))
+    }
+
+    /// Sleeps until `ready` yields a value, re-checking it after every
+    /// wake-up. Used by rings, whose posts are hints: any pending token is
+    /// taken and the ring is looked at again.
+    ///
+    /// `slice` bounds each futex sleep; `ready(true)` is called after a
+    /// slice elapsed, so it can do expensive checks (peer liveness) then
+    /// only. An error from `ready` ends the sleep.
+    pub(crate) fn sleep_until<T, E>(
+        &self,
+        ready: impl FnMut(bool) -> Result<Option<T>, E>,
+        deadline: Option<Instant>,
+        slice: Option<Duration>,
+    ) -> Result<Slept<T>, E> {
+        self.sleep(ready, true, deadline, slice)
+    }
+
+    fn sleep<T, E>(
+        &self,
+        mut ready: impl FnMut(bool) -> Result<Option<T>, E>,
+        tokens_are_hints: bool,
+        deadline: Option<Instant>,
+        slice: Option<Duration>,
+    ) -> Result<Slept<T>, E> {
+        self.waiters().fetch_add(1, Ordering::Relaxed);
+        let mut slice_elapsed = false;
+        let outcome = loop {
+            // F1/F3: pairs with the fence a poster executes between
+            // publishing and reading `waiters`: either it sees us registered,
+            // or we see what it published.
+            fence(Ordering::SeqCst);
+            match ready(slice_elapsed) {
+                Ok(Some(value)) => break Ok(Slept::Ready(value)),
+                Ok(None) => {}
+                Err(e) => break Err(e),
+            }
+            if tokens_are_hints && self.try_wait() {
+                continue;
+            }
+            let timeout = match (deadline, slice) {
+                (None, None) => None,
+                (Some(d), s) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break Ok(Slept::TimedOut);
+                    }
+                    Some(s.map_or(left, |s| s.min(left)))
+                }
+                (None, Some(s)) => Some(s),
+            };
+            slice_elapsed = !futex::wait(self.count(), 0, timeout);
+        };
+        self.waiters().fetch_sub(1, Ordering::Relaxed);
+        outcome
+    }
+
+    /// Tokens currently pending (diagnostics only).
+    pub(crate) fn pending(&self) -> u32 {
+        self.count().load(Ordering::Relaxed)
+    }
+
+    /// Registered waiters (diagnostics only).
+    pub(crate) fn waiting(&self) -> u32 {
+        self.waiters().load(Ordering::Relaxed)
+    }
+}
+
+/// A doorbell in its own heap allocation, for tests and models.
+#[cfg(test)]
+pub(crate) struct HeapDoorbell {
+    words: std::sync::Arc<[AtomicU32; 2]>,
+    pub(crate) bell: Doorbell,
+}
+
+#[cfg(test)]
+impl HeapDoorbell {
+    pub(crate) fn new() -> Self {
+        let words = std::sync::Arc::new([AtomicU32::new(0), AtomicU32::new(0)]);
+        // SAFETY: the Arc keeps both words alive as long as this value, and
+        // they are only accessed atomically.
+        let bell = unsafe { Doorbell::from_raw(&words[0], &words[1]) };
+        HeapDoorbell { words, bell }
+    }
+
+    pub(crate) fn share(&self) -> Self {
+        let words = self.words.clone();
+        // SAFETY: as in `new`: the cloned Arc keeps the words alive.
+        let bell = unsafe { Doorbell::from_raw(&words[0], &words[1]) };
+        HeapDoorbell { words, bell }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn post_then_wait_takes_the_token() {
+        let d = HeapDoorbell::new();
+        d.bell.post();
+        assert_eq!(d.bell.pending(), 1);
+        assert!(d.bell.wait(Some(Instant::now())));
+        assert_eq!(d.bell.pending(), 0);
+        assert!(!d.bell.try_wait());
+    }
+
+    #[test]
+    fn wait_times_out_without_a_post() {
+        let d = HeapDoorbell::new();
+        let t0 = Instant::now();
+        assert!(!d.bell.wait(Some(t0 + Duration::from_millis(30))));
+        assert!(t0.elapsed() >= Duration::from_millis(30));
+        assert_eq!(d.bell.waiting(), 0, "a timed-out waiter deregisters");
+    }
+
+    #[test]
+    fn post_wakes_a_sleeping_thread() {
+        let d = HeapDoorbell::new();
+        let other = d.share();
+        let t = std::thread::spawn(move || other.bell.wait(None));
+        while d.bell.waiting() == 0 {
+            std::thread::yield_now();
+        }
+        d.bell.post();
+        assert!(t.join().unwrap());
+        assert_eq!(d.bell.pending(), 0);
+    }
+
+    #[test]
+    fn notify_without_waiters_posts_nothing() {
+        let d = HeapDoorbell::new();
+        d.bell.notify();
+        assert_eq!(d.bell.pending(), 0);
+    }
+
+    #[test]
+    fn counting_semantics() {
+        let d = HeapDoorbell::new();
+        for _ in 0..3 {
+            d.bell.post();
+        }
+        assert!(d.bell.try_wait() && d.bell.try_wait() && d.bell.try_wait());
+        assert!(!d.bell.try_wait());
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_models {
+    use super::*;
+
+    /// Two posts and two waits between two threads: no token is lost and
+    /// nobody sleeps forever.
+    #[test]
+    fn semaphore_post_wait() {
+        loom::model(|| {
+            let d = HeapDoorbell::new();
+            let other = d.share();
+            let t = loom::thread::spawn(move || {
+                other.bell.post();
+                other.bell.post();
+            });
+            assert!(d.bell.wait(None));
+            assert!(d.bell.wait(None));
+            t.join().unwrap();
+            assert_eq!(d.bell.pending(), 0);
+        });
+    }
+
+    /// The ring-style hint protocol: publish, F0, notify versus register,
+    /// F1, re-check, sleep. The sleeper must always see the flag.
+    #[test]
+    fn notify_never_loses_a_wakeup() {
+        loom::model(|| {
+            let d = HeapDoorbell::new();
+            let other = d.share();
+            let flag = std::sync::Arc::new(AtomicU32::new(0));
+            let flag2 = flag.clone();
+            let t = loom::thread::spawn(move || {
+                flag2.store(1, Ordering::Release);
+                fence(Ordering::SeqCst);
+                other.bell.notify();
+            });
+            let got: Result<_, ()> = d.bell.sleep_until(
+                |_| Ok((flag.load(Ordering::Acquire) == 1).then_some(())),
+                None,
+                None,
+            );
+            assert_eq!(got, Ok(Slept::Ready(())));
+            t.join().unwrap();
+        });
+    }
+}

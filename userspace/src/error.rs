@@ -1,0 +1,238 @@
+//! Error types. Every message says what to do next.
+
+use hwlink_drivers::MapError;
+use std::fmt;
+
+/// A value read from shared memory was out of range: the peer is broken or
+/// hostile. The end that saw it refuses every later operation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "shared memory is corrupt: {what} is {value}, but at most {limit} is allowed; \
+     the peer process is broken or hostile, so this end is closed: drop it, remove the \
+     region with `hwlink rm NAME` and create a new link"
+)]
+pub struct Corruption {
+    /// Which value was wrong.
+    pub what: &'static str,
+    /// What was read.
+    pub value: u64,
+    /// The largest acceptable value.
+    pub limit: u64,
+}
+
+impl Corruption {
+    pub(crate) fn new(what: &'static str, value: u64, limit: u64) -> Self {
+        Corruption { what, value, limit }
+    }
+}
+
+/// Which end of a link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The end that sends.
+    Sender,
+    /// The end that receives.
+    Receiver,
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Side::Sender => "sender",
+            Side::Receiver => "receiver",
+        })
+    }
+}
+
+/// Creating or opening a region or a link failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// Mapping the memory failed (see the driver's message).
+    #[error(transparent)]
+    Map(#[from] MapError),
+    /// The region does not start with the hwlink magic.
+    #[error(
+        "region `{name}` is not an hwlink region (magic {found:#018x}, expected {expected:#018x}); \
+         it was overwritten or belongs to another program: remove it with `hwlink rm {name}`"
+    )]
+    BadMagic {
+        /// Region name.
+        name: String,
+        /// Magic found.
+        found: u64,
+        /// Magic expected.
+        expected: u64,
+    },
+    /// The creator has not finished initialising the region.
+    #[error(
+        "region `{name}` is still being initialised by its creator (pid {creator_pid}); \
+         retry, or if that process died run `hwlink rm --stale`"
+    )]
+    NotReady {
+        /// Region name.
+        name: String,
+        /// Who is creating it (0 if unknown).
+        creator_pid: u32,
+    },
+    /// The region uses another ABI version.
+    #[error(
+        "region `{name}` uses hwlink ABI version {found}, but this program speaks version {expected}: \
+         build both processes from the same hwlink version"
+    )]
+    VersionMismatch {
+        /// Region name.
+        name: String,
+        /// Version found.
+        found: u32,
+        /// Version expected.
+        expected: u32,
+    },
+    /// The region uses features this program does not know.
+    #[error(
+        "region `{name}` uses features {unknown:#x} unknown to this hwlink: upgrade this program"
+    )]
+    UnsupportedFeatures {
+        /// Region name.
+        name: String,
+        /// The unknown feature bits.
+        unknown: u32,
+    },
+    /// The header's size disagrees with the file.
+    #[error(
+        "region `{name}` claims {header} bytes but its file has {file}: it is truncated or corrupt; \
+         remove it with `hwlink rm {name}`"
+    )]
+    SizeMismatch {
+        /// Region name.
+        name: String,
+        /// Size in the header.
+        header: u64,
+        /// Size of the mapping.
+        file: u64,
+    },
+    /// A layout value in the region is out of range.
+    #[error("region `{name}`: {source}")]
+    Corrupt {
+        /// Region name.
+        name: String,
+        /// What was wrong.
+        #[source]
+        source: Corruption,
+    },
+    /// The region holds no ring.
+    #[error("region `{name}` holds no link ring: it was created by something else; `hwlink ls` shows what it holds")]
+    NoRing {
+        /// Region name.
+        name: String,
+    },
+    /// The asked-for shape is not possible.
+    #[error("invalid link configuration: {0}")]
+    InvalidConfig(String),
+    /// Another live process holds this end.
+    #[error(
+        "the {side} end of `{name}` is already attached by pid {pid}; each end has one process: \
+         open the other end, or create another link"
+    )]
+    EndpointBusy {
+        /// Region name.
+        name: String,
+        /// Which end.
+        side: Side,
+        /// Holder.
+        pid: u32,
+    },
+    /// This end was used and closed, or its process died.
+    #[error(
+        "the {side} end of `{name}` was already used by pid {pid}, which has gone; a link's ends \
+         cannot be re-attached: create a new link (`hwlink rm {name}` removes this one)"
+    )]
+    EndpointUsed {
+        /// Region name.
+        name: String,
+        /// Which end.
+        side: Side,
+        /// Former holder.
+        pid: u32,
+    },
+}
+
+/// Sending failed; the message is handed back.
+#[derive(thiserror::Error)]
+pub enum SendError<M> {
+    /// `try_send`: the ring is full right now.
+    #[error("the link is full: the receiver is behind; retry, or use `send` to wait")]
+    Full(M),
+    /// `send_timeout`: still full at the deadline.
+    #[error("timed out waiting for space: the receiver is not reading")]
+    Timeout(M),
+    /// The receiver closed its end or its process died; nothing more will be
+    /// delivered.
+    #[error("the receiver has gone (closed or its process died): the message was not sent")]
+    Disconnected(M),
+    /// The message is longer than a slot.
+    #[error("message of {len} bytes exceeds the link's slot size of {max} bytes: create the link with a larger slot size")]
+    TooLarge {
+        /// The message.
+        msg: M,
+        /// Its length.
+        len: usize,
+        /// The slot size.
+        max: usize,
+    },
+    /// The peer corrupted the ring.
+    #[error(transparent)]
+    Corrupt(Corruption),
+}
+
+impl<M> fmt::Debug for SendError<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::Full(_) => f.write_str("Full(..)"),
+            SendError::Timeout(_) => f.write_str("Timeout(..)"),
+            SendError::Disconnected(_) => f.write_str("Disconnected(..)"),
+            SendError::TooLarge { len, max, .. } => {
+                write!(f, "TooLarge {{ len: {len}, max: {max} }}")
+            }
+            SendError::Corrupt(c) => write!(f, "Corrupt({c:?})"),
+        }
+    }
+}
+
+impl<M> SendError<M> {
+    /// The message, if the error carries it back.
+    pub fn into_inner(self) -> Option<M> {
+        match self {
+            SendError::Full(m) | SendError::Timeout(m) | SendError::Disconnected(m) => Some(m),
+            SendError::TooLarge { msg, .. } => Some(msg),
+            SendError::Corrupt(_) => None,
+        }
+    }
+}
+
+/// Receiving failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecvError {
+    /// `try_recv`: nothing is queued right now.
+    #[error("the link is empty; retry, or use `recv` to wait")]
+    Empty,
+    /// `recv_timeout`: nothing arrived before the deadline.
+    #[error("timed out waiting for a message: the sender is not sending")]
+    Timeout,
+    /// The sender closed its end or died, and every message it sent has been
+    /// received.
+    #[error(
+        "the sender has gone (closed or its process died) and every message it sent was received"
+    )]
+    Disconnected,
+    /// The buffer passed to `recv_into` is too small; the message stays queued.
+    #[error("the message has {len} bytes but the buffer holds {cap}: pass a larger buffer")]
+    BufferTooSmall {
+        /// Message length.
+        len: usize,
+        /// Buffer length.
+        cap: usize,
+    },
+    /// The peer corrupted the ring.
+    #[error(transparent)]
+    Corrupt(#[from] Corruption),
+}

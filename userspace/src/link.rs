@@ -1,0 +1,889 @@
+//! Links: the public `Sender` and `Receiver` ends of an SPSC ring in a named
+//! region, with blocking, timed, non-blocking and zero-copy operations.
+
+use crate::doorbell::{Doorbell, Slept};
+use crate::error::{Corruption, OpenError, RecvError, SendError, Side};
+use crate::liveness::PeerWatch;
+use crate::region::{self, Endpoint, RingParts};
+use crate::spsc::{Consumer, Geometry, Producer, RawSlots};
+use crate::sync::spin_loop;
+use crate::wait::{Prelude, SpinPolicy, WaitStrategy};
+use hwlink_drivers::Backend;
+use hwlink_hw::{HWL_EP_ATTACHED, HWL_EP_FREE, HWL_WAIT_MAY_SLEEP, HWL_WAIT_POLL};
+use std::ops::{Deref, DerefMut};
+use std::time::{Duration, Instant};
+
+/// Longest single futex sleep; between sleeps the peer's liveness is checked.
+const SLEEP_SLICE: Duration = Duration::from_millis(50);
+/// Busy-poll iterations between cheap checks (deadline, peer state word).
+const POLL_CHECK_EVERY: u32 = 1 << 10;
+/// Cheap checks between liveness system calls while polling.
+const LIVENESS_EVERY: u32 = 1 << 6;
+/// Non-blocking calls that found nothing between liveness system calls.
+const TRY_LIVENESS_EVERY: u32 = 1 << 8;
+
+/// Default slots per ring.
+pub const DEFAULT_CAPACITY: u32 = 1024;
+/// Default largest message, chosen so a default ring fills one 2 MiB page.
+pub const DEFAULT_SLOT_SIZE: u32 = 1016;
+
+/// Creates or opens one end of a link.
+#[derive(Debug, Clone)]
+pub struct LinkBuilder {
+    name: String,
+    capacity: u32,
+    slot_size: u32,
+    backend: Backend,
+    wait: WaitStrategy,
+    ready_timeout: Duration,
+}
+
+impl LinkBuilder {
+    /// A link named `name`: letters, digits, `_`, `-` and `.`, up to 48.
+    pub fn new(name: impl Into<String>) -> Self {
+        LinkBuilder {
+            name: name.into(),
+            capacity: DEFAULT_CAPACITY,
+            slot_size: DEFAULT_SLOT_SIZE,
+            backend: Backend::Auto,
+            wait: WaitStrategy::default(),
+            ready_timeout: Duration::from_secs(1),
+        }
+    }
+    /// Slots in the ring (a power of two); used on creation.
+    pub fn capacity(mut self, slots: u32) -> Self {
+        self.capacity = slots;
+        self
+    }
+    /// Largest message in bytes; used on creation.
+    pub fn slot_size(mut self, bytes: u32) -> Self {
+        self.slot_size = bytes;
+        self
+    }
+    /// Which memory to use (hugepages, /dev/shm, or auto with fallback).
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = backend;
+        self
+    }
+    /// How this end waits.
+    pub fn wait(mut self, wait: WaitStrategy) -> Self {
+        self.wait = wait;
+        self
+    }
+    /// How long `open_*` waits for a creator that is still initialising.
+    pub fn ready_timeout(mut self, t: Duration) -> Self {
+        self.ready_timeout = t;
+        self
+    }
+
+    fn geometry(&self) -> Result<Geometry, OpenError> {
+        let stride = hwlink_hw::slot_stride(self.slot_size).ok_or_else(|| {
+            OpenError::InvalidConfig(format!("slot size {} is too large", self.slot_size))
+        })?;
+        let object = hwlink_hw::ring_bytes(self.capacity, stride).unwrap_or(u64::MAX);
+        let slots_offset = object.saturating_sub(u64::from(self.capacity) * u64::from(stride));
+        Geometry::validate(self.capacity, self.slot_size, stride, slots_offset, object).map_err(|c| {
+            OpenError::InvalidConfig(format!(
+                "{} {} is not allowed (limit {}): capacity must be a power of two up to 2^24 slots, slot size up to 1 GiB",
+                c.what, c.value, c.limit
+            ))
+        })
+    }
+
+    fn create(&self) -> Result<RingParts, OpenError> {
+        let map = region::create_ring_region(&self.name, self.geometry()?, self.backend)?;
+        let info = region::validate(&map)?;
+        RingParts::locate(map, &info)
+    }
+
+    fn open(&self) -> Result<RingParts, OpenError> {
+        let (map, info) = region::open_region(&self.name, self.backend, self.ready_timeout)?;
+        RingParts::locate(map, &info)
+    }
+
+    /// Creates the link's region and returns its sending end. The region's
+    /// file is removed when this end is dropped (processes that have it
+    /// open keep using it).
+    pub fn create_sender(&self) -> Result<Sender, OpenError> {
+        Sender::attach(self.create()?, self.wait)
+    }
+    /// Creates the link's region and returns its receiving end.
+    pub fn create_receiver(&self) -> Result<Receiver, OpenError> {
+        Receiver::attach(self.create()?, self.wait)
+    }
+    /// Opens the sending end of an existing link.
+    pub fn open_sender(&self) -> Result<Sender, OpenError> {
+        Sender::attach(self.open()?, self.wait)
+    }
+    /// Opens the receiving end of an existing link.
+    pub fn open_receiver(&self) -> Result<Receiver, OpenError> {
+        Receiver::attach(self.open()?, self.wait)
+    }
+}
+
+/// What the peer end is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Peer {
+    /// Not attached yet: messages wait for it.
+    Absent,
+    /// Attached.
+    Present,
+    /// Closed, or its process died.
+    Gone,
+}
+
+/// Tracks the peer endpoint: its state word, and a pidfd once it attached.
+#[derive(Debug)]
+struct PeerTracker {
+    ep: Endpoint,
+    watch: Option<PeerWatch>,
+    gone: bool,
+    misses: u32,
+}
+
+impl PeerTracker {
+    /// Reads the peer's state word; with `check_process`, also asks the
+    /// kernel whether its process still runs (one system call).
+    fn status(&mut self, policy: &mut SpinPolicy, check_process: bool) -> Peer {
+        if self.gone {
+            return Peer::Gone;
+        }
+        let snap = self.ep.snapshot();
+        match snap.state {
+            HWL_EP_FREE => Peer::Absent,
+            HWL_EP_ATTACHED => {
+                let watch = self.watch.get_or_insert_with(|| {
+                    policy.set_masks(crate::liveness::cpu_mask(), snap.cpu_mask);
+                    PeerWatch::new(snap.pid, snap.start_time)
+                });
+                if check_process && !watch.is_alive() {
+                    self.gone = true;
+                    return Peer::Gone;
+                }
+                Peer::Present
+            }
+            // HWL_EP_CLOSED, or garbage: either way nobody will come.
+            _ => {
+                self.gone = true;
+                Peer::Gone
+            }
+        }
+    }
+
+    /// Cheap status for non-blocking calls: a liveness system call only
+    /// every TRY_LIVENESS_EVERY calls that found nothing.
+    fn status_after_miss(&mut self, policy: &mut SpinPolicy) -> Peer {
+        self.misses = self.misses.wrapping_add(1);
+        self.status(policy, self.misses % TRY_LIVENESS_EVERY == 0)
+    }
+}
+
+/// Everything an end needs besides its half of the ring.
+#[derive(Debug)]
+struct EndState {
+    parts: RingParts,
+    me: Endpoint,
+    peer: PeerTracker,
+    strategy: WaitStrategy,
+    policy: SpinPolicy,
+    poisoned: Option<Corruption>,
+}
+
+impl EndState {
+    fn new(parts: RingParts, side: Side, strategy: WaitStrategy) -> Result<EndState, OpenError> {
+        let me = parts.endpoint(side);
+        let wait_mode = if strategy == WaitStrategy::BusyPoll {
+            HWL_WAIT_POLL
+        } else {
+            HWL_WAIT_MAY_SLEEP
+        };
+        me.attach(parts.map().name(), side, wait_mode)?;
+        let other = match side {
+            Side::Sender => Side::Receiver,
+            Side::Receiver => Side::Sender,
+        };
+        let peer = PeerTracker {
+            ep: parts.endpoint(other),
+            watch: None,
+            gone: false,
+            misses: 0,
+        };
+        let mut end = EndState {
+            parts,
+            me,
+            peer,
+            strategy,
+            policy: SpinPolicy::new(),
+            poisoned: None,
+        };
+        end.peer.status(&mut end.policy, false);
+        Ok(end)
+    }
+
+    fn poison(&mut self, c: Corruption) -> Corruption {
+        self.me.close();
+        self.poisoned = Some(c.clone());
+        c
+    }
+}
+
+/// Why a wait ended without the ring becoming ready.
+enum WaitEnd {
+    Ready,
+    TimedOut,
+    PeerGone,
+}
+
+/// Waits until `ready()` (a read of shared memory that does not change any
+/// cache) returns true, following the end's wait strategy. Re-checks the ring
+/// after the peer is seen gone, since it publishes before it closes.
+fn wait_ready(
+    end: &mut EndState,
+    bell: &Doorbell,
+    deadline: Option<Instant>,
+    ready: impl Fn() -> Result<bool, Corruption>,
+) -> Result<WaitEnd, Corruption> {
+    let gone_or_ready = |end: &mut EndState, check: bool| -> Result<Option<WaitEnd>, Corruption> {
+        if end.peer.status(&mut end.policy, check) == Peer::Gone {
+            return Ok(Some(if ready()? {
+                WaitEnd::Ready
+            } else {
+                WaitEnd::PeerGone
+            }));
+        }
+        Ok(None)
+    };
+    if let Some(done) = gone_or_ready(end, false)? {
+        return Ok(done);
+    }
+    let mut prelude = end.policy.prelude(end.strategy);
+    let spin_start = Instant::now();
+    let mut checks = 0u32;
+    loop {
+        match prelude {
+            Prelude::Spin(limit) => {
+                for _ in 0..POLL_CHECK_EVERY {
+                    if ready()? {
+                        if end.strategy == WaitStrategy::SpinPark {
+                            end.policy.record(true);
+                        }
+                        return Ok(WaitEnd::Ready);
+                    }
+                    spin_loop();
+                }
+                checks = checks.wrapping_add(1);
+                if let Some(done) = gone_or_ready(end, checks % LIVENESS_EVERY == 0)? {
+                    return Ok(done);
+                }
+                let now = Instant::now();
+                if deadline.is_some_and(|d| now >= d) {
+                    return Ok(WaitEnd::TimedOut);
+                }
+                if now.duration_since(spin_start) >= limit {
+                    end.policy.record(false);
+                    prelude = Prelude::None;
+                }
+            }
+            Prelude::Yield(n) => {
+                for _ in 0..n {
+                    std::thread::yield_now();
+                    if ready()? {
+                        return Ok(WaitEnd::Ready);
+                    }
+                }
+                prelude = Prelude::None;
+            }
+            Prelude::None => break,
+        }
+    }
+    // Park on the doorbell, re-checking the ring and the peer after every
+    // wake-up, and the peer's process between sleep slices.
+    let EndState { peer, policy, .. } = end;
+    let slept = bell.sleep_until(
+        |slice_elapsed| {
+            if ready()? {
+                return Ok(Some(WaitEnd::Ready));
+            }
+            if peer.status(policy, slice_elapsed) == Peer::Gone {
+                return Ok(Some(if ready()? {
+                    WaitEnd::Ready
+                } else {
+                    WaitEnd::PeerGone
+                }));
+            }
+            Ok(None)
+        },
+        deadline,
+        Some(SLEEP_SLICE),
+    )?;
+    Ok(match slept {
+        Slept::Ready(w) => w,
+        Slept::TimedOut => WaitEnd::TimedOut,
+    })
+}
+
+/// The sending end of a link. `Send` but not `Sync`: one thread sends.
+#[derive(Debug)]
+pub struct Sender {
+    ring: Producer<RawSlots>,
+    end: EndState,
+    sends: u32,
+}
+
+impl Sender {
+    /// Opens the sending end of the link `name` with default options.
+    pub fn open(name: &str) -> Result<Sender, OpenError> {
+        LinkBuilder::new(name).open_sender()
+    }
+
+    fn attach(parts: RingParts, strategy: WaitStrategy) -> Result<Sender, OpenError> {
+        let name = parts.map().name().to_string();
+        let corrupt = |source| OpenError::Corrupt {
+            name: name.clone(),
+            source,
+        };
+        let ring =
+            Producer::new(parts.words(), parts.slots(), parts.geometry()).map_err(corrupt)?;
+        let end = EndState::new(parts, Side::Sender, strategy)?;
+        Ok(Sender {
+            ring,
+            end,
+            sends: 0,
+        })
+    }
+
+    /// The link's name.
+    pub fn name(&self) -> &str {
+        self.end.parts.map().name()
+    }
+    /// Largest message this link carries.
+    pub fn max_message(&self) -> usize {
+        self.ring.geometry().slot_size as usize
+    }
+    /// Slots in the ring.
+    pub fn capacity(&self) -> usize {
+        self.ring.geometry().capacity as usize
+    }
+    /// This end's wait strategy.
+    pub fn wait_strategy(&self) -> WaitStrategy {
+        self.end.strategy
+    }
+    /// Whether this end decided it shares one CPU with its peer.
+    pub fn shares_core_with_peer(&self) -> bool {
+        self.end.policy.shared_core()
+    }
+    /// The backing memory kind.
+    pub fn backing(&self) -> hwlink_drivers::BackingKind {
+        self.end.parts.map().region().kind()
+    }
+    /// Whether the receiver has closed or died (checks the process).
+    pub fn is_disconnected(&mut self) -> bool {
+        self.end.peer.status(&mut self.end.policy, true) == Peer::Gone
+    }
+
+    /// Free slots now, or the reason there can be none.
+    fn ready_slots(&mut self) -> Result<u32, SendError<()>> {
+        if let Some(c) = &self.end.poisoned {
+            return Err(SendError::Corrupt(c.clone()));
+        }
+        self.sends = self.sends.wrapping_add(1);
+        let check = self.sends % TRY_LIVENESS_EVERY == 0;
+        if self.end.peer.status(&mut self.end.policy, check) == Peer::Gone {
+            return Err(SendError::Disconnected(()));
+        }
+        match self.ring.free() {
+            Ok(0) => {
+                // Full: the receiver may have died with the ring full.
+                if self.end.peer.status_after_miss(&mut self.end.policy) == Peer::Gone {
+                    return Err(SendError::Disconnected(()));
+                }
+                Err(SendError::Full(()))
+            }
+            Ok(n) => Ok(n),
+            Err(c) => Err(SendError::Corrupt(self.end.poison(c))),
+        }
+    }
+
+    /// Blocks (per the wait strategy) until a slot is free.
+    fn wait_slot(&mut self, deadline: Option<Instant>) -> Result<u32, SendError<()>> {
+        loop {
+            match self.ready_slots() {
+                Err(SendError::Full(())) => {}
+                other => return other,
+            }
+            let ring = &self.ring;
+            let ready = || Ok(ring.has_room_now());
+            match wait_ready(&mut self.end, &ring.words.not_full, deadline, ready) {
+                Ok(WaitEnd::Ready) => {}
+                Ok(WaitEnd::TimedOut) => return Err(SendError::Timeout(())),
+                Ok(WaitEnd::PeerGone) => return Err(SendError::Disconnected(())),
+                Err(c) => return Err(SendError::Corrupt(self.end.poison(c))),
+            }
+        }
+    }
+
+    fn send_deadline<M: AsRef<[u8]>>(
+        &mut self,
+        msg: M,
+        deadline: Option<Instant>,
+        block: bool,
+    ) -> Result<(), SendError<M>> {
+        let len = msg.as_ref().len();
+        if len > self.max_message() {
+            return Err(SendError::TooLarge {
+                msg,
+                len,
+                max: self.max_message(),
+            });
+        }
+        let got = if block {
+            self.wait_slot(deadline)
+        } else {
+            self.ready_slots()
+        };
+        match got {
+            Ok(_) => {
+                self.ring.write(0, msg.as_ref());
+                self.ring.publish(1);
+                Ok(())
+            }
+            Err(e) => Err(rebind(e, msg)),
+        }
+    }
+
+    /// Sends a message, waiting for space per the wait strategy.
+    pub fn send<M: AsRef<[u8]>>(&mut self, msg: M) -> Result<(), SendError<M>> {
+        self.send_deadline(msg, None, true)
+    }
+    /// Sends a message, waiting at most `timeout` for space.
+    pub fn send_timeout<M: AsRef<[u8]>>(
+        &mut self,
+        msg: M,
+        timeout: Duration,
+    ) -> Result<(), SendError<M>> {
+        self.send_deadline(msg, Some(Instant::now() + timeout), true)
+    }
+    /// Sends a message if a slot is free now; hands it back in `Full` if not.
+    pub fn try_send<M: AsRef<[u8]>>(&mut self, msg: M) -> Result<(), SendError<M>> {
+        self.send_deadline(msg, None, false)
+    }
+
+    /// Reserves a slot for an in-place write of up to `len` bytes, waiting
+    /// for space. Nothing is sent until [`WriteSlot::commit`].
+    pub fn reserve(&mut self, len: usize) -> Result<WriteSlot<'_>, SendError<()>> {
+        self.reserve_deadline(len, None, true)
+    }
+    /// Like [`reserve`](Self::reserve), without waiting.
+    pub fn try_reserve(&mut self, len: usize) -> Result<WriteSlot<'_>, SendError<()>> {
+        self.reserve_deadline(len, None, false)
+    }
+
+    fn reserve_deadline(
+        &mut self,
+        len: usize,
+        deadline: Option<Instant>,
+        block: bool,
+    ) -> Result<WriteSlot<'_>, SendError<()>> {
+        if len > self.max_message() {
+            return Err(SendError::TooLarge {
+                msg: (),
+                len,
+                max: self.max_message(),
+            });
+        }
+        if block {
+            self.wait_slot(deadline)?
+        } else {
+            self.ready_slots()?
+        };
+        Ok(WriteSlot { sender: self, len })
+    }
+
+    /// Starts a batch of up to `max` messages written in place and published
+    /// with one store; waits until at least one slot is free.
+    pub fn write_batch(&mut self, max: usize) -> Result<WriteBatch<'_>, SendError<()>> {
+        let free = self.wait_slot(None)?;
+        Ok(WriteBatch {
+            limit: free.min(max.min(u32::MAX as usize) as u32),
+            written: 0,
+            sender: self,
+        })
+    }
+    /// Like [`write_batch`](Self::write_batch), without waiting.
+    pub fn try_write_batch(&mut self, max: usize) -> Result<WriteBatch<'_>, SendError<()>> {
+        let free = self.ready_slots()?;
+        Ok(WriteBatch {
+            limit: free.min(max.min(u32::MAX as usize) as u32),
+            written: 0,
+            sender: self,
+        })
+    }
+}
+
+fn rebind<M>(e: SendError<()>, msg: M) -> SendError<M> {
+    match e {
+        SendError::Full(()) => SendError::Full(msg),
+        SendError::Timeout(()) => SendError::Timeout(msg),
+        SendError::Disconnected(()) => SendError::Disconnected(msg),
+        SendError::TooLarge { len, max, .. } => SendError::TooLarge { msg, len, max },
+        SendError::Corrupt(c) => SendError::Corrupt(c),
+    }
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        self.end.me.close();
+        // Wake a receiver asleep on an empty ring so it sees the close.
+        self.ring.words.not_empty.post();
+    }
+}
+
+/// A slot reserved for an in-place write; dereferences to its bytes.
+#[derive(Debug)]
+pub struct WriteSlot<'a> {
+    sender: &'a mut Sender,
+    len: usize,
+}
+
+impl WriteSlot<'_> {
+    /// Publishes the slot with its full reserved length.
+    pub fn commit(self) {
+        let len = self.len;
+        self.commit_len(len)
+    }
+    /// Publishes the first `len` bytes (at most the reserved length).
+    pub fn commit_len(self, len: usize) {
+        let len = len.min(self.len) as u32;
+        self.sender.ring.set_len(0, len);
+        self.sender.ring.publish(1);
+    }
+}
+
+impl Deref for WriteSlot<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: the slot is free and owned by this producer until publish;
+        // it holds at least `len` <= slot_size payload bytes.
+        unsafe { std::slice::from_raw_parts(self.sender.ring.payload_ptr(0), self.len) }
+    }
+}
+
+impl DerefMut for WriteSlot<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in deref; `&mut self` makes the access exclusive.
+        unsafe { std::slice::from_raw_parts_mut(self.sender.ring.payload_ptr(0), self.len) }
+    }
+}
+
+/// Messages written in place and published together by one store.
+#[derive(Debug)]
+pub struct WriteBatch<'a> {
+    sender: &'a mut Sender,
+    limit: u32,
+    written: u32,
+}
+
+impl WriteBatch<'_> {
+    /// Slots left in this batch.
+    pub fn remaining(&self) -> usize {
+        (self.limit - self.written) as usize
+    }
+    /// Copies one message into the batch; hands it back if the batch is full
+    /// or it is too large.
+    pub fn push<M: AsRef<[u8]>>(&mut self, msg: M) -> Result<(), SendError<M>> {
+        let len = msg.as_ref().len();
+        if len > self.sender.max_message() {
+            return Err(SendError::TooLarge {
+                msg,
+                len,
+                max: self.sender.max_message(),
+            });
+        }
+        if self.written == self.limit {
+            return Err(SendError::Full(msg));
+        }
+        self.sender.ring.write(self.written, msg.as_ref());
+        self.written += 1;
+        Ok(())
+    }
+    /// Reserves the next slot for `len` bytes and returns them for writing.
+    pub fn slot(&mut self, len: usize) -> Option<&mut [u8]> {
+        if self.written == self.limit || len > self.sender.max_message() {
+            return None;
+        }
+        let k = self.written;
+        self.sender.ring.set_len(k, len as u32);
+        self.written += 1;
+        // SAFETY: slot k is free and ours until publish, and holds `len`
+        // payload bytes; the borrow of self keeps it exclusive.
+        Some(unsafe { std::slice::from_raw_parts_mut(self.sender.ring.payload_ptr(k), len) })
+    }
+    /// Publishes every message of the batch with one release store; returns
+    /// how many.
+    pub fn commit(self) -> usize {
+        if self.written > 0 {
+            self.sender.ring.publish(self.written);
+        }
+        self.written as usize
+    }
+}
+
+/// The receiving end of a link. `Send` but not `Sync`: one thread receives.
+#[derive(Debug)]
+pub struct Receiver {
+    ring: Consumer<RawSlots>,
+    end: EndState,
+}
+
+impl Receiver {
+    /// Opens the receiving end of the link `name` with default options.
+    pub fn open(name: &str) -> Result<Receiver, OpenError> {
+        LinkBuilder::new(name).open_receiver()
+    }
+
+    fn attach(parts: RingParts, strategy: WaitStrategy) -> Result<Receiver, OpenError> {
+        let name = parts.map().name().to_string();
+        let corrupt = |source| OpenError::Corrupt {
+            name: name.clone(),
+            source,
+        };
+        let ring =
+            Consumer::new(parts.words(), parts.slots(), parts.geometry()).map_err(corrupt)?;
+        let end = EndState::new(parts, Side::Receiver, strategy)?;
+        Ok(Receiver { ring, end })
+    }
+
+    /// The link's name.
+    pub fn name(&self) -> &str {
+        self.end.parts.map().name()
+    }
+    /// Largest message this link carries.
+    pub fn max_message(&self) -> usize {
+        self.ring.geometry().slot_size as usize
+    }
+    /// This end's wait strategy.
+    pub fn wait_strategy(&self) -> WaitStrategy {
+        self.end.strategy
+    }
+    /// Whether this end decided it shares one CPU with its peer.
+    pub fn shares_core_with_peer(&self) -> bool {
+        self.end.policy.shared_core()
+    }
+    /// Messages ready to be received now.
+    pub fn len(&mut self) -> usize {
+        self.ring.refresh_available().unwrap_or(0) as usize
+    }
+    /// Whether no message is ready now.
+    pub fn is_empty(&mut self) -> bool {
+        self.len() == 0
+    }
+
+    /// Messages ready now, or why there are none.
+    fn ready_messages(&mut self) -> Result<u32, RecvError> {
+        if let Some(c) = &self.end.poisoned {
+            return Err(RecvError::Corrupt(c.clone()));
+        }
+        match self.ring.available() {
+            Ok(0) => {}
+            Ok(n) => return Ok(n),
+            Err(c) => return Err(RecvError::Corrupt(self.end.poison(c))),
+        }
+        if self.end.peer.status_after_miss(&mut self.end.policy) == Peer::Gone {
+            // The sender publishes before it closes: look once more.
+            return match self.ring.refresh_available() {
+                Ok(0) => Err(RecvError::Disconnected),
+                Ok(n) => Ok(n),
+                Err(c) => Err(RecvError::Corrupt(self.end.poison(c))),
+            };
+        }
+        Err(RecvError::Empty)
+    }
+
+    fn wait_message(&mut self, deadline: Option<Instant>) -> Result<u32, RecvError> {
+        loop {
+            match self.ready_messages() {
+                Err(RecvError::Empty) => {}
+                other => return other,
+            }
+            let ring = &self.ring;
+            let ready = || Ok(ring.has_data_now());
+            match wait_ready(&mut self.end, &ring.words.not_empty, deadline, ready) {
+                Ok(WaitEnd::Ready) => {}
+                Ok(WaitEnd::TimedOut) => return Err(RecvError::Timeout),
+                Ok(WaitEnd::PeerGone) => return Err(RecvError::Disconnected),
+                Err(c) => return Err(RecvError::Corrupt(self.end.poison(c))),
+            }
+        }
+    }
+
+    fn take_with<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Result<R, RecvError> {
+        let r = self.ring.read(0, |p, len| {
+            // SAFETY: `read` checked len <= slot_size; the slot is published
+            // and not reused before our release below.
+            f(unsafe { std::slice::from_raw_parts(p, len) })
+        });
+        match r {
+            Ok(r) => {
+                self.ring.release(1);
+                Ok(r)
+            }
+            Err(c) => Err(RecvError::Corrupt(self.end.poison(c))),
+        }
+    }
+
+    /// Receives one message, waiting per the wait strategy, and passes its
+    /// bytes to `f` without copying them.
+    pub fn recv_with<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Result<R, RecvError> {
+        self.wait_message(None)?;
+        self.take_with(f)
+    }
+    /// Receives one message into a new vector.
+    pub fn recv(&mut self) -> Result<Vec<u8>, RecvError> {
+        self.recv_with(<[u8]>::to_vec)
+    }
+    /// Receives one message, waiting at most `timeout`.
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Vec<u8>, RecvError> {
+        self.wait_message(Some(Instant::now() + timeout))?;
+        self.take_with(<[u8]>::to_vec)
+    }
+    /// Receives one message if one is ready now.
+    pub fn try_recv(&mut self) -> Result<Vec<u8>, RecvError> {
+        self.ready_messages()?;
+        self.take_with(<[u8]>::to_vec)
+    }
+    /// Like [`try_recv`](Self::try_recv), passing the bytes to `f`.
+    pub fn try_recv_with<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Result<R, RecvError> {
+        self.ready_messages()?;
+        self.take_with(f)
+    }
+    /// Receives one message into `buf`, waiting per the wait strategy;
+    /// returns its length. No allocation.
+    pub fn recv_into(&mut self, buf: &mut [u8]) -> Result<usize, RecvError> {
+        self.wait_message(None)?;
+        let cap = buf.len();
+        let len = self
+            .ring
+            .read(0, |_, len| len)
+            .map_err(|c| RecvError::Corrupt(self.end.poison(c)))?;
+        if len > cap {
+            return Err(RecvError::BufferTooSmall { len, cap });
+        }
+        self.take_with(|bytes| {
+            buf[..bytes.len()].copy_from_slice(bytes);
+            bytes.len()
+        })
+    }
+
+    /// Borrows the next message in place, waiting for one. It stays queued
+    /// until [`ReadSlot::release`].
+    pub fn peek(&mut self) -> Result<ReadSlot<'_>, RecvError> {
+        self.wait_message(None)?;
+        self.peek_ready()
+    }
+    /// Like [`peek`](Self::peek), without waiting.
+    pub fn try_peek(&mut self) -> Result<ReadSlot<'_>, RecvError> {
+        self.ready_messages()?;
+        self.peek_ready()
+    }
+
+    fn peek_ready(&mut self) -> Result<ReadSlot<'_>, RecvError> {
+        let (ptr, len) = self
+            .ring
+            .read(0, |p, len| (p, len))
+            .map_err(|c| RecvError::Corrupt(self.end.poison(c)))?;
+        Ok(ReadSlot {
+            receiver: self,
+            ptr,
+            len,
+        })
+    }
+
+    /// Borrows up to `max` ready messages in place, waiting for at least one;
+    /// they are released together by [`ReadBatch::release`].
+    pub fn read_batch(&mut self, max: usize) -> Result<ReadBatch<'_>, RecvError> {
+        let n = self.wait_message(None)?;
+        Ok(ReadBatch {
+            count: n.min(max.min(u32::MAX as usize) as u32),
+            receiver: self,
+        })
+    }
+    /// Like [`read_batch`](Self::read_batch), without waiting.
+    pub fn try_read_batch(&mut self, max: usize) -> Result<ReadBatch<'_>, RecvError> {
+        let n = self.ready_messages()?;
+        Ok(ReadBatch {
+            count: n.min(max.min(u32::MAX as usize) as u32),
+            receiver: self,
+        })
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.end.me.close();
+        // Wake a sender asleep on a full ring so it sees the close.
+        self.ring.words.not_full.post();
+    }
+}
+
+/// A received message borrowed in place; dereferences to its bytes.
+#[derive(Debug)]
+pub struct ReadSlot<'a> {
+    receiver: &'a mut Receiver,
+    ptr: *const u8,
+    len: usize,
+}
+
+impl ReadSlot<'_> {
+    /// Consumes the message, handing its slot back to the sender.
+    pub fn release(self) {
+        self.receiver.ring.release(1);
+    }
+}
+
+impl Deref for ReadSlot<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `read` checked len <= slot_size; the slot stays published
+        // and unreleased while this borrow of the receiver lives.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+/// Ready messages borrowed in place and released together.
+#[derive(Debug)]
+pub struct ReadBatch<'a> {
+    receiver: &'a mut Receiver,
+    count: u32,
+}
+
+impl ReadBatch<'_> {
+    /// Messages in the batch.
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+    /// Whether the batch is empty.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+    /// The `i`-th message's bytes; an error if the peer corrupted its length.
+    pub fn get(&self, i: usize) -> Result<&[u8], Corruption> {
+        assert!(
+            i < self.len(),
+            "batch index {i} out of range {}",
+            self.len()
+        );
+        self.receiver.ring.read(i as u32, |p, len| {
+            // SAFETY: checked length, published slot, not released while the
+            // batch borrows the receiver.
+            unsafe { std::slice::from_raw_parts(p, len) }
+        })
+    }
+    /// Iterates over the batch's messages.
+    pub fn iter(&self) -> impl Iterator<Item = Result<&[u8], Corruption>> + '_ {
+        (0..self.len()).map(|i| self.get(i))
+    }
+    /// Releases every message of the batch with one store.
+    pub fn release(self) {
+        self.receiver.ring.release(self.count);
+    }
+}

@@ -1,0 +1,490 @@
+//! Regions: create one with its header and object table, open one and
+//! validate everything read from it, and locate the words of a ring inside.
+//!
+//! This is the only module that turns region offsets into pointers. Layout:
+//! hw/include/hwlink_abi.h; validation rules: hw/SPEC.md.
+
+use crate::doorbell::Doorbell;
+use crate::error::{Corruption, OpenError, Side};
+use crate::spsc::{Geometry, RawSlots, RingWords};
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
+use hwlink_drivers::{Backend, Region};
+use hwlink_hw::{
+    hwl_endpoint, hwl_object, hwl_region, hwl_spsc_ring, HWL_ABI_VERSION, HWL_FEAT_FUTEX_DOORBELL,
+    HWL_FEAT_SPSC_RING, HWL_MAX_OBJECTS, HWL_NAME_LEN, HWL_OBJ_ALIGN, HWL_OBJ_SPSC_RING,
+    HWL_REGION_F_HUGEPAGE, HWL_REGION_HDR_SIZE, HWL_REGION_MAGIC,
+};
+use std::ptr::addr_of_mut;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Feature bits this build understands.
+const KNOWN_FEATURES: u32 = HWL_FEAT_SPSC_RING | HWL_FEAT_FUTEX_DOORBELL;
+const HDR: u64 = HWL_REGION_HDR_SIZE as u64;
+const RING_CTL: u64 = core::mem::size_of::<hwl_spsc_ring>() as u64;
+
+/// A mapped region; shared by every handle that points into it.
+#[derive(Debug)]
+pub(crate) struct RegionMap {
+    region: Region,
+}
+
+impl RegionMap {
+    pub(crate) fn from_region(region: Region) -> Self {
+        RegionMap { region }
+    }
+    pub(crate) fn name(&self) -> &str {
+        self.region.name()
+    }
+    pub(crate) fn region(&self) -> &Region {
+        &self.region
+    }
+    fn base(&self) -> *mut u8 {
+        self.region.as_ptr()
+    }
+}
+
+/// One validated entry of the object table.
+#[derive(Debug, Clone)]
+pub(crate) struct ObjectInfo {
+    pub kind: u32,
+    pub offset: u64,
+    pub size: u64,
+    pub name: String,
+}
+
+/// The validated header of a region, copied out of shared memory.
+#[derive(Debug, Clone)]
+pub(crate) struct RegionInfo {
+    pub flags: u32,
+    pub page_size: u32,
+    pub total_size: u64,
+    pub creator_pid: u32,
+    pub creator_start: u64,
+    pub objects: Vec<ObjectInfo>,
+}
+
+fn name_bytes(name: &str) -> [u8; HWL_NAME_LEN as usize] {
+    let mut out = [0u8; HWL_NAME_LEN as usize];
+    let n = name.len().min(out.len());
+    out[..n].copy_from_slice(&name.as_bytes()[..n]);
+    out
+}
+
+fn name_string(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+fn round_up(x: u64, to: u64) -> Option<u64> {
+    x.checked_add(to - 1).map(|v| v / to * to)
+}
+
+/// Creates a region named `name` holding one SPSC ring of `geometry`.
+pub(crate) fn create_ring_region(
+    name: &str,
+    geometry: Geometry,
+    backend: Backend,
+) -> Result<Arc<RegionMap>, OpenError> {
+    let ring_size = hwlink_hw::ring_bytes(geometry.capacity, geometry.stride)
+        .and_then(|s| round_up(s, u64::from(HWL_OBJ_ALIGN)))
+        .filter(|&s| s <= usize::MAX as u64 - HDR)
+        .ok_or_else(|| OpenError::InvalidConfig("capacity * slot size overflows".into()))?;
+    let region = Region::create(name, (HDR + ring_size) as usize, backend)?;
+    let map = RegionMap { region };
+    let len = map.region.len() as u64;
+    let (pid, start) = crate::liveness::me();
+    let hdr = map.base().cast::<hwl_region>();
+    let ring = map
+        .base()
+        .wrapping_add(HDR as usize)
+        .cast::<hwl_spsc_ring>();
+    let object = hwl_object {
+        kind: HWL_OBJ_SPSC_RING,
+        flags: 0,
+        offset: HDR,
+        size: len - HDR,
+        name: name_bytes("link"),
+    };
+    // SAFETY: the region was just created by us (O_EXCL) and is at least
+    // HDR + ring_size bytes, zero-filled; nobody can have validated it yet
+    // because the magic is still zero. All writes are in bounds and aligned
+    // (the mapping is page aligned, the structs are repr(C)).
+    unsafe {
+        addr_of_mut!((*hdr).abi_version).write(HWL_ABI_VERSION);
+        addr_of_mut!((*hdr).features).write(KNOWN_FEATURES);
+        let flags = if map.region.kind().is_hugepage() {
+            HWL_REGION_F_HUGEPAGE
+        } else {
+            0
+        };
+        addr_of_mut!((*hdr).flags).write(flags);
+        addr_of_mut!((*hdr).page_size).write(map.region.page_size() as u32);
+        addr_of_mut!((*hdr).total_size).write(len);
+        addr_of_mut!((*hdr).creator_pid).write(pid);
+        addr_of_mut!((*hdr).creator_start_time).write(start);
+        addr_of_mut!((*hdr).name).write(name_bytes(name));
+        addr_of_mut!((*hdr).objects[0]).write(object);
+        addr_of_mut!((*hdr).object_count).write(1);
+        addr_of_mut!((*ring).capacity).write(geometry.capacity);
+        addr_of_mut!((*ring).slot_size).write(geometry.slot_size);
+        addr_of_mut!((*ring).slot_stride).write(geometry.stride);
+        addr_of_mut!((*ring).slots_offset).write(RING_CTL);
+    }
+    // R-mag: publish the region; pairs with A-mag in `validate`.
+    magic_word(&map).store(HWL_REGION_MAGIC, Ordering::Release);
+    Ok(Arc::new(map))
+}
+
+fn magic_word(map: &RegionMap) -> &AtomicU64 {
+    // SAFETY: every mapping is at least one page, page aligned; the magic is
+    // the first u64 and is only accessed atomically after creation.
+    unsafe { &*map.base().cast::<AtomicU64>() }
+}
+
+/// Opens the region `name`, waiting up to `ready_timeout` for its creator to
+/// finish initialising it, and validates its header.
+pub(crate) fn open_region(
+    name: &str,
+    backend: Backend,
+    ready_timeout: Duration,
+) -> Result<(Arc<RegionMap>, RegionInfo), OpenError> {
+    let map = RegionMap {
+        region: Region::open(name, backend)?,
+    };
+    let deadline = Instant::now() + ready_timeout;
+    loop {
+        match validate(&map) {
+            Err(OpenError::NotReady { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(1))
+            }
+            Ok(info) => return Ok((Arc::new(map), info)),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Validates the header of a mapped region: every field is read once, into
+/// a local copy, and checked.
+pub(crate) fn validate(map: &RegionMap) -> Result<RegionInfo, OpenError> {
+    let name = map.name().to_string();
+    let len = map.region.len() as u64;
+    if len < HDR {
+        return Err(OpenError::SizeMismatch {
+            name,
+            header: HDR,
+            file: len,
+        });
+    }
+    // A-mag: pairs with the creator's R-mag.
+    let magic = magic_word(map).load(Ordering::Acquire);
+    // SAFETY: the mapping holds at least HDR bytes (checked above), and
+    // hwl_region is plain old data valid for any bit pattern. A volatile read
+    // copies it exactly once; only the copy is used from here on.
+    let hdr: hwl_region = unsafe { map.base().cast::<hwl_region>().read_volatile() };
+    if magic == 0 {
+        return Err(OpenError::NotReady {
+            name,
+            creator_pid: hdr.creator_pid,
+        });
+    }
+    if magic != HWL_REGION_MAGIC {
+        return Err(OpenError::BadMagic {
+            name,
+            found: magic,
+            expected: HWL_REGION_MAGIC,
+        });
+    }
+    if hdr.abi_version != HWL_ABI_VERSION {
+        return Err(OpenError::VersionMismatch {
+            name,
+            found: hdr.abi_version,
+            expected: HWL_ABI_VERSION,
+        });
+    }
+    if hdr.features & !KNOWN_FEATURES != 0 {
+        return Err(OpenError::UnsupportedFeatures {
+            name,
+            unknown: hdr.features & !KNOWN_FEATURES,
+        });
+    }
+    if hdr.total_size != len {
+        return Err(OpenError::SizeMismatch {
+            name,
+            header: hdr.total_size,
+            file: len,
+        });
+    }
+    let corrupt = |source| OpenError::Corrupt {
+        name: name.clone(),
+        source,
+    };
+    if hdr.object_count > HWL_MAX_OBJECTS {
+        return Err(corrupt(Corruption::new(
+            "object count",
+            hdr.object_count.into(),
+            HWL_MAX_OBJECTS.into(),
+        )));
+    }
+    let mut objects = Vec::with_capacity(hdr.object_count as usize);
+    for o in &hdr.objects[..hdr.object_count as usize] {
+        let end = o.offset.checked_add(o.size).unwrap_or(u64::MAX);
+        if o.offset < HDR || o.offset % u64::from(HWL_OBJ_ALIGN) != 0 || end > len {
+            return Err(corrupt(Corruption::new(
+                "object end (offset + size)",
+                end,
+                len,
+            )));
+        }
+        objects.push(ObjectInfo {
+            kind: o.kind,
+            offset: o.offset,
+            size: o.size,
+            name: name_string(&o.name),
+        });
+    }
+    Ok(RegionInfo {
+        flags: hdr.flags,
+        page_size: hdr.page_size,
+        total_size: hdr.total_size,
+        creator_pid: hdr.creator_pid,
+        creator_start: hdr.creator_start_time,
+        objects,
+    })
+}
+
+/// The validated location and shape of one SPSC ring in a mapped region.
+#[derive(Debug, Clone)]
+pub(crate) struct RingParts {
+    map: Arc<RegionMap>,
+    ctl: *mut hwl_spsc_ring,
+    geometry: Geometry,
+}
+
+// SAFETY: RingParts is a location inside a mapping that it keeps alive (the
+// Arc); it grants no access by itself.
+unsafe impl Send for RingParts {}
+// SAFETY: as above.
+unsafe impl Sync for RingParts {}
+
+impl RingParts {
+    /// Finds the first SPSC ring in `info` and validates its configuration,
+    /// copying it out of shared memory once.
+    pub(crate) fn locate(map: Arc<RegionMap>, info: &RegionInfo) -> Result<RingParts, OpenError> {
+        let name = map.name().to_string();
+        let obj = info
+            .objects
+            .iter()
+            .find(|o| o.kind == HWL_OBJ_SPSC_RING)
+            .ok_or_else(|| OpenError::NoRing { name: name.clone() })?;
+        if obj.size < RING_CTL {
+            return Err(OpenError::Corrupt {
+                name,
+                source: Corruption::new("ring object size", obj.size, RING_CTL),
+            });
+        }
+        // In bounds: validate() checked offset + size <= len.
+        let ctl = map
+            .base()
+            .wrapping_add(obj.offset as usize)
+            .cast::<hwl_spsc_ring>();
+        // SAFETY: `ctl` points to RING_CTL in-bounds, aligned bytes of the
+        // mapping; hwl_spsc_ring is plain data. One volatile copy is taken
+        // and only the copy's config fields are used.
+        let copy: hwl_spsc_ring = unsafe { ctl.read_volatile() };
+        let geometry = Geometry::validate(
+            copy.capacity,
+            copy.slot_size,
+            copy.slot_stride,
+            copy.slots_offset,
+            obj.size,
+        )
+        .map_err(|source| OpenError::Corrupt {
+            name: name.clone(),
+            source,
+        })?;
+        if copy.flags != 0 {
+            return Err(OpenError::UnsupportedFeatures {
+                name,
+                unknown: copy.flags,
+            });
+        }
+        Ok(RingParts { map, ctl, geometry })
+    }
+
+    pub(crate) fn geometry(&self) -> Geometry {
+        self.geometry
+    }
+
+    pub(crate) fn map(&self) -> &Arc<RegionMap> {
+        &self.map
+    }
+
+    fn word(&self, p: *mut u32) -> *const AtomicU32 {
+        p.cast::<AtomicU32>()
+    }
+
+    /// The ring's shared words, for one end.
+    pub(crate) fn words(&self) -> RingWords {
+        let c = self.ctl;
+        // SAFETY: all pointers are derived in bounds from `ctl` (validated by
+        // `locate`), are 4-byte aligned, and are accessed only atomically from
+        // now on; `self.map` keeps the mapping alive, and every end keeps a
+        // clone of this RingParts next to the words.
+        unsafe {
+            let not_empty = Doorbell::from_raw(
+                self.word(addr_of_mut!((*c).not_empty.count)),
+                self.word(addr_of_mut!((*c).not_empty.waiters)),
+            );
+            let not_full = Doorbell::from_raw(
+                self.word(addr_of_mut!((*c).not_full.count)),
+                self.word(addr_of_mut!((*c).not_full.waiters)),
+            );
+            RingWords::new(
+                self.word(addr_of_mut!((*c).tail)),
+                self.word(addr_of_mut!((*c).head)),
+                self.word(addr_of_mut!((*c).producer.wait_mode)),
+                self.word(addr_of_mut!((*c).consumer.wait_mode)),
+                not_empty,
+                not_full,
+            )
+        }
+    }
+
+    /// The slot area.
+    pub(crate) fn slots(&self) -> RawSlots {
+        let base = self.ctl.cast::<u8>().wrapping_add(RING_CTL as usize);
+        // SAFETY: Geometry::validate checked that the ring object holds
+        // RING_CTL + capacity * stride bytes, inside the mapping kept alive
+        // by `self.map`; RING_CTL is a multiple of 64.
+        unsafe { RawSlots::new(base, &self.geometry) }
+    }
+
+    /// One endpoint's words.
+    pub(crate) fn endpoint(&self, side: Side) -> Endpoint {
+        let c = self.ctl;
+        // SAFETY: in bounds of the validated ring control block.
+        let ep = unsafe {
+            match side {
+                Side::Sender => addr_of_mut!((*c).producer),
+                Side::Receiver => addr_of_mut!((*c).consumer),
+            }
+        };
+        Endpoint {
+            ep,
+            _parts: self.clone(),
+        }
+    }
+}
+
+/// One endpoint's words in shared memory (`struct hwl_endpoint`).
+#[derive(Debug)]
+pub(crate) struct Endpoint {
+    ep: *mut hwl_endpoint,
+    _parts: RingParts,
+}
+
+// SAFETY: only atomics are reached through `ep`, and `_parts` keeps them mapped.
+unsafe impl Send for Endpoint {}
+// SAFETY: as above.
+unsafe impl Sync for Endpoint {}
+
+/// A snapshot of an endpoint, for diagnostics and liveness.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EndpointSnapshot {
+    pub state: u32,
+    pub pid: u32,
+    pub start_time: u64,
+    pub cpu_mask: u64,
+}
+
+impl Endpoint {
+    fn u32_at(&self, p: *mut u32) -> &AtomicU32 {
+        // SAFETY: `p` is a field of `*self.ep`, valid and aligned while
+        // `_parts` keeps the mapping; accessed only atomically.
+        unsafe { &*p.cast::<AtomicU32>() }
+    }
+    fn u64_at(&self, p: *mut u64) -> &AtomicU64 {
+        // SAFETY: as above; the u64 fields are 8-byte aligned (hw tests).
+        unsafe { &*p.cast::<AtomicU64>() }
+    }
+    fn state(&self) -> &AtomicU32 {
+        // SAFETY: field projection in bounds of the endpoint.
+        self.u32_at(unsafe { addr_of_mut!((*self.ep).state) })
+    }
+    fn pid(&self) -> &AtomicU32 {
+        // SAFETY: field projection in bounds of the endpoint.
+        self.u32_at(unsafe { addr_of_mut!((*self.ep).pid) })
+    }
+    fn start_time(&self) -> &AtomicU64 {
+        // SAFETY: field projection in bounds of the endpoint.
+        self.u64_at(unsafe { addr_of_mut!((*self.ep).start_time) })
+    }
+    fn cpu_mask(&self) -> &AtomicU64 {
+        // SAFETY: field projection in bounds of the endpoint.
+        self.u64_at(unsafe { addr_of_mut!((*self.ep).cpu_mask) })
+    }
+    fn wait_mode(&self) -> &AtomicU32 {
+        // SAFETY: field projection in bounds of the endpoint.
+        self.u32_at(unsafe { addr_of_mut!((*self.ep).wait_mode) })
+    }
+
+    /// Reads the endpoint: state first (A-ep), then the rest.
+    pub(crate) fn snapshot(&self) -> EndpointSnapshot {
+        let state = self.state().load(Ordering::Acquire);
+        EndpointSnapshot {
+            state,
+            pid: self.pid().load(Ordering::Relaxed),
+            start_time: self.start_time().load(Ordering::Relaxed),
+            cpu_mask: self.cpu_mask().load(Ordering::Relaxed),
+        }
+    }
+
+    /// Claims this endpoint for the calling process.
+    pub(crate) fn attach(&self, name: &str, side: Side, wait_mode: u32) -> Result<(), OpenError> {
+        let (pid, start) = crate::liveness::me();
+        if let Err(holder) =
+            self.pid()
+                .compare_exchange(0, pid, Ordering::AcqRel, Ordering::Acquire)
+        {
+            let snap = self.snapshot();
+            let busy = snap.state != hwlink_hw::HWL_EP_CLOSED
+                && crate::liveness::is_alive(
+                    holder,
+                    if snap.state == hwlink_hw::HWL_EP_ATTACHED {
+                        snap.start_time
+                    } else {
+                        0
+                    },
+                );
+            let name = name.to_string();
+            return Err(if busy {
+                OpenError::EndpointBusy {
+                    name,
+                    side,
+                    pid: holder,
+                }
+            } else {
+                OpenError::EndpointUsed {
+                    name,
+                    side,
+                    pid: holder,
+                }
+            });
+        }
+        self.start_time().store(start, Ordering::Relaxed);
+        self.cpu_mask()
+            .store(crate::liveness::cpu_mask(), Ordering::Relaxed);
+        self.wait_mode().store(wait_mode, Ordering::Relaxed);
+        // R-ep: publish the attachment.
+        self.state()
+            .store(hwlink_hw::HWL_EP_ATTACHED, Ordering::Release);
+        Ok(())
+    }
+
+    /// Marks this endpoint closed (R-ep).
+    pub(crate) fn close(&self) {
+        self.state()
+            .store(hwlink_hw::HWL_EP_CLOSED, Ordering::Release);
+    }
+}

@@ -1,0 +1,528 @@
+//! The SPSC ring algorithm: reserve, copy, publish; peek, copy, release.
+//!
+//! It works on any memory that provides the ring's words ([`RingWords`]) and
+//! its slots ([`SlotMem`]): a mapped region in production, the heap under
+//! Miri, loom cells under loom. Layout: `struct hwl_spsc_ring` in
+//! hw/include/hwlink_abi.h. Ordering edges (A0/R0 on tail, A1/R1 on head,
+//! F0..F3 for wake-ups) are those of hw/SPEC.md.
+//!
+//! Both indices are free-running u32 counters. Each side owns one index and
+//! keeps the authoritative copy locally; it only ever *reads* the peer's
+//! index, caches it, and refreshes the cache only when the cache says the ring
+//! is full (producer) or empty (consumer). Every value read from shared memory
+//! is bounds-checked before use, so a hostile peer can cause a [`Corruption`]
+//! error but never an out-of-bounds access.
+
+use crate::doorbell::Doorbell;
+use crate::error::Corruption;
+use crate::sync::{fence, AtomicU32, Ordering};
+use core::ptr::NonNull;
+use hwlink_hw::{HWL_RING_MAX_CAPACITY, HWL_RING_MAX_SLOT_SIZE, HWL_SLOT_HDR_SIZE, HWL_WAIT_POLL};
+
+/// The shape of a ring, copied out of shared memory once and validated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Geometry {
+    /// Slots in the ring, a power of two.
+    pub capacity: u32,
+    /// Most payload bytes per message.
+    pub slot_size: u32,
+    /// Bytes per slot, header included.
+    pub stride: u32,
+}
+
+impl Geometry {
+    /// Checks a geometry read from (untrusted) shared memory, or asked for by
+    /// a caller. `object_size` is the size of the ring object it must fit in.
+    pub(crate) fn validate(
+        capacity: u32,
+        slot_size: u32,
+        stride: u32,
+        slots_offset: u64,
+        object_size: u64,
+    ) -> Result<Geometry, Corruption> {
+        if !capacity.is_power_of_two() || capacity > HWL_RING_MAX_CAPACITY {
+            return Err(Corruption::new(
+                "ring capacity",
+                capacity.into(),
+                HWL_RING_MAX_CAPACITY.into(),
+            ));
+        }
+        if slot_size > HWL_RING_MAX_SLOT_SIZE {
+            return Err(Corruption::new(
+                "ring slot size",
+                slot_size.into(),
+                HWL_RING_MAX_SLOT_SIZE.into(),
+            ));
+        }
+        let want_stride = hwlink_hw::slot_stride(slot_size).unwrap_or(u32::MAX);
+        if stride != want_stride {
+            return Err(Corruption::new(
+                "ring slot stride",
+                stride.into(),
+                want_stride.into(),
+            ));
+        }
+        let need = hwlink_hw::ring_bytes(capacity, stride).unwrap_or(u64::MAX);
+        if need > object_size {
+            return Err(Corruption::new("ring size", need, object_size));
+        }
+        let want_offset = need - u64::from(capacity) * u64::from(stride);
+        if slots_offset != want_offset {
+            return Err(Corruption::new(
+                "ring slots offset",
+                slots_offset,
+                want_offset,
+            ));
+        }
+        Ok(Geometry {
+            capacity,
+            slot_size,
+            stride,
+        })
+    }
+
+    #[inline(always)]
+    fn mask(&self) -> u32 {
+        self.capacity - 1
+    }
+}
+
+/// Where a ring's slot bytes live.
+pub(crate) trait SlotMem {
+    /// Runs `f` with a pointer to the first byte of slot `index` (already
+    /// masked, `< capacity`), for writing `stride` bytes.
+    fn with_slot_mut<R>(&self, index: u32, f: impl FnOnce(*mut u8) -> R) -> R;
+    /// Runs `f` with a pointer to the first byte of slot `index`, for reading.
+    fn with_slot<R>(&self, index: u32, f: impl FnOnce(*const u8) -> R) -> R;
+    /// The `seq` word of slot `index` (`struct hwl_slot`), accessed only
+    /// atomically; `len` and the payload are accessed through the pointers.
+    fn seq(&self, index: u32) -> &AtomicU32;
+}
+
+/// Slots at a fixed address: a mapped region, or a heap buffer.
+#[derive(Debug)]
+pub(crate) struct RawSlots {
+    base: NonNull<u8>,
+    stride: usize,
+}
+
+// SAFETY: RawSlots is a pointer into memory whose owner outlives it (see
+// `new`); sending it to another thread moves no data.
+unsafe impl Send for RawSlots {}
+
+impl RawSlots {
+    /// # Safety
+    /// `base` must point to `geometry.capacity * geometry.stride` bytes that
+    /// stay mapped and writable for the life of the value, aligned to 8.
+    pub(crate) unsafe fn new(base: *mut u8, geometry: &Geometry) -> Self {
+        RawSlots {
+            base: NonNull::new(base).expect("slot base is null"),
+            stride: geometry.stride as usize,
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn slot_ptr(&self, index: u32) -> *mut u8 {
+        // SAFETY: callers pass a masked index < capacity, so the offset stays
+        // inside the slot area promised in `new`.
+        unsafe { self.base.as_ptr().add(index as usize * self.stride) }
+    }
+}
+
+impl SlotMem for RawSlots {
+    #[inline(always)]
+    fn with_slot_mut<R>(&self, index: u32, f: impl FnOnce(*mut u8) -> R) -> R {
+        f(self.slot_ptr(index))
+    }
+    #[inline(always)]
+    fn with_slot<R>(&self, index: u32, f: impl FnOnce(*const u8) -> R) -> R {
+        f(self.slot_ptr(index))
+    }
+    #[inline(always)]
+    fn seq(&self, index: u32) -> &AtomicU32 {
+        // SAFETY: `seq` is the aligned u32 at offset 4 of the slot, inside
+        // the slot area (contract of `new`); every access to it is atomic.
+        unsafe { &*self.slot_ptr(index).add(SEQ_OFFSET).cast::<AtomicU32>() }
+    }
+}
+
+/// Offset of `seq` in `struct hwl_slot`.
+const SEQ_OFFSET: usize = core::mem::offset_of!(hwlink_hw::hwl_slot, seq);
+
+/// The shared words of one ring: indices, doorbells and the two endpoints'
+/// advertised wait modes.
+#[derive(Debug)]
+pub(crate) struct RingWords {
+    tail: NonNull<AtomicU32>,
+    head: NonNull<AtomicU32>,
+    producer_wait_mode: NonNull<AtomicU32>,
+    consumer_wait_mode: NonNull<AtomicU32>,
+    pub(crate) not_empty: Doorbell,
+    pub(crate) not_full: Doorbell,
+}
+
+// SAFETY: only atomics are reached through these pointers.
+unsafe impl Send for RingWords {}
+// SAFETY: as above.
+unsafe impl Sync for RingWords {}
+
+impl RingWords {
+    /// # Safety
+    /// Every pointer must be valid, aligned, accessed only atomically, and
+    /// outlive the value.
+    pub(crate) unsafe fn new(
+        tail: *const AtomicU32,
+        head: *const AtomicU32,
+        producer_wait_mode: *const AtomicU32,
+        consumer_wait_mode: *const AtomicU32,
+        not_empty: Doorbell,
+        not_full: Doorbell,
+    ) -> Self {
+        let nn = |p: *const AtomicU32| NonNull::new(p.cast_mut()).expect("ring word is null");
+        RingWords {
+            tail: nn(tail),
+            head: nn(head),
+            producer_wait_mode: nn(producer_wait_mode),
+            consumer_wait_mode: nn(consumer_wait_mode),
+            not_empty,
+            not_full,
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn tail(&self) -> &AtomicU32 {
+        // SAFETY: valid for our lifetime (contract of `new`).
+        unsafe { self.tail.as_ref() }
+    }
+    #[inline(always)]
+    pub(crate) fn head(&self) -> &AtomicU32 {
+        // SAFETY: valid for our lifetime (contract of `new`).
+        unsafe { self.head.as_ref() }
+    }
+    #[inline(always)]
+    pub(crate) fn producer_wait_mode(&self) -> &AtomicU32 {
+        // SAFETY: valid for our lifetime (contract of `new`).
+        unsafe { self.producer_wait_mode.as_ref() }
+    }
+    #[inline(always)]
+    pub(crate) fn consumer_wait_mode(&self) -> &AtomicU32 {
+        // SAFETY: valid for our lifetime (contract of `new`).
+        unsafe { self.consumer_wait_mode.as_ref() }
+    }
+
+    /// Messages in the ring as seen from outside (diagnostics), checked.
+    pub(crate) fn occupancy(&self, capacity: u32) -> Result<u32, Corruption> {
+        let head = self.head().load(Ordering::Acquire);
+        let tail = self.tail().load(Ordering::Acquire);
+        consumer_distance(tail, head, capacity)
+    }
+}
+
+/// `tail - head` (mod 2^32), which must never exceed the capacity: a vhost
+/// style "moved index" check. Used by the producer, whose own `tail` is
+/// never behind the consumer's `head`.
+#[inline(always)]
+fn check_distance(tail: u32, head: u32, capacity: u32) -> Result<u32, Corruption> {
+    let used = tail.wrapping_sub(head);
+    if used > capacity {
+        return Err(Corruption::new(
+            "ring occupancy (tail - head)",
+            used.into(),
+            capacity.into(),
+        ));
+    }
+    Ok(used)
+}
+
+/// Messages between a shared `tail` and the consumer's `head`. The consumer
+/// may run ahead of the shared `tail` by up to one batch, because it also
+/// finds messages through the slots' `seq` words, which are published before
+/// `tail`: that counts as zero. Anything else out of range is corruption.
+#[inline(always)]
+fn consumer_distance(tail: u32, head: u32, capacity: u32) -> Result<u32, Corruption> {
+    let ahead = tail.wrapping_sub(head);
+    if ahead <= capacity {
+        return Ok(ahead);
+    }
+    if head.wrapping_sub(tail) <= capacity {
+        return Ok(0);
+    }
+    Err(Corruption::new(
+        "ring occupancy (tail - head)",
+        ahead.into(),
+        capacity.into(),
+    ))
+}
+
+/// The sending side's half of the algorithm.
+#[derive(Debug)]
+pub(crate) struct Producer<M: SlotMem> {
+    pub(crate) words: RingWords,
+    slots: M,
+    geometry: Geometry,
+    /// Next slot to fill; the authoritative copy (shared `tail` mirrors it).
+    tail: u32,
+    /// Last `head` seen; stale means the ring is *possibly* full.
+    head_cache: u32,
+}
+
+impl<M: SlotMem> Producer<M> {
+    /// Takes over the producer side, reading both indices once.
+    pub(crate) fn new(words: RingWords, slots: M, geometry: Geometry) -> Result<Self, Corruption> {
+        let tail = words.tail().load(Ordering::Relaxed);
+        let head = words.head().load(Ordering::Acquire);
+        check_distance(tail, head, geometry.capacity)?;
+        Ok(Producer {
+            words,
+            slots,
+            geometry,
+            tail,
+            head_cache: head,
+        })
+    }
+
+    pub(crate) fn geometry(&self) -> &Geometry {
+        &self.geometry
+    }
+
+    /// Free slots according to the cache, without touching shared memory.
+    #[inline(always)]
+    pub(crate) fn cached_free(&self) -> u32 {
+        self.geometry.capacity - self.tail.wrapping_sub(self.head_cache)
+    }
+
+    /// Free slots: the cached answer if it is non-zero, else a fresh one.
+    #[inline]
+    pub(crate) fn free(&mut self) -> Result<u32, Corruption> {
+        let cached = self.cached_free();
+        if cached > 0 {
+            return Ok(cached);
+        }
+        self.refresh_free()
+    }
+
+    /// Reloads `head` (A1, pairs with the consumer's R1) and returns the free
+    /// slots.
+    pub(crate) fn refresh_free(&mut self) -> Result<u32, Corruption> {
+        let head = self.words.head().load(Ordering::Acquire);
+        let used = check_distance(self.tail, head, self.geometry.capacity)?;
+        self.head_cache = head;
+        Ok(self.geometry.capacity - used)
+    }
+
+    /// Whether a fresh look at `head` (A1) shows a free slot, without
+    /// updating the cache. A corrupt `head` also answers true, so that the
+    /// waiter stops and the next [`free`](Self::free) reports it.
+    #[inline]
+    pub(crate) fn has_room_now(&self) -> bool {
+        let head = self.words.head().load(Ordering::Acquire);
+        self.tail.wrapping_sub(head) != self.geometry.capacity
+    }
+
+    /// Writes one message into the `k`-th free slot after `tail`. The caller
+    /// has checked `k < free()` and `len <= slot_size`; nothing is visible to
+    /// the consumer before [`publish`](Self::publish).
+    #[inline(always)]
+    pub(crate) fn write(&mut self, k: u32, msg: &[u8]) {
+        debug_assert!(k < self.cached_free() && msg.len() <= self.geometry.slot_size as usize);
+        let index = self.tail.wrapping_add(k) & self.geometry.mask();
+        self.slots.with_slot_mut(index, |slot| {
+            // SAFETY: the slot is free (k < free), so the consumer does not
+            // read it until we publish; it has stride >= 8 + slot_size bytes
+            // and is 64-byte aligned, so the header write is aligned and the
+            // payload fits.
+            unsafe {
+                slot.cast::<u32>().write(msg.len() as u32);
+                core::ptr::copy_nonoverlapping(
+                    msg.as_ptr(),
+                    slot.add(HWL_SLOT_HDR_SIZE as usize),
+                    msg.len(),
+                );
+            }
+        })
+    }
+
+    /// Makes the next `n` written slots visible (R0', R0) and wakes the
+    /// consumer if it may be asleep (F0).
+    #[inline(always)]
+    pub(crate) fn publish(&mut self, n: u32) {
+        debug_assert!(n <= self.cached_free());
+        for k in 0..n {
+            let position = self.tail.wrapping_add(k);
+            // R0': pairs with the consumer's A0' probe of this slot.
+            self.slots
+                .seq(position & self.geometry.mask())
+                .store(position.wrapping_add(1), Ordering::Release);
+        }
+        self.tail = self.tail.wrapping_add(n);
+        // R0: pairs with the consumer's A0; makes the slot contents visible.
+        self.words.tail().store(self.tail, Ordering::Release);
+        if self.words.consumer_wait_mode().load(Ordering::Relaxed) != HWL_WAIT_POLL {
+            // F0: pairs with F1 in Doorbell::sleep.
+            fence(Ordering::SeqCst);
+            self.words.not_empty.notify();
+        }
+    }
+
+    /// Pointer to the payload of the `k`-th free slot, for in-place writes,
+    /// and the slot index it maps to.
+    #[inline(always)]
+    pub(crate) fn payload_ptr(&self, k: u32) -> *mut u8
+    where
+        M: AsRawSlots,
+    {
+        let index = self.tail.wrapping_add(k) & self.geometry.mask();
+        // SAFETY: the slot has HWL_SLOT_HDR_SIZE + slot_size bytes.
+        unsafe {
+            self.slots
+                .raw()
+                .slot_ptr(index)
+                .add(HWL_SLOT_HDR_SIZE as usize)
+        }
+    }
+
+    /// Sets the length of the `k`-th free slot after an in-place write.
+    #[inline(always)]
+    pub(crate) fn set_len(&mut self, k: u32, len: u32) {
+        debug_assert!(k < self.cached_free() && len <= self.geometry.slot_size);
+        let index = self.tail.wrapping_add(k) & self.geometry.mask();
+        self.slots.with_slot_mut(index, |slot| {
+            // SAFETY: as in `write`: the slot is ours until published.
+            unsafe { slot.cast::<u32>().write(len) }
+        })
+    }
+}
+
+/// The receiving side's half of the algorithm.
+#[derive(Debug)]
+pub(crate) struct Consumer<M: SlotMem> {
+    pub(crate) words: RingWords,
+    slots: M,
+    geometry: Geometry,
+    /// Next slot to read; the authoritative copy (shared `head` mirrors it).
+    head: u32,
+    /// Last `tail` seen; stale means the ring is *possibly* empty.
+    tail_cache: u32,
+}
+
+impl<M: SlotMem> Consumer<M> {
+    /// Takes over the consumer side, reading both indices once.
+    pub(crate) fn new(words: RingWords, slots: M, geometry: Geometry) -> Result<Self, Corruption> {
+        let head = words.head().load(Ordering::Relaxed);
+        let tail = words.tail().load(Ordering::Acquire);
+        let ready = consumer_distance(tail, head, geometry.capacity)?;
+        Ok(Consumer {
+            words,
+            slots,
+            geometry,
+            head,
+            tail_cache: head.wrapping_add(ready),
+        })
+    }
+
+    pub(crate) fn geometry(&self) -> &Geometry {
+        &self.geometry
+    }
+
+    /// Messages ready according to the cache.
+    #[inline(always)]
+    pub(crate) fn cached_available(&self) -> u32 {
+        self.tail_cache.wrapping_sub(self.head)
+    }
+
+    /// Messages ready: the cached answer if non-zero, else one if the slot
+    /// at `head` is published, else a fresh look at `tail`.
+    #[inline]
+    pub(crate) fn available(&mut self) -> Result<u32, Corruption> {
+        let cached = self.cached_available();
+        if cached > 0 {
+            return Ok(cached);
+        }
+        if self.probe() {
+            self.tail_cache = self.head.wrapping_add(1);
+            return Ok(1);
+        }
+        self.refresh_available()
+    }
+
+    /// A0': whether the slot at `head` holds the message for `head`. One
+    /// cache line, the one the message is in.
+    #[inline(always)]
+    fn probe(&self) -> bool {
+        let seq = self
+            .slots
+            .seq(self.head & self.geometry.mask())
+            .load(Ordering::Acquire);
+        seq == self.head.wrapping_add(1)
+    }
+
+    /// Reloads `tail` (A0, pairs with the producer's R0).
+    pub(crate) fn refresh_available(&mut self) -> Result<u32, Corruption> {
+        let tail = self.words.tail().load(Ordering::Acquire);
+        let used = consumer_distance(tail, self.head, self.geometry.capacity)?;
+        self.tail_cache = self.head.wrapping_add(used);
+        Ok(used)
+    }
+
+    /// Whether the slot at `head` is published (A0'), without updating the
+    /// cache or touching `tail`'s cache line: what waiters poll.
+    #[inline]
+    pub(crate) fn has_data_now(&self) -> bool {
+        self.probe()
+    }
+
+    /// Reads the `k`-th ready message (`k < available()`), passing its
+    /// payload to `f`. The length is read once and checked against the slot
+    /// size before the payload is touched.
+    #[inline(always)]
+    pub(crate) fn read<R>(
+        &self,
+        k: u32,
+        f: impl FnOnce(*const u8, usize) -> R,
+    ) -> Result<R, Corruption> {
+        debug_assert!(k < self.cached_available());
+        let index = self.head.wrapping_add(k) & self.geometry.mask();
+        let slot_size = self.geometry.slot_size;
+        self.slots.with_slot(index, |slot| {
+            // SAFETY: the slot is published (k < available, after A0) and is
+            // 64-byte aligned; a volatile read guarantees one read of `len`.
+            let len = unsafe { slot.cast::<u32>().read_volatile() };
+            if len > slot_size {
+                return Err(Corruption::new(
+                    "message length",
+                    len.into(),
+                    slot_size.into(),
+                ));
+            }
+            // SAFETY: len <= slot_size, and the slot holds header + slot_size.
+            let payload = unsafe { slot.add(HWL_SLOT_HDR_SIZE as usize) };
+            Ok(f(payload, len as usize))
+        })
+    }
+
+    /// Hands the next `n` read slots back to the producer (R1) and wakes it
+    /// if it may be waiting for space (F2).
+    #[inline(always)]
+    pub(crate) fn release(&mut self, n: u32) {
+        debug_assert!(n <= self.cached_available());
+        self.head = self.head.wrapping_add(n);
+        // R1: pairs with the producer's A1; the slots may be reused after it.
+        self.words.head().store(self.head, Ordering::Release);
+        if self.words.producer_wait_mode().load(Ordering::Relaxed) != HWL_WAIT_POLL {
+            // F2: pairs with F3 in Doorbell::sleep.
+            fence(Ordering::SeqCst);
+            self.words.not_full.notify();
+        }
+    }
+}
+
+/// Slot memory that can hand out raw pointers for zero-copy access.
+pub(crate) trait AsRawSlots {
+    fn raw(&self) -> &RawSlots;
+}
+
+impl AsRawSlots for RawSlots {
+    fn raw(&self) -> &RawSlots {
+        self
+    }
+}

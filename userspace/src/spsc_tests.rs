@@ -1,0 +1,547 @@
+//! Tests of the SPSC ring algorithm over heap memory: unit and property
+//! tests (also run under Miri) and loom models of the ring with its
+//! doorbells.
+
+use crate::doorbell::Doorbell;
+use crate::spsc::{Consumer, Geometry, Producer, RingWords, SlotMem};
+use crate::sync::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+/// Indices of the control words in `HeapRing::words`.
+const TAIL: usize = 0;
+const HEAD: usize = 1;
+const PWM: usize = 2;
+const CWM: usize = 3;
+const NE_COUNT: usize = 4;
+const NE_WAITERS: usize = 5;
+const NF_COUNT: usize = 6;
+const NF_WAITERS: usize = 7;
+
+fn geometry(capacity: u32, slot_size: u32) -> Geometry {
+    Geometry {
+        capacity,
+        slot_size,
+        stride: hwlink_hw::slot_stride(slot_size).unwrap(),
+    }
+}
+
+/// A ring's control words on the heap.
+struct HeapWords(Arc<[AtomicU32; 8]>);
+
+impl HeapWords {
+    fn new(start: u32) -> Self {
+        let w: [AtomicU32; 8] = Default::default();
+        w[TAIL].store(start, Ordering::Relaxed);
+        w[HEAD].store(start, Ordering::Relaxed);
+        HeapWords(Arc::new(w))
+    }
+
+    fn ring_words(&self) -> (RingWords, Arc<[AtomicU32; 8]>) {
+        let w = &self.0;
+        // SAFETY: the returned Arc clone is kept next to the RingWords by
+        // every caller (in the same struct or stack frame), so the words
+        // outlive it; they are only accessed atomically.
+        let words = unsafe {
+            RingWords::new(
+                &w[TAIL],
+                &w[HEAD],
+                &w[PWM],
+                &w[CWM],
+                Doorbell::from_raw(&w[NE_COUNT], &w[NE_WAITERS]),
+                Doorbell::from_raw(&w[NF_COUNT], &w[NF_WAITERS]),
+            )
+        };
+        (words, self.0.clone())
+    }
+}
+
+#[cfg(not(loom))]
+mod heap {
+    use super::*;
+    use crate::spsc::{AsRawSlots, RawSlots};
+    use std::alloc::{alloc_zeroed, dealloc, Layout};
+
+    /// Slot bytes on the heap, freed when the last user drops.
+    pub(super) struct HeapSlots {
+        ptr: *mut u8,
+        layout: Layout,
+    }
+
+    // SAFETY: a plain heap allocation; access is coordinated by the ring.
+    unsafe impl Send for HeapSlots {}
+    // SAFETY: as above.
+    unsafe impl Sync for HeapSlots {}
+
+    impl Drop for HeapSlots {
+        fn drop(&mut self) {
+            // SAFETY: allocated in `ring` with this layout.
+            unsafe { dealloc(self.ptr, self.layout) }
+        }
+    }
+
+    /// RawSlots plus the allocation they point into.
+    pub(super) struct OwnedSlots {
+        raw: RawSlots,
+        _mem: Arc<HeapSlots>,
+    }
+
+    impl SlotMem for OwnedSlots {
+        fn with_slot_mut<R>(&self, index: u32, f: impl FnOnce(*mut u8) -> R) -> R {
+            self.raw.with_slot_mut(index, f)
+        }
+        fn with_slot<R>(&self, index: u32, f: impl FnOnce(*const u8) -> R) -> R {
+            self.raw.with_slot(index, f)
+        }
+        fn seq(&self, index: u32) -> &AtomicU32 {
+            self.raw.seq(index)
+        }
+    }
+
+    impl AsRawSlots for OwnedSlots {
+        fn raw(&self) -> &RawSlots {
+            &self.raw
+        }
+    }
+
+    pub(super) struct Ends {
+        pub p: Producer<OwnedSlots>,
+        pub c: Consumer<OwnedSlots>,
+        pub words: Arc<[AtomicU32; 8]>,
+        pub mem: Arc<HeapSlots>,
+        _keep: [Arc<[AtomicU32; 8]>; 2],
+    }
+
+    /// A heap ring with indices starting at `start`.
+    pub(super) fn ring(capacity: u32, slot_size: u32, start: u32) -> Ends {
+        let g = geometry(capacity, slot_size);
+        let layout = Layout::from_size_align((g.capacity * g.stride) as usize, 64).unwrap();
+        // SAFETY: non-zero size (capacity >= 1, stride >= 64).
+        let ptr = unsafe { alloc_zeroed(layout) };
+        assert!(!ptr.is_null());
+        let mem = Arc::new(HeapSlots { ptr, layout });
+        let slots = || OwnedSlots {
+            // SAFETY: `mem` holds capacity * stride bytes, 64-aligned, and
+            // every OwnedSlots keeps it alive.
+            raw: unsafe { RawSlots::new(mem.ptr, &g) },
+            _mem: mem.clone(),
+        };
+        // Positions start at `start`, not 0: mark every slot "previous lap".
+        let probe = slots();
+        for p in start..start.wrapping_add(capacity) {
+            probe
+                .seq(p & (capacity - 1))
+                .store(p.wrapping_sub(capacity).wrapping_add(1), Ordering::Relaxed);
+        }
+        let w = HeapWords::new(start);
+        let (pw, k1) = w.ring_words();
+        let (cw, k2) = w.ring_words();
+        Ends {
+            p: Producer::new(pw, slots(), g).unwrap(),
+            c: Consumer::new(cw, slots(), g).unwrap(),
+            words: w.0.clone(),
+            mem: mem.clone(),
+            _keep: [k1, k2],
+        }
+    }
+
+    impl HeapSlots {
+        pub(super) fn ptr(&self) -> *mut u8 {
+            self.ptr
+        }
+    }
+}
+
+#[cfg(not(loom))]
+mod tests {
+    use super::heap::ring;
+    use super::*;
+
+    fn push(p: &mut Producer<impl SlotMem>, msg: &[u8]) -> bool {
+        if p.free().unwrap() == 0 {
+            return false;
+        }
+        p.write(0, msg);
+        p.publish(1);
+        true
+    }
+
+    fn pop(c: &mut Consumer<impl SlotMem>) -> Option<Vec<u8>> {
+        if c.available().unwrap() == 0 {
+            return None;
+        }
+        let v = c.read(0, |p, len| {
+            // SAFETY: checked by read().
+            unsafe { std::slice::from_raw_parts(p, len) }.to_vec()
+        });
+        c.release(1);
+        Some(v.unwrap())
+    }
+
+    #[test]
+    fn fills_drains_and_wraps_in_order() {
+        let mut r = ring(4, 24, 0);
+        let mut next = 0u32;
+        let mut expect = 0u32;
+        for _round in 0..50 {
+            while push(&mut r.p, &next.to_le_bytes()) {
+                next += 1;
+            }
+            assert_eq!(r.p.free().unwrap(), 0, "a full ring has no free slot");
+            while let Some(m) = pop(&mut r.c) {
+                assert_eq!(m, expect.to_le_bytes());
+                expect += 1;
+            }
+        }
+        assert_eq!(next, 200);
+        assert_eq!(expect, 200);
+    }
+
+    #[test]
+    fn indices_wrap_around_u32() {
+        let mut r = ring(8, 24, u32::MAX - 5);
+        for i in 0..100u32 {
+            assert!(push(&mut r.p, &i.to_le_bytes()));
+            assert!(push(&mut r.p, &[i as u8; 24]));
+            assert_eq!(pop(&mut r.c).unwrap(), i.to_le_bytes());
+            assert_eq!(pop(&mut r.c).unwrap(), vec![i as u8; 24]);
+        }
+        assert!(r.words[TAIL].load(Ordering::Relaxed) < 1000, "tail wrapped");
+    }
+
+    #[test]
+    fn variable_lengths_including_empty_and_max() {
+        let mut r = ring(4, 100, 0);
+        for len in [0usize, 1, 7, 8, 63, 64, 99, 100] {
+            let msg: Vec<u8> = (0..len as u8).collect();
+            assert!(push(&mut r.p, &msg));
+            assert_eq!(pop(&mut r.c).unwrap(), msg);
+        }
+    }
+
+    #[test]
+    fn batch_publish_is_one_store() {
+        let mut r = ring(8, 16, 0);
+        let free = r.p.free().unwrap();
+        assert_eq!(free, 8);
+        for k in 0..5 {
+            r.p.write(k, &[k as u8]);
+        }
+        assert_eq!(
+            r.c.available().unwrap(),
+            0,
+            "nothing visible before publish"
+        );
+        r.p.publish(5);
+        assert_eq!(
+            r.c.available().unwrap(),
+            1,
+            "the probe finds the first message"
+        );
+        assert_eq!(r.c.refresh_available().unwrap(), 5, "tail counts the batch");
+        for k in 0..5 {
+            let b = r.c.read(k, |p, len| {
+                // SAFETY: checked by read().
+                unsafe { std::slice::from_raw_parts(p, len) }.to_vec()
+            });
+            assert_eq!(b.unwrap(), [k as u8]);
+        }
+        r.c.release(5);
+        assert_eq!(r.p.refresh_free().unwrap(), 8);
+    }
+
+    #[test]
+    fn cached_index_is_refreshed_only_when_needed() {
+        let mut r = ring(4, 16, 0);
+        assert!(push(&mut r.p, b"a"));
+        assert_eq!(
+            r.c.cached_available(),
+            0,
+            "consumer cache is stale until refreshed"
+        );
+        assert_eq!(r.c.available().unwrap(), 1);
+        assert!(push(&mut r.p, b"b"));
+        assert_eq!(
+            r.c.cached_available(),
+            1,
+            "no refresh while the cache says non-empty"
+        );
+    }
+
+    #[test]
+    fn out_of_range_tail_is_corruption() {
+        let mut r = ring(4, 16, 0);
+        // A hostile producer moves tail beyond head + capacity.
+        r.words[TAIL].store(5, Ordering::Release);
+        let e = r.c.available().unwrap_err();
+        assert_eq!(e.what, "ring occupancy (tail - head)");
+        assert_eq!((e.value, e.limit), (5, 4));
+        // ...or far backwards from head.
+        r.words[TAIL].store(u32::MAX - 4, Ordering::Release);
+        assert!(r.c.refresh_available().is_err());
+        // Slightly behind head is what a consumer that found messages
+        // through the slots' seq words can see: nothing more to read.
+        r.words[TAIL].store(u32::MAX, Ordering::Release);
+        assert_eq!(r.c.refresh_available().unwrap(), 0);
+    }
+
+    #[test]
+    fn out_of_range_head_is_corruption() {
+        let mut r = ring(4, 16, 0);
+        for _ in 0..4 {
+            assert!(push(&mut r.p, b"x"));
+        }
+        r.words[HEAD].store(9, Ordering::Release);
+        assert!(r.p.free().is_err());
+    }
+
+    #[test]
+    fn out_of_range_length_is_corruption() {
+        let mut r = ring(4, 16, 0);
+        assert!(push(&mut r.p, b"hello"));
+        // SAFETY: slot 0's header, 64-byte aligned, inside the allocation;
+        // no other thread touches it.
+        unsafe { r.mem.ptr().cast::<u32>().write(17) };
+        assert_eq!(r.c.available().unwrap(), 1);
+        let e = r.c.read(0, |_, _| ()).unwrap_err();
+        assert_eq!((e.what, e.value, e.limit), ("message length", 17, 16));
+    }
+
+    #[test]
+    fn two_threads_transfer_in_order() {
+        let n: u32 = if cfg!(miri) { 300 } else { 200_000 };
+        let r = ring(16, 32, 0);
+        let (mut p, mut c) = (r.p, r.c);
+        let t = std::thread::spawn(move || {
+            for i in 0..n {
+                let msg = [
+                    i.to_le_bytes().as_slice(),
+                    &[i as u8; 11][..(i % 12) as usize],
+                ]
+                .concat();
+                while !push(&mut p, &msg) {
+                    std::hint::spin_loop();
+                }
+            }
+            p
+        });
+        for i in 0..n {
+            let m = loop {
+                if let Some(m) = pop(&mut c) {
+                    break m;
+                }
+                std::hint::spin_loop();
+            };
+            assert_eq!(m.len(), 4 + (i % 12) as usize);
+            assert_eq!(&m[..4], i.to_le_bytes());
+            assert!(m[4..].iter().all(|&b| b == i as u8));
+        }
+        drop(t.join().unwrap());
+    }
+
+    #[cfg(not(miri))]
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+        use std::collections::VecDeque;
+
+        proptest! {
+            /// The ring behaves as a bounded FIFO for any interleaving of
+            /// single and batched pushes and pops, from any start index.
+            #[test]
+            fn ring_is_a_bounded_fifo(
+                start in any::<u32>(),
+                cap_log in 0u32..5,
+                ops in proptest::collection::vec((0u8..4, 0usize..40), 1..200),
+            ) {
+                let capacity = 1u32 << cap_log;
+                let mut r = ring(capacity, 32, start);
+                let mut model = VecDeque::new();
+                let mut seq = 0u64;
+                for (op, arg) in ops {
+                    match op {
+                        0 => {
+                            let msg = [&seq.to_le_bytes()[..], &vec![seq as u8; arg % 25]].concat();
+                            let ok = push(&mut r.p, &msg);
+                            prop_assert_eq!(ok, model.len() < capacity as usize);
+                            if ok { model.push_back(msg); seq += 1; }
+                        }
+                        1 => prop_assert_eq!(pop(&mut r.c), model.pop_front()),
+                        2 => {
+                            let n = r.p.free().unwrap().min(arg as u32 % 5);
+                            for k in 0..n {
+                                let msg = seq.to_le_bytes();
+                                r.p.write(k, &msg);
+                                model.push_back(msg.to_vec());
+                                seq += 1;
+                            }
+                            r.p.publish(n);
+                        }
+                        _ => {
+                            let n = r.c.available().unwrap().min(arg as u32 % 5);
+                            for k in 0..n {
+                                let got = r.c.read(k, |p, len| {
+                                    // SAFETY: checked by read().
+                                    unsafe { std::slice::from_raw_parts(p, len) }.to_vec()
+                                }).unwrap();
+                                prop_assert_eq!(Some(got), model.pop_front());
+                            }
+                            r.c.release(n);
+                        }
+                    }
+                    prop_assert_eq!(r.p.refresh_free().unwrap() as usize, capacity as usize - model.len());
+                    let ready = r.c.refresh_available().unwrap() as usize;
+                    prop_assert_eq!(ready, model.len());
+                }
+            }
+        }
+    }
+}
+
+#[cfg(loom)]
+mod loom_models {
+    use super::*;
+    use loom::cell::UnsafeCell;
+
+    const STRIDE: usize = 64;
+
+    /// Slots in loom cells, so loom reports any unsynchronised access, with
+    /// their `seq` words as loom atomics beside them.
+    struct CellSlots(Arc<Vec<UnsafeCell<[u8; STRIDE]>>>, Arc<Vec<AtomicU32>>);
+
+    fn cell_slots(n: usize, start: u32) -> CellSlots {
+        let seqs: Vec<AtomicU32> = (0..n).map(|_| AtomicU32::new(0)).collect();
+        for p in start..start.wrapping_add(n as u32) {
+            seqs[(p as usize) & (n - 1)]
+                .store(p.wrapping_sub(n as u32).wrapping_add(1), Ordering::Relaxed);
+        }
+        CellSlots(
+            Arc::new((0..n).map(|_| UnsafeCell::new([0u8; STRIDE])).collect()),
+            Arc::new(seqs),
+        )
+    }
+
+    impl CellSlots {
+        fn share(&self) -> CellSlots {
+            CellSlots(self.0.clone(), self.1.clone())
+        }
+    }
+
+    impl SlotMem for CellSlots {
+        fn seq(&self, index: u32) -> &AtomicU32 {
+            &self.1[index as usize]
+        }
+        fn with_slot_mut<R>(&self, index: u32, f: impl FnOnce(*mut u8) -> R) -> R {
+            self.0[index as usize].with_mut(|p| f(p.cast()))
+        }
+        fn with_slot<R>(&self, index: u32, f: impl FnOnce(*const u8) -> R) -> R {
+            self.0[index as usize].with(|p| f(p.cast()))
+        }
+    }
+
+    fn send_blocking(p: &mut Producer<CellSlots>, msg: &[u8]) {
+        loop {
+            if p.free().unwrap() > 0 {
+                p.write(0, msg);
+                p.publish(1);
+                return;
+            }
+            let r: Result<_, ()> =
+                p.words
+                    .not_full
+                    .sleep_until(|_| Ok(p.has_room_now().then_some(())), None, None);
+            r.unwrap();
+        }
+    }
+
+    fn recv_blocking(c: &mut Consumer<CellSlots>) -> Vec<u8> {
+        loop {
+            if c.available().unwrap() > 0 {
+                let v = c
+                    .read(0, |p, len| {
+                        // SAFETY: checked by read().
+                        unsafe { std::slice::from_raw_parts(p, len) }.to_vec()
+                    })
+                    .unwrap();
+                c.release(1);
+                return v;
+            }
+            let r: Result<_, ()> =
+                c.words
+                    .not_empty
+                    .sleep_until(|_| Ok(c.has_data_now().then_some(())), None, None);
+            r.unwrap();
+        }
+    }
+
+    /// A producer and a consumer, both blocking on doorbells, pass three
+    /// messages through a two-slot ring: every message arrives, in order,
+    /// with its bytes (loom checks the slot accesses are ordered), and no
+    /// wake-up is lost (a lost one would deadlock the model).
+    #[test]
+    fn spsc_blocking_transfer() {
+        let mut builder = loom::model::Builder::new();
+        builder.preemption_bound = Some(3);
+        builder.check(|| {
+            let g = geometry(2, 56);
+            let cells = cell_slots(2, u32::MAX - 1);
+            let w = HeapWords::new(u32::MAX - 1);
+            let (pw, k1) = w.ring_words();
+            let (cw, k2) = w.ring_words();
+            let mut p = Producer::new(pw, cells.share(), g).unwrap();
+            let mut c = Consumer::new(cw, cells, g).unwrap();
+            let t = loom::thread::spawn(move || {
+                let _keep = k1;
+                for i in 0..3u8 {
+                    send_blocking(&mut p, &[i, i, i][..(i as usize + 1)]);
+                }
+            });
+            for i in 0..3u8 {
+                assert_eq!(recv_blocking(&mut c), vec![i; i as usize + 1]);
+            }
+            t.join().unwrap();
+            drop(k2);
+        });
+    }
+
+    /// Publishing a batch with one store makes all of it visible.
+    #[test]
+    fn spsc_batch_publish() {
+        loom::model(|| {
+            let g = geometry(4, 56);
+            let cells = cell_slots(4, 0);
+            let w = HeapWords::new(0);
+            let (pw, k1) = w.ring_words();
+            let (cw, k2) = w.ring_words();
+            let mut p = Producer::new(pw, cells.share(), g).unwrap();
+            let mut c = Consumer::new(cw, cells, g).unwrap();
+            let t = loom::thread::spawn(move || {
+                let _keep = k1;
+                p.write(0, b"a");
+                p.write(1, b"bb");
+                p.write(2, b"ccc");
+                p.publish(3);
+            });
+            let mut got = Vec::new();
+            while got.len() < 3 {
+                let n = c.refresh_available().unwrap();
+                assert!(n == 0 || n == 3, "a batch's tail is published at once");
+                for k in 0..n {
+                    got.push(
+                        c.read(k, |p, len| {
+                            // SAFETY: checked by read().
+                            unsafe { std::slice::from_raw_parts(p, len) }.to_vec()
+                        })
+                        .unwrap(),
+                    );
+                }
+                c.release(n);
+                if n == 0 {
+                    loom::thread::yield_now();
+                }
+            }
+            assert_eq!(got, vec![b"a".to_vec(), b"bb".to_vec(), b"ccc".to_vec()]);
+            t.join().unwrap();
+            drop(k2);
+        });
+    }
+}

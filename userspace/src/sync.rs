@@ -1,0 +1,18 @@
+//! The one place atomics come from: `core` normally, `loom` under `--cfg loom`,
+//! so every concurrent algorithm in this crate can be model-checked unchanged.
+
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+
+#[cfg(not(loom))]
+pub(crate) use core::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+
+/// One iteration of a busy-wait loop (a `pause` instruction, or a yield to
+/// the model checker).
+#[inline(always)]
+pub(crate) fn spin_loop() {
+    #[cfg(loom)]
+    loom::thread::yield_now();
+    #[cfg(not(loom))]
+    core::hint::spin_loop();
+}

@@ -1,0 +1,162 @@
+//! Wait strategies: how an end waits when its ring is empty (receiver) or
+//! full (sender), and the adaptive spin policy behind spin-then-park.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// How an end waits for its peer, chosen per end.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum WaitStrategy {
+    /// Busy-poll the ring and never sleep: the lowest latency, one core
+    /// burnt per waiting end. The peer skips the wake-up check entirely.
+    BusyPoll,
+    /// Spin for a short, adaptive while, then sleep on the doorbell. When
+    /// both ends share one CPU it does not spin (that would only burn the
+    /// peer's time slice): it yields to the peer, then sleeps.
+    #[default]
+    SpinPark,
+    /// Sleep on the doorbell at once.
+    Park,
+}
+
+impl fmt::Display for WaitStrategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            WaitStrategy::BusyPoll => "poll",
+            WaitStrategy::SpinPark => "spin-park",
+            WaitStrategy::Park => "park",
+        })
+    }
+}
+
+impl FromStr for WaitStrategy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "poll" | "busy-poll" => Ok(WaitStrategy::BusyPoll),
+            "spin-park" | "spin" => Ok(WaitStrategy::SpinPark),
+            "park" => Ok(WaitStrategy::Park),
+            other => Err(format!(
+                "unknown wait strategy `{other}`: use poll, spin-park or park"
+            )),
+        }
+    }
+}
+
+/// Longest spin before parking: a little more than one cross-core wake-up
+/// on the machines we measured (40 µs). Spinning that long is the classic
+/// two-competitive bound, and it matters for ping-pong traffic: an end that
+/// has just woken its sleeping peer must keep spinning through the peer's
+/// wake-up, or both ends fall into sleeping on every message.
+const MAX_SPIN: Duration = Duration::from_micros(60);
+/// Shortest spin the adaptation may shrink to: still one wake-up's worth, so
+/// a run of slow replies never drives both ends into sleeping for good.
+const MIN_SPIN: Duration = Duration::from_micros(45);
+/// Yields before parking when both ends share one CPU.
+const SHARED_CORE_YIELDS: u32 = 2;
+
+/// Per-end state of the spin-then-park policy.
+#[derive(Debug, Clone)]
+pub(crate) struct SpinPolicy {
+    /// How long to spin before parking now.
+    budget: Duration,
+    /// Both ends may only run on the same single CPU.
+    shared_core: bool,
+}
+
+/// What to do before parking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Prelude {
+    /// Spin for this long.
+    Spin(Duration),
+    /// Yield the CPU this many times (shared core).
+    Yield(u32),
+    /// Park at once.
+    None,
+}
+
+impl SpinPolicy {
+    pub(crate) fn new() -> Self {
+        SpinPolicy {
+            budget: MAX_SPIN,
+            shared_core: crate::liveness::online_cpus() == 1,
+        }
+    }
+
+    /// Re-decides whether the two ends share one CPU, from their CPU masks.
+    pub(crate) fn set_masks(&mut self, mine: u64, peer: u64) {
+        self.shared_core =
+            crate::liveness::online_cpus() == 1 || (mine.count_ones() == 1 && mine == peer);
+    }
+
+    pub(crate) fn shared_core(&self) -> bool {
+        self.shared_core
+    }
+
+    /// What spin-then-park does before parking.
+    pub(crate) fn prelude(&self, strategy: WaitStrategy) -> Prelude {
+        match strategy {
+            WaitStrategy::Park => Prelude::None,
+            WaitStrategy::BusyPoll => Prelude::Spin(Duration::MAX),
+            WaitStrategy::SpinPark if self.shared_core => Prelude::Yield(SHARED_CORE_YIELDS),
+            WaitStrategy::SpinPark => Prelude::Spin(self.budget),
+        }
+    }
+
+    /// Feedback: the spin succeeded (grow the budget back) or had to park
+    /// (shrink it, so a peer that is usually slow costs less CPU).
+    pub(crate) fn record(&mut self, spin_succeeded: bool) {
+        self.budget = if spin_succeeded {
+            (self.budget * 2).min(MAX_SPIN)
+        } else {
+            (self.budget / 2).max(MIN_SPIN)
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_and_print_round_trip() {
+        for s in [
+            WaitStrategy::BusyPoll,
+            WaitStrategy::SpinPark,
+            WaitStrategy::Park,
+        ] {
+            assert_eq!(s.to_string().parse::<WaitStrategy>().unwrap(), s);
+        }
+        assert!("fast".parse::<WaitStrategy>().is_err());
+    }
+
+    #[test]
+    fn shared_core_yields_instead_of_spinning() {
+        let mut p = SpinPolicy::new();
+        p.set_masks(0b1, 0b1);
+        assert!(p.shared_core());
+        assert_eq!(
+            p.prelude(WaitStrategy::SpinPark),
+            Prelude::Yield(SHARED_CORE_YIELDS)
+        );
+        p.set_masks(0b1, 0b10);
+        if crate::liveness::online_cpus() > 1 {
+            assert!(!p.shared_core());
+            assert_eq!(p.prelude(WaitStrategy::SpinPark), Prelude::Spin(MAX_SPIN));
+        }
+    }
+
+    #[test]
+    fn budget_adapts_within_bounds() {
+        let mut p = SpinPolicy::new();
+        for _ in 0..20 {
+            p.record(false);
+        }
+        assert_eq!(p.budget, MIN_SPIN);
+        for _ in 0..20 {
+            p.record(true);
+        }
+        assert_eq!(p.budget, MAX_SPIN);
+    }
+}
