@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 /// Longest single futex sleep; between sleeps the peer's liveness is checked.
 const SLEEP_SLICE: Duration = Duration::from_millis(50);
+/// Polls of the ring before a wait looks at the clock or the peer.
+const FAST_SPINS: u32 = 256;
 /// Busy-poll iterations between cheap checks (deadline, peer state word).
 const POLL_CHECK_EVERY: u32 = 1 << 10;
 /// Cheap checks between liveness system calls while polling.
@@ -148,6 +150,10 @@ impl PeerTracker {
         if self.gone {
             return Peer::Gone;
         }
+        if !check_process && self.watch.is_some() && self.ep.state_now() == HWL_EP_ATTACHED {
+            // Hot path: one load of a line that only changes on attach/close.
+            return Peer::Present;
+        }
         let snap = self.ep.snapshot();
         match snap.state {
             HWL_EP_FREE => Peer::Absent,
@@ -218,6 +224,12 @@ impl EndState {
         };
         end.peer.status(&mut end.policy, false);
         Ok(end)
+    }
+
+    /// Whether waits start with a short busy spin.
+    #[inline]
+    fn spins_first(&self) -> bool {
+        self.strategy != WaitStrategy::Park && !self.policy.shared_core()
     }
 
     fn poison(&mut self, c: Corruption) -> Corruption {
@@ -327,7 +339,11 @@ fn wait_ready(
 pub struct Sender {
     ring: Producer<RawSlots>,
     end: EndState,
-    sends: u32,
+    /// Largest message (the slot size), kept here for the fast path.
+    max: usize,
+    /// Sends left before the fast path defers to a full check (peer
+    /// process liveness, corruption); 0 forces the slow path.
+    fast_budget: u32,
 }
 
 impl Sender {
@@ -345,10 +361,12 @@ impl Sender {
         let ring =
             Producer::new(parts.words(), parts.slots(), parts.geometry()).map_err(corrupt)?;
         let end = EndState::new(parts, Side::Sender, strategy)?;
+        let max = ring.geometry().slot_size as usize;
         Ok(Sender {
             ring,
             end,
-            sends: 0,
+            max,
+            fast_budget: 0,
         })
     }
 
@@ -358,7 +376,7 @@ impl Sender {
     }
     /// Largest message this link carries.
     pub fn max_message(&self) -> usize {
-        self.ring.geometry().slot_size as usize
+        self.max
     }
     /// Slots in the ring.
     pub fn capacity(&self) -> usize {
@@ -381,13 +399,26 @@ impl Sender {
         self.end.peer.status(&mut self.end.policy, true) == Peer::Gone
     }
 
-    /// Free slots now, or the reason there can be none.
+    /// The fast path's test: a message of `len` bytes can go into a free
+    /// slot right now, the receiver has not closed, and no full check is
+    /// due. One load of shared memory (the receiver's state word), which
+    /// only changes on attach and close.
+    #[inline(always)]
+    fn fast_slot(&self, len: usize) -> bool {
+        len <= self.max
+            && self.fast_budget > 0
+            && self.ring.cached_free() > 0
+            && self.end.peer.ep.state_now() <= HWL_EP_ATTACHED
+    }
+
+    /// Free slots now, or the reason there can be none: the slow path,
+    /// which also checks the receiver's process every TRY_LIVENESS_EVERY
+    /// sends (the fast path defers to it that often).
     fn ready_slots(&mut self) -> Result<u32, SendError<()>> {
         if let Some(c) = &self.end.poisoned {
             return Err(SendError::Corrupt(c.clone()));
         }
-        self.sends = self.sends.wrapping_add(1);
-        let check = self.sends % TRY_LIVENESS_EVERY == 0;
+        let check = self.fast_budget == 0;
         if self.end.peer.status(&mut self.end.policy, check) == Peer::Gone {
             return Err(SendError::Disconnected(()));
         }
@@ -399,13 +430,29 @@ impl Sender {
                 }
                 Err(SendError::Full(()))
             }
-            Ok(n) => Ok(n),
+            Ok(n) => {
+                if check {
+                    self.fast_budget = TRY_LIVENESS_EVERY;
+                }
+                Ok(n)
+            }
             Err(c) => Err(SendError::Corrupt(self.end.poison(c))),
         }
     }
 
     /// Blocks (per the wait strategy) until a slot is free.
     fn wait_slot(&mut self, deadline: Option<Instant>) -> Result<u32, SendError<()>> {
+        if self.ring.cached_free() > 0 {
+            return self.ready_slots();
+        }
+        if self.end.spins_first() {
+            for _ in 0..FAST_SPINS {
+                if self.ring.has_room_now() {
+                    break;
+                }
+                spin_loop();
+            }
+        }
         loop {
             match self.ready_slots() {
                 Err(SendError::Full(())) => {}
@@ -422,7 +469,27 @@ impl Sender {
         }
     }
 
+    #[inline(always)]
     fn send_deadline<M: AsRef<[u8]>>(
+        &mut self,
+        msg: M,
+        deadline: Option<Instant>,
+        block: bool,
+    ) -> Result<(), SendError<M>> {
+        let len = msg.as_ref().len();
+        if self.fast_slot(len) {
+            self.fast_budget -= 1;
+            self.ring.write(0, msg.as_ref());
+            self.ring.publish(1);
+            return Ok(());
+        }
+        self.send_slow(msg, deadline, block)
+    }
+
+    /// Everything but the fast path: full checks, waiting, errors.
+    #[cold]
+    #[inline(never)]
+    fn send_slow<M: AsRef<[u8]>>(
         &mut self,
         msg: M,
         deadline: Option<Instant>,
@@ -671,11 +738,19 @@ impl Receiver {
     }
     /// Messages ready to be received now.
     pub fn len(&mut self) -> usize {
-        self.ring.refresh_available().unwrap_or(0) as usize
+        let found = self.ring.cached_available();
+        self.ring.refresh_available().map_or(0, |n| n.max(found)) as usize
     }
     /// Whether no message is ready now.
     pub fn is_empty(&mut self) -> bool {
         self.len() == 0
+    }
+
+    /// The fast path's test: a message is ready (cached count, or the slot
+    /// at head is published) and this end is healthy.
+    #[inline(always)]
+    fn fast_ready(&mut self) -> bool {
+        self.end.poisoned.is_none() && self.ring.available() > 0
     }
 
     /// Messages ready now, or why there are none.
@@ -683,10 +758,9 @@ impl Receiver {
         if let Some(c) = &self.end.poisoned {
             return Err(RecvError::Corrupt(c.clone()));
         }
-        match self.ring.available() {
-            Ok(0) => {}
-            Ok(n) => return Ok(n),
-            Err(c) => return Err(RecvError::Corrupt(self.end.poison(c))),
+        let n = self.ring.available();
+        if n > 0 {
+            return Ok(n);
         }
         if self.end.peer.status_after_miss(&mut self.end.policy) == Peer::Gone {
             // The sender publishes before it closes: look once more.
@@ -699,7 +773,20 @@ impl Receiver {
         Err(RecvError::Empty)
     }
 
+    #[inline(never)]
     fn wait_message(&mut self, deadline: Option<Instant>) -> Result<u32, RecvError> {
+        if self.end.spins_first() && self.end.poisoned.is_none() {
+            // Fast path: poll the slot at head a few times with nothing else
+            // on the way (no clock, no peer check): a polling peer's reply
+            // usually lands here.
+            for _ in 0..FAST_SPINS {
+                let n = self.ring.available();
+                if n > 0 {
+                    return Ok(n);
+                }
+                spin_loop();
+            }
+        }
         loop {
             match self.ready_messages() {
                 Err(RecvError::Empty) => {}
@@ -734,7 +821,9 @@ impl Receiver {
     /// Receives one message, waiting per the wait strategy, and passes its
     /// bytes to `f` without copying them.
     pub fn recv_with<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Result<R, RecvError> {
-        self.wait_message(None)?;
+        if !self.fast_ready() {
+            self.wait_message(None)?;
+        }
         self.take_with(f)
     }
     /// Receives one message into a new vector.
@@ -758,20 +847,36 @@ impl Receiver {
     }
     /// Receives one message into `buf`, waiting per the wait strategy;
     /// returns its length. No allocation.
+    #[inline]
     pub fn recv_into(&mut self, buf: &mut [u8]) -> Result<usize, RecvError> {
-        self.wait_message(None)?;
-        let cap = buf.len();
-        let len = self
-            .ring
-            .read(0, |_, len| len)
-            .map_err(|c| RecvError::Corrupt(self.end.poison(c)))?;
-        if len > cap {
-            return Err(RecvError::BufferTooSmall { len, cap });
+        if !self.fast_ready() {
+            self.wait_message(None)?;
         }
-        self.take_with(|bytes| {
-            buf[..bytes.len()].copy_from_slice(bytes);
-            bytes.len()
-        })
+        let cap = buf.len();
+        let copied = self.ring.read(0, |p, len| {
+            if len > cap {
+                return Err(len);
+            }
+            // SAFETY: `read` checked len <= slot_size; the slot is published
+            // and stays ours until the release below; `buf` holds len bytes.
+            unsafe { crate::spsc::copy_bytes(p, buf.as_mut_ptr(), len) };
+            Ok(len)
+        });
+        match copied {
+            Ok(Ok(len)) => {
+                self.ring.release(1);
+                Ok(len)
+            }
+            Ok(Err(len)) => Err(RecvError::BufferTooSmall { len, cap }),
+            Err(c) => Err(self.corrupt(c)),
+        }
+    }
+
+    /// Poisons this end and returns the error to report.
+    #[cold]
+    #[inline(never)]
+    fn corrupt(&mut self, c: Corruption) -> RecvError {
+        RecvError::Corrupt(self.end.poison(c))
     }
 
     /// Borrows the next message in place, waiting for one. It stays queued
@@ -784,6 +889,16 @@ impl Receiver {
     pub fn try_peek(&mut self) -> Result<ReadSlot<'_>, RecvError> {
         self.ready_messages()?;
         self.peek_ready()
+    }
+
+    /// Counts every ready message through `tail` (at least the one already
+    /// found).
+    fn count_ready(&mut self) -> Result<u32, RecvError> {
+        let found = self.ring.cached_available();
+        match self.ring.refresh_available() {
+            Ok(n) => Ok(n.max(found)),
+            Err(c) => Err(RecvError::Corrupt(self.end.poison(c))),
+        }
     }
 
     fn peek_ready(&mut self) -> Result<ReadSlot<'_>, RecvError> {
@@ -801,7 +916,8 @@ impl Receiver {
     /// Borrows up to `max` ready messages in place, waiting for at least one;
     /// they are released together by [`ReadBatch::release`].
     pub fn read_batch(&mut self, max: usize) -> Result<ReadBatch<'_>, RecvError> {
-        let n = self.wait_message(None)?;
+        self.wait_message(None)?;
+        let n = self.count_ready()?;
         Ok(ReadBatch {
             count: n.min(max.min(u32::MAX as usize) as u32),
             receiver: self,
@@ -809,7 +925,8 @@ impl Receiver {
     }
     /// Like [`read_batch`](Self::read_batch), without waiting.
     pub fn try_read_batch(&mut self, max: usize) -> Result<ReadBatch<'_>, RecvError> {
-        let n = self.ready_messages()?;
+        self.ready_messages()?;
+        let n = self.count_ready()?;
         Ok(ReadBatch {
             count: n.min(max.min(u32::MAX as usize) as u32),
             receiver: self,

@@ -429,6 +429,12 @@ impl Endpoint {
         self.u32_at(unsafe { addr_of_mut!((*self.ep).wait_mode) })
     }
 
+    /// The state word alone (A-ep).
+    #[inline]
+    pub(crate) fn state_now(&self) -> u32 {
+        self.state().load(Ordering::Acquire)
+    }
+
     /// Reads the endpoint: state first (A-ep), then the rest.
     pub(crate) fn snapshot(&self) -> EndpointSnapshot {
         let state = self.state().load(Ordering::Acquire);

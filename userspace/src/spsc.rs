@@ -149,6 +149,34 @@ impl SlotMem for RawSlots {
 /// Offset of `seq` in `struct hwl_slot`.
 const SEQ_OFFSET: usize = core::mem::offset_of!(hwlink_hw::hwl_slot, seq);
 
+/// Copies `len` bytes. Messages are often a few bytes long, where a call
+/// into `memcpy` costs more than the copy: up to 16 bytes are moved inline
+/// with (possibly overlapping) unaligned loads and stores.
+///
+/// # Safety
+/// As for `core::ptr::copy_nonoverlapping`.
+#[inline(always)]
+pub(crate) unsafe fn copy_bytes(src: *const u8, dst: *mut u8, len: usize) {
+    // SAFETY (all arms): the caller guarantees `len` readable bytes at `src`
+    // and writable bytes at `dst`, not overlapping; each access below stays
+    // within the first `len` bytes.
+    unsafe {
+        if len >= 8 && len <= 16 {
+            let a = src.cast::<u64>().read_unaligned();
+            let b = src.add(len - 8).cast::<u64>().read_unaligned();
+            dst.cast::<u64>().write_unaligned(a);
+            dst.add(len - 8).cast::<u64>().write_unaligned(b);
+        } else if len >= 4 && len < 8 {
+            let a = src.cast::<u32>().read_unaligned();
+            let b = src.add(len - 4).cast::<u32>().read_unaligned();
+            dst.cast::<u32>().write_unaligned(a);
+            dst.add(len - 4).cast::<u32>().write_unaligned(b);
+        } else {
+            core::ptr::copy_nonoverlapping(src, dst, len);
+        }
+    }
+}
+
 /// The shared words of one ring: indices, doorbells and the two endpoints'
 /// advertised wait modes.
 #[derive(Debug)]
@@ -333,7 +361,7 @@ impl<M: SlotMem> Producer<M> {
             // payload fits.
             unsafe {
                 slot.cast::<u32>().write(msg.len() as u32);
-                core::ptr::copy_nonoverlapping(
+                copy_bytes(
                     msg.as_ptr(),
                     slot.add(HWL_SLOT_HDR_SIZE as usize),
                     msg.len(),
@@ -430,19 +458,21 @@ impl<M: SlotMem> Consumer<M> {
         self.tail_cache.wrapping_sub(self.head)
     }
 
-    /// Messages ready: the cached answer if non-zero, else one if the slot
-    /// at `head` is published, else a fresh look at `tail`.
+    /// Messages ready, cheaply: the cached count if non-zero, else one if the
+    /// slot at `head` is published (A0'). It never touches `tail`, whose
+    /// cache line thus stays with the producer; [`refresh_available`]
+    /// (Self::refresh_available) counts a whole batch.
     #[inline]
-    pub(crate) fn available(&mut self) -> Result<u32, Corruption> {
+    pub(crate) fn available(&mut self) -> u32 {
         let cached = self.cached_available();
         if cached > 0 {
-            return Ok(cached);
+            return cached;
         }
         if self.probe() {
             self.tail_cache = self.head.wrapping_add(1);
-            return Ok(1);
+            return 1;
         }
-        self.refresh_available()
+        0
     }
 
     /// A0': whether the slot at `head` holds the message for `head`. One

@@ -2,6 +2,7 @@
 //! so every concurrent algorithm in this crate can be model-checked unchanged.
 
 #[cfg(loom)]
+#[allow(unused_imports)] // AtomicU64 is used by region code, which loom builds leave out.
 pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
 #[cfg(not(loom))]

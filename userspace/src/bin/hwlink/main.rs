@@ -83,22 +83,46 @@ fn launcher(peer: &pingpong::PeerArgs) -> Command {
     cmd
 }
 
-fn run_one(
-    args: &PingpongArgs,
-    mechanism: Mechanism,
-) -> Result<Stats, Box<dyn std::error::Error + Send + Sync>> {
-    let cfg = Config {
-        mechanism,
-        size: args.size,
-        wait: args.wait,
-        backend: args.backend,
-        cpus: Some(args.cpus),
-    };
-    let mut session = Session::start(&cfg, &launcher)?;
-    session.measure((args.count / 10).clamp(100, 100_000))?;
-    let mut samples = session.measure(args.count)?;
-    session.finish()?;
-    Stats::from_samples(&mut samples).ok_or_else(|| "no samples: pass --count 1 or more".into())
+/// Rounds the measurement is split into. Mechanisms take turns round by
+/// round, so that a change in the machine's load (these are shared virtual
+/// machines) affects every mechanism alike and the ratios stay meaningful.
+const ROUNDS: usize = 10;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Measures `mechanisms` side by side: `count` round trips each (the pipe's
+/// capped, as each costs tens of microseconds), in interleaved rounds, each
+/// round with a fresh peer process after a warm-up.
+fn run_interleaved(args: &PingpongArgs, mechanisms: &[Mechanism]) -> Result<Vec<Stats>, BoxError> {
+    let mut samples: Vec<Vec<u64>> = vec![Vec::new(); mechanisms.len()];
+    for round in 0..ROUNDS {
+        for (i, &mechanism) in mechanisms.iter().enumerate() {
+            let count = if mechanism == Mechanism::Pipe {
+                args.count.min(20_000)
+            } else {
+                args.count
+            };
+            let share = count / ROUNDS + usize::from(round < count % ROUNDS);
+            if share == 0 {
+                continue;
+            }
+            let cfg = Config {
+                mechanism,
+                size: args.size,
+                wait: args.wait,
+                backend: args.backend,
+                cpus: Some(args.cpus),
+            };
+            let mut session = Session::start(&cfg, &launcher)?;
+            session.measure((share / 10).clamp(50, 10_000))?;
+            samples[i].extend(session.measure(share)?);
+            session.finish()?;
+        }
+    }
+    samples
+        .iter_mut()
+        .map(|s| Stats::from_samples(s).ok_or_else(|| "no samples: pass --count 1 or more".into()))
+        .collect()
 }
 
 fn print_stats(label: &str, s: &Stats, reference: Option<&Stats>) {
@@ -135,28 +159,32 @@ fn pingpong_cmd(args: PingpongArgs) -> Result<(), Box<dyn std::error::Error + Se
         "hwlink pingpong: {} round trips of {} bytes, wait {}, backend {backend_used}, CPUs {},{}",
         args.count, args.size, args.wait, args.cpus.0, args.cpus.1
     );
-    let hw = run_one(&args, Mechanism::Hwlink)?;
+    let two_cores = args.cpus.0 != args.cpus.1;
+    let mechanisms: &[Mechanism] = match (args.baseline, two_cores) {
+        (false, _) => &[Mechanism::Hwlink],
+        (true, true) => &[Mechanism::Hwlink, Mechanism::Pipe, Mechanism::Floor],
+        // A busy-polling floor on one core only measures the scheduler.
+        (true, false) => &[Mechanism::Hwlink, Mechanism::Pipe],
+    };
+    let stats = run_interleaved(&args, mechanisms)?;
+    let hw = stats[0];
     print_stats(&format!("hwlink ({})", args.wait), &hw, None);
     let mut extra = String::new();
-    if args.baseline {
-        let pipe = run_one(&args, Mechanism::Pipe)?;
-        print_stats("pipe", &pipe, Some(&hw));
+    if let Some(pipe) = stats.get(1) {
+        print_stats("pipe", pipe, Some(&hw));
         extra.push_str(&format!(r#","pipe_rtt_ns":{}"#, pipe.to_json()));
-        if args.cpus.0 != args.cpus.1 {
-            let floor = run_one(&args, Mechanism::Floor)?;
-            print_stats("cache-line floor", &floor, Some(&hw));
-            println!(
-                "hwlink p50 / floor p50 = {:.2}; pipe p50 / hwlink p50 = {:.1}",
-                hw.p50 as f64 / floor.p50.max(1) as f64,
-                pipe.p50 as f64 / hw.p50.max(1) as f64
-            );
-            extra.push_str(&format!(r#","floor_rtt_ns":{}"#, floor.to_json()));
-        } else {
-            println!(
-                "hwlink p50 / pipe p50 = {:.2} (one core: no floor, a spinning peer would starve)",
-                hw.p50 as f64 / pipe.p50.max(1) as f64
-            );
-        }
+        println!(
+            "pipe p50 / hwlink p50 = {:.2}",
+            pipe.p50 as f64 / hw.p50.max(1) as f64
+        );
+    }
+    if let Some(floor) = stats.get(2) {
+        print_stats("cache-line floor", floor, Some(&hw));
+        extra.push_str(&format!(r#","floor_rtt_ns":{}"#, floor.to_json()));
+        println!(
+            "hwlink p50 / floor p50 = {:.2}",
+            hw.p50 as f64 / floor.p50.max(1) as f64
+        );
     }
     if args.json {
         println!(

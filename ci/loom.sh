@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Model-checks the concurrent algorithms with loom: the SPSC ring with its
+# doorbells, the semaphore, and the notify/sleep protocol (hw/SPEC.md §8).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export RUSTFLAGS="--cfg loom"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/loom"
+export LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-3}"
+cargo test -p hwlink --lib --release loom
