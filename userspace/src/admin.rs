@@ -23,6 +23,8 @@ pub struct EndpointStatus {
 /// One ring, as seen from outside.
 #[derive(Debug, Clone)]
 pub struct RingStatus {
+    /// The ring object's name in the region's object table.
+    pub name: String,
     /// Slots.
     pub capacity: u32,
     /// Largest message.
@@ -46,6 +48,10 @@ pub struct RegionStatus {
     pub kind: BackingKind,
     /// Bytes.
     pub size: u64,
+    /// Bytes per backing page, as the creator recorded it (0 if unreadable).
+    pub page_size: u32,
+    /// The creator recorded hugepage backing.
+    pub hugepage: bool,
     /// The creating process (0 if unknown).
     pub creator_pid: u32,
     /// Whether the creator still runs.
@@ -103,6 +109,8 @@ pub fn list() -> Result<Vec<RegionStatus>, MapError> {
             path: file.path.clone(),
             kind: file.kind,
             size: file.size,
+            page_size: 0,
+            hugepage: false,
             creator_pid: 0,
             creator_alive: false,
             rings: Vec::new(),
@@ -121,12 +129,15 @@ pub fn list() -> Result<Vec<RegionStatus>, MapError> {
                         status.error = Some(e.to_string());
                     }
                     Ok(info) => {
+                        status.page_size = info.page_size;
+                        status.hugepage = info.flags & hwlink_hw::HWL_REGION_F_HUGEPAGE != 0;
                         status.creator_pid = info.creator_pid;
                         status.creator_alive = is_alive(info.creator_pid, info.creator_start);
                         match RingParts::locate(map.clone(), &info) {
                             Ok(parts) => {
                                 let g = parts.geometry();
                                 status.rings.push(RingStatus {
+                                    name: parts.object_name().to_string(),
                                     capacity: g.capacity,
                                     slot_size: g.slot_size,
                                     occupancy: parts

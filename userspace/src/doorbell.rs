@@ -157,11 +157,13 @@ impl Doorbell {
     }
 
     /// Tokens currently pending (diagnostics only).
+    #[cfg(test)]
     pub(crate) fn pending(&self) -> u32 {
         self.count().load(Ordering::Relaxed)
     }
 
     /// Registered waiters (diagnostics only).
+    #[cfg(test)]
     pub(crate) fn waiting(&self) -> u32 {
         self.waiters().load(Ordering::Relaxed)
     }

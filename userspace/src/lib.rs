@@ -47,3 +47,8 @@ pub use link::{
     DEFAULT_SLOT_SIZE,
 };
 pub use wait::WaitStrategy;
+
+/// The README's example, compiled as a doctest so that it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

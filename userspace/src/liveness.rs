@@ -66,11 +66,6 @@ impl PeerWatch {
         watch
     }
 
-    /// The watched pid.
-    pub(crate) fn pid(&self) -> u32 {
-        self.pid
-    }
-
     /// One system call: false once the process has exited (zombies count as
     /// exited).
     pub(crate) fn is_alive(&self) -> bool {

@@ -58,7 +58,6 @@ pub(crate) struct ObjectInfo {
 pub(crate) struct RegionInfo {
     pub flags: u32,
     pub page_size: u32,
-    pub total_size: u64,
     pub creator_pid: u32,
     pub creator_start: u64,
     pub objects: Vec<ObjectInfo>,
@@ -246,7 +245,6 @@ pub(crate) fn validate(map: &RegionMap) -> Result<RegionInfo, OpenError> {
     Ok(RegionInfo {
         flags: hdr.flags,
         page_size: hdr.page_size,
-        total_size: hdr.total_size,
         creator_pid: hdr.creator_pid,
         creator_start: hdr.creator_start_time,
         objects,
@@ -259,6 +257,7 @@ pub(crate) struct RingParts {
     map: Arc<RegionMap>,
     ctl: *mut hwl_spsc_ring,
     geometry: Geometry,
+    object_name: String,
 }
 
 // SAFETY: RingParts is a location inside a mapping that it keeps alive (the
@@ -309,11 +308,21 @@ impl RingParts {
                 unknown: copy.flags,
             });
         }
-        Ok(RingParts { map, ctl, geometry })
+        Ok(RingParts {
+            map,
+            ctl,
+            geometry,
+            object_name: obj.name.clone(),
+        })
     }
 
     pub(crate) fn geometry(&self) -> Geometry {
         self.geometry
+    }
+
+    /// The ring object's name in the object table.
+    pub(crate) fn object_name(&self) -> &str {
+        &self.object_name
     }
 
     pub(crate) fn map(&self) -> &Arc<RegionMap> {

@@ -238,8 +238,10 @@ fn ls_cmd() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                 }
             };
             println!(
-                "    ring: {occ} messages queued, slot {} B; sender {}; receiver {}",
+                "    ring `{}`: {occ} messages queued, slot {} B, {} KiB pages; sender {}; receiver {}",
+                ring.name,
                 ring.slot_size,
+                r.page_size / 1024,
                 ep(&ring.sender),
                 ep(&ring.receiver)
             );

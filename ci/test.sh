@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The whole test suite, as README.md's test command and .ci/run run it:
+# hugepage setup, the ABI bindings drift check, every crate's tests with real
+# processes (nextest, or cargo test where nextest is missing), doctests, the
+# loom models and Miri on the ring logic.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "hugepages"
+ci/setup-hugepages.sh
+
+step "ABI bindings are generated from hw/include/hwlink_abi.h"
+ci/check-bindings.sh
+
+step "tests (real processes, real hugepages where reserved)"
+if cargo nextest --version >/dev/null 2>&1; then
+  # nextest fails when no test runs at all, so an empty suite is caught.
+  cargo nextest run --workspace --no-fail-fast
+else
+  echo "cargo-nextest not found: using cargo test"
+  cargo test --workspace --no-fail-fast -- --test-threads=1
+fi
+
+step "doctests"
+cargo test --workspace --doc
+
+step "loom models"
+ci/loom.sh
+
+step "miri on the ring logic"
+ci/miri.sh
+
+step "all test steps passed"
