@@ -145,10 +145,12 @@ struct hwl_spsc_ring {
 /*
  * The header of one slot; the payload follows it.
  *
- * seq carries the message's position + 1 (mod 2^32) and is stored last, with
- * release, when the message is published. A consumer that polls the slot at
- * its head sees a new message with one cache-line transfer instead of two
- * (tail, then slot). A slot's seq from the previous lap is always different
+ * len and seq are written together, as one little-endian 64-bit store
+ * (len in the low half) with release, after the payload, when the message is
+ * published; they are read together by one 64-bit load. seq carries the
+ * message's position + 1 (mod 2^32). A consumer that polls the slot at its
+ * head sees a new message with one cache-line transfer instead of two (tail,
+ * then slot). A slot's seq from the previous lap is always different
  * (position + 1 - capacity), and a zero-filled ring is "previous lap" for
  * every position of the first lap.
  */

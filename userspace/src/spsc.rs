@@ -15,7 +15,7 @@
 
 use crate::doorbell::Doorbell;
 use crate::error::Corruption;
-use crate::sync::{fence, AtomicU32, Ordering};
+use crate::sync::{fence, AtomicU32, AtomicU64, Ordering};
 use core::ptr::NonNull;
 use hwlink_hw::{HWL_RING_MAX_CAPACITY, HWL_RING_MAX_SLOT_SIZE, HWL_SLOT_HDR_SIZE, HWL_WAIT_POLL};
 
@@ -94,9 +94,11 @@ pub(crate) trait SlotMem {
     fn with_slot_mut<R>(&self, index: u32, f: impl FnOnce(*mut u8) -> R) -> R;
     /// Runs `f` with a pointer to the first byte of slot `index`, for reading.
     fn with_slot<R>(&self, index: u32, f: impl FnOnce(*const u8) -> R) -> R;
-    /// The `seq` word of slot `index` (`struct hwl_slot`), accessed only
-    /// atomically; `len` and the payload are accessed through the pointers.
-    fn seq(&self, index: u32) -> &AtomicU32;
+    /// The header of slot `index` (`struct hwl_slot`: `len` in the low
+    /// and `seq` in the high half of one little-endian u64), only ever
+    /// accessed atomically and as a whole; the payload after it is accessed
+    /// through the pointers.
+    fn header(&self, index: u32) -> &AtomicU64;
 }
 
 /// Slots at a fixed address: a mapped region, or a heap buffer.
@@ -139,15 +141,20 @@ impl SlotMem for RawSlots {
         f(self.slot_ptr(index))
     }
     #[inline(always)]
-    fn seq(&self, index: u32) -> &AtomicU32 {
-        // SAFETY: `seq` is the aligned u32 at offset 4 of the slot, inside
-        // the slot area (contract of `new`); every access to it is atomic.
-        unsafe { &*self.slot_ptr(index).add(SEQ_OFFSET).cast::<AtomicU32>() }
+    fn header(&self, index: u32) -> &AtomicU64 {
+        // SAFETY: the header is the first 8 bytes of the slot, which is
+        // 64-byte aligned and inside the slot area (contract of `new`);
+        // every access to it is atomic and 8 bytes wide.
+        unsafe { &*self.slot_ptr(index).cast::<AtomicU64>() }
     }
 }
 
-/// Offset of `seq` in `struct hwl_slot`.
-const SEQ_OFFSET: usize = core::mem::offset_of!(hwlink_hw::hwl_slot, seq);
+/// The slot header word: `len` low, `seq` high (`struct hwl_slot` read as
+/// one little-endian u64).
+#[inline(always)]
+fn header_word(len: u32, seq: u32) -> u64 {
+    u64::from(len) | (u64::from(seq) << 32)
+}
 
 /// Copies `len` bytes. Messages are often a few bytes long, where a call
 /// into `memcpy` costs more than the copy: up to 16 bytes are moved inline
@@ -264,7 +271,7 @@ fn check_distance(tail: u32, head: u32, capacity: u32) -> Result<u32, Corruption
 
 /// Messages between a shared `tail` and the consumer's `head`. The consumer
 /// may run ahead of the shared `tail` by up to one batch, because it also
-/// finds messages through the slots' `seq` words, which are published before
+/// finds messages through the slots' headers, which are published before
 /// `tail`: that counts as zero. Anything else out of range is corruption.
 #[inline(always)]
 fn consumer_distance(tail: u32, head: u32, capacity: u32) -> Result<u32, Corruption> {
@@ -292,6 +299,10 @@ pub(crate) struct Producer<M: SlotMem> {
     tail: u32,
     /// Last `head` seen; stale means the ring is *possibly* full.
     head_cache: u32,
+    /// Lengths of the written, not yet published messages, indexed by `k`
+    /// (their distance from `tail`): the slot header is stored only once,
+    /// by `publish`, together with `seq`.
+    lens: Box<[u32]>,
 }
 
 impl<M: SlotMem> Producer<M> {
@@ -306,6 +317,7 @@ impl<M: SlotMem> Producer<M> {
             geometry,
             tail,
             head_cache: head,
+            lens: vec![0; geometry.capacity as usize].into_boxed_slice(),
         })
     }
 
@@ -356,18 +368,17 @@ impl<M: SlotMem> Producer<M> {
         let index = self.tail.wrapping_add(k) & self.geometry.mask();
         self.slots.with_slot_mut(index, |slot| {
             // SAFETY: the slot is free (k < free), so the consumer does not
-            // read it until we publish; it has stride >= 8 + slot_size bytes
-            // and is 64-byte aligned, so the header write is aligned and the
-            // payload fits.
+            // read its payload until we publish; it has stride >= 8 +
+            // slot_size bytes, so the payload fits after the header.
             unsafe {
-                slot.cast::<u32>().write(msg.len() as u32);
                 copy_bytes(
                     msg.as_ptr(),
                     slot.add(HWL_SLOT_HDR_SIZE as usize),
                     msg.len(),
-                );
+                )
             }
-        })
+        });
+        self.lens[k as usize] = msg.len() as u32;
     }
 
     /// Makes the next `n` written slots visible (R0', R0) and wakes the
@@ -377,10 +388,11 @@ impl<M: SlotMem> Producer<M> {
         debug_assert!(n <= self.cached_free());
         for k in 0..n {
             let position = self.tail.wrapping_add(k);
-            // R0': pairs with the consumer's A0' probe of this slot.
+            let header = header_word(self.lens[k as usize], position.wrapping_add(1));
+            // R0': one store of len and seq; pairs with the consumer's A0'.
             self.slots
-                .seq(position & self.geometry.mask())
-                .store(position.wrapping_add(1), Ordering::Release);
+                .header(position & self.geometry.mask())
+                .store(header, Ordering::Release);
         }
         self.tail = self.tail.wrapping_add(n);
         // R0: pairs with the consumer's A0; makes the slot contents visible.
@@ -413,11 +425,7 @@ impl<M: SlotMem> Producer<M> {
     #[inline(always)]
     pub(crate) fn set_len(&mut self, k: u32, len: u32) {
         debug_assert!(k < self.cached_free() && len <= self.geometry.slot_size);
-        let index = self.tail.wrapping_add(k) & self.geometry.mask();
-        self.slots.with_slot_mut(index, |slot| {
-            // SAFETY: as in `write`: the slot is ours until published.
-            unsafe { slot.cast::<u32>().write(len) }
-        })
+        self.lens[k as usize] = len;
     }
 }
 
@@ -479,11 +487,11 @@ impl<M: SlotMem> Consumer<M> {
     /// cache line, the one the message is in.
     #[inline(always)]
     fn probe(&self) -> bool {
-        let seq = self
+        let header = self
             .slots
-            .seq(self.head & self.geometry.mask())
+            .header(self.head & self.geometry.mask())
             .load(Ordering::Acquire);
-        seq == self.head.wrapping_add(1)
+        (header >> 32) as u32 == self.head.wrapping_add(1)
     }
 
     /// Reloads `tail` (A0, pairs with the producer's R0).
@@ -502,8 +510,9 @@ impl<M: SlotMem> Consumer<M> {
     }
 
     /// Reads the `k`-th ready message (`k < available()`), passing its
-    /// payload to `f`. The length is read once and checked against the slot
-    /// size before the payload is touched.
+    /// payload to `f`. The header is read once (A0'); its `seq` must name
+    /// this position and its `len` fit the slot before the payload is
+    /// touched.
     #[inline(always)]
     pub(crate) fn read<R>(
         &self,
@@ -511,12 +520,19 @@ impl<M: SlotMem> Consumer<M> {
         f: impl FnOnce(*const u8, usize) -> R,
     ) -> Result<R, Corruption> {
         debug_assert!(k < self.cached_available());
-        let index = self.head.wrapping_add(k) & self.geometry.mask();
+        let position = self.head.wrapping_add(k);
+        let index = position & self.geometry.mask();
         let slot_size = self.geometry.slot_size;
+        let header = self.slots.header(index).load(Ordering::Acquire);
+        let (len, seq) = (header as u32, (header >> 32) as u32);
+        if seq != position.wrapping_add(1) {
+            return Err(Corruption::new(
+                "slot sequence behind tail (seq - position - 1)",
+                seq.wrapping_sub(position).wrapping_sub(1).into(),
+                0,
+            ));
+        }
         self.slots.with_slot(index, |slot| {
-            // SAFETY: the slot is published (k < available, after A0) and is
-            // 64-byte aligned; a volatile read guarantees one read of `len`.
-            let len = unsafe { slot.cast::<u32>().read_volatile() };
             if len > slot_size {
                 return Err(Corruption::new(
                     "message length",

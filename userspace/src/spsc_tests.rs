@@ -4,7 +4,7 @@
 
 use crate::doorbell::Doorbell;
 use crate::spsc::{Consumer, Geometry, Producer, RingWords, SlotMem};
-use crate::sync::{AtomicU32, Ordering};
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Indices of the control words in `HeapRing::words`.
@@ -92,8 +92,8 @@ mod heap {
         fn with_slot<R>(&self, index: u32, f: impl FnOnce(*const u8) -> R) -> R {
             self.raw.with_slot(index, f)
         }
-        fn seq(&self, index: u32) -> &AtomicU32 {
-            self.raw.seq(index)
+        fn header(&self, index: u32) -> &AtomicU64 {
+            self.raw.header(index)
         }
     }
 
@@ -128,9 +128,10 @@ mod heap {
         // Positions start at `start`, not 0: mark every slot "previous lap".
         let probe = slots();
         for p in (0..capacity).map(|k| start.wrapping_add(k)) {
+            let previous_lap = p.wrapping_sub(capacity).wrapping_add(1);
             probe
-                .seq(p & (capacity - 1))
-                .store(p.wrapping_sub(capacity).wrapping_add(1), Ordering::Relaxed);
+                .header(p & (capacity - 1))
+                .store(u64::from(previous_lap) << 32, Ordering::Relaxed);
         }
         let w = HeapWords::new(start);
         let (pw, k1) = w.ring_words();
@@ -290,12 +291,30 @@ mod tests {
     fn out_of_range_length_is_corruption() {
         let mut r = ring(4, 16, 0);
         assert!(push(&mut r.p, b"hello"));
-        // SAFETY: slot 0's header, 64-byte aligned, inside the allocation;
-        // no other thread touches it.
-        unsafe { r.mem.ptr().cast::<u32>().write(17) };
+        // A hostile producer rewrites the published header: seq stays
+        // right (position 0 -> 1), len grows past the slot.
+        header0(&r).store((1 << 32) | 17, Ordering::Release);
         assert_eq!(r.c.available(), 1);
         let e = r.c.read(0, |_, _| ()).unwrap_err();
         assert_eq!((e.what, e.value, e.limit), ("message length", 17, 16));
+    }
+
+    fn header0(r: &super::heap::Ends) -> &AtomicU64 {
+        // SAFETY: slot 0's header word: 64-byte aligned, inside the live
+        // allocation, and only ever accessed atomically.
+        unsafe { &*r.mem.ptr().cast::<AtomicU64>() }
+    }
+
+    #[test]
+    fn wrong_sequence_under_tail_is_corruption() {
+        let mut r = ring(4, 16, 0);
+        assert!(push(&mut r.p, b"hello"));
+        // The producer's tail says one message, but the slot's seq does not
+        // name position 0.
+        header0(&r).store((7 << 32) | 5, Ordering::Release);
+        assert_eq!(r.c.refresh_available().unwrap(), 1);
+        let e = r.c.read(0, |_, _| ()).unwrap_err();
+        assert_eq!(e.what, "slot sequence behind tail (seq - position - 1)");
     }
 
     #[test]
@@ -397,14 +416,14 @@ mod loom_models {
     const STRIDE: usize = 64;
 
     /// Slots in loom cells, so loom reports any unsynchronised access, with
-    /// their `seq` words as loom atomics beside them.
-    struct CellSlots(Arc<Vec<UnsafeCell<[u8; STRIDE]>>>, Arc<Vec<AtomicU32>>);
+    /// their header words as loom atomics beside them.
+    struct CellSlots(Arc<Vec<UnsafeCell<[u8; STRIDE]>>>, Arc<Vec<AtomicU64>>);
 
     fn cell_slots(n: usize, start: u32) -> CellSlots {
-        let seqs: Vec<AtomicU32> = (0..n).map(|_| AtomicU32::new(0)).collect();
+        let seqs: Vec<AtomicU64> = (0..n).map(|_| AtomicU64::new(0)).collect();
         for p in (0..n as u32).map(|k| start.wrapping_add(k)) {
-            seqs[(p as usize) & (n - 1)]
-                .store(p.wrapping_sub(n as u32).wrapping_add(1), Ordering::Relaxed);
+            let previous_lap = p.wrapping_sub(n as u32).wrapping_add(1);
+            seqs[(p as usize) & (n - 1)].store(u64::from(previous_lap) << 32, Ordering::Relaxed);
         }
         CellSlots(
             Arc::new((0..n).map(|_| UnsafeCell::new([0u8; STRIDE])).collect()),
@@ -419,7 +438,7 @@ mod loom_models {
     }
 
     impl SlotMem for CellSlots {
-        fn seq(&self, index: u32) -> &AtomicU32 {
+        fn header(&self, index: u32) -> &AtomicU64 {
             &self.1[index as usize]
         }
         fn with_slot_mut<R>(&self, index: u32, f: impl FnOnce(*mut u8) -> R) -> R {
