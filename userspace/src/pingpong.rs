@@ -75,7 +75,7 @@ impl PeerArgs {
 static SESSIONS: AtomicU32 = AtomicU32::new(0);
 
 enum Channel {
-    Hwlink { tx: Sender, rx: Receiver },
+    Hwlink { tx: Box<Sender>, rx: Box<Receiver> },
     Pipe { to: ChildStdin, from: ChildStdout },
     Floor { region: Region },
 }
@@ -154,7 +154,13 @@ impl Session {
                 let tx = link("ping").create_sender()?;
                 let rx = link("pong").create_receiver()?;
                 let child = cmd.spawn()?;
-                (Channel::Hwlink { tx, rx }, child)
+                (
+                    Channel::Hwlink {
+                        tx: Box::new(tx),
+                        rx: Box::new(rx),
+                    },
+                    child,
+                )
             }
             Mechanism::Pipe => {
                 let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;

@@ -227,7 +227,7 @@ pub(crate) fn validate(map: &RegionMap) -> Result<RegionInfo, OpenError> {
     }
     let mut objects = Vec::with_capacity(hdr.object_count as usize);
     for o in &hdr.objects[..hdr.object_count as usize] {
-        let end = o.offset.checked_add(o.size).unwrap_or(u64::MAX);
+        let end = o.offset.saturating_add(o.size);
         if o.offset < HDR || o.offset % u64::from(HWL_OBJ_ALIGN) != 0 || end > len {
             return Err(corrupt(Corruption::new(
                 "object end (offset + size)",

@@ -164,16 +164,16 @@ fn header_word(len: u32, seq: u32) -> u64 {
 /// As for `core::ptr::copy_nonoverlapping`.
 #[inline(always)]
 pub(crate) unsafe fn copy_bytes(src: *const u8, dst: *mut u8, len: usize) {
-    // SAFETY (all arms): the caller guarantees `len` readable bytes at `src`
-    // and writable bytes at `dst`, not overlapping; each access below stays
-    // within the first `len` bytes.
+    // SAFETY: the caller guarantees `len` readable bytes at `src` and
+    // writable bytes at `dst`, not overlapping; each access below, in every
+    // arm, stays within the first `len` bytes.
     unsafe {
-        if len >= 8 && len <= 16 {
+        if (8..=16).contains(&len) {
             let a = src.cast::<u64>().read_unaligned();
             let b = src.add(len - 8).cast::<u64>().read_unaligned();
             dst.cast::<u64>().write_unaligned(a);
             dst.add(len - 8).cast::<u64>().write_unaligned(b);
-        } else if len >= 4 && len < 8 {
+        } else if (4..8).contains(&len) {
             let a = src.cast::<u32>().read_unaligned();
             let b = src.add(len - 4).cast::<u32>().read_unaligned();
             dst.cast::<u32>().write_unaligned(a);
