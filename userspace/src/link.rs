@@ -353,13 +353,8 @@ impl Sender {
     }
 
     fn attach(parts: RingParts, strategy: WaitStrategy) -> Result<Sender, OpenError> {
-        let name = parts.map().name().to_string();
-        let corrupt = |source| OpenError::Corrupt {
-            name: name.clone(),
-            source,
-        };
-        let ring =
-            Producer::new(parts.words(), parts.slots(), parts.geometry()).map_err(corrupt)?;
+        let ring = Producer::new(parts.words(), parts.slots(), parts.geometry())
+            .map_err(|c| parts.corrupt(c))?;
         let end = EndState::new(parts, Side::Sender, strategy)?;
         let max = ring.geometry().slot_size as usize;
         Ok(Sender {
@@ -709,13 +704,8 @@ impl Receiver {
     }
 
     fn attach(parts: RingParts, strategy: WaitStrategy) -> Result<Receiver, OpenError> {
-        let name = parts.map().name().to_string();
-        let corrupt = |source| OpenError::Corrupt {
-            name: name.clone(),
-            source,
-        };
-        let ring =
-            Consumer::new(parts.words(), parts.slots(), parts.geometry()).map_err(corrupt)?;
+        let ring = Consumer::new(parts.words(), parts.slots(), parts.geometry())
+            .map_err(|c| parts.corrupt(c))?;
         let end = EndState::new(parts, Side::Receiver, strategy)?;
         Ok(Receiver { ring, end })
     }

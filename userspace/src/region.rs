@@ -320,6 +320,14 @@ impl RingParts {
         self.geometry
     }
 
+    /// The error for a corrupt value found in this ring.
+    pub(crate) fn corrupt(&self, source: Corruption) -> OpenError {
+        OpenError::Corrupt {
+            name: self.map.name().to_string(),
+            source,
+        }
+    }
+
     /// The ring object's name in the object table.
     pub(crate) fn object_name(&self) -> &str {
         &self.object_name
