@@ -274,6 +274,10 @@ fn wait_ready(
     loop {
         match prelude {
             Prelude::Spin(limit) => {
+                // A busy-polling end that shares its only CPU with the peer
+                // still never sleeps, but it yields between polls: spinning
+                // would hold the CPU the peer needs until preempted.
+                let yield_between = end.policy.shared_core();
                 for _ in 0..POLL_CHECK_EVERY {
                     if ready()? {
                         if end.strategy == WaitStrategy::SpinPark {
@@ -281,7 +285,11 @@ fn wait_ready(
                         }
                         return Ok(WaitEnd::Ready);
                     }
-                    spin_loop();
+                    if yield_between {
+                        std::thread::yield_now();
+                    } else {
+                        spin_loop();
+                    }
                 }
                 checks = checks.wrapping_add(1);
                 if let Some(done) = gone_or_ready(end, checks % LIVENESS_EVERY == 0)? {

@@ -10,6 +10,8 @@ use std::time::Duration;
 pub enum WaitStrategy {
     /// Busy-poll the ring and never sleep: the lowest latency, one core
     /// burnt per waiting end. The peer skips the wake-up check entirely.
+    /// When both ends are pinned to the same single CPU it yields the CPU
+    /// between polls (still without sleeping), so the peer can run.
     BusyPoll,
     /// Spin for a short, adaptive while, then sleep on the doorbell. When
     /// both ends share one CPU it does not spin (that would only burn the
