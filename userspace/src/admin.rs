@@ -8,6 +8,7 @@ use hwlink_drivers::{Backend, BackingKind, MapError, Region};
 use hwlink_hw::{HWL_EP_ATTACHED, HWL_EP_CLOSED, HWL_EP_FREE};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// One end of a ring, as seen from outside.
 #[derive(Debug, Clone)]
@@ -60,12 +61,23 @@ pub struct RegionStatus {
     pub rings: Vec<RingStatus>,
     /// Why the region could not be read, if it could not.
     pub error: Option<String>,
+    /// Time since its file was last modified, if known.
+    pub age: Option<Duration>,
 }
+
+/// How old a region whose creator cannot be told must be before it counts
+/// as stale: younger ones may still be in the middle of being created.
+pub const UNKNOWN_CREATOR_GRACE: Duration = Duration::from_secs(10);
 
 impl RegionStatus {
     /// Left behind: its creator is dead and no live process is attached to
-    /// any of its rings (or it never finished initialising).
+    /// any of its rings. A region whose creator cannot be told (its header
+    /// was never written) is stale once it is older than
+    /// [`UNKNOWN_CREATOR_GRACE`].
     pub fn is_stale(&self) -> bool {
+        if self.creator_pid == 0 {
+            return self.age.is_some_and(|a| a > UNKNOWN_CREATOR_GRACE);
+        }
         !self.creator_alive
             && self
                 .rings
@@ -115,6 +127,10 @@ pub fn list() -> Result<Vec<RegionStatus>, MapError> {
             creator_alive: false,
             rings: Vec::new(),
             error: None,
+            age: std::fs::metadata(&file.path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok()),
         };
         match Region::open(&file.name, backend_of(file.kind)) {
             Err(e) => status.error = Some(e.to_string()),
@@ -122,9 +138,12 @@ pub fn list() -> Result<Vec<RegionStatus>, MapError> {
                 let map = Arc::new(RegionMap::from_region(r));
                 match region::validate(&map) {
                     Err(e) => {
-                        if let OpenError::NotReady { creator_pid, .. } = &e {
-                            status.creator_pid = *creator_pid;
-                            status.creator_alive = is_alive(*creator_pid, 0);
+                        // Unreadable (another version, corrupt, half
+                        // created): the creator's pid, if it got written,
+                        // still tells whether someone owns it.
+                        if let Some((pid, start)) = region::raw_creator(&map) {
+                            status.creator_pid = pid;
+                            status.creator_alive = is_alive(pid, start);
                         }
                         status.error = Some(e.to_string());
                     }

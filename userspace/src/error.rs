@@ -9,7 +9,7 @@ use std::fmt;
 #[error(
     "shared memory is corrupt: {what} is {value}, but at most {limit} is allowed; \
      the peer process is broken or hostile, so this end is closed: drop it, remove the \
-     region with `hwlink rm NAME` and create a new link"
+     region (`hwlink ls` names it, `hwlink rm` removes it) and create a new link"
 )]
 pub struct Corruption {
     /// Which value was wrong.

@@ -246,18 +246,23 @@ enum WaitEnd {
     PeerGone,
 }
 
-/// Waits until `ready()` (a read of shared memory that does not change any
-/// cache) returns true, following the end's wait strategy. Re-checks the ring
-/// after the peer is seen gone, since it publishes before it closes.
+/// Waits until `ready(audit)` (a read of shared memory that does not change
+/// any cache) returns true, following the end's wait strategy. Re-checks the
+/// ring after the peer is seen gone, since it publishes before it closes.
+/// `audit` asks `ready` to also validate the peer's index, which the hot
+/// polling loop skips: it is set at every periodic check.
 fn wait_ready(
     end: &mut EndState,
     bell: &Doorbell,
     deadline: Option<Instant>,
-    ready: impl Fn() -> Result<bool, Corruption>,
+    ready: impl Fn(bool) -> Result<bool, Corruption>,
 ) -> Result<WaitEnd, Corruption> {
     let gone_or_ready = |end: &mut EndState, check: bool| -> Result<Option<WaitEnd>, Corruption> {
+        if ready(true)? {
+            return Ok(Some(WaitEnd::Ready));
+        }
         if end.peer.status(&mut end.policy, check) == Peer::Gone {
-            return Ok(Some(if ready()? {
+            return Ok(Some(if ready(false)? {
                 WaitEnd::Ready
             } else {
                 WaitEnd::PeerGone
@@ -279,7 +284,7 @@ fn wait_ready(
                 // would hold the CPU the peer needs until preempted.
                 let yield_between = end.policy.shared_core();
                 for _ in 0..POLL_CHECK_EVERY {
-                    if ready()? {
+                    if ready(false)? {
                         if end.strategy == WaitStrategy::SpinPark {
                             end.policy.record(true);
                         }
@@ -307,7 +312,7 @@ fn wait_ready(
             Prelude::Yield(n) => {
                 for _ in 0..n {
                     std::thread::yield_now();
-                    if ready()? {
+                    if ready(false)? {
                         return Ok(WaitEnd::Ready);
                     }
                 }
@@ -321,11 +326,11 @@ fn wait_ready(
     let EndState { peer, policy, .. } = end;
     let slept = bell.sleep_until(
         |slice_elapsed| {
-            if ready()? {
+            if ready(slice_elapsed)? {
                 return Ok(Some(WaitEnd::Ready));
             }
             if peer.status(policy, slice_elapsed) == Peer::Gone {
-                return Ok(Some(if ready()? {
+                return Ok(Some(if ready(false)? {
                     WaitEnd::Ready
                 } else {
                     WaitEnd::PeerGone
@@ -462,7 +467,9 @@ impl Sender {
                 other => return other,
             }
             let ring = &self.ring;
-            let ready = || Ok(ring.has_room_now());
+            // has_room_now reads `head` itself: a corrupt one ends the wait
+            // and is reported by the next free().
+            let ready = |_audit: bool| Ok(ring.has_room_now());
             match wait_ready(&mut self.end, &ring.words.not_full, deadline, ready) {
                 Ok(WaitEnd::Ready) => {}
                 Ok(WaitEnd::TimedOut) => return Err(SendError::Timeout(())),
@@ -736,8 +743,7 @@ impl Receiver {
     }
     /// Messages ready to be received now.
     pub fn len(&mut self) -> usize {
-        let found = self.ring.cached_available();
-        self.ring.refresh_available().map_or(0, |n| n.max(found)) as usize
+        self.ring.refresh_available().unwrap_or(0) as usize
     }
     /// Whether no message is ready now.
     pub fn is_empty(&mut self) -> bool {
@@ -759,6 +765,13 @@ impl Receiver {
         let n = self.ring.available();
         if n > 0 {
             return Ok(n);
+        }
+        // A miss: look at `tail` too, so that a corrupt one is reported on
+        // this call. (The fast path never reads `tail`.)
+        match self.ring.refresh_available() {
+            Ok(0) => {}
+            Ok(n) => return Ok(n),
+            Err(c) => return Err(RecvError::Corrupt(self.end.poison(c))),
         }
         if self.end.peer.status_after_miss(&mut self.end.policy) == Peer::Gone {
             // The sender publishes before it closes: look once more.
@@ -791,7 +804,15 @@ impl Receiver {
                 other => return other,
             }
             let ring = &self.ring;
-            let ready = || Ok(ring.has_data_now());
+            let ready = |audit: bool| {
+                if ring.has_data_now() {
+                    return Ok(true);
+                }
+                if audit {
+                    ring.check_tail()?;
+                }
+                Ok(false)
+            };
             match wait_ready(&mut self.end, &ring.words.not_empty, deadline, ready) {
                 Ok(WaitEnd::Ready) => {}
                 Ok(WaitEnd::TimedOut) => return Err(RecvError::Timeout),
@@ -892,11 +913,9 @@ impl Receiver {
     /// Counts every ready message through `tail` (at least the one already
     /// found).
     fn count_ready(&mut self) -> Result<u32, RecvError> {
-        let found = self.ring.cached_available();
-        match self.ring.refresh_available() {
-            Ok(n) => Ok(n.max(found)),
-            Err(c) => Err(RecvError::Corrupt(self.end.poison(c))),
-        }
+        self.ring
+            .refresh_available()
+            .map_err(|c| RecvError::Corrupt(self.end.poison(c)))
     }
 
     fn peek_ready(&mut self) -> Result<ReadSlot<'_>, RecvError> {

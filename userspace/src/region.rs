@@ -251,6 +251,20 @@ pub(crate) fn validate(map: &RegionMap) -> Result<RegionInfo, OpenError> {
     })
 }
 
+/// The creator's pid and start time as written in a header that may not
+/// validate (for telling whether an unreadable region is owned). Untrusted:
+/// only used to ask the kernel whether that process lives. None if no pid
+/// was written.
+pub(crate) fn raw_creator(map: &RegionMap) -> Option<(u32, u64)> {
+    if (map.region.len() as u64) < HDR {
+        return None;
+    }
+    // SAFETY: the mapping holds at least HDR bytes; hwl_region is plain data
+    // valid for any bit pattern; one volatile copy is taken.
+    let hdr: hwl_region = unsafe { map.base().cast::<hwl_region>().read_volatile() };
+    (hdr.creator_pid != 0).then_some((hdr.creator_pid, hdr.creator_start_time))
+}
+
 /// The validated location and shape of one SPSC ring in a mapped region.
 #[derive(Debug, Clone)]
 pub(crate) struct RingParts {

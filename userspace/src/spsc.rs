@@ -495,11 +495,20 @@ impl<M: SlotMem> Consumer<M> {
     }
 
     /// Reloads `tail` (A0, pairs with the producer's R0).
+    /// Never lowers the count: messages already found through their
+    /// headers stay found even when `tail` lags behind them.
     pub(crate) fn refresh_available(&mut self) -> Result<u32, Corruption> {
         let tail = self.words.tail().load(Ordering::Acquire);
-        let used = consumer_distance(tail, self.head, self.geometry.capacity)?;
+        let used = consumer_distance(tail, self.head, self.geometry.capacity)?
+            .max(self.cached_available());
         self.tail_cache = self.head.wrapping_add(used);
         Ok(used)
+    }
+
+    /// Validates the shared `tail` (A0) without changing any cache.
+    pub(crate) fn check_tail(&self) -> Result<(), Corruption> {
+        let tail = self.words.tail().load(Ordering::Acquire);
+        consumer_distance(tail, self.head, self.geometry.capacity).map(drop)
     }
 
     /// Whether the slot at `head` is published (A0'), without updating the

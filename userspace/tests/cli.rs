@@ -249,10 +249,6 @@ fn cli_rm_by_name() {
 /// version); since its creator is alive, it is not stale, so `hwlink rm
 /// --stale` must not remove it.
 #[test]
-#[ignore = "bug: admin::list (admin.rs) leaves creator_pid 0 / creator_alive false for every \
-            region that fails validation except NotReady, so RegionStatus::is_stale() is true \
-            and `hwlink rm --stale` removes live regions of another hwlink version (or with a \
-            damaged header) whose creator still runs"]
 fn cli_ls_unreadable_region_of_a_live_creator() {
     let name = unique("lsv");
     let _cleanup = Cleanup(name.clone());

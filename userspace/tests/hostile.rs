@@ -262,10 +262,6 @@ fn assert_recv_corrupt(r: Result<Vec<u8>, RecvError>, what: &str) -> hwlink::Cor
 /// `tail` moved more than `capacity` beyond `head` on an open link: the
 /// receiver's next call reports corruption, and every call after.
 #[test]
-#[ignore = "bug or spec gap: try_recv/recv/recv_timeout/try_peek never read `tail` \
-            (spsc.rs Consumer::available only probes the slot header; hw/SPEC.md 8.4 as of \
-            b901ceb says so), so a tail moved beyond head + capacity gives Empty/Timeout, \
-            never Corrupt; only read_batch/try_read_batch (and len(), which returns 0) read it"]
 fn corrupt_tail_beyond_capacity() {
     let p = pair("tail", 5);
     let mut p = p;
@@ -285,8 +281,6 @@ fn corrupt_tail_beyond_capacity() {
 
 /// The same, through `recv_timeout` first.
 #[test]
-#[ignore = "bug or spec gap: recv_timeout never reads `tail` (spsc.rs \
-            Consumer::available; hw/SPEC.md 8.4), so it times out instead of returning Corrupt"]
 fn corrupt_tail_beyond_capacity_recv_timeout() {
     let mut p = pair("tail2", 3);
     p.raw.set_ring32(ring::TAIL, 3 + CAP + 1);
@@ -536,11 +530,6 @@ fn garbage_endpoint_state() {
 /// slot at `head` published, `tail` not yet moved. `read_batch` must hand
 /// out that one message, and the receiver must then see an empty ring.
 #[test]
-#[ignore = "bug: Receiver::count_ready (link.rs) lets Consumer::refresh_available (spsc.rs) \
-            lower tail_cache below a message already found by the probe; ReadBatch::get then \
-            trips `debug_assert!(k < cached_available())` (spsc.rs Consumer::read), and \
-            without debug assertions release() leaves cached_available wrapped to ~2^32, so \
-            the next receive reports a spurious Corrupt"]
 fn read_batch_while_tail_lags_the_headers() {
     let mut p = pair("lag", 3);
     let head = p.raw.ring32(ring::HEAD);

@@ -1048,19 +1048,11 @@ fn batch_stream(tag: &str, wait: WaitStrategy, count: u64) {
 }
 
 #[test]
-#[ignore = "bug: read_batch/ReadBatch::get panic on `debug_assert!(k < cached_available())` \
-            (spsc.rs Consumer::read) when tail lags a probed header: Receiver::count_ready \
-            (link.rs) lets Consumer::refresh_available lower tail_cache; without debug \
-            assertions the next batch reports a spurious Corrupt (slot sequence behind tail)"]
 fn batch_stream_busypoll() {
     batch_stream("bbp", WaitStrategy::BusyPoll, 2_000_000);
 }
 
 #[test]
-#[ignore = "bug: read_batch/ReadBatch::get panic on `debug_assert!(k < cached_available())` \
-            (spsc.rs Consumer::read) when tail lags a probed header: Receiver::count_ready \
-            (link.rs) lets Consumer::refresh_available lower tail_cache; without debug \
-            assertions the next batch reports a spurious Corrupt (slot sequence behind tail)"]
 fn batch_stream_spinpark() {
     batch_stream("bsp", WaitStrategy::SpinPark, 2_000_000);
 }
