@@ -116,6 +116,35 @@ fn cli_pingpong_json() {
     pingpong(2000, &[], "poll");
 }
 
+/// `--baseline` measures a pipe and the cache-line floor in the same run and
+/// reports both in the JSON line, each a well-formed set of percentiles.
+#[test]
+fn cli_pingpong_baseline_reports_pipe_and_floor() {
+    let (out, _) = hwlink(
+        &[
+            "pingpong",
+            "--count",
+            "300",
+            "--wait",
+            "poll",
+            "--baseline",
+            "--json",
+        ],
+        Duration::from_secs(120),
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("hwlink p50 / floor p50 = "), "{stdout}");
+    assert!(stdout.contains("pipe p50 / hwlink p50 = "), "{stdout}");
+    let last = stdout.lines().last().expect("no output").trim();
+    for key in ["rtt_ns", "pipe_rtt_ns", "floor_rtt_ns"] {
+        let stats = json_value(last, key);
+        let [p50, max] = ["p50", "max"].map(|k| json_u64(stats, k));
+        assert!(p50 > 0 && p50 <= max, "{key}: {stats}");
+    }
+} ns vs pipe {pipe} ns");
+}
+
 /// Both ends busy-poll on CPU 0: each end must notice the shared core and
 /// yield between polls, or every round trip waits for the scheduler to
 /// preempt the spinning end (milliseconds each).
