@@ -142,7 +142,6 @@ fn cli_pingpong_baseline_reports_pipe_and_floor() {
         let [p50, max] = ["p50", "max"].map(|k| json_u64(stats, k));
         assert!(p50 > 0 && p50 <= max, "{key}: {stats}");
     }
-} ns vs pipe {pipe} ns");
 }
 
 /// Both ends busy-poll on CPU 0: each end must notice the shared core and
