@@ -427,6 +427,9 @@ impl Sender {
             return Err(SendError::Corrupt(c.clone()));
         }
         let check = self.fast_budget == 0;
+        if check {
+            self.ring.refresh_peer_mode();
+        }
         if self.end.peer.status(&mut self.end.policy, check) == Peer::Gone {
             return Err(SendError::Disconnected(()));
         }
@@ -786,6 +789,8 @@ impl Receiver {
 
     #[inline(never)]
     fn wait_message(&mut self, deadline: Option<Instant>) -> Result<u32, RecvError> {
+        // Waiting anyway: a good moment to learn whether the sender polls.
+        self.ring.refresh_peer_mode();
         if self.end.spins_first() && self.end.poisoned.is_none() {
             // Fast path: poll the slot at head a few times with nothing else
             // on the way (no clock, no peer check): a polling peer's reply

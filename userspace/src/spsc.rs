@@ -299,6 +299,11 @@ pub(crate) struct Producer<M: SlotMem> {
     tail: u32,
     /// Last `head` seen; stale means the ring is *possibly* full.
     head_cache: u32,
+    /// The consumer advertised HWL_WAIT_POLL: it never sleeps, so no
+    /// wake-up check is needed. Only ever goes from false to true (an
+    /// endpoint's wait mode is set once, at attach), so a stale false costs
+    /// a fence, never a lost wake-up.
+    peer_polls: bool,
     /// Lengths of the written, not yet published messages, indexed by `k`
     /// (their distance from `tail`): the slot header is stored only once,
     /// by `publish`, together with `seq`.
@@ -317,12 +322,18 @@ impl<M: SlotMem> Producer<M> {
             geometry,
             tail,
             head_cache: head,
+            peer_polls: false,
             lens: vec![0; geometry.capacity as usize].into_boxed_slice(),
         })
     }
 
     pub(crate) fn geometry(&self) -> &Geometry {
         &self.geometry
+    }
+
+    /// Re-reads the consumer's advertised wait mode (off the hot path).
+    pub(crate) fn refresh_peer_mode(&mut self) {
+        self.peer_polls = self.words.consumer_wait_mode().load(Ordering::Relaxed) == HWL_WAIT_POLL;
     }
 
     /// Free slots according to the cache, without touching shared memory.
@@ -397,7 +408,7 @@ impl<M: SlotMem> Producer<M> {
         self.tail = self.tail.wrapping_add(n);
         // R0: pairs with the consumer's A0; makes the slot contents visible.
         self.words.tail().store(self.tail, Ordering::Release);
-        if self.words.consumer_wait_mode().load(Ordering::Relaxed) != HWL_WAIT_POLL {
+        if !self.peer_polls {
             // F0: pairs with F1 in Doorbell::sleep.
             fence(Ordering::SeqCst);
             self.words.not_empty.notify();
@@ -439,6 +450,8 @@ pub(crate) struct Consumer<M: SlotMem> {
     head: u32,
     /// Last `tail` seen; stale means the ring is *possibly* empty.
     tail_cache: u32,
+    /// The producer advertised HWL_WAIT_POLL (see `Producer::peer_polls`).
+    peer_polls: bool,
 }
 
 impl<M: SlotMem> Consumer<M> {
@@ -453,11 +466,17 @@ impl<M: SlotMem> Consumer<M> {
             geometry,
             head,
             tail_cache: head.wrapping_add(ready),
+            peer_polls: false,
         })
     }
 
     pub(crate) fn geometry(&self) -> &Geometry {
         &self.geometry
+    }
+
+    /// Re-reads the producer's advertised wait mode (off the hot path).
+    pub(crate) fn refresh_peer_mode(&mut self) {
+        self.peer_polls = self.words.producer_wait_mode().load(Ordering::Relaxed) == HWL_WAIT_POLL;
     }
 
     /// Messages ready according to the cache.
@@ -563,7 +582,7 @@ impl<M: SlotMem> Consumer<M> {
         self.head = self.head.wrapping_add(n);
         // R1: pairs with the producer's A1; the slots may be reused after it.
         self.words.head().store(self.head, Ordering::Release);
-        if self.words.producer_wait_mode().load(Ordering::Relaxed) != HWL_WAIT_POLL {
+        if !self.peer_polls {
             // F2: pairs with F3 in Doorbell::sleep.
             fence(Ordering::SeqCst);
             self.words.not_full.notify();
