@@ -30,6 +30,8 @@ mod wait;
 #[cfg(not(loom))]
 pub mod admin;
 #[cfg(not(loom))]
+pub mod bench;
+#[cfg(not(loom))]
 mod link;
 #[cfg(not(loom))]
 pub mod pingpong;

@@ -1,4 +1,4 @@
-//! The `hwlink` command: measure round trips, list and remove regions.
+//! The `hwlink` command: benchmark against kernel IPC, measure round trips, list and remove regions.
 
 use clap::{Parser, Subcommand};
 use hwlink::pingpong::{self, Config, Mechanism, Session, Stats};
@@ -18,6 +18,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Measure hwlink beside the kernel's IPC mechanisms (pipe, Unix
+    /// sockets, eventfd, message queues, TCP, io_uring), side by side.
+    Bench(BenchArgs),
     /// Measure the round trip of one message between this process and a
     /// peer process it spawns.
     Pingpong(PingpongArgs),
@@ -32,6 +35,12 @@ enum Cmd {
         /// Remove every region whose creator and attached processes are dead.
         #[arg(long)]
         stale: bool,
+    },
+    /// The peer side of `bench` (internal).
+    #[command(hide = true)]
+    BenchPeer {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
     /// The peer side of `pingpong` (internal).
     #[command(hide = true)]
@@ -66,6 +75,60 @@ struct PingpongArgs {
     json: bool,
 }
 
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// A short run (fewer sizes, short durations): well under a minute.
+    #[arg(long)]
+    quick: bool,
+    /// Message sizes in bytes, comma separated (at least 8); K and M
+    /// suffixes allowed, e.g. 8,64,4K. Default: 8,64,1K,4K,64K for round
+    /// trips, plus 1M for streams.
+    #[arg(long, value_delimiter = ',', value_parser = parse_size)]
+    sizes: Option<Vec<usize>>,
+    /// Mechanisms, comma separated. Default: all of hwlink-poll,
+    /// hwlink-spin-park, hwlink-park, floor, pipe, unix-stream, unix-dgram,
+    /// unix-seqpacket, eventfd, posix-mq, sysv-mq, tcp, uring-pipe,
+    /// uring-unix, uring-unix-sqpoll.
+    #[arg(long, value_delimiter = ',')]
+    mechanisms: Option<Vec<hwlink::bench::Mechanism>>,
+    /// Seconds spent on each mechanism × size × workload (default 1, or
+    /// 0.1 with --quick).
+    #[arg(long)]
+    duration: Option<f64>,
+    /// CPUs for the measuring process and the peer, e.g. 0,1; 0,0 shares
+    /// one core. Default: 0,1 for everything, then 0,0 for round trips.
+    #[arg(long, value_parser = parse_cpus)]
+    cpus: Option<(usize, usize)>,
+    /// Memory: hugepage, shm, or auto (hugepages with a fallback to shm).
+    #[arg(long, default_value_t = Backend::Auto)]
+    backend: Backend,
+    /// Write every figure, skipped mechanism and machine fact to FILE as JSON.
+    #[arg(long, value_name = "FILE")]
+    json: Option<std::path::PathBuf>,
+    /// Write SVG plots into DIR: a round-trip latency CDF per size and CPU
+    /// pair, and streaming throughput against message size.
+    #[arg(long, value_name = "DIR")]
+    plots: Option<std::path::PathBuf>,
+}
+
+fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last() {
+        Some('K' | 'k') => (&s[..s.len() - 1], 1024),
+        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
+        _ => (s, 1),
+    };
+    let n: usize = num
+        .parse()
+        .map_err(|e| format!("bad size `{s}`: {e}; write e.g. 64, 4K or 1M"))?;
+    if n * mult < 8 {
+        return Err(format!(
+            "size {s} is below 8 bytes; messages carry an 8-byte sequence number"
+        ));
+    }
+    Ok(n * mult)
+}
+
 fn parse_cpus(s: &str) -> Result<(usize, usize), String> {
     let (a, b) = s.split_once(',').ok_or("expected two CPUs, like 0,1")?;
     let cpu = |x: &str| {
@@ -74,6 +137,121 @@ fn parse_cpus(s: &str) -> Result<(usize, usize), String> {
             .map_err(|e| format!("bad CPU `{x}`: {e}"))
     };
     Ok((cpu(a)?, cpu(b)?))
+}
+
+fn bench_launcher(args: &[String]) -> Command {
+    let exe = std::env::current_exe().expect("cannot find the hwlink executable");
+    let mut cmd = Command::new(exe);
+    cmd.arg("bench-peer").arg("--").args(args);
+    cmd
+}
+
+/// The memory links really get with `backend` (auto may fall back).
+fn backend_used(backend: Backend) -> Result<&'static str, BoxError> {
+    let probe = hwlink::LinkBuilder::new(format!("probe{}", std::process::id()))
+        .capacity(1)
+        .slot_size(8)
+        .backend(backend)
+        .create_sender()?;
+    Ok(if probe.backing().is_hugepage() {
+        "hugepage"
+    } else {
+        "shm"
+    })
+}
+
+fn bench_cmd(args: BenchArgs) -> Result<(), BoxError> {
+    use hwlink::bench::{plan, report, Mechanism};
+    use std::io::IsTerminal;
+    let mechanisms: Vec<Mechanism> = match args.mechanisms {
+        Some(m) => m,
+        None => Mechanism::ALL
+            .into_iter()
+            .filter(|&m| m != Mechanism::HwlinkMailbox)
+            .collect(),
+    };
+    let (rt_sizes, st_sizes) = match (&args.sizes, args.quick) {
+        (Some(s), _) => (s.clone(), s.clone()),
+        (None, true) => (vec![8, 4096], vec![64, 65536]),
+        (None, false) => (
+            vec![8, 64, 1024, 4096, 65536],
+            vec![8, 64, 1024, 4096, 65536, 1 << 20],
+        ),
+    };
+    let secs = args.duration.unwrap_or(if args.quick { 0.1 } else { 1.0 });
+    if !(secs > 0.0 && secs < 3600.0) {
+        return Err("--duration must be between 0 and 3600 seconds, e.g. 0.5".into());
+    }
+    let two_cpus = hwlink_online_cpus() >= 2;
+    let (rt_cpus, st_cpus) = match args.cpus {
+        Some(c) => (vec![c], vec![c]),
+        None if two_cpus => (vec![(0, 1), (0, 0)], vec![(0, 1)]),
+        None => (vec![(0, 0)], vec![(0, 0)]),
+    };
+    let plan = plan::Plan {
+        mechanisms,
+        round_trip_sizes: rt_sizes,
+        stream_sizes: st_sizes,
+        round_trip_cpus: rt_cpus,
+        stream_cpus: st_cpus,
+        rounds: if args.quick { 2 } else { 5 },
+        duration: std::time::Duration::from_secs_f64(secs),
+        max_round_trips: if args.quick { 20_000 } else { 200_000 },
+        backend: args.backend,
+    };
+    let machine = report::Machine::detect(backend_used(args.backend)?);
+    println!(
+        "hwlink bench: {} on {} CPUs, kernel {}, hwlink memory {}; {} s per cell in {} rounds",
+        machine.cpu_model, machine.cpus, machine.kernel, machine.backend, secs, plan.rounds
+    );
+    // A progress bar on stderr, shown only when stdout is a terminal.
+    let bar = if std::io::stdout().is_terminal() {
+        indicatif::ProgressBar::new(0)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    let mut progress = |done: usize, total: usize, what: &str| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+        bar.set_message(what.to_string());
+    };
+    let results = plan::run(&plan, &bench_launcher, &mut progress);
+    bar.finish_and_clear();
+    print!("{}", report::round_trip_table(&results));
+    print!("{}", report::stream_table(&results));
+    if let Some(path) = &args.json {
+        std::fs::write(path, report::to_json(&machine, &plan, &results))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        println!("\nwrote {}", path.display());
+    }
+    if let Some(dir) = &args.plots {
+        for file in hwlink::bench::plot::write_plots(dir, &results)? {
+            println!("wrote {}", file.display());
+        }
+    }
+    let failed = results
+        .round_trip
+        .iter()
+        .filter(|c| matches!(c.status, plan::Status::Failed(_)))
+        .count()
+        + results
+            .stream
+            .iter()
+            .filter(|c| matches!(c.status, plan::Status::Failed(_)))
+            .count();
+    if failed > 0 {
+        return Err(format!("{failed} measurements failed (see FAILED above); rerun them alone with --mechanisms and --sizes to see the peer's errors").into());
+    }
+    Ok(())
+}
+
+fn hwlink_online_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 fn launcher(peer: &pingpong::PeerArgs) -> Command {
@@ -264,6 +442,8 @@ fn ls_cmd() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Cmd::Bench(args) => bench_cmd(args),
+        Cmd::BenchPeer { args } => hwlink::bench::peer_main(&args).map_err(Into::into),
         Cmd::Pingpong(args) => pingpong_cmd(args),
         Cmd::PingpongPeer { args } => pingpong::peer_main(&args),
         Cmd::Ls => ls_cmd(),

@@ -1,0 +1,178 @@
+//! eventfd doorbells with the payload in a shared-memory ring of slots.
+//!
+//! Each direction has `slots` payload slots in a shared region and two
+//! semaphore-mode eventfds: `full` counts messages ready, `empty` counts
+//! free slots. The sender takes a free slot (read `empty`), copies the
+//! message in and posts `full`; the receiver does the reverse. The eventfd
+//! system calls order the copies.
+
+use super::{check, fd::inherited, BenchError, ParentSide, PeerSpec, Transport};
+use hwlink_drivers::Region;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// Slots per direction: a few MiB at most, between 4 and 64.
+fn slots_for(size: usize) -> usize {
+    ((4 << 20) / size.max(1)).clamp(4, 64)
+}
+
+fn eventfd(initial: u32) -> Result<OwnedFd, BenchError> {
+    // SAFETY: eventfd takes plain integers and returns a new descriptor.
+    let fd = check(
+        unsafe { libc::eventfd(initial, libc::EFD_CLOEXEC | libc::EFD_SEMAPHORE) },
+        "eventfd",
+    )?;
+    // SAFETY: the descriptor is new and owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Takes one from a semaphore eventfd, waiting for it.
+fn take(fd: RawFd) -> Result<(), BenchError> {
+    let mut v = 0u64;
+    loop {
+        // SAFETY: reads 8 bytes into `v`.
+        let n = unsafe { libc::read(fd, (&mut v as *mut u64).cast(), 8) };
+        if n == 8 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(BenchError::io("read of an eventfd", e));
+        }
+    }
+}
+
+/// Adds one to an eventfd.
+fn post(fd: RawFd) -> Result<(), BenchError> {
+    let v = 1u64;
+    loop {
+        // SAFETY: writes the 8 bytes of `v`.
+        let n = unsafe { libc::write(fd, (&v as *const u64).cast(), 8) };
+        if n == 8 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(BenchError::io("write of an eventfd", e));
+        }
+    }
+}
+
+/// One direction as seen from one side.
+struct Lane {
+    full: RawFd,
+    empty: RawFd,
+    /// Offset of this direction's first slot in the region.
+    base: usize,
+    next: usize,
+}
+
+struct EventfdChannel {
+    region: Region,
+    size: usize,
+    slots: usize,
+    out: Lane,
+    inn: Lane,
+    _fds: Vec<OwnedFd>,
+}
+
+impl EventfdChannel {
+    fn slot(&self, lane: &Lane) -> *mut u8 {
+        let off = lane.base + (lane.next % self.slots) * self.size;
+        assert!(off + self.size <= self.region.len());
+        // SAFETY: the offset plus a message fits in the mapping (checked).
+        unsafe { self.region.as_ptr().add(off) }
+    }
+}
+
+impl Transport for EventfdChannel {
+    fn send(&mut self, msg: &[u8]) -> Result<(), BenchError> {
+        take(self.out.empty)?;
+        let dst = self.slot(&self.out);
+        // SAFETY: the slot holds `size` bytes (msg.len()) and is ours: the
+        // receiver gave it back through `empty` and reads it only after our
+        // post of `full`.
+        unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), dst, msg.len().min(self.size)) };
+        self.out.next += 1;
+        post(self.out.full)
+    }
+    fn recv(&mut self, buf: &mut [u8]) -> Result<(), BenchError> {
+        take(self.inn.full)?;
+        let src = self.slot(&self.inn);
+        // SAFETY: the slot holds `size` bytes, published by the sender's post
+        // of `full`, and is not reused before our post of `empty`.
+        unsafe { std::ptr::copy_nonoverlapping(src, buf.as_mut_ptr(), buf.len().min(self.size)) };
+        self.inn.next += 1;
+        post(self.inn.empty)
+    }
+}
+
+fn region_name(spec: &PeerSpec) -> String {
+    format!("{}-evfd", spec.name)
+}
+
+pub(super) fn parent(spec: &PeerSpec) -> Result<ParentSide, BenchError> {
+    let slots = slots_for(spec.size);
+    let lane_bytes = slots * spec.size;
+    let region = Region::create(&region_name(spec), 2 * lane_bytes, spec.backend)
+        .map_err(|e| BenchError::Link(e.to_string()))?;
+    let n = slots as u32;
+    let fds = [eventfd(0)?, eventfd(n)?, eventfd(0)?, eventfd(n)?];
+    let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+    let ch = EventfdChannel {
+        region,
+        size: spec.size,
+        slots,
+        out: Lane {
+            full: raw[0],
+            empty: raw[1],
+            base: 0,
+            next: 0,
+        },
+        inn: Lane {
+            full: raw[2],
+            empty: raw[3],
+            base: lane_bytes,
+            next: 0,
+        },
+        _fds: Vec::new(),
+    };
+    // The peer gets duplicates; this side keeps the originals.
+    let dups = fds
+        .iter()
+        .map(OwnedFd::try_clone)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| BenchError::io("dup of an eventfd", e))?;
+    let ch = EventfdChannel {
+        _fds: fds.into(),
+        ..ch
+    };
+    let mut side = ParentSide::new(ch);
+    side.child_fds = dups;
+    Ok(side)
+}
+
+pub(super) fn child(spec: &PeerSpec) -> Result<Box<dyn Transport>, BenchError> {
+    let fds = inherited(spec, 4)?;
+    let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+    let slots = slots_for(spec.size);
+    let region = Region::open(&region_name(spec), spec.backend)
+        .map_err(|e| BenchError::Link(e.to_string()))?;
+    Ok(Box::new(EventfdChannel {
+        region,
+        size: spec.size,
+        slots,
+        out: Lane {
+            full: raw[2],
+            empty: raw[3],
+            base: slots * spec.size,
+            next: 0,
+        },
+        inn: Lane {
+            full: raw[0],
+            empty: raw[1],
+            base: 0,
+            next: 0,
+        },
+        _fds: fds,
+    }))
+}

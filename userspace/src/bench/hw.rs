@@ -1,0 +1,187 @@
+//! Shared-memory transports without the kernel: hwlink SPSC links and the cache-line floor.
+
+use super::{BenchError, Mechanism, Options, ParentSide, PeerSpec, Transport, Workload};
+use crate::link::{LinkBuilder, Receiver, Sender};
+use crate::wait::WaitStrategy;
+use hwlink_drivers::Region;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Slots of a link for `size`-byte messages: a power of two from 4 to
+/// 1024, keeping the ring's payload near 8 MiB at most.
+pub(crate) fn link_capacity(size: usize) -> u32 {
+    let fit = (8 << 20) / size.max(1);
+    let pow = if fit == 0 {
+        1
+    } else {
+        1usize << (usize::BITS - 1 - fit.leading_zeros())
+    };
+    pow.clamp(4, 1024) as u32
+}
+
+fn wait_of(m: Mechanism) -> WaitStrategy {
+    match m {
+        Mechanism::HwlinkPoll => WaitStrategy::BusyPoll,
+        Mechanism::HwlinkPark => WaitStrategy::Park,
+        _ => WaitStrategy::SpinPark,
+    }
+}
+
+fn link_err(e: impl std::fmt::Display) -> BenchError {
+    BenchError::Link(e.to_string())
+}
+
+/// One end of a pair of links (the reverse one is absent when streaming).
+struct Links {
+    tx: Option<Sender>,
+    rx: Option<Receiver>,
+}
+
+impl Transport for Links {
+    fn send(&mut self, msg: &[u8]) -> Result<(), BenchError> {
+        let tx = self
+            .tx
+            .as_mut()
+            .ok_or_else(|| link_err("no sending link"))?;
+        tx.send(msg).map_err(|e| link_err(e.to_string()))
+    }
+    fn recv(&mut self, buf: &mut [u8]) -> Result<(), BenchError> {
+        let rx = self
+            .rx
+            .as_mut()
+            .ok_or_else(|| link_err("no receiving link"))?;
+        let n = rx.recv_into(buf).map_err(link_err)?;
+        if n != buf.len() {
+            return Err(BenchError::Verify(format!(
+                "received {n} bytes, expected {}",
+                buf.len()
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn builder(spec: &PeerSpec, dir: &str) -> LinkBuilder {
+    LinkBuilder::new(format!("{}-{dir}", spec.name))
+        .capacity(link_capacity(spec.size))
+        .slot_size(spec.size as u32)
+        .backend(spec.backend)
+        .wait(wait_of(spec.mechanism))
+        .ready_timeout(Duration::from_secs(5))
+}
+
+pub(super) fn link_parent(spec: &PeerSpec) -> Result<ParentSide, BenchError> {
+    let tx = builder(spec, "a").create_sender().map_err(link_err)?;
+    let rx = match spec.workload {
+        Workload::RoundTrip => Some(builder(spec, "b").create_receiver().map_err(link_err)?),
+        Workload::Stream => None,
+    };
+    Ok(ParentSide::new(Links { tx: Some(tx), rx }))
+}
+
+pub(super) fn link_child(spec: &PeerSpec) -> Result<Box<dyn Transport>, BenchError> {
+    let rx = builder(spec, "a").open_receiver().map_err(link_err)?;
+    let tx = match spec.workload {
+        Workload::RoundTrip => Some(builder(spec, "b").open_sender().map_err(link_err)?),
+        Workload::Stream => None,
+    };
+    Ok(Box::new(Links { tx, rx: Some(rx) }))
+}
+
+/// Offsets of the two flags: separate cache lines (and prefetch pairs).
+const PING: usize = 0;
+const PONG: usize = 128;
+/// How long the floor waits for its peer before giving up.
+const FLOOR_PATIENCE: Duration = Duration::from_secs(10);
+
+/// One side of the floor: writes its flag, spins on the other's. Only the
+/// sequence number travels, whatever the message size.
+struct Floor {
+    region: Region,
+    mine: usize,
+    theirs: usize,
+    last: u64,
+}
+
+impl Floor {
+    fn word(&self, offset: usize) -> &AtomicU64 {
+        assert!(self.region.len() >= offset + 8);
+        // SAFETY: the region is page aligned and at least offset + 8 bytes
+        // long; both processes access these words only atomically.
+        unsafe { &*self.region.as_ptr().add(offset).cast::<AtomicU64>() }
+    }
+}
+
+impl Transport for Floor {
+    fn send(&mut self, msg: &[u8]) -> Result<(), BenchError> {
+        let seq = u64::from_le_bytes(msg[..8].try_into().expect("8 bytes"));
+        self.word(self.mine).store(seq, Ordering::Release);
+        Ok(())
+    }
+    fn recv(&mut self, buf: &mut [u8]) -> Result<(), BenchError> {
+        let w = self.word(self.theirs);
+        let mut spins = 0u32;
+        let mut since: Option<Instant> = None;
+        loop {
+            let v = w.load(Ordering::Acquire);
+            if v != self.last {
+                self.last = v;
+                buf[..8].copy_from_slice(&v.to_le_bytes());
+                return Ok(());
+            }
+            core::hint::spin_loop();
+            spins = spins.wrapping_add(1);
+            if spins % (1 << 20) == 0 {
+                let t0 = *since.get_or_insert_with(Instant::now);
+                if t0.elapsed() > FLOOR_PATIENCE {
+                    return Err(BenchError::Peer(
+                        "the floor's peer did not answer for 10 s".into(),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+pub(super) fn floor_parent(spec: &PeerSpec, opts: &Options) -> Result<ParentSide, BenchError> {
+    if spec.workload == Workload::Stream {
+        return Err(BenchError::Unsupported(
+            "the floor is round trip only: two cache-line flags carry no payload".into(),
+        ));
+    }
+    if opts.cpus.is_some_and(|(a, b)| a == b) {
+        return Err(BenchError::Unsupported(
+            "busy-polling flags on one shared core measure only the scheduler; use two CPUs".into(),
+        ));
+    }
+    let region =
+        Region::create(&format!("{}-floor", spec.name), 4096, spec.backend).map_err(link_err)?;
+    Ok(ParentSide::new(Floor {
+        region,
+        mine: PING,
+        theirs: PONG,
+        last: 0,
+    }))
+}
+
+pub(super) fn floor_child(spec: &PeerSpec) -> Result<Box<dyn Transport>, BenchError> {
+    let region = Region::open(&format!("{}-floor", spec.name), spec.backend).map_err(link_err)?;
+    Ok(Box::new(Floor {
+        region,
+        mine: PONG,
+        theirs: PING,
+        last: 0,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn capacities() {
+        use super::link_capacity;
+        assert_eq!(link_capacity(8), 1024);
+        assert_eq!(link_capacity(64 << 10), 128);
+        assert_eq!(link_capacity(1 << 20), 8);
+        assert_eq!(link_capacity(16 << 20), 4);
+    }
+}

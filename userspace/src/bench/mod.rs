@@ -1,0 +1,407 @@
+//! Benchmarks of hwlink against the kernel's IPC mechanisms, between two real processes.
+//!
+//! The measuring process sets up a channel of one [`Mechanism`], spawns its
+//! peer by re-executing a caller-supplied command (the `hwlink` binary runs
+//! `hwlink bench-peer -- ARGS`, which calls [`peer_main`]), pins itself and
+//! the peer to the given CPUs and measures one [`Workload`]:
+//!
+//! - [`round_trip`]: the peer echoes every message; each round trip is timed.
+//! - [`stream`]: this process sends for a while, the peer receives and
+//!   verifies every message (sequence number and content), then reports.
+//!
+//! Both processes measure their own CPU time (`getrusage`) around the
+//! measured phase; the peer prints its figures as one line on its stdout.
+//! Each family of mechanisms lives in its own module (`hw`, `fd`,
+//! `eventfd`, `mq`, `uring`); `session` runs one measurement, [`plan`]
+//! interleaves many in rounds, [`report`] prints and serialises them and
+//! [`plot`] draws them.
+
+mod eventfd;
+mod fd;
+mod hw;
+mod mq;
+pub mod plan;
+pub mod plot;
+pub mod report;
+mod session;
+mod uring;
+
+pub use session::{peer_main, round_trip, stream, Launcher};
+pub(crate) use session::{ParentSide, PeerSpec};
+
+use hwlink_drivers::Backend;
+use std::fmt;
+use std::str::FromStr;
+
+/// What carries the messages. Each has a stable name, used on the command
+/// line and in the JSON report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Mechanism {
+    /// hwlink SPSC links, both ends busy-polling.
+    HwlinkPoll,
+    /// hwlink SPSC links, both ends spin-then-park.
+    HwlinkSpinPark,
+    /// hwlink SPSC links, both ends parking on the doorbell.
+    HwlinkPark,
+    /// hwlink MPMC mailbox (not implemented yet).
+    HwlinkMailbox,
+    /// Two busy-polled flags on separate cache lines: the physical floor.
+    Floor,
+    /// A pipe each way.
+    Pipe,
+    /// A Unix stream socketpair.
+    UnixStream,
+    /// A Unix datagram socketpair.
+    UnixDgram,
+    /// A Unix seqpacket socketpair.
+    UnixSeqpacket,
+    /// eventfd doorbells with the payload in shared memory.
+    Eventfd,
+    /// POSIX message queues.
+    PosixMq,
+    /// A System V message queue.
+    SysvMq,
+    /// TCP over loopback with `TCP_NODELAY`.
+    Tcp,
+    /// Pipes driven through io_uring (submit and wait).
+    UringPipe,
+    /// A Unix stream socketpair driven through io_uring (submit and wait).
+    UringUnix,
+    /// As `uring-unix`, with a kernel submission-polling thread (SQPOLL).
+    UringUnixSqpoll,
+}
+
+impl Mechanism {
+    /// Every mechanism, in report order.
+    pub const ALL: [Mechanism; 16] = [
+        Mechanism::HwlinkPoll,
+        Mechanism::HwlinkSpinPark,
+        Mechanism::HwlinkPark,
+        Mechanism::HwlinkMailbox,
+        Mechanism::Floor,
+        Mechanism::Pipe,
+        Mechanism::UnixStream,
+        Mechanism::UnixDgram,
+        Mechanism::UnixSeqpacket,
+        Mechanism::Eventfd,
+        Mechanism::PosixMq,
+        Mechanism::SysvMq,
+        Mechanism::Tcp,
+        Mechanism::UringPipe,
+        Mechanism::UringUnix,
+        Mechanism::UringUnixSqpoll,
+    ];
+
+    /// Its stable name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mechanism::HwlinkPoll => "hwlink-poll",
+            Mechanism::HwlinkSpinPark => "hwlink-spin-park",
+            Mechanism::HwlinkPark => "hwlink-park",
+            Mechanism::HwlinkMailbox => "hwlink-mailbox",
+            Mechanism::Floor => "floor",
+            Mechanism::Pipe => "pipe",
+            Mechanism::UnixStream => "unix-stream",
+            Mechanism::UnixDgram => "unix-dgram",
+            Mechanism::UnixSeqpacket => "unix-seqpacket",
+            Mechanism::Eventfd => "eventfd",
+            Mechanism::PosixMq => "posix-mq",
+            Mechanism::SysvMq => "sysv-mq",
+            Mechanism::Tcp => "tcp",
+            Mechanism::UringPipe => "uring-pipe",
+            Mechanism::UringUnix => "uring-unix",
+            Mechanism::UringUnixSqpoll => "uring-unix-sqpoll",
+        }
+    }
+
+    /// Whether this is one of hwlink's own transports.
+    pub fn is_hwlink(self) -> bool {
+        matches!(
+            self,
+            Mechanism::HwlinkPoll
+                | Mechanism::HwlinkSpinPark
+                | Mechanism::HwlinkPark
+                | Mechanism::HwlinkMailbox
+        )
+    }
+}
+
+impl fmt::Display for Mechanism {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Mechanism {
+    type Err = BenchError;
+    fn from_str(s: &str) -> Result<Self, BenchError> {
+        Mechanism::ALL
+            .into_iter()
+            .find(|m| m.name() == s.trim())
+            .ok_or_else(|| BenchError::UnknownMechanism(s.to_string()))
+    }
+}
+
+/// What is measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Workload {
+    /// Ping-pong: the peer echoes each message.
+    RoundTrip,
+    /// One-way: the peer receives and verifies every message.
+    Stream,
+}
+
+impl Workload {
+    /// Its stable name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::RoundTrip => "round-trip",
+            Workload::Stream => "stream",
+        }
+    }
+}
+
+/// Why a benchmark could not run, or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The mechanism cannot carry this workload here: reported as skipped.
+    #[error("{0}")]
+    Unsupported(String),
+    /// A mechanism name that does not exist.
+    #[error("unknown mechanism `{0}`: run `hwlink bench --help` for the list")]
+    UnknownMechanism(String),
+    /// A system call failed.
+    #[error(
+        "{what} failed: {source}; check this system's limits (ulimit -a, /proc/sys/fs, /proc/sys/kernel/msg*) and retry"
+    )]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error from the kernel.
+        source: std::io::Error,
+    },
+    /// An hwlink link could not be created, opened or used.
+    #[error("hwlink link: {0}; run `hwlink ls` and `hwlink rm --stale`, or try `--backend shm`")]
+    Link(String),
+    /// A message arrived wrong: a bug in the transport or the benchmark.
+    #[error("message check failed: {0}; this is a bug, please report it with the command line")]
+    Verify(String),
+    /// The peer process misbehaved.
+    #[error("peer process: {0}; rerun with the same arguments to see its error output")]
+    Peer(String),
+    /// A plot could not be drawn or written.
+    #[error("cannot write the plot {path}: {msg}; check that the --plots directory is writable")]
+    Plot {
+        /// The SVG file.
+        path: String,
+        /// What went wrong.
+        msg: String,
+    },
+    /// Bad arguments for the peer process.
+    #[error("bad peer arguments: {0}; the peer is started by `hwlink bench`, not by hand")]
+    PeerArgs(String),
+}
+
+impl BenchError {
+    pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> BenchError {
+        BenchError::Io {
+            what: what.into(),
+            source,
+        }
+    }
+    /// The last OS error, as a failure of `what`.
+    pub(crate) fn last_os(what: impl Into<String>) -> BenchError {
+        BenchError::io(what, std::io::Error::last_os_error())
+    }
+}
+
+/// Fails with the last OS error when a libc call returned -1.
+pub(crate) fn check(rc: libc::c_int, what: &str) -> Result<libc::c_int, BenchError> {
+    if rc < 0 {
+        Err(BenchError::last_os(what))
+    } else {
+        Ok(rc)
+    }
+}
+
+/// One side of a channel: moves whole messages of the session's fixed size.
+pub(crate) trait Transport {
+    /// Sends one message (all of `msg`).
+    fn send(&mut self, msg: &[u8]) -> Result<(), BenchError>;
+    /// Receives one message, which fills all of `buf`.
+    fn recv(&mut self, buf: &mut [u8]) -> Result<(), BenchError>;
+}
+
+/// The sequence number that tells the peer to stop.
+const STOP: u64 = u64::MAX;
+
+/// The `j`-th 8-byte word of message `seq`'s body: differs between
+/// messages and between positions, so a stale, misplaced or torn copy shows.
+#[inline]
+fn pattern_word(seq: u64, j: usize) -> u64 {
+    seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (j as u64).wrapping_mul(0x0000_0100_0000_01B3)
+}
+
+/// Writes message `seq`: the sequence number, then a pattern derived from it.
+pub(crate) fn fill(buf: &mut [u8], seq: u64) {
+    buf[..8].copy_from_slice(&seq.to_le_bytes());
+    let mut words = buf[8..].chunks_exact_mut(8);
+    let mut j = 0;
+    for w in &mut words {
+        w.copy_from_slice(&pattern_word(seq, j).to_le_bytes());
+        j += 1;
+    }
+    let tail = words.into_remainder();
+    let last = pattern_word(seq, j).to_le_bytes();
+    tail.copy_from_slice(&last[..tail.len()]);
+}
+
+fn seq_of(buf: &[u8]) -> u64 {
+    u64::from_le_bytes(buf[..8].try_into().expect("messages are at least 8 bytes"))
+}
+
+/// Checks that `buf` is message `expected`, byte for byte.
+pub(crate) fn verify(buf: &[u8], expected: u64) -> Result<(), BenchError> {
+    let seq = seq_of(buf);
+    if seq != expected {
+        return Err(BenchError::Verify(format!(
+            "received message {seq}, expected {expected}"
+        )));
+    }
+    let words = buf[8..].chunks_exact(8);
+    let tail = words.remainder();
+    let n = buf[8..].len() / 8;
+    let words_ok = words
+        .enumerate()
+        .all(|(j, w)| w == pattern_word(seq, j).to_le_bytes());
+    let tail_ok = tail == &pattern_word(seq, n).to_le_bytes()[..tail.len()];
+    if words_ok && tail_ok {
+        Ok(())
+    } else {
+        Err(BenchError::Verify(format!(
+            "message {seq}: its content is not what was sent"
+        )))
+    }
+}
+
+/// CPU time (user + system) this process has used, in nanoseconds.
+pub fn cpu_time_ns() -> u64 {
+    // SAFETY: rusage is plain data; zeroed is valid and the call fills it.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: the pointer is to our rusage.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1000;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// CPU time of both processes over a measurement, with the messages each
+/// handled in that time.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CpuTotals {
+    /// Measuring process (the round trip's initiator, the stream's sender).
+    pub measurer_ns: u64,
+    /// Messages it handled meanwhile.
+    pub measurer_msgs: u64,
+    /// Peer process (the echoer, the stream's receiver).
+    pub peer_ns: u64,
+    /// Messages it handled meanwhile.
+    pub peer_msgs: u64,
+}
+
+impl CpuTotals {
+    /// Adds another measurement's totals.
+    pub fn add(&mut self, o: &CpuTotals) {
+        self.measurer_ns += o.measurer_ns;
+        self.measurer_msgs += o.measurer_msgs;
+        self.peer_ns += o.peer_ns;
+        self.peer_msgs += o.peer_msgs;
+    }
+    /// Nanoseconds of CPU per message in the measuring process.
+    pub fn measurer_per_msg(&self) -> f64 {
+        self.measurer_ns as f64 / self.measurer_msgs.max(1) as f64
+    }
+    /// Nanoseconds of CPU per message in the peer.
+    pub fn peer_per_msg(&self) -> f64 {
+        self.peer_ns as f64 / self.peer_msgs.max(1) as f64
+    }
+}
+
+/// Where and how a benchmark runs.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// Memory for hwlink links, the floor and eventfd's buffer.
+    pub backend: Backend,
+    /// CPUs for (this process, the peer); None leaves both unpinned.
+    pub cpus: Option<(usize, usize)>,
+}
+
+/// Round trips measured in one session.
+#[derive(Clone, Debug, Default)]
+pub struct RoundTrips {
+    /// Nanoseconds of each measured round trip.
+    pub samples: Vec<u64>,
+    /// CPU time of both processes.
+    pub cpu: CpuTotals,
+}
+
+/// A one-way stream measured in one session.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Streamed {
+    /// Messages the peer received and verified.
+    pub messages: u64,
+    /// Bytes in them.
+    pub bytes: u64,
+    /// The peer's time from the first message to the stop message.
+    pub elapsed_ns: u64,
+    /// CPU time of both processes.
+    pub cpu: CpuTotals,
+}
+
+impl Streamed {
+    /// Adds another session's figures.
+    pub fn add(&mut self, o: &Streamed) {
+        self.messages += o.messages;
+        self.bytes += o.bytes;
+        self.elapsed_ns += o.elapsed_ns;
+        self.cpu.add(&o.cpu);
+    }
+    /// Messages per second.
+    pub fn msgs_per_s(&self) -> f64 {
+        self.messages as f64 * 1e9 / self.elapsed_ns.max(1) as f64
+    }
+    /// Gigabytes (10^9 bytes) per second.
+    pub fn gb_per_s(&self) -> f64 {
+        self.bytes as f64 / self.elapsed_ns.max(1) as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for m in Mechanism::ALL {
+            assert_eq!(m.name().parse::<Mechanism>().unwrap(), m);
+        }
+        assert!("carrier-pigeon".parse::<Mechanism>().is_err());
+    }
+
+    #[test]
+    fn fill_then_verify() {
+        for len in [8, 13, 64, 100] {
+            let mut b = vec![0u8; len];
+            fill(&mut b, 7);
+            verify(&b, 7).unwrap();
+            assert!(verify(&b, 8).is_err());
+            b[len - 1] ^= 1;
+            assert!(len == 8 || verify(&b, 7).is_err(), "{len}");
+        }
+        // The same body under another sequence number does not pass.
+        let (mut a, mut b) = (vec![0u8; 64], vec![0u8; 64]);
+        fill(&mut a, 1);
+        fill(&mut b, 2);
+        a[..8].copy_from_slice(&b[..8]);
+        assert!(verify(&a, 2).is_err());
+    }
+}

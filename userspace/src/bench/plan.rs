@@ -1,0 +1,259 @@
+//! What `hwlink bench` measures and in which order: mechanisms × sizes × CPU pairs, interleaved in rounds.
+//!
+//! Every cell (mechanism, size, CPUs) is measured in `rounds` rounds, each
+//! with a fresh peer process; within a round every mechanism takes its
+//! turn, so that a change in the machine's load hits them all alike.
+
+use super::{round_trip, stream, BenchError, CpuTotals, Launcher, Mechanism, Options, Streamed};
+use crate::pingpong::Stats;
+use hwlink_drivers::Backend;
+use std::time::Duration;
+
+/// What to measure.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// Mechanisms to run (the others are reported as not selected).
+    pub mechanisms: Vec<Mechanism>,
+    /// Message sizes of the round-trip workload.
+    pub round_trip_sizes: Vec<usize>,
+    /// Message sizes of the streaming workload.
+    pub stream_sizes: Vec<usize>,
+    /// CPU pairs (measurer, peer) of the round-trip workload.
+    pub round_trip_cpus: Vec<(usize, usize)>,
+    /// CPU pairs of the streaming workload.
+    pub stream_cpus: Vec<(usize, usize)>,
+    /// Rounds each cell is split into.
+    pub rounds: usize,
+    /// Time spent on each cell, over all its rounds.
+    pub duration: Duration,
+    /// Most round trips timed per cell.
+    pub max_round_trips: usize,
+    /// Memory for hwlink and the shared buffers.
+    pub backend: Backend,
+}
+
+/// How one cell went.
+#[derive(Clone, Debug)]
+pub enum Status<T> {
+    /// Measured.
+    Done(T),
+    /// The mechanism cannot do this here; the reason says why.
+    Skipped(String),
+    /// It broke: a bug or a broken system.
+    Failed(String),
+}
+
+impl<T> Status<T> {
+    /// The figures, if measured.
+    pub fn done(&self) -> Option<&T> {
+        match self {
+            Status::Done(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+/// Round-trip figures of one cell.
+#[derive(Clone, Debug)]
+pub struct RoundTripFigures {
+    /// Percentiles in nanoseconds.
+    pub stats: Stats,
+    /// Round trips timed.
+    pub count: usize,
+    /// The latency distribution: `cdf[k]` is the round trip (ns) below
+    /// which a fraction k / (cdf.len() - 1) of them fell.
+    pub cdf: Vec<u64>,
+    /// CPU time of both processes.
+    pub cpu: CpuTotals,
+}
+
+/// One measured (or skipped) combination.
+#[derive(Clone, Debug)]
+pub struct Cell<T> {
+    /// What carried the messages.
+    pub mechanism: Mechanism,
+    /// Message bytes.
+    pub size: usize,
+    /// (measurer, peer) CPUs.
+    pub cpus: (usize, usize),
+    /// The outcome.
+    pub status: Status<T>,
+}
+
+/// Everything one run measured.
+#[derive(Clone, Debug, Default)]
+pub struct Results {
+    /// Round trips.
+    pub round_trip: Vec<Cell<RoundTripFigures>>,
+    /// Streams.
+    pub stream: Vec<Cell<Streamed>>,
+}
+
+impl Results {
+    /// The reference mechanism's cell for ratios: hwlink-poll, else the
+    /// first hwlink mechanism measured at the same size and CPUs.
+    pub fn reference<T>(cells: &[Cell<T>], size: usize, cpus: (usize, usize)) -> Option<&Cell<T>> {
+        let at = |m: Mechanism| {
+            cells.iter().find(|c| {
+                c.mechanism == m && c.size == size && c.cpus == cpus && c.status.done().is_some()
+            })
+        };
+        at(Mechanism::HwlinkPoll).or_else(|| {
+            Mechanism::ALL
+                .into_iter()
+                .filter(|m| m.is_hwlink())
+                .find_map(at)
+        })
+    }
+}
+
+/// Samples and CPU totals of a round-trip cell so far, or why it stopped.
+type RoundTripAcc = Result<(Vec<u64>, CpuTotals), Status<RoundTripFigures>>;
+
+fn status_of<T>(e: BenchError) -> Status<T> {
+    match e {
+        BenchError::Unsupported(r) => Status::Skipped(r),
+        other => Status::Failed(other.to_string()),
+    }
+}
+
+/// Points of the empirical CDF of sorted samples, at every 0.1 %.
+fn cdf_points(sorted: &[u64]) -> Vec<u64> {
+    const STEPS: usize = 1000;
+    let n = sorted.len();
+    if n == 0 {
+        return Vec::new();
+    }
+    (0..=STEPS).map(|k| sorted[(k * (n - 1)) / STEPS]).collect()
+}
+
+/// A step done, for progress reporting: (steps done, steps in all, label).
+pub type Progress<'a> = &'a mut dyn FnMut(usize, usize, &str);
+
+/// Runs the plan. Failures are recorded in the results, not returned.
+pub fn run(plan: &Plan, launch: Launcher<'_>, progress: Progress<'_>) -> Results {
+    let rounds = plan.rounds.max(1);
+    let mut res = Results::default();
+    let cells = |sizes: &[usize], cpus: &[(usize, usize)]| {
+        let mut v = Vec::new();
+        for &c in cpus {
+            for &size in sizes {
+                for &m in &plan.mechanisms {
+                    v.push((m, size, c));
+                }
+            }
+        }
+        v
+    };
+    let rt_cells = cells(&plan.round_trip_sizes, &plan.round_trip_cpus);
+    let st_cells = cells(&plan.stream_sizes, &plan.stream_cpus);
+    let total = (rt_cells.len() + st_cells.len()) * rounds;
+    let mut done = 0;
+    let per_round = plan.duration / rounds as u32;
+
+    // Round trips: samples gathered over the rounds.
+    let mut acc: Vec<RoundTripAcc> = vec![Ok((Vec::new(), CpuTotals::default())); rt_cells.len()];
+    let max_share = plan.max_round_trips.div_ceil(rounds).max(1);
+    for pass in plan.round_trip_cpus.iter() {
+        for round in 0..rounds {
+            for (i, &(m, size, cpus)) in rt_cells.iter().enumerate() {
+                if cpus != *pass {
+                    continue;
+                }
+                done += 1;
+                progress(
+                    done,
+                    total,
+                    &format!(
+                        "round trip {m} {size} B CPUs {},{} round {}",
+                        cpus.0,
+                        cpus.1,
+                        round + 1
+                    ),
+                );
+                let Ok((samples, cpu)) = &mut acc[i] else {
+                    continue;
+                };
+                let opts = Options {
+                    backend: plan.backend,
+                    cpus: Some(cpus),
+                };
+                let warmup = (max_share / 20).clamp(20, 2000);
+                match round_trip(m, size, &opts, warmup, per_round, max_share, launch) {
+                    Ok(r) => {
+                        samples.extend(r.samples);
+                        cpu.add(&r.cpu);
+                    }
+                    Err(e) => acc[i] = Err(status_of(e)),
+                }
+            }
+        }
+    }
+    for (&(mechanism, size, cpus), a) in rt_cells.iter().zip(acc) {
+        let status = match a {
+            Ok((mut samples, cpu)) => match Stats::from_samples(&mut samples) {
+                Some(stats) => Status::Done(RoundTripFigures {
+                    stats,
+                    count: samples.len(),
+                    cdf: cdf_points(&samples),
+                    cpu,
+                }),
+                None => Status::Failed("no round trips were measured".into()),
+            },
+            Err(s) => s,
+        };
+        res.round_trip.push(Cell {
+            mechanism,
+            size,
+            cpus,
+            status,
+        });
+    }
+
+    // Streams: totals summed over the rounds.
+    let mut acc: Vec<Result<Streamed, Status<Streamed>>> =
+        vec![Ok(Streamed::default()); st_cells.len()];
+    for pass in plan.stream_cpus.iter() {
+        for round in 0..rounds {
+            for (i, &(m, size, cpus)) in st_cells.iter().enumerate() {
+                if cpus != *pass {
+                    continue;
+                }
+                done += 1;
+                progress(
+                    done,
+                    total,
+                    &format!(
+                        "stream {m} {size} B CPUs {},{} round {}",
+                        cpus.0,
+                        cpus.1,
+                        round + 1
+                    ),
+                );
+                let Ok(total_so_far) = &mut acc[i] else {
+                    continue;
+                };
+                let opts = Options {
+                    backend: plan.backend,
+                    cpus: Some(cpus),
+                };
+                match stream(m, size, &opts, per_round, launch) {
+                    Ok(s) => total_so_far.add(&s),
+                    Err(e) => acc[i] = Err(status_of(e)),
+                }
+            }
+        }
+    }
+    for (&(mechanism, size, cpus), a) in st_cells.iter().zip(acc) {
+        res.stream.push(Cell {
+            mechanism,
+            size,
+            cpus,
+            status: match a {
+                Ok(s) => Status::Done(s),
+                Err(s) => s,
+            },
+        });
+    }
+    res
+}

@@ -1,0 +1,347 @@
+//! The results of a run as terminal tables and as one JSON document.
+
+use super::plan::{Cell, Plan, Results, RoundTripFigures, Status};
+use super::{Mechanism, Streamed};
+use std::fmt::Write as _;
+
+/// Facts about the machine the run happened on.
+#[derive(Clone, Debug)]
+pub struct Machine {
+    /// `model name` from /proc/cpuinfo.
+    pub cpu_model: String,
+    /// CPUs online.
+    pub cpus: usize,
+    /// Kernel release.
+    pub kernel: String,
+    /// The memory hwlink really used: "hugepage" or "shm".
+    pub backend: String,
+}
+
+impl Machine {
+    /// Reads the facts; `backend` is what the caller found links use.
+    pub fn detect(backend: &str) -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu_model = cpuinfo
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                (k.trim() == "model name").then(|| v.trim().to_string())
+            })
+            .unwrap_or_else(|| "unknown".into());
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "unknown".into());
+        Machine {
+            cpu_model,
+            cpus: crate::liveness::online_cpus(),
+            kernel,
+            backend: backend.to_string(),
+        }
+    }
+}
+
+/// A ratio as text: two decimals, or more when it is small.
+fn ratio(x: f64) -> String {
+    if x >= 100.0 {
+        format!("{x:.0}x")
+    } else if x >= 0.1 {
+        format!("{x:.2}x")
+    } else {
+        format!("{x:.4}x")
+    }
+}
+
+fn us(ns: u64) -> f64 {
+    ns as f64 / 1000.0
+}
+
+/// The round-trip table, one block per CPU pair.
+pub fn round_trip_table(res: &Results) -> String {
+    let mut out = String::new();
+    let mut pairs: Vec<(usize, usize)> = res.round_trip.iter().map(|c| c.cpus).collect();
+    pairs.dedup();
+    for cpus in pairs {
+        let _ = writeln!(
+            out,
+            "\nRound trip, CPUs {},{} (µs; CPU ns per round trip for measurer/peer)",
+            cpus.0, cpus.1
+        );
+        let _ = writeln!(
+            out,
+            "{:>7} {:<18} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9} {:>15}  p50 vs hwlink",
+            "size", "mechanism", "p50", "p90", "p99", "p99.9", "max", "mean", "cpu ns/rt"
+        );
+        for c in res.round_trip.iter().filter(|c| c.cpus == cpus) {
+            let _ = write!(out, "{:>7} {:<18} ", size_label(c.size), c.mechanism.name());
+            match &c.status {
+                Status::Done(f) => {
+                    let s = &f.stats;
+                    let reference = Results::reference(&res.round_trip, c.size, cpus)
+                        .filter(|r| r.mechanism != c.mechanism)
+                        .and_then(|r| r.status.done().map(|d| (r.mechanism, d.stats.p50)));
+                    let vs = reference.map_or(String::new(), |(m, p50)| {
+                        format!(
+                            "{} p50 = {} {m}",
+                            c.mechanism,
+                            ratio(s.p50 as f64 / p50.max(1) as f64)
+                        )
+                    });
+                    let _ = writeln!(
+                        out,
+                        "{:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>10.3} {:>9.3} {:>15}  {vs}",
+                        us(s.p50),
+                        us(s.p90),
+                        us(s.p99),
+                        us(s.p999),
+                        us(s.max),
+                        us(s.mean),
+                        format!(
+                            "{:.0}/{:.0}",
+                            f.cpu.measurer_per_msg(),
+                            f.cpu.peer_per_msg()
+                        )
+                    );
+                }
+                other => {
+                    let _ = writeln!(out, "{}", not_done(other));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn not_done<T>(s: &Status<T>) -> String {
+    match s {
+        Status::Skipped(r) => format!("skipped: {r}"),
+        Status::Failed(r) => format!("FAILED: {r}"),
+        Status::Done(_) => String::new(),
+    }
+}
+
+fn size_label(size: usize) -> String {
+    if size >= 1 << 20 && size % (1 << 20) == 0 {
+        format!("{}MiB", size >> 20)
+    } else if size >= 1024 && size % 1024 == 0 {
+        format!("{}KiB", size >> 10)
+    } else {
+        format!("{size}B")
+    }
+}
+
+/// The streaming table.
+pub fn stream_table(res: &Results) -> String {
+    let mut out = String::new();
+    let mut pairs: Vec<(usize, usize)> = res.stream.iter().map(|c| c.cpus).collect();
+    pairs.dedup();
+    for cpus in pairs {
+        let _ = writeln!(
+            out,
+            "\nOne-way stream, every message verified, CPUs {},{} (CPU ns per message for sender/receiver)",
+            cpus.0, cpus.1
+        );
+        let _ = writeln!(
+            out,
+            "{:>7} {:<18} {:>12} {:>8} {:>15}  msgs/s vs hwlink",
+            "size", "mechanism", "msgs/s", "GB/s", "cpu ns/msg"
+        );
+        for c in res.stream.iter().filter(|c| c.cpus == cpus) {
+            let _ = write!(out, "{:>7} {:<18} ", size_label(c.size), c.mechanism.name());
+            match &c.status {
+                Status::Done(s) => {
+                    let reference = Results::reference(&res.stream, c.size, cpus)
+                        .filter(|r| r.mechanism != c.mechanism)
+                        .and_then(|r| r.status.done().map(|d| (r.mechanism, d.msgs_per_s())));
+                    let vs = reference.map_or(String::new(), |(m, r)| {
+                        format!(
+                            "{} msgs/s = {} {m}",
+                            c.mechanism,
+                            ratio(s.msgs_per_s() / r.max(1e-9))
+                        )
+                    });
+                    let _ = writeln!(
+                        out,
+                        "{:>12.0} {:>8.3} {:>15}  {vs}",
+                        s.msgs_per_s(),
+                        s.gb_per_s(),
+                        format!(
+                            "{:.0}/{:.0}",
+                            s.cpu.measurer_per_msg(),
+                            s.cpu.peer_per_msg()
+                        )
+                    );
+                }
+                other => {
+                    let _ = writeln!(out, "{}", not_done(other));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A JSON string literal.
+fn js(s: &str) -> String {
+    let mut o = String::with_capacity(s.len() + 2);
+    o.push('"');
+    for ch in s.chars() {
+        match ch {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(o, "\\u{:04x}", c as u32);
+            }
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+/// A finite JSON number (NaN and infinities become null).
+fn jf(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x:.3}")
+    } else {
+        "null".into()
+    }
+}
+
+fn status_json<T>(s: &Status<T>, figures: impl FnOnce(&T) -> String) -> String {
+    match s {
+        Status::Done(t) => format!(r#""status":"ok",{}"#, figures(t)),
+        Status::Skipped(r) => format!(r#""status":"skipped","reason":{}"#, js(r)),
+        Status::Failed(r) => format!(r#""status":"failed","reason":{}"#, js(r)),
+    }
+}
+
+fn rt_json(res: &Results, c: &Cell<RoundTripFigures>) -> String {
+    let body = status_json(&c.status, |f| {
+        let reference = Results::reference(&res.round_trip, c.size, c.cpus)
+            .and_then(|r| r.status.done().map(|d| (r.mechanism, d)));
+        let vs = reference.map_or(String::new(), |(m, r)| {
+            let q = |a: u64, b: u64| jf(a as f64 / b.max(1) as f64);
+            let (s, t) = (&f.stats, &r.stats);
+            format!(
+                r#","ratio_to":{{"mechanism":{},"p50":{},"p90":{},"p99":{},"p999":{},"max":{},"mean":{},"cpu_measurer":{},"cpu_peer":{}}}"#,
+                js(m.name()),
+                q(s.p50, t.p50),
+                q(s.p90, t.p90),
+                q(s.p99, t.p99),
+                q(s.p999, t.p999),
+                q(s.max, t.max),
+                q(s.mean, t.mean),
+                jf(f.cpu.measurer_per_msg() / r.cpu.measurer_per_msg().max(1e-9)),
+                jf(f.cpu.peer_per_msg() / r.cpu.peer_per_msg().max(1e-9))
+            )
+        });
+        format!(
+            r#""round_trips":{},"rtt_ns":{},"cpu_ns_per_round_trip":{{"measurer":{},"peer":{}}}{vs}"#,
+            f.count,
+            f.stats.to_json(),
+            jf(f.cpu.measurer_per_msg()),
+            jf(f.cpu.peer_per_msg())
+        )
+    });
+    format!(
+        r#"{{"size":{},"cpus":[{},{}],{body}}}"#,
+        c.size, c.cpus.0, c.cpus.1
+    )
+}
+
+fn st_json(res: &Results, c: &Cell<Streamed>) -> String {
+    let body = status_json(&c.status, |s| {
+        let reference = Results::reference(&res.stream, c.size, c.cpus)
+            .and_then(|r| r.status.done().map(|d| (r.mechanism, d)));
+        let vs = reference.map_or(String::new(), |(m, r)| {
+            let q = |a: f64, b: f64| jf(a / b.max(1e-9));
+            format!(
+                r#","ratio_to":{{"mechanism":{},"msgs_per_s":{},"gb_per_s":{},"cpu_sender":{},"cpu_receiver":{}}}"#,
+                js(m.name()),
+                q(s.msgs_per_s(), r.msgs_per_s()),
+                q(s.gb_per_s(), r.gb_per_s()),
+                q(s.cpu.measurer_per_msg(), r.cpu.measurer_per_msg()),
+                q(s.cpu.peer_per_msg(), r.cpu.peer_per_msg())
+            )
+        });
+        format!(
+            r#""messages":{},"verified":true,"msgs_per_s":{},"gb_per_s":{},"cpu_ns_per_msg":{{"sender":{},"receiver":{}}}{vs}"#,
+            s.messages,
+            jf(s.msgs_per_s()),
+            jf(s.gb_per_s()),
+            jf(s.cpu.measurer_per_msg()),
+            jf(s.cpu.peer_per_msg())
+        )
+    });
+    format!(
+        r#"{{"size":{},"cpus":[{},{}],{body}}}"#,
+        c.size, c.cpus.0, c.cpus.1
+    )
+}
+
+/// The whole run as one JSON document: machine, plan, and every mechanism
+/// (run, skipped or not selected, each with its reason).
+pub fn to_json(machine: &Machine, plan: &Plan, res: &Results) -> String {
+    let list = |v: &[usize]| v.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
+    let pairs = |v: &[(usize, usize)]| {
+        v.iter()
+            .map(|(a, b)| format!("[{a},{b}]"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let mut mechs = Vec::new();
+    for m in Mechanism::ALL {
+        let entry = if m == Mechanism::HwlinkMailbox {
+            format!(
+                r#"{{"name":{},"run":false,"reason":{}}}"#,
+                js(m.name()),
+                js("MPMC mailboxes are not implemented yet (issue 3)")
+            )
+        } else if !plan.mechanisms.contains(&m) {
+            format!(
+                r#"{{"name":{},"run":false,"reason":{}}}"#,
+                js(m.name()),
+                js("not selected with --mechanisms")
+            )
+        } else {
+            let rt: Vec<String> = res
+                .round_trip
+                .iter()
+                .filter(|c| c.mechanism == m)
+                .map(|c| rt_json(res, c))
+                .collect();
+            let st: Vec<String> = res
+                .stream
+                .iter()
+                .filter(|c| c.mechanism == m)
+                .map(|c| st_json(res, c))
+                .collect();
+            let note = if m == Mechanism::Floor {
+                r#","note":"two busy-polled cache-line flags: one 8-byte word moves at every size""#
+            } else {
+                ""
+            };
+            format!(
+                r#"{{"name":{},"run":true{note},"round_trip":[{}],"stream":[{}]}}"#,
+                js(m.name()),
+                rt.join(","),
+                st.join(",")
+            )
+        };
+        mechs.push(entry);
+    }
+    format!(
+        "{{\"machine\":{{\"cpu_model\":{},\"cpus\":{},\"kernel\":{},\"backend\":{}}},\n\"plan\":{{\"round_trip_sizes\":[{}],\"stream_sizes\":[{}],\"round_trip_cpus\":[{}],\"stream_cpus\":[{}],\"rounds\":{},\"seconds_per_cell\":{}}},\n\"mechanisms\":[\n{}\n]}}\n",
+        js(&machine.cpu_model),
+        machine.cpus,
+        js(&machine.kernel),
+        js(&machine.backend),
+        list(&plan.round_trip_sizes),
+        list(&plan.stream_sizes),
+        pairs(&plan.round_trip_cpus),
+        pairs(&plan.stream_cpus),
+        plan.rounds,
+        jf(plan.duration.as_secs_f64()),
+        mechs.join(",\n")
+    )
+}

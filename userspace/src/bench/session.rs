@@ -1,0 +1,494 @@
+//! One measurement: set up a channel, spawn and pin the peer, run a workload, collect both sides' figures.
+
+use super::{
+    check, cpu_time_ns, eventfd, fd, fill, hw, mq, seq_of, uring, verify, BenchError, CpuTotals,
+    Mechanism, Options, RoundTrips, Streamed, Transport, Workload, STOP,
+};
+use crate::liveness::pin_to_cpu;
+use hwlink_drivers::Backend;
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What the peer needs to open its side, as passed on its command line.
+#[derive(Clone, Debug)]
+pub(crate) struct PeerSpec {
+    pub mechanism: Mechanism,
+    pub workload: Workload,
+    pub size: usize,
+    pub backend: Backend,
+    pub cpu: Option<usize>,
+    /// Base name of named objects (links, regions, queues).
+    pub name: String,
+    /// Inherited file descriptors.
+    pub fds: Vec<i32>,
+    /// A System V queue id.
+    pub id: i64,
+}
+
+impl PeerSpec {
+    fn to_args(&self) -> Vec<String> {
+        let mut a = vec![
+            "--mechanism".to_string(),
+            self.mechanism.name().into(),
+            "--workload".into(),
+            self.workload.name().into(),
+            "--size".into(),
+            self.size.to_string(),
+            "--backend".into(),
+            self.backend.to_string(),
+            "--name".into(),
+            self.name.clone(),
+            "--id".into(),
+            self.id.to_string(),
+        ];
+        if let Some(c) = self.cpu {
+            a.extend(["--cpu".into(), c.to_string()]);
+        }
+        if !self.fds.is_empty() {
+            let fds: Vec<String> = self.fds.iter().map(i32::to_string).collect();
+            a.extend(["--fds".into(), fds.join(",")]);
+        }
+        a
+    }
+
+    fn parse(args: &[String]) -> Result<PeerSpec, BenchError> {
+        let bad = |s: String| BenchError::PeerArgs(s);
+        let mut spec = PeerSpec {
+            mechanism: Mechanism::Pipe,
+            workload: Workload::RoundTrip,
+            size: 8,
+            backend: Backend::Auto,
+            cpu: None,
+            name: String::new(),
+            fds: Vec::new(),
+            id: -1,
+        };
+        let mut it = args.iter();
+        while let Some(flag) = it.next() {
+            let v = it
+                .next()
+                .ok_or_else(|| bad(format!("{flag} needs a value")))?;
+            let num = |v: &str| {
+                v.parse::<i64>()
+                    .map_err(|e| bad(format!("{flag} {v}: {e}")))
+            };
+            match flag.as_str() {
+                "--mechanism" => spec.mechanism = v.parse()?,
+                "--workload" => {
+                    spec.workload = match v.as_str() {
+                        "round-trip" => Workload::RoundTrip,
+                        "stream" => Workload::Stream,
+                        _ => return Err(bad(format!("unknown workload {v}"))),
+                    }
+                }
+                "--size" => spec.size = num(v)? as usize,
+                "--backend" => spec.backend = v.parse().map_err(|e| bad(format!("{e}")))?,
+                "--name" => spec.name = v.clone(),
+                "--id" => spec.id = num(v)?,
+                "--cpu" => spec.cpu = Some(num(v)? as usize),
+                "--fds" => {
+                    spec.fds = v
+                        .split(',')
+                        .map(|f| num(f).map(|n| n as i32))
+                        .collect::<Result<_, _>>()?
+                }
+                other => return Err(bad(format!("unknown argument {other}"))),
+            }
+        }
+        Ok(spec)
+    }
+}
+
+/// The measuring side of a channel, before the peer is spawned.
+pub(crate) struct ParentSide {
+    pub transport: Box<dyn Transport>,
+    /// Descriptors the peer inherits; closed here once it is spawned.
+    pub child_fds: Vec<OwnedFd>,
+    /// A System V queue id for the peer (-1: none).
+    pub id: i64,
+}
+
+impl ParentSide {
+    pub(crate) fn new(transport: impl Transport + 'static) -> ParentSide {
+        ParentSide {
+            transport: Box::new(transport),
+            child_fds: Vec::new(),
+            id: -1,
+        }
+    }
+}
+
+static SESSIONS: AtomicU32 = AtomicU32::new(0);
+
+/// A unique base name for one session's named objects.
+fn session_name() -> String {
+    format!(
+        "hb{}-{}",
+        std::process::id(),
+        SESSIONS.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn setup_parent(spec: &PeerSpec, opts: &Options) -> Result<ParentSide, BenchError> {
+    if spec.size < 8 {
+        return Err(BenchError::Unsupported(
+            "messages must be at least 8 bytes (the sequence number); pick a larger size".into(),
+        ));
+    }
+    match spec.mechanism {
+        Mechanism::HwlinkMailbox => Err(BenchError::Unsupported(
+            "MPMC mailboxes are not implemented yet (issue 3)".into(),
+        )),
+        Mechanism::HwlinkPoll | Mechanism::HwlinkSpinPark | Mechanism::HwlinkPark => {
+            hw::link_parent(spec)
+        }
+        Mechanism::Floor => hw::floor_parent(spec, opts),
+        Mechanism::Pipe
+        | Mechanism::UnixStream
+        | Mechanism::UnixDgram
+        | Mechanism::UnixSeqpacket
+        | Mechanism::Tcp => fd::parent(spec),
+        Mechanism::Eventfd => eventfd::parent(spec),
+        Mechanism::PosixMq | Mechanism::SysvMq => mq::parent(spec),
+        Mechanism::UringPipe | Mechanism::UringUnix | Mechanism::UringUnixSqpoll => {
+            uring::parent(spec)
+        }
+    }
+}
+
+fn open_child(spec: &PeerSpec) -> Result<Box<dyn Transport>, BenchError> {
+    match spec.mechanism {
+        Mechanism::HwlinkMailbox => Err(BenchError::Unsupported(
+            "MPMC mailboxes are not implemented yet (issue 3)".into(),
+        )),
+        Mechanism::HwlinkPoll | Mechanism::HwlinkSpinPark | Mechanism::HwlinkPark => {
+            hw::link_child(spec)
+        }
+        Mechanism::Floor => hw::floor_child(spec),
+        Mechanism::Pipe
+        | Mechanism::UnixStream
+        | Mechanism::UnixDgram
+        | Mechanism::UnixSeqpacket
+        | Mechanism::Tcp => fd::child(spec),
+        Mechanism::Eventfd => eventfd::child(spec),
+        Mechanism::PosixMq | Mechanism::SysvMq => mq::child(spec),
+        Mechanism::UringPipe | Mechanism::UringUnix | Mechanism::UringUnixSqpoll => {
+            uring::child(spec)
+        }
+    }
+}
+
+fn current_mask() -> Option<libc::cpu_set_t> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set, filled by the call.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: pointer and size describe `set`.
+    let rc =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    (rc == 0).then_some(set)
+}
+
+/// A running session: this side of the channel and the peer process.
+struct Session {
+    transport: Box<dyn Transport>,
+    child: Child,
+    /// Set once this side no longer needs the peer (see [`watch_peer`]).
+    ending: Arc<AtomicBool>,
+    saved_mask: Option<libc::cpu_set_t>,
+    buf: Vec<u8>,
+}
+
+/// The command that runs the peer: given the peer's arguments, returns a
+/// command that calls [`peer_main`] with them.
+pub type Launcher<'a> = &'a dyn Fn(&[String]) -> Command;
+
+impl Session {
+    fn start(
+        mechanism: Mechanism,
+        workload: Workload,
+        size: usize,
+        opts: &Options,
+        launch: Launcher<'_>,
+    ) -> Result<Session, BenchError> {
+        let mut spec = PeerSpec {
+            mechanism,
+            workload,
+            size,
+            backend: opts.backend,
+            cpu: opts.cpus.map(|c| c.1),
+            name: session_name(),
+            fds: Vec::new(),
+            id: -1,
+        };
+        // Pin first: an hwlink end records its CPU mask when it attaches,
+        // and the peer uses it to tell whether the two share a core.
+        let saved_mask = current_mask();
+        let restore = |m: &Option<libc::cpu_set_t>| {
+            if let Some(set) = m {
+                // SAFETY: restores a mask read from the kernel.
+                unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) };
+            }
+        };
+        let spawned = (|| {
+            if let Some((mine, _)) = opts.cpus {
+                pin_to_cpu(mine)
+                    .map_err(|e| BenchError::io(format!("pinning to CPU {mine}"), e))?;
+            }
+            let side = setup_parent(&spec, opts)?;
+            spec.fds = side.child_fds.iter().map(AsRawFd::as_raw_fd).collect();
+            spec.id = side.id;
+            for fd in &spec.fds {
+                // SAFETY: fcntl on a descriptor we own; clearing FD_CLOEXEC
+                // lets the peer inherit it.
+                let rc = unsafe { libc::fcntl(*fd, libc::F_SETFD, 0) };
+                check(rc, "fcntl(F_SETFD)")?;
+            }
+            let child = launch(&spec.to_args())
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .spawn()
+                .map_err(|e| BenchError::io("spawning the peer process", e))?;
+            // The peer has its copies: close ours, so that a dead peer shows
+            // as end-of-file.
+            drop(side.child_fds);
+            Ok((side.transport, child))
+        })();
+        let (transport, child) = match spawned {
+            Ok(v) => v,
+            Err(e) => {
+                restore(&saved_mask);
+                return Err(e);
+            }
+        };
+        let mut buf = vec![0u8; size];
+        fill(&mut buf, 0);
+        let ending = Arc::new(AtomicBool::new(false));
+        watch_peer(child.id(), mechanism, Arc::clone(&ending));
+        Ok(Session {
+            transport,
+            child,
+            ending,
+            saved_mask,
+            buf,
+        })
+    }
+
+    /// Sends the stop message, waits for the peer and returns its report:
+    /// (messages, elapsed ns, cpu ns).
+    fn finish(mut self) -> Result<(u64, u64, u64), BenchError> {
+        self.ending.store(true, Ordering::SeqCst);
+        fill(&mut self.buf, STOP);
+        let sent = self.transport.send(&self.buf);
+        let mut out = String::new();
+        if let Some(mut so) = self.child.stdout.take() {
+            let _ = so.read_to_string(&mut out);
+        }
+        let status = self
+            .child
+            .wait()
+            .map_err(|e| BenchError::io("waiting for the peer", e))?;
+        sent?;
+        if !status.success() {
+            return Err(BenchError::Peer(format!("exited with {status}")));
+        }
+        let line = out
+            .lines()
+            .find_map(|l| l.find(REPORT_TAG).map(|i| &l[i + REPORT_TAG.len()..]))
+            .ok_or_else(|| BenchError::Peer(format!("no report line in its output {out:?}")))?;
+        let field = |k: &str| -> Result<u64, BenchError> {
+            line.split_whitespace()
+                .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('='))
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| BenchError::Peer(format!("bad report line {line:?}")))
+        };
+        Ok((field("msgs")?, field("elapsed_ns")?, field("cpu_ns")?))
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.ending.store(true, Ordering::SeqCst);
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if let Some(set) = self.saved_mask.take() {
+            // SAFETY: restores a mask read from the kernel.
+            unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+        }
+    }
+}
+
+/// How long a side stuck on a dead peer gets to notice by itself (end of
+/// file, a closed link) before the watchdog gives up on the process.
+const DEAD_PEER_GRACE: Duration = Duration::from_secs(3);
+
+/// Watches the peer: if it exits while this side still needs it, some
+/// mechanisms (message queues, eventfd, a link it never attached to) would
+/// leave this side blocked for ever. After a grace period the watchdog then
+/// ends this process with an error, rather than let it hang.
+fn watch_peer(pid: u32, mechanism: Mechanism, ending: Arc<AtomicBool>) {
+    std::thread::spawn(move || {
+        // SAFETY: siginfo_t is plain data; zeroed is valid and waitid fills it.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waits for the child's exit without reaping it (WNOWAIT),
+        // so that Child::wait still collects its status.
+        unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if ending.load(Ordering::SeqCst) {
+            return;
+        }
+        std::thread::sleep(DEAD_PEER_GRACE);
+        if !ending.load(Ordering::SeqCst) {
+            eprintln!(
+                "hwlink bench: the {mechanism} peer process exited in the middle of a measurement and this side is stuck waiting for it; rerun with `--mechanisms {mechanism}` to see the peer's error"
+            );
+            std::process::exit(1);
+        }
+    });
+}
+
+const REPORT_TAG: &str = "@hwlink-bench ";
+
+/// Measures round trips of `size`-byte messages with a fresh peer: a
+/// warm-up of `warmup` round trips, then round trips until `budget` has
+/// passed or `max_count` were timed (at least one).
+pub fn round_trip(
+    mechanism: Mechanism,
+    size: usize,
+    opts: &Options,
+    warmup: usize,
+    budget: Duration,
+    max_count: usize,
+    launch: Launcher<'_>,
+) -> Result<RoundTrips, BenchError> {
+    let mut s = Session::start(mechanism, Workload::RoundTrip, size, opts, launch)?;
+    let mut echo = vec![0u8; size];
+    let mut seq = 0u64;
+    let mut one = |s: &mut Session, seq: u64| -> Result<(), BenchError> {
+        s.buf[..8].copy_from_slice(&seq.to_le_bytes());
+        s.transport.send(&s.buf)?;
+        s.transport.recv(&mut echo)?;
+        let got = seq_of(&echo);
+        if got != seq {
+            return Err(BenchError::Verify(format!(
+                "peer echoed message {got}, expected {seq}"
+            )));
+        }
+        Ok(())
+    };
+    for _ in 0..warmup.max(1) {
+        seq += 1;
+        one(&mut s, seq)?;
+    }
+    let mut samples = Vec::with_capacity(max_count.min(1 << 20));
+    let cpu0 = cpu_time_ns();
+    let start = Instant::now();
+    while samples.is_empty() || (samples.len() < max_count && start.elapsed() < budget) {
+        seq += 1;
+        let t = Instant::now();
+        one(&mut s, seq)?;
+        samples.push(t.elapsed().as_nanos() as u64);
+    }
+    let measurer_ns = cpu_time_ns() - cpu0;
+    let measured = samples.len() as u64;
+    let (peer_msgs, _, peer_ns) = s.finish()?;
+    Ok(RoundTrips {
+        samples,
+        cpu: CpuTotals {
+            measurer_ns,
+            measurer_msgs: measured,
+            peer_ns,
+            peer_msgs,
+        },
+    })
+}
+
+/// Streams `size`-byte messages to a fresh peer for `duration`; the peer
+/// verifies every one.
+pub fn stream(
+    mechanism: Mechanism,
+    size: usize,
+    opts: &Options,
+    duration: Duration,
+    launch: Launcher<'_>,
+) -> Result<Streamed, BenchError> {
+    let mut s = Session::start(mechanism, Workload::Stream, size, opts, launch)?;
+    let cpu0 = cpu_time_ns();
+    let start = Instant::now();
+    let mut seq = 0u64;
+    loop {
+        fill(&mut s.buf, seq);
+        s.transport.send(&s.buf)?;
+        seq += 1;
+        if seq % 16 == 0 && start.elapsed() >= duration {
+            break;
+        }
+    }
+    let measurer_ns = cpu_time_ns() - cpu0;
+    let (msgs, elapsed_ns, peer_ns) = s.finish()?;
+    if msgs != seq {
+        return Err(BenchError::Verify(format!(
+            "sent {seq} messages, the peer received {msgs}"
+        )));
+    }
+    Ok(Streamed {
+        messages: msgs,
+        bytes: msgs * size as u64,
+        elapsed_ns,
+        cpu: CpuTotals {
+            measurer_ns,
+            measurer_msgs: seq,
+            peer_ns,
+            peer_msgs: msgs,
+        },
+    })
+}
+
+/// The peer process: opens its side as its arguments say, echoes (round
+/// trip) or receives and verifies (stream) until the stop message, then
+/// prints one report line on stdout.
+pub fn peer_main(args: &[String]) -> Result<(), BenchError> {
+    // SAFETY: PR_SET_PDEATHSIG takes a signal number and changes only this
+    // process's parent-death signal: the peer dies with the measurer.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    let spec = PeerSpec::parse(args)?;
+    if let Some(cpu) = spec.cpu {
+        pin_to_cpu(cpu).map_err(|e| BenchError::io(format!("pinning to CPU {cpu}"), e))?;
+    }
+    let mut t = open_child(&spec)?;
+    let mut buf = vec![0u8; spec.size];
+    let mut msgs = 0u64;
+    let mut started: Option<(Instant, u64)> = None;
+    loop {
+        t.recv(&mut buf)?;
+        let seq = seq_of(&buf);
+        if started.is_none() {
+            started = Some((Instant::now(), cpu_time_ns()));
+        }
+        if seq == STOP {
+            break;
+        }
+        match spec.workload {
+            Workload::RoundTrip => t.send(&buf)?,
+            Workload::Stream => verify(&buf, msgs)?,
+        }
+        msgs += 1;
+    }
+    let (t0, cpu0) = started.expect("received at least the stop message");
+    println!(
+        "{REPORT_TAG}msgs={msgs} elapsed_ns={} cpu_ns={}",
+        t0.elapsed().as_nanos(),
+        cpu_time_ns() - cpu0
+    );
+    Ok(())
+}

@@ -1,0 +1,322 @@
+//! `hwlink bench` with real processes: the CLI's JSON report, and a tiny verified round trip and stream through every transport family.
+
+use hwlink::bench::{self, BenchError, Mechanism, Options};
+use hwlink::Backend;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+/// The peer is the `hwlink` binary's hidden `bench-peer` subcommand.
+fn launcher(args: &[String]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hwlink"));
+    cmd.arg("bench-peer").arg("--").args(args);
+    cmd
+}
+
+fn opts() -> Options {
+    let two = std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2;
+    Options {
+        backend: Backend::Auto,
+        cpus: Some(if two { (0, 1) } else { (0, 0) }),
+    }
+}
+
+/// A few round trips and a short stream of `size`-byte messages; the
+/// stream's peer verifies every message.
+fn exercise(m: Mechanism, size: usize) {
+    let o = opts();
+    let rt = bench::round_trip(m, size, &o, 5, Duration::from_millis(20), 200, &launcher)
+        .unwrap_or_else(|e| panic!("{m} round trip of {size} B: {e}"));
+    assert!(!rt.samples.is_empty() && rt.samples.len() <= 200, "{m}");
+    assert_eq!(rt.cpu.measurer_msgs, rt.samples.len() as u64);
+    assert_eq!(
+        rt.cpu.peer_msgs,
+        5 + rt.samples.len() as u64,
+        "{m}: the peer echoed every message"
+    );
+    let st = bench::stream(m, size, &o, Duration::from_millis(30), &launcher)
+        .unwrap_or_else(|e| panic!("{m} stream of {size} B: {e}"));
+    assert!(st.messages > 0, "{m}");
+    assert_eq!(st.bytes, st.messages * size as u64);
+}
+
+/// Like `exercise`, but a refusal with a reason is fine (io_uring may be
+/// disabled, SQPOLL refused).
+fn exercise_if_supported(m: Mechanism, size: usize) {
+    let o = opts();
+    match bench::round_trip(m, size, &o, 5, Duration::from_millis(20), 200, &launcher) {
+        Err(BenchError::Unsupported(reason)) => {
+            assert!(!reason.is_empty());
+            eprintln!("{m} skipped here: {reason}");
+        }
+        Err(e) => panic!("{m}: {e}"),
+        Ok(_) => exercise(m, size),
+    }
+}
+
+#[test]
+fn hwlink_links_carry_and_verify() {
+    for m in [
+        Mechanism::HwlinkPoll,
+        Mechanism::HwlinkSpinPark,
+        Mechanism::HwlinkPark,
+    ] {
+        exercise(m, 64);
+    }
+    exercise(Mechanism::HwlinkPoll, 1 << 20);
+}
+
+#[test]
+fn floor_round_trips_and_refuses_streams() {
+    let o = opts();
+    if o.cpus.is_some_and(|(a, b)| a != b) {
+        let rt = bench::round_trip(
+            Mechanism::Floor,
+            8,
+            &o,
+            5,
+            Duration::from_millis(10),
+            100,
+            &launcher,
+        )
+        .expect("floor round trip");
+        assert!(!rt.samples.is_empty());
+    }
+    match bench::stream(
+        Mechanism::Floor,
+        8,
+        &o,
+        Duration::from_millis(10),
+        &launcher,
+    ) {
+        Err(BenchError::Unsupported(r)) => assert!(r.contains("round trip only"), "{r}"),
+        other => panic!("expected the floor to refuse streaming, got {other:?}"),
+    }
+}
+
+#[test]
+fn descriptors_carry_and_verify() {
+    for m in [
+        Mechanism::Pipe,
+        Mechanism::UnixStream,
+        Mechanism::UnixDgram,
+        Mechanism::UnixSeqpacket,
+        Mechanism::Tcp,
+    ] {
+        exercise(m, 1024);
+    }
+    exercise(Mechanism::Pipe, 1 << 20);
+    exercise(Mechanism::UnixStream, 8);
+}
+
+#[test]
+fn eventfd_carries_and_verifies() {
+    exercise(Mechanism::Eventfd, 8);
+    exercise(Mechanism::Eventfd, 64 << 10);
+}
+
+#[test]
+fn message_queues_carry_and_verify() {
+    exercise(Mechanism::PosixMq, 64);
+    exercise(Mechanism::SysvMq, 64);
+    // Far above any queue's hard limit: skipped with a reason.
+    for m in [Mechanism::PosixMq, Mechanism::SysvMq] {
+        match bench::stream(m, 64 << 20, &opts(), Duration::from_millis(10), &launcher) {
+            Err(BenchError::Unsupported(r)) => assert!(r.contains("raise"), "{r}"),
+            other => panic!("expected {m} to refuse 64 MiB messages, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn io_uring_carries_and_verifies() {
+    for m in [
+        Mechanism::UringPipe,
+        Mechanism::UringUnix,
+        Mechanism::UringUnixSqpoll,
+    ] {
+        exercise_if_supported(m, 4096);
+    }
+}
+
+/// (Mechanisms without end-of-file, such as message queues, or an hwlink
+/// link the peer never attached to, are ended by the watchdog instead,
+/// which exits the process: not testable in-process.)
+#[test]
+fn a_peer_that_dies_is_an_error_not_a_hang() {
+    let dead = |_: &[String]| Command::new("true");
+    for m in [Mechanism::Pipe, Mechanism::UnixStream, Mechanism::Tcp] {
+        let r = bench::round_trip(m, 64, &opts(), 5, Duration::from_millis(10), 10, &dead);
+        assert!(r.is_err(), "{m}: a peer that never answered gave {r:?}");
+    }
+}
+
+#[test]
+fn mailbox_is_reported_as_not_implemented() {
+    match bench::round_trip(
+        Mechanism::HwlinkMailbox,
+        8,
+        &opts(),
+        1,
+        Duration::from_millis(1),
+        1,
+        &launcher,
+    ) {
+        Err(BenchError::Unsupported(r)) => assert!(r.contains("issue 3"), "{r}"),
+        other => panic!("expected the mailbox to be skipped, got {other:?}"),
+    }
+}
+
+/// Runs `hwlink args...`, killing it after `limit`.
+fn hwlink(args: &[&str], limit: Duration) -> Output {
+    let child = Command::new(env!("CARGO_BIN_EXE_hwlink"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot run hwlink");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.expect("hwlink output"),
+        Err(_) => {
+            // SAFETY: kill has no memory-safety preconditions; the child is
+            // not reaped yet (its waiter thread is still blocked on it).
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            panic!(
+                "`hwlink {}` did not finish within {limit:?}",
+                args.join(" ")
+            );
+        }
+    }
+}
+
+/// The JSON line of mechanism `name` (the report writes one per line).
+fn mechanism_line<'a>(json: &'a str, name: &str) -> &'a str {
+    let key = format!("{{\"name\":\"{name}\",");
+    json.lines()
+        .find(|l| l.starts_with(&key))
+        .unwrap_or_else(|| panic!("no entry for {name} in\n{json}"))
+}
+
+fn temp_json(tag: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("hwlink-bench-{}-{tag}.json", std::process::id()))
+}
+
+#[test]
+fn cli_quick_writes_every_mechanism() {
+    let path = temp_json("quick");
+    let p = path.to_str().expect("utf-8 temp path");
+    let plots = std::env::temp_dir().join(format!("hwlink-bench-{}-plots", std::process::id()));
+    let plots_arg = plots.to_str().expect("utf-8 temp path");
+    let out = hwlink(
+        &[
+            "bench",
+            "--quick",
+            "--mechanisms",
+            "hwlink-poll,pipe,unix-stream",
+            "--sizes",
+            "8,4096",
+            "--json",
+            p,
+            "--plots",
+            plots_arg,
+        ],
+        Duration::from_secs(120),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "hwlink bench failed\nstdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("Round trip"), "{stdout}");
+    assert!(stdout.contains("pipe p50 = "), "ratios to hwlink: {stdout}");
+    let json = std::fs::read_to_string(&path).expect("the JSON file");
+    let _ = std::fs::remove_file(&path);
+    let (a, b) = opts().cpus.expect("pinned");
+    for svg in [
+        format!("rtt-cdf-8B-cpus{a}-{b}.svg"),
+        format!("stream-throughput-cpus{a}-{b}.svg"),
+    ] {
+        let text = std::fs::read_to_string(plots.join(&svg))
+            .unwrap_or_else(|e| panic!("plot {svg}: {e}\nstdout:\n{stdout}"));
+        assert!(text.starts_with("<svg") && text.contains("pipe"), "{svg}");
+    }
+    let _ = std::fs::remove_dir_all(&plots);
+    assert!(json.contains("\"machine\":{\"cpu_model\":"), "{json}");
+    assert!(json.contains("\"kernel\":"), "{json}");
+    assert!(!json.contains("\"failed\""), "{json}");
+    assert!(
+        mechanism_line(&json, "pipe").contains("\"ratio_to\":{\"mechanism\":\"hwlink-poll\""),
+        "{json}"
+    );
+    for name in ["hwlink-poll", "pipe", "unix-stream"] {
+        let line = mechanism_line(&json, name);
+        assert!(line.contains("\"run\":true"), "{line}");
+        for size in ["\"size\":8,", "\"size\":4096,"] {
+            assert!(line.contains(size), "{line}");
+        }
+        for figure in [
+            "\"rtt_ns\":{\"p50\":",
+            "\"p999\":",
+            "\"msgs_per_s\":",
+            "\"gb_per_s\":",
+            "\"cpu_ns_per_round_trip\":{\"measurer\":",
+            "\"cpu_ns_per_msg\":{\"sender\":",
+        ] {
+            assert!(line.contains(figure), "{name} lacks {figure}: {line}");
+        }
+        assert!(!line.contains("\"skipped\""), "{line}");
+    }
+    // Every other mechanism is listed, with the reason it did not run.
+    for m in Mechanism::ALL {
+        let line = mechanism_line(&json, m.name());
+        if !["hwlink-poll", "pipe", "unix-stream"].contains(&m.name()) {
+            assert!(line.contains("\"run\":false,\"reason\":\""), "{line}");
+        }
+    }
+    assert!(mechanism_line(&json, "hwlink-mailbox").contains("issue 3"));
+}
+
+#[test]
+fn cli_reports_sizes_a_mechanism_cannot_carry() {
+    let path = temp_json("skip");
+    let p = path.to_str().expect("utf-8 temp path");
+    let out = hwlink(
+        &[
+            "bench",
+            "--quick",
+            "--mechanisms",
+            "posix-mq,unix-dgram,hwlink-mailbox",
+            "--sizes",
+            "32M",
+            "--cpus",
+            "0,0",
+            "--json",
+            p,
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("skipped: "), "{stdout}");
+    let json = std::fs::read_to_string(&path).expect("the JSON file");
+    let _ = std::fs::remove_file(&path);
+    for name in ["posix-mq", "unix-dgram"] {
+        let line = mechanism_line(&json, name);
+        assert!(line.contains("\"size\":33554432"), "{line}");
+        assert!(
+            line.contains("\"status\":\"skipped\",\"reason\":\""),
+            "{name} should be skipped with a reason: {line}"
+        );
+        assert!(!line.contains("\"status\":\"ok\""), "{line}");
+    }
+}
