@@ -1,8 +1,10 @@
 //! `hwlink bench` with real processes: the CLI's JSON report, and a tiny verified round trip and stream through every transport family.
 
+mod run_hwlink;
+
 use hwlink::bench::{self, BenchError, Mechanism, Options};
 use hwlink::Backend;
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 /// The peer is the `hwlink` binary's hidden `bench-peer` subcommand.
@@ -166,34 +168,6 @@ fn mailbox_is_reported_as_not_implemented() {
     }
 }
 
-/// Runs `hwlink args...`, killing it after `limit`.
-fn hwlink(args: &[&str], limit: Duration) -> Output {
-    let child = Command::new(env!("CARGO_BIN_EXE_hwlink"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cannot run hwlink");
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(out) => out.expect("hwlink output"),
-        Err(_) => {
-            // SAFETY: kill has no memory-safety preconditions; the child is
-            // not reaped yet (its waiter thread is still blocked on it).
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            panic!(
-                "`hwlink {}` did not finish within {limit:?}",
-                args.join(" ")
-            );
-        }
-    }
-}
-
 /// The JSON line of mechanism `name` (the report writes one per line).
 fn mechanism_line<'a>(json: &'a str, name: &str) -> &'a str {
     let key = format!("{{\"name\":\"{name}\",");
@@ -212,7 +186,7 @@ fn cli_quick_writes_every_mechanism() {
     let p = path.to_str().expect("utf-8 temp path");
     let plots = std::env::temp_dir().join(format!("hwlink-bench-{}-plots", std::process::id()));
     let plots_arg = plots.to_str().expect("utf-8 temp path");
-    let out = hwlink(
+    let (out, _) = run_hwlink::hwlink(
         &[
             "bench",
             "--quick",
@@ -286,7 +260,7 @@ fn cli_quick_writes_every_mechanism() {
 fn cli_reports_sizes_a_mechanism_cannot_carry() {
     let path = temp_json("skip");
     let p = path.to_str().expect("utf-8 temp path");
-    let out = hwlink(
+    let (out, _) = run_hwlink::hwlink(
         &[
             "bench",
             "--quick",

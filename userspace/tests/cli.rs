@@ -1,42 +1,15 @@
 //! The `hwlink` command line: pingpong with JSON output, ls, rm.
 
 mod common;
+mod run_hwlink;
 
 use common::*;
-use std::process::{Command, Output, Stdio};
+use run_hwlink::hwlink;
 use std::time::{Duration, Instant};
 
 #[test]
 fn peer_entry() {
     common::peer_entry();
-}
-
-/// Runs `hwlink args...`, killing it if it takes longer than `limit`.
-fn hwlink(args: &[&str], limit: Duration) -> (Output, u32) {
-    let child = Command::new(env!("CARGO_BIN_EXE_hwlink"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cannot run hwlink");
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(out) => (out.expect("hwlink output"), pid),
-        Err(_) => {
-            // SAFETY: kill has no memory-safety preconditions; the child is
-            // not reaped yet (its waiter thread is still blocked on it).
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            panic!(
-                "`hwlink {}` did not finish within {limit:?}",
-                args.join(" ")
-            );
-        }
-    }
 }
 
 fn text(b: &[u8]) -> String {
