@@ -143,6 +143,46 @@ fn io_uring_carries_and_verifies() {
 /// (Mechanisms without end-of-file, such as message queues, or an hwlink
 /// link the peer never attached to, are ended by the watchdog instead,
 /// which exits the process: not testable in-process.)
+/// Four processes in a chain: every message goes round 0 → 1 → 2 → 3 → 0
+/// and is checked at each stage and, at the sink, for order and content;
+/// any loss, duplicate or reordering is an error.
+#[test]
+fn pipeline_carries_every_message_in_order() {
+    let o = opts();
+    for m in [Mechanism::HwlinkPoll, Mechanism::Pipe] {
+        let p = bench::pipeline(
+            m,
+            8,
+            &o,
+            3,
+            Duration::from_millis(10),
+            50,
+            Duration::from_millis(10),
+            &launcher,
+        )
+        .unwrap_or_else(|e| panic!("{m} pipeline: {e}"));
+        assert!(!p.samples.is_empty() && p.samples.len() <= 50, "{m}");
+        assert!(
+            p.messages > 0,
+            "{m}: some messages streamed round the chain"
+        );
+        assert!(p.window >= 1, "{m}");
+    }
+    match bench::pipeline(
+        Mechanism::Eventfd,
+        8,
+        &o,
+        3,
+        Duration::from_millis(10),
+        50,
+        Duration::from_millis(10),
+        &launcher,
+    ) {
+        Err(BenchError::Unsupported(r)) => assert!(r.contains("pipeline")),
+        other => panic!("eventfd pipeline: expected a skip, got {other:?}"),
+    }
+}
+
 #[test]
 fn a_peer_that_dies_is_an_error_not_a_hang() {
     let dead = |_: &[String]| Command::new("true");

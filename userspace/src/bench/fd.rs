@@ -185,7 +185,7 @@ fn probe_datagram(a: &OwnedFd, b: &OwnedFd, size: usize, what: &str) -> Result<(
 }
 
 /// A connected loopback TCP pair with `TCP_NODELAY` on both ends.
-fn tcp_pair() -> Result<(OwnedFd, OwnedFd), BenchError> {
+pub(crate) fn tcp_pair() -> Result<(OwnedFd, OwnedFd), BenchError> {
     fn io(what: &'static str) -> impl Fn(std::io::Error) -> BenchError {
         move |e| BenchError::io(what, e)
     }

@@ -88,6 +88,37 @@ pub(super) fn link_child(spec: &PeerSpec) -> Result<Box<dyn Transport>, BenchErr
     Ok(Box::new(Links { tx, rx: Some(rx) }))
 }
 
+/// Pipeline stage `stage`'s link to the next stage, created by this stage.
+pub(super) fn chain_sender(spec: &PeerSpec, stage: usize) -> Result<Sender, BenchError> {
+    builder(spec, &format!("p{stage}"))
+        .create_sender()
+        .map_err(link_err)
+}
+
+/// Pipeline stage `stage`'s end of the chain: receives from the previous
+/// stage's link (waiting up to five seconds for that stage to create it)
+/// and sends on `tx`.
+pub(super) fn chain_end(
+    spec: &PeerSpec,
+    stage: usize,
+    stages: usize,
+    tx: Sender,
+) -> Result<Box<dyn Transport>, BenchError> {
+    let prev = builder(spec, &format!("p{}", (stage + stages - 1) % stages));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let rx = loop {
+        match prev.open_receiver() {
+            Ok(rx) => break rx,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
+            Err(e) => return Err(link_err(e)),
+        }
+    };
+    Ok(Box::new(Links {
+        tx: Some(tx),
+        rx: Some(rx),
+    }))
+}
+
 /// Offsets of the two flags: separate cache lines (and prefetch pairs).
 const PING: usize = 0;
 const PONG: usize = 128;

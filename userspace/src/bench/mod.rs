@@ -8,6 +8,8 @@
 //! - [`round_trip`]: the peer echoes every message; each round trip is timed.
 //! - [`stream`]: this process sends for a while, the peer receives and
 //!   verifies every message (sequence number and content), then reports.
+//! - [`pipeline`]: four processes in a chain, this one the source and the
+//!   sink, measured end to end.
 //!
 //! Both processes measure their own CPU time (`getrusage`) around the
 //! measured phase; the peer prints its figures as one line on its stdout.
@@ -20,12 +22,14 @@ mod eventfd;
 mod fd;
 mod hw;
 mod mq;
+mod pipeline;
 pub mod plan;
 pub mod plot;
 pub mod report;
 mod session;
 mod uring;
 
+pub use pipeline::{pipeline, Pipelined, STAGES};
 pub use session::{peer_main, round_trip, stream, Launcher};
 pub(crate) use session::{ParentSide, PeerSpec};
 

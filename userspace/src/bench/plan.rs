@@ -4,7 +4,9 @@
 //! with a fresh peer process; within a round every mechanism takes its
 //! turn, so that a change in the machine's load hits them all alike.
 
-use super::{round_trip, stream, BenchError, CpuTotals, Launcher, Mechanism, Options, Streamed};
+use super::{
+    pipeline, round_trip, stream, BenchError, CpuTotals, Launcher, Mechanism, Options, Streamed,
+};
 use crate::pingpong::Stats;
 use hwlink_drivers::Backend;
 use std::time::Duration;
@@ -30,6 +32,9 @@ pub struct Plan {
     pub max_round_trips: usize,
     /// Memory for hwlink and the shared buffers.
     pub backend: Backend,
+    /// The two CPUs the pipeline's stages take turns on (None: no
+    /// pipeline). Its message size is the first round-trip size.
+    pub pipeline_cpus: Option<(usize, usize)>,
 }
 
 /// How one cell went.
@@ -67,6 +72,21 @@ pub struct RoundTripFigures {
     pub cpu: CpuTotals,
 }
 
+/// Pipeline figures of one mechanism: four processes in a chain.
+#[derive(Clone, Debug)]
+pub struct PipelineFigures {
+    /// End-to-end percentiles (four hops) in nanoseconds, one in flight.
+    pub stats: Stats,
+    /// End-to-end trips timed.
+    pub count: usize,
+    /// Messages streamed round the chain, each verified at the sink.
+    pub messages: u64,
+    /// Messages per second while streaming.
+    pub msgs_per_s: f64,
+    /// Messages in flight while streaming.
+    pub window: usize,
+}
+
 /// One measured (or skipped) combination.
 #[derive(Clone, Debug)]
 pub struct Cell<T> {
@@ -87,6 +107,8 @@ pub struct Results {
     pub round_trip: Vec<Cell<RoundTripFigures>>,
     /// Streams.
     pub stream: Vec<Cell<Streamed>>,
+    /// Pipelines (CPUs: the two the stages take turns on).
+    pub pipeline: Vec<Cell<PipelineFigures>>,
 }
 
 impl Results {
@@ -147,7 +169,12 @@ pub fn run(plan: &Plan, launch: Launcher<'_>, progress: Progress<'_>) -> Results
     };
     let rt_cells = cells(&plan.round_trip_sizes, &plan.round_trip_cpus);
     let st_cells = cells(&plan.stream_sizes, &plan.stream_cpus);
-    let total = (rt_cells.len() + st_cells.len()) * rounds;
+    let pl_size = plan.round_trip_sizes.first().copied().unwrap_or(8);
+    let pl_cells: Vec<(Mechanism, usize, (usize, usize))> = plan
+        .pipeline_cpus
+        .map(|c| plan.mechanisms.iter().map(|&m| (m, pl_size, c)).collect())
+        .unwrap_or_default();
+    let total = (rt_cells.len() + st_cells.len()) * rounds + pl_cells.len();
     let mut done = 0;
     let per_round = plan.duration / rounds as u32;
 
@@ -253,6 +280,51 @@ pub fn run(plan: &Plan, launch: Launcher<'_>, progress: Progress<'_>) -> Results
                 Ok(s) => Status::Done(s),
                 Err(s) => s,
             },
+        });
+    }
+
+    // Pipelines: one session each, half the cell's time timing trips and
+    // half streaming.
+    for &(mechanism, size, cpus) in &pl_cells {
+        done += 1;
+        progress(
+            done,
+            total,
+            &format!("pipeline {mechanism} {size} B CPUs {},{}", cpus.0, cpus.1),
+        );
+        let opts = Options {
+            backend: plan.backend,
+            cpus: Some(cpus),
+        };
+        let half = plan.duration / 2;
+        let warmup = (plan.max_round_trips / 20).clamp(20, 2000);
+        let status = match pipeline(
+            mechanism,
+            size,
+            &opts,
+            warmup,
+            half,
+            plan.max_round_trips.max(1),
+            half,
+            launch,
+        ) {
+            Ok(mut p) => match Stats::from_samples(&mut p.samples) {
+                Some(stats) => Status::Done(PipelineFigures {
+                    stats,
+                    count: p.samples.len(),
+                    messages: p.messages,
+                    msgs_per_s: p.msgs_per_s(),
+                    window: p.window,
+                }),
+                None => Status::Failed("no end-to-end trips were measured".into()),
+            },
+            Err(e) => status_of(e),
+        };
+        res.pipeline.push(Cell {
+            mechanism,
+            size,
+            cpus,
+            status,
         });
     }
     res

@@ -1,6 +1,6 @@
 //! The results of a run as terminal tables and as one JSON document.
 
-use super::plan::{Cell, Plan, Results, RoundTripFigures, Status};
+use super::plan::{Cell, PipelineFigures, Plan, Results, RoundTripFigures, Status};
 use super::{Mechanism, Streamed};
 use std::fmt::Write as _;
 
@@ -180,6 +180,58 @@ pub fn stream_table(res: &Results) -> String {
     out
 }
 
+/// The pipeline table: four processes in a chain, measured end to end.
+pub fn pipeline_table(res: &Results) -> String {
+    let mut out = String::new();
+    let Some(first) = res.pipeline.first() else {
+        return out;
+    };
+    let _ = writeln!(
+        out,
+        "\nPipeline, 4 processes (0 → 1 → 2 → 3 → 0), stages on CPUs {},{},{},{} (end to end µs, one in flight; msgs/s with a window in flight, verified)",
+        first.cpus.0, first.cpus.1, first.cpus.0, first.cpus.1
+    );
+    let _ = writeln!(
+        out,
+        "{:>7} {:<18} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9} {:>12} {:>6}  p50 vs hwlink",
+        "size", "mechanism", "p50", "p90", "p99", "p99.9", "max", "mean", "msgs/s", "window"
+    );
+    for c in &res.pipeline {
+        let _ = write!(out, "{:>7} {:<18} ", size_label(c.size), c.mechanism.name());
+        match &c.status {
+            Status::Done(f) => {
+                let s = &f.stats;
+                let reference = Results::reference(&res.pipeline, c.size, c.cpus)
+                    .filter(|r| r.mechanism != c.mechanism)
+                    .and_then(|r| r.status.done().map(|d| (r.mechanism, d.stats.p50)));
+                let vs = reference.map_or(String::new(), |(m, p50)| {
+                    format!(
+                        "{} p50 = {} {m}",
+                        c.mechanism,
+                        ratio(s.p50 as f64 / p50.max(1) as f64)
+                    )
+                });
+                let _ = writeln!(
+                    out,
+                    "{:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>10.3} {:>9.3} {:>12.0} {:>6}  {vs}",
+                    us(s.p50),
+                    us(s.p90),
+                    us(s.p99),
+                    us(s.p999),
+                    us(s.max),
+                    us(s.mean),
+                    f.msgs_per_s,
+                    f.window
+                );
+            }
+            other => {
+                let _ = writeln!(out, "{}", not_done(other));
+            }
+        }
+    }
+    out
+}
+
 /// A JSON string literal.
 fn js(s: &str) -> String {
     let mut o = String::with_capacity(s.len() + 2);
@@ -279,6 +331,34 @@ fn st_json(res: &Results, c: &Cell<Streamed>) -> String {
     )
 }
 
+fn pl_json(res: &Results, c: &Cell<PipelineFigures>) -> String {
+    let body = status_json(&c.status, |f| {
+        let reference = Results::reference(&res.pipeline, c.size, c.cpus)
+            .and_then(|r| r.status.done().map(|d| (r.mechanism, d)));
+        let vs = reference.map_or(String::new(), |(m, r)| {
+            format!(
+                r#","ratio_to":{{"mechanism":{},"p50":{},"p99":{},"msgs_per_s":{}}}"#,
+                js(m.name()),
+                jf(f.stats.p50 as f64 / r.stats.p50.max(1) as f64),
+                jf(f.stats.p99 as f64 / r.stats.p99.max(1) as f64),
+                jf(f.msgs_per_s / r.msgs_per_s.max(1e-9))
+            )
+        });
+        format!(
+            r#""trips":{},"end_to_end_ns":{},"streamed":{{"messages":{},"window":{},"verified":true,"msgs_per_s":{}}}{vs}"#,
+            f.count,
+            f.stats.to_json(),
+            f.messages,
+            f.window,
+            jf(f.msgs_per_s)
+        )
+    });
+    format!(
+        r#"{{"stages":4,"size":{},"cpus":[{},{},{},{}],{body}}}"#,
+        c.size, c.cpus.0, c.cpus.1, c.cpus.0, c.cpus.1
+    )
+}
+
 /// The whole run as one JSON document: machine, plan, and every mechanism
 /// (run, skipped or not selected, each with its reason).
 pub fn to_json(machine: &Machine, plan: &Plan, res: &Results) -> String {
@@ -316,13 +396,17 @@ pub fn to_json(machine: &Machine, plan: &Plan, res: &Results) -> String {
                 .filter(|c| c.mechanism == m)
                 .map(|c| st_json(res, c))
                 .collect();
+            let pl = res.pipeline.iter().find(|c| c.mechanism == m).map_or_else(
+                || ",\"pipeline\":null".to_string(),
+                |c| format!(",\"pipeline\":{}", pl_json(res, c)),
+            );
             let note = if m == Mechanism::Floor {
                 r#","note":"two busy-polled cache-line flags: one 8-byte word moves at every size""#
             } else {
                 ""
             };
             format!(
-                r#"{{"name":{},"run":true{note},"round_trip":[{}],"stream":[{}]}}"#,
+                r#"{{"name":{},"run":true{note},"round_trip":[{}],"stream":[{}]{pl}}}"#,
                 js(m.name()),
                 rt.join(","),
                 st.join(",")

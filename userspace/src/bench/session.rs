@@ -1,8 +1,8 @@
 //! One measurement: set up a channel, spawn and pin the peer, run a workload, collect both sides' figures.
 
 use super::{
-    check, cpu_time_ns, eventfd, fd, fill, hw, mq, seq_of, uring, verify, BenchError, CpuTotals,
-    Mechanism, Options, RoundTrips, Streamed, Transport, Workload, STOP,
+    check, cpu_time_ns, eventfd, fd, fill, hw, mq, pipeline, seq_of, uring, verify, BenchError,
+    CpuTotals, Mechanism, Options, RoundTrips, Streamed, Transport, Workload, STOP,
 };
 use crate::liveness::pin_to_cpu;
 use hwlink_drivers::Backend;
@@ -27,10 +27,12 @@ pub(crate) struct PeerSpec {
     pub fds: Vec<i32>,
     /// A System V queue id.
     pub id: i64,
+    /// The pipeline stage this peer runs (1 to 3); 0 outside the pipeline.
+    pub stage: usize,
 }
 
 impl PeerSpec {
-    fn to_args(&self) -> Vec<String> {
+    pub(super) fn to_args(&self) -> Vec<String> {
         let mut a = vec![
             "--mechanism".to_string(),
             self.mechanism.name().into(),
@@ -47,6 +49,9 @@ impl PeerSpec {
         ];
         if let Some(c) = self.cpu {
             a.extend(["--cpu".into(), c.to_string()]);
+        }
+        if self.stage > 0 {
+            a.extend(["--stage".into(), self.stage.to_string()]);
         }
         if !self.fds.is_empty() {
             let fds: Vec<String> = self.fds.iter().map(i32::to_string).collect();
@@ -66,6 +71,7 @@ impl PeerSpec {
             name: String::new(),
             fds: Vec::new(),
             id: -1,
+            stage: 0,
         };
         let mut it = args.iter();
         while let Some(flag) = it.next() {
@@ -90,6 +96,7 @@ impl PeerSpec {
                 "--name" => spec.name = v.clone(),
                 "--id" => spec.id = num(v)?,
                 "--cpu" => spec.cpu = Some(num(v)? as usize),
+                "--stage" => spec.stage = num(v)? as usize,
                 "--fds" => {
                     spec.fds = v
                         .split(',')
@@ -125,7 +132,7 @@ impl ParentSide {
 static SESSIONS: AtomicU32 = AtomicU32::new(0);
 
 /// A unique base name for one session's named objects.
-fn session_name() -> String {
+pub(super) fn session_name() -> String {
     format!(
         "hb{}-{}",
         std::process::id(),
@@ -182,7 +189,7 @@ fn open_child(spec: &PeerSpec) -> Result<Box<dyn Transport>, BenchError> {
     }
 }
 
-fn current_mask() -> Option<libc::cpu_set_t> {
+pub(super) fn current_mask() -> Option<libc::cpu_set_t> {
     // SAFETY: a zeroed cpu_set_t is a valid empty set, filled by the call.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: pointer and size describe `set`.
@@ -222,6 +229,7 @@ impl Session {
             name: session_name(),
             fds: Vec::new(),
             id: -1,
+            stage: 0,
         };
         // Pin first: an hwlink end records its CPU mask when it attaches,
         // and the peer uses it to tell whether the two share a core.
@@ -282,30 +290,38 @@ impl Session {
         self.ending.store(true, Ordering::SeqCst);
         fill(&mut self.buf, STOP);
         let sent = self.transport.send(&self.buf);
-        let mut out = String::new();
-        if let Some(mut so) = self.child.stdout.take() {
-            let _ = so.read_to_string(&mut out);
-        }
-        let status = self
-            .child
-            .wait()
-            .map_err(|e| BenchError::io("waiting for the peer", e))?;
-        sent?;
-        if !status.success() {
-            return Err(BenchError::Peer(format!("exited with {status}")));
-        }
-        let line = out
-            .lines()
-            .find_map(|l| l.find(REPORT_TAG).map(|i| &l[i + REPORT_TAG.len()..]))
-            .ok_or_else(|| BenchError::Peer(format!("no report line in its output {out:?}")))?;
-        let field = |k: &str| -> Result<u64, BenchError> {
-            line.split_whitespace()
-                .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('='))
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(|| BenchError::Peer(format!("bad report line {line:?}")))
-        };
-        Ok((field("msgs")?, field("elapsed_ns")?, field("cpu_ns")?))
+        collect_report(&mut self.child, sent)
     }
+}
+
+/// Waits for a peer that was told to stop and returns its report line's
+/// figures: (messages, elapsed ns, cpu ns). `sent` is how telling it went.
+pub(super) fn collect_report(
+    child: &mut Child,
+    sent: Result<(), BenchError>,
+) -> Result<(u64, u64, u64), BenchError> {
+    let mut out = String::new();
+    if let Some(mut so) = child.stdout.take() {
+        let _ = so.read_to_string(&mut out);
+    }
+    let status = child
+        .wait()
+        .map_err(|e| BenchError::io("waiting for the peer", e))?;
+    sent?;
+    if !status.success() {
+        return Err(BenchError::Peer(format!("exited with {status}")));
+    }
+    let line = out
+        .lines()
+        .find_map(|l| l.find(REPORT_TAG).map(|i| &l[i + REPORT_TAG.len()..]))
+        .ok_or_else(|| BenchError::Peer(format!("no report line in its output {out:?}")))?;
+    let field = |k: &str| -> Result<u64, BenchError> {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('='))
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| BenchError::Peer(format!("bad report line {line:?}")))
+    };
+    Ok((field("msgs")?, field("elapsed_ns")?, field("cpu_ns")?))
 }
 
 impl Drop for Session {
@@ -330,7 +346,7 @@ const DEAD_PEER_GRACE: Duration = Duration::from_secs(3);
 /// mechanisms (message queues, eventfd, a link it never attached to) would
 /// leave this side blocked for ever. After a grace period the watchdog then
 /// ends this process with an error, rather than let it hang.
-fn watch_peer(pid: u32, mechanism: Mechanism, ending: Arc<AtomicBool>) {
+pub(super) fn watch_peer(pid: u32, mechanism: Mechanism, ending: Arc<AtomicBool>) {
     std::thread::spawn(move || {
         // SAFETY: siginfo_t is plain data; zeroed is valid and waitid fills it.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
@@ -357,7 +373,7 @@ fn watch_peer(pid: u32, mechanism: Mechanism, ending: Arc<AtomicBool>) {
     });
 }
 
-const REPORT_TAG: &str = "@hwlink-bench ";
+pub(super) const REPORT_TAG: &str = "@hwlink-bench ";
 
 /// Measures round trips of `size`-byte messages with a fresh peer: a
 /// warm-up of `warmup` round trips, then round trips until `budget` has
@@ -464,6 +480,9 @@ pub fn peer_main(args: &[String]) -> Result<(), BenchError> {
     let spec = PeerSpec::parse(args)?;
     if let Some(cpu) = spec.cpu {
         pin_to_cpu(cpu).map_err(|e| BenchError::io(format!("pinning to CPU {cpu}"), e))?;
+    }
+    if spec.stage > 0 {
+        return pipeline::stage_main(&spec);
     }
     let mut t = open_child(&spec)?;
     let mut buf = vec![0u8; spec.size];

@@ -188,6 +188,7 @@ fn bench_cmd(args: BenchArgs) -> Result<(), BoxError> {
         None if two_cpus => (vec![(0, 1), (0, 0)], vec![(0, 1)]),
         None => (vec![(0, 0)], vec![(0, 0)]),
     };
+    let pipeline_cpus = st_cpus.first().copied();
     let plan = plan::Plan {
         mechanisms,
         round_trip_sizes: rt_sizes,
@@ -198,6 +199,7 @@ fn bench_cmd(args: BenchArgs) -> Result<(), BoxError> {
         duration: std::time::Duration::from_secs_f64(secs),
         max_round_trips: if args.quick { 20_000 } else { 200_000 },
         backend: args.backend,
+        pipeline_cpus,
     };
     let machine = report::Machine::detect(backend_used(args.backend)?);
     println!(
@@ -224,6 +226,7 @@ fn bench_cmd(args: BenchArgs) -> Result<(), BoxError> {
     bar.finish_and_clear();
     print!("{}", report::round_trip_table(&results));
     print!("{}", report::stream_table(&results));
+    print!("{}", report::pipeline_table(&results));
     if let Some(path) = &args.json {
         std::fs::write(path, report::to_json(&machine, &plan, &results))
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;

@@ -1,0 +1,332 @@
+//! The pipeline workload: four processes in a chain 0 → 1 → 2 → 3 → 0, measured end to end by stage 0.
+//!
+//! Stage 0 (this process) is the source and the sink: it spawns stages 1 to
+//! 3 as peer processes, each of which receives a message, checks that its
+//! sequence number is the next one expected and forwards it unchanged.
+//! Stage 0 first times messages one at a time through the four hops, then
+//! streams with a window of messages in flight, verifying at the sink that
+//! every message came back exactly once, in order and intact.
+
+use super::session::{collect_report, current_mask, session_name, watch_peer, REPORT_TAG};
+use super::{
+    check, cpu_time_ns, fd, fill, hw, seq_of, verify, BenchError, Launcher, Mechanism, Options,
+    PeerSpec, Transport, Workload, STOP,
+};
+use crate::liveness::pin_to_cpu;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Processes in the chain, the measuring one included.
+pub const STAGES: usize = 4;
+
+/// Most messages in flight while streaming through the chain.
+const MAX_WINDOW: usize = 64;
+
+/// What one pipeline measurement found.
+#[derive(Clone, Debug, Default)]
+pub struct Pipelined {
+    /// Nanoseconds of each end-to-end trip (four hops), one message in flight.
+    pub samples: Vec<u64>,
+    /// Messages streamed with `window` in flight, each verified at the sink.
+    pub messages: u64,
+    /// Stage 0's time from the first streamed send to the last receive.
+    pub elapsed_ns: u64,
+    /// Messages in flight while streaming.
+    pub window: usize,
+}
+
+impl Pipelined {
+    /// Messages per second through the whole chain while streaming.
+    pub fn msgs_per_s(&self) -> f64 {
+        self.messages as f64 * 1e9 / self.elapsed_ns.max(1) as f64
+    }
+}
+
+/// How the chain's hops are made for a mechanism.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Links,
+    Fds,
+}
+
+fn kind_of(m: Mechanism) -> Result<Kind, BenchError> {
+    match m {
+        Mechanism::HwlinkPoll | Mechanism::HwlinkSpinPark | Mechanism::HwlinkPark => {
+            Ok(Kind::Links)
+        }
+        Mechanism::Pipe | Mechanism::UnixStream | Mechanism::Tcp => Ok(Kind::Fds),
+        _ => Err(BenchError::Unsupported(
+            "pipeline not implemented for this mechanism yet".into(),
+        )),
+    }
+}
+
+/// One byte-stream hop: (write end, read end).
+fn fd_hop(m: Mechanism) -> Result<(OwnedFd, OwnedFd), BenchError> {
+    match m {
+        Mechanism::Pipe => fd::pipe().map(|(r, w)| (w, r)),
+        Mechanism::UnixStream => fd::socketpair(libc::SOCK_STREAM),
+        Mechanism::Tcp => fd::tcp_pair(),
+        other => unreachable!("{other} has no descriptor hops"),
+    }
+}
+
+/// Messages in flight while streaming: few enough that every hop's buffer
+/// holds them all, so no stage can block the one before it for ever.
+fn window_for(size: usize) -> usize {
+    let by_bytes = (64 * 1024) / size.max(1);
+    (by_bytes.min(hw::link_capacity(size) as usize)).clamp(1, MAX_WINDOW)
+}
+
+/// The peer stages of a running chain; killed if dropped before they end.
+struct Chain {
+    children: Vec<Child>,
+    ending: Arc<AtomicBool>,
+    saved_mask: Option<libc::cpu_set_t>,
+}
+
+impl Drop for Chain {
+    fn drop(&mut self) {
+        self.ending.store(true, Ordering::SeqCst);
+        for c in &mut self.children {
+            if let Ok(None) = c.try_wait() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        if let Some(set) = self.saved_mask.take() {
+            // SAFETY: restores a mask read from the kernel.
+            unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+        }
+    }
+}
+
+/// The CPU of stage `k`: the stages go round-robin over the two CPUs.
+fn cpu_of(opts: &Options, k: usize) -> Option<usize> {
+    opts.cpus.map(|(a, b)| if k % 2 == 0 { a } else { b })
+}
+
+/// Measures the pipeline of `size`-byte messages with fresh stages: a
+/// warm-up of `warmup` trips, end-to-end trips until `budget` has passed or
+/// `max_count` were timed (at least one), then a stream with a window of
+/// messages in flight for `duration`.
+#[allow(clippy::too_many_arguments)]
+pub fn pipeline(
+    mechanism: Mechanism,
+    size: usize,
+    opts: &Options,
+    warmup: usize,
+    budget: Duration,
+    max_count: usize,
+    duration: Duration,
+    launch: Launcher<'_>,
+) -> Result<Pipelined, BenchError> {
+    let kind = kind_of(mechanism)?;
+    if size < 8 {
+        return Err(BenchError::Unsupported(
+            "messages must be at least 8 bytes (the sequence number); pick a larger size".into(),
+        ));
+    }
+    let base = PeerSpec {
+        mechanism,
+        workload: Workload::Stream,
+        size,
+        backend: opts.backend,
+        cpu: None,
+        name: session_name(),
+        fds: Vec::new(),
+        id: -1,
+        stage: 0,
+    };
+    let mut chain = Chain {
+        children: Vec::new(),
+        ending: Arc::new(AtomicBool::new(false)),
+        saved_mask: current_mask(),
+    };
+    // Pin first: an hwlink end records its CPU mask when it attaches.
+    if let Some(cpu) = cpu_of(opts, 0) {
+        pin_to_cpu(cpu).map_err(|e| BenchError::io(format!("pinning to CPU {cpu}"), e))?;
+    }
+    // Hop k carries messages from stage k to stage k + 1 (mod 4): its
+    // write end, then its read end.
+    let mut wr: Vec<Option<OwnedFd>> = Vec::new();
+    let mut rd: Vec<Option<OwnedFd>> = Vec::new();
+    let mut link_tx = None;
+    match kind {
+        Kind::Fds => {
+            for _ in 0..STAGES {
+                let (w, r) = fd_hop(mechanism)?;
+                wr.push(Some(w));
+                rd.push(Some(r));
+            }
+        }
+        Kind::Links => link_tx = Some(hw::chain_sender(&base, 0)?),
+    }
+    for k in 1..STAGES {
+        let mut spec = base.clone();
+        spec.stage = k;
+        spec.cpu = cpu_of(opts, k);
+        // Stage k gets the read end of hop k - 1 and the write end of hop
+        // k; ours are closed once it has them.
+        let give: Vec<OwnedFd> = if kind == Kind::Fds {
+            vec![
+                rd[k - 1].take().expect("each read end goes once"),
+                wr[k].take().expect("each write end goes once"),
+            ]
+        } else {
+            Vec::new()
+        };
+        spec.fds = give.iter().map(AsRawFd::as_raw_fd).collect();
+        for fd in &spec.fds {
+            // SAFETY: fcntl on a descriptor we own; clearing FD_CLOEXEC
+            // lets this stage inherit it.
+            let rc = unsafe { libc::fcntl(*fd, libc::F_SETFD, 0) };
+            check(rc, "fcntl(F_SETFD)")?;
+        }
+        let child = launch(&spec.to_args())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| BenchError::io("spawning a pipeline stage", e))?;
+        watch_peer(child.id(), mechanism, Arc::clone(&chain.ending));
+        chain.children.push(child);
+        drop(give);
+    }
+    let mut t: Box<dyn Transport> = match kind {
+        Kind::Fds => {
+            let r = rd[STAGES - 1].take().expect("hop 3's read end");
+            let w = wr[0].take().expect("hop 0's write end");
+            Box::new(fd::FdChannel::new(
+                r.as_raw_fd(),
+                w.as_raw_fd(),
+                fd::Kind::Bytes,
+                vec![r, w],
+            ))
+        }
+        Kind::Links => hw::chain_end(&base, 0, STAGES, link_tx.take().expect("created"))?,
+    };
+
+    let mut out = vec![0u8; size];
+    let mut back = vec![0u8; size];
+    let mut seq = 0u64;
+    // One message in flight: warm-up, then timed trips.
+    let mut trip = |t: &mut Box<dyn Transport>, seq: u64| -> Result<u64, BenchError> {
+        fill(&mut out, seq);
+        let start = Instant::now();
+        t.send(&out)?;
+        t.recv(&mut back)?;
+        let ns = start.elapsed().as_nanos() as u64;
+        verify(&back, seq)?;
+        Ok(ns)
+    };
+    for _ in 0..warmup.max(1) {
+        trip(&mut t, seq)?;
+        seq += 1;
+    }
+    let mut samples = Vec::with_capacity(max_count.min(1 << 20));
+    let start = Instant::now();
+    while samples.is_empty() || (samples.len() < max_count && start.elapsed() < budget) {
+        samples.push(trip(&mut t, seq)?);
+        seq += 1;
+    }
+
+    // Many in flight: keep `window` messages in the chain until `duration`
+    // has passed, then drain; the sink checks each one in turn.
+    let window = window_for(size);
+    let first = seq;
+    let mut next_back = seq;
+    let start = Instant::now();
+    let mut sending = true;
+    while sending || next_back < seq {
+        while sending && seq - next_back < window as u64 {
+            fill(&mut out, seq);
+            t.send(&out)?;
+            seq += 1;
+            if seq % 16 == 0 && start.elapsed() >= duration {
+                sending = false;
+            }
+        }
+        t.recv(&mut back)?;
+        verify(&back, next_back)?;
+        next_back += 1;
+    }
+    let elapsed_ns = start.elapsed().as_nanos() as u64;
+
+    // Stop: the stop message goes round the chain and comes back.
+    chain.ending.store(true, Ordering::SeqCst);
+    fill(&mut out, STOP);
+    t.send(&out)?;
+    t.recv(&mut back)?;
+    if seq_of(&back) != STOP {
+        return Err(BenchError::Verify(format!(
+            "expected the stop message back, got message {}",
+            seq_of(&back)
+        )));
+    }
+    for (k, child) in chain.children.iter_mut().enumerate() {
+        let (msgs, _, _) = collect_report(child, Ok(()))?;
+        if msgs != seq {
+            return Err(BenchError::Verify(format!(
+                "stage {} forwarded {msgs} messages, stage 0 sent {seq}",
+                k + 1
+            )));
+        }
+    }
+    Ok(Pipelined {
+        samples,
+        messages: seq - first,
+        elapsed_ns,
+        window,
+    })
+}
+
+/// A peer stage (1 to 3): forwards every message to the next stage after
+/// checking its sequence number, until the stop message, which it forwards
+/// too; then prints its report line.
+pub(super) fn stage_main(spec: &PeerSpec) -> Result<(), BenchError> {
+    let k = spec.stage;
+    if k >= STAGES {
+        return Err(BenchError::PeerArgs(format!("no pipeline stage {k}")));
+    }
+    let mut t: Box<dyn Transport> = match kind_of(spec.mechanism)? {
+        Kind::Links => {
+            let tx = hw::chain_sender(spec, k)?;
+            hw::chain_end(spec, k, STAGES, tx)?
+        }
+        Kind::Fds => {
+            let fds = fd::inherited(spec, 2)?;
+            let (rd, wr) = (fds[0].as_raw_fd(), fds[1].as_raw_fd());
+            Box::new(fd::FdChannel::new(rd, wr, fd::Kind::Bytes, fds))
+        }
+    };
+    let mut buf = vec![0u8; spec.size];
+    let mut next = 0u64;
+    let mut started: Option<(Instant, u64)> = None;
+    loop {
+        t.recv(&mut buf)?;
+        if started.is_none() {
+            started = Some((Instant::now(), cpu_time_ns()));
+        }
+        let seq = seq_of(&buf);
+        if seq != STOP && seq != next {
+            return Err(BenchError::Verify(format!(
+                "pipeline stage {k} received message {seq}, expected {next}"
+            )));
+        }
+        t.send(&buf)?;
+        if seq == STOP {
+            break;
+        }
+        next += 1;
+    }
+    let (t0, cpu0) = started.expect("received at least the stop message");
+    println!(
+        "{REPORT_TAG}msgs={next} elapsed_ns={} cpu_ns={}",
+        t0.elapsed().as_nanos(),
+        cpu_time_ns() - cpu0
+    );
+    Ok(())
+}
