@@ -115,12 +115,32 @@ impl Results {
     /// The reference mechanism's cell for ratios: hwlink-poll, else the
     /// first hwlink mechanism measured at the same size and CPUs.
     pub fn reference<T>(cells: &[Cell<T>], size: usize, cpus: (usize, usize)) -> Option<&Cell<T>> {
+        Self::reference_preferring(cells, size, cpus, Mechanism::HwlinkPoll)
+    }
+
+    /// The pipeline's reference: hwlink's default strategy (spin-park).
+    /// Four busy-polling stages on fewer CPUs wait for the scheduler at
+    /// every hop, so busy-poll is no fair yardstick there.
+    pub fn pipeline_reference<T>(
+        cells: &[Cell<T>],
+        size: usize,
+        cpus: (usize, usize),
+    ) -> Option<&Cell<T>> {
+        Self::reference_preferring(cells, size, cpus, Mechanism::HwlinkSpinPark)
+    }
+
+    fn reference_preferring<T>(
+        cells: &[Cell<T>],
+        size: usize,
+        cpus: (usize, usize),
+        first: Mechanism,
+    ) -> Option<&Cell<T>> {
         let at = |m: Mechanism| {
             cells.iter().find(|c| {
                 c.mechanism == m && c.size == size && c.cpus == cpus && c.status.done().is_some()
             })
         };
-        at(Mechanism::HwlinkPoll).or_else(|| {
+        at(first).or_else(|| {
             Mechanism::ALL
                 .into_iter()
                 .filter(|m| m.is_hwlink())

@@ -201,7 +201,7 @@ pub fn pipeline_table(res: &Results) -> String {
         match &c.status {
             Status::Done(f) => {
                 let s = &f.stats;
-                let reference = Results::reference(&res.pipeline, c.size, c.cpus)
+                let reference = Results::pipeline_reference(&res.pipeline, c.size, c.cpus)
                     .filter(|r| r.mechanism != c.mechanism)
                     .and_then(|r| r.status.done().map(|d| (r.mechanism, d.stats.p50)));
                 let vs = reference.map_or(String::new(), |(m, p50)| {
@@ -333,7 +333,7 @@ fn st_json(res: &Results, c: &Cell<Streamed>) -> String {
 
 fn pl_json(res: &Results, c: &Cell<PipelineFigures>) -> String {
     let body = status_json(&c.status, |f| {
-        let reference = Results::reference(&res.pipeline, c.size, c.cpus)
+        let reference = Results::pipeline_reference(&res.pipeline, c.size, c.cpus)
             .and_then(|r| r.status.done().map(|d| (r.mechanism, d)));
         let vs = reference.map_or(String::new(), |(m, r)| {
             format!(
