@@ -7,14 +7,16 @@
 //! streams with a window of messages in flight, verifying at the sink that
 //! every message came back exactly once, in order and intact.
 
-use super::session::{collect_report, current_mask, session_name, watch_peer, REPORT_TAG};
+use super::session::{
+    collect_report, current_mask, session_name, spawn_peer, watch_peer, REPORT_TAG,
+};
 use super::{
-    check, cpu_time_ns, fd, fill, hw, seq_of, verify, BenchError, Launcher, Mechanism, Options,
-    PeerSpec, Transport, Workload, STOP,
+    cpu_time_ns, fd, fill, hw, seq_of, verify, BenchError, Launcher, Mechanism, Options, PeerSpec,
+    Transport, Workload, STOP,
 };
 use crate::liveness::pin_to_cpu;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -180,17 +182,7 @@ pub fn pipeline(
             Vec::new()
         };
         spec.fds = give.iter().map(AsRawFd::as_raw_fd).collect();
-        for fd in &spec.fds {
-            // SAFETY: fcntl on a descriptor we own; clearing FD_CLOEXEC
-            // lets this stage inherit it.
-            let rc = unsafe { libc::fcntl(*fd, libc::F_SETFD, 0) };
-            check(rc, "fcntl(F_SETFD)")?;
-        }
-        let child = launch(&spec.to_args())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .map_err(|e| BenchError::io("spawning a pipeline stage", e))?;
+        let child = spawn_peer(&spec, launch, "spawning a pipeline stage")?;
         watch_peer(child.id(), mechanism, Arc::clone(&chain.ending));
         chain.children.push(child);
         drop(give);

@@ -248,17 +248,7 @@ impl Session {
             let side = setup_parent(&spec, opts)?;
             spec.fds = side.child_fds.iter().map(AsRawFd::as_raw_fd).collect();
             spec.id = side.id;
-            for fd in &spec.fds {
-                // SAFETY: fcntl on a descriptor we own; clearing FD_CLOEXEC
-                // lets the peer inherit it.
-                let rc = unsafe { libc::fcntl(*fd, libc::F_SETFD, 0) };
-                check(rc, "fcntl(F_SETFD)")?;
-            }
-            let child = launch(&spec.to_args())
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .spawn()
-                .map_err(|e| BenchError::io("spawning the peer process", e))?;
+            let child = spawn_peer(&spec, launch, "spawning the peer process")?;
             // The peer has its copies: close ours, so that a dead peer shows
             // as end-of-file.
             drop(side.child_fds);
@@ -472,6 +462,26 @@ pub fn stream(
 
 /// The peer process: opens its side as its arguments say, echoes (round
 /// trip) or receives and verifies (stream) until the stop message, then
+/// Lets the peer inherit `spec.fds` (clears FD_CLOEXEC) and spawns it with
+/// `launch`, its stdout piped for the report.
+pub(crate) fn spawn_peer(
+    spec: &PeerSpec,
+    launch: Launcher<'_>,
+    what: &str,
+) -> Result<Child, BenchError> {
+    for fd in &spec.fds {
+        // SAFETY: fcntl on a descriptor we own; clearing FD_CLOEXEC lets the
+        // peer inherit it.
+        let rc = unsafe { libc::fcntl(*fd, libc::F_SETFD, 0) };
+        check(rc, "fcntl(F_SETFD)")?;
+    }
+    launch(&spec.to_args())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| BenchError::io(what.to_string(), e))
+}
+
 /// prints one report line on stdout.
 pub fn peer_main(args: &[String]) -> Result<(), BenchError> {
     // SAFETY: PR_SET_PDEATHSIG takes a signal number and changes only this
