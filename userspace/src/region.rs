@@ -42,6 +42,14 @@ impl RegionMap {
     fn base(&self) -> *mut u8 {
         self.region.as_ptr()
     }
+    /// The first byte of `obj`, an entry of this region's validated object
+    /// table (so `obj.offset + obj.size` is within the mapping). The memory
+    /// stays mapped while `self` lives.
+    #[allow(dead_code)] // used by the domain, mailbox and chain modules
+    pub(crate) fn object_base(&self, obj: &ObjectInfo) -> *mut u8 {
+        debug_assert!(obj.offset.saturating_add(obj.size) <= self.region.len() as u64);
+        self.base().wrapping_add(obj.offset as usize)
+    }
 }
 
 /// One validated entry of the object table.
@@ -79,39 +87,95 @@ fn round_up(x: u64, to: u64) -> Option<u64> {
     x.checked_add(to - 1).map(|v| v / to * to)
 }
 
-/// Creates a region named `name` holding one SPSC ring of `geometry`.
-pub(crate) fn create_ring_region(
+/// One object a creator puts into a new region.
+pub(crate) struct ObjectSpec<'a> {
+    /// `HWL_OBJ_*`.
+    pub kind: u32,
+    /// Name in the object table (at most `HWL_NAME_LEN` bytes are kept).
+    pub name: &'a str,
+    /// Bytes the object needs; rounded up to `HWL_OBJ_ALIGN`.
+    pub size: u64,
+    /// Writes the object's initial contents into zero-filled memory at
+    /// `base`, `size` bytes long, before the region is published. Runs while
+    /// nobody else can have validated the region (the magic is still zero).
+    pub init: &'a dyn Fn(ObjectInit),
+}
+
+/// Zero-filled, exclusively owned memory of one object being created.
+pub(crate) struct ObjectInit {
+    pub base: *mut u8,
+    pub size: u64,
+}
+
+/// Creates region `name` holding `objects`, laid out one after another on
+/// `HWL_OBJ_ALIGN` boundaries, with `features` in its header; initialises
+/// every object and publishes the region (R-mag).
+///
+/// With `keep_file`, the file outlives the creating handle (it is removed by
+/// its owner's protocol, or by `hwlink rm`); otherwise dropping the last
+/// handle of the creator unlinks it.
+pub(crate) fn create_region(
     name: &str,
-    geometry: Geometry,
     backend: Backend,
+    features: u32,
+    objects: &[ObjectSpec<'_>],
+    keep_file: bool,
 ) -> Result<Arc<RegionMap>, OpenError> {
-    let ring_size = hwlink_hw::ring_bytes(geometry.capacity, geometry.stride)
-        .and_then(|s| round_up(s, u64::from(HWL_OBJ_ALIGN)))
-        .filter(|&s| s <= usize::MAX as u64 - HDR)
-        .ok_or_else(|| OpenError::InvalidConfig("capacity * slot size overflows".into()))?;
-    let region = Region::create(name, (HDR + ring_size) as usize, backend)?;
+    if objects.len() > HWL_MAX_OBJECTS as usize {
+        return Err(OpenError::InvalidConfig(format!(
+            "{} objects in one region (limit {HWL_MAX_OBJECTS})",
+            objects.len()
+        )));
+    }
+    debug_assert_eq!(features & !KNOWN_FEATURES, 0);
+    let align = u64::from(HWL_OBJ_ALIGN);
+    let mut offsets = Vec::with_capacity(objects.len());
+    let mut end = HDR;
+    for o in objects {
+        let size = round_up(o.size.max(1), align)
+            .ok_or_else(|| OpenError::InvalidConfig("object size overflows".into()))?;
+        offsets.push((end, size));
+        end = end
+            .checked_add(size)
+            .filter(|&e| e <= isize::MAX as u64)
+            .ok_or_else(|| OpenError::InvalidConfig("region size overflows".into()))?;
+    }
+    let mut region = Region::create(name, end as usize, backend)?;
+    if keep_file {
+        region.set_remove_on_drop(false);
+    }
     let map = RegionMap { region };
     let len = map.region.len() as u64;
     let (pid, start) = crate::liveness::me();
     let hdr = map.base().cast::<hwl_region>();
-    let ring = map
-        .base()
-        .wrapping_add(HDR as usize)
-        .cast::<hwl_spsc_ring>();
-    let object = hwl_object {
-        kind: HWL_OBJ_SPSC_RING,
-        flags: 0,
-        offset: HDR,
-        size: len - HDR,
-        name: name_bytes("link"),
-    };
-    // SAFETY: the region was just created by us (O_EXCL) and is at least
-    // HDR + ring_size bytes, zero-filled; nobody can have validated it yet
-    // because the magic is still zero. All writes are in bounds and aligned
-    // (the mapping is page aligned, the structs are repr(C)).
+    for (i, (o, &(offset, size))) in objects.iter().zip(&offsets).enumerate() {
+        // The last object takes the rounding slack of the whole region.
+        let size = if i + 1 == objects.len() {
+            len - offset
+        } else {
+            size
+        };
+        let entry = hwl_object {
+            kind: o.kind,
+            flags: 0,
+            offset,
+            size,
+            name: name_bytes(o.name),
+        };
+        // SAFETY: the region was just created by us (O_EXCL) and is `len`
+        // bytes, zero-filled; nobody can have validated it yet because the
+        // magic is still zero. The entry index is < HWL_MAX_OBJECTS.
+        unsafe { addr_of_mut!((*hdr).objects[i]).write(entry) };
+        (o.init)(ObjectInit {
+            base: map.base().wrapping_add(offset as usize),
+            size,
+        });
+    }
+    // SAFETY: as above: exclusive, in bounds, aligned (the mapping is page
+    // aligned and hwl_region is repr(C)).
     unsafe {
         addr_of_mut!((*hdr).abi_version).write(HWL_ABI_VERSION);
-        addr_of_mut!((*hdr).features).write(KNOWN_FEATURES);
+        addr_of_mut!((*hdr).features).write(features);
         let flags = if map.region.kind().is_hugepage() {
             HWL_REGION_F_HUGEPAGE
         } else {
@@ -123,16 +187,54 @@ pub(crate) fn create_ring_region(
         addr_of_mut!((*hdr).creator_pid).write(pid);
         addr_of_mut!((*hdr).creator_start_time).write(start);
         addr_of_mut!((*hdr).name).write(name_bytes(name));
-        addr_of_mut!((*hdr).objects[0]).write(object);
-        addr_of_mut!((*hdr).object_count).write(1);
+        addr_of_mut!((*hdr).object_count).write(objects.len() as u32);
+    }
+    // R-mag: publish the region; pairs with A-mag in `validate`.
+    magic_word(&map).store(HWL_REGION_MAGIC, Ordering::Release);
+    Ok(Arc::new(map))
+}
+
+/// Bytes an SPSC ring object of `geometry` needs.
+pub(crate) fn spsc_ring_bytes(geometry: &Geometry) -> Result<u64, OpenError> {
+    hwlink_hw::ring_bytes(geometry.capacity, geometry.stride)
+        .filter(|&s| s <= usize::MAX as u64 / 2)
+        .ok_or_else(|| OpenError::InvalidConfig("capacity * slot size overflows".into()))
+}
+
+/// Writes the configuration of an SPSC ring of `geometry` into a zero-filled
+/// object being created.
+pub(crate) fn init_spsc_ring(obj: ObjectInit, geometry: Geometry) {
+    let ring = obj.base.cast::<hwl_spsc_ring>();
+    debug_assert!(obj.size >= RING_CTL + u64::from(geometry.capacity) * u64::from(geometry.stride));
+    // SAFETY: `obj` is exclusively owned, zero-filled, page aligned and at
+    // least as large as the ring (the caller sized it with spsc_ring_bytes).
+    unsafe {
         addr_of_mut!((*ring).capacity).write(geometry.capacity);
         addr_of_mut!((*ring).slot_size).write(geometry.slot_size);
         addr_of_mut!((*ring).slot_stride).write(geometry.stride);
         addr_of_mut!((*ring).slots_offset).write(RING_CTL);
     }
-    // R-mag: publish the region; pairs with A-mag in `validate`.
-    magic_word(&map).store(HWL_REGION_MAGIC, Ordering::Release);
-    Ok(Arc::new(map))
+}
+
+/// Creates a region named `name` holding one SPSC ring of `geometry`.
+pub(crate) fn create_ring_region(
+    name: &str,
+    geometry: Geometry,
+    backend: Backend,
+) -> Result<Arc<RegionMap>, OpenError> {
+    let init = move |obj: ObjectInit| init_spsc_ring(obj, geometry);
+    create_region(
+        name,
+        backend,
+        HWL_FEAT_SPSC_RING | HWL_FEAT_FUTEX_DOORBELL,
+        &[ObjectSpec {
+            kind: HWL_OBJ_SPSC_RING,
+            name: "link",
+            size: spsc_ring_bytes(&geometry)?,
+            init: &init,
+        }],
+        false,
+    )
 }
 
 fn magic_word(map: &RegionMap) -> &AtomicU64 {
@@ -284,12 +386,26 @@ impl RingParts {
     /// Finds the first SPSC ring in `info` and validates its configuration,
     /// copying it out of shared memory once.
     pub(crate) fn locate(map: Arc<RegionMap>, info: &RegionInfo) -> Result<RingParts, OpenError> {
-        let name = map.name().to_string();
         let obj = info
             .objects
             .iter()
             .find(|o| o.kind == HWL_OBJ_SPSC_RING)
-            .ok_or_else(|| OpenError::NoRing { name: name.clone() })?;
+            .ok_or_else(|| OpenError::NoRing {
+                name: map.name().to_string(),
+            })?;
+        RingParts::locate_object(map, obj)
+    }
+
+    /// Validates the SPSC ring in object `obj` (an entry of the validated
+    /// table of `map`), copying its configuration out once.
+    pub(crate) fn locate_object(
+        map: Arc<RegionMap>,
+        obj: &ObjectInfo,
+    ) -> Result<RingParts, OpenError> {
+        let name = map.name().to_string();
+        if obj.kind != HWL_OBJ_SPSC_RING {
+            return Err(OpenError::NoRing { name });
+        }
         if obj.size < RING_CTL {
             return Err(OpenError::Corrupt {
                 name,
