@@ -36,6 +36,8 @@
  * refuses a region with a bit it does not know. */
 #define HWL_FEAT_SPSC_RING (1U << 0)     /* objects of kind HWL_OBJ_SPSC_RING */
 #define HWL_FEAT_FUTEX_DOORBELL (1U << 1) /* doorbells are futex words */
+#define HWL_FEAT_MPMC_RING (1U << 2)     /* objects of kind HWL_OBJ_MPMC_RING */
+#define HWL_FEAT_MAILBOX (1U << 4)       /* objects of kind HWL_OBJ_MAILBOX */
 
 /* hwl_region.flags: facts about the backing memory, set by the creator. */
 #define HWL_REGION_F_HUGEPAGE (1U << 0) /* backed by 2 MiB hugepages */
@@ -44,6 +46,8 @@
 /* hwl_object.kind */
 #define HWL_OBJ_NONE 0
 #define HWL_OBJ_SPSC_RING 1
+#define HWL_OBJ_MPMC_RING 2
+#define HWL_OBJ_MAILBOX 4
 
 /* hwl_endpoint.state: written only by the endpoint's own process. */
 #define HWL_EP_FREE 0     /* nobody attached yet */
@@ -157,6 +161,112 @@ struct hwl_spsc_ring {
 struct hwl_slot {
 	__u32 len; /* payload bytes, <= slot_size */
 	__u32 seq; /* position + 1 of the message in this slot, stored last */
+};
+
+/*
+ * A bounded multi-producer multi-consumer ring of length-prefixed slots
+ * (Vyukov's queue: one sequence word per slot).
+ *
+ *   line 0   enqueue_pos  producers claim a position by CAS
+ *   line 1   guard
+ *   line 2   dequeue_pos  consumers claim a position by CAS
+ *   line 3   guard
+ *   line 4   capacity, slot_size, slot_stride, flags, slots_offset,
+ *            written once by the creator; next_segment, written once by
+ *            the producer that chains a new segment (unbounded queues)
+ *   slots_offset: capacity slots of slot_stride bytes, each a
+ *            struct hwl_mpmc_slot followed by up to slot_size payload bytes
+ *
+ * Positions are free-running 64-bit counters that never wrap in practice
+ * (2^63 messages), so a slot's sequence word cannot repeat: no ABA. Slot i
+ * lives at slots_offset + (pos & (capacity - 1)) * slot_stride. Bit 63 of
+ * enqueue_pos (HWL_MPMC_SEALED) closes the ring to producers for good; the
+ * rest of the word is then the final position.
+ */
+#define HWL_MPMC_SEALED (1ULL << 63)    /* in enqueue_pos: no more messages */
+#define HWL_MPMC_SLOT_HDR_SIZE 16       /* sizeof(struct hwl_mpmc_slot) */
+
+struct hwl_mpmc_ring {
+	__u64 enqueue_pos;  /* next position a producer claims; bit 63: sealed */
+	__u64 pad0[7];
+	__u8 guard0[HWL_CACHELINE];
+	__u64 dequeue_pos;  /* next position a consumer claims */
+	__u64 pad1[7];
+	__u8 guard1[HWL_CACHELINE];
+	__u32 capacity;     /* slots, a power of two */
+	__u32 slot_size;    /* most payload bytes in one slot */
+	__u32 slot_stride;  /* bytes per slot, header included, multiple of 64 */
+	__u32 flags;        /* reserved, zero */
+	__u64 slots_offset; /* from the start of this struct, multiple of 64 */
+	__u64 segment;      /* this ring's segment number in its queue (0: first) */
+	__u64 next_segment; /* segment that follows this one, 0: none yet; set once */
+	__u64 resv[11];     /* reserved, zero; pads to six cache lines */
+};
+
+/*
+ * The header of one MPMC slot. seq is the slot's turn: pos when position pos
+ * may be written, pos + 1 once the message at pos is published, and
+ * pos + capacity once it has been consumed (the next lap's "may be
+ * written"). len and sender are written before seq (release).
+ */
+struct hwl_mpmc_slot {
+	__u64 seq;    /* the slot's turn, see above */
+	__u32 len;    /* payload bytes, <= slot_size */
+	__u32 sender; /* the producer's attachment number (informational) */
+};
+
+/* hwl_mailbox.buffering */
+#define HWL_BUF_ZERO 0      /* rendezvous: send returns once received */
+#define HWL_BUF_BOUNDED 1   /* one MPMC ring of capacity slots */
+#define HWL_BUF_UNBOUNDED 2 /* a chain of MPMC ring segments, up to byte_limit */
+
+/* hwl_mailbox.access and hwl_attachment.mode */
+#define HWL_ACCESS_SEND (1U << 0) /* may send to the mailbox */
+#define HWL_ACCESS_RECV (1U << 1) /* may receive from the mailbox */
+
+#define HWL_MAX_ATTACHMENTS 64 /* entries in hwl_mailbox.attachments */
+
+/* One process attached to a mailbox; written only by that process (or by
+ * whoever reaps it after it died). */
+struct hwl_attachment {
+	__u32 pid;        /* attached process, 0: free entry (claimed by CAS) */
+	__u32 mode;       /* HWL_ACCESS_* it attached with */
+	__u64 start_time; /* the process's start time, against pid reuse */
+};
+
+/*
+ * A mailbox: an indirect link many processes attach to. The region holding
+ * it has this object first and its queue second: an MPMC ring
+ * (HWL_BUF_BOUNDED, and segment 0 of HWL_BUF_UNBOUNDED) or a rendezvous
+ * object (HWL_BUF_ZERO). Segments 1, 2, ... of an unbounded mailbox are
+ * regions of their own, named "<mailbox region>.s<segment>", each holding
+ * one MPMC ring.
+ *
+ *   line 0   id and configuration, written once by the creator
+ *   line 1   chain state of an unbounded mailbox
+ *   line 2   removed flag
+ *   line 3   not_empty doorbell: producers post, consumers wait
+ *   line 4   not_full doorbell: consumers post, producers wait
+ *   line 5-  attachment table
+ */
+struct hwl_mailbox {
+	__u64 id;           /* unique id, chosen at random by the creator */
+	__u32 buffering;    /* HWL_BUF_* */
+	__u32 access;       /* HWL_ACCESS_* bits an opener may ask for */
+	__u32 capacity;     /* slots of the (first) ring */
+	__u32 slot_size;    /* most payload bytes in one message */
+	__u64 byte_limit;   /* HWL_BUF_UNBOUNDED: most bytes of all segments */
+	__u64 resv0[4];     /* reserved, zero */
+	__u64 bytes_in_use; /* bytes of the live segments, segment 0 included */
+	__u64 last_segment; /* highest segment number handed out */
+	__u64 head_segment; /* oldest segment not yet drained and removed */
+	__u64 tail_segment; /* newest segment linked into the chain */
+	__u64 resv1[4];     /* reserved, zero */
+	__u32 removed;      /* non-zero once the mailbox has been removed */
+	__u32 resv2[15];    /* reserved, zero */
+	struct hwl_doorbell not_empty; /* posted after publishing messages */
+	struct hwl_doorbell not_full;  /* posted after consuming messages */
+	struct hwl_attachment attachments[HWL_MAX_ATTACHMENTS];
 };
 
 #endif /* HWLINK_ABI_H */

@@ -11,10 +11,14 @@ pub const HWL_MAX_OBJECTS: u32 = 32;
 pub const HWL_NAME_LEN: u32 = 48;
 pub const HWL_FEAT_SPSC_RING: u32 = 1;
 pub const HWL_FEAT_FUTEX_DOORBELL: u32 = 2;
+pub const HWL_FEAT_MPMC_RING: u32 = 4;
+pub const HWL_FEAT_MAILBOX: u32 = 16;
 pub const HWL_REGION_F_HUGEPAGE: u32 = 1;
 pub const HWL_REGION_F_DEVICE: u32 = 2;
 pub const HWL_OBJ_NONE: u32 = 0;
 pub const HWL_OBJ_SPSC_RING: u32 = 1;
+pub const HWL_OBJ_MPMC_RING: u32 = 2;
+pub const HWL_OBJ_MAILBOX: u32 = 4;
 pub const HWL_EP_FREE: u32 = 0;
 pub const HWL_EP_ATTACHED: u32 = 1;
 pub const HWL_EP_CLOSED: u32 = 2;
@@ -23,6 +27,14 @@ pub const HWL_WAIT_POLL: u32 = 1;
 pub const HWL_RING_MAX_CAPACITY: u32 = 16777216;
 pub const HWL_RING_MAX_SLOT_SIZE: u32 = 1073741824;
 pub const HWL_SLOT_HDR_SIZE: u32 = 8;
+pub const HWL_MPMC_SEALED: i64 = -9223372036854775808;
+pub const HWL_MPMC_SLOT_HDR_SIZE: u32 = 16;
+pub const HWL_BUF_ZERO: u32 = 0;
+pub const HWL_BUF_BOUNDED: u32 = 1;
+pub const HWL_BUF_UNBOUNDED: u32 = 2;
+pub const HWL_ACCESS_SEND: u32 = 1;
+pub const HWL_ACCESS_RECV: u32 = 2;
+pub const HWL_MAX_ATTACHMENTS: u32 = 64;
 pub type __u8 = ::core::ffi::c_uchar;
 pub type __u32 = ::core::ffi::c_uint;
 pub type __u64 = ::core::ffi::c_ulonglong;
@@ -355,3 +367,256 @@ const _: () = {
     ["Offset of field: hwl_slot::len"][::core::mem::offset_of!(hwl_slot, len) - 0usize];
     ["Offset of field: hwl_slot::seq"][::core::mem::offset_of!(hwl_slot, seq) - 4usize];
 };
+#[repr(C)]
+#[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
+pub struct hwl_mpmc_ring {
+    /// next position a producer claims; bit 63: sealed
+    pub enqueue_pos: __u64,
+    pub pad0: [__u64; 7usize],
+    pub guard0: [__u8; 64usize],
+    /// next position a consumer claims
+    pub dequeue_pos: __u64,
+    pub pad1: [__u64; 7usize],
+    pub guard1: [__u8; 64usize],
+    /// slots, a power of two
+    pub capacity: __u32,
+    /// most payload bytes in one slot
+    pub slot_size: __u32,
+    /// bytes per slot, header included, multiple of 64
+    pub slot_stride: __u32,
+    /// reserved, zero
+    pub flags: __u32,
+    /// from the start of this struct, multiple of 64
+    pub slots_offset: __u64,
+    /// this ring's segment number in its queue (0: first)
+    pub segment: __u64,
+    /// segment that follows this one, 0: none yet; set once
+    pub next_segment: __u64,
+    /// reserved, zero; pads to six cache lines
+    pub resv: [__u64; 11usize],
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of hwl_mpmc_ring"][::core::mem::size_of::<hwl_mpmc_ring>() - 384usize];
+    ["Alignment of hwl_mpmc_ring"][::core::mem::align_of::<hwl_mpmc_ring>() - 8usize];
+    [
+        "Offset of field: hwl_mpmc_ring::enqueue_pos",
+    ][::core::mem::offset_of!(hwl_mpmc_ring, enqueue_pos) - 0usize];
+    [
+        "Offset of field: hwl_mpmc_ring::pad0",
+    ][::core::mem::offset_of!(hwl_mpmc_ring, pad0) - 8usize];
+    [
+        "Offset of field: hwl_mpmc_ring::guard0",
+    ][::core::mem::offset_of!(hwl_mpmc_ring, guard0) - 64usize];
+    [
+        "Offset of field: hwl_mpmc_ring::dequeue_pos",
+    ][::core::mem::offset_of!(hwl_mpmc_ring, dequeue_pos) - 128usize];
+    [
+        "Offset of field: hwl_mpmc_ring::pad1",
+    ][::core::mem::offset_of!(hwl_mpmc_ring, pad1) - 136usize];
+    [
+        "Offset of field: hwl_mpmc_ring::guard1",
+    ][::core::mem::offset_of!(hwl_mpmc_ring, guard1) - 192usize];
+    [
+        "Offset of field: hwl_mpmc_ring::capacity",
+    ][::core::mem::offset_of!(hwl_mpmc_ring, capacity) - 256usize];
+    [
+        "Offset of field: hwl_mpmc_ring::slot_size",
+    ][::core::mem::offset_of!(hwl_mpmc_ring, slot_size) - 260usize];
+    [
+        "Offset of field: hwl_mpmc_ring::slot_stride",
+    ][::core::mem::offset_of!(hwl_mpmc_ring, slot_stride) - 264usize];
+    [
+        "Offset of field: hwl_mpmc_ring::flags",
+    ][::core::mem::offset_of!(hwl_mpmc_ring, flags) - 268usize];
+    [
+        "Offset of field: hwl_mpmc_ring::slots_offset",
+    ][::core::mem::offset_of!(hwl_mpmc_ring, slots_offset) - 272usize];
+    [
+        "Offset of field: hwl_mpmc_ring::segment",
+    ][::core::mem::offset_of!(hwl_mpmc_ring, segment) - 280usize];
+    [
+        "Offset of field: hwl_mpmc_ring::next_segment",
+    ][::core::mem::offset_of!(hwl_mpmc_ring, next_segment) - 288usize];
+    [
+        "Offset of field: hwl_mpmc_ring::resv",
+    ][::core::mem::offset_of!(hwl_mpmc_ring, resv) - 296usize];
+};
+impl Default for hwl_mpmc_ring {
+    fn default() -> Self {
+        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}
+/** The header of one MPMC slot. seq is the slot's turn: pos when position pos
+ may be written, pos + 1 once the message at pos is published, and
+ pos + capacity once it has been consumed (the next lap's "may be
+ written"). len and sender are written before seq (release).*/
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone, Hash, PartialEq, Eq)]
+pub struct hwl_mpmc_slot {
+    /// the slot's turn, see above
+    pub seq: __u64,
+    /// payload bytes, <= slot_size
+    pub len: __u32,
+    /// the producer's attachment number (informational)
+    pub sender: __u32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of hwl_mpmc_slot"][::core::mem::size_of::<hwl_mpmc_slot>() - 16usize];
+    ["Alignment of hwl_mpmc_slot"][::core::mem::align_of::<hwl_mpmc_slot>() - 8usize];
+    [
+        "Offset of field: hwl_mpmc_slot::seq",
+    ][::core::mem::offset_of!(hwl_mpmc_slot, seq) - 0usize];
+    [
+        "Offset of field: hwl_mpmc_slot::len",
+    ][::core::mem::offset_of!(hwl_mpmc_slot, len) - 8usize];
+    [
+        "Offset of field: hwl_mpmc_slot::sender",
+    ][::core::mem::offset_of!(hwl_mpmc_slot, sender) - 12usize];
+};
+/** One process attached to a mailbox; written only by that process (or by
+ whoever reaps it after it died).*/
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone, Hash, PartialEq, Eq)]
+pub struct hwl_attachment {
+    /// attached process, 0: free entry (claimed by CAS)
+    pub pid: __u32,
+    /// HWL_ACCESS_* it attached with
+    pub mode: __u32,
+    /// the process's start time, against pid reuse
+    pub start_time: __u64,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of hwl_attachment"][::core::mem::size_of::<hwl_attachment>() - 16usize];
+    ["Alignment of hwl_attachment"][::core::mem::align_of::<hwl_attachment>() - 8usize];
+    [
+        "Offset of field: hwl_attachment::pid",
+    ][::core::mem::offset_of!(hwl_attachment, pid) - 0usize];
+    [
+        "Offset of field: hwl_attachment::mode",
+    ][::core::mem::offset_of!(hwl_attachment, mode) - 4usize];
+    [
+        "Offset of field: hwl_attachment::start_time",
+    ][::core::mem::offset_of!(hwl_attachment, start_time) - 8usize];
+};
+/** A mailbox: an indirect link many processes attach to. The region holding
+ it has this object first and its queue second: an MPMC ring
+ (HWL_BUF_BOUNDED, and segment 0 of HWL_BUF_UNBOUNDED) or a rendezvous
+ object (HWL_BUF_ZERO). Segments 1, 2, ... of an unbounded mailbox are
+ regions of their own, named "<mailbox region>.s<segment>", each holding
+ one MPMC ring.
+
+   line 0   id and configuration, written once by the creator
+   line 1   chain state of an unbounded mailbox
+   line 2   removed flag
+   line 3   not_empty doorbell: producers post, consumers wait
+   line 4   not_full doorbell: consumers post, producers wait
+   line 5-  attachment table*/
+#[repr(C)]
+#[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
+pub struct hwl_mailbox {
+    /// unique id, chosen at random by the creator
+    pub id: __u64,
+    /// HWL_BUF_*
+    pub buffering: __u32,
+    /// HWL_ACCESS_* bits an opener may ask for
+    pub access: __u32,
+    /// slots of the (first) ring
+    pub capacity: __u32,
+    /// most payload bytes in one message
+    pub slot_size: __u32,
+    /// HWL_BUF_UNBOUNDED: most bytes of all segments
+    pub byte_limit: __u64,
+    /// reserved, zero
+    pub resv0: [__u64; 4usize],
+    /// bytes of the live segments, segment 0 included
+    pub bytes_in_use: __u64,
+    /// highest segment number handed out
+    pub last_segment: __u64,
+    /// oldest segment not yet drained and removed
+    pub head_segment: __u64,
+    /// newest segment linked into the chain
+    pub tail_segment: __u64,
+    /// reserved, zero
+    pub resv1: [__u64; 4usize],
+    /// non-zero once the mailbox has been removed
+    pub removed: __u32,
+    /// reserved, zero
+    pub resv2: [__u32; 15usize],
+    /// posted after publishing messages
+    pub not_empty: hwl_doorbell,
+    /// posted after consuming messages
+    pub not_full: hwl_doorbell,
+    pub attachments: [hwl_attachment; 64usize],
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of hwl_mailbox"][::core::mem::size_of::<hwl_mailbox>() - 1344usize];
+    ["Alignment of hwl_mailbox"][::core::mem::align_of::<hwl_mailbox>() - 8usize];
+    [
+        "Offset of field: hwl_mailbox::id",
+    ][::core::mem::offset_of!(hwl_mailbox, id) - 0usize];
+    [
+        "Offset of field: hwl_mailbox::buffering",
+    ][::core::mem::offset_of!(hwl_mailbox, buffering) - 8usize];
+    [
+        "Offset of field: hwl_mailbox::access",
+    ][::core::mem::offset_of!(hwl_mailbox, access) - 12usize];
+    [
+        "Offset of field: hwl_mailbox::capacity",
+    ][::core::mem::offset_of!(hwl_mailbox, capacity) - 16usize];
+    [
+        "Offset of field: hwl_mailbox::slot_size",
+    ][::core::mem::offset_of!(hwl_mailbox, slot_size) - 20usize];
+    [
+        "Offset of field: hwl_mailbox::byte_limit",
+    ][::core::mem::offset_of!(hwl_mailbox, byte_limit) - 24usize];
+    [
+        "Offset of field: hwl_mailbox::resv0",
+    ][::core::mem::offset_of!(hwl_mailbox, resv0) - 32usize];
+    [
+        "Offset of field: hwl_mailbox::bytes_in_use",
+    ][::core::mem::offset_of!(hwl_mailbox, bytes_in_use) - 64usize];
+    [
+        "Offset of field: hwl_mailbox::last_segment",
+    ][::core::mem::offset_of!(hwl_mailbox, last_segment) - 72usize];
+    [
+        "Offset of field: hwl_mailbox::head_segment",
+    ][::core::mem::offset_of!(hwl_mailbox, head_segment) - 80usize];
+    [
+        "Offset of field: hwl_mailbox::tail_segment",
+    ][::core::mem::offset_of!(hwl_mailbox, tail_segment) - 88usize];
+    [
+        "Offset of field: hwl_mailbox::resv1",
+    ][::core::mem::offset_of!(hwl_mailbox, resv1) - 96usize];
+    [
+        "Offset of field: hwl_mailbox::removed",
+    ][::core::mem::offset_of!(hwl_mailbox, removed) - 128usize];
+    [
+        "Offset of field: hwl_mailbox::resv2",
+    ][::core::mem::offset_of!(hwl_mailbox, resv2) - 132usize];
+    [
+        "Offset of field: hwl_mailbox::not_empty",
+    ][::core::mem::offset_of!(hwl_mailbox, not_empty) - 192usize];
+    [
+        "Offset of field: hwl_mailbox::not_full",
+    ][::core::mem::offset_of!(hwl_mailbox, not_full) - 256usize];
+    [
+        "Offset of field: hwl_mailbox::attachments",
+    ][::core::mem::offset_of!(hwl_mailbox, attachments) - 320usize];
+};
+impl Default for hwl_mailbox {
+    fn default() -> Self {
+        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}

@@ -100,6 +100,51 @@ fn expected_layouts() -> Vec<Expected> {
             len @ 0 : 4,
             seq @ 4 : 4,
         }),
+        layout!(hwl_mpmc_ring, 384, 8 {
+            enqueue_pos @ 0 : 8,
+            pad0 @ 8 : 56,
+            guard0 @ 64 : 64,
+            dequeue_pos @ 128 : 8,
+            pad1 @ 136 : 56,
+            guard1 @ 192 : 64,
+            capacity @ 256 : 4,
+            slot_size @ 260 : 4,
+            slot_stride @ 264 : 4,
+            flags @ 268 : 4,
+            slots_offset @ 272 : 8,
+            segment @ 280 : 8,
+            next_segment @ 288 : 8,
+            resv @ 296 : 88,
+        }),
+        layout!(hwl_mpmc_slot, 16, 8 {
+            seq @ 0 : 8,
+            len @ 8 : 4,
+            sender @ 12 : 4,
+        }),
+        layout!(hwl_attachment, 16, 8 {
+            pid @ 0 : 4,
+            mode @ 4 : 4,
+            start_time @ 8 : 8,
+        }),
+        layout!(hwl_mailbox, 1344, 8 {
+            id @ 0 : 8,
+            buffering @ 8 : 4,
+            access @ 12 : 4,
+            capacity @ 16 : 4,
+            slot_size @ 20 : 4,
+            byte_limit @ 24 : 8,
+            resv0 @ 32 : 32,
+            bytes_in_use @ 64 : 8,
+            last_segment @ 72 : 8,
+            head_segment @ 80 : 8,
+            tail_segment @ 88 : 8,
+            resv1 @ 96 : 32,
+            removed @ 128 : 4,
+            resv2 @ 132 : 60,
+            not_empty @ 192 : 64,
+            not_full @ 256 : 64,
+            attachments @ 320 : 1024,
+        }),
     ]
 }
 
@@ -136,13 +181,25 @@ fn expected_constants() -> Vec<(&'static str, u64, u64)> {
             HWL_RING_MAX_SLOT_SIZE.into(),
         ),
         ("HWL_SLOT_HDR_SIZE", 8, HWL_SLOT_HDR_SIZE.into()),
+        ("HWL_FEAT_MPMC_RING", 4, HWL_FEAT_MPMC_RING.into()),
+        ("HWL_FEAT_MAILBOX", 16, HWL_FEAT_MAILBOX.into()),
+        ("HWL_OBJ_MPMC_RING", 2, HWL_OBJ_MPMC_RING.into()),
+        ("HWL_OBJ_MAILBOX", 4, HWL_OBJ_MAILBOX.into()),
+        ("HWL_MPMC_SEALED", 1 << 63, HWL_MPMC_SEALED as u64),
+        ("HWL_MPMC_SLOT_HDR_SIZE", 16, HWL_MPMC_SLOT_HDR_SIZE.into()),
+        ("HWL_BUF_ZERO", 0, HWL_BUF_ZERO.into()),
+        ("HWL_BUF_BOUNDED", 1, HWL_BUF_BOUNDED.into()),
+        ("HWL_BUF_UNBOUNDED", 2, HWL_BUF_UNBOUNDED.into()),
+        ("HWL_ACCESS_SEND", 1, HWL_ACCESS_SEND.into()),
+        ("HWL_ACCESS_RECV", 2, HWL_ACCESS_RECV.into()),
+        ("HWL_MAX_ATTACHMENTS", 64, HWL_MAX_ATTACHMENTS.into()),
     ]
 }
 
 #[test]
 fn struct_layouts_match_literals() {
     let layouts = expected_layouts();
-    assert_eq!(layouts.len(), 6);
+    assert_eq!(layouts.len(), 10);
     for l in &layouts {
         // The header promises explicit padding: the fields tile the struct
         // exactly, with no hole the compiler filled in.
