@@ -125,6 +125,36 @@ pub enum OpenError {
         /// Region name.
         name: String,
     },
+    /// The region holds no mailbox.
+    #[error("region `{name}` is not a mailbox: `hwlink ls` shows what it holds")]
+    NotAMailbox {
+        /// Region name.
+        name: String,
+    },
+    /// The mailbox's creator does not allow this kind of attachment.
+    #[error(
+        "mailbox `{name}` does not allow attaching to {asked}: its creator allows {allowed}; \
+         attach with an allowed mode, or ask the creator to allow it"
+    )]
+    AccessDenied {
+        /// Mailbox name.
+        name: String,
+        /// The mode asked for.
+        asked: String,
+        /// The modes allowed.
+        allowed: String,
+    },
+    /// Every attachment entry of a mailbox is held by a live process.
+    #[error(
+        "mailbox `{name}` already has {max} live attachments: detach one (drop a handle), \
+         or create another mailbox"
+    )]
+    TooManyAttachments {
+        /// Mailbox name.
+        name: String,
+        /// The limit.
+        max: u32,
+    },
     /// The asked-for shape is not possible.
     #[error("invalid link configuration: {0}")]
     InvalidConfig(String),
@@ -179,6 +209,20 @@ pub enum SendError<M> {
         /// The slot size.
         max: usize,
     },
+    /// An unbounded queue cannot take more: its byte limit is reached (or
+    /// the memory for a new segment could not be had). Nothing blocks.
+    #[error(
+        "the unbounded queue is at its memory limit of {limit} bytes ({reason}); the message was \
+         not sent: receivers are behind, so drain it, or create it with a larger byte limit"
+    )]
+    MemoryLimit {
+        /// The message.
+        msg: M,
+        /// The byte limit set at creation.
+        limit: u64,
+        /// What stopped the growth.
+        reason: String,
+    },
     /// The peer corrupted the ring.
     #[error(transparent)]
     Corrupt(Corruption),
@@ -193,7 +237,27 @@ impl<M> fmt::Debug for SendError<M> {
             SendError::TooLarge { len, max, .. } => {
                 write!(f, "TooLarge {{ len: {len}, max: {max} }}")
             }
+            SendError::MemoryLimit { limit, reason, .. } => {
+                write!(f, "MemoryLimit {{ limit: {limit}, reason: {reason:?} }}")
+            }
             SendError::Corrupt(c) => write!(f, "Corrupt({c:?})"),
+        }
+    }
+}
+
+impl SendError<()> {
+    /// The same error carrying `msg` (errors raised before a message is
+    /// at hand are built with `()` and given it on the way out).
+    pub(crate) fn with_msg<M>(self, msg: M) -> SendError<M> {
+        match self {
+            SendError::Full(()) => SendError::Full(msg),
+            SendError::Timeout(()) => SendError::Timeout(msg),
+            SendError::Disconnected(()) => SendError::Disconnected(msg),
+            SendError::TooLarge { len, max, .. } => SendError::TooLarge { msg, len, max },
+            SendError::MemoryLimit { limit, reason, .. } => {
+                SendError::MemoryLimit { msg, limit, reason }
+            }
+            SendError::Corrupt(c) => SendError::Corrupt(c),
         }
     }
 }
@@ -203,7 +267,7 @@ impl<M> SendError<M> {
     pub fn into_inner(self) -> Option<M> {
         match self {
             SendError::Full(m) | SendError::Timeout(m) | SendError::Disconnected(m) => Some(m),
-            SendError::TooLarge { msg, .. } => Some(msg),
+            SendError::TooLarge { msg, .. } | SendError::MemoryLimit { msg, .. } => Some(msg),
             SendError::Corrupt(_) => None,
         }
     }

@@ -23,6 +23,7 @@ mod doorbell;
 mod error;
 mod futex;
 pub mod liveness;
+mod mpmc;
 mod spsc;
 mod sync;
 mod wait;
@@ -38,6 +39,8 @@ pub mod pingpong;
 #[cfg(not(loom))]
 mod region;
 
+#[cfg(test)]
+mod mpmc_tests;
 #[cfg(test)]
 mod spsc_tests;
 

@@ -601,13 +601,7 @@ impl Sender {
 }
 
 fn rebind<M>(e: SendError<()>, msg: M) -> SendError<M> {
-    match e {
-        SendError::Full(()) => SendError::Full(msg),
-        SendError::Timeout(()) => SendError::Timeout(msg),
-        SendError::Disconnected(()) => SendError::Disconnected(msg),
-        SendError::TooLarge { len, max, .. } => SendError::TooLarge { msg, len, max },
-        SendError::Corrupt(c) => SendError::Corrupt(c),
-    }
+    e.with_msg(msg)
 }
 
 impl Drop for Sender {

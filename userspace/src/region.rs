@@ -6,12 +6,15 @@
 
 use crate::doorbell::Doorbell;
 use crate::error::{Corruption, OpenError, Side};
+use crate::mpmc::{MpmcGeometry, MpmcRing, RawMpmc};
 use crate::spsc::{Geometry, RawSlots, RingWords};
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 use hwlink_drivers::{Backend, Region};
 use hwlink_hw::{
-    hwl_endpoint, hwl_object, hwl_region, hwl_spsc_ring, HWL_ABI_VERSION, HWL_FEAT_FUTEX_DOORBELL,
-    HWL_FEAT_SPSC_RING, HWL_MAX_OBJECTS, HWL_NAME_LEN, HWL_OBJ_ALIGN, HWL_OBJ_SPSC_RING,
+    hwl_endpoint, hwl_mailbox, hwl_mpmc_ring, hwl_object, hwl_region, hwl_spsc_ring,
+    HWL_ABI_VERSION, HWL_ACCESS_RECV, HWL_ACCESS_SEND, HWL_BUF_UNBOUNDED, HWL_FEAT_FUTEX_DOORBELL,
+    HWL_FEAT_MAILBOX, HWL_FEAT_MPMC_RING, HWL_FEAT_SPSC_RING, HWL_MAX_ATTACHMENTS, HWL_MAX_OBJECTS,
+    HWL_NAME_LEN, HWL_OBJ_ALIGN, HWL_OBJ_MAILBOX, HWL_OBJ_MPMC_RING, HWL_OBJ_SPSC_RING,
     HWL_REGION_F_HUGEPAGE, HWL_REGION_HDR_SIZE, HWL_REGION_MAGIC,
 };
 use std::ptr::addr_of_mut;
@@ -19,7 +22,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Feature bits this build understands.
-const KNOWN_FEATURES: u32 = HWL_FEAT_SPSC_RING | HWL_FEAT_FUTEX_DOORBELL;
+pub(crate) const KNOWN_FEATURES: u32 =
+    HWL_FEAT_SPSC_RING | HWL_FEAT_FUTEX_DOORBELL | HWL_FEAT_MPMC_RING | HWL_FEAT_MAILBOX;
 const HDR: u64 = HWL_REGION_HDR_SIZE as u64;
 const RING_CTL: u64 = core::mem::size_of::<hwl_spsc_ring>() as u64;
 
@@ -105,6 +109,14 @@ pub(crate) struct ObjectSpec<'a> {
 pub(crate) struct ObjectInit {
     pub base: *mut u8,
     pub size: u64,
+    region_len: u64,
+}
+
+impl ObjectInit {
+    /// Bytes of the whole region being created (known once mapped).
+    pub(crate) fn region_len(&self) -> u64 {
+        self.region_len
+    }
 }
 
 /// Creates region `name` holding `objects`, laid out one after another on
@@ -169,6 +181,7 @@ pub(crate) fn create_region(
         (o.init)(ObjectInit {
             base: map.base().wrapping_add(offset as usize),
             size,
+            region_len: len,
         });
     }
     // SAFETY: as above: exclusive, in bounds, aligned (the mapping is page
@@ -639,5 +652,313 @@ impl Endpoint {
     pub(crate) fn close(&self) {
         self.state()
             .store(hwlink_hw::HWL_EP_CLOSED, Ordering::Release);
+    }
+}
+
+/// Bytes of the MPMC ring control block.
+const MPMC_CTL: u64 = crate::mpmc::CONTROL_BYTES;
+const _: () = assert!(core::mem::size_of::<hwl_mpmc_ring>() as u64 == MPMC_CTL);
+
+/// Writes the configuration and initial turns of an MPMC ring into a
+/// zero-filled object being created.
+pub(crate) fn init_mpmc_ring(obj: ObjectInit, geometry: MpmcGeometry, segment: u64) {
+    let ctl = obj.base.cast::<hwl_mpmc_ring>();
+    let need = crate::mpmc::ring_bytes(geometry.capacity, geometry.slot_size).unwrap_or(u64::MAX);
+    assert!(obj.size >= need, "mpmc ring object too small");
+    // SAFETY: `obj` is exclusively owned, zero-filled, page aligned and at
+    // least `need` bytes (checked above).
+    unsafe {
+        addr_of_mut!((*ctl).capacity).write(geometry.capacity);
+        addr_of_mut!((*ctl).slot_size).write(geometry.slot_size);
+        addr_of_mut!((*ctl).slot_stride).write(geometry.stride);
+        addr_of_mut!((*ctl).slots_offset).write(MPMC_CTL);
+        addr_of_mut!((*ctl).segment).write(segment);
+    }
+    // SAFETY: as above; the ring's words are in bounds of `obj`.
+    let ring = MpmcRing::new(unsafe { RawMpmc::new(obj.base, &geometry) }, geometry);
+    ring.init();
+}
+
+/// A validated MPMC ring object in a mapped region.
+#[derive(Debug)]
+pub(crate) struct MpmcParts {
+    map: Arc<RegionMap>,
+    ctl: *mut hwl_mpmc_ring,
+    ring: MpmcRing<RawMpmc>,
+    segment: u64,
+}
+
+// SAFETY: a location inside a mapping it keeps alive; only atomics and the
+// ring protocol are used through it.
+unsafe impl Send for MpmcParts {}
+// SAFETY: as above.
+unsafe impl Sync for MpmcParts {}
+
+impl MpmcParts {
+    /// Validates the MPMC ring in object `obj` of `map` (an entry of its
+    /// validated table), copying its configuration out once.
+    pub(crate) fn locate_object(
+        map: Arc<RegionMap>,
+        obj: &ObjectInfo,
+    ) -> Result<MpmcParts, OpenError> {
+        let name = map.name().to_string();
+        let corrupt = |source| OpenError::Corrupt {
+            name: name.clone(),
+            source,
+        };
+        if obj.kind != HWL_OBJ_MPMC_RING {
+            return Err(corrupt(Corruption::new(
+                "object kind (MPMC ring)",
+                obj.kind.into(),
+                HWL_OBJ_MPMC_RING.into(),
+            )));
+        }
+        if obj.size < MPMC_CTL {
+            return Err(corrupt(Corruption::new(
+                "mpmc ring object size",
+                obj.size,
+                MPMC_CTL,
+            )));
+        }
+        let ctl = map.object_base(obj).cast::<hwl_mpmc_ring>();
+        // SAFETY: MPMC_CTL in-bounds bytes (checked above against the
+        // validated object); plain data; one volatile copy is taken.
+        let copy: hwl_mpmc_ring = unsafe { ctl.read_volatile() };
+        let geometry = MpmcGeometry::validate(
+            copy.capacity,
+            copy.slot_size,
+            copy.slot_stride,
+            copy.slots_offset,
+            obj.size,
+        )
+        .map_err(corrupt)?;
+        if copy.flags != 0 {
+            return Err(OpenError::UnsupportedFeatures {
+                name,
+                unknown: copy.flags,
+            });
+        }
+        // SAFETY: Geometry validation proved the object holds the control
+        // block and every slot; `map` (kept in the value) keeps it mapped.
+        let ring = MpmcRing::new(unsafe { RawMpmc::new(ctl.cast(), &geometry) }, geometry);
+        Ok(MpmcParts {
+            map,
+            ctl,
+            ring,
+            segment: copy.segment,
+        })
+    }
+
+    pub(crate) fn ring(&self) -> &MpmcRing<RawMpmc> {
+        &self.ring
+    }
+
+    /// The segment number written by the creator (untrusted: checked by
+    /// the chain against the number it opened).
+    pub(crate) fn segment(&self) -> u64 {
+        self.segment
+    }
+
+    /// `next_segment`: set once, by CAS, by the producer that chains.
+    pub(crate) fn next_segment(&self) -> &AtomicU64 {
+        // SAFETY: an 8-aligned field of the validated control block, only
+        // accessed atomically, mapped while `self.map` lives.
+        unsafe { &*addr_of_mut!((*self.ctl).next_segment).cast::<AtomicU64>() }
+    }
+
+    pub(crate) fn map(&self) -> &Arc<RegionMap> {
+        &self.map
+    }
+}
+
+/// The configuration of a mailbox, copied out of shared memory once and
+/// validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MailboxConfig {
+    pub id: u64,
+    pub buffering: u32,
+    pub access: u32,
+    pub capacity: u32,
+    pub slot_size: u32,
+    pub byte_limit: u64,
+}
+
+const MAILBOX_BYTES: u64 = core::mem::size_of::<hwl_mailbox>() as u64;
+
+/// Writes a mailbox's configuration into a zero-filled object being
+/// created. `bytes_in_use` starts at `first_bytes` (the region itself).
+pub(crate) fn init_mailbox(obj: ObjectInit, config: MailboxConfig, first_bytes: u64) {
+    assert!(obj.size >= MAILBOX_BYTES, "mailbox object too small");
+    let m = obj.base.cast::<hwl_mailbox>();
+    // SAFETY: exclusively owned, zero-filled, page aligned, large enough.
+    unsafe {
+        addr_of_mut!((*m).id).write(config.id);
+        addr_of_mut!((*m).buffering).write(config.buffering);
+        addr_of_mut!((*m).access).write(config.access);
+        addr_of_mut!((*m).capacity).write(config.capacity);
+        addr_of_mut!((*m).slot_size).write(config.slot_size);
+        addr_of_mut!((*m).byte_limit).write(config.byte_limit);
+        addr_of_mut!((*m).bytes_in_use).write(first_bytes);
+    }
+}
+
+/// A validated mailbox control block in a mapped region.
+#[derive(Debug, Clone)]
+pub(crate) struct MailboxParts {
+    map: Arc<RegionMap>,
+    ctl: *mut hwl_mailbox,
+    config: MailboxConfig,
+}
+
+// SAFETY: a location inside a mapping it keeps alive; only atomics are
+// reached through it.
+unsafe impl Send for MailboxParts {}
+// SAFETY: as above.
+unsafe impl Sync for MailboxParts {}
+
+/// One attachment entry's words.
+pub(crate) struct AttachmentWords<'a> {
+    pub pid: &'a AtomicU32,
+    pub mode: &'a AtomicU32,
+    pub start_time: &'a AtomicU64,
+}
+
+impl MailboxParts {
+    /// Finds the mailbox object of a validated region and checks its
+    /// configuration (read once).
+    pub(crate) fn locate(
+        map: Arc<RegionMap>,
+        info: &RegionInfo,
+    ) -> Result<MailboxParts, OpenError> {
+        let name = map.name().to_string();
+        let corrupt = |source| OpenError::Corrupt {
+            name: name.clone(),
+            source,
+        };
+        let obj = info
+            .objects
+            .iter()
+            .find(|o| o.kind == HWL_OBJ_MAILBOX)
+            .ok_or_else(|| OpenError::NotAMailbox { name: name.clone() })?;
+        if obj.size < MAILBOX_BYTES {
+            return Err(corrupt(Corruption::new(
+                "mailbox object size",
+                obj.size,
+                MAILBOX_BYTES,
+            )));
+        }
+        let ctl = map.object_base(obj).cast::<hwl_mailbox>();
+        // SAFETY: MAILBOX_BYTES in-bounds bytes of the validated object;
+        // plain data; one volatile copy.
+        let copy: hwl_mailbox = unsafe { ctl.read_volatile() };
+        if copy.buffering > HWL_BUF_UNBOUNDED {
+            return Err(corrupt(Corruption::new(
+                "mailbox buffering",
+                copy.buffering.into(),
+                HWL_BUF_UNBOUNDED.into(),
+            )));
+        }
+        let all = HWL_ACCESS_SEND | HWL_ACCESS_RECV;
+        if copy.access & !all != 0 {
+            return Err(corrupt(Corruption::new(
+                "mailbox access bits",
+                copy.access.into(),
+                all.into(),
+            )));
+        }
+        if copy.slot_size > hwlink_hw::HWL_RING_MAX_SLOT_SIZE {
+            return Err(corrupt(Corruption::new(
+                "mailbox slot size",
+                copy.slot_size.into(),
+                hwlink_hw::HWL_RING_MAX_SLOT_SIZE.into(),
+            )));
+        }
+        Ok(MailboxParts {
+            map,
+            ctl,
+            config: MailboxConfig {
+                id: copy.id,
+                buffering: copy.buffering,
+                access: copy.access,
+                capacity: copy.capacity,
+                slot_size: copy.slot_size,
+                byte_limit: copy.byte_limit,
+            },
+        })
+    }
+
+    pub(crate) fn config(&self) -> &MailboxConfig {
+        &self.config
+    }
+
+    pub(crate) fn map(&self) -> &Arc<RegionMap> {
+        &self.map
+    }
+
+    fn u64_word(&self, p: *mut u64) -> &AtomicU64 {
+        // SAFETY: `p` is an 8-aligned field of the validated control block,
+        // accessed only atomically, mapped while `self.map` lives.
+        unsafe { &*p.cast::<AtomicU64>() }
+    }
+
+    fn u32_word(&self, p: *mut u32) -> &AtomicU32 {
+        // SAFETY: as above, 4-aligned.
+        unsafe { &*p.cast::<AtomicU32>() }
+    }
+
+    pub(crate) fn bytes_in_use(&self) -> &AtomicU64 {
+        // SAFETY: field projection inside the validated control block.
+        self.u64_word(unsafe { addr_of_mut!((*self.ctl).bytes_in_use) })
+    }
+    pub(crate) fn last_segment(&self) -> &AtomicU64 {
+        // SAFETY: as above.
+        self.u64_word(unsafe { addr_of_mut!((*self.ctl).last_segment) })
+    }
+    pub(crate) fn head_segment(&self) -> &AtomicU64 {
+        // SAFETY: as above.
+        self.u64_word(unsafe { addr_of_mut!((*self.ctl).head_segment) })
+    }
+    pub(crate) fn tail_segment(&self) -> &AtomicU64 {
+        // SAFETY: as above.
+        self.u64_word(unsafe { addr_of_mut!((*self.ctl).tail_segment) })
+    }
+    pub(crate) fn removed(&self) -> &AtomicU32 {
+        // SAFETY: as above.
+        self.u32_word(unsafe { addr_of_mut!((*self.ctl).removed) })
+    }
+
+    /// The two doorbells: (not_empty, not_full).
+    pub(crate) fn doorbells(&self) -> (Doorbell, Doorbell) {
+        let c = self.ctl;
+        // SAFETY: 4-aligned words of the validated control block, accessed
+        // only atomically; every holder of the doorbells also holds a clone
+        // of this MailboxParts, which keeps the mapping alive.
+        unsafe {
+            (
+                Doorbell::from_raw(
+                    addr_of_mut!((*c).not_empty.count).cast::<AtomicU32>(),
+                    addr_of_mut!((*c).not_empty.waiters).cast::<AtomicU32>(),
+                ),
+                Doorbell::from_raw(
+                    addr_of_mut!((*c).not_full.count).cast::<AtomicU32>(),
+                    addr_of_mut!((*c).not_full.waiters).cast::<AtomicU32>(),
+                ),
+            )
+        }
+    }
+
+    /// Entry `i` (< HWL_MAX_ATTACHMENTS) of the attachment table.
+    pub(crate) fn attachment(&self, i: usize) -> AttachmentWords<'_> {
+        assert!(i < HWL_MAX_ATTACHMENTS as usize);
+        // SAFETY: `i` is in bounds of the table inside the validated
+        // control block; the fields are aligned and only accessed atomically.
+        unsafe {
+            let a = addr_of_mut!((*self.ctl).attachments[i]);
+            AttachmentWords {
+                pid: self.u32_word(addr_of_mut!((*a).pid)),
+                mode: self.u32_word(addr_of_mut!((*a).mode)),
+                start_time: self.u64_word(addr_of_mut!((*a).start_time)),
+            }
+        }
     }
 }

@@ -1,0 +1,450 @@
+//! Tests of the MPMC ring over heap memory: unit, multi-thread and property
+//! tests (also run under Miri), corruption tests, and loom models.
+
+use crate::mpmc::{MpmcGeometry, MpmcRing, PopError, PushError};
+#[cfg(not(loom))]
+use crate::mpmc::{RawMpmc, CONTROL_BYTES};
+
+fn geometry(capacity: u32, slot_size: u32) -> MpmcGeometry {
+    MpmcGeometry {
+        capacity,
+        slot_size,
+        stride: crate::mpmc::slot_stride(slot_size).unwrap(),
+    }
+}
+
+#[cfg(not(loom))]
+mod heap {
+    use super::*;
+    use crate::sync::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    /// A ring object on the heap, 64-byte aligned, zero-filled.
+    struct HeapRing {
+        words: Vec<[AtomicU64; 8]>,
+        geometry: MpmcGeometry,
+    }
+
+    impl HeapRing {
+        fn new(capacity: u32, slot_size: u32) -> Arc<HeapRing> {
+            let g = geometry(capacity, slot_size);
+            let bytes = crate::mpmc::ring_bytes(capacity, slot_size).unwrap() as usize;
+            let lines = bytes.div_ceil(64);
+            let words = (0..lines).map(|_| Default::default()).collect();
+            let heap = Arc::new(HeapRing { words, geometry: g });
+            heap.ring().init();
+            heap
+        }
+        fn base(&self) -> *mut u8 {
+            self.words.as_ptr().cast_mut().cast()
+        }
+        fn ring(&self) -> MpmcRing<RawMpmc> {
+            // SAFETY: `words` holds ring_bytes of 64-aligned (AtomicU64 x 8
+            // is 64 bytes, aligned 8; the Vec's buffer is 8-aligned — the
+            // slots only need 8-byte alignment for their atomics), and every
+            // test keeps the Arc alive while it uses the ring.
+            MpmcRing::new(
+                unsafe { RawMpmc::new(self.base(), &self.geometry) },
+                self.geometry,
+            )
+        }
+        /// The word at byte `offset` of the object.
+        fn word(&self, offset: usize) -> &AtomicU64 {
+            &self.words[offset / 64][(offset % 64) / 8]
+        }
+        fn slot_word(&self, index: usize, word: usize) -> &AtomicU64 {
+            self.word(CONTROL_BYTES as usize + index * self.geometry.stride as usize + word * 8)
+        }
+    }
+
+    fn pop(ring: &MpmcRing<RawMpmc>) -> Result<(Vec<u8>, u32), PopError> {
+        ring.try_pop_with(|b, s| (b.to_vec(), s))
+    }
+
+    #[test]
+    fn push_pop_in_order_until_full_and_empty() {
+        let heap = HeapRing::new(4, 40);
+        let ring = heap.ring();
+        for lap in 0..3u8 {
+            for i in 0..4u8 {
+                ring.try_push(&[lap, i], 7).unwrap();
+            }
+            assert_eq!(ring.try_push(b"x", 7), Err(PushError::Full));
+            assert_eq!(ring.len().unwrap(), 4);
+            for i in 0..4u8 {
+                assert_eq!(pop(&ring).unwrap(), (vec![lap, i], 7));
+            }
+            assert_eq!(pop(&ring), Err(PopError::Empty));
+        }
+        assert_eq!(ring.try_push(&[0; 41], 0), Err(PushError::TooLarge));
+        ring.try_push(&[0; 40], 0).unwrap();
+        assert_eq!(pop(&ring).unwrap().0.len(), 40);
+        ring.try_push(&[], 0).unwrap();
+        assert_eq!(pop(&ring).unwrap().0.len(), 0);
+    }
+
+    #[test]
+    fn sealed_ring_drains_then_reports_drained() {
+        let heap = HeapRing::new(4, 8);
+        let ring = heap.ring();
+        ring.try_push(b"a", 0).unwrap();
+        ring.try_push(b"b", 0).unwrap();
+        ring.seal();
+        assert!(ring.is_sealed());
+        assert_eq!(ring.try_push(b"c", 0), Err(PushError::Sealed));
+        assert_eq!(pop(&ring).unwrap().0, b"a");
+        assert_eq!(pop(&ring).unwrap().0, b"b");
+        assert_eq!(pop(&ring), Err(PopError::Drained));
+        assert_eq!(pop(&ring), Err(PopError::Drained));
+        ring.seal();
+        assert_eq!(ring.len().unwrap(), 0);
+    }
+
+    #[test]
+    fn corrupt_words_give_errors_not_panics() {
+        // A length longer than the slot: error, and the slot is released
+        // so the next message still flows.
+        let heap = HeapRing::new(2, 8);
+        let ring = heap.ring();
+        ring.try_push(b"abc", 0).unwrap();
+        ring.try_push(b"def", 0).unwrap();
+        heap.slot_word(0, 1).store(9, Ordering::Relaxed);
+        assert!(matches!(pop(&ring), Err(PopError::Corrupt(c)) if c.what == "mpmc message length"));
+        assert_eq!(pop(&ring).unwrap().0, b"def");
+
+        // A turn far behind the position.
+        let heap = HeapRing::new(4, 8);
+        let ring = heap.ring();
+        heap.slot_word(0, 0).store(1000, Ordering::Relaxed);
+        heap.word(0).store(1100, Ordering::Relaxed);
+        assert!(matches!(ring.try_push(b"x", 0), Err(PushError::Corrupt(_))));
+        heap.word(128).store(1100, Ordering::Relaxed);
+        assert!(matches!(pop(&ring), Err(PopError::Corrupt(_))));
+
+        // A turn ahead of an enqueue position that does not move.
+        let heap = HeapRing::new(4, 8);
+        let ring = heap.ring();
+        heap.slot_word(0, 0).store(5, Ordering::Relaxed);
+        assert!(
+            matches!(ring.try_push(b"x", 0), Err(PushError::Corrupt(c)) if c.what.contains("ahead"))
+        );
+        heap.slot_word(0, 0).store(50, Ordering::Relaxed);
+        assert!(matches!(pop(&ring), Err(PopError::Corrupt(c)) if c.what.contains("ahead")));
+
+        // A dequeue position beyond the sealed end.
+        let heap = HeapRing::new(4, 8);
+        let ring = heap.ring();
+        heap.word(128).store(3, Ordering::Relaxed);
+        heap.slot_word(3, 0).store(3, Ordering::Relaxed);
+        ring.seal();
+        assert!(matches!(pop(&ring), Err(PopError::Corrupt(c)) if c.what.contains("sealed")));
+
+        // Occupancy out of range.
+        let heap = HeapRing::new(4, 8);
+        heap.word(0).store(1000, Ordering::Relaxed);
+        assert!(heap.ring().len().is_err());
+    }
+
+    #[test]
+    fn geometry_read_from_memory_is_checked() {
+        assert!(MpmcGeometry::validate(3, 8, 64, CONTROL_BYTES, 1 << 20).is_err());
+        assert!(MpmcGeometry::validate(1, 8, 64, CONTROL_BYTES, 1 << 20).is_err());
+        assert!(MpmcGeometry::validate(4, 8, 128, CONTROL_BYTES, 1 << 20).is_err());
+        assert!(MpmcGeometry::validate(4, 8, 64, 64, 1 << 20).is_err());
+        assert!(MpmcGeometry::validate(4, 8, 64, CONTROL_BYTES, 100).is_err());
+        assert!(MpmcGeometry::validate(1 << 25, 8, 64, CONTROL_BYTES, u64::MAX).is_err());
+        assert!(MpmcGeometry::validate(4, 8, 64, CONTROL_BYTES, 384 + 256).is_ok());
+    }
+
+    /// Producers and consumers on threads: every message is taken exactly
+    /// once, and each consumer sees each producer's messages in order.
+    #[test]
+    fn threads_deliver_exactly_once_in_order_per_producer() {
+        let (producers, consumers, per) = if cfg!(miri) {
+            (2, 2, 30u32)
+        } else {
+            (4, 4, 50_000u32)
+        };
+        let heap = HeapRing::new(8, 16);
+        let taken = Arc::new(AtomicU64::new(0));
+        let total = u64::from(per) * producers as u64;
+        let mut threads = Vec::new();
+        for p in 0..producers {
+            let heap = heap.clone();
+            threads.push(std::thread::spawn(move || {
+                let ring = heap.ring();
+                for i in 0..per {
+                    let mut msg = [0u8; 8];
+                    msg[..4].copy_from_slice(&i.to_le_bytes());
+                    msg[4..].copy_from_slice(&(i ^ 0xa5a5_a5a5).to_le_bytes());
+                    while let Err(e) = ring.try_push(&msg, p) {
+                        assert_eq!(e, PushError::Full);
+                        std::thread::yield_now();
+                    }
+                }
+                Vec::new()
+            }));
+        }
+        for _ in 0..consumers {
+            let heap = heap.clone();
+            let taken = taken.clone();
+            threads.push(std::thread::spawn(move || {
+                let ring = heap.ring();
+                let mut last = vec![None::<u32>; producers as usize];
+                let mut got = Vec::new();
+                while taken.load(Ordering::Relaxed) < total {
+                    match ring.try_pop_with(|b, s| (b.to_vec(), s)) {
+                        Ok((b, s)) => {
+                            taken.fetch_add(1, Ordering::Relaxed);
+                            let i = u32::from_le_bytes(b[..4].try_into().unwrap());
+                            let check = u32::from_le_bytes(b[4..].try_into().unwrap());
+                            assert_eq!(check, i ^ 0xa5a5_a5a5, "torn message");
+                            let prev = last[s as usize].replace(i);
+                            assert!(prev.map_or(true, |p| p < i), "out of order");
+                            got.push((s, i));
+                        }
+                        Err(PopError::Empty) => std::thread::yield_now(),
+                        Err(e) => panic!("{e:?}"),
+                    }
+                }
+                got
+            }));
+        }
+        let mut all: Vec<(u32, u32)> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        all.sort_unstable();
+        let want: Vec<(u32, u32)> = (0..producers)
+            .flat_map(|p| (0..per).map(move |i| (p, i)))
+            .collect();
+        assert_eq!(all, want, "every message exactly once");
+    }
+
+    #[cfg(not(miri))]
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+        use std::collections::VecDeque;
+
+        proptest! {
+            /// Any sequence of pushes, pops and a seal behaves like a
+            /// bounded FIFO that stops accepting once sealed.
+            #[test]
+            fn behaves_like_a_bounded_fifo(
+                cap_log in 1u32..4,
+                ops in proptest::collection::vec((0u8..10, 0usize..24), 0..200),
+            ) {
+                let cap = 1u32 << cap_log;
+                let heap = HeapRing::new(cap, 16);
+                let ring = heap.ring();
+                let mut model: VecDeque<Vec<u8>> = VecDeque::new();
+                let mut sealed = false;
+                for (n, (op, len)) in ops.into_iter().enumerate() {
+                    match op {
+                        0..=4 => {
+                            let msg = vec![n as u8; len];
+                            let got = ring.try_push(&msg, 1);
+                            let want = if len > 16 {
+                                Err(PushError::TooLarge)
+                            } else if sealed {
+                                Err(PushError::Sealed)
+                            } else if model.len() == cap as usize {
+                                Err(PushError::Full)
+                            } else {
+                                model.push_back(msg);
+                                Ok(())
+                            };
+                            prop_assert_eq!(got, want);
+                        }
+                        5..=8 => {
+                            let got = ring.try_pop_with(|b, _| b.to_vec());
+                            let want = match model.pop_front() {
+                                Some(m) => Ok(m),
+                                None if sealed => Err(PopError::Drained),
+                                None => Err(PopError::Empty),
+                            };
+                            prop_assert_eq!(got, want);
+                        }
+                        _ => {
+                            ring.seal();
+                            sealed = true;
+                        }
+                    }
+                    prop_assert_eq!(ring.len().unwrap(), model.len() as u64);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(loom)]
+mod loom_models {
+    use super::*;
+    use crate::mpmc::MpmcMem;
+    use crate::sync::{AtomicU64, Ordering};
+    use loom::cell::UnsafeCell;
+    use std::sync::Arc;
+
+    /// A ring in loom cells and atomics: loom reports any payload access
+    /// that the sequence words do not order.
+    struct CellRing {
+        enq: AtomicU64,
+        deq: AtomicU64,
+        seq: Vec<AtomicU64>,
+        meta: Vec<AtomicU64>,
+        payload: Vec<UnsafeCell<[u8; 8]>>,
+    }
+
+    #[derive(Clone)]
+    struct Shared(Arc<CellRing>);
+
+    impl MpmcMem for Shared {
+        fn enqueue(&self) -> &AtomicU64 {
+            &self.0.enq
+        }
+        fn dequeue(&self) -> &AtomicU64 {
+            &self.0.deq
+        }
+        fn seq(&self, index: u32) -> &AtomicU64 {
+            &self.0.seq[index as usize]
+        }
+        fn meta(&self, index: u32) -> &AtomicU64 {
+            &self.0.meta[index as usize]
+        }
+        fn with_payload_mut<R>(&self, index: u32, f: impl FnOnce(*mut u8) -> R) -> R {
+            self.0.payload[index as usize].with_mut(|p| f(p.cast()))
+        }
+        fn with_payload<R>(&self, index: u32, f: impl FnOnce(*const u8) -> R) -> R {
+            self.0.payload[index as usize].with(|p| f(p.cast()))
+        }
+    }
+
+    fn ring(cap: u32) -> (MpmcRing<Shared>, Shared) {
+        let shared = Shared(Arc::new(CellRing {
+            enq: AtomicU64::new(0),
+            deq: AtomicU64::new(0),
+            seq: (0..cap).map(|_| AtomicU64::new(0)).collect(),
+            meta: (0..cap).map(|_| AtomicU64::new(0)).collect(),
+            payload: (0..cap).map(|_| UnsafeCell::new([0; 8])).collect(),
+        }));
+        let r = MpmcRing::new(shared.clone(), geometry(cap, 8));
+        r.init();
+        (r, shared)
+    }
+
+    fn push_spin(r: &MpmcRing<Shared>, msg: &[u8], sender: u32) {
+        loop {
+            match r.try_push(msg, sender) {
+                Ok(()) => return,
+                Err(PushError::Full) => loom::thread::yield_now(),
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+    }
+
+    /// Two producers race for the slots of a two-slot ring that a consumer
+    /// empties: both messages arrive exactly once, with their bytes.
+    #[test]
+    fn mpmc_two_producers_one_consumer() {
+        let mut builder = loom::model::Builder::new();
+        builder.preemption_bound = Some(3);
+        builder.check(|| {
+            let (r, shared) = ring(2);
+            let threads: Vec<_> = (0..2u32)
+                .map(|p| {
+                    let shared = shared.clone();
+                    loom::thread::spawn(move || {
+                        let r = MpmcRing::new(shared, geometry(2, 8));
+                        push_spin(&r, &[p as u8 + 10; 3], p);
+                    })
+                })
+                .collect();
+            let mut got = Vec::new();
+            while got.len() < 2 {
+                match r.try_pop_with(|b, s| (b.to_vec(), s)) {
+                    Ok(m) => got.push(m),
+                    Err(PopError::Empty) => loom::thread::yield_now(),
+                    Err(e) => panic!("{e:?}"),
+                }
+            }
+            for t in threads {
+                t.join().unwrap();
+            }
+            got.sort();
+            assert_eq!(got, vec![(vec![10; 3], 0), (vec![11; 3], 1)]);
+        });
+    }
+
+    /// Two consumers race a producer for two messages (each consumer tries
+    /// twice, then the main thread drains the rest): each message is taken
+    /// exactly once, with its bytes.
+    #[test]
+    fn mpmc_one_producer_two_consumers() {
+        let mut builder = loom::model::Builder::new();
+        builder.preemption_bound = Some(3);
+        builder.check(|| {
+            let (r, shared) = ring(2);
+            let threads: Vec<_> = (0..2)
+                .map(|_| {
+                    let shared = shared.clone();
+                    loom::thread::spawn(move || {
+                        let r = MpmcRing::new(shared, geometry(2, 8));
+                        let mut mine = Vec::new();
+                        for _ in 0..2 {
+                            match r.try_pop_with(|b, _| b.to_vec()) {
+                                Ok(v) => mine.push(v),
+                                Err(PopError::Empty) => {}
+                                Err(e) => panic!("{e:?}"),
+                            }
+                        }
+                        mine
+                    })
+                })
+                .collect();
+            push_spin(&r, &[1, 1], 0);
+            push_spin(&r, &[2, 2], 0);
+            let mut all: Vec<Vec<u8>> = threads
+                .into_iter()
+                .flat_map(|t| t.join().unwrap())
+                .collect();
+            while let Ok(v) = r.try_pop_with(|b, _| b.to_vec()) {
+                all.push(v);
+            }
+            all.sort();
+            assert_eq!(all, vec![vec![1, 1], vec![2, 2]]);
+        });
+    }
+
+    /// Sealing races with a push: the push either lands before the seal
+    /// (and is drained) or reports Sealed; never both, never lost.
+    #[test]
+    fn mpmc_seal_races_push() {
+        loom::model(|| {
+            let (r, shared) = ring(2);
+            let t = loom::thread::spawn(move || {
+                let r = MpmcRing::new(shared, geometry(2, 8));
+                r.try_push(b"m", 0)
+            });
+            r.seal();
+            let pushed = t.join().unwrap();
+            let mut got = 0;
+            loop {
+                match r.try_pop_with(|b, _| b.to_vec()) {
+                    Ok(m) => {
+                        assert_eq!(m, b"m");
+                        got += 1;
+                    }
+                    Err(PopError::Drained) => break,
+                    Err(PopError::Empty) => loom::thread::yield_now(),
+                    Err(e) => panic!("{e:?}"),
+                }
+            }
+            match pushed {
+                Ok(()) => assert_eq!(got, 1),
+                Err(PushError::Sealed) => assert_eq!(got, 0),
+                Err(e) => panic!("{e:?}"),
+            }
+        });
+    }
+}
