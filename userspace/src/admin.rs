@@ -63,6 +63,12 @@ pub struct RegionStatus {
     pub error: Option<String>,
     /// Time since its file was last modified, if known.
     pub age: Option<Duration>,
+    /// The mailbox it holds, if it is a mailbox.
+    pub mailbox: Option<crate::mailbox::MailboxInfo>,
+    /// For a segment of an unbounded mailbox: the mailbox's region name.
+    pub segment_of: Option<String>,
+    /// For a segment: its mailbox's region no longer exists.
+    pub orphaned: bool,
 }
 
 /// How old a region whose creator cannot be told must be before it counts
@@ -74,7 +80,17 @@ impl RegionStatus {
     /// any of its rings. A region whose creator cannot be told (its header
     /// was never written) is stale once it is older than
     /// [`UNKNOWN_CREATOR_GRACE`].
+    ///
+    /// A mailbox outlives its creator: it is stale only once removed with
+    /// no live process attached. A segment of one is stale once its mailbox
+    /// is gone.
     pub fn is_stale(&self) -> bool {
+        if self.segment_of.is_some() {
+            return self.orphaned;
+        }
+        if let Some(m) = &self.mailbox {
+            return m.removed && m.attachments.iter().all(|a| !a.alive);
+        }
         if self.creator_pid == 0 {
             return self.age.is_some_and(|a| a > UNKNOWN_CREATOR_GRACE);
         }
@@ -131,6 +147,9 @@ pub fn list() -> Result<Vec<RegionStatus>, MapError> {
                 .and_then(|m| m.modified())
                 .ok()
                 .and_then(|t| t.elapsed().ok()),
+            mailbox: None,
+            segment_of: crate::mailbox::segment_root(&file.name),
+            orphaned: false,
         };
         match Region::open(&file.name, backend_of(file.kind)) {
             Err(e) => status.error = Some(e.to_string()),
@@ -167,7 +186,9 @@ pub fn list() -> Result<Vec<RegionStatus>, MapError> {
                                     receiver: endpoint_status(&parts, Side::Receiver),
                                 });
                             }
-                            Err(OpenError::NoRing { .. }) => {}
+                            Err(OpenError::NoRing { .. }) => {
+                                status.mailbox = crate::mailbox::describe(&map, &info);
+                            }
                             Err(e) => status.error = Some(e.to_string()),
                         }
                     }
@@ -176,11 +197,32 @@ pub fn list() -> Result<Vec<RegionStatus>, MapError> {
         }
         out.push(status);
     }
+    let names: std::collections::HashSet<String> = out.iter().map(|r| r.name.clone()).collect();
+    for r in &mut out {
+        if let Some(root) = &r.segment_of {
+            r.orphaned = !names.contains(root);
+        }
+    }
     Ok(out)
 }
 
-/// Removes the region `name` (processes that have it mapped keep it).
+/// Removes the region `name` (processes that have it mapped keep it). A
+/// mailbox is marked removed first, so attached processes see it gone, and
+/// its segments go with it.
 pub fn remove(name: &str) -> Result<(), MapError> {
+    if let Ok(r) = Region::open(name, Backend::Auto) {
+        let map = Arc::new(RegionMap::from_region(r));
+        if let Ok(info) = region::validate(&map) {
+            if let Ok(ctl) = region::MailboxParts::locate(map.clone(), &info) {
+                crate::mailbox::mark_removed(&ctl);
+                for seg in hwlink_drivers::list_regions()? {
+                    if crate::mailbox::segment_root(&seg.name).as_deref() == Some(name) {
+                        let _ = hwlink_drivers::remove_region(&seg.name);
+                    }
+                }
+            }
+        }
+    }
     hwlink_drivers::remove_region(name)
 }
 

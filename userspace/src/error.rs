@@ -296,6 +296,12 @@ pub enum RecvError {
         /// Buffer length.
         cap: usize,
     },
+    /// The next segment of an unbounded queue cannot be mapped.
+    #[error("the queue's next segment cannot be mapped: {reason}")]
+    Unavailable {
+        /// Why (the driver's message, which says what to do).
+        reason: String,
+    },
     /// The peer corrupted the ring.
     #[error(transparent)]
     Corrupt(#[from] Corruption),

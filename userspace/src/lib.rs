@@ -33,7 +33,11 @@ pub mod admin;
 #[cfg(not(loom))]
 pub mod bench;
 #[cfg(not(loom))]
+mod chain;
+#[cfg(not(loom))]
 mod link;
+#[cfg(not(loom))]
+mod mailbox;
 #[cfg(not(loom))]
 pub mod pingpong;
 #[cfg(not(loom))]
@@ -50,6 +54,11 @@ pub use hwlink_drivers::{Backend, BackingKind};
 pub use link::{
     LinkBuilder, ReadBatch, ReadSlot, Receiver, Sender, WriteBatch, WriteSlot, DEFAULT_CAPACITY,
     DEFAULT_SLOT_SIZE,
+};
+#[cfg(not(loom))]
+pub use mailbox::{
+    Access, AttachmentInfo, Buffering, Mailbox, MailboxBuilder, MailboxId, MailboxInfo,
+    DEFAULT_MAILBOX_CAPACITY, DEFAULT_MAILBOX_SLOT_SIZE, MAX_MAILBOX_NAME,
 };
 pub use wait::WaitStrategy;
 

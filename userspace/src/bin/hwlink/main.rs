@@ -435,6 +435,34 @@ fn ls_cmd() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                 ep(&ring.receiver)
             );
         }
+        if let Some(m) = &r.mailbox {
+            println!(
+                "    mailbox id {}: {}, {} messages queued, {} bytes in use{}",
+                m.id,
+                m.buffering,
+                m.queued,
+                m.bytes_in_use,
+                if m.removed { ", removed" } else { "" }
+            );
+            for a in &m.attachments {
+                let access = match a.access {
+                    hwlink::Access::Send => "send",
+                    hwlink::Access::Recv => "receive",
+                    hwlink::Access::SendRecv => "send+receive",
+                };
+                println!(
+                    "      attached: pid {} ({access}){}",
+                    a.pid,
+                    if a.alive { "" } else { " (dead)" }
+                );
+            }
+        }
+        if let Some(root) = &r.segment_of {
+            println!(
+                "    segment of mailbox region `{root}`{}",
+                if r.orphaned { " (gone)" } else { "" }
+            );
+        }
         if let Some(e) = &r.error {
             println!("    error: {e}");
         }

@@ -1,0 +1,858 @@
+//! Mailboxes: indirect links with a unique id that any number of processes
+//! attach to, each to send, to receive, or both; every message reaches
+//! exactly one receiver. A mailbox outlives its members: it is removed by
+//! its creator ([`Mailbox::remove`]) or by `hwlink rm`.
+//!
+//! Buffering is chosen at creation: bounded (one MPMC ring: a full mailbox
+//! makes senders wait), unbounded (a chain of ring segments that grows up to
+//! a byte limit: senders never wait), or zero capacity (a rendezvous: `send`
+//! returns once a receiver has the message).
+
+use crate::chain::Chain;
+use crate::doorbell::Doorbell;
+use crate::error::{OpenError, RecvError, SendError};
+use crate::mpmc::{self, MpmcGeometry, PopError, PushError};
+use crate::region::{
+    self, MailboxConfig, MailboxParts, MpmcParts, ObjectInit, ObjectSpec, RegionMap,
+};
+use crate::sync::{fence, spin_loop, Ordering};
+use crate::wait::WaitStrategy;
+use hwlink_drivers::{Backend, BackingKind};
+use hwlink_hw::{
+    HWL_ACCESS_RECV, HWL_ACCESS_SEND, HWL_BUF_BOUNDED, HWL_BUF_UNBOUNDED, HWL_BUF_ZERO,
+    HWL_FEAT_FUTEX_DOORBELL, HWL_FEAT_MAILBOX, HWL_FEAT_MPMC_RING, HWL_MAX_ATTACHMENTS,
+    HWL_OBJ_MAILBOX, HWL_OBJ_MPMC_RING,
+};
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Prefix of every mailbox's region name.
+pub const MAILBOX_PREFIX: &str = "mbx.";
+/// Longest mailbox name (its segments' region names add a suffix).
+pub const MAX_MAILBOX_NAME: usize = 32;
+/// Default slots of a mailbox's (first) ring.
+pub const DEFAULT_MAILBOX_CAPACITY: u32 = 1024;
+/// Default most bytes of one message.
+pub const DEFAULT_MAILBOX_SLOT_SIZE: u32 = 240;
+/// How long a waiting end sleeps at most before re-checking that the
+/// mailbox still exists.
+const SLEEP_SLICE: Duration = Duration::from_millis(50);
+/// How long spin-then-park spins before it sleeps.
+const SPIN: Duration = Duration::from_micros(50);
+
+/// How a link or mailbox buffers messages, fixed at creation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Buffering {
+    /// No queue: `send` returns once a receiver has taken the message
+    /// (rendezvous).
+    Zero,
+    /// Up to `n` messages queued; then senders wait (or `try_send` reports
+    /// Full).
+    Bounded(u32),
+    /// Senders never wait; the queue grows in segments until it holds
+    /// `byte_limit` bytes, past which `send` fails at once with
+    /// [`SendError::MemoryLimit`].
+    Unbounded {
+        /// Most bytes of memory all segments may take together.
+        byte_limit: u64,
+    },
+}
+
+impl fmt::Display for Buffering {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Buffering::Zero => f.write_str("zero (rendezvous)"),
+            Buffering::Bounded(n) => write!(f, "bounded({n})"),
+            Buffering::Unbounded { byte_limit } => {
+                write!(f, "unbounded (limit {byte_limit} bytes)")
+            }
+        }
+    }
+}
+
+/// What an attachment may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Send only.
+    Send,
+    /// Receive only.
+    Recv,
+    /// Send and receive.
+    SendRecv,
+}
+
+impl Access {
+    fn bits(self) -> u32 {
+        match self {
+            Access::Send => HWL_ACCESS_SEND,
+            Access::Recv => HWL_ACCESS_RECV,
+            Access::SendRecv => HWL_ACCESS_SEND | HWL_ACCESS_RECV,
+        }
+    }
+    fn describe(bits: u32) -> String {
+        match bits & (HWL_ACCESS_SEND | HWL_ACCESS_RECV) {
+            0 => "nothing".into(),
+            HWL_ACCESS_SEND => "send".into(),
+            HWL_ACCESS_RECV => "receive".into(),
+            _ => "send and receive".into(),
+        }
+    }
+}
+
+/// A mailbox's unique id, chosen at random by its creator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MailboxId(pub u64);
+
+impl fmt::Display for MailboxId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// Creates or opens mailboxes.
+#[derive(Clone, Debug)]
+pub struct MailboxBuilder {
+    name: Option<String>,
+    buffering: Buffering,
+    slot_size: u32,
+    backend: Backend,
+    wait: WaitStrategy,
+    file_mode: u32,
+    allow: Access,
+    ready_timeout: Duration,
+}
+
+impl Default for MailboxBuilder {
+    fn default() -> Self {
+        MailboxBuilder {
+            name: None,
+            buffering: Buffering::Bounded(DEFAULT_MAILBOX_CAPACITY),
+            slot_size: DEFAULT_MAILBOX_SLOT_SIZE,
+            backend: Backend::Auto,
+            wait: WaitStrategy::default(),
+            file_mode: 0o600,
+            allow: Access::SendRecv,
+            ready_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+impl MailboxBuilder {
+    /// A builder with the defaults: unnamed, bounded(1024), 240-byte
+    /// messages, hugepages if reserved, mode 0600, send and receive allowed.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// An optional name (1 to 32 of `[A-Za-z0-9_.-]`); unnamed mailboxes are
+    /// found by id.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+    /// How messages are buffered.
+    pub fn buffering(mut self, buffering: Buffering) -> Self {
+        self.buffering = buffering;
+        self
+    }
+    /// Most bytes of one message.
+    pub fn slot_size(mut self, bytes: u32) -> Self {
+        self.slot_size = bytes;
+        self
+    }
+    /// Where the memory comes from.
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = backend;
+        self
+    }
+    /// How this process's handle waits.
+    pub fn wait(mut self, wait: WaitStrategy) -> Self {
+        self.wait = wait;
+        self
+    }
+    /// File mode of the mailbox's files (e.g. `0o660` to let the group
+    /// attach): the kernel's own check on who may map it.
+    pub fn file_mode(mut self, mode: u32) -> Self {
+        self.file_mode = mode & 0o777;
+        self
+    }
+    /// What openers may attach for; checked on every open.
+    pub fn allow(mut self, access: Access) -> Self {
+        self.allow = access;
+        self
+    }
+
+    fn region_name(&self, id: MailboxId) -> Result<String, OpenError> {
+        match &self.name {
+            Some(n) if n.is_empty() || n.len() > MAX_MAILBOX_NAME => Err(OpenError::InvalidConfig(
+                format!("mailbox name `{n}` must be 1 to {MAX_MAILBOX_NAME} characters"),
+            )),
+            Some(n) => Ok(format!("{MAILBOX_PREFIX}{n}")),
+            None => Ok(format!("{MAILBOX_PREFIX}{id}")),
+        }
+    }
+
+    /// Creates the mailbox and attaches to it with `access`.
+    pub fn create(&self, access: Access) -> Result<Mailbox, OpenError> {
+        let id = MailboxId(random_id());
+        let name = self.region_name(id)?;
+        let (buffering, capacity, byte_limit) = match self.buffering {
+            Buffering::Zero => {
+                return Err(OpenError::InvalidConfig(
+                    "zero-capacity mailboxes are not available in this build".into(),
+                ))
+            }
+            Buffering::Bounded(n) => (HWL_BUF_BOUNDED, n, 0),
+            Buffering::Unbounded { byte_limit } => (
+                HWL_BUF_UNBOUNDED,
+                DEFAULT_MAILBOX_CAPACITY.min(256),
+                byte_limit,
+            ),
+        };
+        let geometry = mpmc_geometry(capacity, self.slot_size)?;
+        let ring_size = mpmc::ring_bytes(geometry.capacity, geometry.slot_size)
+            .ok_or_else(|| OpenError::InvalidConfig("capacity * slot size overflows".into()))?;
+        let config = MailboxConfig {
+            id: id.0,
+            buffering,
+            access: self.allow.bits(),
+            capacity: geometry.capacity,
+            slot_size: geometry.slot_size,
+            byte_limit,
+        };
+        let init_ctl = move |obj: ObjectInit| {
+            let len = obj.region_len();
+            region::init_mailbox(obj, config, len)
+        };
+        let init_ring = move |obj: ObjectInit| region::init_mpmc_ring(obj, geometry, 0);
+        let map = region::create_region(
+            &name,
+            self.backend,
+            HWL_FEAT_MAILBOX | HWL_FEAT_MPMC_RING | HWL_FEAT_FUTEX_DOORBELL,
+            &[
+                ObjectSpec {
+                    kind: HWL_OBJ_MAILBOX,
+                    name: "mailbox",
+                    size: core::mem::size_of::<hwlink_hw::hwl_mailbox>() as u64,
+                    init: &init_ctl,
+                },
+                ObjectSpec {
+                    kind: HWL_OBJ_MPMC_RING,
+                    name: "queue",
+                    size: ring_size,
+                    init: &init_ring,
+                },
+            ],
+            true,
+        )?;
+        let mode = std::fs::Permissions::from(std::os::unix::fs::PermissionsExt::from_mode(
+            self.file_mode,
+        ));
+        let _ = std::fs::set_permissions(map.region().path(), mode);
+        let region_len = map.region().len() as u64;
+        if buffering == HWL_BUF_UNBOUNDED && byte_limit < region_len {
+            let _ = hwlink_drivers::remove_region(&name);
+            return Err(OpenError::InvalidConfig(format!(
+                "a byte limit of {byte_limit} is below the mailbox's first segment ({region_len} bytes): \
+                 raise the limit"
+            )));
+        }
+        let mut mbx = Mailbox::attach(map, self, access, true)?;
+        mbx.created = true;
+        Ok(mbx)
+    }
+
+    /// Opens the mailbox named `name` and attaches with `access`.
+    pub fn open(&self, name: &str, access: Access) -> Result<Mailbox, OpenError> {
+        let (map, _) = region::open_region(
+            &format!("{MAILBOX_PREFIX}{name}"),
+            self.backend,
+            self.ready_timeout,
+        )?;
+        Mailbox::attach(map, self, access, false)
+    }
+
+    /// Opens the mailbox with unique id `id` (named or not).
+    pub fn open_id(&self, id: MailboxId, access: Access) -> Result<Mailbox, OpenError> {
+        let direct = format!("{MAILBOX_PREFIX}{id}");
+        let mut names = vec![direct.clone()];
+        for r in hwlink_drivers::list_regions()? {
+            if r.name.starts_with(MAILBOX_PREFIX) && r.name != direct && !is_segment(&r.name) {
+                names.push(r.name);
+            }
+        }
+        for name in names {
+            let Ok((map, info)) = region::open_region(&name, self.backend, self.ready_timeout)
+            else {
+                continue;
+            };
+            match MailboxParts::locate(map.clone(), &info) {
+                Ok(p) if p.config().id == id.0 => return Mailbox::attach(map, self, access, false),
+                _ => {}
+            }
+        }
+        Err(OpenError::Map(hwlink_drivers::MapError::NotFound {
+            name: format!("{MAILBOX_PREFIX}<id {id}>"),
+        }))
+    }
+}
+
+/// Whether a region name is a segment of an unbounded mailbox.
+pub(crate) fn is_segment(name: &str) -> bool {
+    segment_root(name).is_some()
+}
+
+/// The mailbox region a segment region belongs to (`<root>.s<k>`).
+pub(crate) fn segment_root(name: &str) -> Option<String> {
+    if !name.starts_with(MAILBOX_PREFIX) {
+        return None;
+    }
+    let (root, n) = name.rsplit_once(".s")?;
+    (!n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())).then(|| root.to_string())
+}
+
+fn mpmc_geometry(capacity: u32, slot_size: u32) -> Result<MpmcGeometry, OpenError> {
+    let stride = mpmc::slot_stride(slot_size)
+        .ok_or_else(|| OpenError::InvalidConfig(format!("slot size {slot_size} is too large")))?;
+    let size = mpmc::ring_bytes(capacity, slot_size).unwrap_or(u64::MAX);
+    MpmcGeometry::validate(capacity, slot_size, stride, mpmc::CONTROL_BYTES, size).map_err(|c| {
+        OpenError::InvalidConfig(format!(
+            "{} {} is not allowed (limit {}): capacity must be a power of two from 2 to 2^24, slot size up to 1 GiB",
+            c.what, c.value, c.limit
+        ))
+    })
+}
+
+fn random_id() -> u64 {
+    let mut b = [0u8; 8];
+    // getrandom(2) never fails for 8 bytes once the pool is initialised; a
+    // time-and-pid fallback keeps ids distinct if it does.
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .is_err()
+    {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        b = (t ^ (u64::from(std::process::id()) << 40)).to_le_bytes();
+    }
+    u64::from_le_bytes(b).max(1)
+}
+
+/// What carries the messages.
+#[derive(Debug)]
+enum Queue {
+    Bounded(MpmcParts),
+    Unbounded(Box<Chain>),
+}
+
+/// One process's attachment to a mailbox. Use one handle per thread
+/// (methods take `&mut self`); open another for another thread.
+#[derive(Debug)]
+pub struct Mailbox {
+    name: String,
+    ctl: MailboxParts,
+    queue: Queue,
+    not_empty: Doorbell,
+    not_full: Doorbell,
+    wait: WaitStrategy,
+    access: Access,
+    /// Our entry in the attachment table (also the sender tag of our
+    /// messages).
+    entry: u32,
+    created: bool,
+}
+
+impl Mailbox {
+    /// Creates a mailbox named `name` with `buffering` and the other
+    /// defaults of [`MailboxBuilder`], attached to send and receive.
+    pub fn create(name: &str, buffering: Buffering) -> Result<Mailbox, OpenError> {
+        MailboxBuilder::new()
+            .name(name)
+            .buffering(buffering)
+            .create(Access::SendRecv)
+    }
+
+    /// Opens the mailbox `name` with `access`.
+    pub fn open(name: &str, access: Access) -> Result<Mailbox, OpenError> {
+        MailboxBuilder::new().open(name, access)
+    }
+
+    fn attach(
+        map: Arc<RegionMap>,
+        builder: &MailboxBuilder,
+        access: Access,
+        creating: bool,
+    ) -> Result<Mailbox, OpenError> {
+        let info = region::validate(&map)?;
+        let name = map.name().to_string();
+        let ctl = MailboxParts::locate(map.clone(), &info)?;
+        let config = *ctl.config();
+        if access.bits() & !config.access != 0 {
+            return Err(OpenError::AccessDenied {
+                name,
+                asked: Access::describe(access.bits()),
+                allowed: Access::describe(config.access),
+            });
+        }
+        if !creating && ctl.removed().load(Ordering::Acquire) != 0 {
+            return Err(OpenError::Map(hwlink_drivers::MapError::NotFound { name }));
+        }
+        let ring_obj = info
+            .objects
+            .iter()
+            .find(|o| o.kind == HWL_OBJ_MPMC_RING)
+            .ok_or_else(|| OpenError::NotAMailbox { name: name.clone() })?;
+        let ring = MpmcParts::locate_object(map.clone(), ring_obj)?;
+        if ring.ring().geometry().slot_size != config.slot_size {
+            return Err(OpenError::Corrupt {
+                name,
+                source: crate::error::Corruption::new(
+                    "mailbox ring slot size",
+                    ring.ring().geometry().slot_size.into(),
+                    config.slot_size.into(),
+                ),
+            });
+        }
+        let queue = match config.buffering {
+            HWL_BUF_BOUNDED => Queue::Bounded(ring),
+            HWL_BUF_UNBOUNDED => Queue::Unbounded(Box::new(Chain::new(
+                ctl.clone(),
+                ring,
+                builder.backend,
+                builder.ready_timeout,
+            )?)),
+            HWL_BUF_ZERO | _ => {
+                return Err(OpenError::UnsupportedFeatures {
+                    name,
+                    unknown: HWL_FEAT_MAILBOX,
+                })
+            }
+        };
+        let entry = claim_entry(&ctl, access.bits()).ok_or(OpenError::TooManyAttachments {
+            name: name.clone(),
+            max: HWL_MAX_ATTACHMENTS,
+        })?;
+        let (not_empty, not_full) = ctl.doorbells();
+        Ok(Mailbox {
+            name: name
+                .strip_prefix(MAILBOX_PREFIX)
+                .unwrap_or(&name)
+                .to_string(),
+            ctl,
+            queue,
+            not_empty,
+            not_full,
+            wait: builder.wait,
+            access,
+            entry,
+            created: false,
+        })
+    }
+
+    /// The mailbox's name (without the region prefix), or its id in hex.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// The unique id.
+    pub fn id(&self) -> MailboxId {
+        MailboxId(self.ctl.config().id)
+    }
+    /// What this attachment may do.
+    pub fn access(&self) -> Access {
+        self.access
+    }
+    /// How the mailbox buffers.
+    pub fn buffering(&self) -> Buffering {
+        let c = self.ctl.config();
+        match c.buffering {
+            HWL_BUF_UNBOUNDED => Buffering::Unbounded {
+                byte_limit: c.byte_limit,
+            },
+            HWL_BUF_ZERO => Buffering::Zero,
+            _ => Buffering::Bounded(c.capacity),
+        }
+    }
+    /// Most bytes of one message.
+    pub fn max_message(&self) -> usize {
+        self.ctl.config().slot_size as usize
+    }
+    /// What backs the memory.
+    pub fn backing(&self) -> BackingKind {
+        self.ctl.map().region().kind()
+    }
+    /// Messages queued now (a snapshot).
+    pub fn len(&self) -> u64 {
+        match &self.queue {
+            Queue::Bounded(p) => p.ring().len().unwrap_or(0),
+            Queue::Unbounded(c) => c.len(),
+        }
+    }
+    /// Whether nothing is queued now.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Bytes of memory the mailbox's segments take now.
+    pub fn bytes_in_use(&self) -> u64 {
+        self.ctl.bytes_in_use().load(Ordering::Relaxed)
+    }
+
+    fn removed(&self) -> bool {
+        self.ctl.removed().load(Ordering::Acquire) != 0
+    }
+
+    fn can(&self, bits: u32) -> bool {
+        self.access.bits() & bits != 0
+    }
+
+    /// One attempt; errors carry no message.
+    fn try_send_raw(&mut self, msg: &[u8]) -> Result<(), SendError<()>> {
+        if !self.can(HWL_ACCESS_SEND) {
+            return Err(SendError::Disconnected(()));
+        }
+        if self.removed() {
+            return Err(SendError::Disconnected(()));
+        }
+        let sent = match &mut self.queue {
+            Queue::Bounded(p) => p.ring().try_push(msg, self.entry).map_err(|e| match e {
+                PushError::Full => SendError::Full(()),
+                PushError::Sealed => SendError::Disconnected(()),
+                PushError::TooLarge => SendError::TooLarge {
+                    msg: (),
+                    len: msg.len(),
+                    max: p.ring().geometry().slot_size as usize,
+                },
+                PushError::Corrupt(c) => SendError::Corrupt(c),
+            }),
+            Queue::Unbounded(c) => c.try_push(msg, self.entry),
+        };
+        if sent.is_ok() {
+            // F0: publish (the slot's turn) before reading the waiter count.
+            fence(Ordering::SeqCst);
+            self.not_empty.notify();
+        }
+        sent
+    }
+
+    fn send_until<M: AsRef<[u8]>>(
+        &mut self,
+        msg: M,
+        deadline: Option<Instant>,
+        block: bool,
+    ) -> Result<(), SendError<M>> {
+        loop {
+            match self.try_send_raw(msg.as_ref()) {
+                Ok(()) => return Ok(()),
+                Err(SendError::Full(())) if block => {}
+                Err(e) => return Err(e.with_msg(msg)),
+            }
+            let room = |mbx: &Mailbox| match &mbx.queue {
+                Queue::Bounded(p) => {
+                    p.ring().len().unwrap_or(0) < u64::from(p.ring().geometry().capacity)
+                }
+                Queue::Unbounded(_) => true,
+            };
+            if !self.wait_for(false, deadline, room) {
+                return Err(SendError::Timeout(msg));
+            }
+        }
+    }
+
+    /// Sends `msg`, waiting while the mailbox is full.
+    pub fn send<M: AsRef<[u8]>>(&mut self, msg: M) -> Result<(), SendError<M>> {
+        self.send_until(msg, None, true)
+    }
+    /// Sends `msg`, waiting at most `timeout` for room.
+    pub fn send_timeout<M: AsRef<[u8]>>(
+        &mut self,
+        msg: M,
+        timeout: Duration,
+    ) -> Result<(), SendError<M>> {
+        self.send_until(msg, Some(Instant::now() + timeout), true)
+    }
+    /// Sends `msg` if there is room now.
+    pub fn try_send<M: AsRef<[u8]>>(&mut self, msg: M) -> Result<(), SendError<M>> {
+        self.send_until(msg, None, false)
+    }
+
+    fn try_recv_raw<R>(&mut self, f: impl FnOnce(&[u8], u32) -> R) -> Result<R, RecvError> {
+        if !self.can(HWL_ACCESS_RECV) {
+            return Err(RecvError::Disconnected);
+        }
+        let got = match &mut self.queue {
+            Queue::Bounded(p) => p.ring().try_pop_with(f).map_err(|e| match e {
+                PopError::Empty => RecvError::Empty,
+                PopError::Drained => RecvError::Disconnected,
+                PopError::Corrupt(c) => RecvError::Corrupt(c),
+            }),
+            Queue::Unbounded(c) => c.try_pop_with(f),
+        };
+        match got {
+            Ok(v) => {
+                if matches!(self.queue, Queue::Bounded(_)) {
+                    // F2: release the slot before reading the waiter count.
+                    fence(Ordering::SeqCst);
+                    self.not_full.notify();
+                }
+                Ok(v)
+            }
+            Err(RecvError::Empty) if self.removed() => Err(RecvError::Disconnected),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn recv_until<R>(
+        &mut self,
+        f: impl FnOnce(&[u8], u32) -> R,
+        deadline: Option<Instant>,
+        block: bool,
+    ) -> Result<R, RecvError> {
+        let mut f = Some(f);
+        loop {
+            // The closure is only consumed when a message was claimed.
+            let mut taken = None;
+            match self.try_recv_raw(|b, s| {
+                let f = f.take().expect("receive closure runs once");
+                taken = Some(());
+                f(b, s)
+            }) {
+                Ok(v) => return Ok(v),
+                Err(RecvError::Empty) if block => {}
+                Err(e) => return Err(e),
+            }
+            debug_assert!(taken.is_none());
+            let ready = |mbx: &Mailbox| match &mbx.queue {
+                Queue::Bounded(p) => p.ring().len().unwrap_or(1) > 0 || p.ring().is_sealed(),
+                Queue::Unbounded(c) => c.maybe_ready(),
+            };
+            if !self.wait_for(true, deadline, ready) {
+                return Err(RecvError::Timeout);
+            }
+        }
+    }
+
+    /// Waits (per the wait strategy) until `ready`, the mailbox is removed,
+    /// or the deadline passes (false).
+    fn wait_for(
+        &self,
+        receiving: bool,
+        deadline: Option<Instant>,
+        ready: impl Fn(&Mailbox) -> bool,
+    ) -> bool {
+        let bell = if receiving {
+            &self.not_empty
+        } else {
+            &self.not_full
+        };
+        let check = |m: &Mailbox| ready(m) || m.removed();
+        let spin_until = match self.wait {
+            WaitStrategy::BusyPoll => deadline,
+            WaitStrategy::SpinPark => Some(Instant::now() + SPIN),
+            WaitStrategy::Park => Some(Instant::now()),
+        };
+        let mut n = 0u32;
+        loop {
+            if check(self) {
+                return true;
+            }
+            n = n.wrapping_add(1);
+            if n % 64 == 0 {
+                let now = Instant::now();
+                if deadline.is_some_and(|d| now >= d) {
+                    return false;
+                }
+                if spin_until.is_some_and(|s| now >= s) && self.wait != WaitStrategy::BusyPoll {
+                    break;
+                }
+            }
+            spin_loop();
+        }
+        let slept: Result<_, ()> = bell.sleep_until(
+            |_| Ok(check(self).then_some(())),
+            deadline,
+            Some(SLEEP_SLICE),
+        );
+        matches!(slept, Ok(crate::doorbell::Slept::Ready(())))
+    }
+
+    /// Receives the next message, waiting for one.
+    pub fn recv(&mut self) -> Result<Vec<u8>, RecvError> {
+        self.recv_until(|b, _| b.to_vec(), None, true)
+    }
+    /// Receives the next message, waiting at most `timeout`.
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Vec<u8>, RecvError> {
+        self.recv_until(|b, _| b.to_vec(), Some(Instant::now() + timeout), true)
+    }
+    /// Receives a message if one is queued now.
+    pub fn try_recv(&mut self) -> Result<Vec<u8>, RecvError> {
+        self.recv_until(|b, _| b.to_vec(), None, false)
+    }
+    /// Receives the next message and runs `f` on it in place (no copy, no
+    /// allocation), with the sender's attachment number.
+    pub fn recv_with<R>(&mut self, f: impl FnOnce(&[u8], u32) -> R) -> Result<R, RecvError> {
+        self.recv_until(f, None, true)
+    }
+    /// [`recv_with`](Self::recv_with) with a timeout.
+    pub fn recv_with_timeout<R>(
+        &mut self,
+        timeout: Duration,
+        f: impl FnOnce(&[u8], u32) -> R,
+    ) -> Result<R, RecvError> {
+        self.recv_until(f, Some(Instant::now() + timeout), true)
+    }
+    /// [`recv_with`](Self::recv_with) if a message is queued now.
+    pub fn try_recv_with<R>(&mut self, f: impl FnOnce(&[u8], u32) -> R) -> Result<R, RecvError> {
+        self.recv_until(f, None, false)
+    }
+
+    /// Removes the mailbox: attached processes see it gone (senders get
+    /// `Disconnected`, receivers drain what is queued, then get
+    /// `Disconnected`) and its files are unlinked. Only its creator may.
+    pub fn remove(self) -> Result<(), OpenError> {
+        if !self.created {
+            return Err(OpenError::InvalidConfig(format!(
+                "only the creator of mailbox `{}` removes it; or run `hwlink rm {MAILBOX_PREFIX}{}`",
+                self.name, self.name
+            )));
+        }
+        mark_removed(&self.ctl);
+        if let Queue::Unbounded(c) = &self.queue {
+            for seg in c.segment_names() {
+                let _ = hwlink_drivers::remove_region(&seg);
+            }
+        }
+        match hwlink_drivers::remove_region(self.ctl.map().name()) {
+            Ok(()) | Err(hwlink_drivers::MapError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Marks a mailbox removed and wakes everyone waiting on it.
+pub(crate) fn mark_removed(ctl: &MailboxParts) {
+    ctl.removed().store(1, Ordering::Release);
+    fence(Ordering::SeqCst);
+    let (not_empty, not_full) = ctl.doorbells();
+    for _ in 0..HWL_MAX_ATTACHMENTS {
+        not_empty.post();
+        not_full.post();
+    }
+}
+
+/// Claims a free attachment entry (reaping those of dead processes).
+fn claim_entry(ctl: &MailboxParts, mode: u32) -> Option<u32> {
+    let (pid, start) = crate::liveness::me();
+    for round in 0..2 {
+        for i in 0..HWL_MAX_ATTACHMENTS as usize {
+            let a = ctl.attachment(i);
+            let holder = a.pid.load(Ordering::Acquire);
+            if holder != 0 {
+                if round == 0 {
+                    continue;
+                }
+                let st = a.start_time.load(Ordering::Acquire);
+                if crate::liveness::is_alive(holder, st) {
+                    continue;
+                }
+                // Reap: the holder died without detaching.
+                if a.pid
+                    .compare_exchange(holder, 0, Ordering::AcqRel, Ordering::Acquire)
+                    .is_err()
+                {
+                    continue;
+                }
+            }
+            if a.pid
+                .compare_exchange(0, pid, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                a.start_time.store(start, Ordering::Release);
+                a.mode.store(mode, Ordering::Release);
+                return Some(i as u32);
+            }
+        }
+    }
+    None
+}
+
+/// One attachment as `hwlink ls` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachmentInfo {
+    /// The process.
+    pub pid: u32,
+    /// What it attached for.
+    pub access: Access,
+    /// Whether it is still alive.
+    pub alive: bool,
+}
+
+/// A mailbox as `hwlink ls` shows it.
+#[derive(Debug, Clone)]
+pub struct MailboxInfo {
+    /// Unique id.
+    pub id: MailboxId,
+    /// Buffering.
+    pub buffering: Buffering,
+    /// Messages queued (in the first live segment for unbounded ones).
+    pub queued: u64,
+    /// Bytes of memory in use.
+    pub bytes_in_use: u64,
+    /// Whether it was removed (files linger while mapped).
+    pub removed: bool,
+    /// Attached processes.
+    pub attachments: Vec<AttachmentInfo>,
+}
+
+/// Reads what `hwlink ls` shows about the mailbox in a validated region;
+/// None if it holds no mailbox.
+pub(crate) fn describe(map: &Arc<RegionMap>, info: &region::RegionInfo) -> Option<MailboxInfo> {
+    let ctl = MailboxParts::locate(map.clone(), info).ok()?;
+    let c = *ctl.config();
+    let ring_obj = info.objects.iter().find(|o| o.kind == HWL_OBJ_MPMC_RING)?;
+    let queued = MpmcParts::locate_object(map.clone(), ring_obj)
+        .ok()
+        .and_then(|p| p.ring().len().ok())
+        .unwrap_or(0);
+    let mut attachments = Vec::new();
+    for i in 0..HWL_MAX_ATTACHMENTS as usize {
+        let a = ctl.attachment(i);
+        let pid = a.pid.load(Ordering::Acquire);
+        if pid == 0 {
+            continue;
+        }
+        let mode = a.mode.load(Ordering::Acquire);
+        let start = a.start_time.load(Ordering::Acquire);
+        attachments.push(AttachmentInfo {
+            pid,
+            access: match mode & (HWL_ACCESS_SEND | HWL_ACCESS_RECV) {
+                HWL_ACCESS_SEND => Access::Send,
+                HWL_ACCESS_RECV => Access::Recv,
+                _ => Access::SendRecv,
+            },
+            alive: crate::liveness::is_alive(pid, start),
+        });
+    }
+    Some(MailboxInfo {
+        id: MailboxId(c.id),
+        buffering: match c.buffering {
+            HWL_BUF_UNBOUNDED => Buffering::Unbounded {
+                byte_limit: c.byte_limit,
+            },
+            HWL_BUF_ZERO => Buffering::Zero,
+            _ => Buffering::Bounded(c.capacity),
+        },
+        queued,
+        bytes_in_use: ctl.bytes_in_use().load(Ordering::Relaxed),
+        removed: ctl.removed().load(Ordering::Acquire) != 0,
+        attachments,
+    })
+}
+
+impl Drop for Mailbox {
+    fn drop(&mut self) {
+        let a = self.ctl.attachment(self.entry as usize);
+        a.mode.store(0, Ordering::Relaxed);
+        a.start_time.store(0, Ordering::Relaxed);
+        a.pid.store(0, Ordering::Release);
+    }
+}
