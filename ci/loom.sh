@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Model-checks the concurrent algorithms with loom: the SPSC ring with its
-# doorbells, the semaphore, the notify/sleep protocol, and the MPMC ring's
-# claims and seal (hw/SPEC.md §8).
+# doorbells, the semaphore, the notify/sleep protocol, the MPMC ring's
+# claims and seal, and the unbounded chain's segment linking (hw/SPEC.md §8).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export RUSTFLAGS="--cfg loom"

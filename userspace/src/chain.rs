@@ -1,38 +1,28 @@
-//! Unbounded queues: a chain of MPMC ring segments, each a region of its
-//! own, that producers extend when the newest one is full and consumers
-//! remove once drained, within a byte limit set at creation.
+//! Unbounded queues: a chain of MPMC ring segments that producers extend
+//! when the newest one is full and consumers retire once drained, within a
+//! byte limit set at creation.
 //!
-//! Segment 0 is the ring inside the mailbox's own region; segment k > 0 is
-//! the region `<mailbox region>.s<k>`. A producer that finds its segment full
-//! creates the next one, links it with a CAS on `next_segment` (one winner;
-//! a loser removes its own and follows the winner's), then seals the full
-//! one so no message can land behind the link. A consumer that finds a
-//! sealed segment drained moves to the next; the first to do so advances
-//! `head_segment` and unlinks the drained file (its memory goes when the
-//! last process unmaps it). Protocol: hw/SPEC.md, "Unbounded chain".
+//! A producer that finds its segment full creates the next one, links it
+//! with a CAS on `next_segment` (one winner; a loser removes its own and
+//! follows the winner's), then seals the full one so that no message can
+//! land behind the link. A consumer that finds a sealed segment drained
+//! moves to the next; the first to do so advances `head_segment` and
+//! removes the drained segment (its memory goes when the last process
+//! unmaps it). The algorithm is generic over where segments live
+//! ([`SegmentStore`]): region files in production (`segments.rs`), the heap
+//! in the loom model. Protocol: hw/SPEC.md, "Unbounded chain".
 
-use crate::error::{Corruption, OpenError, RecvError, SendError};
-use crate::mpmc::{self, MpmcGeometry, PopError, PushError};
-use crate::region::{self, MailboxParts, MpmcParts, ObjectInit, ObjectSpec};
-use crate::sync::Ordering;
-use hwlink_drivers::{Backend, MapError};
-use hwlink_hw::{HWL_FEAT_MPMC_RING, HWL_OBJ_MPMC_RING, HWL_REGION_HDR_SIZE};
+use crate::error::{Corruption, RecvError, SendError};
+use crate::mpmc::{MpmcGeometry, MpmcMem, MpmcRing, PopError, PushError};
+use crate::sync::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
-/// Largest segment a chain grows to (bytes of ring).
+/// Largest segment a chain grows to (bytes of slots).
 const MAX_SEGMENT_BYTES: u64 = 64 << 20;
 /// Times a producer or consumer follows the chain in one call before it
 /// reports the chain as corrupt (each step needs another process to have
 /// sealed a segment, so a long walk means a hostile peer).
 const MAX_STEPS: u32 = 1 << 16;
-
-/// Bytes of a segment region holding a ring of `geometry` (header, ring,
-/// rounded to pages of `page`).
-fn region_bytes(geometry: &MpmcGeometry, page: u64) -> u64 {
-    let ring = mpmc::ring_bytes(geometry.capacity, geometry.slot_size).unwrap_or(u64::MAX);
-    (u64::from(HWL_REGION_HDR_SIZE) + ring.div_ceil(4096) * 4096).div_ceil(page) * page
-}
 
 /// The ring geometry of segment `id`: the first segment's capacity,
 /// doubling with each segment up to [`MAX_SEGMENT_BYTES`].
@@ -50,146 +40,190 @@ pub(crate) fn segment_geometry(base: MpmcGeometry, id: u64) -> MpmcGeometry {
     MpmcGeometry { capacity, ..base }
 }
 
-/// One process's view of an unbounded queue: where it pushes, where it
-/// pops, and the shared chain state in the mailbox.
-#[derive(Debug)]
-pub(crate) struct Chain {
-    ctl: MailboxParts,
-    root_name: String,
-    backend: Backend,
-    base: MpmcGeometry,
-    first: Arc<MpmcParts>,
-    push_seg: Arc<MpmcParts>,
-    pop_seg: Arc<MpmcParts>,
-    ready_timeout: Duration,
+/// One segment: a ring and its link to the next.
+pub(crate) trait Segment {
+    /// Where the ring's words live.
+    type Mem: MpmcMem;
+    /// The segment's ring.
+    fn ring(&self) -> &MpmcRing<Self::Mem>;
+    /// `next_segment`: 0 until a producer links the next segment (once).
+    fn next_segment(&self) -> &AtomicU64;
+    /// The segment number recorded in the segment (checked on open).
+    fn number(&self) -> u64;
+    /// Bytes of memory it takes.
+    fn bytes(&self) -> u64;
 }
 
-impl Chain {
-    /// A chain over the mailbox `ctl`, whose segment 0 is `first`.
-    pub(crate) fn new(
-        ctl: MailboxParts,
-        first: MpmcParts,
-        backend: Backend,
-        ready_timeout: Duration,
-    ) -> Result<Chain, OpenError> {
-        let first = Arc::new(first);
-        let root_name = ctl.map().name().to_string();
+/// Where segments live, and the chain state shared by every process.
+pub(crate) trait SegmentStore {
+    /// A mapped segment.
+    type Seg: Segment;
+    /// Bytes in use by all live segments.
+    fn bytes_in_use(&self) -> &AtomicU64;
+    /// Highest segment number handed out.
+    fn last_segment(&self) -> &AtomicU64;
+    /// Oldest segment not yet retired.
+    fn head_segment(&self) -> &AtomicU64;
+    /// Newest linked segment.
+    fn tail_segment(&self) -> &AtomicU64;
+    /// Most bytes all segments may take.
+    fn byte_limit(&self) -> u64;
+    /// Bytes a new segment of `geometry` will take (before creating it).
+    fn estimate(&self, geometry: &MpmcGeometry) -> u64;
+    /// Opens segment `id`: None if it was retired and removed.
+    fn open(&self, id: u64, geometry: &MpmcGeometry) -> Result<Option<Arc<Self::Seg>>, StoreError>;
+    /// Creates segment `id` (initialised, not linked yet).
+    fn create(&self, id: u64, geometry: &MpmcGeometry) -> Result<Arc<Self::Seg>, String>;
+    /// Removes segment `id` (no longer reachable).
+    fn remove(&self, id: u64);
+}
+
+/// Opening a segment failed.
+#[derive(Debug)]
+pub(crate) enum StoreError {
+    /// It holds values no correct process writes.
+    Corrupt(Corruption),
+    /// It cannot be mapped (the store's message says why and what to do).
+    Unavailable(String),
+}
+
+impl From<StoreError> for SendError<()> {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Corrupt(c) => SendError::Corrupt(c),
+            StoreError::Unavailable(reason) => SendError::MemoryLimit {
+                msg: (),
+                limit: 0,
+                reason: format!("the next segment cannot be mapped: {reason}"),
+            },
+        }
+    }
+}
+
+impl From<StoreError> for RecvError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Corrupt(c) => RecvError::Corrupt(c),
+            StoreError::Unavailable(reason) => RecvError::Unavailable { reason },
+        }
+    }
+}
+
+/// Which chain-state word names where to start after a removed segment.
+#[derive(Clone, Copy)]
+enum Restart {
+    Tail,
+    Head,
+}
+
+/// One process's view of an unbounded queue: where it pushes and where it
+/// pops.
+#[derive(Debug)]
+pub(crate) struct Chain<S: SegmentStore> {
+    store: S,
+    base: MpmcGeometry,
+    push_seg: Arc<S::Seg>,
+    pop_seg: Arc<S::Seg>,
+}
+
+impl<S: SegmentStore> Chain<S> {
+    /// Joins the chain of `store`, whose segment 0 has geometry `base`.
+    pub(crate) fn new(store: S, base: MpmcGeometry) -> Result<Chain<S>, StoreError> {
+        let first = store
+            .open(0, &base)?
+            .ok_or_else(|| StoreError::Unavailable("segment 0 is missing".into()))?;
         let mut chain = Chain {
-            base: *first.ring().geometry(),
+            store,
+            base,
             push_seg: first.clone(),
-            pop_seg: first.clone(),
-            first,
-            ctl,
-            root_name,
-            backend,
-            ready_timeout,
+            pop_seg: first,
         };
-        chain.push_seg = chain.latest(|c| c.tail_segment())?;
-        chain.pop_seg = chain.latest(|c| c.head_segment())?;
+        chain.push_seg = chain.restart(Restart::Tail)?;
+        chain.pop_seg = chain.restart(Restart::Head)?;
         Ok(chain)
     }
 
-    fn segment_name(&self, id: u64) -> String {
-        format!("{}.s{id}", self.root_name)
+    pub(crate) fn store(&self) -> &S {
+        &self.store
     }
 
-    /// Opens segment `id`; None if its file is gone (drained and removed).
-    fn open_segment(&self, id: u64) -> Result<Option<Arc<MpmcParts>>, OpenError> {
-        if id == 0 {
-            return Ok(Some(self.first.clone()));
-        }
-        let name = self.segment_name(id);
-        let (map, info) = match region::open_region(&name, self.backend, self.ready_timeout) {
-            Ok(found) => found,
-            Err(OpenError::Map(MapError::NotFound { .. })) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let obj = info
-            .objects
-            .first()
-            .ok_or_else(|| OpenError::NotAMailbox { name: name.clone() })?
-            .clone();
-        let parts = MpmcParts::locate_object(map, &obj)?;
-        let want = segment_geometry(self.base, id);
-        let corrupt = |what, value, limit| OpenError::Corrupt {
-            name: name.clone(),
-            source: Corruption::new(what, value, limit),
-        };
-        if parts.segment() != id {
-            return Err(corrupt("segment number", parts.segment(), id));
-        }
-        if *parts.ring().geometry() != want {
-            return Err(corrupt(
-                "segment capacity",
-                parts.ring().geometry().capacity.into(),
-                want.capacity.into(),
-            ));
-        }
-        Ok(Some(Arc::new(parts)))
-    }
-
-    /// Opens the segment a chain-state word names, retrying while it is
-    /// removed under us (the word has moved on by then).
-    fn latest(
-        &self,
-        word: impl Fn(&MailboxParts) -> &crate::sync::AtomicU64,
-    ) -> Result<Arc<MpmcParts>, OpenError> {
-        for _ in 0..MAX_STEPS {
-            let id = word(&self.ctl).load(Ordering::Acquire);
-            self.check_id(id).map_err(|source| OpenError::Corrupt {
-                name: self.root_name.clone(),
-                source,
-            })?;
-            if let Some(seg) = self.open_segment(id)? {
-                return Ok(seg);
+    fn open(&self, id: u64) -> Result<Option<Arc<S::Seg>>, StoreError> {
+        let geometry = segment_geometry(self.base, id);
+        let seg = self.store.open(id, &geometry)?;
+        if let Some(s) = &seg {
+            if s.number() != id {
+                return Err(StoreError::Corrupt(Corruption::new(
+                    "segment number",
+                    s.number(),
+                    id,
+                )));
+            }
+            if *s.ring().geometry() != geometry {
+                return Err(StoreError::Corrupt(Corruption::new(
+                    "segment capacity",
+                    s.ring().geometry().capacity.into(),
+                    geometry.capacity.into(),
+                )));
             }
         }
-        Err(OpenError::Corrupt {
-            name: self.root_name.clone(),
-            source: Corruption::new("segment chain walk", MAX_STEPS.into(), MAX_STEPS.into()),
-        })
+        Ok(seg)
     }
 
     /// A segment number read from shared memory must have been handed out.
-    fn check_id(&self, id: u64) -> Result<(), Corruption> {
-        let last = self.ctl.last_segment().load(Ordering::Acquire);
+    fn check_id(&self, id: u64) -> Result<(), StoreError> {
+        let last = self.store.last_segment().load(Ordering::Acquire);
         if id > last {
-            return Err(Corruption::new("segment number", id, last));
+            return Err(StoreError::Corrupt(Corruption::new(
+                "segment number",
+                id,
+                last,
+            )));
         }
         Ok(())
     }
 
-    /// The segment after `seg`, which is sealed: it names its successor.
-    fn successor(
-        &self,
-        seg: &MpmcParts,
-        latest: fn(&MailboxParts) -> &crate::sync::AtomicU64,
-    ) -> Result<Arc<MpmcParts>, OpenError> {
-        let corrupt = |source| OpenError::Corrupt {
-            name: self.root_name.clone(),
-            source,
-        };
-        // Acquire: the sealer linked `next_segment` before sealing, and we
-        // saw the seal with acquire.
+    /// Opens the segment the head or tail word names, retrying while it is
+    /// removed under us (the word has moved on by then).
+    fn restart(&self, from: Restart) -> Result<Arc<S::Seg>, StoreError> {
+        for _ in 0..MAX_STEPS {
+            let word = match from {
+                Restart::Tail => self.store.tail_segment(),
+                Restart::Head => self.store.head_segment(),
+            };
+            let id = word.load(Ordering::Acquire);
+            self.check_id(id)?;
+            if let Some(seg) = self.open(id)? {
+                return Ok(seg);
+            }
+        }
+        Err(StoreError::Corrupt(Corruption::new(
+            "segment chain walk",
+            MAX_STEPS.into(),
+            MAX_STEPS.into(),
+        )))
+    }
+
+    /// The segment after the sealed `seg`.
+    fn successor(&self, seg: &S::Seg, from: Restart) -> Result<Arc<S::Seg>, StoreError> {
+        // C1 (acquire): the sealer linked `next_segment` (C0) before it
+        // sealed, and we saw the seal with acquire.
         let next = seg.next_segment().load(Ordering::Acquire);
-        if next <= seg.segment() {
-            return Err(corrupt(Corruption::new(
+        if next <= seg.number() {
+            return Err(StoreError::Corrupt(Corruption::new(
                 "next segment",
                 next,
-                seg.segment() + 1,
+                seg.number() + 1,
             )));
         }
-        self.check_id(next).map_err(corrupt)?;
-        match self.open_segment(next)? {
+        self.check_id(next)?;
+        match self.open(next)? {
             Some(s) => Ok(s),
-            // Drained and removed already: start from the newest the
-            // mailbox names.
-            None => self.latest(latest),
+            // Drained and removed already: start from what the chain names.
+            None => self.restart(from),
         }
     }
 
-    /// Appends `msg`; never waits. Errors carry no message (the caller
-    /// rebinds it).
+    /// Appends `msg`; never waits. Errors carry no message.
     pub(crate) fn try_push(&mut self, msg: &[u8], sender: u32) -> Result<(), SendError<()>> {
         for _ in 0..MAX_STEPS {
             let seg = self.push_seg.clone();
@@ -204,20 +238,18 @@ impl Chain {
                 }
                 Err(PushError::Corrupt(c)) => return Err(SendError::Corrupt(c)),
                 Err(PushError::Sealed) => {
-                    // is_sealed: the acquire that orders the link before it.
-                    debug_assert!(seg.ring().is_sealed());
-                    self.push_seg = self
-                        .successor(&seg, |c| c.tail_segment())
-                        .map_err(open_to_send)?;
+                    // Acquire the seal before following the link (C1).
+                    let _ = seg.ring().is_sealed();
+                    self.push_seg = self.successor(&seg, Restart::Tail)?;
                 }
                 Err(PushError::Full) => {
                     if seg.next_segment().load(Ordering::Acquire) == 0 {
-                        self.grow(&seg)?;
+                        self.grow(&*seg)?;
                     }
+                    // C2: seal after the link exists, so a sealed segment
+                    // always names its successor.
                     seg.ring().seal();
-                    self.push_seg = self
-                        .successor(&seg, |c| c.tail_segment())
-                        .map_err(open_to_send)?;
+                    self.push_seg = self.successor(&seg, Restart::Tail)?;
                 }
             }
         }
@@ -230,86 +262,63 @@ impl Chain {
 
     /// Creates the segment after the full `seg` and links it, unless
     /// another producer links one first.
-    fn grow(&self, seg: &MpmcParts) -> Result<(), SendError<()>> {
-        let limit = self.ctl.config().byte_limit;
-        let last = self.ctl.last_segment().load(Ordering::Acquire);
-        let geometry = segment_geometry(self.base, last + 1);
-        let page = self.first.map().region().page_size() as u64;
-        let estimate = region_bytes(&geometry, page.max(4096));
+    fn grow(&self, seg: &S::Seg) -> Result<(), SendError<()>> {
+        let limit = self.store.byte_limit();
+        let last = self.store.last_segment().load(Ordering::Acquire);
+        let estimate = self.store.estimate(&segment_geometry(self.base, last + 1));
         let before = self
-            .ctl
+            .store
             .bytes_in_use()
             .fetch_add(estimate, Ordering::AcqRel);
-        let give_back = || {
-            self.ctl
+        if before.saturating_add(estimate) > limit {
+            self.store
                 .bytes_in_use()
                 .fetch_sub(estimate, Ordering::AcqRel);
-        };
-        if before.saturating_add(estimate) > limit {
-            give_back();
             return Err(SendError::MemoryLimit {
                 msg: (),
                 limit,
                 reason: format!("{before} bytes in use, the next segment needs {estimate}"),
             });
         }
-        let id = self.ctl.last_segment().fetch_add(1, Ordering::AcqRel) + 1;
+        let id = self.store.last_segment().fetch_add(1, Ordering::AcqRel) + 1;
         let geometry = segment_geometry(self.base, id);
-        let name = self.segment_name(id);
-        let init = move |obj: ObjectInit| region::init_mpmc_ring(obj, geometry, id);
-        let size = mpmc::ring_bytes(geometry.capacity, geometry.slot_size).unwrap_or(u64::MAX);
-        let created = region::create_region(
-            &name,
-            self.backend,
-            HWL_FEAT_MPMC_RING,
-            &[ObjectSpec {
-                kind: HWL_OBJ_MPMC_RING,
-                name: "segment",
-                size,
-                init: &init,
-            }],
-            true,
-        );
-        let map = match created {
-            Ok(map) => map,
-            Err(e) => {
-                give_back();
+        let new = match self.store.create(id, &geometry) {
+            Ok(s) => s,
+            Err(reason) => {
+                self.store
+                    .bytes_in_use()
+                    .fetch_sub(estimate, Ordering::AcqRel);
                 return Err(SendError::MemoryLimit {
                     msg: (),
                     limit,
-                    reason: format!("segment {id} could not be created: {e}"),
+                    reason: format!("segment {id} could not be created: {reason}"),
                 });
             }
         };
-        // Account for the real size (page rounding may differ).
-        let real = map.region().len() as u64;
+        // Account for what it really takes (page rounding may differ).
+        let real = new.bytes();
         if real != estimate {
-            self.ctl.bytes_in_use().fetch_add(real, Ordering::AcqRel);
-            give_back();
+            self.store.bytes_in_use().fetch_add(real, Ordering::AcqRel);
+            self.store
+                .bytes_in_use()
+                .fetch_sub(estimate, Ordering::AcqRel);
         }
-        if let Ok(mode) = self.root_mode() {
-            let _ = std::fs::set_permissions(map.region().path(), mode);
-        }
-        // L0 (release): link the new segment; only one producer wins.
+        // C0 (release): link the new segment; one producer wins.
         match seg
             .next_segment()
             .compare_exchange(0, id, Ordering::AcqRel, Ordering::Acquire)
         {
             Ok(_) => {
-                self.ctl.tail_segment().fetch_max(id, Ordering::AcqRel);
+                self.store.tail_segment().fetch_max(id, Ordering::AcqRel);
             }
             Err(_) => {
                 // Another producer linked first: ours was never reachable.
-                let _ = hwlink_drivers::remove_region(&name);
-                self.ctl.bytes_in_use().fetch_sub(real, Ordering::AcqRel);
+                drop(new);
+                self.store.remove(id);
+                self.store.bytes_in_use().fetch_sub(real, Ordering::AcqRel);
             }
         }
         Ok(())
-    }
-
-    /// The root region's file permissions, which segments copy.
-    fn root_mode(&self) -> std::io::Result<std::fs::Permissions> {
-        Ok(std::fs::metadata(self.first.map().region().path())?.permissions())
     }
 
     /// Claims the oldest message and runs `f` on it; never waits.
@@ -329,10 +338,8 @@ impl Chain {
                 Err(PopError::Empty) => return Err(RecvError::Empty),
                 Err(PopError::Corrupt(c)) => return Err(RecvError::Corrupt(c)),
                 Err(PopError::Drained) => {
-                    let next = self
-                        .successor(&seg, |c| c.head_segment())
-                        .map_err(open_to_recv)?;
-                    self.retire(&seg, next.segment());
+                    let next = self.successor(&seg, Restart::Head)?;
+                    self.retire(&*seg, next.number());
                     self.pop_seg = next;
                 }
             }
@@ -345,24 +352,25 @@ impl Chain {
     }
 
     /// `seg` is sealed and drained: the first consumer to move the head
-    /// past it removes its file and gives its bytes back.
-    fn retire(&self, seg: &MpmcParts, next: u64) {
-        let id = seg.segment();
+    /// past it removes it and gives its bytes back (C3).
+    fn retire(&self, seg: &S::Seg, next: u64) {
+        let id = seg.number();
         if self
-            .ctl
+            .store
             .head_segment()
             .compare_exchange(id, next, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
             && id != 0
         {
-            let _ = hwlink_drivers::remove_region(&self.segment_name(id));
-            let bytes = seg.map().region().len() as u64;
-            self.ctl.bytes_in_use().fetch_sub(bytes, Ordering::AcqRel);
+            self.store.remove(id);
+            self.store
+                .bytes_in_use()
+                .fetch_sub(seg.bytes(), Ordering::AcqRel);
         }
     }
 
-    /// Whether a message may be ready (for sleep re-checks): cheap, no
-    /// claim.
+    /// Whether a message may be ready (for sleep re-checks): cheap, claims
+    /// nothing.
     pub(crate) fn maybe_ready(&self) -> bool {
         match self.pop_seg.ring().len() {
             Ok(n) => n > 0 || self.pop_seg.ring().is_sealed(),
@@ -370,7 +378,7 @@ impl Chain {
         }
     }
 
-    /// Messages queued in all live segments (diagnostics).
+    /// Messages queued in the live segments (diagnostics).
     pub(crate) fn len(&self) -> u64 {
         let mut n = 0;
         let mut seg = Some(self.pop_seg.clone());
@@ -379,39 +387,10 @@ impl Chain {
             n += s.ring().len().unwrap_or(0);
             steps += 1;
             let next = s.next_segment().load(Ordering::Acquire);
-            if next > s.segment() && steps < 64 {
-                seg = self.open_segment(next).ok().flatten();
+            if next > s.number() && steps < 64 {
+                seg = self.open(next).ok().flatten();
             }
         }
         n
-    }
-
-    /// Names of every segment region that may exist (for removal).
-    pub(crate) fn segment_names(&self) -> Vec<String> {
-        let last = self.ctl.last_segment().load(Ordering::Acquire);
-        let head = self.ctl.head_segment().load(Ordering::Acquire).min(last);
-        (head.max(1)..=last)
-            .map(|id| self.segment_name(id))
-            .collect()
-    }
-}
-
-fn open_to_send(e: OpenError) -> SendError<()> {
-    match e {
-        OpenError::Corrupt { source, .. } => SendError::Corrupt(source),
-        other => SendError::MemoryLimit {
-            msg: (),
-            limit: 0,
-            reason: format!("the next segment cannot be mapped: {other}"),
-        },
-    }
-}
-
-fn open_to_recv(e: OpenError) -> RecvError {
-    match e {
-        OpenError::Corrupt { source, .. } => RecvError::Corrupt(source),
-        other => RecvError::Unavailable {
-            reason: other.to_string(),
-        },
     }
 }

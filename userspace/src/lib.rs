@@ -19,6 +19,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod chain;
 mod doorbell;
 mod error;
 mod futex;
@@ -33,8 +34,6 @@ pub mod admin;
 #[cfg(not(loom))]
 pub mod bench;
 #[cfg(not(loom))]
-mod chain;
-#[cfg(not(loom))]
 mod link;
 #[cfg(not(loom))]
 mod mailbox;
@@ -42,7 +41,11 @@ mod mailbox;
 pub mod pingpong;
 #[cfg(not(loom))]
 mod region;
+#[cfg(not(loom))]
+mod segments;
 
+#[cfg(test)]
+mod chain_tests;
 #[cfg(test)]
 mod mpmc_tests;
 #[cfg(test)]

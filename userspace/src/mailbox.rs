@@ -15,6 +15,7 @@ use crate::mpmc::{self, MpmcGeometry, PopError, PushError};
 use crate::region::{
     self, MailboxConfig, MailboxParts, MpmcParts, ObjectInit, ObjectSpec, RegionMap,
 };
+use crate::segments::RegionStore;
 use crate::sync::{fence, spin_loop, Ordering};
 use crate::wait::WaitStrategy;
 use hwlink_drivers::{Backend, BackingKind};
@@ -245,9 +246,8 @@ impl MailboxBuilder {
             ],
             true,
         )?;
-        let mode = std::fs::Permissions::from(std::os::unix::fs::PermissionsExt::from_mode(
-            self.file_mode,
-        ));
+        let mode: std::fs::Permissions =
+            std::os::unix::fs::PermissionsExt::from_mode(self.file_mode);
         let _ = std::fs::set_permissions(map.region().path(), mode);
         let region_len = map.region().len() as u64;
         if buffering == HWL_BUF_UNBOUNDED && byte_limit < region_len {
@@ -343,7 +343,7 @@ fn random_id() -> u64 {
 #[derive(Debug)]
 enum Queue {
     Bounded(MpmcParts),
-    Unbounded(Box<Chain>),
+    Unbounded(Box<Chain<RegionStore>>),
 }
 
 /// One process's attachment to a mailbox. Use one handle per thread
@@ -416,13 +416,22 @@ impl Mailbox {
         }
         let queue = match config.buffering {
             HWL_BUF_BOUNDED => Queue::Bounded(ring),
-            HWL_BUF_UNBOUNDED => Queue::Unbounded(Box::new(Chain::new(
-                ctl.clone(),
-                ring,
-                builder.backend,
-                builder.ready_timeout,
-            )?)),
-            HWL_BUF_ZERO | _ => {
+            HWL_BUF_UNBOUNDED => {
+                let base = *ring.ring().geometry();
+                let store =
+                    RegionStore::new(ctl.clone(), ring, builder.backend, builder.ready_timeout);
+                let chain = Chain::new(store, base).map_err(|e| match e {
+                    crate::chain::StoreError::Corrupt(source) => OpenError::Corrupt {
+                        name: name.clone(),
+                        source,
+                    },
+                    crate::chain::StoreError::Unavailable(reason) => {
+                        OpenError::InvalidConfig(format!("mailbox `{name}`: {reason}"))
+                    }
+                })?;
+                Queue::Unbounded(Box::new(chain))
+            }
+            _ => {
                 return Err(OpenError::UnsupportedFeatures {
                     name,
                     unknown: HWL_FEAT_MAILBOX,
@@ -717,7 +726,7 @@ impl Mailbox {
         }
         mark_removed(&self.ctl);
         if let Queue::Unbounded(c) = &self.queue {
-            for seg in c.segment_names() {
+            for seg in c.store().segment_names() {
                 let _ = hwlink_drivers::remove_region(&seg);
             }
         }

@@ -55,7 +55,7 @@ impl MpmcGeometry {
     ) -> Result<MpmcGeometry, Corruption> {
         // One slot is not enough: a published turn (pos + 1) would read as
         // "free" for the next position.
-        if !capacity.is_power_of_two() || capacity < 2 || capacity > HWL_RING_MAX_CAPACITY {
+        if !capacity.is_power_of_two() || !(2..=HWL_RING_MAX_CAPACITY).contains(&capacity) {
             return Err(Corruption::new(
                 "mpmc ring capacity (a power of two, at least 2)",
                 capacity.into(),

@@ -282,7 +282,7 @@ mod heap {
 mod loom_models {
     use super::*;
     use crate::mpmc::MpmcMem;
-    use crate::sync::{AtomicU64, Ordering};
+    use crate::sync::AtomicU64;
     use loom::cell::UnsafeCell;
     use std::sync::Arc;
 

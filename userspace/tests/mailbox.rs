@@ -596,6 +596,7 @@ fn access_modes_and_file_modes() {
     drop(creator);
 
     // File mode 0600: another user cannot map it; 0666: it can.
+    // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!(
             "SKIPPED: file-mode half of access_modes_and_file_modes: needs root to switch users"

@@ -1,0 +1,388 @@
+//! Tests of the unbounded segment chain over heap segments: growth, the
+//! byte limit, retirement and exactly-once delivery with threads (also under
+//! Miri), and a loom model of producers racing to link a new segment while a
+//! consumer drains.
+
+use crate::chain::{Chain, Segment, SegmentStore, StoreError};
+#[cfg(not(loom))]
+use crate::error::{RecvError, SendError};
+use crate::mpmc::{MpmcGeometry, MpmcMem, MpmcRing};
+use crate::sync::AtomicU64;
+#[cfg(not(loom))]
+use crate::sync::Ordering;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+#[cfg(loom)]
+use loom::sync::Mutex;
+#[cfg(not(loom))]
+use std::sync::Mutex;
+
+/// Payload bytes per slot in these tests.
+const SLOT: usize = 8;
+
+#[cfg(loom)]
+type Cell8 = loom::cell::UnsafeCell<[u8; SLOT]>;
+
+/// `loom::cell::UnsafeCell`'s interface over a std cell.
+#[cfg(not(loom))]
+struct Cell8(std::cell::UnsafeCell<[u8; SLOT]>);
+
+#[cfg(not(loom))]
+impl Cell8 {
+    fn new(v: [u8; SLOT]) -> Self {
+        Cell8(std::cell::UnsafeCell::new(v))
+    }
+    fn with<R>(&self, f: impl FnOnce(*const [u8; SLOT]) -> R) -> R {
+        f(self.0.get())
+    }
+    fn with_mut<R>(&self, f: impl FnOnce(*mut [u8; SLOT]) -> R) -> R {
+        f(self.0.get())
+    }
+}
+
+/// A segment's ring words and slots on the heap.
+struct SegMem {
+    enq: AtomicU64,
+    deq: AtomicU64,
+    seq: Vec<AtomicU64>,
+    meta: Vec<AtomicU64>,
+    payload: Vec<Cell8>,
+}
+
+// SAFETY: the payload cells are only touched under the ring protocol,
+// whose orderings these tests (and loom) check.
+unsafe impl Sync for SegMem {}
+// SAFETY: as above.
+unsafe impl Send for SegMem {}
+
+#[derive(Clone)]
+struct MemRef(Arc<SegMem>);
+
+impl MpmcMem for MemRef {
+    fn enqueue(&self) -> &AtomicU64 {
+        &self.0.enq
+    }
+    fn dequeue(&self) -> &AtomicU64 {
+        &self.0.deq
+    }
+    fn seq(&self, index: u32) -> &AtomicU64 {
+        &self.0.seq[index as usize]
+    }
+    fn meta(&self, index: u32) -> &AtomicU64 {
+        &self.0.meta[index as usize]
+    }
+    fn with_payload_mut<R>(&self, index: u32, f: impl FnOnce(*mut u8) -> R) -> R {
+        self.0.payload[index as usize].with_mut(|p| f(p.cast()))
+    }
+    fn with_payload<R>(&self, index: u32, f: impl FnOnce(*const u8) -> R) -> R {
+        self.0.payload[index as usize].with(|p| f(p.cast()))
+    }
+}
+
+struct HeapSeg {
+    ring: MpmcRing<MemRef>,
+    next: AtomicU64,
+    number: u64,
+}
+
+impl Segment for HeapSeg {
+    type Mem = MemRef;
+    fn ring(&self) -> &MpmcRing<MemRef> {
+        &self.ring
+    }
+    fn next_segment(&self) -> &AtomicU64 {
+        &self.next
+    }
+    fn number(&self) -> u64 {
+        self.number
+    }
+    fn bytes(&self) -> u64 {
+        u64::from(self.ring.geometry().capacity) * 64
+    }
+}
+
+fn new_segment(number: u64, geometry: &MpmcGeometry) -> Arc<HeapSeg> {
+    let cap = geometry.capacity as usize;
+    let mem = MemRef(Arc::new(SegMem {
+        enq: AtomicU64::new(0),
+        deq: AtomicU64::new(0),
+        seq: (0..cap).map(|_| AtomicU64::new(0)).collect(),
+        meta: (0..cap).map(|_| AtomicU64::new(0)).collect(),
+        payload: (0..cap).map(|_| Cell8::new([0; SLOT])).collect(),
+    }));
+    let ring = MpmcRing::new(mem, *geometry);
+    ring.init();
+    Arc::new(HeapSeg {
+        ring,
+        next: AtomicU64::new(0),
+        number,
+    })
+}
+
+/// Chain state and segments shared by the handles of one queue.
+struct Shared {
+    bytes: AtomicU64,
+    last: AtomicU64,
+    head: AtomicU64,
+    tail: AtomicU64,
+    limit: u64,
+    segments: Mutex<HashMap<u64, Arc<HeapSeg>>>,
+}
+
+#[derive(Clone)]
+struct HeapStore(Arc<Shared>);
+
+impl SegmentStore for HeapStore {
+    type Seg = HeapSeg;
+    fn bytes_in_use(&self) -> &AtomicU64 {
+        &self.0.bytes
+    }
+    fn last_segment(&self) -> &AtomicU64 {
+        &self.0.last
+    }
+    fn head_segment(&self) -> &AtomicU64 {
+        &self.0.head
+    }
+    fn tail_segment(&self) -> &AtomicU64 {
+        &self.0.tail
+    }
+    fn byte_limit(&self) -> u64 {
+        self.0.limit
+    }
+    fn estimate(&self, geometry: &MpmcGeometry) -> u64 {
+        u64::from(geometry.capacity) * 64
+    }
+    fn open(&self, id: u64, _: &MpmcGeometry) -> Result<Option<Arc<HeapSeg>>, StoreError> {
+        Ok(self.0.segments.lock().unwrap().get(&id).cloned())
+    }
+    fn create(&self, id: u64, geometry: &MpmcGeometry) -> Result<Arc<HeapSeg>, String> {
+        let seg = new_segment(id, geometry);
+        self.0.segments.lock().unwrap().insert(id, seg.clone());
+        Ok(seg)
+    }
+    fn remove(&self, id: u64) {
+        self.0.segments.lock().unwrap().remove(&id);
+    }
+}
+
+fn geometry(capacity: u32) -> MpmcGeometry {
+    MpmcGeometry {
+        capacity,
+        slot_size: SLOT as u32,
+        stride: 64,
+    }
+}
+
+/// A queue whose first segment has `capacity` slots, limited to `limit`
+/// bytes (segment bytes are capacity * 64).
+fn queue(capacity: u32, limit: u64) -> HeapStore {
+    let first = new_segment(0, &geometry(capacity));
+    HeapStore(Arc::new(Shared {
+        bytes: AtomicU64::new(first.bytes()),
+        last: AtomicU64::new(0),
+        head: AtomicU64::new(0),
+        tail: AtomicU64::new(0),
+        limit,
+        segments: Mutex::new(HashMap::from([(0, first)])),
+    }))
+}
+
+fn handle(store: &HeapStore, capacity: u32) -> Chain<HeapStore> {
+    Chain::new(store.clone(), geometry(capacity))
+        .map_err(|e| format!("{e:?}"))
+        .unwrap()
+}
+
+fn msg(p: u8, i: u32) -> [u8; 5] {
+    let b = i.to_le_bytes();
+    [p, b[0], b[1], b[2], b[3]]
+}
+
+#[cfg(not(loom))]
+mod heap {
+    use super::*;
+
+    #[test]
+    fn grows_past_full_segments_then_retires_them() {
+        let store = queue(2, u64::MAX);
+        let mut tx = handle(&store, 2);
+        let mut rx = handle(&store, 2);
+        let n = if cfg!(miri) { 40 } else { 1000 };
+        for i in 0..n {
+            tx.try_push(&msg(1, i), 1).unwrap();
+        }
+        let segments = store.0.segments.lock().unwrap().len();
+        assert!(segments > 3, "only {segments} segments for {n} messages");
+        assert_eq!(rx.len(), u64::from(n));
+        for i in 0..n {
+            assert_eq!(
+                rx.try_pop_with(|b, s| (b.to_vec(), s)).unwrap(),
+                (msg(1, i).to_vec(), 1)
+            );
+        }
+        assert_eq!(rx.try_pop_with(|b, _| b.to_vec()), Err(RecvError::Empty));
+        // Every drained segment was retired: only the newest is left
+        // besides segment 0 (which lives as long as the mailbox).
+        let left = store.0.segments.lock().unwrap().len();
+        assert!(left <= 2, "{left} segments left");
+        let tail_bytes = {
+            let segs = store.0.segments.lock().unwrap();
+            segs.values().map(|s| s.bytes()).sum::<u64>()
+        };
+        assert_eq!(store.0.bytes.load(Ordering::Relaxed), tail_bytes);
+    }
+
+    #[test]
+    fn byte_limit_refuses_then_recovers_after_draining() {
+        // Segment 0: 2 slots (128 B); segment 1: 4 slots (256 B).
+        let store = queue(2, 128 + 256);
+        let mut tx = handle(&store, 2);
+        let mut rx = handle(&store, 2);
+        for i in 0..6 {
+            tx.try_push(&msg(1, i), 1).unwrap();
+        }
+        match tx.try_push(&msg(1, 6), 1) {
+            Err(SendError::MemoryLimit { limit, .. }) => assert_eq!(limit, 384),
+            other => panic!("past the limit: {other:?}"),
+        }
+        assert_eq!(store.0.bytes.load(Ordering::Relaxed), 384);
+        for i in 0..6 {
+            assert_eq!(rx.try_pop_with(|b, _| b.to_vec()).unwrap(), msg(1, i));
+        }
+        tx.try_push(&msg(1, 6), 1).unwrap();
+        assert_eq!(rx.try_pop_with(|b, _| b.to_vec()).unwrap(), msg(1, 6));
+    }
+
+    #[test]
+    fn corrupt_links_are_errors() {
+        let store = queue(2, u64::MAX);
+        let mut tx = handle(&store, 2);
+        let mut rx = handle(&store, 2);
+        tx.try_push(&msg(1, 0), 1).unwrap();
+        tx.try_push(&msg(1, 1), 1).unwrap();
+        // Seal segment 0 with a link to a segment never handed out.
+        let first = store.0.segments.lock().unwrap()[&0].clone();
+        first.next.store(99, Ordering::Relaxed);
+        first.ring.seal();
+        assert!(matches!(
+            tx.try_push(&msg(1, 2), 1),
+            Err(SendError::Corrupt(_))
+        ));
+        rx.try_pop_with(|_, _| ()).unwrap();
+        rx.try_pop_with(|_, _| ()).unwrap();
+        assert!(matches!(
+            rx.try_pop_with(|_, _| ()),
+            Err(RecvError::Corrupt(_))
+        ));
+        // A link backwards.
+        first.next.store(0, Ordering::Relaxed);
+        assert!(matches!(
+            rx.try_pop_with(|_, _| ()),
+            Err(RecvError::Corrupt(_))
+        ));
+    }
+
+    /// Producers and consumers on threads through a chain that keeps
+    /// growing and retiring: each message exactly once, in order per
+    /// producer.
+    #[test]
+    fn threads_exactly_once_across_segments() {
+        let (producers, consumers, per) = if cfg!(miri) {
+            (2, 2, 30u32)
+        } else {
+            (3, 3, 20_000u32)
+        };
+        let store = queue(2, u64::MAX);
+        let taken = Arc::new(AtomicU64::new(0));
+        let total = u64::from(per) * producers as u64;
+        let mut threads = Vec::new();
+        for p in 0..producers {
+            let store = store.clone();
+            threads.push(std::thread::spawn(move || {
+                let mut tx = handle(&store, 2);
+                for i in 0..per {
+                    tx.try_push(&msg(p, i), u32::from(p)).unwrap();
+                }
+                Vec::new()
+            }));
+        }
+        for _ in 0..consumers {
+            let store = store.clone();
+            let taken = taken.clone();
+            threads.push(std::thread::spawn(move || {
+                let mut rx = handle(&store, 2);
+                let mut last = vec![None::<u32>; producers as usize];
+                let mut got = Vec::new();
+                while taken.load(Ordering::Relaxed) < total {
+                    match rx.try_pop_with(|b, s| (b.to_vec(), s)) {
+                        Ok((b, s)) => {
+                            taken.fetch_add(1, Ordering::Relaxed);
+                            assert_eq!(b[0] as u32, s);
+                            let i = u32::from_le_bytes(b[1..5].try_into().unwrap());
+                            let prev = last[s as usize].replace(i);
+                            assert!(prev.map_or(true, |p| p < i), "out of order");
+                            got.push((s, i));
+                        }
+                        Err(RecvError::Empty) => std::thread::yield_now(),
+                        Err(e) => panic!("{e:?}"),
+                    }
+                }
+                got
+            }));
+        }
+        let mut all: Vec<(u32, u32)> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        all.sort_unstable();
+        let want: Vec<(u32, u32)> = (0..u32::from(producers))
+            .flat_map(|p| (0..per).map(move |i| (p, i)))
+            .collect();
+        assert_eq!(all, want);
+    }
+}
+
+#[cfg(loom)]
+mod loom_models {
+    use super::*;
+
+    /// Two producers fill a two-slot segment and race to link the next
+    /// one while a consumer drains: one link wins, no message is lost,
+    /// duplicated or left behind a seal, and each producer's messages
+    /// come out in order.
+    #[test]
+    fn chain_producers_race_to_link_a_segment() {
+        let mut builder = loom::model::Builder::new();
+        builder.preemption_bound = Some(2);
+        builder.check(|| {
+            let store = queue(2, u64::MAX);
+            let producers: Vec<_> = (0..2u8)
+                .map(|p| {
+                    let store = store.clone();
+                    loom::thread::spawn(move || {
+                        let mut tx = handle(&store, 2);
+                        tx.try_push(&msg(p, 0), u32::from(p)).unwrap();
+                        tx.try_push(&msg(p, 1), u32::from(p)).unwrap();
+                    })
+                })
+                .collect();
+            let mut rx = handle(&store, 2);
+            let mut got = Vec::new();
+            if let Ok(m) = rx.try_pop_with(|b, _| b.to_vec()) {
+                got.push(m);
+            }
+            for t in producers {
+                t.join().unwrap();
+            }
+            while let Ok(m) = rx.try_pop_with(|b, _| b.to_vec()) {
+                got.push(m);
+            }
+            assert_eq!(got.len(), 4, "{got:?}");
+            for p in 0..2u8 {
+                let mine: Vec<_> = got.iter().filter(|m| m[0] == p).collect();
+                assert_eq!(mine, vec![&msg(p, 0).to_vec(), &msg(p, 1).to_vec()]);
+            }
+        });
+    }
+}

@@ -1,0 +1,161 @@
+//! Segments of an unbounded mailbox as region files: segment 0 is the ring
+//! inside the mailbox's own region, segment k > 0 the region
+//! `<mailbox region>.s<k>` holding one MPMC ring. The chain state (bytes in
+//! use, segment numbers) lives in the mailbox control block.
+
+use crate::chain::{Segment, SegmentStore, StoreError};
+use crate::error::{Corruption, OpenError};
+use crate::mpmc::{self, MpmcGeometry, MpmcRing, RawMpmc};
+use crate::region::{self, MailboxParts, MpmcParts, ObjectInit, ObjectSpec};
+use crate::sync::AtomicU64;
+use hwlink_drivers::{Backend, MapError};
+use hwlink_hw::{HWL_FEAT_MPMC_RING, HWL_OBJ_MPMC_RING, HWL_REGION_HDR_SIZE};
+use std::sync::Arc;
+use std::time::Duration;
+
+impl Segment for MpmcParts {
+    type Mem = RawMpmc;
+    fn ring(&self) -> &MpmcRing<RawMpmc> {
+        MpmcParts::ring(self)
+    }
+    fn next_segment(&self) -> &AtomicU64 {
+        MpmcParts::next_segment(self)
+    }
+    fn number(&self) -> u64 {
+        self.segment()
+    }
+    fn bytes(&self) -> u64 {
+        self.map().region().len() as u64
+    }
+}
+
+/// The segments of one mailbox, as region files.
+#[derive(Debug)]
+pub(crate) struct RegionStore {
+    ctl: MailboxParts,
+    first: Arc<MpmcParts>,
+    root_name: String,
+    backend: Backend,
+    ready_timeout: Duration,
+}
+
+impl RegionStore {
+    pub(crate) fn new(
+        ctl: MailboxParts,
+        first: MpmcParts,
+        backend: Backend,
+        ready_timeout: Duration,
+    ) -> RegionStore {
+        RegionStore {
+            root_name: ctl.map().name().to_string(),
+            ctl,
+            first: Arc::new(first),
+            backend,
+            ready_timeout,
+        }
+    }
+
+    fn name(&self, id: u64) -> String {
+        format!("{}.s{id}", self.root_name)
+    }
+
+    /// Names of every segment region that may still exist.
+    pub(crate) fn segment_names(&self) -> Vec<String> {
+        use crate::sync::Ordering;
+        let last = self.ctl.last_segment().load(Ordering::Acquire);
+        let head = self.ctl.head_segment().load(Ordering::Acquire).min(last);
+        (head.max(1)..=last).map(|id| self.name(id)).collect()
+    }
+}
+
+fn open_error(e: OpenError) -> StoreError {
+    match e {
+        OpenError::Corrupt { source, .. } => StoreError::Corrupt(source),
+        other => StoreError::Unavailable(other.to_string()),
+    }
+}
+
+impl SegmentStore for RegionStore {
+    type Seg = MpmcParts;
+
+    fn bytes_in_use(&self) -> &AtomicU64 {
+        self.ctl.bytes_in_use()
+    }
+    fn last_segment(&self) -> &AtomicU64 {
+        self.ctl.last_segment()
+    }
+    fn head_segment(&self) -> &AtomicU64 {
+        self.ctl.head_segment()
+    }
+    fn tail_segment(&self) -> &AtomicU64 {
+        self.ctl.tail_segment()
+    }
+    fn byte_limit(&self) -> u64 {
+        self.ctl.config().byte_limit
+    }
+
+    fn estimate(&self, geometry: &MpmcGeometry) -> u64 {
+        let page = (self.first.map().region().page_size() as u64).max(4096);
+        let ring = mpmc::ring_bytes(geometry.capacity, geometry.slot_size).unwrap_or(u64::MAX);
+        (u64::from(HWL_REGION_HDR_SIZE) + ring.div_ceil(4096) * 4096).div_ceil(page) * page
+    }
+
+    fn open(
+        &self,
+        id: u64,
+        _geometry: &MpmcGeometry,
+    ) -> Result<Option<Arc<MpmcParts>>, StoreError> {
+        if id == 0 {
+            return Ok(Some(self.first.clone()));
+        }
+        let name = self.name(id);
+        let (map, info) = match region::open_region(&name, self.backend, self.ready_timeout) {
+            Ok(found) => found,
+            Err(OpenError::Map(MapError::NotFound { .. })) => return Ok(None),
+            Err(e) => return Err(open_error(e)),
+        };
+        let obj = info
+            .objects
+            .first()
+            .ok_or_else(|| StoreError::Corrupt(Corruption::new("segment object count", 0, 1)))?
+            .clone();
+        let parts = MpmcParts::locate_object(map, &obj).map_err(open_error)?;
+        Ok(Some(Arc::new(parts)))
+    }
+
+    fn create(&self, id: u64, geometry: &MpmcGeometry) -> Result<Arc<MpmcParts>, String> {
+        let geometry = *geometry;
+        let init = move |obj: ObjectInit| region::init_mpmc_ring(obj, geometry, id);
+        let size = mpmc::ring_bytes(geometry.capacity, geometry.slot_size)
+            .ok_or_else(|| "segment size overflows".to_string())?;
+        let map = region::create_region(
+            &self.name(id),
+            self.backend,
+            HWL_FEAT_MPMC_RING,
+            &[ObjectSpec {
+                kind: HWL_OBJ_MPMC_RING,
+                name: "segment",
+                size,
+                init: &init,
+            }],
+            true,
+        )
+        .map_err(|e| e.to_string())?;
+        // Segments get the mailbox's file mode: whoever may map the
+        // mailbox may map its segments.
+        if let Ok(meta) = std::fs::metadata(self.first.map().region().path()) {
+            let _ = std::fs::set_permissions(map.region().path(), meta.permissions());
+        }
+        let info = region::validate(&map).map_err(|e| e.to_string())?;
+        let obj = info.objects[0].clone();
+        MpmcParts::locate_object(map, &obj)
+            .map(Arc::new)
+            .map_err(|e| e.to_string())
+    }
+
+    fn remove(&self, id: u64) {
+        if id != 0 {
+            let _ = hwlink_drivers::remove_region(&self.name(id));
+        }
+    }
+}
