@@ -21,6 +21,7 @@
 mod eventfd;
 mod fd;
 mod hw;
+pub mod mpmc;
 mod mq;
 mod pipeline;
 pub mod plan;

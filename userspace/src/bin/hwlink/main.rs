@@ -24,6 +24,9 @@ enum Cmd {
     /// Measure the round trip of one message between this process and a
     /// peer process it spawns.
     Pingpong(PingpongArgs),
+    /// Many-to-many throughput: an hwlink mailbox with P producer and C
+    /// consumer processes, beside crossbeam's ArrayQueue with P + C threads.
+    BenchMpmc(MpmcArgs),
     /// List the regions on this machine: creator, whether it is alive, rings
     /// and their occupancy.
     Ls,
@@ -42,12 +45,84 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// The peer side of `bench-mpmc` (internal).
+    #[command(hide = true)]
+    BenchMpmcPeer {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// The peer side of `pingpong` (internal).
     #[command(hide = true)]
     PingpongPeer {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+}
+
+#[derive(clap::Args)]
+struct MpmcArgs {
+    /// Producer processes (and producer threads for ArrayQueue).
+    #[arg(long, default_value_t = 2)]
+    producers: u32,
+    /// Consumer processes (and consumer threads for ArrayQueue).
+    #[arg(long, default_value_t = 2)]
+    consumers: u32,
+    /// Messages per round, in all.
+    #[arg(long, default_value_t = 2_000_000)]
+    messages: u64,
+    /// Bytes per message (at least 16).
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// Slots of the mailbox and of the queue.
+    #[arg(long, default_value_t = 1024)]
+    capacity: u32,
+    /// Rounds of each, alternating; the median is reported.
+    #[arg(long, default_value_t = 5)]
+    rounds: u32,
+    /// Memory backend: auto, hugepage or shm.
+    #[arg(long, default_value = "auto")]
+    backend: Backend,
+}
+
+fn mpmc_cmd(args: MpmcArgs) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    use hwlink::bench::mpmc::{median, run, MpmcConfig};
+    let cfg = MpmcConfig {
+        producers: args.producers,
+        consumers: args.consumers,
+        messages: args.messages,
+        size: args.size,
+        capacity: args.capacity,
+        rounds: args.rounds.max(1),
+        backend: args.backend,
+    };
+    println!(
+        "{} producers, {} consumers, {} messages of {} B per round, capacity {}, {} rounds (alternating)",
+        cfg.producers, cfg.consumers, cfg.messages, cfg.size, cfg.capacity, cfg.rounds
+    );
+    let r = run(&cfg)?;
+    let fmt = |v: &[f64]| {
+        v.iter()
+            .map(|x| format!("{:.2}", x / 1e6))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let (m, q) = (median(&r.mailbox), median(&r.array_queue));
+    println!(
+        "hwlink mailbox ({} + {} processes): median {:.2} M msg/s  [rounds: {}]",
+        cfg.producers,
+        cfg.consumers,
+        m / 1e6,
+        fmt(&r.mailbox)
+    );
+    println!(
+        "crossbeam ArrayQueue ({} + {} threads): median {:.2} M msg/s  [rounds: {}]",
+        cfg.producers,
+        cfg.consumers,
+        q / 1e6,
+        fmt(&r.array_queue)
+    );
+    println!("mailbox / ArrayQueue = {:.2}", m / q.max(1.0));
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -476,6 +551,8 @@ fn main() -> ExitCode {
         Cmd::Bench(args) => bench_cmd(args),
         Cmd::BenchPeer { args } => hwlink::bench::peer_main(&args).map_err(Into::into),
         Cmd::Pingpong(args) => pingpong_cmd(args),
+        Cmd::BenchMpmc(args) => mpmc_cmd(args),
+        Cmd::BenchMpmcPeer { args } => hwlink::bench::mpmc::peer_main(&args).map_err(Into::into),
         Cmd::PingpongPeer { args } => pingpong::peer_main(&args),
         Cmd::Ls => ls_cmd(),
         Cmd::Rm {

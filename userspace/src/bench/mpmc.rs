@@ -1,0 +1,310 @@
+//! Many-to-many throughput: an hwlink mailbox with P producer and C consumer
+//! processes, beside crossbeam's `ArrayQueue` with P + C threads in one
+//! process, moving the same messages through the same capacity, measured in
+//! alternating rounds of one run (`hwlink bench-mpmc`).
+
+use super::BenchError;
+use crate::{Access, Backend, Buffering, MailboxBuilder, RecvError, WaitStrategy};
+use crossbeam_queue::ArrayQueue;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What to measure.
+#[derive(Clone, Debug)]
+pub struct MpmcConfig {
+    /// Producer processes (threads for the queue).
+    pub producers: u32,
+    /// Consumer processes (threads for the queue).
+    pub consumers: u32,
+    /// Messages in all, per round.
+    pub messages: u64,
+    /// Bytes per message (at least 16).
+    pub size: usize,
+    /// Slots of the mailbox and of the queue.
+    pub capacity: u32,
+    /// Rounds of each, alternating.
+    pub rounds: u32,
+    /// Where the mailbox's memory comes from.
+    pub backend: Backend,
+}
+
+/// Messages per second of each round.
+#[derive(Clone, Debug, Default)]
+pub struct MpmcReport {
+    /// The hwlink mailbox, one figure per round.
+    pub mailbox: Vec<f64>,
+    /// crossbeam `ArrayQueue`, one figure per round.
+    pub array_queue: Vec<f64>,
+}
+
+/// The median of some figures.
+pub fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+const STOP: u64 = u64::MAX;
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Runs the comparison.
+pub fn run(cfg: &MpmcConfig) -> Result<MpmcReport, BenchError> {
+    if cfg.size < 16 || cfg.producers == 0 || cfg.consumers == 0 {
+        return Err(BenchError::Verify(
+            "bench-mpmc needs a size of at least 16 and one producer and consumer".into(),
+        ));
+    }
+    let mut report = MpmcReport::default();
+    for round in 0..cfg.rounds {
+        report.mailbox.push(mailbox_round(cfg, round)?);
+        report.array_queue.push(array_queue_round(cfg));
+    }
+    Ok(report)
+}
+
+fn mailbox_round(cfg: &MpmcConfig, round: u32) -> Result<f64, BenchError> {
+    let name = format!("bench-mpmc-{}-{round}", std::process::id());
+    let link = |e: crate::OpenError| BenchError::Link(e.to_string());
+    let mut mbx = MailboxBuilder::new()
+        .name(&name)
+        .buffering(Buffering::Bounded(cfg.capacity))
+        .slot_size(cfg.size as u32)
+        .backend(cfg.backend)
+        .create(Access::Send)
+        .map_err(link)?;
+    let exe = std::env::current_exe().map_err(|e| BenchError::io("current_exe", e))?;
+    let per = cfg.messages / u64::from(cfg.producers);
+    let spawn = |role: &str, id: u32| {
+        Command::new(&exe)
+            .args([
+                "bench-mpmc-peer",
+                role,
+                &name,
+                &id.to_string(),
+                &per.to_string(),
+                &cfg.size.to_string(),
+                &cfg.backend.to_string(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| BenchError::io(format!("spawning a {role}"), e))
+    };
+    let mut children = Vec::new();
+    for c in 0..cfg.consumers {
+        children.push(spawn("consume", c)?);
+    }
+    for p in 0..cfg.producers {
+        children.push(spawn("produce", p)?);
+    }
+    // Wait until every peer has attached, then start them together.
+    let mut lines = Vec::new();
+    for child in &mut children {
+        let mut out = BufReader::new(child.stdout.take().expect("piped"));
+        let mut l = String::new();
+        out.read_line(&mut l)
+            .map_err(|e| BenchError::io("reading a peer", e))?;
+        if l.trim() != "ready" {
+            return Err(BenchError::Peer(format!("expected `ready`, got {l:?}")));
+        }
+        lines.push(out);
+    }
+    let go = monotonic_ns();
+    for child in &mut children {
+        let _ = child.stdin.take().expect("piped").write_all(b"go\n");
+    }
+    let mut last = 0u64;
+    let mut received = 0u64;
+    let consumers = cfg.consumers as usize;
+    let mut peers: Vec<_> = children.into_iter().zip(lines).collect();
+    let wait = |child: &mut std::process::Child| -> Result<(), BenchError> {
+        let status = child
+            .wait()
+            .map_err(|e| BenchError::io("waiting for a peer", e))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(BenchError::Peer(format!("a peer failed: {status}")))
+        }
+    };
+    for (child, _) in &mut peers[consumers..] {
+        wait(child)?;
+    }
+    // Every producer is done: one stop message per consumer (each consumer
+    // stops at the first it takes, so each takes exactly one).
+    for _ in 0..consumers {
+        mbx.send_timeout(STOP.to_le_bytes().repeat(2), Duration::from_secs(30))
+            .map_err(|e| BenchError::Peer(format!("stopping the consumers: {e}")))?;
+    }
+    for (child, out) in peers.drain(..consumers) {
+        let mut child = child;
+        wait(&mut child)?;
+        for l in out.lines().map_while(Result::ok) {
+            if let Some(rest) = l.strip_prefix("done ") {
+                let mut w = rest.split(' ').map(|x| x.parse::<u64>().unwrap_or(0));
+                received += w.next().unwrap_or(0);
+                last = last.max(w.next().unwrap_or(0));
+            }
+        }
+    }
+    let _ = mbx.remove();
+    let sent = per * u64::from(cfg.producers);
+    if received != sent {
+        return Err(BenchError::Verify(format!(
+            "the consumers received {received} messages of {sent}"
+        )));
+    }
+    Ok(sent as f64 / (last.saturating_sub(go).max(1) as f64 / 1e9))
+}
+
+/// The peer processes of [`run`]: `produce|consume NAME ID COUNT SIZE BACKEND`.
+pub fn peer_main(args: &[String]) -> Result<(), BenchError> {
+    // SAFETY: PR_SET_PDEATHSIG takes a signal number; the peer dies with
+    // the measurer.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    let [role, name, id, count, size, backend] = args else {
+        return Err(BenchError::Peer(format!("bad peer arguments {args:?}")));
+    };
+    let parse = |s: &str| {
+        s.parse::<u64>()
+            .map_err(|_| BenchError::Peer(format!("bad number {s}")))
+    };
+    let (id, count, size) = (parse(id)?, parse(count)?, parse(size)? as usize);
+    let backend: Backend = backend
+        .parse()
+        .map_err(|e: hwlink_drivers::MapError| BenchError::Peer(e.to_string()))?;
+    let access = if role == "produce" {
+        Access::Send
+    } else {
+        Access::Recv
+    };
+    let mut mbx = MailboxBuilder::new()
+        .backend(backend)
+        .wait(WaitStrategy::SpinPark)
+        .open(name, access)
+        .map_err(|e| BenchError::Link(e.to_string()))?;
+    println!("ready");
+    let mut go = String::new();
+    let _ = std::io::stdin().read_line(&mut go);
+    let mut buf = vec![0u8; size];
+    if role == "produce" {
+        for seq in 0..count {
+            buf[..8].copy_from_slice(&id.to_le_bytes());
+            buf[8..16].copy_from_slice(&seq.to_le_bytes());
+            mbx.send(&buf[..])
+                .map_err(|e| BenchError::Peer(format!("send: {e}")))?;
+        }
+        return Ok(());
+    }
+    let mut last_seq = std::collections::HashMap::<u64, u64>::new();
+    let (mut n, mut last) = (0u64, 0u64);
+    loop {
+        let stop = mbx
+            .recv_with(|m, _| {
+                let p = u64::from_le_bytes(m[..8].try_into().unwrap_or([0; 8]));
+                let seq = u64::from_le_bytes(m[8..16].try_into().unwrap_or([0; 8]));
+                (p, seq)
+            })
+            .map_err(|e: RecvError| BenchError::Peer(format!("recv: {e}")))?;
+        if stop.0 == STOP {
+            break;
+        }
+        if let Some(prev) = last_seq.insert(stop.0, stop.1) {
+            if stop.1 <= prev {
+                return Err(BenchError::Verify(format!(
+                    "producer {}: message {} after {prev}",
+                    stop.0, stop.1
+                )));
+            }
+        }
+        n += 1;
+        last = monotonic_ns();
+    }
+    println!("done {n} {last}");
+    Ok(())
+}
+
+/// The same traffic through crossbeam's `ArrayQueue` between threads:
+/// 64-byte arrays by value for messages of up to 64 bytes, boxed slices
+/// for larger ones.
+fn array_queue_round(cfg: &MpmcConfig) -> f64 {
+    if cfg.size <= 64 {
+        queue_round(cfg, |p, seq, _| {
+            let mut m = [0u8; 64];
+            m[..8].copy_from_slice(&p.to_le_bytes());
+            m[8..16].copy_from_slice(&seq.to_le_bytes());
+            m
+        })
+    } else {
+        queue_round(cfg, |p, seq, size| {
+            let mut m = vec![0u8; size].into_boxed_slice();
+            m[..8].copy_from_slice(&p.to_le_bytes());
+            m[8..16].copy_from_slice(&seq.to_le_bytes());
+            m
+        })
+    }
+}
+
+fn queue_round<T: Send + 'static>(cfg: &MpmcConfig, make: fn(u64, u64, usize) -> T) -> f64 {
+    let q = Arc::new(ArrayQueue::<T>::new(cfg.capacity as usize));
+    let per = cfg.messages / u64::from(cfg.producers);
+    let total = per * u64::from(cfg.producers);
+    let taken = Arc::new(AtomicU64::new(0));
+    let start = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    for p in 0..cfg.producers {
+        let (q, start) = (q.clone(), start.clone());
+        let size = cfg.size;
+        threads.push(std::thread::spawn(move || {
+            while !start.load(Ordering::Acquire) {
+                std::hint::spin_loop();
+            }
+            let backoff = crossbeam_utils::Backoff::new();
+            for seq in 0..per {
+                let mut item = make(u64::from(p), seq, size);
+                while let Err(back) = q.push(item) {
+                    item = back;
+                    backoff.snooze();
+                }
+                backoff.reset();
+            }
+        }));
+    }
+    for _ in 0..cfg.consumers {
+        let (q, start, taken) = (q.clone(), start.clone(), taken.clone());
+        threads.push(std::thread::spawn(move || {
+            while !start.load(Ordering::Acquire) {
+                std::hint::spin_loop();
+            }
+            let backoff = crossbeam_utils::Backoff::new();
+            while taken.load(Ordering::Relaxed) < total {
+                match q.pop() {
+                    Some(m) => {
+                        std::hint::black_box(&m);
+                        taken.fetch_add(1, Ordering::Relaxed);
+                        backoff.reset();
+                    }
+                    None => backoff.snooze(),
+                }
+            }
+        }));
+    }
+    let t0 = Instant::now();
+    start.store(true, Ordering::Release);
+    for t in threads {
+        let _ = t.join();
+    }
+    total as f64 / t0.elapsed().as_secs_f64()
+}
