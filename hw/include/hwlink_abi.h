@@ -218,7 +218,7 @@ struct hwl_member {
 	__u32 state;          /* HWL_MEMBER_*; with generation one u64, stored last */
 	__u32 generation;     /* join generation, unique within the domain */
 	__u32 pid;            /* claiming / owning process; 0 = free slot */
-	__u32 resv0;          /* reserved, zero */
+	__u32 reaper;         /* process tearing a LEAVING entry down; else 0 */
 	__u64 start_time;     /* the process's start time, against pid reuse */
 	__u64 pending_links;  /* bit j: member j created or opened a link to us */
 	__u8 name[HWL_MEMBER_NAME_LEN]; /* member name, NUL-padded */

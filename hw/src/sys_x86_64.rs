@@ -458,8 +458,8 @@ pub struct hwl_member {
     pub generation: __u32,
     /// claiming / owning process; 0 = free slot
     pub pid: __u32,
-    /// reserved, zero
-    pub resv0: __u32,
+    /// process tearing a LEAVING entry down; else 0
+    pub reaper: __u32,
     /// the process's start time, against pid reuse
     pub start_time: __u64,
     /// bit j: member j created or opened a link to us
@@ -483,8 +483,8 @@ const _: () = {
         "Offset of field: hwl_member::pid",
     ][::core::mem::offset_of!(hwl_member, pid) - 8usize];
     [
-        "Offset of field: hwl_member::resv0",
-    ][::core::mem::offset_of!(hwl_member, resv0) - 12usize];
+        "Offset of field: hwl_member::reaper",
+    ][::core::mem::offset_of!(hwl_member, reaper) - 12usize];
     [
         "Offset of field: hwl_member::start_time",
     ][::core::mem::offset_of!(hwl_member, start_time) - 16usize];

@@ -118,7 +118,7 @@ fn expected_layouts() -> Vec<Expected> {
             state @ 0 : 4,
             generation @ 4 : 4,
             pid @ 8 : 4,
-            resv0 @ 12 : 4,
+            reaper @ 12 : 4,
             start_time @ 16 : 8,
             pending_links @ 24 : 8,
             name @ 32 : 32,

@@ -32,6 +32,10 @@ pub mod admin;
 #[cfg(not(loom))]
 pub mod bench;
 #[cfg(not(loom))]
+mod channel;
+#[cfg(not(loom))]
+mod domain;
+#[cfg(not(loom))]
 mod link;
 #[cfg(not(loom))]
 pub mod pingpong;
@@ -42,6 +46,11 @@ mod region;
 mod spsc_tests;
 
 pub use error::{Corruption, OpenError, RecvError, SendError, Side};
+#[cfg(not(loom))]
+pub use domain::{
+    Domain, DomainBuilder, Member, MemberInfo, DEFAULT_MAX_MEMBERS, MAX_DOMAIN_NAME_LEN,
+    MAX_MEMBER_NAME_LEN,
+};
 pub use hwlink_drivers::{Backend, BackingKind};
 #[cfg(not(loom))]
 pub use link::{

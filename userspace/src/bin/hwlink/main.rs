@@ -25,7 +25,7 @@ enum Cmd {
     /// peer process it spawns.
     Pingpong(PingpongArgs),
     /// List the regions on this machine: creator, whether it is alive, rings
-    /// and their occupancy.
+    /// and their occupancy, and the members of each domain.
     Ls,
     /// Remove a region by name, or every region left by dead processes.
     Rm {
@@ -433,6 +433,14 @@ fn ls_cmd() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                 r.page_size / 1024,
                 ep(&ring.sender),
                 ep(&ring.receiver)
+            );
+        }
+        for m in &r.members {
+            println!(
+                "    member `{}`: pid {}, alive {}",
+                m.name,
+                m.pid,
+                if m.alive { "yes" } else { "no" }
             );
         }
         if let Some(e) = &r.error {
