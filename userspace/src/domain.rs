@@ -136,6 +136,26 @@ fn remove_links_of(domain: &str, slot: usize, gen: u32, keep: &[String]) {
     }
 }
 
+/// Opens region `name`, which another process may be creating right now:
+/// its file can exist before it is sized (O_EXCL create, then ftruncate), so
+/// a file of the wrong size is retried, like an unpublished header, until
+/// `ready_timeout`.
+fn open_fresh(
+    name: &str,
+    backend: Backend,
+    ready_timeout: Duration,
+) -> Result<(Arc<RegionMap>, RegionInfo), OpenError> {
+    let deadline = Instant::now() + ready_timeout;
+    loop {
+        match region::open_region(name, backend, ready_timeout) {
+            Err(OpenError::Map(MapError::BadSize { .. })) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(1))
+            }
+            other => return other,
+        }
+    }
+}
+
 /// A consistent snapshot of one directory entry.
 #[derive(Debug, Clone)]
 struct Entry {
@@ -494,8 +514,7 @@ impl DomainBuilder {
         deadline: Instant,
     ) -> Result<DomainParts, OpenError> {
         loop {
-            let opened = match region::open_region(&self.domain, Backend::Auto, self.ready_timeout)
-            {
+            let opened = match open_fresh(&self.domain, Backend::Auto, self.ready_timeout) {
                 Ok((map, info)) => Ok((map, info)),
                 Err(OpenError::Map(MapError::NotFound { .. })) => match self.create(cfg) {
                     Err(OpenError::Map(MapError::AlreadyExists { .. }))
@@ -825,7 +844,7 @@ impl Member {
                     let info = region::validate(&map)?;
                     (map, info)
                 }
-                None => region::open_region(&file, self.link_backend, self.ready_timeout)?,
+                None => open_fresh(&file, self.link_backend, self.ready_timeout)?,
             };
             let rings: Vec<_> = info
                 .objects
@@ -1015,6 +1034,8 @@ impl Member {
         let name = self.links[k].peer.clone();
         match e {
             SendError::Disconnected(msg) => {
+                // Its process may have died: reap it, which unlinks its files.
+                reap_if_dead(&self.dom, &self.domain, self.links[k].slot);
                 self.links[k].gone_reported = true;
                 if !self.links[k].rx.has_message_now() {
                     self.drop_link(k);
@@ -1129,6 +1150,7 @@ impl Member {
         let name = self.links[k].peer.clone();
         match e {
             RecvError::Disconnected => {
+                reap_if_dead(&self.dom, &self.domain, self.links[k].slot);
                 self.drop_link(k);
                 Err(RecvError::MemberGone { name })
             }
