@@ -1374,6 +1374,12 @@ mod tests {
     }
 
     #[test]
+    fn a_member_can_move_to_another_thread() {
+        fn assert_send<T: Send>() {}
+        assert_send::<Member>();
+    }
+
+    #[test]
     fn packed_word_round_trips() {
         assert_eq!(unpack(pack(HWL_MEMBER_ACTIVE, 0x8000_0001)), (HWL_MEMBER_ACTIVE, 0x8000_0001));
     }

@@ -176,6 +176,7 @@ fn peer_entry() {
         "first_send_race" => role_first_send_race(&ctx),
         "receive_count" => role_receive_count(&ctx),
         "idle_any" => role_idle_any(&ctx),
+        "send_and_leave" => role_send_and_leave(&ctx),
         other => panic!("unknown role {other}"),
     }
     std::process::exit(0);
@@ -301,6 +302,20 @@ fn role_receive_count(ctx: &Ctx) {
     }
     ctx.report("GOT");
     ctx.expect("exit");
+}
+
+/// Joins, sends messages 0..COUNT to TO (which does not receive yet),
+/// leaves, and reports LEFT.
+fn role_send_and_leave(ctx: &Ctx) {
+    let mut m = ctx.join();
+    let to = ctx.var("TO");
+    let mut buf = [0u8; MAX_MSG];
+    for seq in 0..ctx.u64("COUNT") {
+        let len = fill(seq, &mut buf);
+        m.send_timeout(&to, &buf[..len], T).expect("send");
+    }
+    m.leave();
+    ctx.report("LEFT");
 }
 
 /// Joins, reports JOINED, then waits in recv_any_timeout(MILLIS) and
@@ -741,6 +756,44 @@ fn bounded_back_pressure_then_drain_in_order() {
     slow.expect("GOT", T);
     slow.say("exit");
     slow.wait_success(T);
+    me.leave();
+    assert_no_files(&d);
+}
+
+#[test]
+fn messages_from_a_member_that_left_are_still_delivered() {
+    let d = unique("left");
+    let _c = Cleanup(d.clone());
+    let _dog = Watchdog::new(Duration::from_secs(120), "left");
+    let count = 100u64;
+    let mut me = builder(&d, WaitStrategy::Park, 128).join("p").unwrap();
+    let extra = [("TO", "p".to_string()), ("COUNT", count.to_string())];
+    let mut s1 = spawn("send_and_leave", &d, "s1", &extra);
+    let mut s2 = spawn("send_and_leave", &d, "s2", &extra);
+    s1.expect("LEFT", T);
+    s2.expect("LEFT", T);
+    s1.wait_success(T);
+    s2.wait_success(T);
+    assert_eq!(member_names(&me), ["p"]);
+    // We never attached: the senders kept their link files for us.
+    assert_eq!(links_of(&d).len(), 2, "{:?}", links_of(&d));
+    let mut scratch = [0u8; MAX_MSG];
+    // s2 through recv_from, s1 through recv_any.
+    for seq in 0..count {
+        let m = me.recv_from_timeout("s2", T).unwrap();
+        check(seq, &m, &mut scratch).unwrap();
+    }
+    match me.recv_from_timeout("s2", T) {
+        Err(RecvError::MemberGone { name }) => assert_eq!(name, "s2"),
+        other => panic!("expected MemberGone, got {other:?}"),
+    }
+    for seq in 0..count {
+        let (from, m) = me.recv_any_timeout(T).unwrap();
+        assert_eq!(from, "s1");
+        check(seq, &m, &mut scratch).unwrap();
+    }
+    assert!(matches!(me.try_recv_any(), Err(RecvError::Empty)));
+    assert!(links_of(&d).is_empty(), "{:?}", links_of(&d));
     me.leave();
     assert_no_files(&d);
 }
