@@ -166,7 +166,11 @@ fn expected_constants() -> Vec<(&'static str, u64, u64)> {
         ("HWL_MEMBER_NAME_LEN", 32, HWL_MEMBER_NAME_LEN.into()),
         ("HWL_DOMAIN_BUF_BOUNDED", 1, HWL_DOMAIN_BUF_BOUNDED.into()),
         ("HWL_DOMAIN_BUF_ZERO", 2, HWL_DOMAIN_BUF_ZERO.into()),
-        ("HWL_DOMAIN_BUF_UNBOUNDED", 3, HWL_DOMAIN_BUF_UNBOUNDED.into()),
+        (
+            "HWL_DOMAIN_BUF_UNBOUNDED",
+            3,
+            HWL_DOMAIN_BUF_UNBOUNDED.into(),
+        ),
         ("HWL_DOMAIN_OPEN", 0, HWL_DOMAIN_OPEN.into()),
         ("HWL_DOMAIN_CLOSING", 1, HWL_DOMAIN_CLOSING.into()),
         ("HWL_DOMAIN_CLOSED", 2, HWL_DOMAIN_CLOSED.into()),
@@ -259,7 +263,10 @@ fn domain_lines_and_words() {
     assert_eq!(offset_of!(hwl_member, pending_links) % 8, 0);
     // One bit of pending_links per member.
     assert_eq!(HWL_DOMAIN_MAX_MEMBERS, u64::BITS);
-    assert_eq!(hwl_member::default().name.len(), HWL_MEMBER_NAME_LEN as usize);
+    assert_eq!(
+        hwl_member::default().name.len(),
+        HWL_MEMBER_NAME_LEN as usize
+    );
 }
 
 #[test]

@@ -38,7 +38,9 @@ impl ChannelSender {
             ChannelSender::Bounded(tx) => match (block, deadline) {
                 (false, _) => tx.try_send(msg),
                 (true, None) => tx.send(msg),
-                (true, Some(d)) => tx.send_timeout(msg, d.saturating_duration_since(Instant::now())),
+                (true, Some(d)) => {
+                    tx.send_timeout(msg, d.saturating_duration_since(Instant::now()))
+                }
             },
         }
     }

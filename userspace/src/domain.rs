@@ -110,10 +110,7 @@ fn parse_link_name(domain: &str, name: &str) -> Option<[(usize, u32); 2]> {
     let rest = name.strip_prefix(domain)?.strip_prefix('.')?;
     let mut it = rest.split('.');
     let mut num = || u32::from_str_radix(it.next()?, 16).ok();
-    let pair = [
-        (num()? as usize, num()?),
-        (num()? as usize, num()?),
-    ];
+    let pair = [(num()? as usize, num()?), (num()? as usize, num()?)];
     it.next().is_none().then_some(pair)
 }
 
@@ -495,9 +492,7 @@ impl DomainBuilder {
                         left: false,
                     });
                 }
-                None if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(1))
-                }
+                None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
                 None => {
                     return Err(OpenError::JoinFailed {
                         domain: self.domain.clone(),
@@ -971,7 +966,8 @@ impl Member {
                 if self.links.iter().any(|l| l.slot == j && l.gen == gen) {
                     continue;
                 }
-                let name = (e.state == HWL_MEMBER_ACTIVE && e.gen == gen).then(|| name_string(&e.name));
+                let name =
+                    (e.state == HWL_MEMBER_ACTIVE && e.gen == gen).then(|| name_string(&e.name));
                 if let Ok(link) = self.attach_link(j, gen, name.as_deref(), false) {
                     self.links.push(link);
                 }
@@ -1245,7 +1241,9 @@ impl Member {
             };
             let pending = self.dom.member(self.me).pending_links();
             let links = &self.links;
-            let ready = || pending.load(Ordering::Acquire) != 0 || links.iter().any(|l| l.rx.has_message_now());
+            let ready = || {
+                pending.load(Ordering::Acquire) != 0 || links.iter().any(|l| l.rx.has_message_now())
+            };
             if spinning {
                 let slice_end = now + SLEEP_SLICE;
                 let mut polls = 0u32;
@@ -1381,6 +1379,9 @@ mod tests {
 
     #[test]
     fn packed_word_round_trips() {
-        assert_eq!(unpack(pack(HWL_MEMBER_ACTIVE, 0x8000_0001)), (HWL_MEMBER_ACTIVE, 0x8000_0001));
+        assert_eq!(
+            unpack(pack(HWL_MEMBER_ACTIVE, 0x8000_0001)),
+            (HWL_MEMBER_ACTIVE, 0x8000_0001)
+        );
     }
 }

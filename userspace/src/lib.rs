@@ -45,12 +45,12 @@ mod region;
 #[cfg(test)]
 mod spsc_tests;
 
-pub use error::{Corruption, OpenError, RecvError, SendError, Side};
 #[cfg(not(loom))]
 pub use domain::{
     Domain, DomainBuilder, Member, MemberInfo, DEFAULT_MAX_MEMBERS, MAX_DOMAIN_NAME_LEN,
     MAX_MEMBER_NAME_LEN,
 };
+pub use error::{Corruption, OpenError, RecvError, SendError, Side};
 pub use hwlink_drivers::{Backend, BackingKind};
 #[cfg(not(loom))]
 pub use link::{

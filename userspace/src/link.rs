@@ -736,10 +736,7 @@ impl Receiver {
         LinkBuilder::new(name).open_receiver()
     }
 
-    pub(crate) fn attach(
-        parts: RingParts,
-        strategy: WaitStrategy,
-    ) -> Result<Receiver, OpenError> {
+    pub(crate) fn attach(parts: RingParts, strategy: WaitStrategy) -> Result<Receiver, OpenError> {
         let ring = Consumer::new(parts.words(), parts.slots(), parts.geometry())
             .map_err(|c| parts.corrupt(c))?;
         let end = EndState::new(parts, Side::Receiver, strategy)?;

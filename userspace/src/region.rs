@@ -865,7 +865,8 @@ impl<'a> MemberWords<'a> {
     pub(crate) fn word(&self) -> &'a AtomicU64 {
         // SAFETY: state (offset 0) and generation (offset 4) form one
         // 8-aligned u64 at the start of the entry (hw layout tests).
-        self.parts.u64_at(unsafe { addr_of_mut!((*self.p).state) }.cast::<u64>())
+        self.parts
+            .u64_at(unsafe { addr_of_mut!((*self.p).state) }.cast::<u64>())
     }
     pub(crate) fn pid(&self) -> &'a AtomicU32 {
         // SAFETY: field projection in bounds of the entry.
@@ -877,11 +878,13 @@ impl<'a> MemberWords<'a> {
     }
     pub(crate) fn start_time(&self) -> &'a AtomicU64 {
         // SAFETY: field projection in bounds of the entry.
-        self.parts.u64_at(unsafe { addr_of_mut!((*self.p).start_time) })
+        self.parts
+            .u64_at(unsafe { addr_of_mut!((*self.p).start_time) })
     }
     pub(crate) fn pending_links(&self) -> &'a AtomicU64 {
         // SAFETY: field projection in bounds of the entry.
-        self.parts.u64_at(unsafe { addr_of_mut!((*self.p).pending_links) })
+        self.parts
+            .u64_at(unsafe { addr_of_mut!((*self.p).pending_links) })
     }
     /// The name as `HWL_MEMBER_NAME_LEN / 8` little-endian u64 words.
     pub(crate) fn name_word(&self, k: usize) -> &'a AtomicU64 {

@@ -26,7 +26,10 @@ const T: Duration = Duration::from_secs(60);
 /// A domain name unique to this process and test (at most 24 characters).
 fn unique(tag: &str) -> String {
     let name = format!("d{}-{tag}", std::process::id());
-    assert!(name.len() <= hwlink::MAX_DOMAIN_NAME_LEN, "{name} is too long");
+    assert!(
+        name.len() <= hwlink::MAX_DOMAIN_NAME_LEN,
+        "{name} is too long"
+    );
     name
 }
 
@@ -124,7 +127,9 @@ impl Ctx {
     }
     fn report(&self, line: &str) {
         let mut out = std::io::stdout().lock();
-        writeln!(out, "\n@{line}").and_then(|()| out.flush()).expect("stdout");
+        writeln!(out, "\n@{line}")
+            .and_then(|()| out.flush())
+            .expect("stdout");
     }
     fn command(&self) -> String {
         self.commands
@@ -341,11 +346,17 @@ fn join_shows_members_in_ls_and_leave_removes_everything() {
     let d = unique("ls");
     let _c = Cleanup(d.clone());
     let _dog = Watchdog::new(Duration::from_secs(120), "ls");
-    let me = builder(&d, WaitStrategy::SpinPark, 64).join("boss").unwrap();
+    let me = builder(&d, WaitStrategy::SpinPark, 64)
+        .join("boss")
+        .unwrap();
     let mut child = spawn("join_wait", &d, "worker-1", &[]);
     let pid: u32 = child.expect("JOINED", T).parse().unwrap();
     assert_eq!(member_names(&me), ["boss", "worker-1"]);
-    let info = me.members().into_iter().find(|m| m.name == "worker-1").unwrap();
+    let info = me
+        .members()
+        .into_iter()
+        .find(|m| m.name == "worker-1")
+        .unwrap();
     assert_eq!(info.pid, pid);
     assert!(info.alive);
 
@@ -360,7 +371,10 @@ fn join_shows_members_in_ls_and_leave_removes_everything() {
         "{text}"
     );
     assert!(
-        text.contains(&format!("member `boss`: pid {}, alive yes", std::process::id())),
+        text.contains(&format!(
+            "member `boss`: pid {}, alive yes",
+            std::process::id()
+        )),
         "{text}"
     );
 
@@ -387,8 +401,11 @@ fn duplicate_name_race_has_exactly_one_winner() {
     for round in 0..20 {
         // Odd rounds: the domain exists already; even: the racers also race
         // to create it.
-        let keeper = (round % 2 == 1)
-            .then(|| builder(&d, WaitStrategy::SpinPark, 64).join("keeper").unwrap());
+        let keeper = (round % 2 == 1).then(|| {
+            builder(&d, WaitStrategy::SpinPark, 64)
+                .join("keeper")
+                .unwrap()
+        });
         let mut racers: Vec<Peer> = (0..4).map(|_| spawn("join_race", &d, "dup", &[])).collect();
         for r in &mut racers {
             r.expect("READY", T);
@@ -419,7 +436,14 @@ fn duplicate_name_race_has_exactly_one_winner() {
 
 /// The parent joins as "rx"; children stream messages to it; the parent
 /// receives with `recv` and checks every message per sender.
-fn stream(tag: &str, wait: WaitStrategy, senders: &[&str], send_mode: &str, count: u64, recv: &str) {
+fn stream(
+    tag: &str,
+    wait: WaitStrategy,
+    senders: &[&str],
+    send_mode: &str,
+    count: u64,
+    recv: &str,
+) {
     let d = unique(tag);
     let _c = Cleanup(d.clone());
     let _dog = Watchdog::new(Duration::from_secs(240), tag.to_string());
@@ -449,7 +473,10 @@ fn stream(tag: &str, wait: WaitStrategy, senders: &[&str], send_mode: &str, coun
     let deadline = Instant::now() + Duration::from_secs(200);
     let mut got = 0;
     while got < total {
-        assert!(Instant::now() < deadline, "{tag}: stuck after {got} messages");
+        assert!(
+            Instant::now() < deadline,
+            "{tag}: stuck after {got} messages"
+        );
         let (from, msg) = match recv {
             "any" => me.recv_any().unwrap(),
             "any_timeout" => me.recv_any_timeout(T).unwrap(),
@@ -469,11 +496,16 @@ fn stream(tag: &str, wait: WaitStrategy, senders: &[&str], send_mode: &str, coun
                         }
                     },
                 };
-                (from.to_string(), r.unwrap_or_else(|e| panic!("{tag}: from {from}: {e}")))
+                (
+                    from.to_string(),
+                    r.unwrap_or_else(|e| panic!("{tag}: from {from}: {e}")),
+                )
             }
             other => panic!("recv {other}"),
         };
-        let seq = next.get_mut(&from).unwrap_or_else(|| panic!("unknown sender {from}"));
+        let seq = next
+            .get_mut(&from)
+            .unwrap_or_else(|| panic!("unknown sender {from}"));
         check(*seq, &msg, &mut scratch).unwrap_or_else(|e| panic!("{tag}: from {from}: {e}"));
         *seq += 1;
         got += 1;
@@ -502,52 +534,122 @@ fn stream(tag: &str, wait: WaitStrategy, senders: &[&str], send_mode: &str, coun
 
 #[test]
 fn blocking_send_and_recv_from_100k_in_order() {
-    stream("blk", WaitStrategy::SpinPark, &["tx"], "block", 100_000, "from");
+    stream(
+        "blk",
+        WaitStrategy::SpinPark,
+        &["tx"],
+        "block",
+        100_000,
+        "from",
+    );
 }
 
 #[test]
 fn polling_send_and_recv_from_100k_in_order() {
-    stream("poll", WaitStrategy::BusyPoll, &["tx"], "block", 100_000, "from");
+    stream(
+        "poll",
+        WaitStrategy::BusyPoll,
+        &["tx"],
+        "block",
+        100_000,
+        "from",
+    );
 }
 
 #[test]
 fn try_send_and_try_recv_from_100k_in_order() {
-    stream("try", WaitStrategy::SpinPark, &["tx"], "try", 100_000, "try_from");
+    stream(
+        "try",
+        WaitStrategy::SpinPark,
+        &["tx"],
+        "try",
+        100_000,
+        "try_from",
+    );
 }
 
 #[test]
 fn timeout_send_and_recv_from_100k_in_order() {
-    stream("tmo", WaitStrategy::Park, &["tx"], "timeout", 100_000, "from_timeout");
+    stream(
+        "tmo",
+        WaitStrategy::Park,
+        &["tx"],
+        "timeout",
+        100_000,
+        "from_timeout",
+    );
 }
 
 #[test]
 fn recv_from_two_senders_picks_the_named_one() {
-    stream("from2", WaitStrategy::SpinPark, &["a", "b"], "block", 50_000, "from");
+    stream(
+        "from2",
+        WaitStrategy::SpinPark,
+        &["a", "b"],
+        "block",
+        50_000,
+        "from",
+    );
 }
 
 #[test]
 fn recv_any_blocking_from_two_senders() {
-    stream("any", WaitStrategy::SpinPark, &["a", "b"], "block", 50_000, "any");
+    stream(
+        "any",
+        WaitStrategy::SpinPark,
+        &["a", "b"],
+        "block",
+        50_000,
+        "any",
+    );
 }
 
 #[test]
 fn recv_any_parked_from_three_senders() {
-    stream("anypark", WaitStrategy::Park, &["a", "b", "c"], "timeout", 20_000, "any");
+    stream(
+        "anypark",
+        WaitStrategy::Park,
+        &["a", "b", "c"],
+        "timeout",
+        20_000,
+        "any",
+    );
 }
 
 #[test]
 fn recv_any_polling_from_two_senders() {
-    stream("anypoll", WaitStrategy::BusyPoll, &["a", "b"], "block", 50_000, "any");
+    stream(
+        "anypoll",
+        WaitStrategy::BusyPoll,
+        &["a", "b"],
+        "block",
+        50_000,
+        "any",
+    );
 }
 
 #[test]
 fn try_recv_any_from_two_senders() {
-    stream("tryany", WaitStrategy::SpinPark, &["a", "b"], "try", 50_000, "try_any");
+    stream(
+        "tryany",
+        WaitStrategy::SpinPark,
+        &["a", "b"],
+        "try",
+        50_000,
+        "try_any",
+    );
 }
 
 #[test]
 fn recv_any_timeout_from_two_senders() {
-    stream("anytmo", WaitStrategy::SpinPark, &["a", "b"], "timeout", 50_000, "any_timeout");
+    stream(
+        "anytmo",
+        WaitStrategy::SpinPark,
+        &["a", "b"],
+        "timeout",
+        50_000,
+        "any_timeout",
+    );
 }
 
 #[test]
@@ -556,7 +658,9 @@ fn simultaneous_first_sends_make_exactly_one_link() {
     let _c = Cleanup(d.clone());
     let _dog = Watchdog::new(Duration::from_secs(280), "first-send race");
     let rounds = 60;
-    let keeper = builder(&d, WaitStrategy::SpinPark, 64).join("keeper").unwrap();
+    let keeper = builder(&d, WaitStrategy::SpinPark, 64)
+        .join("keeper")
+        .unwrap();
     let extra = |peer: &str| [("OTHER", peer.to_string()), ("ROUNDS", rounds.to_string())];
     let mut a = spawn("first_send_race", &d, "a", &extra("b"));
     let mut b = spawn("first_send_race", &d, "b", &extra("a"));
@@ -647,11 +751,17 @@ fn killed_member_is_reaped_and_its_files_reclaimed() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let err = loop {
         match me.send_timeout("k", b"x", Duration::from_millis(200)) {
-            Ok(()) => assert!(Instant::now() < deadline, "send to a dead member kept working"),
+            Ok(()) => assert!(
+                Instant::now() < deadline,
+                "send to a dead member kept working"
+            ),
             Err(e) => break e,
         }
     };
-    assert!(matches!(err, SendError::MemberGone { ref name, .. } if name == "k"), "{err:?}");
+    assert!(
+        matches!(err, SendError::MemberGone { ref name, .. } if name == "k"),
+        "{err:?}"
+    );
     assert_eq!(member_names(&me), ["p"], "the dead member was not reaped");
     assert!(links_of(&d).is_empty(), "{:?}", links_of(&d));
     // The name is free again.
@@ -695,14 +805,21 @@ fn domains_are_independent() {
     let mut y1 = spawn("idle_any", &d1, "y", &extra);
     let mut y2 = spawn("idle_any", &d2, "y", &extra);
     assert_eq!(y1.expect("JOINED", T), "x,y");
-    assert_eq!(y2.expect("JOINED", T), "y", "another domain's members are visible");
+    assert_eq!(
+        y2.expect("JOINED", T),
+        "y",
+        "another domain's members are visible"
+    );
     y1.say("go");
     y2.say("go");
     x.send("y", b"for d1's y").unwrap();
     assert_eq!(y1.expect("MSG", T), "x");
     assert_eq!(y2.expect("TIMEOUT", T), "");
     // A process that has not joined d2 cannot reach its members.
-    assert!(matches!(x.send("z", b"?"), Err(SendError::NoSuchMember { .. })));
+    assert!(matches!(
+        x.send("z", b"?"),
+        Err(SendError::NoSuchMember { .. })
+    ));
     assert!(links_of(&d2).is_empty());
     y1.say("exit");
     y2.say("exit");
