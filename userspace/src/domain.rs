@@ -389,6 +389,8 @@ impl DomainBuilder {
     }
     /// Memory for the domain and its links (used by the creator; links
     /// follow the domain: hugepages if the domain is on hugepages, else shm).
+    /// A domain on a hugepage memfd (no writable hugetlbfs mount) can only
+    /// be opened while its creator runs, like any memfd region.
     pub fn backend(mut self, backend: Backend) -> Self {
         self.backend = backend;
         self
@@ -940,14 +942,13 @@ impl Member {
     /// `pending_links`), including those of members that have left since
     /// but still hold messages for us.
     fn accept_pending(&mut self) {
-        let bits = self
-            .dom
-            .member(self.me)
-            .pending_links()
-            .swap(0, Ordering::AcqRel);
-        if bits == 0 {
+        // Load first: senders read this cache line on every message, so it
+        // is written only when there is news.
+        let pending = self.dom.member(self.me).pending_links();
+        if pending.load(Ordering::Relaxed) == 0 {
             return;
         }
+        let bits = pending.swap(0, Ordering::AcqRel);
         let max = self.dom.config().max_members as usize;
         for j in (0..max).filter(|&j| j != self.me && bits & (1u64 << j) != 0) {
             let e = read_entry(&self.dom, j);

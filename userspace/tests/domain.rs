@@ -148,6 +148,9 @@ impl Ctx {
         )
     }
     fn join(&self) -> Member {
+        if self.var_or("AUTO", "0") == "1" {
+            return Domain::join(&self.var("DOMAIN"), &self.var("NAME")).expect("join");
+        }
         self.builder().join(&self.var("NAME")).expect("join")
     }
 }
@@ -911,6 +914,38 @@ fn messages_from_a_member_that_left_are_still_delivered() {
     }
     assert!(matches!(me.try_recv_any(), Err(RecvError::Empty)));
     assert!(links_of(&d).is_empty(), "{:?}", links_of(&d));
+    me.leave();
+    assert_no_files(&d);
+}
+
+#[test]
+fn default_backend_round_trip_leaves_no_files() {
+    let d = unique("auto");
+    let _c = Cleanup(d.clone());
+    let _dog = Watchdog::new(Duration::from_secs(120), "auto backend");
+    // Backend::Auto: hugepages when free, else /dev/shm (with a warning).
+    let mut me = Domain::join(&d, "rx").unwrap();
+    let mut tx = Peer::spawn(
+        "stream_send",
+        &[
+            ("DOMAIN", d.clone()),
+            ("NAME", "tx".into()),
+            ("TO", "rx".into()),
+            ("COUNT", "1000".into()),
+            ("MODE", "block".into()),
+            ("AUTO", "1".into()),
+        ],
+    );
+    tx.expect("JOINED", T);
+    let mut scratch = [0u8; MAX_MSG];
+    for seq in 0..1000 {
+        let (from, m) = me.recv_any().unwrap();
+        assert_eq!(from, "tx");
+        check(seq, &m, &mut scratch).unwrap();
+    }
+    me.send("tx", b"ack").unwrap();
+    tx.expect("DONE", T);
+    tx.wait_success(T);
     me.leave();
     assert_no_files(&d);
 }
