@@ -7,6 +7,10 @@
 //! semaphore doorbells (futex words in the region) only when one of them
 //! actually sleeps, so a polling peer sees no system call at all.
 //!
+//! Processes can also join a named [`Domain`] and address each other by
+//! member name ([`Member::send`], [`Member::recv_from`],
+//! [`Member::recv_any`]); links between members are set up on first use.
+//!
 //! ```no_run
 //! use hwlink::{LinkBuilder, WaitStrategy};
 //! // process A
