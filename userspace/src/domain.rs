@@ -161,6 +161,8 @@ struct Entry {
     pid: u32,
     start: u64,
     name: NameBytes,
+    /// The entry kept changing while it was read: it reads as FREE.
+    unstable: bool,
 }
 
 impl Entry {
@@ -192,6 +194,7 @@ fn read_entry(dom: &DomainParts, i: usize) -> Entry {
                 pid,
                 start,
                 name,
+                unstable: false,
             };
         }
     }
@@ -201,6 +204,7 @@ fn read_entry(dom: &DomainParts, i: usize) -> Entry {
         pid: 0,
         start: 0,
         name: [0; HWL_MEMBER_NAME_LEN as usize],
+        unstable: true,
     }
 }
 
@@ -631,6 +635,11 @@ fn try_join(
     for j in (0..max).filter(|&j| j != slot) {
         loop {
             let e = read_entry(dom, j);
+            if e.unstable && Instant::now() < deadline {
+                // Changing under us: it may be a joiner of our name.
+                std::thread::sleep(Duration::from_micros(50));
+                continue;
+            }
             if !e.is_member() || &e.name != name {
                 break;
             }

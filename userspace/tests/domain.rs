@@ -949,3 +949,33 @@ fn default_backend_round_trip_leaves_no_files() {
     me.leave();
     assert_no_files(&d);
 }
+
+#[test]
+fn corrupt_directory_is_refused_with_a_clear_error() {
+    let d = unique("bad");
+    let _c = Cleanup(d.clone());
+    let me = builder(&d, WaitStrategy::SpinPark, 64).join("p").unwrap();
+    // The domain object is the region's first object, at offset 4096;
+    // max_members is its first word.
+    let raw = common::RawRegion::open(&d);
+    let good = raw.get32(4096);
+    raw.set32(4096, 1000);
+    match builder(&d, WaitStrategy::SpinPark, 64).join("q") {
+        Err(e @ hwlink::OpenError::Corrupt { .. }) => {
+            assert!(e.to_string().contains("domain max_members is 1000"), "{e}")
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    // members_offset pointing past the object.
+    raw.set32(4096, good);
+    let off = raw.get64(4096 + 24);
+    raw.set64(4096 + 24, 1 << 40);
+    assert!(matches!(
+        builder(&d, WaitStrategy::SpinPark, 64).join("q"),
+        Err(hwlink::OpenError::Corrupt { .. })
+    ));
+    raw.set64(4096 + 24, off);
+    drop(raw);
+    me.leave();
+    assert_no_files(&d);
+}
