@@ -1121,12 +1121,16 @@ impl Member {
             Err(RecvError::Empty) => {
                 return if self.peer_listed(k) {
                     Err(RecvError::Empty)
+                } else if self.links[k].rx.has_message_now() {
+                    // It published, then left: take what it sent first.
+                    let r = self.links[k].rx.recv(None, false);
+                    r.or_else(|e| self.recv_failed(k, e))
                 } else {
                     self.drop_link(k);
                     Err(RecvError::MemberGone {
                         name: from.to_string(),
                     })
-                }
+                };
             }
             Err(e) => return self.recv_failed(k, e),
         }
