@@ -100,6 +100,32 @@ fn spawn(role: &str, domain: &str, name: &str, extra: &[(&str, String)]) -> Peer
     Peer::spawn(role, &env)
 }
 
+/// Nanoseconds since the epoch (CLOCK_REALTIME, the same in every process).
+fn now_ns() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// A barrier for processes: `go <instant>`, a moment a little ahead.
+fn go_command() -> String {
+    format!("go {}", now_ns() + 20_000_000)
+}
+
+/// Waits for a `go <instant>` command, then spins until that instant so
+/// that every process released by it starts within microseconds.
+fn barrier(ctx: &Ctx) {
+    let c = ctx.command();
+    let at: u128 = c
+        .strip_prefix("go ")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("peer: expected `go <ns>`, got `{c}`"));
+    while now_ns() < at {
+        std::hint::spin_loop();
+    }
+}
+
 fn member_names(m: &Member) -> Vec<String> {
     let mut v: Vec<_> = m.members().into_iter().map(|i| i.name).collect();
     v.sort();
@@ -219,7 +245,7 @@ fn role_join_wait(ctx: &Ctx) {
 fn role_join_race(ctx: &Ctx) {
     let b = ctx.builder();
     ctx.report("READY");
-    ctx.expect("go");
+    barrier(ctx);
     match b.join(&ctx.var("NAME")) {
         Ok(m) => {
             ctx.report("RESULT WON");
@@ -279,7 +305,7 @@ fn role_first_send_race(ctx: &Ctx) {
     for round in 0..ctx.u64("ROUNDS") {
         let mut m = ctx.join();
         ctx.report("JOINED");
-        ctx.expect("go");
+        barrier(ctx);
         let msg = format!("{me} {round}");
         m.send_timeout(&peer, msg.as_bytes(), T)
             .unwrap_or_else(|e| panic!("peer: round {round}: send: {e}"));
@@ -413,8 +439,9 @@ fn duplicate_name_race_has_exactly_one_winner() {
         for r in &mut racers {
             r.expect("READY", T);
         }
+        let go = go_command();
         for r in &mut racers {
-            r.say("go");
+            r.say(&go);
         }
         let mut winners = Vec::new();
         for (i, r) in racers.iter_mut().enumerate() {
@@ -667,23 +694,40 @@ fn simultaneous_first_sends_make_exactly_one_link() {
     let extra = |peer: &str| [("OTHER", peer.to_string()), ("ROUNDS", rounds.to_string())];
     let mut a = spawn("first_send_race", &d, "a", &extra("b"));
     let mut b = spawn("first_send_race", &d, "b", &extra("a"));
+    let mut created_by = BTreeMap::new();
     for round in 0..rounds {
         a.expect("JOINED", T);
         b.expect("JOINED", T);
         assert!(links_of(&d).is_empty(), "round {round}: {:?}", links_of(&d));
-        a.say("go");
-        b.say("go");
+        let go = go_command();
+        a.say(&go);
+        b.say(&go);
         let la = a.expect("LINKS", T);
         let lb = b.expect("LINKS", T);
         assert_eq!(la, lb, "round {round}: the two see different links");
         assert!(!la.contains(','), "round {round}: more than one link: {la}");
         assert_eq!(links_of(&d), vec![la.clone()], "round {round}");
+        // Which of the two created it (the other opened it).
+        let link = hwlink::admin::list()
+            .unwrap()
+            .into_iter()
+            .find(|r| r.name == la)
+            .expect("the link region");
+        *created_by.entry(link.creator_pid).or_insert(0u32) += 1;
         a.say("leave");
         b.say("leave");
         a.expect("LEFT", T);
         b.expect("LEFT", T);
         assert!(links_of(&d).is_empty(), "round {round}: {:?}", links_of(&d));
     }
+    eprintln!(
+        "links created by a (pid {}): {:?}, by b (pid {}): {:?} of {rounds} rounds",
+        a.pid(),
+        created_by.get(&a.pid()),
+        b.pid(),
+        created_by.get(&b.pid())
+    );
+    assert_eq!(created_by.values().sum::<u32>(), rounds as u32);
     a.wait_success(T);
     b.wait_success(T);
     keeper.leave();
