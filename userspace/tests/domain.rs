@@ -3,6 +3,7 @@
 //! in-order checks, the simultaneous-first-send race (one link per pair),
 //! leaving and SIGKILL (clear errors, reaping, reclaimed files, name reuse),
 //! independence of domains, bounded back-pressure, and no stale files.
+//! The two races are also stressed between threads, for many more rounds.
 //!
 //! The test binary re-executes itself as the peer process (`peer_entry`,
 //! with the roles below). `.config/nextest.toml` runs this binary in the
@@ -1021,5 +1022,86 @@ fn corrupt_directory_is_refused_with_a_clear_error() {
     raw.set64(4096 + 24, off);
     drop(raw);
     me.leave();
+    assert_no_files(&d);
+}
+
+/// The name race again, many more rounds, between threads of this process
+/// (the protocol does not care whether racers are processes or threads).
+#[test]
+fn name_race_between_threads_stress() {
+    let d = unique("tdup");
+    let _c = Cleanup(d.clone());
+    let _dog = Watchdog::new(Duration::from_secs(200), "thread name race");
+    let threads = 4;
+    let rounds = 200;
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(threads));
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let barrier = barrier.clone();
+            let d = d.clone();
+            std::thread::spawn(move || {
+                let mut won = Vec::new();
+                for _ in 0..rounds {
+                    barrier.wait();
+                    let r = builder(&d, WaitStrategy::SpinPark, 64).join("same");
+                    let ok = match r {
+                        Ok(m) => Some(m),
+                        Err(hwlink::OpenError::NameTaken { .. }) => None,
+                        Err(e) => panic!("join: {e}"),
+                    };
+                    won.push(ok.is_some());
+                    // Everyone has tried before the winner leaves.
+                    barrier.wait();
+                    drop(ok);
+                    barrier.wait();
+                }
+                won
+            })
+        })
+        .collect();
+    let results: Vec<Vec<bool>> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    for round in 0..rounds {
+        let winners = results.iter().filter(|w| w[round]).count();
+        assert_eq!(winners, 1, "round {round}: {winners} winners");
+    }
+    assert_no_files(&d);
+}
+
+/// The first-send race again, many more rounds, between threads.
+#[test]
+fn first_send_race_between_threads_stress() {
+    let d = unique("tlink");
+    let _c = Cleanup(d.clone());
+    let _dog = Watchdog::new(Duration::from_secs(200), "thread link race");
+    let rounds = 300;
+    let keeper = builder(&d, WaitStrategy::SpinPark, 64)
+        .join("keeper")
+        .unwrap();
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let run = |me: &'static str, other: &'static str| {
+        let barrier = barrier.clone();
+        let d = d.clone();
+        std::thread::spawn(move || {
+            for round in 0..rounds {
+                let mut m = builder(&d, WaitStrategy::SpinPark, 64).join(me).unwrap();
+                barrier.wait();
+                m.send(other, format!("{round}")).unwrap();
+                let got = m.recv_from_timeout(other, T).unwrap();
+                assert_eq!(got, format!("{round}").as_bytes());
+                let links = m.link_names();
+                assert_eq!(links.len(), 1, "round {round}: {links:?}");
+                barrier.wait();
+                assert_eq!(links_of(&d), links, "round {round}");
+                barrier.wait();
+                m.leave();
+                barrier.wait();
+            }
+        })
+    };
+    let a = run("a", "b");
+    let b = run("b", "a");
+    a.join().unwrap();
+    b.join().unwrap();
+    keeper.leave();
     assert_no_files(&d);
 }
