@@ -427,6 +427,14 @@ impl DomainBuilder {
         self
     }
 
+    /// How long `join` keeps trying while the domain is being closed by its
+    /// last member, or a process joining under the same name has not
+    /// finished.
+    pub fn join_timeout(mut self, t: Duration) -> Self {
+        self.join_timeout = t;
+        self
+    }
+
     fn config(&self) -> Result<DomainConfig, OpenError> {
         if self.max_members == 0 || self.max_members > HWL_DOMAIN_MAX_MEMBERS {
             return Err(OpenError::InvalidConfig(format!(
