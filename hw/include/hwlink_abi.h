@@ -38,6 +38,7 @@
 #define HWL_FEAT_FUTEX_DOORBELL (1U << 1) /* doorbells are futex words */
 #define HWL_FEAT_MPMC_RING (1U << 2)     /* objects of kind HWL_OBJ_MPMC_RING */
 #define HWL_FEAT_MAILBOX (1U << 4)       /* objects of kind HWL_OBJ_MAILBOX */
+#define HWL_FEAT_DOMAIN (1U << 5)         /* objects of kind HWL_OBJ_DOMAIN */
 
 /* hwl_region.flags: facts about the backing memory, set by the creator. */
 #define HWL_REGION_F_HUGEPAGE (1U << 0) /* backed by 2 MiB hugepages */
@@ -48,6 +49,7 @@
 #define HWL_OBJ_SPSC_RING 1
 #define HWL_OBJ_MPMC_RING 2
 #define HWL_OBJ_MAILBOX 4
+#define HWL_OBJ_DOMAIN 5 /* struct hwl_domain + its member directory */
 
 /* hwl_endpoint.state: written only by the endpoint's own process. */
 #define HWL_EP_FREE 0     /* nobody attached yet */
@@ -267,6 +269,70 @@ struct hwl_mailbox {
 	struct hwl_doorbell not_empty; /* posted after publishing messages */
 	struct hwl_doorbell not_full;  /* posted after consuming messages */
 	struct hwl_attachment attachments[HWL_MAX_ATTACHMENTS];
+};
+
+/*
+ * Domains: a directory of member processes that talk to each other by name
+ * over automatically created links (hw/SPEC.md, "Domains").
+ */
+#define HWL_DOMAIN_MAX_MEMBERS 64 /* entries; one bit each in pending_links */
+#define HWL_MEMBER_NAME_LEN 32    /* bytes of a member name, NUL-padded */
+
+/* hwl_domain.buffering: how each direction of a link queues messages. */
+#define HWL_DOMAIN_BUF_BOUNDED 1   /* one SPSC ring of capacity slots */
+#define HWL_DOMAIN_BUF_ZERO 2      /* rendezvous (reserved, not built yet) */
+#define HWL_DOMAIN_BUF_UNBOUNDED 3 /* chained segments (reserved, not built yet) */
+
+/* hwl_domain.state */
+#define HWL_DOMAIN_OPEN 0    /* members may join */
+#define HWL_DOMAIN_CLOSING 1 /* the last member is checking it is the last */
+#define HWL_DOMAIN_CLOSED 2  /* empty for good; its file is being removed */
+
+/* hwl_member.state: low half of the 64-bit word (state | generation << 32) */
+#define HWL_MEMBER_FREE 0    /* unused (pid != 0: being claimed) */
+#define HWL_MEMBER_JOINING 1 /* name written; checking it is unique */
+#define HWL_MEMBER_ACTIVE 2  /* a member: others may link to it */
+#define HWL_MEMBER_LEAVING 3 /* left or died: its links are being removed */
+
+/*
+ * The head of a domain object, followed at members_offset by max_members
+ * struct hwl_member entries.
+ *
+ *   line 0   configuration, written once by the creator before R-mag
+ *   line 1   state and next_generation, updated by joiners and leavers
+ */
+struct hwl_domain {
+	__u32 max_members;     /* entries in the directory, 1..HWL_DOMAIN_MAX_MEMBERS */
+	__u32 buffering;       /* HWL_DOMAIN_BUF_* of every link */
+	__u32 capacity;        /* slots per direction (bounded), a power of two */
+	__u32 slot_size;       /* largest message in bytes */
+	__u64 byte_limit;      /* unbounded: bytes queued per direction; else 0 */
+	__u64 members_offset;  /* from the start of this struct, multiple of 64, >= 128 */
+	__u32 flags;           /* reserved, zero */
+	__u32 resv0;           /* reserved, zero */
+	__u64 resv1[3];        /* reserved, zero */
+	__u32 state;           /* HWL_DOMAIN_OPEN / CLOSING / CLOSED */
+	__u32 next_generation; /* fetch_add by every joiner; never 0 in an entry */
+	__u64 resv2[7];        /* reserved, zero */
+};
+
+/*
+ * One entry of the member directory: two cache lines.
+ *
+ *   line 0   state|generation (one 64-bit word), pid, start_time,
+ *            pending_links, name: written by the member (joining, leaving)
+ *            or by a reaper; pending_links by peers (fetch_or)
+ *   line 1   inbox doorbell: peers post after publishing to this member
+ */
+struct hwl_member {
+	__u32 state;          /* HWL_MEMBER_*; with generation one u64, stored last */
+	__u32 generation;     /* join generation, unique within the domain */
+	__u32 pid;            /* claiming / owning process; 0 = free slot */
+	__u32 reaper;         /* process tearing a LEAVING entry down; else 0 */
+	__u64 start_time;     /* the process's start time, against pid reuse */
+	__u64 pending_links;  /* bit j: member j created or opened a link to us */
+	__u8 name[HWL_MEMBER_NAME_LEN]; /* member name, NUL-padded */
+	struct hwl_doorbell inbox; /* recv_any sleeps here */
 };
 
 #endif /* HWLINK_ABI_H */

@@ -13,12 +13,14 @@ pub const HWL_FEAT_SPSC_RING: u32 = 1;
 pub const HWL_FEAT_FUTEX_DOORBELL: u32 = 2;
 pub const HWL_FEAT_MPMC_RING: u32 = 4;
 pub const HWL_FEAT_MAILBOX: u32 = 16;
+pub const HWL_FEAT_DOMAIN: u32 = 32;
 pub const HWL_REGION_F_HUGEPAGE: u32 = 1;
 pub const HWL_REGION_F_DEVICE: u32 = 2;
 pub const HWL_OBJ_NONE: u32 = 0;
 pub const HWL_OBJ_SPSC_RING: u32 = 1;
 pub const HWL_OBJ_MPMC_RING: u32 = 2;
 pub const HWL_OBJ_MAILBOX: u32 = 4;
+pub const HWL_OBJ_DOMAIN: u32 = 5;
 pub const HWL_EP_FREE: u32 = 0;
 pub const HWL_EP_ATTACHED: u32 = 1;
 pub const HWL_EP_CLOSED: u32 = 2;
@@ -35,6 +37,18 @@ pub const HWL_BUF_UNBOUNDED: u32 = 2;
 pub const HWL_ACCESS_SEND: u32 = 1;
 pub const HWL_ACCESS_RECV: u32 = 2;
 pub const HWL_MAX_ATTACHMENTS: u32 = 64;
+pub const HWL_DOMAIN_MAX_MEMBERS: u32 = 64;
+pub const HWL_MEMBER_NAME_LEN: u32 = 32;
+pub const HWL_DOMAIN_BUF_BOUNDED: u32 = 1;
+pub const HWL_DOMAIN_BUF_ZERO: u32 = 2;
+pub const HWL_DOMAIN_BUF_UNBOUNDED: u32 = 3;
+pub const HWL_DOMAIN_OPEN: u32 = 0;
+pub const HWL_DOMAIN_CLOSING: u32 = 1;
+pub const HWL_DOMAIN_CLOSED: u32 = 2;
+pub const HWL_MEMBER_FREE: u32 = 0;
+pub const HWL_MEMBER_JOINING: u32 = 1;
+pub const HWL_MEMBER_ACTIVE: u32 = 2;
+pub const HWL_MEMBER_LEAVING: u32 = 3;
 pub type __u8 = ::core::ffi::c_uchar;
 pub type __u32 = ::core::ffi::c_uint;
 pub type __u64 = ::core::ffi::c_ulonglong;
@@ -620,3 +634,132 @@ impl Default for hwl_mailbox {
         }
     }
 }
+/** The head of a domain object, followed at members_offset by max_members
+ struct hwl_member entries.
+
+   line 0   configuration, written once by the creator before R-mag
+   line 1   state and next_generation, updated by joiners and leavers*/
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone, Hash, PartialEq, Eq)]
+pub struct hwl_domain {
+    /// entries in the directory, 1..HWL_DOMAIN_MAX_MEMBERS
+    pub max_members: __u32,
+    /// HWL_DOMAIN_BUF_* of every link
+    pub buffering: __u32,
+    /// slots per direction (bounded), a power of two
+    pub capacity: __u32,
+    /// largest message in bytes
+    pub slot_size: __u32,
+    /// unbounded: bytes queued per direction; else 0
+    pub byte_limit: __u64,
+    /// from the start of this struct, multiple of 64, >= 128
+    pub members_offset: __u64,
+    /// reserved, zero
+    pub flags: __u32,
+    /// reserved, zero
+    pub resv0: __u32,
+    /// reserved, zero
+    pub resv1: [__u64; 3usize],
+    /// HWL_DOMAIN_OPEN / CLOSING / CLOSED
+    pub state: __u32,
+    /// fetch_add by every joiner; never 0 in an entry
+    pub next_generation: __u32,
+    /// reserved, zero
+    pub resv2: [__u64; 7usize],
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of hwl_domain"][::core::mem::size_of::<hwl_domain>() - 128usize];
+    ["Alignment of hwl_domain"][::core::mem::align_of::<hwl_domain>() - 8usize];
+    [
+        "Offset of field: hwl_domain::max_members",
+    ][::core::mem::offset_of!(hwl_domain, max_members) - 0usize];
+    [
+        "Offset of field: hwl_domain::buffering",
+    ][::core::mem::offset_of!(hwl_domain, buffering) - 4usize];
+    [
+        "Offset of field: hwl_domain::capacity",
+    ][::core::mem::offset_of!(hwl_domain, capacity) - 8usize];
+    [
+        "Offset of field: hwl_domain::slot_size",
+    ][::core::mem::offset_of!(hwl_domain, slot_size) - 12usize];
+    [
+        "Offset of field: hwl_domain::byte_limit",
+    ][::core::mem::offset_of!(hwl_domain, byte_limit) - 16usize];
+    [
+        "Offset of field: hwl_domain::members_offset",
+    ][::core::mem::offset_of!(hwl_domain, members_offset) - 24usize];
+    [
+        "Offset of field: hwl_domain::flags",
+    ][::core::mem::offset_of!(hwl_domain, flags) - 32usize];
+    [
+        "Offset of field: hwl_domain::resv0",
+    ][::core::mem::offset_of!(hwl_domain, resv0) - 36usize];
+    [
+        "Offset of field: hwl_domain::resv1",
+    ][::core::mem::offset_of!(hwl_domain, resv1) - 40usize];
+    [
+        "Offset of field: hwl_domain::state",
+    ][::core::mem::offset_of!(hwl_domain, state) - 64usize];
+    [
+        "Offset of field: hwl_domain::next_generation",
+    ][::core::mem::offset_of!(hwl_domain, next_generation) - 68usize];
+    [
+        "Offset of field: hwl_domain::resv2",
+    ][::core::mem::offset_of!(hwl_domain, resv2) - 72usize];
+};
+/** One entry of the member directory: two cache lines.
+
+   line 0   state|generation (one 64-bit word), pid, start_time,
+            pending_links, name: written by the member (joining, leaving)
+            or by a reaper; pending_links by peers (fetch_or)
+   line 1   inbox doorbell: peers post after publishing to this member*/
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone, Hash, PartialEq, Eq)]
+pub struct hwl_member {
+    /// HWL_MEMBER_*; with generation one u64, stored last
+    pub state: __u32,
+    /// join generation, unique within the domain
+    pub generation: __u32,
+    /// claiming / owning process; 0 = free slot
+    pub pid: __u32,
+    /// process tearing a LEAVING entry down; else 0
+    pub reaper: __u32,
+    /// the process's start time, against pid reuse
+    pub start_time: __u64,
+    /// bit j: member j created or opened a link to us
+    pub pending_links: __u64,
+    /// member name, NUL-padded
+    pub name: [__u8; 32usize],
+    /// recv_any sleeps here
+    pub inbox: hwl_doorbell,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of hwl_member"][::core::mem::size_of::<hwl_member>() - 128usize];
+    ["Alignment of hwl_member"][::core::mem::align_of::<hwl_member>() - 8usize];
+    [
+        "Offset of field: hwl_member::state",
+    ][::core::mem::offset_of!(hwl_member, state) - 0usize];
+    [
+        "Offset of field: hwl_member::generation",
+    ][::core::mem::offset_of!(hwl_member, generation) - 4usize];
+    [
+        "Offset of field: hwl_member::pid",
+    ][::core::mem::offset_of!(hwl_member, pid) - 8usize];
+    [
+        "Offset of field: hwl_member::reaper",
+    ][::core::mem::offset_of!(hwl_member, reaper) - 12usize];
+    [
+        "Offset of field: hwl_member::start_time",
+    ][::core::mem::offset_of!(hwl_member, start_time) - 16usize];
+    [
+        "Offset of field: hwl_member::pending_links",
+    ][::core::mem::offset_of!(hwl_member, pending_links) - 24usize];
+    [
+        "Offset of field: hwl_member::name",
+    ][::core::mem::offset_of!(hwl_member, name) - 32usize];
+    [
+        "Offset of field: hwl_member::inbox",
+    ][::core::mem::offset_of!(hwl_member, inbox) - 64usize];
+};

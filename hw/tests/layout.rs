@@ -145,6 +145,30 @@ fn expected_layouts() -> Vec<Expected> {
             not_full @ 256 : 64,
             attachments @ 320 : 1024,
         }),
+        layout!(hwl_domain, 128, 8 {
+            max_members @ 0 : 4,
+            buffering @ 4 : 4,
+            capacity @ 8 : 4,
+            slot_size @ 12 : 4,
+            byte_limit @ 16 : 8,
+            members_offset @ 24 : 8,
+            flags @ 32 : 4,
+            resv0 @ 36 : 4,
+            resv1 @ 40 : 24,
+            state @ 64 : 4,
+            next_generation @ 68 : 4,
+            resv2 @ 72 : 56,
+        }),
+        layout!(hwl_member, 128, 8 {
+            state @ 0 : 4,
+            generation @ 4 : 4,
+            pid @ 8 : 4,
+            reaper @ 12 : 4,
+            start_time @ 16 : 8,
+            pending_links @ 24 : 8,
+            name @ 32 : 32,
+            inbox @ 64 : 64,
+        }),
     ]
 }
 
@@ -193,13 +217,31 @@ fn expected_constants() -> Vec<(&'static str, u64, u64)> {
         ("HWL_ACCESS_SEND", 1, HWL_ACCESS_SEND.into()),
         ("HWL_ACCESS_RECV", 2, HWL_ACCESS_RECV.into()),
         ("HWL_MAX_ATTACHMENTS", 64, HWL_MAX_ATTACHMENTS.into()),
+        ("HWL_FEAT_DOMAIN", 32, HWL_FEAT_DOMAIN.into()),
+        ("HWL_OBJ_DOMAIN", 5, HWL_OBJ_DOMAIN.into()),
+        ("HWL_DOMAIN_MAX_MEMBERS", 64, HWL_DOMAIN_MAX_MEMBERS.into()),
+        ("HWL_MEMBER_NAME_LEN", 32, HWL_MEMBER_NAME_LEN.into()),
+        ("HWL_DOMAIN_BUF_BOUNDED", 1, HWL_DOMAIN_BUF_BOUNDED.into()),
+        ("HWL_DOMAIN_BUF_ZERO", 2, HWL_DOMAIN_BUF_ZERO.into()),
+        (
+            "HWL_DOMAIN_BUF_UNBOUNDED",
+            3,
+            HWL_DOMAIN_BUF_UNBOUNDED.into(),
+        ),
+        ("HWL_DOMAIN_OPEN", 0, HWL_DOMAIN_OPEN.into()),
+        ("HWL_DOMAIN_CLOSING", 1, HWL_DOMAIN_CLOSING.into()),
+        ("HWL_DOMAIN_CLOSED", 2, HWL_DOMAIN_CLOSED.into()),
+        ("HWL_MEMBER_FREE", 0, HWL_MEMBER_FREE.into()),
+        ("HWL_MEMBER_JOINING", 1, HWL_MEMBER_JOINING.into()),
+        ("HWL_MEMBER_ACTIVE", 2, HWL_MEMBER_ACTIVE.into()),
+        ("HWL_MEMBER_LEAVING", 3, HWL_MEMBER_LEAVING.into()),
     ]
 }
 
 #[test]
 fn struct_layouts_match_literals() {
     let layouts = expected_layouts();
-    assert_eq!(layouts.len(), 10);
+    assert_eq!(layouts.len(), 12);
     for l in &layouts {
         // The header promises explicit padding: the fields tile the struct
         // exactly, with no hole the compiler filled in.
@@ -260,6 +302,28 @@ fn ring_words_owned_by_one_side_sit_on_their_own_cache_line() {
     assert_eq!(offset_of!(hwl_spsc_ring, not_empty) % 4, 0);
     assert_eq!(offset_of!(hwl_spsc_ring, not_full) % 4, 0);
     assert_eq!(offset_of!(hwl_region, magic) % 8, 0);
+}
+
+#[test]
+fn domain_lines_and_words() {
+    let line = |offset: usize| offset / HWL_CACHELINE as usize;
+    // Configuration on line 0, the words joiners and leavers change on line 1.
+    assert_eq!(line(offset_of!(hwl_domain, resv1) + 23), 0);
+    assert_eq!(line(offset_of!(hwl_domain, state)), 1);
+    assert_eq!(size_of::<hwl_domain>() % HWL_CACHELINE as usize, 0);
+    // A member entry is two whole lines; its inbox doorbell has the second.
+    assert_eq!(size_of::<hwl_member>(), 2 * HWL_CACHELINE as usize);
+    assert_eq!(line(offset_of!(hwl_member, inbox)), 1);
+    // state and generation form one little-endian u64 (state low).
+    assert_eq!(offset_of!(hwl_member, state), 0);
+    assert_eq!(offset_of!(hwl_member, generation), 4);
+    assert_eq!(offset_of!(hwl_member, pending_links) % 8, 0);
+    // One bit of pending_links per member.
+    assert_eq!(HWL_DOMAIN_MAX_MEMBERS, u64::BITS);
+    assert_eq!(
+        hwl_member::default().name.len(),
+        HWL_MEMBER_NAME_LEN as usize
+    );
 }
 
 #[test]

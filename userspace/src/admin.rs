@@ -59,6 +59,8 @@ pub struct RegionStatus {
     pub creator_alive: bool,
     /// Its rings.
     pub rings: Vec<RingStatus>,
+    /// For a domain: the members in its directory.
+    pub members: Vec<crate::MemberInfo>,
     /// Why the region could not be read, if it could not.
     pub error: Option<String>,
     /// Time since its file was last modified, if known.
@@ -103,6 +105,7 @@ impl RegionStatus {
                 .rings
                 .iter()
                 .all(|r| !(r.receiver.alive && r.receiver.state == "attached"))
+            && self.members.iter().all(|m| !m.alive)
     }
 }
 
@@ -142,6 +145,7 @@ pub fn list() -> Result<Vec<RegionStatus>, MapError> {
             creator_pid: 0,
             creator_alive: false,
             rings: Vec::new(),
+            members: Vec::new(),
             error: None,
             age: std::fs::metadata(&file.path)
                 .and_then(|m| m.modified())
@@ -171,25 +175,36 @@ pub fn list() -> Result<Vec<RegionStatus>, MapError> {
                         status.hugepage = info.flags & hwlink_hw::HWL_REGION_F_HUGEPAGE != 0;
                         status.creator_pid = info.creator_pid;
                         status.creator_alive = is_alive(info.creator_pid, info.creator_start);
-                        match RingParts::locate(map.clone(), &info) {
-                            Ok(parts) => {
-                                let g = parts.geometry();
-                                status.rings.push(RingStatus {
-                                    name: parts.object_name().to_string(),
-                                    capacity: g.capacity,
-                                    slot_size: g.slot_size,
-                                    occupancy: parts
-                                        .words()
-                                        .occupancy(g.capacity)
-                                        .map_err(|c| c.to_string()),
-                                    sender: endpoint_status(&parts, Side::Sender),
-                                    receiver: endpoint_status(&parts, Side::Receiver),
-                                });
+                        // Every ring (a domain link has one per direction).
+                        let rings = info
+                            .objects
+                            .iter()
+                            .filter(|o| o.kind == hwlink_hw::HWL_OBJ_SPSC_RING);
+                        for obj in rings {
+                            match RingParts::locate_object(map.clone(), obj) {
+                                Ok(parts) => {
+                                    let g = parts.geometry();
+                                    status.rings.push(RingStatus {
+                                        name: parts.object_name().to_string(),
+                                        capacity: g.capacity,
+                                        slot_size: g.slot_size,
+                                        occupancy: parts
+                                            .words()
+                                            .occupancy(g.capacity)
+                                            .map_err(|c| c.to_string()),
+                                        sender: endpoint_status(&parts, Side::Sender),
+                                        receiver: endpoint_status(&parts, Side::Receiver),
+                                    });
+                                }
+                                Err(OpenError::NoRing { .. }) => {}
+                                Err(e) => status.error = Some(e.to_string()),
                             }
-                            Err(OpenError::NoRing { .. }) => {
-                                status.mailbox = crate::mailbox::describe(&map, &info);
-                            }
-                            Err(e) => status.error = Some(e.to_string()),
+                        }
+                        status.mailbox = crate::mailbox::describe(&map, &info);
+                        match crate::domain::members_of(map.clone(), &info) {
+                            Some(Ok(members)) => status.members = members,
+                            Some(Err(e)) => status.error = Some(e.to_string()),
+                            None => {}
                         }
                     }
                 }

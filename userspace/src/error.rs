@@ -184,6 +184,50 @@ pub enum OpenError {
         /// Former holder.
         pid: u32,
     },
+    /// Domains: another live process has joined under this name.
+    #[error(
+        "member name `{name}` is taken in domain `{domain}` (by pid {pid}): pick another name, \
+         or wait for that member to leave"
+    )]
+    NameTaken {
+        /// Domain name.
+        domain: String,
+        /// Member name.
+        name: String,
+        /// The process holding the name.
+        pid: u32,
+    },
+    /// Domains: every directory entry is held by a live member.
+    #[error(
+        "domain `{domain}` is full ({max} members): wait for a member to leave, or use another \
+         domain"
+    )]
+    DomainFull {
+        /// Domain name.
+        domain: String,
+        /// Its directory size.
+        max: u32,
+    },
+    /// Domains: the region of that name is not a domain.
+    #[error(
+        "region `{name}` exists but is not a domain: pick another domain name (`hwlink ls` \
+         shows what it holds)"
+    )]
+    NotADomain {
+        /// Region name.
+        name: String,
+    },
+    /// Domains: the domain kept closing or refusing joins until the deadline.
+    #[error(
+        "could not join domain `{domain}`: {reason}; retry, and if it persists remove the \
+         domain with `hwlink rm {domain}` once no member runs"
+    )]
+    JoinFailed {
+        /// Domain name.
+        domain: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Sending failed; the message is handed back.
@@ -226,6 +270,43 @@ pub enum SendError<M> {
     /// The peer corrupted the ring.
     #[error(transparent)]
     Corrupt(Corruption),
+    /// Domains: no member of that name has joined the domain.
+    #[error(
+        "no member named `{name}` in this domain (a member cannot send to itself): check the \
+         name (`hwlink ls` lists the members), or wait for it to join and retry"
+    )]
+    NoSuchMember {
+        /// The message.
+        msg: M,
+        /// The name asked for.
+        name: String,
+    },
+    /// Domains: the member left the domain or its process died; the link to
+    /// it is closed and its memory reclaimed. A member that joins later under
+    /// the same name is another process: the next send goes to it.
+    #[error(
+        "member `{name}` has left the domain or died: the message was not sent, and messages \
+         it had not received are lost; if it rejoins, send again"
+    )]
+    MemberGone {
+        /// The message.
+        msg: M,
+        /// The member's name.
+        name: String,
+    },
+    /// Domains: the link to the member could not be set up.
+    #[error(
+        "cannot set up the link to member `{peer}`: {reason}; the message was not sent \
+         (`hwlink ls` shows the domain's regions)"
+    )]
+    LinkFailed {
+        /// The message.
+        msg: M,
+        /// The member's name.
+        peer: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl<M> fmt::Debug for SendError<M> {
@@ -241,6 +322,11 @@ impl<M> fmt::Debug for SendError<M> {
                 write!(f, "MemoryLimit {{ limit: {limit}, reason: {reason:?} }}")
             }
             SendError::Corrupt(c) => write!(f, "Corrupt({c:?})"),
+            SendError::NoSuchMember { name, .. } => write!(f, "NoSuchMember({name:?})"),
+            SendError::MemberGone { name, .. } => write!(f, "MemberGone({name:?})"),
+            SendError::LinkFailed { peer, reason, .. } => {
+                write!(f, "LinkFailed {{ peer: {peer:?}, reason: {reason:?} }}")
+            }
         }
     }
 }
@@ -258,6 +344,11 @@ impl SendError<()> {
                 SendError::MemoryLimit { msg, limit, reason }
             }
             SendError::Corrupt(c) => SendError::Corrupt(c),
+            SendError::NoSuchMember { name, .. } => SendError::NoSuchMember { msg, name },
+            SendError::MemberGone { name, .. } => SendError::MemberGone { msg, name },
+            SendError::LinkFailed { peer, reason, .. } => {
+                SendError::LinkFailed { msg, peer, reason }
+            }
         }
     }
 }
@@ -267,7 +358,11 @@ impl<M> SendError<M> {
     pub fn into_inner(self) -> Option<M> {
         match self {
             SendError::Full(m) | SendError::Timeout(m) | SendError::Disconnected(m) => Some(m),
-            SendError::TooLarge { msg, .. } | SendError::MemoryLimit { msg, .. } => Some(msg),
+            SendError::TooLarge { msg, .. }
+            | SendError::MemoryLimit { msg, .. }
+            | SendError::NoSuchMember { msg, .. }
+            | SendError::MemberGone { msg, .. }
+            | SendError::LinkFailed { msg, .. } => Some(msg),
             SendError::Corrupt(_) => None,
         }
     }
@@ -305,4 +400,32 @@ pub enum RecvError {
     /// The peer corrupted the ring.
     #[error(transparent)]
     Corrupt(#[from] Corruption),
+    /// Domains: no member of that name has joined the domain (and no
+    /// message from one is still queued).
+    #[error(
+        "no member named `{name}` in this domain: check the name (`hwlink ls` lists the \
+         members), or wait for it to join and retry"
+    )]
+    NoSuchMember {
+        /// The name asked for.
+        name: String,
+    },
+    /// Domains: the member left or died, and every message it sent was
+    /// received.
+    #[error(
+        "member `{name}` has left the domain or died, and every message it sent was received; \
+         if it rejoins, receive again"
+    )]
+    MemberGone {
+        /// The member's name.
+        name: String,
+    },
+    /// Domains: the link to the member could not be set up.
+    #[error("cannot set up the link to member `{peer}`: {reason}")]
+    LinkFailed {
+        /// The member's name.
+        peer: String,
+        /// Why.
+        reason: String,
+    },
 }

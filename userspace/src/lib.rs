@@ -7,6 +7,10 @@
 //! semaphore doorbells (futex words in the region) only when one of them
 //! actually sleeps, so a polling peer sees no system call at all.
 //!
+//! Processes can also join a named [`Domain`] and address each other by
+//! member name ([`Member::send`], [`Member::recv_from`],
+//! [`Member::recv_any`]); links between members are set up on first use.
+//!
 //! ```no_run
 //! use hwlink::{LinkBuilder, WaitStrategy};
 //! // process A
@@ -34,6 +38,10 @@ pub mod admin;
 #[cfg(not(loom))]
 pub mod bench;
 #[cfg(not(loom))]
+mod channel;
+#[cfg(not(loom))]
+mod domain;
+#[cfg(not(loom))]
 mod link;
 #[cfg(not(loom))]
 mod mailbox;
@@ -51,6 +59,11 @@ mod mpmc_tests;
 #[cfg(test)]
 mod spsc_tests;
 
+#[cfg(not(loom))]
+pub use domain::{
+    Domain, DomainBuilder, Member, MemberInfo, DEFAULT_MAX_MEMBERS, MAX_DOMAIN_NAME_LEN,
+    MAX_MEMBER_NAME_LEN,
+};
 pub use error::{Corruption, OpenError, RecvError, SendError, Side};
 pub use hwlink_drivers::{Backend, BackingKind};
 #[cfg(not(loom))]

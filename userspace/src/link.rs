@@ -365,7 +365,7 @@ impl Sender {
         LinkBuilder::new(name).open_sender()
     }
 
-    fn attach(parts: RingParts, strategy: WaitStrategy) -> Result<Sender, OpenError> {
+    pub(crate) fn attach(parts: RingParts, strategy: WaitStrategy) -> Result<Sender, OpenError> {
         let ring = Producer::new(parts.words(), parts.slots(), parts.geometry())
             .map_err(|c| parts.corrupt(c))?;
         let end = EndState::new(parts, Side::Sender, strategy)?;
@@ -402,6 +402,18 @@ impl Sender {
     pub fn backing(&self) -> hwlink_drivers::BackingKind {
         self.end.parts.map().region().kind()
     }
+    /// Whether messages are queued for a receiver that has not attached
+    /// yet (so the region must outlive this end for them to be delivered).
+    pub(crate) fn awaits_receiver(&self) -> bool {
+        self.end.peer.ep.state_now() == HWL_EP_FREE
+            && self
+                .end
+                .parts
+                .words()
+                .occupancy(self.ring.geometry().capacity)
+                .is_ok_and(|n| n > 0)
+    }
+
     /// Whether the receiver has closed or died (checks the process).
     pub fn is_disconnected(&mut self) -> bool {
         self.end.peer.status(&mut self.end.policy, true) == Peer::Gone
@@ -715,7 +727,7 @@ impl Receiver {
         LinkBuilder::new(name).open_receiver()
     }
 
-    fn attach(parts: RingParts, strategy: WaitStrategy) -> Result<Receiver, OpenError> {
+    pub(crate) fn attach(parts: RingParts, strategy: WaitStrategy) -> Result<Receiver, OpenError> {
         let ring = Consumer::new(parts.words(), parts.slots(), parts.geometry())
             .map_err(|c| parts.corrupt(c))?;
         let end = EndState::new(parts, Side::Receiver, strategy)?;
@@ -745,6 +757,13 @@ impl Receiver {
     /// Whether no message is ready now.
     pub fn is_empty(&mut self) -> bool {
         self.len() == 0
+    }
+
+    /// Whether a message can be received now, judged from memory alone (no
+    /// system call, no cache update): for waiting on several links at once.
+    /// A poisoned end counts as ready so that the next receive reports it.
+    pub(crate) fn has_message_now(&self) -> bool {
+        self.end.poisoned.is_some() || self.ring.cached_available() > 0 || self.ring.has_data_now()
     }
 
     /// The fast path's test: a message is ready (cached count, or the slot

@@ -11,19 +11,24 @@ use crate::spsc::{Geometry, RawSlots, RingWords};
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 use hwlink_drivers::{Backend, Region};
 use hwlink_hw::{
-    hwl_endpoint, hwl_mailbox, hwl_mpmc_ring, hwl_object, hwl_region, hwl_spsc_ring,
-    HWL_ABI_VERSION, HWL_ACCESS_RECV, HWL_ACCESS_SEND, HWL_BUF_UNBOUNDED, HWL_FEAT_FUTEX_DOORBELL,
-    HWL_FEAT_MAILBOX, HWL_FEAT_MPMC_RING, HWL_FEAT_SPSC_RING, HWL_MAX_ATTACHMENTS, HWL_MAX_OBJECTS,
-    HWL_NAME_LEN, HWL_OBJ_ALIGN, HWL_OBJ_MAILBOX, HWL_OBJ_MPMC_RING, HWL_OBJ_SPSC_RING,
-    HWL_REGION_F_HUGEPAGE, HWL_REGION_HDR_SIZE, HWL_REGION_MAGIC,
+    hwl_domain, hwl_endpoint, hwl_mailbox, hwl_member, hwl_mpmc_ring, hwl_object, hwl_region,
+    hwl_spsc_ring, HWL_ABI_VERSION, HWL_ACCESS_RECV, HWL_ACCESS_SEND, HWL_BUF_UNBOUNDED,
+    HWL_DOMAIN_MAX_MEMBERS, HWL_FEAT_DOMAIN, HWL_FEAT_FUTEX_DOORBELL, HWL_FEAT_MAILBOX,
+    HWL_FEAT_MPMC_RING, HWL_FEAT_SPSC_RING, HWL_MAX_ATTACHMENTS, HWL_MAX_OBJECTS,
+    HWL_MEMBER_NAME_LEN, HWL_NAME_LEN, HWL_OBJ_ALIGN, HWL_OBJ_DOMAIN, HWL_OBJ_MAILBOX,
+    HWL_OBJ_MPMC_RING, HWL_OBJ_SPSC_RING, HWL_REGION_F_HUGEPAGE, HWL_REGION_HDR_SIZE,
+    HWL_REGION_MAGIC,
 };
 use std::ptr::addr_of_mut;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Feature bits this build understands.
-pub(crate) const KNOWN_FEATURES: u32 =
-    HWL_FEAT_SPSC_RING | HWL_FEAT_FUTEX_DOORBELL | HWL_FEAT_MPMC_RING | HWL_FEAT_MAILBOX;
+pub(crate) const KNOWN_FEATURES: u32 = HWL_FEAT_SPSC_RING
+    | HWL_FEAT_FUTEX_DOORBELL
+    | HWL_FEAT_MPMC_RING
+    | HWL_FEAT_MAILBOX
+    | HWL_FEAT_DOMAIN;
 const HDR: u64 = HWL_REGION_HDR_SIZE as u64;
 const RING_CTL: u64 = core::mem::size_of::<hwl_spsc_ring>() as u64;
 
@@ -652,6 +657,259 @@ impl Endpoint {
     pub(crate) fn close(&self) {
         self.state()
             .store(hwlink_hw::HWL_EP_CLOSED, Ordering::Release);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Domains: the directory object (struct hwl_domain + struct hwl_member[])
+// ---------------------------------------------------------------------------
+
+const DOMAIN_HDR: u64 = core::mem::size_of::<hwl_domain>() as u64;
+const MEMBER_BYTES: u64 = core::mem::size_of::<hwl_member>() as u64;
+
+/// A domain's configuration, copied out of shared memory once and
+/// validated (or asked for by a creator).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DomainConfig {
+    pub max_members: u32,
+    pub buffering: u32,
+    pub capacity: u32,
+    pub slot_size: u32,
+    pub byte_limit: u64,
+}
+
+/// Bytes a domain object with `max_members` entries needs.
+pub(crate) fn domain_object_bytes(max_members: u32) -> u64 {
+    DOMAIN_HDR + u64::from(max_members) * MEMBER_BYTES
+}
+
+/// Writes a domain's configuration into a zero-filled object being
+/// created; generations start at `first_generation`.
+pub(crate) fn init_domain(obj: ObjectInit, cfg: DomainConfig, first_generation: u32) {
+    let d = obj.base.cast::<hwl_domain>();
+    assert!(obj.size >= domain_object_bytes(cfg.max_members));
+    // SAFETY: `obj` is exclusively owned, zero-filled, page aligned and large
+    // enough for the header and every entry (checked above).
+    unsafe {
+        addr_of_mut!((*d).max_members).write(cfg.max_members);
+        addr_of_mut!((*d).buffering).write(cfg.buffering);
+        addr_of_mut!((*d).capacity).write(cfg.capacity);
+        addr_of_mut!((*d).slot_size).write(cfg.slot_size);
+        addr_of_mut!((*d).byte_limit).write(cfg.byte_limit);
+        addr_of_mut!((*d).members_offset).write(DOMAIN_HDR);
+        addr_of_mut!((*d).next_generation).write(first_generation);
+    }
+}
+
+/// The validated location of a domain directory in a mapped region.
+#[derive(Debug, Clone)]
+pub(crate) struct DomainParts {
+    map: Arc<RegionMap>,
+    head: *mut hwl_domain,
+    members: *mut hwl_member,
+    config: DomainConfig,
+}
+
+// SAFETY: a location inside a mapping it keeps alive; all shared words are
+// reached through atomics only.
+unsafe impl Send for DomainParts {}
+// SAFETY: as above.
+unsafe impl Sync for DomainParts {}
+
+impl DomainParts {
+    /// Finds the domain object in `info` and validates its configuration,
+    /// copying it out of shared memory once. `None` if the region holds no
+    /// domain.
+    pub(crate) fn locate(
+        map: Arc<RegionMap>,
+        info: &RegionInfo,
+    ) -> Option<Result<DomainParts, OpenError>> {
+        let obj = info.objects.iter().find(|o| o.kind == HWL_OBJ_DOMAIN)?;
+        let name = map.name().to_string();
+        let corrupt = |source| OpenError::Corrupt {
+            name: name.clone(),
+            source,
+        };
+        if obj.size < DOMAIN_HDR {
+            return Some(Err(corrupt(Corruption::new(
+                "domain object size",
+                obj.size,
+                DOMAIN_HDR,
+            ))));
+        }
+        let head = map.object_base(obj).cast::<hwl_domain>();
+        // SAFETY: DOMAIN_HDR in-bounds, page-aligned bytes (validate checked
+        // offset + size <= len); hwl_domain is plain data valid for any bit
+        // pattern. One volatile copy is taken and only the copy is used.
+        let copy: hwl_domain = unsafe { head.read_volatile() };
+        let max = copy.max_members;
+        if max == 0 || max > HWL_DOMAIN_MAX_MEMBERS {
+            return Some(Err(corrupt(Corruption::new(
+                "domain max_members",
+                max.into(),
+                HWL_DOMAIN_MAX_MEMBERS.into(),
+            ))));
+        }
+        if copy.members_offset < DOMAIN_HDR || copy.members_offset % 64 != 0 {
+            return Some(Err(corrupt(Corruption::new(
+                "domain members_offset",
+                copy.members_offset,
+                DOMAIN_HDR,
+            ))));
+        }
+        let end = copy
+            .members_offset
+            .saturating_add(u64::from(max) * MEMBER_BYTES);
+        if end > obj.size {
+            return Some(Err(corrupt(Corruption::new(
+                "domain directory end",
+                end,
+                obj.size,
+            ))));
+        }
+        if copy.flags != 0 || copy.resv0 != 0 || copy.resv1 != [0; 3] {
+            return Some(Err(OpenError::UnsupportedFeatures {
+                name,
+                unknown: copy.flags,
+            }));
+        }
+        let members = head
+            .cast::<u8>()
+            .wrapping_add(copy.members_offset as usize)
+            .cast::<hwl_member>();
+        Some(Ok(DomainParts {
+            map,
+            head,
+            members,
+            config: DomainConfig {
+                max_members: max,
+                buffering: copy.buffering,
+                capacity: copy.capacity,
+                slot_size: copy.slot_size,
+                byte_limit: copy.byte_limit,
+            },
+        }))
+    }
+
+    pub(crate) fn config(&self) -> DomainConfig {
+        self.config
+    }
+
+    pub(crate) fn map(&self) -> &Arc<RegionMap> {
+        &self.map
+    }
+
+    fn u32_at(&self, p: *mut u32) -> &AtomicU32 {
+        // SAFETY: `p` is a 4-aligned field of the validated domain object,
+        // mapped while `self.map` lives; shared words are only accessed
+        // atomically.
+        unsafe { &*p.cast::<AtomicU32>() }
+    }
+
+    fn u64_at(&self, p: *mut u64) -> &AtomicU64 {
+        // SAFETY: as in u32_at; the u64 fields are 8-byte aligned (hw tests,
+        // and the object and members_offset are 64-aligned).
+        unsafe { &*p.cast::<AtomicU64>() }
+    }
+
+    /// `hwl_domain.state`.
+    pub(crate) fn state(&self) -> &AtomicU32 {
+        // SAFETY: field projection in bounds of the validated header.
+        self.u32_at(unsafe { addr_of_mut!((*self.head).state) })
+    }
+
+    /// `hwl_domain.next_generation`.
+    pub(crate) fn next_generation(&self) -> &AtomicU32 {
+        // SAFETY: field projection in bounds of the validated header.
+        self.u32_at(unsafe { addr_of_mut!((*self.head).next_generation) })
+    }
+
+    fn entry(&self, i: usize) -> *mut hwl_member {
+        assert!(i < self.config.max_members as usize, "member index {i}");
+        self.members.wrapping_add(i)
+    }
+
+    /// Directory entry `i` (`< max_members`, else panics: callers mask
+    /// indices read from shared memory first).
+    pub(crate) fn member(&self, i: usize) -> MemberWords<'_> {
+        MemberWords {
+            parts: self,
+            p: self.entry(i),
+        }
+    }
+
+    /// The inbox doorbell of entry `i`, usable on its own.
+    pub(crate) fn inbox(&self, i: usize) -> Inbox {
+        let p = self.entry(i);
+        // SAFETY: both words are in bounds of entry i, 4-aligned, accessed
+        // only atomically; the Inbox keeps a clone of self, hence the mapping.
+        let bell = unsafe {
+            Doorbell::from_raw(
+                addr_of_mut!((*p).inbox.count).cast::<AtomicU32>(),
+                addr_of_mut!((*p).inbox.waiters).cast::<AtomicU32>(),
+            )
+        };
+        Inbox {
+            bell,
+            _parts: self.clone(),
+        }
+    }
+}
+
+/// A member's inbox doorbell, keeping its mapping alive.
+#[derive(Debug)]
+pub(crate) struct Inbox {
+    bell: Doorbell,
+    _parts: DomainParts,
+}
+
+impl std::ops::Deref for Inbox {
+    type Target = Doorbell;
+    fn deref(&self) -> &Doorbell {
+        &self.bell
+    }
+}
+
+/// The shared words of one directory entry (`struct hwl_member`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MemberWords<'a> {
+    parts: &'a DomainParts,
+    p: *mut hwl_member,
+}
+
+impl<'a> MemberWords<'a> {
+    /// `state | generation << 32`, one 64-bit word.
+    pub(crate) fn word(&self) -> &'a AtomicU64 {
+        // SAFETY: state (offset 0) and generation (offset 4) form one
+        // 8-aligned u64 at the start of the entry (hw layout tests).
+        self.parts
+            .u64_at(unsafe { addr_of_mut!((*self.p).state) }.cast::<u64>())
+    }
+    pub(crate) fn pid(&self) -> &'a AtomicU32 {
+        // SAFETY: field projection in bounds of the entry.
+        self.parts.u32_at(unsafe { addr_of_mut!((*self.p).pid) })
+    }
+    pub(crate) fn reaper(&self) -> &'a AtomicU32 {
+        // SAFETY: field projection in bounds of the entry.
+        self.parts.u32_at(unsafe { addr_of_mut!((*self.p).reaper) })
+    }
+    pub(crate) fn start_time(&self) -> &'a AtomicU64 {
+        // SAFETY: field projection in bounds of the entry.
+        self.parts
+            .u64_at(unsafe { addr_of_mut!((*self.p).start_time) })
+    }
+    pub(crate) fn pending_links(&self) -> &'a AtomicU64 {
+        // SAFETY: field projection in bounds of the entry.
+        self.parts
+            .u64_at(unsafe { addr_of_mut!((*self.p).pending_links) })
+    }
+    /// The name as `HWL_MEMBER_NAME_LEN / 8` little-endian u64 words.
+    pub(crate) fn name_word(&self, k: usize) -> &'a AtomicU64 {
+        assert!(k < HWL_MEMBER_NAME_LEN as usize / 8);
+        // SAFETY: name is 32 bytes at offset 32 of the entry (8-aligned), so
+        // word k < 4 is in bounds and aligned.
+        let base = unsafe { addr_of_mut!((*self.p).name) }.cast::<u64>();
+        self.parts.u64_at(base.wrapping_add(k))
     }
 }
 

@@ -28,7 +28,7 @@ enum Cmd {
     /// consumer processes, beside crossbeam's ArrayQueue with P + C threads.
     BenchMpmc(MpmcArgs),
     /// List the regions on this machine: creator, whether it is alive, rings
-    /// and their occupancy.
+    /// and their occupancy, and the members of each domain.
     Ls,
     /// Remove a region by name, or every region left by dead processes.
     Rm {
@@ -536,6 +536,14 @@ fn ls_cmd() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             println!(
                 "    segment of mailbox region `{root}`{}",
                 if r.orphaned { " (gone)" } else { "" }
+            );
+        }
+        for m in &r.members {
+            println!(
+                "    member `{}`: pid {}, alive {}",
+                m.name,
+                m.pid,
+                if m.alive { "yes" } else { "no" }
             );
         }
         if let Some(e) = &r.error {

@@ -1,0 +1,80 @@
+//! Channels: one direction of a domain link, whatever its buffering.
+//!
+//! A domain link is two channels, one per direction, in one region. Each
+//! buffering kind is one flavour, matched in every method (the way
+//! crossbeam's `SenderFlavor` is): today only bounded(n), a link.rs
+//! `Sender`/`Receiver` pair over one SPSC ring. Zero capacity (rendezvous)
+//! and unbounded (chained segments) become further variants; the domain code
+//! only talks to these enums.
+
+use crate::error::{RecvError, SendError};
+use crate::link::{Receiver, Sender};
+use std::time::Instant;
+
+/// The sending half of one direction of a link.
+#[derive(Debug)]
+pub(crate) enum ChannelSender {
+    /// `HWL_DOMAIN_BUF_BOUNDED`: an SPSC ring of `capacity` slots.
+    Bounded(Sender),
+}
+
+/// The receiving half of one direction of a link.
+#[derive(Debug)]
+pub(crate) enum ChannelReceiver {
+    /// `HWL_DOMAIN_BUF_BOUNDED`: an SPSC ring of `capacity` slots.
+    Bounded(Receiver),
+}
+
+impl ChannelSender {
+    /// Sends `msg`: with `block`, waiting for space until `deadline` (none:
+    /// for ever); without, failing with `Full` at once.
+    pub(crate) fn send<M: AsRef<[u8]>>(
+        &mut self,
+        msg: M,
+        deadline: Option<Instant>,
+        block: bool,
+    ) -> Result<(), SendError<M>> {
+        match self {
+            ChannelSender::Bounded(tx) => match (block, deadline) {
+                (false, _) => tx.try_send(msg),
+                (true, None) => tx.send(msg),
+                (true, Some(d)) => {
+                    tx.send_timeout(msg, d.saturating_duration_since(Instant::now()))
+                }
+            },
+        }
+    }
+
+    /// Whether messages are queued for a receiver that has not attached yet.
+    pub(crate) fn awaits_receiver(&self) -> bool {
+        match self {
+            ChannelSender::Bounded(tx) => tx.awaits_receiver(),
+        }
+    }
+}
+
+impl ChannelReceiver {
+    /// Receives one message: with `block`, waiting until `deadline` (none:
+    /// for ever); without, failing with `Empty` at once.
+    pub(crate) fn recv(
+        &mut self,
+        deadline: Option<Instant>,
+        block: bool,
+    ) -> Result<Vec<u8>, RecvError> {
+        match self {
+            ChannelReceiver::Bounded(rx) => match (block, deadline) {
+                (false, _) => rx.try_recv(),
+                (true, None) => rx.recv(),
+                (true, Some(d)) => rx.recv_timeout(d.saturating_duration_since(Instant::now())),
+            },
+        }
+    }
+
+    /// Whether a receive would find a message now, from memory alone (no
+    /// system call): what `recv_any` polls on every link.
+    pub(crate) fn has_message_now(&self) -> bool {
+        match self {
+            ChannelReceiver::Bounded(rx) => rx.has_message_now(),
+        }
+    }
+}

@@ -1,0 +1,1409 @@
+//! Domains: direct communication between named member processes.
+//!
+//! A domain is a region holding a directory of members (`struct hwl_domain`
+//! and `struct hwl_member`, hw/include/hwlink_abi.h). A process joins under
+//! a name that is unique in the domain, then sends to and receives from
+//! other members by name. The link between two members is created on first
+//! use, as a region of its own whose name is derived from the pair (directory
+//! slots and join generations), created with O_EXCL: when both members reach
+//! for it at once, one creates it and the other opens it, so each pair has
+//! exactly one link. A link holds one channel per direction (channel.rs).
+//! Members that leave or die are removed from the directory and their links'
+//! files unlinked. Protocol and ordering: hw/SPEC.md, "Domains".
+
+use crate::channel::{ChannelReceiver, ChannelSender};
+use crate::error::{Corruption, OpenError, RecvError, SendError};
+use crate::link::{Receiver, Sender};
+use crate::liveness;
+use crate::region::{
+    self, DomainConfig, DomainParts, Inbox, ObjectInit, ObjectSpec, RegionInfo, RegionMap,
+    RingParts,
+};
+use crate::spsc::Geometry;
+use crate::sync::{fence, Ordering};
+use crate::wait::WaitStrategy;
+use hwlink_drivers::{Backend, BackingKind, MapError};
+use hwlink_hw::{
+    HWL_DOMAIN_BUF_BOUNDED, HWL_DOMAIN_CLOSED, HWL_DOMAIN_CLOSING, HWL_DOMAIN_MAX_MEMBERS,
+    HWL_DOMAIN_OPEN, HWL_FEAT_DOMAIN, HWL_FEAT_FUTEX_DOORBELL, HWL_FEAT_SPSC_RING,
+    HWL_MEMBER_ACTIVE, HWL_MEMBER_FREE, HWL_MEMBER_JOINING, HWL_MEMBER_LEAVING,
+    HWL_MEMBER_NAME_LEN, HWL_OBJ_DOMAIN, HWL_OBJ_SPSC_RING,
+};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Longest domain name: link names (`DOMAIN.a.ga.b.gb`, hex) must fit in
+/// the 48 bytes of a region name.
+pub const MAX_DOMAIN_NAME_LEN: usize = 24;
+/// Longest member name.
+pub const MAX_MEMBER_NAME_LEN: usize = HWL_MEMBER_NAME_LEN as usize;
+/// Default number of directory entries.
+pub const DEFAULT_MAX_MEMBERS: u32 = HWL_DOMAIN_MAX_MEMBERS;
+
+/// Slots per direction of a link, by default.
+const DEFAULT_LINK_CAPACITY: u32 = 256;
+/// Largest message on a link, by default.
+const DEFAULT_LINK_SLOT_SIZE: u32 = 1016;
+/// A blocked send or receive on one link looks at the directory (and the
+/// peer's process) this often, for a peer that never attached to the link.
+const CHECK_SLICE: Duration = Duration::from_millis(100);
+/// `recv_any` sleeps at most this long before checking its peers.
+const SLEEP_SLICE: Duration = Duration::from_millis(50);
+/// How long `recv_any` with SpinPark polls before it sleeps.
+const SPIN_BEFORE_PARK: Duration = Duration::from_micros(60);
+const SC: Ordering = Ordering::SeqCst;
+
+const NAME_WORDS: usize = HWL_MEMBER_NAME_LEN as usize / 8;
+type NameBytes = [u8; HWL_MEMBER_NAME_LEN as usize];
+
+fn pack(state: u32, generation: u32) -> u64 {
+    u64::from(state) | u64::from(generation) << 32
+}
+
+fn unpack(word: u64) -> (u32, u32) {
+    (word as u32, (word >> 32) as u32)
+}
+
+fn name_ok(name: &str, max: usize, dots: bool) -> bool {
+    !name.is_empty()
+        && name.len() <= max
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || (dots && b == b'.'))
+}
+
+fn check_domain_name(name: &str) -> Result<(), OpenError> {
+    if name_ok(name, MAX_DOMAIN_NAME_LEN, false) {
+        Ok(())
+    } else {
+        Err(OpenError::InvalidConfig(format!(
+            "domain name `{name}`: use 1 to {MAX_DOMAIN_NAME_LEN} characters of A-Z a-z 0-9 _ -"
+        )))
+    }
+}
+
+fn member_name_bytes(name: &str) -> Result<NameBytes, OpenError> {
+    if !name_ok(name, MAX_MEMBER_NAME_LEN, true) {
+        return Err(OpenError::InvalidConfig(format!(
+            "member name `{name}`: use 1 to {MAX_MEMBER_NAME_LEN} characters of A-Z a-z 0-9 _ - ."
+        )));
+    }
+    let mut out = [0u8; HWL_MEMBER_NAME_LEN as usize];
+    out[..name.len()].copy_from_slice(name.as_bytes());
+    Ok(out)
+}
+
+fn name_string(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+/// The name of the link region between directory entries `a` and `b`, each
+/// (slot, generation): the lower slot first, numbers in hex.
+pub(crate) fn link_name(domain: &str, a: (usize, u32), b: (usize, u32)) -> String {
+    let (lo, hi) = if a.0 < b.0 { (a, b) } else { (b, a) };
+    format!("{domain}.{:x}.{:x}.{:x}.{:x}", lo.0, lo.1, hi.0, hi.1)
+}
+
+/// The pair a link region name of `domain` designates.
+fn parse_link_name(domain: &str, name: &str) -> Option<[(usize, u32); 2]> {
+    let rest = name.strip_prefix(domain)?.strip_prefix('.')?;
+    let mut it = rest.split('.');
+    let mut num = || u32::from_str_radix(it.next()?, 16).ok();
+    let pair = [(num()? as usize, num()?), (num()? as usize, num()?)];
+    it.next().is_none().then_some(pair)
+}
+
+/// Every link region of `domain` on this machine, with its pair.
+fn link_files(domain: &str) -> Vec<(String, [(usize, u32); 2])> {
+    hwlink_drivers::list_regions()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|f| parse_link_name(domain, &f.name).map(|p| (f.name, p)))
+        .collect()
+}
+
+/// Unlinks every link region of `domain` involving entry (slot, gen),
+/// except those in `keep`.
+fn remove_links_of(domain: &str, slot: usize, gen: u32, keep: &[String]) {
+    for (file, pair) in link_files(domain) {
+        if pair.contains(&(slot, gen)) && !keep.contains(&file) {
+            let _ = hwlink_drivers::remove_region(&file);
+        }
+    }
+}
+
+/// Opens region `name`, which another process may be creating right now:
+/// its file can exist before it is sized (O_EXCL create, then ftruncate), so
+/// a file of the wrong size is retried, like an unpublished header, until
+/// `ready_timeout`.
+fn open_fresh(
+    name: &str,
+    backend: Backend,
+    ready_timeout: Duration,
+) -> Result<(Arc<RegionMap>, RegionInfo), OpenError> {
+    let deadline = Instant::now() + ready_timeout;
+    loop {
+        match region::open_region(name, backend, ready_timeout) {
+            Err(OpenError::Map(MapError::BadSize { .. })) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(1))
+            }
+            other => return other,
+        }
+    }
+}
+
+/// A consistent snapshot of one directory entry.
+#[derive(Debug, Clone)]
+struct Entry {
+    state: u32,
+    gen: u32,
+    pid: u32,
+    start: u64,
+    name: NameBytes,
+    /// The entry kept changing while it was read: it reads as FREE.
+    unstable: bool,
+}
+
+impl Entry {
+    fn is_member(&self) -> bool {
+        self.state == HWL_MEMBER_JOINING || self.state == HWL_MEMBER_ACTIVE
+    }
+}
+
+/// Reads entry `i` once, seqlock style: the name is written only while the
+/// entry is FREE, so a state|generation word that reads the same before and
+/// after the name vouches for it. An entry that keeps changing reads as free.
+fn read_entry(dom: &DomainParts, i: usize) -> Entry {
+    let m = dom.member(i);
+    for _ in 0..16 {
+        let w = m.word().load(Ordering::Acquire);
+        let pid = m.pid().load(Ordering::Relaxed);
+        let start = m.start_time().load(Ordering::Relaxed);
+        let mut name = [0u8; HWL_MEMBER_NAME_LEN as usize];
+        for k in 0..NAME_WORDS {
+            let v = m.name_word(k).load(Ordering::Relaxed);
+            name[k * 8..k * 8 + 8].copy_from_slice(&v.to_le_bytes());
+        }
+        fence(Ordering::Acquire);
+        if m.word().load(Ordering::Relaxed) == w {
+            let (state, gen) = unpack(w);
+            return Entry {
+                state,
+                gen,
+                pid,
+                start,
+                name,
+                unstable: false,
+            };
+        }
+    }
+    Entry {
+        state: HWL_MEMBER_FREE,
+        gen: 0,
+        pid: 0,
+        start: 0,
+        name: [0; HWL_MEMBER_NAME_LEN as usize],
+        unstable: true,
+    }
+}
+
+/// Finishes the removal of entry `slot` (state LEAVING, generation `gen`,
+/// owned by `owner`): unlinks its links' files, except `keep`, and frees the
+/// entry. Every write is a compare-exchange, so a stale reaper can never
+/// overwrite a newer member.
+fn teardown(dom: &DomainParts, domain: &str, slot: usize, gen: u32, owner: u32, keep: &[String]) {
+    remove_links_of(domain, slot, gen, keep);
+    let m = dom.member(slot);
+    if m.word()
+        .compare_exchange(
+            pack(HWL_MEMBER_LEAVING, gen),
+            pack(HWL_MEMBER_FREE, gen),
+            SC,
+            SC,
+        )
+        .is_ok()
+    {
+        let me = std::process::id();
+        let _ = m.reaper().compare_exchange(me, 0, SC, SC);
+        let _ = m.pid().compare_exchange(owner, 0, SC, SC);
+    }
+}
+
+/// Removes entry `i` from the directory if the process holding it has died
+/// (or a teardown of it was abandoned by a dead process). Returns whether
+/// it did.
+fn reap_if_dead(dom: &DomainParts, domain: &str, i: usize) -> bool {
+    let m = dom.member(i);
+    let w = m.word().load(SC);
+    let pid = m.pid().load(SC);
+    let start = m.start_time().load(SC);
+    if pid == 0 {
+        return false;
+    }
+    let me = std::process::id();
+    let (state, gen) = unpack(w);
+    match state {
+        // Claimed, never joined (or freed but not yet released).
+        HWL_MEMBER_FREE => {
+            !liveness::is_alive(pid, start) && m.pid().compare_exchange(pid, 0, SC, SC).is_ok()
+        }
+        HWL_MEMBER_JOINING | HWL_MEMBER_ACTIVE => {
+            if liveness::is_alive(pid, start)
+                || m.word()
+                    .compare_exchange(w, pack(HWL_MEMBER_LEAVING, gen), SC, SC)
+                    .is_err()
+                || m.reaper().compare_exchange(0, me, SC, SC).is_err()
+            {
+                return false;
+            }
+            teardown(dom, domain, i, gen, pid, &[]);
+            true
+        }
+        HWL_MEMBER_LEAVING => {
+            // Stuck if whoever tears it down has died: the owner (reaper 0)
+            // or a reaper.
+            let r = m.reaper().load(SC);
+            let stuck = if r == 0 {
+                !liveness::is_alive(pid, start)
+            } else {
+                !liveness::is_alive(r, 0)
+            };
+            if !stuck || m.reaper().compare_exchange(r, me, SC, SC).is_err() {
+                return false;
+            }
+            if m.word().load(SC) != w {
+                let _ = m.reaper().compare_exchange(me, 0, SC, SC);
+                return false;
+            }
+            teardown(dom, domain, i, gen, pid, &[]);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Closes and removes the domain if no entry is held any more. The closer
+/// announces CLOSING before it looks at the entries, and a joiner claims an
+/// entry before it looks at the state (both SeqCst): one of them sees the
+/// other.
+fn close_if_empty(dom: &DomainParts, domain: &str) {
+    if dom
+        .state()
+        .compare_exchange(HWL_DOMAIN_OPEN, HWL_DOMAIN_CLOSING, SC, SC)
+        .is_err()
+    {
+        return;
+    }
+    fence(SC);
+    let max = dom.config().max_members as usize;
+    if (0..max).any(|i| dom.member(i).pid().load(SC) != 0) {
+        dom.state().store(HWL_DOMAIN_OPEN, SC);
+        return;
+    }
+    dom.state().store(HWL_DOMAIN_CLOSED, SC);
+    for (file, _) in link_files(domain) {
+        let _ = hwlink_drivers::remove_region(&file);
+    }
+    let _ = hwlink_drivers::remove_region(domain);
+}
+
+/// One member as seen in the directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberInfo {
+    /// Its name.
+    pub name: String,
+    /// Its process.
+    pub pid: u32,
+    /// Whether that process still runs.
+    pub alive: bool,
+    /// Its directory entry.
+    pub slot: usize,
+    /// Its join generation (unique in the domain).
+    pub generation: u32,
+}
+
+fn directory(dom: &DomainParts) -> Vec<MemberInfo> {
+    (0..dom.config().max_members as usize)
+        .map(|i| (i, read_entry(dom, i)))
+        .filter(|(_, e)| e.state == HWL_MEMBER_ACTIVE)
+        .map(|(i, e)| MemberInfo {
+            name: name_string(&e.name),
+            pid: e.pid,
+            alive: liveness::is_alive(e.pid, e.start),
+            slot: i,
+            generation: e.gen,
+        })
+        .collect()
+}
+
+/// The members of the domain in `map`, if it holds one (for `hwlink ls`).
+pub(crate) fn members_of(
+    map: Arc<RegionMap>,
+    info: &RegionInfo,
+) -> Option<Result<Vec<MemberInfo>, OpenError>> {
+    DomainParts::locate(map, info).map(|r| r.map(|dom| directory(&dom)))
+}
+
+/// Joins domains: `Domain::join("group", "alice")`.
+#[derive(Debug, Clone, Copy)]
+pub struct Domain;
+
+impl Domain {
+    /// Joins domain `domain` (creating it with default settings if it does
+    /// not exist) as member `member`.
+    pub fn join(domain: &str, member: &str) -> Result<Member, OpenError> {
+        DomainBuilder::new(domain).join(member)
+    }
+    /// A builder for settings other than the defaults.
+    pub fn builder(domain: &str) -> DomainBuilder {
+        DomainBuilder::new(domain)
+    }
+}
+
+/// Settings for joining a domain. Capacity, slot size, buffering and
+/// directory size are fixed by the member that creates the domain and read
+/// from its header by every other; the backend and wait strategy are each
+/// member's own.
+#[derive(Debug, Clone)]
+pub struct DomainBuilder {
+    domain: String,
+    backend: Backend,
+    capacity: u32,
+    slot_size: u32,
+    max_members: u32,
+    wait: WaitStrategy,
+    ready_timeout: Duration,
+    join_timeout: Duration,
+}
+
+impl DomainBuilder {
+    /// Settings for domain `domain`: 1 to 24 characters of A-Z a-z 0-9 _ -.
+    pub fn new(domain: impl Into<String>) -> Self {
+        DomainBuilder {
+            domain: domain.into(),
+            backend: Backend::Auto,
+            capacity: DEFAULT_LINK_CAPACITY,
+            slot_size: DEFAULT_LINK_SLOT_SIZE,
+            max_members: DEFAULT_MAX_MEMBERS,
+            wait: WaitStrategy::default(),
+            ready_timeout: Duration::from_secs(2),
+            join_timeout: Duration::from_secs(10),
+        }
+    }
+    /// Memory for the domain and its links (used by the creator; links
+    /// follow the domain: hugepages if the domain is on hugepages, else shm).
+    /// A domain on a hugepage memfd (no writable hugetlbfs mount) can only
+    /// be opened while its creator runs, like any memfd region.
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = backend;
+        self
+    }
+    /// Bounded buffering: messages queued per direction of a link before a
+    /// sender waits (a power of two). Used on creation.
+    pub fn capacity(mut self, slots: u32) -> Self {
+        self.capacity = slots;
+        self
+    }
+    /// Largest message in bytes. Used on creation.
+    pub fn slot_size(mut self, bytes: u32) -> Self {
+        self.slot_size = bytes;
+        self
+    }
+    /// Directory entries, 1 to 64. Used on creation.
+    pub fn max_members(mut self, n: u32) -> Self {
+        self.max_members = n;
+        self
+    }
+    /// How this member waits in blocking calls (BusyPoll: the polling form).
+    pub fn wait(mut self, wait: WaitStrategy) -> Self {
+        self.wait = wait;
+        self
+    }
+    /// How long to wait for a region (domain or link) that another process
+    /// is still initialising.
+    pub fn ready_timeout(mut self, t: Duration) -> Self {
+        self.ready_timeout = t;
+        self
+    }
+
+    /// How long `join` keeps trying while the domain is being closed by its
+    /// last member, or a process joining under the same name has not
+    /// finished.
+    pub fn join_timeout(mut self, t: Duration) -> Self {
+        self.join_timeout = t;
+        self
+    }
+
+    fn config(&self) -> Result<DomainConfig, OpenError> {
+        if self.max_members == 0 || self.max_members > HWL_DOMAIN_MAX_MEMBERS {
+            return Err(OpenError::InvalidConfig(format!(
+                "max_members {} is not allowed: use 1 to {HWL_DOMAIN_MAX_MEMBERS}",
+                self.max_members
+            )));
+        }
+        let cfg = DomainConfig {
+            max_members: self.max_members,
+            buffering: HWL_DOMAIN_BUF_BOUNDED,
+            capacity: self.capacity,
+            slot_size: self.slot_size,
+            byte_limit: 0,
+        };
+        geometry_of(&cfg).map_err(|c| {
+            OpenError::InvalidConfig(format!(
+                "{} {} is not allowed (limit {}): capacity must be a power of two up to 2^24 \
+                 slots, slot size up to 1 GiB",
+                c.what, c.value, c.limit
+            ))
+        })?;
+        Ok(cfg)
+    }
+
+    /// Joins the domain as `member`, creating the domain if it does not
+    /// exist. Fails with [`OpenError::NameTaken`] if a live member has that
+    /// name; of several processes joining under one name at the same moment,
+    /// exactly one succeeds.
+    pub fn join(&self, member: &str) -> Result<Member, OpenError> {
+        check_domain_name(&self.domain)?;
+        let name = member_name_bytes(member)?;
+        let cfg = self.config()?;
+        let deadline = Instant::now() + self.join_timeout;
+        loop {
+            let dom = self.open_or_create(cfg, deadline)?;
+            if dom.config().buffering != HWL_DOMAIN_BUF_BOUNDED {
+                return Err(OpenError::JoinFailed {
+                    domain: self.domain.clone(),
+                    reason: format!(
+                        "its links use buffering kind {} (only bounded, {HWL_DOMAIN_BUF_BOUNDED}, \
+                         is built into this hwlink)",
+                        dom.config().buffering
+                    ),
+                });
+            }
+            let geometry = geometry_of(&dom.config()).map_err(|source| OpenError::Corrupt {
+                name: self.domain.clone(),
+                source,
+            })?;
+            match try_join(&dom, &self.domain, &name, deadline)? {
+                Some((slot, gen)) => {
+                    let link_backend = match dom.map().region().kind() {
+                        BackingKind::Shm => Backend::Shm,
+                        _ => Backend::Hugepage,
+                    };
+                    return Ok(Member {
+                        domain: self.domain.clone(),
+                        name: member.to_string(),
+                        inbox: dom.inbox(slot),
+                        dom,
+                        me: slot,
+                        gen,
+                        geometry,
+                        link_backend,
+                        wait: self.wait,
+                        ready_timeout: self.ready_timeout,
+                        links: Vec::new(),
+                        next: 0,
+                        left: false,
+                    });
+                }
+                None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
+                None => {
+                    return Err(OpenError::JoinFailed {
+                        domain: self.domain.clone(),
+                        reason: "it kept closing (its last member was leaving)".into(),
+                    })
+                }
+            }
+        }
+    }
+
+    fn open_or_create(
+        &self,
+        cfg: DomainConfig,
+        deadline: Instant,
+    ) -> Result<DomainParts, OpenError> {
+        loop {
+            let opened = match open_fresh(&self.domain, Backend::Auto, self.ready_timeout) {
+                Ok((map, info)) => Ok((map, info)),
+                Err(OpenError::Map(MapError::NotFound { .. })) => match self.create(cfg) {
+                    Err(OpenError::Map(MapError::AlreadyExists { .. }))
+                        if Instant::now() < deadline =>
+                    {
+                        continue
+                    }
+                    other => other,
+                },
+                Err(e) => Err(e),
+            };
+            let (map, info) = opened?;
+            return DomainParts::locate(map, &info).unwrap_or_else(|| {
+                Err(OpenError::NotADomain {
+                    name: self.domain.clone(),
+                })
+            });
+        }
+    }
+
+    fn create(&self, cfg: DomainConfig) -> Result<(Arc<RegionMap>, RegionInfo), OpenError> {
+        let domain = self.domain.clone();
+        let first_generation = {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos() ^ d.as_secs() as u32);
+            (t ^ std::process::id().rotate_left(16)).max(1)
+        };
+        let init = move |obj: ObjectInit| {
+            // Nobody can have joined yet (the magic is still zero), so every
+            // link region of this name is a leftover of an earlier domain.
+            for (file, _) in link_files(&domain) {
+                let _ = hwlink_drivers::remove_region(&file);
+            }
+            region::init_domain(obj, cfg, first_generation);
+        };
+        let map = region::create_region(
+            &self.domain,
+            self.backend,
+            HWL_FEAT_DOMAIN | HWL_FEAT_FUTEX_DOORBELL,
+            &[ObjectSpec {
+                kind: HWL_OBJ_DOMAIN,
+                name: "directory",
+                size: region::domain_object_bytes(cfg.max_members),
+                init: &init,
+            }],
+            true,
+        )?;
+        let info = region::validate(&map)?;
+        Ok((map, info))
+    }
+}
+
+/// The ring shape of every link of a domain.
+fn geometry_of(cfg: &DomainConfig) -> Result<Geometry, Corruption> {
+    let stride = hwlink_hw::slot_stride(cfg.slot_size).ok_or(Corruption::new(
+        "domain slot size",
+        cfg.slot_size.into(),
+        hwlink_hw::HWL_RING_MAX_SLOT_SIZE.into(),
+    ))?;
+    let object = hwlink_hw::ring_bytes(cfg.capacity, stride).unwrap_or(u64::MAX);
+    let slots_offset = object.saturating_sub(u64::from(cfg.capacity) * u64::from(stride));
+    Geometry::validate(cfg.capacity, cfg.slot_size, stride, slots_offset, object)
+}
+
+/// Claims a directory entry and makes it an ACTIVE member named `name`.
+/// `Ok(None)`: the domain is closing; retry from a fresh open.
+fn try_join(
+    dom: &DomainParts,
+    domain: &str,
+    name: &NameBytes,
+    deadline: Instant,
+) -> Result<Option<(usize, u32)>, OpenError> {
+    let max = dom.config().max_members as usize;
+    for i in 0..max {
+        reap_if_dead(dom, domain, i);
+    }
+    let (pid, start) = liveness::me();
+    let Some(slot) =
+        (0..max).find(|&i| dom.member(i).pid().compare_exchange(0, pid, SC, SC).is_ok())
+    else {
+        return Err(OpenError::DomainFull {
+            domain: domain.to_string(),
+            max: max as u32,
+        });
+    };
+    let m = dom.member(slot);
+    let release = || {
+        let _ = m.pid().compare_exchange(pid, 0, SC, SC);
+    };
+    fence(SC);
+    if dom.state().load(SC) != HWL_DOMAIN_OPEN {
+        release();
+        return Ok(None);
+    }
+    m.reaper().store(0, SC);
+    m.start_time().store(start, SC);
+    m.pending_links().store(0, SC);
+    for k in 0..NAME_WORDS {
+        let v = u64::from_le_bytes(name[k * 8..k * 8 + 8].try_into().expect("8 bytes"));
+        m.name_word(k).store(v, Ordering::Relaxed);
+    }
+    let mut gen = dom.next_generation().fetch_add(1, SC);
+    if gen == 0 {
+        gen = dom.next_generation().fetch_add(1, SC);
+    }
+    // Publish the claim (name first), then look for the same name: a
+    // SeqCst store followed by SeqCst loads on both sides, so of two
+    // processes joining under one name at least one sees the other.
+    m.word().store(pack(HWL_MEMBER_JOINING, gen), SC);
+    fence(SC);
+    let lose = |e: OpenError| {
+        m.word().store(pack(HWL_MEMBER_FREE, gen), SC);
+        release();
+        Err(e)
+    };
+    for j in (0..max).filter(|&j| j != slot) {
+        loop {
+            let e = read_entry(dom, j);
+            if e.unstable && Instant::now() < deadline {
+                // Changing under us: it may be a joiner of our name.
+                std::thread::sleep(Duration::from_micros(50));
+                continue;
+            }
+            if !e.is_member() || &e.name != name {
+                break;
+            }
+            if !liveness::is_alive(e.pid, e.start) {
+                reap_if_dead(dom, domain, j);
+                continue;
+            }
+            // An ACTIVE holder wins; of two JOINING, the older generation.
+            let older = (e.gen.wrapping_sub(gen) as i32) < 0;
+            if e.state == HWL_MEMBER_ACTIVE || older {
+                return lose(OpenError::NameTaken {
+                    domain: domain.to_string(),
+                    name: name_string(name),
+                    pid: e.pid,
+                });
+            }
+            // A younger joiner of the same name: it either sees us and
+            // gives up, or went on without seeing us and becomes ACTIVE.
+            if Instant::now() >= deadline {
+                return lose(OpenError::JoinFailed {
+                    domain: domain.to_string(),
+                    reason: format!(
+                        "pid {} is joining under the same name and did not finish",
+                        e.pid
+                    ),
+                });
+            }
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+    m.word().store(pack(HWL_MEMBER_ACTIVE, gen), SC);
+    Ok(Some((slot, gen)))
+}
+
+/// The link to one peer incarnation.
+#[derive(Debug)]
+struct Link {
+    peer: String,
+    slot: usize,
+    gen: u32,
+    file: String,
+    tx: ChannelSender,
+    rx: ChannelReceiver,
+    inbox: Inbox,
+    /// MemberGone was reported on a send; the link stays for its queued
+    /// messages only.
+    gone_reported: bool,
+}
+
+/// A process's membership in a domain: send to and receive from other
+/// members by name. Leaves the domain when dropped. `Send` but not `Sync`.
+#[derive(Debug)]
+pub struct Member {
+    domain: String,
+    name: String,
+    dom: DomainParts,
+    me: usize,
+    gen: u32,
+    inbox: Inbox,
+    geometry: Geometry,
+    link_backend: Backend,
+    wait: WaitStrategy,
+    ready_timeout: Duration,
+    links: Vec<Link>,
+    next: usize,
+    left: bool,
+}
+
+/// Why a peer could not be reached.
+enum Unreachable {
+    NoSuchMember,
+    Gone,
+    Failed(String),
+}
+
+impl Unreachable {
+    fn send_error<M>(self, msg: M, name: &str) -> SendError<M> {
+        let name = name.to_string();
+        match self {
+            Unreachable::NoSuchMember => SendError::NoSuchMember { msg, name },
+            Unreachable::Gone => SendError::MemberGone { msg, name },
+            Unreachable::Failed(reason) => SendError::LinkFailed {
+                msg,
+                peer: name,
+                reason,
+            },
+        }
+    }
+    fn recv_error(self, name: &str) -> RecvError {
+        let name = name.to_string();
+        match self {
+            Unreachable::NoSuchMember => RecvError::NoSuchMember { name },
+            Unreachable::Gone => RecvError::MemberGone { name },
+            Unreachable::Failed(reason) => RecvError::LinkFailed { peer: name, reason },
+        }
+    }
+}
+
+impl Member {
+    /// This member's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// The domain's name.
+    pub fn domain(&self) -> &str {
+        &self.domain
+    }
+    /// Largest message a link of this domain carries.
+    pub fn max_message(&self) -> usize {
+        self.geometry.slot_size as usize
+    }
+    /// Messages queued per direction of a link before a sender waits.
+    pub fn capacity(&self) -> usize {
+        self.geometry.capacity as usize
+    }
+    /// The members of the domain now (this one included).
+    pub fn members(&self) -> Vec<MemberInfo> {
+        directory(&self.dom)
+    }
+    /// The regions of the links this member has open now (diagnostics).
+    pub fn link_names(&self) -> Vec<String> {
+        self.links.iter().map(|l| l.file.clone()).collect()
+    }
+
+    /// Whether link `k`'s peer is still the member it was created for (one
+    /// load of its directory word).
+    fn peer_listed(&self, k: usize) -> bool {
+        let l = &self.links[k];
+        self.dom.member(l.slot).word().load(Ordering::Acquire) == pack(HWL_MEMBER_ACTIVE, l.gen)
+    }
+
+    /// Like `peer_listed`, also asking the kernel whether its process runs;
+    /// reaps it if it died.
+    fn peer_alive(&self, k: usize) -> bool {
+        let l = &self.links[k];
+        let e = read_entry(&self.dom, l.slot);
+        if e.state != HWL_MEMBER_ACTIVE || e.gen != l.gen {
+            return false;
+        }
+        if liveness::is_alive(e.pid, e.start) {
+            return true;
+        }
+        reap_if_dead(&self.dom, &self.domain, l.slot);
+        false
+    }
+
+    /// Closes link `k` and unlinks its region.
+    fn drop_link(&mut self, k: usize) {
+        let l = self.links.swap_remove(k);
+        let file = l.file.clone();
+        drop(l);
+        let _ = hwlink_drivers::remove_region(&file);
+    }
+
+    /// The ACTIVE entry named `name` (not this member).
+    fn lookup(&self, name: &str) -> Option<(usize, Entry)> {
+        let want = member_name_bytes(name).ok()?;
+        (0..self.dom.config().max_members as usize)
+            .filter(|&i| i != self.me)
+            .map(|i| (i, read_entry(&self.dom, i)))
+            .find(|(_, e)| e.state == HWL_MEMBER_ACTIVE && e.name == want)
+    }
+
+    /// Creates or opens the link region `file` to entry (slot, gen) and
+    /// attaches to both directions.
+    fn attach_link(
+        &self,
+        slot: usize,
+        gen: u32,
+        peer_name: Option<&str>,
+        create: bool,
+    ) -> Result<Link, OpenError> {
+        let file = link_name(&self.domain, (self.me, self.gen), (slot, gen));
+        let made = if create {
+            let g = self.geometry;
+            let init = move |o: ObjectInit| region::init_spsc_ring(o, g);
+            let bytes = region::spsc_ring_bytes(&g)?;
+            let peer = peer_name.unwrap_or("");
+            let (lo, hi) = if self.me < slot {
+                (self.name.as_str(), peer)
+            } else {
+                (peer, self.name.as_str())
+            };
+            let ring = |name| ObjectSpec {
+                kind: HWL_OBJ_SPSC_RING,
+                name,
+                size: bytes,
+                init: &init,
+            };
+            match region::create_region(
+                &file,
+                self.link_backend,
+                HWL_FEAT_SPSC_RING | HWL_FEAT_FUTEX_DOORBELL,
+                &[ring(lo), ring(hi)],
+                true,
+            ) {
+                Ok(map) => Some(map),
+                Err(OpenError::Map(MapError::AlreadyExists { .. })) => None,
+                Err(e) => return Err(e),
+            }
+        } else {
+            None
+        };
+        let created = made.is_some();
+        let result = (|| {
+            let (map, info) = match made {
+                Some(map) => {
+                    let info = region::validate(&map)?;
+                    (map, info)
+                }
+                None => open_fresh(&file, self.link_backend, self.ready_timeout)?,
+            };
+            let rings: Vec<_> = info
+                .objects
+                .iter()
+                .filter(|o| o.kind == HWL_OBJ_SPSC_RING)
+                .collect();
+            if rings.len() != 2 {
+                return Err(OpenError::Corrupt {
+                    name: file.clone(),
+                    source: Corruption::new("link ring count", rings.len() as u64, 2),
+                });
+            }
+            let (out, inc) = if self.me < slot { (0, 1) } else { (1, 0) };
+            let parts_out = RingParts::locate_object(map.clone(), rings[out])?;
+            let parts_in = RingParts::locate_object(map.clone(), rings[inc])?;
+            for p in [&parts_out, &parts_in] {
+                if p.geometry() != self.geometry {
+                    return Err(OpenError::Corrupt {
+                        name: file.clone(),
+                        source: Corruption::new(
+                            "link ring capacity",
+                            p.geometry().capacity.into(),
+                            self.geometry.capacity.into(),
+                        ),
+                    });
+                }
+            }
+            // The incoming ring is named after its sender: the peer.
+            let peer = peer_name
+                .map(str::to_string)
+                .unwrap_or_else(|| rings[inc].name.clone());
+            let tx = ChannelSender::Bounded(Sender::attach(parts_out, self.wait)?);
+            let rx = ChannelReceiver::Bounded(Receiver::attach(parts_in, self.wait)?);
+            Ok(Link {
+                peer,
+                slot,
+                gen,
+                file: file.clone(),
+                tx,
+                rx,
+                inbox: self.dom.inbox(slot),
+                gone_reported: false,
+            })
+        })();
+        if result.is_err() && created {
+            let _ = hwlink_drivers::remove_region(&file);
+        }
+        result
+    }
+
+    /// The link to the current member named `name`, set up on first use.
+    fn link_to(&mut self, name: &str) -> Result<usize, Unreachable> {
+        let mut gone = false;
+        let mut k = 0;
+        while k < self.links.len() {
+            if self.links[k].peer == name {
+                if self.peer_listed(k) {
+                    return Ok(k);
+                }
+                // A departed incarnation: report it once, keep it while it
+                // holds messages for us.
+                if !self.links[k].gone_reported {
+                    gone = true;
+                    self.links[k].gone_reported = true;
+                }
+                if !self.links[k].rx.has_message_now() {
+                    self.drop_link(k);
+                    continue;
+                }
+            }
+            k += 1;
+        }
+        if gone {
+            return Err(Unreachable::Gone);
+        }
+        let (slot, e) = self.lookup(name).ok_or(Unreachable::NoSuchMember)?;
+        let link = self
+            .attach_link(slot, e.gen, Some(name), true)
+            .map_err(|err| Unreachable::Failed(err.to_string()))?;
+        self.links.push(link);
+        let k = self.links.len() - 1;
+        // The peer may have left while we set up: then nobody would remove
+        // the file (it scans for its links after announcing LEAVING).
+        fence(SC);
+        if !self.peer_listed(k) {
+            self.drop_link(k);
+            return Err(Unreachable::Gone);
+        }
+        // Tell the peer (recv_any) about the link.
+        let peer = self.dom.member(slot);
+        peer.pending_links().fetch_or(1u64 << self.me, SC);
+        fence(SC);
+        self.links[k].inbox.notify();
+        Ok(k)
+    }
+
+    /// Opens the links other members created to us (their bits in our
+    /// `pending_links`), including those of members that have left since
+    /// but still hold messages for us.
+    fn accept_pending(&mut self) {
+        // Load first: senders read this cache line on every message, so it
+        // is written only when there is news.
+        let pending = self.dom.member(self.me).pending_links();
+        if pending.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let bits = pending.swap(0, Ordering::AcqRel);
+        let max = self.dom.config().max_members as usize;
+        for j in (0..max).filter(|&j| j != self.me && bits & (1u64 << j) != 0) {
+            let e = read_entry(&self.dom, j);
+            let mut gens = Vec::new();
+            if e.state == HWL_MEMBER_ACTIVE {
+                gens.push(e.gen);
+            } else {
+                // It left: find its links to us by name.
+                for (_, pair) in link_files(&self.domain) {
+                    if pair.contains(&(self.me, self.gen)) {
+                        gens.extend(pair.iter().filter(|p| p.0 == j).map(|p| p.1));
+                    }
+                }
+            }
+            for gen in gens {
+                if self.links.iter().any(|l| l.slot == j && l.gen == gen) {
+                    continue;
+                }
+                let name =
+                    (e.state == HWL_MEMBER_ACTIVE && e.gen == gen).then(|| name_string(&e.name));
+                if let Ok(link) = self.attach_link(j, gen, name.as_deref(), false) {
+                    self.links.push(link);
+                }
+            }
+        }
+    }
+
+    fn send_impl<M: AsRef<[u8]>>(
+        &mut self,
+        to: &str,
+        msg: M,
+        deadline: Option<Instant>,
+        block: bool,
+    ) -> Result<(), SendError<M>> {
+        let k = match self.link_to(to) {
+            Ok(k) => k,
+            Err(e) => return Err(e.send_error(msg, to)),
+        };
+        let mut msg = match self.links[k].tx.send(msg, None, false) {
+            Ok(()) => return self.sent(k),
+            Err(SendError::Full(m)) if block => m,
+            Err(e) => return self.send_failed(k, e),
+        };
+        // Full: wait in slices, checking between them that the peer is
+        // still a member (it may never attach to the link).
+        loop {
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return Err(SendError::Timeout(msg));
+            }
+            let slice = now + CHECK_SLICE;
+            let until = deadline.map_or(slice, |d| d.min(slice));
+            match self.links[k].tx.send(msg, Some(until), true) {
+                Ok(()) => return self.sent(k),
+                Err(SendError::Timeout(m)) => {
+                    if !self.peer_alive(k) {
+                        self.links[k].gone_reported = true;
+                        return Err(SendError::MemberGone {
+                            msg: m,
+                            name: to.to_string(),
+                        });
+                    }
+                    msg = m;
+                }
+                Err(e) => return self.send_failed(k, e),
+            }
+        }
+    }
+
+    /// After a message was published on link `k`: wake the peer if it
+    /// sleeps in `recv_any` (one load when it does not).
+    #[inline]
+    fn sent<M>(&mut self, k: usize) -> Result<(), SendError<M>> {
+        fence(SC);
+        self.links[k].inbox.notify();
+        Ok(())
+    }
+
+    fn send_failed<M>(&mut self, k: usize, e: SendError<M>) -> Result<(), SendError<M>> {
+        let name = self.links[k].peer.clone();
+        match e {
+            SendError::Disconnected(msg) => {
+                // Its process may have died: reap it, which unlinks its files.
+                reap_if_dead(&self.dom, &self.domain, self.links[k].slot);
+                self.links[k].gone_reported = true;
+                if !self.links[k].rx.has_message_now() {
+                    self.drop_link(k);
+                }
+                Err(SendError::MemberGone { msg, name })
+            }
+            SendError::Corrupt(c) => {
+                self.drop_link(k);
+                Err(SendError::Corrupt(c))
+            }
+            other => Err(other),
+        }
+    }
+
+    /// Sends `msg` to the member named `to`, waiting (per the wait strategy)
+    /// while its link is full. The link is set up on first use.
+    pub fn send<M: AsRef<[u8]>>(&mut self, to: &str, msg: M) -> Result<(), SendError<M>> {
+        self.send_impl(to, msg, None, true)
+    }
+    /// Sends `msg` to `to` if its link has room now; hands it back in
+    /// `Full` if not.
+    pub fn try_send<M: AsRef<[u8]>>(&mut self, to: &str, msg: M) -> Result<(), SendError<M>> {
+        self.send_impl(to, msg, None, false)
+    }
+    /// Sends `msg` to `to`, waiting at most `timeout` for room.
+    pub fn send_timeout<M: AsRef<[u8]>>(
+        &mut self,
+        to: &str,
+        msg: M,
+        timeout: Duration,
+    ) -> Result<(), SendError<M>> {
+        self.send_impl(to, msg, Some(Instant::now() + timeout), true)
+    }
+
+    /// The link to receive from `from` on: one with a message ready (even
+    /// from a departed incarnation), else the current member's.
+    fn recv_link(&mut self, from: &str) -> Result<usize, Unreachable> {
+        if !self.links.iter().any(|l| l.peer == from) {
+            self.accept_pending();
+        }
+        if let Some(k) = self
+            .links
+            .iter()
+            .position(|l| l.peer == from && l.rx.has_message_now())
+        {
+            return Ok(k);
+        }
+        let mut gone = false;
+        let mut k = 0;
+        while k < self.links.len() {
+            if self.links[k].peer == from {
+                if self.peer_listed(k) {
+                    return Ok(k);
+                }
+                gone = true;
+                self.drop_link(k);
+                continue;
+            }
+            k += 1;
+        }
+        match self.link_to(from) {
+            Err(Unreachable::NoSuchMember) if gone => Err(Unreachable::Gone),
+            other => other,
+        }
+    }
+
+    fn recv_from_impl(
+        &mut self,
+        from: &str,
+        deadline: Option<Instant>,
+        block: bool,
+    ) -> Result<Vec<u8>, RecvError> {
+        let k = self.recv_link(from).map_err(|e| e.recv_error(from))?;
+        match self.links[k].rx.recv(None, false) {
+            Ok(m) => return Ok(m),
+            Err(RecvError::Empty) if block => {}
+            Err(RecvError::Empty) => {
+                return if self.peer_listed(k) {
+                    Err(RecvError::Empty)
+                } else if self.links[k].rx.has_message_now() {
+                    // It published, then left: take what it sent first.
+                    let r = self.links[k].rx.recv(None, false);
+                    r.or_else(|e| self.recv_failed(k, e))
+                } else {
+                    self.drop_link(k);
+                    Err(RecvError::MemberGone {
+                        name: from.to_string(),
+                    })
+                };
+            }
+            Err(e) => return self.recv_failed(k, e),
+        }
+        loop {
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return Err(RecvError::Timeout);
+            }
+            let slice = now + CHECK_SLICE;
+            let until = deadline.map_or(slice, |d| d.min(slice));
+            match self.links[k].rx.recv(Some(until), true) {
+                Ok(m) => return Ok(m),
+                Err(RecvError::Timeout) => {
+                    if !self.peer_alive(k) && !self.links[k].rx.has_message_now() {
+                        self.drop_link(k);
+                        return Err(RecvError::MemberGone {
+                            name: from.to_string(),
+                        });
+                    }
+                }
+                Err(e) => return self.recv_failed(k, e),
+            }
+        }
+    }
+
+    fn recv_failed<T>(&mut self, k: usize, e: RecvError) -> Result<T, RecvError> {
+        let name = self.links[k].peer.clone();
+        match e {
+            RecvError::Disconnected => {
+                reap_if_dead(&self.dom, &self.domain, self.links[k].slot);
+                self.drop_link(k);
+                Err(RecvError::MemberGone { name })
+            }
+            RecvError::Corrupt(c) => {
+                self.drop_link(k);
+                Err(RecvError::Corrupt(c))
+            }
+            other => Err(other),
+        }
+    }
+
+    /// Receives the next message from the member named `from` only, waiting
+    /// per the wait strategy. Messages it sent before it left are still
+    /// received; then [`RecvError::MemberGone`].
+    pub fn recv_from(&mut self, from: &str) -> Result<Vec<u8>, RecvError> {
+        self.recv_from_impl(from, None, true)
+    }
+    /// Receives a message from `from` if one is queued now.
+    pub fn try_recv_from(&mut self, from: &str) -> Result<Vec<u8>, RecvError> {
+        self.recv_from_impl(from, None, false)
+    }
+    /// Receives a message from `from`, waiting at most `timeout`.
+    pub fn recv_from_timeout(
+        &mut self,
+        from: &str,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, RecvError> {
+        self.recv_from_impl(from, Some(Instant::now() + timeout), true)
+    }
+
+    /// One message from any link with one ready, round robin; `None` if
+    /// none has. Drops links whose peer has gone and that are drained
+    /// (`check_process`: also asks the kernel about each peer's process).
+    fn poll_links(&mut self, check_process: bool) -> Option<Result<(String, Vec<u8>), RecvError>> {
+        let n = self.links.len();
+        for i in 0..n {
+            let k = (self.next + i) % n;
+            if self.links[k].rx.has_message_now() {
+                self.next = k + 1;
+                let peer = self.links[k].peer.clone();
+                return Some(match self.links[k].rx.recv(None, false) {
+                    Ok(m) => Ok((peer, m)),
+                    Err(RecvError::Empty) => continue,
+                    Err(e) => match self.recv_failed::<()>(k, e) {
+                        Err(RecvError::MemberGone { .. }) => continue,
+                        Err(e) => Err(e),
+                        Ok(()) => continue,
+                    },
+                });
+            }
+        }
+        let mut k = 0;
+        while k < self.links.len() {
+            let listed = if check_process {
+                self.peer_alive(k)
+            } else {
+                self.peer_listed(k)
+            };
+            if !listed && !self.links[k].rx.has_message_now() {
+                self.drop_link(k);
+                continue;
+            }
+            k += 1;
+        }
+        None
+    }
+
+    fn recv_any_impl(
+        &mut self,
+        deadline: Option<Instant>,
+        block: bool,
+    ) -> Result<(String, Vec<u8>), RecvError> {
+        let mut check_process = false;
+        let mut spin_until: Option<Instant> = None;
+        loop {
+            self.accept_pending();
+            if let Some(r) = self.poll_links(check_process) {
+                return r;
+            }
+            check_process = false;
+            if !block {
+                return Err(RecvError::Empty);
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return Err(RecvError::Timeout);
+            }
+            let spinning = match self.wait {
+                WaitStrategy::BusyPoll => true,
+                WaitStrategy::SpinPark => *spin_until.get_or_insert(now + SPIN_BEFORE_PARK) > now,
+                WaitStrategy::Park => false,
+            };
+            let pending = self.dom.member(self.me).pending_links();
+            let links = &self.links;
+            let ready = || {
+                pending.load(Ordering::Acquire) != 0 || links.iter().any(|l| l.rx.has_message_now())
+            };
+            if spinning {
+                let slice_end = now + SLEEP_SLICE;
+                let mut polls = 0u32;
+                while !ready() {
+                    crate::sync::spin_loop();
+                    polls = polls.wrapping_add(1);
+                    if polls % 1024 == 0 && Instant::now() >= slice_end {
+                        check_process = true;
+                        break;
+                    }
+                }
+                continue;
+            }
+            // Sleep on our inbox: every sender posts it after publishing
+            // (when we wait), and every new link sets a pending bit first.
+            let slept = self.inbox.sleep_until(
+                |slice_elapsed| {
+                    if ready() || slice_elapsed {
+                        Ok::<_, ()>(Some(slice_elapsed))
+                    } else {
+                        Ok(None)
+                    }
+                },
+                deadline,
+                Some(SLEEP_SLICE),
+            );
+            if let Ok(crate::doorbell::Slept::Ready(true)) = slept {
+                check_process = true;
+            }
+        }
+    }
+
+    /// Receives the next message from any member, waiting per the wait
+    /// strategy; returns the sender's name with it.
+    pub fn recv_any(&mut self) -> Result<(String, Vec<u8>), RecvError> {
+        self.recv_any_impl(None, true)
+    }
+    /// Receives a message from any member if one is queued now.
+    pub fn try_recv_any(&mut self) -> Result<(String, Vec<u8>), RecvError> {
+        self.recv_any_impl(None, false)
+    }
+    /// Receives a message from any member, waiting at most `timeout`.
+    pub fn recv_any_timeout(&mut self, timeout: Duration) -> Result<(String, Vec<u8>), RecvError> {
+        self.recv_any_impl(Some(Instant::now() + timeout), true)
+    }
+
+    /// Leaves the domain (also done on drop): closes every link, removes
+    /// this member from the directory and unlinks its links' files. Messages
+    /// it sent that a peer has not yet received stay readable by that peer.
+    /// The last member to leave removes the domain.
+    pub fn leave(mut self) {
+        self.leave_inner();
+    }
+
+    fn leave_inner(&mut self) {
+        if self.left {
+            return;
+        }
+        self.left = true;
+        let m = self.dom.member(self.me);
+        m.word().store(pack(HWL_MEMBER_LEAVING, self.gen), SC);
+        fence(SC);
+        // Keep the files of links whose peer has not attached yet but has
+        // messages from us waiting: it opens them through its pending bit,
+        // drains them and removes them.
+        let mut keep = Vec::new();
+        for k in 0..self.links.len() {
+            if self.links[k].tx.awaits_receiver() && self.peer_listed(k) {
+                keep.push(self.links[k].file.clone());
+            }
+        }
+        self.links.clear();
+        teardown(
+            &self.dom,
+            &self.domain,
+            self.me,
+            self.gen,
+            std::process::id(),
+            &keep,
+        );
+        let max = self.dom.config().max_members as usize;
+        for i in 0..max {
+            reap_if_dead(&self.dom, &self.domain, i);
+        }
+        close_if_empty(&self.dom, &self.domain);
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        self.leave_inner();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_names_are_canonical_and_parse_back() {
+        let a = (3, 0xdead_beef);
+        let b = (1, 7);
+        let n = link_name("grp", a, b);
+        assert_eq!(n, link_name("grp", b, a));
+        assert_eq!(n, "grp.1.7.3.deadbeef");
+        assert_eq!(parse_link_name("grp", &n), Some([b, a]));
+        assert_eq!(parse_link_name("gr", &n), None);
+        assert_eq!(parse_link_name("grp", "grp.1.2.3"), None);
+        let worst = link_name(
+            &"d".repeat(MAX_DOMAIN_NAME_LEN),
+            (62, u32::MAX),
+            (63, u32::MAX),
+        );
+        assert!(worst.len() <= hwlink_drivers::MAX_NAME_LEN, "{worst}");
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(check_domain_name("grp-1_x").is_ok());
+        assert!(check_domain_name("a.b").is_err(), "dots are for link names");
+        assert!(check_domain_name(&"d".repeat(25)).is_err());
+        assert!(member_name_bytes("alice.1").is_ok());
+        assert!(member_name_bytes("").is_err());
+        assert!(member_name_bytes(&"m".repeat(33)).is_err());
+        assert!(member_name_bytes("a b").is_err());
+    }
+
+    #[test]
+    fn a_member_can_move_to_another_thread() {
+        fn assert_send<T: Send>() {}
+        assert_send::<Member>();
+    }
+
+    #[test]
+    fn packed_word_round_trips() {
+        assert_eq!(
+            unpack(pack(HWL_MEMBER_ACTIVE, 0x8000_0001)),
+            (HWL_MEMBER_ACTIVE, 0x8000_0001)
+        );
+    }
+}
