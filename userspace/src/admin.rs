@@ -131,6 +131,15 @@ fn endpoint_status(parts: &RingParts, side: Side) -> EndpointStatus {
     }
 }
 
+/// The queue region a segment region belongs to: its name says so and its
+/// content agrees (one MPMC ring carrying that segment number).
+fn segment_of(name: &str, map: &Arc<RegionMap>, info: &region::RegionInfo) -> Option<String> {
+    let (root, k) = crate::segments::segment_root(name)?;
+    let obj = info.objects.first()?;
+    let parts = region::MpmcParts::locate_object(map.clone(), obj).ok()?;
+    (info.objects.len() == 1 && parts.segment() == k).then_some(root)
+}
+
 /// Every hwlink region on this machine.
 pub fn list() -> Result<Vec<RegionStatus>, MapError> {
     let mut out = Vec::new();
@@ -152,7 +161,7 @@ pub fn list() -> Result<Vec<RegionStatus>, MapError> {
                 .ok()
                 .and_then(|t| t.elapsed().ok()),
             mailbox: None,
-            segment_of: crate::mailbox::segment_root(&file.name),
+            segment_of: None,
             orphaned: false,
         };
         match Region::open(&file.name, backend_of(file.kind)) {
@@ -201,6 +210,7 @@ pub fn list() -> Result<Vec<RegionStatus>, MapError> {
                             }
                         }
                         status.mailbox = crate::mailbox::describe(&map, &info);
+                        status.segment_of = segment_of(&file.name, &map, &info);
                         match crate::domain::members_of(map.clone(), &info) {
                             Some(Ok(members)) => status.members = members,
                             Some(Err(e)) => status.error = Some(e.to_string()),
@@ -228,17 +238,18 @@ pub fn remove(name: &str) -> Result<(), MapError> {
     if let Ok(r) = Region::open(name, Backend::Auto) {
         let map = Arc::new(RegionMap::from_region(r));
         if let Ok(info) = region::validate(&map) {
-            if let Ok(ctl) = region::MailboxParts::locate(map.clone(), &info) {
-                crate::mailbox::mark_removed(&ctl);
-                for seg in hwlink_drivers::list_regions()? {
-                    if crate::mailbox::segment_root(&seg.name).as_deref() == Some(name) {
-                        let _ = hwlink_drivers::remove_region(&seg.name);
-                    }
+            for obj in info
+                .objects
+                .iter()
+                .filter(|o| o.kind == hwlink_hw::HWL_OBJ_MAILBOX)
+            {
+                if let Ok(ctl) = region::MailboxParts::locate_object(map.clone(), obj) {
+                    crate::mailbox::mark_removed(&ctl);
                 }
             }
         }
     }
-    hwlink_drivers::remove_region(name)
+    crate::segments::remove_with_segments(name)
 }
 
 /// Removes every stale region; returns their names.

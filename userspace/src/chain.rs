@@ -143,10 +143,6 @@ impl<S: SegmentStore> Chain<S> {
         Ok(chain)
     }
 
-    pub(crate) fn store(&self) -> &S {
-        &self.store
-    }
-
     fn open(&self, id: u64) -> Result<Option<Arc<S::Seg>>, StoreError> {
         let geometry = segment_geometry(self.base, id);
         let seg = self.store.open(id, &geometry)?;

@@ -2,13 +2,14 @@
 //!
 //! A domain link is two channels, one per direction, in one region. Each
 //! buffering kind is one flavour, matched in every method (the way
-//! crossbeam's `SenderFlavor` is): today only bounded(n), a link.rs
-//! `Sender`/`Receiver` pair over one SPSC ring. Zero capacity (rendezvous)
-//! and unbounded (chained segments) become further variants; the domain code
-//! only talks to these enums.
+//! crossbeam's `SenderFlavor` is): bounded(n) is a link.rs
+//! `Sender`/`Receiver` pair over one SPSC ring; unbounded is a queue of
+//! chained segments (the mailbox machinery, attached one way). The domain
+//! code only talks to these enums.
 
 use crate::error::{RecvError, SendError};
 use crate::link::{Receiver, Sender};
+use crate::mailbox::Mailbox;
 use std::time::Instant;
 
 /// The sending half of one direction of a link.
@@ -16,6 +17,9 @@ use std::time::Instant;
 pub(crate) enum ChannelSender {
     /// `HWL_DOMAIN_BUF_BOUNDED`: an SPSC ring of `capacity` slots.
     Bounded(Sender),
+    /// `HWL_DOMAIN_BUF_UNBOUNDED`: a chain of ring segments up to the
+    /// domain's byte limit (a queue attached to send only).
+    Unbounded(Box<Mailbox>),
 }
 
 /// The receiving half of one direction of a link.
@@ -23,6 +27,8 @@ pub(crate) enum ChannelSender {
 pub(crate) enum ChannelReceiver {
     /// `HWL_DOMAIN_BUF_BOUNDED`: an SPSC ring of `capacity` slots.
     Bounded(Receiver),
+    /// `HWL_DOMAIN_BUF_UNBOUNDED`: the receiving side of the chain.
+    Unbounded(Box<Mailbox>),
 }
 
 impl ChannelSender {
@@ -42,6 +48,8 @@ impl ChannelSender {
                     tx.send_timeout(msg, d.saturating_duration_since(Instant::now()))
                 }
             },
+            // Never waits: the chain grows, or the byte limit says no.
+            ChannelSender::Unbounded(q) => q.try_send(msg),
         }
     }
 
@@ -49,6 +57,7 @@ impl ChannelSender {
     pub(crate) fn awaits_receiver(&self) -> bool {
         match self {
             ChannelSender::Bounded(tx) => tx.awaits_receiver(),
+            ChannelSender::Unbounded(q) => !q.is_empty(),
         }
     }
 }
@@ -67,6 +76,11 @@ impl ChannelReceiver {
                 (true, None) => rx.recv(),
                 (true, Some(d)) => rx.recv_timeout(d.saturating_duration_since(Instant::now())),
             },
+            ChannelReceiver::Unbounded(q) => match (block, deadline) {
+                (false, _) => q.try_recv(),
+                (true, None) => q.recv(),
+                (true, Some(d)) => q.recv_timeout(d.saturating_duration_since(Instant::now())),
+            },
         }
     }
 
@@ -75,6 +89,7 @@ impl ChannelReceiver {
     pub(crate) fn has_message_now(&self) -> bool {
         match self {
             ChannelReceiver::Bounded(rx) => rx.has_message_now(),
+            ChannelReceiver::Unbounded(q) => q.has_message_now(),
         }
     }
 }

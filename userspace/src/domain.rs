@@ -15,6 +15,7 @@ use crate::channel::{ChannelReceiver, ChannelSender};
 use crate::error::{Corruption, OpenError, RecvError, SendError};
 use crate::link::{Receiver, Sender};
 use crate::liveness;
+use crate::mailbox::{Access, Buffering, Mailbox, QueueLayout, QueuePlace, QUEUE_CTL_BYTES};
 use crate::region::{
     self, DomainConfig, DomainParts, Inbox, ObjectInit, ObjectSpec, RegionInfo, RegionMap,
     RingParts,
@@ -24,10 +25,11 @@ use crate::sync::{fence, Ordering};
 use crate::wait::WaitStrategy;
 use hwlink_drivers::{Backend, BackingKind, MapError};
 use hwlink_hw::{
-    HWL_DOMAIN_BUF_BOUNDED, HWL_DOMAIN_CLOSED, HWL_DOMAIN_CLOSING, HWL_DOMAIN_MAX_MEMBERS,
-    HWL_DOMAIN_OPEN, HWL_FEAT_DOMAIN, HWL_FEAT_FUTEX_DOORBELL, HWL_FEAT_SPSC_RING,
+    HWL_DOMAIN_BUF_BOUNDED, HWL_DOMAIN_BUF_UNBOUNDED, HWL_DOMAIN_BUF_ZERO, HWL_DOMAIN_CLOSED,
+    HWL_DOMAIN_CLOSING, HWL_DOMAIN_MAX_MEMBERS, HWL_DOMAIN_OPEN, HWL_FEAT_DOMAIN,
+    HWL_FEAT_FUTEX_DOORBELL, HWL_FEAT_MAILBOX, HWL_FEAT_MPMC_RING, HWL_FEAT_SPSC_RING,
     HWL_MEMBER_ACTIVE, HWL_MEMBER_FREE, HWL_MEMBER_JOINING, HWL_MEMBER_LEAVING,
-    HWL_MEMBER_NAME_LEN, HWL_OBJ_DOMAIN, HWL_OBJ_SPSC_RING,
+    HWL_MEMBER_NAME_LEN, HWL_OBJ_DOMAIN, HWL_OBJ_MAILBOX, HWL_OBJ_MPMC_RING, HWL_OBJ_SPSC_RING,
 };
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -128,7 +130,7 @@ fn link_files(domain: &str) -> Vec<(String, [(usize, u32); 2])> {
 fn remove_links_of(domain: &str, slot: usize, gen: u32, keep: &[String]) {
     for (file, pair) in link_files(domain) {
         if pair.contains(&(slot, gen)) && !keep.contains(&file) {
-            let _ = hwlink_drivers::remove_region(&file);
+            let _ = crate::segments::remove_with_segments(&file);
         }
     }
 }
@@ -303,7 +305,7 @@ fn close_if_empty(dom: &DomainParts, domain: &str) {
     }
     dom.state().store(HWL_DOMAIN_CLOSED, SC);
     for (file, _) in link_files(domain) {
-        let _ = hwlink_drivers::remove_region(&file);
+        let _ = crate::segments::remove_with_segments(&file);
     }
     let _ = hwlink_drivers::remove_region(domain);
 }
@@ -361,6 +363,9 @@ impl Domain {
     }
 }
 
+/// Buffering kinds of links this build implements.
+const SUPPORTED_BUFFERING: [u32; 2] = [HWL_DOMAIN_BUF_BOUNDED, HWL_DOMAIN_BUF_UNBOUNDED];
+
 /// Settings for joining a domain. Capacity, slot size, buffering and
 /// directory size are fixed by the member that creates the domain and read
 /// from its header by every other; the backend and wait strategy are each
@@ -372,6 +377,7 @@ pub struct DomainBuilder {
     capacity: u32,
     slot_size: u32,
     max_members: u32,
+    buffering: Buffering,
     wait: WaitStrategy,
     ready_timeout: Duration,
     join_timeout: Duration,
@@ -386,6 +392,7 @@ impl DomainBuilder {
             capacity: DEFAULT_LINK_CAPACITY,
             slot_size: DEFAULT_LINK_SLOT_SIZE,
             max_members: DEFAULT_MAX_MEMBERS,
+            buffering: Buffering::Bounded(DEFAULT_LINK_CAPACITY),
             wait: WaitStrategy::default(),
             ready_timeout: Duration::from_secs(2),
             join_timeout: Duration::from_secs(10),
@@ -400,9 +407,22 @@ impl DomainBuilder {
         self
     }
     /// Bounded buffering: messages queued per direction of a link before a
-    /// sender waits (a power of two). Used on creation.
+    /// sender waits (a power of two). Used on creation. Same as
+    /// `buffering(Buffering::Bounded(slots))`.
     pub fn capacity(mut self, slots: u32) -> Self {
         self.capacity = slots;
+        self.buffering = Buffering::Bounded(slots);
+        self
+    }
+    /// How each direction of every link buffers: bounded(n) (a sender waits
+    /// when n messages are queued), unbounded up to a byte limit per
+    /// direction (a sender never waits), or zero (rendezvous). Used on
+    /// creation; every member follows the creator's choice.
+    pub fn buffering(mut self, buffering: Buffering) -> Self {
+        if let Buffering::Bounded(n) = buffering {
+            self.capacity = n;
+        }
+        self.buffering = buffering;
         self
     }
     /// Largest message in bytes. Used on creation.
@@ -442,12 +462,17 @@ impl DomainBuilder {
                 self.max_members
             )));
         }
+        let (buffering, byte_limit) = match self.buffering {
+            Buffering::Bounded(_) => (HWL_DOMAIN_BUF_BOUNDED, 0),
+            Buffering::Unbounded { byte_limit } => (HWL_DOMAIN_BUF_UNBOUNDED, byte_limit),
+            Buffering::Zero => (HWL_DOMAIN_BUF_ZERO, 0),
+        };
         let cfg = DomainConfig {
             max_members: self.max_members,
-            buffering: HWL_DOMAIN_BUF_BOUNDED,
+            buffering,
             capacity: self.capacity,
             slot_size: self.slot_size,
-            byte_limit: 0,
+            byte_limit,
         };
         geometry_of(&cfg).map_err(|c| {
             OpenError::InvalidConfig(format!(
@@ -470,12 +495,12 @@ impl DomainBuilder {
         let deadline = Instant::now() + self.join_timeout;
         loop {
             let dom = self.open_or_create(cfg, deadline)?;
-            if dom.config().buffering != HWL_DOMAIN_BUF_BOUNDED {
+            if !SUPPORTED_BUFFERING.contains(&dom.config().buffering) {
                 return Err(OpenError::JoinFailed {
                     domain: self.domain.clone(),
                     reason: format!(
-                        "its links use buffering kind {} (only bounded, {HWL_DOMAIN_BUF_BOUNDED}, \
-                         is built into this hwlink)",
+                        "its links use buffering kind {} (this hwlink builds {SUPPORTED_BUFFERING:?}): \
+                         upgrade this program",
                         dom.config().buffering
                     ),
                 });
@@ -556,7 +581,7 @@ impl DomainBuilder {
             // Nobody can have joined yet (the magic is still zero), so every
             // link region of this name is a leftover of an earlier domain.
             for (file, _) in link_files(&domain) {
-                let _ = hwlink_drivers::remove_region(&file);
+                let _ = crate::segments::remove_with_segments(&file);
             }
             region::init_domain(obj, cfg, first_generation);
         };
@@ -799,7 +824,7 @@ impl Member {
         let l = self.links.swap_remove(k);
         let file = l.file.clone();
         drop(l);
-        let _ = hwlink_drivers::remove_region(&file);
+        let _ = crate::segments::remove_with_segments(&file);
     }
 
     /// The ACTIVE entry named `name` (not this member).
@@ -821,6 +846,9 @@ impl Member {
         create: bool,
     ) -> Result<Link, OpenError> {
         let file = link_name(&self.domain, (self.me, self.gen), (slot, gen));
+        if self.dom.config().buffering == HWL_DOMAIN_BUF_UNBOUNDED {
+            return self.attach_queue_link(file, slot, gen, peer_name, create);
+        }
         let made = if create {
             let g = self.geometry;
             let init = move |o: ObjectInit| region::init_spsc_ring(o, g);
@@ -904,7 +932,126 @@ impl Member {
             })
         })();
         if result.is_err() && created {
-            let _ = hwlink_drivers::remove_region(&file);
+            let _ = crate::segments::remove_with_segments(&file);
+        }
+        result
+    }
+
+    /// [`attach_link`](Self::attach_link) for unbounded buffering: each
+    /// direction is a queue (control block + first ring) whose further
+    /// segments are regions of their own (`<link>.s<k>` for the lower
+    /// entry's direction, `<link>.t<k>` for the other).
+    fn attach_queue_link(
+        &self,
+        file: String,
+        slot: usize,
+        gen: u32,
+        peer_name: Option<&str>,
+        create: bool,
+    ) -> Result<Link, OpenError> {
+        let cfg = self.dom.config();
+        let layout = QueueLayout::new(
+            Buffering::Unbounded {
+                byte_limit: cfg.byte_limit,
+            },
+            cfg.capacity,
+            cfg.slot_size,
+            Access::SendRecv,
+        )?;
+        let made = if create {
+            let (qcfg, g, ring_bytes) = (layout.config, layout.geometry, layout.ring_bytes);
+            let own = QUEUE_CTL_BYTES.div_ceil(4096) * 4096 + ring_bytes.div_ceil(4096) * 4096;
+            let init_ctl = move |o: ObjectInit| region::init_mailbox(o, qcfg, own);
+            let init_ring = move |o: ObjectInit| region::init_mpmc_ring(o, g, 0);
+            let peer = peer_name.unwrap_or("");
+            let (lo, hi) = if self.me < slot {
+                (self.name.as_str(), peer)
+            } else {
+                (peer, self.name.as_str())
+            };
+            let objects = [lo, hi].map(|who| {
+                [
+                    ObjectSpec {
+                        kind: HWL_OBJ_MAILBOX,
+                        name: who,
+                        size: QUEUE_CTL_BYTES,
+                        init: &init_ctl,
+                    },
+                    ObjectSpec {
+                        kind: HWL_OBJ_MPMC_RING,
+                        name: who,
+                        size: ring_bytes,
+                        init: &init_ring,
+                    },
+                ]
+            });
+            let [a, b] = objects;
+            match region::create_region(
+                &file,
+                self.link_backend,
+                HWL_FEAT_MAILBOX | HWL_FEAT_MPMC_RING | HWL_FEAT_FUTEX_DOORBELL,
+                &[a[0], a[1], b[0], b[1]],
+                true,
+            ) {
+                Ok(map) => Some(map),
+                Err(OpenError::Map(MapError::AlreadyExists { .. })) => None,
+                Err(e) => return Err(e),
+            }
+        } else {
+            None
+        };
+        let created = made.is_some();
+        let result = (|| {
+            let (map, info) = match made {
+                Some(map) => {
+                    let info = region::validate(&map)?;
+                    (map, info)
+                }
+                None => open_fresh(&file, self.link_backend, self.ready_timeout)?,
+            };
+            let of = |kind| -> Vec<_> { info.objects.iter().filter(|o| o.kind == kind).collect() };
+            let (ctls, rings) = (of(HWL_OBJ_MAILBOX), of(HWL_OBJ_MPMC_RING));
+            if ctls.len() != 2 || rings.len() != 2 {
+                return Err(OpenError::Corrupt {
+                    name: file.clone(),
+                    source: Corruption::new("link queue count", ctls.len() as u64, 2),
+                });
+            }
+            let (out, inc) = if self.me < slot { (0, 1) } else { (1, 0) };
+            let place = |k: usize| QueuePlace {
+                map: map.clone(),
+                ctl: ctls[k].clone(),
+                ring: rings[k].clone(),
+                tag: if k == 0 { 's' } else { 't' },
+            };
+            let open = |k: usize, access| {
+                Mailbox::attach_queue(
+                    place(k),
+                    self.link_backend,
+                    self.ready_timeout,
+                    self.wait,
+                    access,
+                    created,
+                )
+            };
+            let tx = ChannelSender::Unbounded(Box::new(open(out, Access::Send)?));
+            let rx = ChannelReceiver::Unbounded(Box::new(open(inc, Access::Recv)?));
+            let peer = peer_name
+                .map(str::to_string)
+                .unwrap_or_else(|| ctls[inc].name.clone());
+            Ok(Link {
+                peer,
+                slot,
+                gen,
+                file: file.clone(),
+                tx,
+                rx,
+                inbox: self.dom.inbox(slot),
+                gone_reported: false,
+            })
+        })();
+        if result.is_err() && created {
+            let _ = crate::segments::remove_with_segments(&file);
         }
         result
     }

@@ -277,7 +277,7 @@ impl MailboxBuilder {
         let direct = format!("{MAILBOX_PREFIX}{id}");
         let mut names = vec![direct.clone()];
         for r in hwlink_drivers::list_regions()? {
-            if r.name.starts_with(MAILBOX_PREFIX) && r.name != direct && !is_segment(&r.name) {
+            if r.name.starts_with(MAILBOX_PREFIX) && r.name != direct {
                 names.push(r.name);
             }
         }
@@ -297,18 +297,52 @@ impl MailboxBuilder {
     }
 }
 
-/// Whether a region name is a segment of an unbounded mailbox.
-pub(crate) fn is_segment(name: &str) -> bool {
-    segment_root(name).is_some()
+/// The shape of a queue's objects: its control block's configuration, its
+/// first ring, and the bytes the ring object needs.
+pub(crate) struct QueueLayout {
+    pub config: MailboxConfig,
+    pub geometry: MpmcGeometry,
+    pub ring_bytes: u64,
 }
 
-/// The mailbox region a segment region belongs to (`<root>.s<k>`).
-pub(crate) fn segment_root(name: &str) -> Option<String> {
-    if !name.starts_with(MAILBOX_PREFIX) {
-        return None;
+/// Bytes of a queue control block object.
+pub(crate) const QUEUE_CTL_BYTES: u64 = core::mem::size_of::<hwlink_hw::hwl_mailbox>() as u64;
+
+impl QueueLayout {
+    /// A queue of `buffering` (bounded or unbounded) for messages of up to
+    /// `slot_size` bytes that openers may attach to with `allow`. An
+    /// unbounded queue's first ring has `first_capacity` slots.
+    pub(crate) fn new(
+        buffering: Buffering,
+        first_capacity: u32,
+        slot_size: u32,
+        allow: Access,
+    ) -> Result<QueueLayout, OpenError> {
+        let (kind, capacity, byte_limit) = match buffering {
+            Buffering::Zero => {
+                return Err(OpenError::InvalidConfig(
+                    "zero-capacity queues are not available in this build".into(),
+                ))
+            }
+            Buffering::Bounded(n) => (HWL_BUF_BOUNDED, n, 0),
+            Buffering::Unbounded { byte_limit } => (HWL_BUF_UNBOUNDED, first_capacity, byte_limit),
+        };
+        let geometry = mpmc_geometry(capacity, slot_size)?;
+        let ring_bytes = mpmc::ring_bytes(geometry.capacity, geometry.slot_size)
+            .ok_or_else(|| OpenError::InvalidConfig("capacity * slot size overflows".into()))?;
+        Ok(QueueLayout {
+            config: MailboxConfig {
+                id: random_id(),
+                buffering: kind,
+                access: allow.bits(),
+                capacity: geometry.capacity,
+                slot_size: geometry.slot_size,
+                byte_limit,
+            },
+            geometry,
+            ring_bytes,
+        })
     }
-    let (root, n) = name.rsplit_once(".s")?;
-    (!n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())).then(|| root.to_string())
 }
 
 fn mpmc_geometry(capacity: u32, slot_size: u32) -> Result<MpmcGeometry, OpenError> {
@@ -337,6 +371,15 @@ fn random_id() -> u64 {
         b = (t ^ (u64::from(std::process::id()) << 40)).to_le_bytes();
     }
     u64::from_le_bytes(b).max(1)
+}
+
+/// Where a queue lives: its control block and first ring (objects of a
+/// validated region), and the tag of its segments' names.
+pub(crate) struct QueuePlace {
+    pub map: Arc<RegionMap>,
+    pub ctl: region::ObjectInfo,
+    pub ring: region::ObjectInfo,
+    pub tag: char,
 }
 
 /// What carries the messages.
@@ -386,7 +429,50 @@ impl Mailbox {
     ) -> Result<Mailbox, OpenError> {
         let info = region::validate(&map)?;
         let name = map.name().to_string();
-        let ctl = MailboxParts::locate(map.clone(), &info)?;
+        let ctl_obj = info
+            .objects
+            .iter()
+            .find(|o| o.kind == HWL_OBJ_MAILBOX)
+            .ok_or_else(|| OpenError::NotAMailbox { name: name.clone() })?;
+        let ring_obj = info
+            .objects
+            .iter()
+            .find(|o| o.kind == HWL_OBJ_MPMC_RING)
+            .ok_or_else(|| OpenError::NotAMailbox { name: name.clone() })?;
+        let place = QueuePlace {
+            map,
+            ctl: ctl_obj.clone(),
+            ring: ring_obj.clone(),
+            tag: 's',
+        };
+        Mailbox::attach_queue(
+            place,
+            builder.backend,
+            builder.ready_timeout,
+            builder.wait,
+            access,
+            creating,
+        )
+    }
+
+    /// Attaches to the queue (control block and first ring) at `place`: a
+    /// mailbox, or one direction of a domain link.
+    pub(crate) fn attach_queue(
+        place: QueuePlace,
+        backend: Backend,
+        ready_timeout: Duration,
+        wait: WaitStrategy,
+        access: Access,
+        creating: bool,
+    ) -> Result<Mailbox, OpenError> {
+        let QueuePlace {
+            map,
+            ctl: ctl_obj,
+            ring: ring_obj,
+            tag,
+        } = place;
+        let name = map.name().to_string();
+        let ctl = MailboxParts::locate_object(map.clone(), &ctl_obj)?;
         let config = *ctl.config();
         if access.bits() & !config.access != 0 {
             return Err(OpenError::AccessDenied {
@@ -398,12 +484,7 @@ impl Mailbox {
         if !creating && ctl.removed().load(Ordering::Acquire) != 0 {
             return Err(OpenError::Map(hwlink_drivers::MapError::NotFound { name }));
         }
-        let ring_obj = info
-            .objects
-            .iter()
-            .find(|o| o.kind == HWL_OBJ_MPMC_RING)
-            .ok_or_else(|| OpenError::NotAMailbox { name: name.clone() })?;
-        let ring = MpmcParts::locate_object(map.clone(), ring_obj)?;
+        let ring = MpmcParts::locate_object(map.clone(), &ring_obj)?;
         if ring.ring().geometry().slot_size != config.slot_size {
             return Err(OpenError::Corrupt {
                 name,
@@ -418,8 +499,7 @@ impl Mailbox {
             HWL_BUF_BOUNDED => Queue::Bounded(ring),
             HWL_BUF_UNBOUNDED => {
                 let base = *ring.ring().geometry();
-                let store =
-                    RegionStore::new(ctl.clone(), ring, builder.backend, builder.ready_timeout);
+                let store = RegionStore::new(ctl.clone(), ring, tag, backend, ready_timeout);
                 let chain = Chain::new(store, base).map_err(|e| match e {
                     crate::chain::StoreError::Corrupt(source) => OpenError::Corrupt {
                         name: name.clone(),
@@ -452,7 +532,7 @@ impl Mailbox {
             queue,
             not_empty,
             not_full,
-            wait: builder.wait,
+            wait,
             access,
             entry,
             created: false,
@@ -500,6 +580,13 @@ impl Mailbox {
     /// Whether nothing is queued now.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+    /// Whether a receive would find a message now, from memory alone.
+    pub(crate) fn has_message_now(&self) -> bool {
+        match &self.queue {
+            Queue::Bounded(p) => p.ring().len().unwrap_or(1) > 0,
+            Queue::Unbounded(c) => c.maybe_ready(),
+        }
     }
     /// Bytes of memory the mailbox's segments take now.
     pub fn bytes_in_use(&self) -> u64 {
@@ -725,12 +812,7 @@ impl Mailbox {
             )));
         }
         mark_removed(&self.ctl);
-        if let Queue::Unbounded(c) = &self.queue {
-            for seg in c.store().segment_names() {
-                let _ = hwlink_drivers::remove_region(&seg);
-            }
-        }
-        match hwlink_drivers::remove_region(self.ctl.map().name()) {
+        match crate::segments::remove_with_segments(self.ctl.map().name()) {
             Ok(()) | Err(hwlink_drivers::MapError::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }

@@ -97,6 +97,7 @@ fn round_up(x: u64, to: u64) -> Option<u64> {
 }
 
 /// One object a creator puts into a new region.
+#[derive(Clone, Copy)]
 pub(crate) struct ObjectSpec<'a> {
     /// `HWL_OBJ_*`.
     pub kind: u32,
@@ -1088,16 +1089,30 @@ impl MailboxParts {
         map: Arc<RegionMap>,
         info: &RegionInfo,
     ) -> Result<MailboxParts, OpenError> {
+        let obj = info
+            .objects
+            .iter()
+            .find(|o| o.kind == HWL_OBJ_MAILBOX)
+            .ok_or_else(|| OpenError::NotAMailbox {
+                name: map.name().to_string(),
+            })?;
+        MailboxParts::locate_object(map, obj)
+    }
+
+    /// Checks the mailbox control block in object `obj` (an entry of the
+    /// validated table of `map`), copying its configuration out once.
+    pub(crate) fn locate_object(
+        map: Arc<RegionMap>,
+        obj: &ObjectInfo,
+    ) -> Result<MailboxParts, OpenError> {
         let name = map.name().to_string();
         let corrupt = |source| OpenError::Corrupt {
             name: name.clone(),
             source,
         };
-        let obj = info
-            .objects
-            .iter()
-            .find(|o| o.kind == HWL_OBJ_MAILBOX)
-            .ok_or_else(|| OpenError::NotAMailbox { name: name.clone() })?;
+        if obj.kind != HWL_OBJ_MAILBOX {
+            return Err(OpenError::NotAMailbox { name });
+        }
         if obj.size < MAILBOX_BYTES {
             return Err(corrupt(Corruption::new(
                 "mailbox object size",

@@ -1,7 +1,9 @@
-//! Segments of an unbounded mailbox as region files: segment 0 is the ring
-//! inside the mailbox's own region, segment k > 0 the region
-//! `<mailbox region>.s<k>` holding one MPMC ring. The chain state (bytes in
-//! use, segment numbers) lives in the mailbox control block.
+//! Segments of an unbounded queue as region files: segment 0 is the ring
+//! inside the queue's own region (a mailbox, or one direction of a domain
+//! link), segment k > 0 the region `<region>.<tag><k>` holding one MPMC ring
+//! (tag `s` for mailboxes and a link's first direction, `t` for its second).
+//! The chain state (bytes in use, segment numbers) lives in the queue's
+//! control block (`struct hwl_mailbox`).
 
 use crate::chain::{Segment, SegmentStore, StoreError};
 use crate::error::{Corruption, OpenError};
@@ -35,6 +37,7 @@ pub(crate) struct RegionStore {
     ctl: MailboxParts,
     first: Arc<MpmcParts>,
     root_name: String,
+    tag: char,
     backend: Backend,
     ready_timeout: Duration,
 }
@@ -43,6 +46,7 @@ impl RegionStore {
     pub(crate) fn new(
         ctl: MailboxParts,
         first: MpmcParts,
+        tag: char,
         backend: Backend,
         ready_timeout: Duration,
     ) -> RegionStore {
@@ -50,21 +54,14 @@ impl RegionStore {
             root_name: ctl.map().name().to_string(),
             ctl,
             first: Arc::new(first),
+            tag,
             backend,
             ready_timeout,
         }
     }
 
     fn name(&self, id: u64) -> String {
-        format!("{}.s{id}", self.root_name)
-    }
-
-    /// Names of every segment region that may still exist.
-    pub(crate) fn segment_names(&self) -> Vec<String> {
-        use crate::sync::Ordering;
-        let last = self.ctl.last_segment().load(Ordering::Acquire);
-        let head = self.ctl.head_segment().load(Ordering::Acquire).min(last);
-        (head.max(1)..=last).map(|id| self.name(id)).collect()
+        format!("{}.{}{id}", self.root_name, self.tag)
     }
 }
 
@@ -158,4 +155,33 @@ impl SegmentStore for RegionStore {
             let _ = hwlink_drivers::remove_region(&self.name(id));
         }
     }
+}
+
+/// If `name` looks like a segment (`<root>.<letter><digits>`), its root
+/// region's name and its number. Callers confirm by reading the region (an
+/// MPMC ring whose `segment` is that number): names alone may collide with
+/// a user's link name.
+pub(crate) fn segment_root(name: &str) -> Option<(String, u64)> {
+    let (root, last) = name.rsplit_once('.')?;
+    let mut chars = last.chars();
+    let tag = chars.next()?;
+    let digits = chars.as_str();
+    if root.is_empty() || !tag.is_ascii_lowercase() || digits.is_empty() {
+        return None;
+    }
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    (n > 0).then(|| (root.to_string(), n))
+}
+
+/// Removes region `name` and every segment region of its queues.
+pub(crate) fn remove_with_segments(name: &str) -> Result<(), MapError> {
+    for r in hwlink_drivers::list_regions()? {
+        if segment_root(&r.name).is_some_and(|(root, _)| root == name) {
+            let _ = hwlink_drivers::remove_region(&r.name);
+        }
+    }
+    hwlink_drivers::remove_region(name)
 }

@@ -1105,3 +1105,97 @@ fn first_send_race_between_threads_stress() {
     keeper.leave();
     assert_no_files(&d);
 }
+
+// ---------------------------------------------------------------------------
+// Unbounded buffering
+// ---------------------------------------------------------------------------
+
+fn unbounded(domain: &str, byte_limit: u64) -> DomainBuilder {
+    Domain::builder(domain)
+        .backend(Backend::Shm)
+        .slot_size(256)
+        .buffering(hwlink::Buffering::Unbounded { byte_limit })
+}
+
+/// With unbounded links a sender never waits: a peer process sends 50,000
+/// messages to a member that does not read and leaves; the link grew
+/// segments; then everything arrives in order and every file goes.
+#[test]
+fn unbounded_links_never_block_then_drain_in_order() {
+    let d = unique("unb");
+    let _c = Cleanup(d.clone());
+    let _dog = Watchdog::new(Duration::from_secs(120), "unbounded");
+    let count = 50_000u64;
+    let mut me = unbounded(&d, 256 << 20).join("rx").unwrap();
+    let mut tx = spawn(
+        "send_and_leave",
+        &d,
+        "tx",
+        &[
+            ("TO", "rx".into()),
+            ("COUNT", count.to_string()),
+            ("AUTO", "1".into()),
+        ],
+    );
+    tx.expect("LEFT", T);
+    tx.wait_success(T);
+    let regions = regions_of(&d);
+    assert!(
+        regions.len() > 2,
+        "no segments were chained for {count} messages: {regions:?}"
+    );
+    let mut scratch = [0u8; MAX_MSG];
+    for seq in 0..count {
+        let m = me.recv_from_timeout("tx", T).unwrap();
+        check(seq, &m, &mut scratch).unwrap();
+    }
+    match me.recv_from_timeout("tx", Duration::from_millis(200)) {
+        Err(RecvError::MemberGone { name }) => assert_eq!(name, "tx"),
+        other => panic!("expected MemberGone, got {other:?}"),
+    }
+    me.leave();
+    assert_no_files(&d);
+}
+
+/// Past the domain's byte limit per direction, `send` fails at once with a
+/// clear error naming the limit; once the receiver drains, sending works
+/// again.
+#[test]
+fn unbounded_link_memory_limit_is_a_clear_error() {
+    let d = unique("unl");
+    let _c = Cleanup(d.clone());
+    let limit = 4 << 20;
+    let mut a = unbounded(&d, limit).join("a").unwrap();
+    let mut b = unbounded(&d, limit).join("b").unwrap();
+    let msg = [7u8; 256];
+    let mut sent = 0u64;
+    let err = loop {
+        let t0 = Instant::now();
+        match a.send("b", msg) {
+            Ok(()) => sent += 1,
+            Err(e) => {
+                assert!(t0.elapsed() < Duration::from_secs(5), "send blocked");
+                break e;
+            }
+        }
+        assert!(sent < 1_000_000, "the limit never hit");
+    };
+    assert!(
+        matches!(&err, SendError::MemoryLimit { limit: l, .. } if *l == limit),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("drain"), "{err}");
+    for _ in 0..sent {
+        assert_eq!(b.recv_from_timeout("a", T).unwrap(), msg);
+    }
+    a.send("b", b"again").unwrap();
+    assert_eq!(b.recv_from_timeout("a", T).unwrap(), b"again");
+    b.send("a", b"back").unwrap();
+    assert_eq!(
+        a.recv_any_timeout(T).unwrap(),
+        ("b".to_string(), b"back".to_vec())
+    );
+    a.leave();
+    b.leave();
+    assert_no_files(&d);
+}
