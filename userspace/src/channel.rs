@@ -13,6 +13,8 @@ use crate::mailbox::Mailbox;
 use std::time::Instant;
 
 /// The sending half of one direction of a link.
+// The bounded variant is the hot path: kept inline, not behind a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub(crate) enum ChannelSender {
     /// `HWL_DOMAIN_BUF_BOUNDED`: an SPSC ring of `capacity` slots.
@@ -23,6 +25,7 @@ pub(crate) enum ChannelSender {
 }
 
 /// The receiving half of one direction of a link.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub(crate) enum ChannelReceiver {
     /// `HWL_DOMAIN_BUF_BOUNDED`: an SPSC ring of `capacity` slots.
