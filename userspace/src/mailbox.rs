@@ -177,6 +177,12 @@ impl MailboxBuilder {
         self.file_mode = mode & 0o777;
         self
     }
+    /// How long `open` waits for a mailbox another process is still
+    /// creating.
+    pub fn ready_timeout(mut self, t: Duration) -> Self {
+        self.ready_timeout = t;
+        self
+    }
     /// What openers may attach for; checked on every open.
     pub fn allow(mut self, access: Access) -> Self {
         self.allow = access;
@@ -404,6 +410,9 @@ pub struct Mailbox {
     /// messages).
     entry: u32,
     created: bool,
+    /// Pinned to one CPU: a peer may share it, so waiting yields between
+    /// polls instead of spinning on it.
+    pinned: bool,
 }
 
 impl Mailbox {
@@ -536,6 +545,7 @@ impl Mailbox {
             access,
             entry,
             created: false,
+            pinned: crate::liveness::cpu_mask().count_ones() == 1,
         })
     }
 
@@ -761,7 +771,12 @@ impl Mailbox {
                     break;
                 }
             }
-            spin_loop();
+            if self.pinned {
+                // A peer pinned to our CPU cannot run while we spin.
+                std::thread::yield_now();
+            } else {
+                spin_loop();
+            }
         }
         let slept: Result<_, ()> = bell.sleep_until(
             |_| Ok(check(self).then_some(())),

@@ -216,3 +216,126 @@ mod tests {
         assert_eq!(link_capacity(16 << 20), 4);
     }
 }
+
+/// One end of a pair of mailboxes (the reverse one is absent when
+/// streaming): the MPMC transport, one sender and one receiver on each.
+struct Mailboxes {
+    tx: Option<crate::Mailbox>,
+    rx: Option<crate::Mailbox>,
+}
+
+impl Transport for Mailboxes {
+    fn send(&mut self, msg: &[u8]) -> Result<(), BenchError> {
+        let tx = self
+            .tx
+            .as_mut()
+            .ok_or_else(|| link_err("no sending mailbox"))?;
+        tx.send(msg).map_err(|e| link_err(e.to_string()))
+    }
+    fn recv(&mut self, buf: &mut [u8]) -> Result<(), BenchError> {
+        let rx = self
+            .rx
+            .as_mut()
+            .ok_or_else(|| link_err("no receiving mailbox"))?;
+        let n = rx
+            .recv_with(|m, _| {
+                let n = m.len().min(buf.len());
+                buf[..n].copy_from_slice(&m[..n]);
+                m.len()
+            })
+            .map_err(link_err)?;
+        if n != buf.len() {
+            return Err(BenchError::Verify(format!(
+                "received {n} bytes, expected {}",
+                buf.len()
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn mailbox_builder(spec: &PeerSpec) -> crate::MailboxBuilder {
+    crate::MailboxBuilder::new()
+        .buffering(crate::Buffering::Bounded(link_capacity(spec.size)))
+        .slot_size(spec.size as u32)
+        .backend(spec.backend)
+        .wait(WaitStrategy::SpinPark)
+}
+
+/// Removes a mailbox when the measuring side is done with it (mailboxes
+/// outlive their creator otherwise).
+struct Owned(Option<crate::Mailbox>);
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        if let Some(m) = self.0.take() {
+            let _ = m.remove();
+        }
+    }
+}
+
+struct OwnedMailboxes {
+    inner: Mailboxes,
+    _keep: Vec<Owned>,
+}
+
+impl Transport for OwnedMailboxes {
+    fn send(&mut self, msg: &[u8]) -> Result<(), BenchError> {
+        self.inner.send(msg)
+    }
+    fn recv(&mut self, buf: &mut [u8]) -> Result<(), BenchError> {
+        self.inner.recv(buf)
+    }
+}
+
+pub(super) fn mailbox_parent(spec: &PeerSpec) -> Result<ParentSide, BenchError> {
+    use crate::Access;
+    let b = mailbox_builder(spec);
+    let tx = b
+        .clone()
+        .name(format!("{}-ma", spec.name))
+        .create(Access::Send)
+        .map_err(link_err)?;
+    // The creator's handles remove the mailboxes at the end; the sending
+    // and receiving handles are separate attachments.
+    let keep_a = b
+        .open(&format!("{}-ma", spec.name), Access::Send)
+        .map_err(link_err)?;
+    let (rx, keep) = match spec.workload {
+        Workload::RoundTrip => {
+            let created = b
+                .clone()
+                .name(format!("{}-mb", spec.name))
+                .create(Access::Recv)
+                .map_err(link_err)?;
+            let rx = b
+                .open(&format!("{}-mb", spec.name), Access::Recv)
+                .map_err(link_err)?;
+            (Some(rx), vec![Owned(Some(tx)), Owned(Some(created))])
+        }
+        Workload::Stream => (None, vec![Owned(Some(tx))]),
+    };
+    Ok(ParentSide::new(OwnedMailboxes {
+        inner: Mailboxes {
+            tx: Some(keep_a),
+            rx,
+        },
+        _keep: keep,
+    }))
+}
+
+pub(super) fn mailbox_child(spec: &PeerSpec) -> Result<Box<dyn Transport>, BenchError> {
+    use crate::Access;
+    let b = mailbox_builder(spec).ready_timeout(Duration::from_secs(5));
+    let rx = b
+        .open(&format!("{}-ma", spec.name), Access::Recv)
+        .map_err(link_err)?;
+    let tx = match spec.workload {
+        Workload::RoundTrip => Some(
+            b.open(&format!("{}-mb", spec.name), Access::Send)
+                .map_err(link_err)?,
+        ),
+        Workload::Stream => None,
+    };
+    Ok(Box::new(Mailboxes { tx, rx: Some(rx) }))
+}

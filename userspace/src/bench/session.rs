@@ -147,9 +147,7 @@ fn setup_parent(spec: &PeerSpec, opts: &Options) -> Result<ParentSide, BenchErro
         ));
     }
     match spec.mechanism {
-        Mechanism::HwlinkMailbox => Err(BenchError::Unsupported(
-            "MPMC mailboxes are not implemented yet (issue 3)".into(),
-        )),
+        Mechanism::HwlinkMailbox => hw::mailbox_parent(spec),
         Mechanism::HwlinkPoll | Mechanism::HwlinkSpinPark | Mechanism::HwlinkPark => {
             hw::link_parent(spec)
         }
@@ -169,9 +167,7 @@ fn setup_parent(spec: &PeerSpec, opts: &Options) -> Result<ParentSide, BenchErro
 
 fn open_child(spec: &PeerSpec) -> Result<Box<dyn Transport>, BenchError> {
     match spec.mechanism {
-        Mechanism::HwlinkMailbox => Err(BenchError::Unsupported(
-            "MPMC mailboxes are not implemented yet (issue 3)".into(),
-        )),
+        Mechanism::HwlinkMailbox => hw::mailbox_child(spec),
         Mechanism::HwlinkPoll | Mechanism::HwlinkSpinPark | Mechanism::HwlinkPark => {
             hw::link_child(spec)
         }
