@@ -91,7 +91,6 @@ impl Doorbell {
 
     /// P: takes one token, sleeping until one is posted or `deadline` passes.
     /// Returns false on timeout.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn wait(&self, deadline: Option<Instant>) -> bool {
         if self.try_wait() {
             return true;
@@ -169,14 +168,13 @@ impl Doorbell {
     }
 }
 
-/// A doorbell in its own heap allocation, for tests and models.
-#[cfg(test)]
+/// A doorbell in its own heap allocation, for tests, models and the
+/// micro-benchmarks.
 pub(crate) struct HeapDoorbell {
     words: std::sync::Arc<[AtomicU32; 2]>,
     pub(crate) bell: Doorbell,
 }
 
-#[cfg(test)]
 impl HeapDoorbell {
     pub(crate) fn new() -> Self {
         let words = std::sync::Arc::new([AtomicU32::new(0), AtomicU32::new(0)]);

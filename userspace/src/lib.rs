@@ -78,6 +78,43 @@ pub use mailbox::{
 };
 pub use wait::WaitStrategy;
 
+/// Internals exposed for the criterion micro-benchmarks (`benches/`) only:
+/// not part of the API, may change at any time.
+#[doc(hidden)]
+#[cfg(not(loom))]
+pub mod bench_support {
+    use std::time::Instant;
+
+    /// A semaphore doorbell on heap words (the same code as the doorbells
+    /// in shared memory).
+    pub struct Doorbell(crate::doorbell::HeapDoorbell);
+
+    impl Default for Doorbell {
+        fn default() -> Self {
+            Doorbell(crate::doorbell::HeapDoorbell::new())
+        }
+    }
+
+    impl Doorbell {
+        /// Another handle on the same words.
+        pub fn share(&self) -> Doorbell {
+            Doorbell(self.0.share())
+        }
+        /// V: adds a token, waking a sleeper if one is registered.
+        pub fn post(&self) {
+            self.0.bell.post()
+        }
+        /// Takes a token if there is one.
+        pub fn try_wait(&self) -> bool {
+            self.0.bell.try_wait()
+        }
+        /// P: takes a token, sleeping until one comes or `deadline`.
+        pub fn wait(&self, deadline: Option<Instant>) -> bool {
+            self.0.bell.wait(deadline)
+        }
+    }
+}
+
 /// The README's example, compiled as a doctest so that it stays true.
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]

@@ -16,7 +16,7 @@ use crate::region::{
     self, MailboxConfig, MailboxParts, MpmcParts, ObjectInit, ObjectSpec, RegionMap,
 };
 use crate::segments::RegionStore;
-use crate::sync::{fence, spin_loop, Ordering};
+use crate::sync::{fence, Ordering};
 use crate::wait::WaitStrategy;
 use hwlink_drivers::{Backend, BackingKind};
 use hwlink_hw::{
@@ -757,6 +757,7 @@ impl Mailbox {
             WaitStrategy::Park => Some(Instant::now()),
         };
         let mut n = 0u32;
+        let backoff = crossbeam_utils::Backoff::new();
         loop {
             if check(self) {
                 return true;
@@ -775,7 +776,10 @@ impl Mailbox {
                 // A peer pinned to our CPU cannot run while we spin.
                 std::thread::yield_now();
             } else {
-                spin_loop();
+                // Spin, then yield between polls: with more processes
+                // than CPUs (many producers and consumers), the one that
+                // must move next may be waiting for ours.
+                backoff.snooze();
             }
         }
         let slept: Result<_, ()> = bell.sleep_until(
