@@ -26,6 +26,8 @@ pub mod liveness;
 mod spsc;
 mod sync;
 mod wait;
+// Zero-capacity (rendezvous) hand-off; wired into mailboxes and links later.
+mod rendezvous;
 
 #[cfg(not(loom))]
 pub mod admin;
@@ -38,6 +40,8 @@ pub mod pingpong;
 #[cfg(not(loom))]
 mod region;
 
+#[cfg(test)]
+mod rendezvous_tests;
 #[cfg(test)]
 mod spsc_tests;
 
