@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Model-checks the concurrent algorithms with loom: the SPSC ring with its
-# doorbells, the semaphore, and the notify/sleep protocol (hw/SPEC.md §8).
+# doorbells, the semaphore, the notify/sleep protocol (hw/SPEC.md §8) and the
+# rendezvous hand-off (§10).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export RUSTFLAGS="--cfg loom"

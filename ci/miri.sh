@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the ring and doorbell tests under Miri, over heap memory: undefined
+# Runs the ring, doorbell and rendezvous tests under Miri, over heap memory: undefined
 # behaviour in the ring logic (bad pointer arithmetic, data races, misaligned
 # or out-of-bounds accesses) fails the run.
 set -euo pipefail
@@ -14,4 +14,4 @@ fi
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/miri"
 # Isolation off: the doorbell tests read the clock for their timeouts.
 export MIRIFLAGS="${MIRIFLAGS:--Zmiri-disable-isolation}"
-cargo +nightly miri test -p hwlink --lib -- spsc_tests doorbell
+cargo +nightly miri test -p hwlink --lib -- spsc_tests doorbell rendezvous

@@ -556,12 +556,12 @@ mod loom_models {
         unsafe fn write_payload(&self, cell: u32, msg: &[u8]) {
             self.words.payload[cell as usize].with_mut(|p| {
                 // SAFETY: loom checks this access is exclusive.
-                unsafe { (*p)[..msg.len()].copy_from_slice(msg) }
+                unsafe { (&mut *p)[..msg.len()].copy_from_slice(msg) }
             })
         }
         unsafe fn read_payload<R>(&self, cell: u32, len: usize, f: impl FnOnce(&[u8]) -> R) -> R {
             // SAFETY: loom checks this access is ordered after the write.
-            self.words.payload[cell as usize].with(|p| f(unsafe { &(*p)[..len] }))
+            self.words.payload[cell as usize].with(|p| f(unsafe { &(&*p)[..len] }))
         }
     }
 
@@ -593,8 +593,11 @@ mod loom_models {
     #[test]
     fn loom_rendezvous_blocking_handoff() {
         let mut builder = loom::model::Builder::new();
-        builder.preemption_bound = Some(2);
-        builder.check(|| {
+        builder.preemption_bound = Some(3);
+        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = runs.clone();
+        builder.check(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let w = words(2);
             let seen = Arc::new(AtomicU32::new(0));
             let (w2, seen2) = (w.clone(), seen.clone());
@@ -623,6 +626,7 @@ mod loom_models {
                 assert_eq!(s.load(Ordering::Relaxed), 0, "cell left busy");
             }
         });
+        eprintln!("loom_rendezvous_blocking_handoff: {runs:?} executions");
     }
 
     /// A sender and a receiver whose deadlines have both already passed
@@ -631,8 +635,11 @@ mod loom_models {
     #[test]
     fn loom_rendezvous_timeout_races_take() {
         let mut builder = loom::model::Builder::new();
-        builder.preemption_bound = Some(2);
-        builder.check(|| {
+        builder.preemption_bound = Some(3);
+        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = runs.clone();
+        builder.check(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let w = words(2);
             let w2 = w.clone();
             let t = loom::thread::spawn(move || {
@@ -663,5 +670,44 @@ mod loom_models {
                 assert_eq!(s.load(Ordering::Relaxed), 0, "cell left busy");
             }
         });
+        eprintln!("loom_rendezvous_timeout_races_take: {runs:?} executions");
+    }
+
+    /// Two blocking senders and one receiver that receives twice, on two
+    /// cells: both messages arrive exactly once and both sends return Ok.
+    /// Exercises posting while a receiver registers, and two parties
+    /// racing for the same cell.
+    #[test]
+    fn loom_rendezvous_two_senders_one_receiver() {
+        let mut builder = loom::model::Builder::new();
+        builder.preemption_bound = Some(1);
+        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = runs.clone();
+        builder.check(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let w = words(2);
+            let senders: Vec<_> = [b"a", b"b"]
+                .into_iter()
+                .map(|m| {
+                    let w = w.clone();
+                    loom::thread::spawn(move || {
+                        handle(&w, 2).send(m, None, WaitStrategy::Park, &mut ok)
+                    })
+                })
+                .collect();
+            let rx = handle(&w, 2);
+            let mut got: Vec<Vec<u8>> = (0..2)
+                .map(|_| {
+                    rx.recv_with(|m| m.to_vec(), None, WaitStrategy::Park, &mut ok)
+                        .unwrap()
+                })
+                .collect();
+            for s in senders {
+                assert_eq!(s.join().unwrap(), Ok(()));
+            }
+            got.sort();
+            assert_eq!(got, vec![b"a".to_vec(), b"b".to_vec()]);
+        });
+        eprintln!("loom_rendezvous_two_senders_one_receiver: {runs:?} executions");
     }
 }
