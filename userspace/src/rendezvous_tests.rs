@@ -465,6 +465,140 @@ mod heap {
         assert_eq!(r.join().unwrap().unwrap(), b"reaped");
     }
 
+    /// Shared anonymous memory that a forked child shares with us.
+    #[cfg(not(miri))]
+    struct SharedMap(*mut u8, usize);
+
+    #[cfg(not(miri))]
+    impl SharedMap {
+        fn new(len: usize) -> Self {
+            // SAFETY: a fresh anonymous shared mapping; no pointer is passed in.
+            let p = unsafe {
+                libc::mmap(
+                    core::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            assert_ne!(p, libc::MAP_FAILED);
+            SharedMap(p.cast(), len)
+        }
+        fn open(&self) -> Rendezvous {
+            // SAFETY: the mapping lives until `self` drops, after every
+            // handle of the test (they are dropped first).
+            unsafe { Rendezvous::from_raw(self.0, self.1) }.unwrap()
+        }
+    }
+
+    #[cfg(not(miri))]
+    impl Drop for SharedMap {
+        fn drop(&mut self) {
+            // SAFETY: our own mapping, no handle left.
+            unsafe { libc::munmap(self.0.cast(), self.1) };
+        }
+    }
+
+    /// Forks a child that runs `f` and exits with its result as status.
+    #[cfg(not(miri))]
+    fn fork_child(f: impl FnOnce() -> bool) -> libc::pid_t {
+        // SAFETY: fork has no memory preconditions; the child only runs `f`
+        // and `_exit`s, never returning into the test harness.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(false);
+            // SAFETY: ends the child without running the parent's atexit
+            // handlers or destructors.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        pid
+    }
+
+    #[cfg(not(miri))]
+    fn reap(pid: libc::pid_t) -> libc::c_int {
+        let mut status = 0;
+        // SAFETY: `status` is a live c_int; `pid` is our child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        status
+    }
+
+    /// Real processes: a forked receiver takes 200 messages in order (each
+    /// send waits for its receipt). Then a receiver is SIGKILLed inside its
+    /// closure while the sender waits for the ack: the sender finds it dead,
+    /// reclaims the message and reports "not delivered" (Timeout, since
+    /// nobody else receives before the deadline), and every cell ends FREE.
+    #[cfg(not(miri))]
+    #[test]
+    fn rendezvous_across_processes_and_a_killed_receiver() {
+        let cells = 4;
+        let len = crate::rendezvous::rendezvous_bytes(cells, 64).unwrap() as usize;
+        let map = SharedMap::new(len);
+        // SAFETY: fresh mapping, nobody else uses it yet.
+        unsafe { init(map.0, len, cells, 64) }.unwrap();
+        let n = 200u32;
+        let child = fork_child(|| {
+            let rdv = map.open();
+            let deadline = Some(Instant::now() + Duration::from_secs(20));
+            (0..n).all(|i| {
+                rdv.recv_with(
+                    |m| m == i.to_le_bytes(),
+                    deadline,
+                    WaitStrategy::SpinPark,
+                    &mut ok,
+                ) == Ok(true)
+            })
+        });
+        let rdv = map.open();
+        let deadline = Some(Instant::now() + Duration::from_secs(20));
+        for i in 0..n {
+            assert_eq!(
+                rdv.send(&i.to_le_bytes(), deadline, WaitStrategy::SpinPark, &mut ok),
+                Ok(())
+            );
+        }
+        assert_eq!(reap(child), 0, "the receiving child failed");
+
+        // A receiver that dies inside its closure, before acknowledging.
+        let child = fork_child(|| {
+            let rdv = map.open();
+            let _ = rdv.recv_with(
+                |_| loop {
+                    std::thread::sleep(Duration::from_secs(1));
+                },
+                None,
+                WaitStrategy::Park,
+                &mut ok,
+            );
+            true
+        });
+        let killer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            // SAFETY: plain syscall on our own child.
+            unsafe { libc::kill(child, libc::SIGKILL) };
+            reap(child)
+        });
+        let t0 = Instant::now();
+        let deadline = Some(t0 + Duration::from_secs(2));
+        assert_eq!(
+            rdv.send(b"swallowed?", deadline, WaitStrategy::Park, &mut ok),
+            Err(RdvSendError::Timeout),
+            "a killed receiver must not count as a delivery"
+        );
+        assert!(t0.elapsed() < Duration::from_secs(3));
+        let status = killer.join().unwrap();
+        assert!(libc::WIFSIGNALED(status), "the child was killed");
+        let states = core::mem::offset_of!(hwl_rendezvous, state);
+        for cell in 0..cells as usize {
+            // SAFETY: state words of the live mapping, read atomically.
+            let w = unsafe { &*map.0.add(states + 8 * cell).cast::<AtomicU64>() };
+            assert_eq!(w.load(Ordering::SeqCst), 0, "cell {cell} left busy");
+        }
+        drop(rdv);
+    }
+
     /// Another handle, as another process would open it, shares the object.
     #[test]
     fn rendezvous_two_handles_meet() {
