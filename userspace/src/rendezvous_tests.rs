@@ -216,6 +216,8 @@ mod heap {
         } else {
             (4, 4, 400, 3)
         };
+        // Miri runs a thousand times slower: stretch the deadlines.
+        let slow: u32 = if cfg!(miri) { 100 } else { 1 };
         let h = Arc::new(HeapRendezvous::new(cells, 16));
         let received = Arc::new(Mutex::new(Vec::new()));
         let senders_left = Arc::new(AtomicU32::new(senders as u32));
@@ -229,8 +231,8 @@ mod heap {
                     let wait = strategies()[(rng.next() % 3) as usize];
                     let deadline = match rng.next() % 4 {
                         0 => Some(Instant::now()),
-                        1 => Some(Instant::now() + Duration::from_micros(rng.next() % 2000)),
-                        _ => Some(Instant::now() + Duration::from_millis(5)),
+                        1 => Some(Instant::now() + Duration::from_micros(rng.next() % 2000) * slow),
+                        _ => Some(Instant::now() + Duration::from_millis(5) * slow),
                     };
                     let res = if rng.next() % 5 == 0 {
                         h.try_recv_with(|m| u64::from_le_bytes(m.try_into().unwrap()))
@@ -266,9 +268,14 @@ mod heap {
                         1 => h
                             .send(&id.to_le_bytes(), Some(Instant::now()), wait, &mut ok)
                             .map_err(|e| format!("{e:?}")),
+                        // No deadline: the receivers keep receiving until
+                        // every sender is done, so this is always delivered.
+                        2 => h
+                            .send(&id.to_le_bytes(), None, wait, &mut ok)
+                            .map_err(|e| format!("{e:?}")),
                         _ => {
                             let deadline =
-                                Instant::now() + Duration::from_micros(rng.next() % 3000);
+                                Instant::now() + Duration::from_micros(rng.next() % 3000) * slow;
                             h.send(&id.to_le_bytes(), Some(deadline), wait, &mut ok)
                                 .map_err(|e| format!("{e:?}"))
                         }
