@@ -875,4 +875,65 @@ mod loom_models {
         );
         eprintln!("loom_rendezvous_try_send_races_receiver_timeout: {runs:?} executions");
     }
+
+    /// Three parties: a blocking sender, a blocking receiver and a receiver
+    /// whose deadline has passed. The message is received exactly once
+    /// (by either receiver) and the sender returns Ok.
+    #[test]
+    fn loom_rendezvous_two_receivers_one_sender() {
+        let mut builder = loom::model::Builder::new();
+        builder.preemption_bound = Some(2);
+        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = runs.clone();
+        // Which receiver got the message: [the blocking one, the late one].
+        let outcomes = Arc::new([
+            std::sync::atomic::AtomicBool::new(false),
+            std::sync::atomic::AtomicBool::new(false),
+        ]);
+        let reached = outcomes.clone();
+        builder.check(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let w = words(2);
+            let w2 = w.clone();
+            let late = loom::thread::spawn(move || {
+                match handle(&w2, 2).recv_with(
+                    |m| m.to_vec(),
+                    Some(Instant::now()),
+                    WaitStrategy::Park,
+                    &mut ok,
+                ) {
+                    Ok(m) => Some(m),
+                    Err(RdvRecvError::Timeout) => None,
+                    Err(e) => panic!("{e:?}"),
+                }
+            });
+            let w3 = w.clone();
+            let tx = loom::thread::spawn(move || {
+                handle(&w3, 2).send(b"one", None, WaitStrategy::Park, &mut ok)
+            });
+            let rx = handle(&w, 2);
+            let late_got = late.join().unwrap();
+            reached[usize::from(late_got.is_some())]
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            if late_got.is_none() {
+                let got = rx
+                    .recv_with(|m| m.to_vec(), None, WaitStrategy::Park, &mut ok)
+                    .unwrap();
+                assert_eq!(got, b"one");
+            } else {
+                assert_eq!(late_got.unwrap(), b"one");
+            }
+            assert_eq!(tx.join().unwrap(), Ok(()));
+            for s in &w.states {
+                assert_eq!(s.load(Ordering::Relaxed), 0, "cell left busy");
+            }
+        });
+        eprintln!("loom_rendezvous_two_receivers_one_sender: {runs:?} executions");
+        assert!(
+            outcomes
+                .iter()
+                .all(|o| o.load(std::sync::atomic::Ordering::Relaxed)),
+            "the model must reach a delivery to each receiver"
+        );
+    }
 }
