@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Runs the ring (SPSC and MPMC) and doorbell tests under Miri, over heap
-# memory: undefined behaviour in the ring logic (bad pointer arithmetic, data
-# races, misaligned or out-of-bounds accesses) fails the run.
+# Runs the ring (SPSC and MPMC), chain, doorbell and rendezvous tests under
+# Miri, over heap memory: undefined behaviour in the ring logic (bad pointer
+# arithmetic, data races, misaligned or out-of-bounds accesses) fails the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! cargo +nightly miri --version >/dev/null 2>&1; then
@@ -14,4 +14,4 @@ fi
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/miri"
 # Isolation off: the doorbell tests read the clock for their timeouts.
 export MIRIFLAGS="${MIRIFLAGS:--Zmiri-disable-isolation}"
-cargo +nightly miri test -p hwlink --lib -- spsc_tests doorbell mpmc_tests chain_tests
+cargo +nightly miri test -p hwlink --lib -- spsc_tests doorbell mpmc_tests chain_tests rendezvous

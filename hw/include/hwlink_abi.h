@@ -37,8 +37,9 @@
 #define HWL_FEAT_SPSC_RING (1U << 0)     /* objects of kind HWL_OBJ_SPSC_RING */
 #define HWL_FEAT_FUTEX_DOORBELL (1U << 1) /* doorbells are futex words */
 #define HWL_FEAT_MPMC_RING (1U << 2)     /* objects of kind HWL_OBJ_MPMC_RING */
+#define HWL_FEAT_RENDEZVOUS (1U << 3)    /* objects of kind HWL_OBJ_RENDEZVOUS */
 #define HWL_FEAT_MAILBOX (1U << 4)       /* objects of kind HWL_OBJ_MAILBOX */
-#define HWL_FEAT_DOMAIN (1U << 5)         /* objects of kind HWL_OBJ_DOMAIN */
+#define HWL_FEAT_DOMAIN (1U << 5)        /* objects of kind HWL_OBJ_DOMAIN */
 
 /* hwl_region.flags: facts about the backing memory, set by the creator. */
 #define HWL_REGION_F_HUGEPAGE (1U << 0) /* backed by 2 MiB hugepages */
@@ -48,6 +49,7 @@
 #define HWL_OBJ_NONE 0
 #define HWL_OBJ_SPSC_RING 1
 #define HWL_OBJ_MPMC_RING 2
+#define HWL_OBJ_RENDEZVOUS 3 /* struct hwl_rendezvous: zero-capacity hand-off */
 #define HWL_OBJ_MAILBOX 4
 #define HWL_OBJ_DOMAIN 5 /* struct hwl_domain + its member directory */
 
@@ -333,6 +335,67 @@ struct hwl_member {
 	__u64 pending_links;  /* bit j: member j created or opened a link to us */
 	__u8 name[HWL_MEMBER_NAME_LEN]; /* member name, NUL-padded */
 	struct hwl_doorbell inbox; /* recv_any sleeps here */
+};
+
+/*
+ * Rendezvous (zero-capacity) hand-off: many senders, many receivers, no
+ * buffering. A send returns only after a receiver has taken the message.
+ *
+ *   line 0   cells, slot_size, cell_stride, flags, cells_offset
+ *            written once by the creator, before the region is published
+ *   line 1   next_ticket: FIFO order of postings and registrations
+ *   line 2   cells_bell doorbell: posted when a cell is freed, a message
+ *            is posted or a receiver registers; waited on only while every
+ *            cell is busy
+ *   line 3+  state[HWL_RDV_MAX_CELLS]: one 64-bit state word per cell,
+ *            HWL_RDV_* in the low 32 bits, a pid in the high 32 bits;
+ *            changed only by compare-exchange (hw/SPEC.md, "Rendezvous")
+ *   cells_offset: cells cells of cell_stride bytes, each a
+ *            struct hwl_rdv_cell followed by up to slot_size payload bytes
+ */
+#define HWL_RDV_MAX_CELLS 64     /* most cells of one rendezvous object */
+#define HWL_RDV_CELL_HDR_SIZE 64 /* sizeof(struct hwl_rdv_cell) */
+
+/* hwl_rendezvous.state[i], low 32 bits; the high 32 bits name a pid (see
+ * hw/SPEC.md for whose). */
+#define HWL_RDV_FREE 0         /* unused; high half 0 */
+#define HWL_RDV_CLAIMED 1      /* owner (pid) is writing its cell header */
+#define HWL_RDV_RECV_WAITING 2 /* owner (pid), a receiver, waits for a message */
+#define HWL_RDV_FILLING 3      /* sender (pid) copies its message into it */
+#define HWL_RDV_FILLED 4       /* sender (pid)'s message is complete */
+#define HWL_RDV_READING 5      /* the owner reads the message of sender (pid) */
+#define HWL_RDV_ACKED 6        /* the owner has received it; sender (pid) frees */
+#define HWL_RDV_SEND_WAITING 7 /* owner (pid), a sender, offers its message */
+#define HWL_RDV_TAKING 8       /* receiver (pid) reads the owner's message */
+#define HWL_RDV_TAKEN 9        /* receiver (pid) has received it; owner frees */
+
+struct hwl_rendezvous {
+	__u32 cells;        /* cells in use, 1..HWL_RDV_MAX_CELLS */
+	__u32 slot_size;    /* most payload bytes in one cell */
+	__u32 cell_stride;  /* bytes per cell, header included, multiple of 64 */
+	__u32 flags;        /* reserved, zero */
+	__u64 cells_offset; /* from the start of this struct, multiple of 64 */
+	__u64 resv0[5];     /* reserved, zero */
+	__u32 next_ticket;  /* fetch-add by every posting / registration */
+	__u32 pad1[15];
+	struct hwl_doorbell cells_bell; /* a cell became free or useful */
+	__u64 state[HWL_RDV_MAX_CELLS]; /* per-cell state words */
+};
+
+/* The header of one rendezvous cell; the payload follows it. The owner
+ * writes owner_pid, owner_start and ticket while the cell is CLAIMED; len
+ * is written by whoever writes the payload. */
+struct hwl_rdv_cell {
+	__u32 owner_pid;     /* process that claimed the cell */
+	__u32 len;           /* payload bytes, <= slot_size */
+	__u64 owner_start;   /* its start time, against pid reuse */
+	__u32 ticket;        /* next_ticket value taken when it was posted */
+	__u32 resv0;         /* reserved, zero */
+	__u32 owner_count;   /* futex word the owner sleeps on (doorbell count) */
+	__u32 owner_waiters; /* doorbell waiters of owner_count */
+	__u32 peer_count;    /* futex word a paired sender sleeps on for the ack */
+	__u32 peer_waiters;  /* doorbell waiters of peer_count */
+	__u64 resv1[3];      /* reserved, zero */
 };
 
 #endif /* HWLINK_ABI_H */

@@ -12,6 +12,7 @@ pub const HWL_NAME_LEN: u32 = 48;
 pub const HWL_FEAT_SPSC_RING: u32 = 1;
 pub const HWL_FEAT_FUTEX_DOORBELL: u32 = 2;
 pub const HWL_FEAT_MPMC_RING: u32 = 4;
+pub const HWL_FEAT_RENDEZVOUS: u32 = 8;
 pub const HWL_FEAT_MAILBOX: u32 = 16;
 pub const HWL_FEAT_DOMAIN: u32 = 32;
 pub const HWL_REGION_F_HUGEPAGE: u32 = 1;
@@ -19,6 +20,7 @@ pub const HWL_REGION_F_DEVICE: u32 = 2;
 pub const HWL_OBJ_NONE: u32 = 0;
 pub const HWL_OBJ_SPSC_RING: u32 = 1;
 pub const HWL_OBJ_MPMC_RING: u32 = 2;
+pub const HWL_OBJ_RENDEZVOUS: u32 = 3;
 pub const HWL_OBJ_MAILBOX: u32 = 4;
 pub const HWL_OBJ_DOMAIN: u32 = 5;
 pub const HWL_EP_FREE: u32 = 0;
@@ -49,6 +51,18 @@ pub const HWL_MEMBER_FREE: u32 = 0;
 pub const HWL_MEMBER_JOINING: u32 = 1;
 pub const HWL_MEMBER_ACTIVE: u32 = 2;
 pub const HWL_MEMBER_LEAVING: u32 = 3;
+pub const HWL_RDV_MAX_CELLS: u32 = 64;
+pub const HWL_RDV_CELL_HDR_SIZE: u32 = 64;
+pub const HWL_RDV_FREE: u32 = 0;
+pub const HWL_RDV_CLAIMED: u32 = 1;
+pub const HWL_RDV_RECV_WAITING: u32 = 2;
+pub const HWL_RDV_FILLING: u32 = 3;
+pub const HWL_RDV_FILLED: u32 = 4;
+pub const HWL_RDV_READING: u32 = 5;
+pub const HWL_RDV_ACKED: u32 = 6;
+pub const HWL_RDV_SEND_WAITING: u32 = 7;
+pub const HWL_RDV_TAKING: u32 = 8;
+pub const HWL_RDV_TAKEN: u32 = 9;
 pub type __u8 = ::core::ffi::c_uchar;
 pub type __u32 = ::core::ffi::c_uint;
 pub type __u64 = ::core::ffi::c_ulonglong;
@@ -762,4 +776,133 @@ const _: () = {
     [
         "Offset of field: hwl_member::inbox",
     ][::core::mem::offset_of!(hwl_member, inbox) - 64usize];
+};
+#[repr(C)]
+#[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
+pub struct hwl_rendezvous {
+    /// cells in use, 1..HWL_RDV_MAX_CELLS
+    pub cells: __u32,
+    /// most payload bytes in one cell
+    pub slot_size: __u32,
+    /// bytes per cell, header included, multiple of 64
+    pub cell_stride: __u32,
+    /// reserved, zero
+    pub flags: __u32,
+    /// from the start of this struct, multiple of 64
+    pub cells_offset: __u64,
+    /// reserved, zero
+    pub resv0: [__u64; 5usize],
+    /// fetch-add by every posting / registration
+    pub next_ticket: __u32,
+    pub pad1: [__u32; 15usize],
+    /// a cell became free or useful
+    pub cells_bell: hwl_doorbell,
+    /// per-cell state words
+    pub state: [__u64; 64usize],
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of hwl_rendezvous"][::core::mem::size_of::<hwl_rendezvous>() - 704usize];
+    ["Alignment of hwl_rendezvous"][::core::mem::align_of::<hwl_rendezvous>() - 8usize];
+    [
+        "Offset of field: hwl_rendezvous::cells",
+    ][::core::mem::offset_of!(hwl_rendezvous, cells) - 0usize];
+    [
+        "Offset of field: hwl_rendezvous::slot_size",
+    ][::core::mem::offset_of!(hwl_rendezvous, slot_size) - 4usize];
+    [
+        "Offset of field: hwl_rendezvous::cell_stride",
+    ][::core::mem::offset_of!(hwl_rendezvous, cell_stride) - 8usize];
+    [
+        "Offset of field: hwl_rendezvous::flags",
+    ][::core::mem::offset_of!(hwl_rendezvous, flags) - 12usize];
+    [
+        "Offset of field: hwl_rendezvous::cells_offset",
+    ][::core::mem::offset_of!(hwl_rendezvous, cells_offset) - 16usize];
+    [
+        "Offset of field: hwl_rendezvous::resv0",
+    ][::core::mem::offset_of!(hwl_rendezvous, resv0) - 24usize];
+    [
+        "Offset of field: hwl_rendezvous::next_ticket",
+    ][::core::mem::offset_of!(hwl_rendezvous, next_ticket) - 64usize];
+    [
+        "Offset of field: hwl_rendezvous::pad1",
+    ][::core::mem::offset_of!(hwl_rendezvous, pad1) - 68usize];
+    [
+        "Offset of field: hwl_rendezvous::cells_bell",
+    ][::core::mem::offset_of!(hwl_rendezvous, cells_bell) - 128usize];
+    [
+        "Offset of field: hwl_rendezvous::state",
+    ][::core::mem::offset_of!(hwl_rendezvous, state) - 192usize];
+};
+impl Default for hwl_rendezvous {
+    fn default() -> Self {
+        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}
+/** The header of one rendezvous cell; the payload follows it. The owner
+ writes owner_pid, owner_start and ticket while the cell is CLAIMED; len
+ is written by whoever writes the payload.*/
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone, Hash, PartialEq, Eq)]
+pub struct hwl_rdv_cell {
+    /// process that claimed the cell
+    pub owner_pid: __u32,
+    /// payload bytes, <= slot_size
+    pub len: __u32,
+    /// its start time, against pid reuse
+    pub owner_start: __u64,
+    /// next_ticket value taken when it was posted
+    pub ticket: __u32,
+    /// reserved, zero
+    pub resv0: __u32,
+    /// futex word the owner sleeps on (doorbell count)
+    pub owner_count: __u32,
+    /// doorbell waiters of owner_count
+    pub owner_waiters: __u32,
+    /// futex word a paired sender sleeps on for the ack
+    pub peer_count: __u32,
+    /// doorbell waiters of peer_count
+    pub peer_waiters: __u32,
+    /// reserved, zero
+    pub resv1: [__u64; 3usize],
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of hwl_rdv_cell"][::core::mem::size_of::<hwl_rdv_cell>() - 64usize];
+    ["Alignment of hwl_rdv_cell"][::core::mem::align_of::<hwl_rdv_cell>() - 8usize];
+    [
+        "Offset of field: hwl_rdv_cell::owner_pid",
+    ][::core::mem::offset_of!(hwl_rdv_cell, owner_pid) - 0usize];
+    [
+        "Offset of field: hwl_rdv_cell::len",
+    ][::core::mem::offset_of!(hwl_rdv_cell, len) - 4usize];
+    [
+        "Offset of field: hwl_rdv_cell::owner_start",
+    ][::core::mem::offset_of!(hwl_rdv_cell, owner_start) - 8usize];
+    [
+        "Offset of field: hwl_rdv_cell::ticket",
+    ][::core::mem::offset_of!(hwl_rdv_cell, ticket) - 16usize];
+    [
+        "Offset of field: hwl_rdv_cell::resv0",
+    ][::core::mem::offset_of!(hwl_rdv_cell, resv0) - 20usize];
+    [
+        "Offset of field: hwl_rdv_cell::owner_count",
+    ][::core::mem::offset_of!(hwl_rdv_cell, owner_count) - 24usize];
+    [
+        "Offset of field: hwl_rdv_cell::owner_waiters",
+    ][::core::mem::offset_of!(hwl_rdv_cell, owner_waiters) - 28usize];
+    [
+        "Offset of field: hwl_rdv_cell::peer_count",
+    ][::core::mem::offset_of!(hwl_rdv_cell, peer_count) - 32usize];
+    [
+        "Offset of field: hwl_rdv_cell::peer_waiters",
+    ][::core::mem::offset_of!(hwl_rdv_cell, peer_waiters) - 36usize];
+    [
+        "Offset of field: hwl_rdv_cell::resv1",
+    ][::core::mem::offset_of!(hwl_rdv_cell, resv1) - 40usize];
 };

@@ -169,6 +169,31 @@ fn expected_layouts() -> Vec<Expected> {
             name @ 32 : 32,
             inbox @ 64 : 64,
         }),
+        // Rendezvous (zero-capacity hand-off).
+        layout!(hwl_rendezvous, 704, 8 {
+            cells @ 0 : 4,
+            slot_size @ 4 : 4,
+            cell_stride @ 8 : 4,
+            flags @ 12 : 4,
+            cells_offset @ 16 : 8,
+            resv0 @ 24 : 40,
+            next_ticket @ 64 : 4,
+            pad1 @ 68 : 60,
+            cells_bell @ 128 : 64,
+            state @ 192 : 512,
+        }),
+        layout!(hwl_rdv_cell, 64, 8 {
+            owner_pid @ 0 : 4,
+            len @ 4 : 4,
+            owner_start @ 8 : 8,
+            ticket @ 16 : 4,
+            resv0 @ 20 : 4,
+            owner_count @ 24 : 4,
+            owner_waiters @ 28 : 4,
+            peer_count @ 32 : 4,
+            peer_waiters @ 36 : 4,
+            resv1 @ 40 : 24,
+        }),
     ]
 }
 
@@ -235,13 +260,28 @@ fn expected_constants() -> Vec<(&'static str, u64, u64)> {
         ("HWL_MEMBER_JOINING", 1, HWL_MEMBER_JOINING.into()),
         ("HWL_MEMBER_ACTIVE", 2, HWL_MEMBER_ACTIVE.into()),
         ("HWL_MEMBER_LEAVING", 3, HWL_MEMBER_LEAVING.into()),
+        // Rendezvous (zero-capacity hand-off).
+        ("HWL_FEAT_RENDEZVOUS", 8, HWL_FEAT_RENDEZVOUS.into()),
+        ("HWL_OBJ_RENDEZVOUS", 3, HWL_OBJ_RENDEZVOUS.into()),
+        ("HWL_RDV_MAX_CELLS", 64, HWL_RDV_MAX_CELLS.into()),
+        ("HWL_RDV_CELL_HDR_SIZE", 64, HWL_RDV_CELL_HDR_SIZE.into()),
+        ("HWL_RDV_FREE", 0, HWL_RDV_FREE.into()),
+        ("HWL_RDV_CLAIMED", 1, HWL_RDV_CLAIMED.into()),
+        ("HWL_RDV_RECV_WAITING", 2, HWL_RDV_RECV_WAITING.into()),
+        ("HWL_RDV_FILLING", 3, HWL_RDV_FILLING.into()),
+        ("HWL_RDV_FILLED", 4, HWL_RDV_FILLED.into()),
+        ("HWL_RDV_READING", 5, HWL_RDV_READING.into()),
+        ("HWL_RDV_ACKED", 6, HWL_RDV_ACKED.into()),
+        ("HWL_RDV_SEND_WAITING", 7, HWL_RDV_SEND_WAITING.into()),
+        ("HWL_RDV_TAKING", 8, HWL_RDV_TAKING.into()),
+        ("HWL_RDV_TAKEN", 9, HWL_RDV_TAKEN.into()),
     ]
 }
 
 #[test]
 fn struct_layouts_match_literals() {
     let layouts = expected_layouts();
-    assert_eq!(layouts.len(), 12);
+    assert_eq!(layouts.len(), 14);
     for l in &layouts {
         // The header promises explicit padding: the fields tile the struct
         // exactly, with no hole the compiler filled in.
@@ -324,6 +364,26 @@ fn domain_lines_and_words() {
         hwl_member::default().name.len(),
         HWL_MEMBER_NAME_LEN as usize
     );
+}
+
+#[test]
+fn rendezvous_words_sit_where_the_protocol_expects() {
+    let line = |offset: usize| offset / HWL_CACHELINE as usize;
+    assert_eq!(line(offset_of!(hwl_rendezvous, cells_offset) + 7), 0);
+    assert_eq!(line(offset_of!(hwl_rendezvous, next_ticket)), 1);
+    assert_eq!(line(offset_of!(hwl_rendezvous, cells_bell)), 2);
+    assert_eq!(line(offset_of!(hwl_rendezvous, state)), 3);
+    assert_eq!(
+        hwl_rendezvous::default().state.len(),
+        HWL_RDV_MAX_CELLS as usize
+    );
+    assert_eq!(size_of::<hwl_rendezvous>() % HWL_CACHELINE as usize, 0);
+    assert_eq!(size_of::<hwl_rdv_cell>(), HWL_RDV_CELL_HDR_SIZE as usize);
+    // State words are 64-bit atomics; futex words 4-byte aligned.
+    assert_eq!(offset_of!(hwl_rendezvous, state) % 8, 0);
+    assert_eq!(offset_of!(hwl_rdv_cell, owner_count) % 4, 0);
+    assert_eq!(offset_of!(hwl_rdv_cell, peer_count) % 4, 0);
+    assert_eq!(offset_of!(hwl_rdv_cell, owner_start) % 8, 0);
 }
 
 #[test]

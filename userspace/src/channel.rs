@@ -3,9 +3,9 @@
 //! A domain link is two channels, one per direction, in one region. Each
 //! buffering kind is one flavour, matched in every method (the way
 //! crossbeam's `SenderFlavor` is): bounded(n) is a link.rs
-//! `Sender`/`Receiver` pair over one SPSC ring; unbounded is a queue of
-//! chained segments (the mailbox machinery, attached one way). The domain
-//! code only talks to these enums.
+//! `Sender`/`Receiver` pair over one SPSC ring; unbounded (chained
+//! segments) and zero capacity (a rendezvous) are queues of the mailbox
+//! machinery, attached one way. The domain code only talks to these enums.
 
 use crate::error::{RecvError, SendError};
 use crate::link::{Receiver, Sender};
@@ -19,9 +19,11 @@ use std::time::Instant;
 pub(crate) enum ChannelSender {
     /// `HWL_DOMAIN_BUF_BOUNDED`: an SPSC ring of `capacity` slots.
     Bounded(Sender),
-    /// `HWL_DOMAIN_BUF_UNBOUNDED`: a chain of ring segments up to the
-    /// domain's byte limit (a queue attached to send only).
-    Unbounded(Box<Mailbox>),
+    /// `HWL_DOMAIN_BUF_UNBOUNDED` (a chain of ring segments up to the
+    /// domain's byte limit: never waits) or `HWL_DOMAIN_BUF_ZERO` (a
+    /// rendezvous: returns once the receiver has the message): a queue
+    /// attached to send only.
+    Queue(Box<Mailbox>),
 }
 
 /// The receiving half of one direction of a link.
@@ -30,8 +32,9 @@ pub(crate) enum ChannelSender {
 pub(crate) enum ChannelReceiver {
     /// `HWL_DOMAIN_BUF_BOUNDED`: an SPSC ring of `capacity` slots.
     Bounded(Receiver),
-    /// `HWL_DOMAIN_BUF_UNBOUNDED`: the receiving side of the chain.
-    Unbounded(Box<Mailbox>),
+    /// `HWL_DOMAIN_BUF_UNBOUNDED` or `HWL_DOMAIN_BUF_ZERO`: the queue,
+    /// attached to receive only.
+    Queue(Box<Mailbox>),
 }
 
 impl ChannelSender {
@@ -51,8 +54,13 @@ impl ChannelSender {
                     tx.send_timeout(msg, d.saturating_duration_since(Instant::now()))
                 }
             },
-            // Never waits: the chain grows, or the byte limit says no.
-            ChannelSender::Unbounded(q) => q.try_send(msg),
+            // Unbounded never reports Full (the chain grows, or the byte
+            // limit says no at once); zero waits for a receiver.
+            ChannelSender::Queue(q) => match (block, deadline) {
+                (false, _) => q.try_send(msg),
+                (true, None) => q.send(msg),
+                (true, Some(d)) => q.send_timeout(msg, d.saturating_duration_since(Instant::now())),
+            },
         }
     }
 
@@ -60,7 +68,7 @@ impl ChannelSender {
     pub(crate) fn awaits_receiver(&self) -> bool {
         match self {
             ChannelSender::Bounded(tx) => tx.awaits_receiver(),
-            ChannelSender::Unbounded(q) => !q.is_empty(),
+            ChannelSender::Queue(q) => !q.is_empty(),
         }
     }
 }
@@ -79,7 +87,7 @@ impl ChannelReceiver {
                 (true, None) => rx.recv(),
                 (true, Some(d)) => rx.recv_timeout(d.saturating_duration_since(Instant::now())),
             },
-            ChannelReceiver::Unbounded(q) => match (block, deadline) {
+            ChannelReceiver::Queue(q) => match (block, deadline) {
                 (false, _) => q.try_recv(),
                 (true, None) => q.recv(),
                 (true, Some(d)) => q.recv_timeout(d.saturating_duration_since(Instant::now())),
@@ -92,7 +100,7 @@ impl ChannelReceiver {
     pub(crate) fn has_message_now(&self) -> bool {
         match self {
             ChannelReceiver::Bounded(rx) => rx.has_message_now(),
-            ChannelReceiver::Unbounded(q) => q.has_message_now(),
+            ChannelReceiver::Queue(q) => q.has_message_now(),
         }
     }
 }

@@ -27,9 +27,9 @@ use hwlink_drivers::{Backend, BackingKind, MapError};
 use hwlink_hw::{
     HWL_DOMAIN_BUF_BOUNDED, HWL_DOMAIN_BUF_UNBOUNDED, HWL_DOMAIN_BUF_ZERO, HWL_DOMAIN_CLOSED,
     HWL_DOMAIN_CLOSING, HWL_DOMAIN_MAX_MEMBERS, HWL_DOMAIN_OPEN, HWL_FEAT_DOMAIN,
-    HWL_FEAT_FUTEX_DOORBELL, HWL_FEAT_MAILBOX, HWL_FEAT_MPMC_RING, HWL_FEAT_SPSC_RING,
-    HWL_MEMBER_ACTIVE, HWL_MEMBER_FREE, HWL_MEMBER_JOINING, HWL_MEMBER_LEAVING,
-    HWL_MEMBER_NAME_LEN, HWL_OBJ_DOMAIN, HWL_OBJ_MAILBOX, HWL_OBJ_MPMC_RING, HWL_OBJ_SPSC_RING,
+    HWL_FEAT_FUTEX_DOORBELL, HWL_FEAT_MAILBOX, HWL_FEAT_SPSC_RING, HWL_MEMBER_ACTIVE,
+    HWL_MEMBER_FREE, HWL_MEMBER_JOINING, HWL_MEMBER_LEAVING, HWL_MEMBER_NAME_LEN, HWL_OBJ_DOMAIN,
+    HWL_OBJ_MAILBOX, HWL_OBJ_SPSC_RING,
 };
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -364,7 +364,13 @@ impl Domain {
 }
 
 /// Buffering kinds of links this build implements.
-const SUPPORTED_BUFFERING: [u32; 2] = [HWL_DOMAIN_BUF_BOUNDED, HWL_DOMAIN_BUF_UNBOUNDED];
+const SUPPORTED_BUFFERING: [u32; 3] = [
+    HWL_DOMAIN_BUF_BOUNDED,
+    HWL_DOMAIN_BUF_UNBOUNDED,
+    HWL_DOMAIN_BUF_ZERO,
+];
+/// Rendezvous cells per direction of a zero-capacity link.
+const LINK_RDV_CELLS: u32 = 4;
 
 /// Settings for joining a domain. Capacity, slot size, buffering and
 /// directory size are fixed by the member that creates the domain and read
@@ -846,7 +852,7 @@ impl Member {
         create: bool,
     ) -> Result<Link, OpenError> {
         let file = link_name(&self.domain, (self.me, self.gen), (slot, gen));
-        if self.dom.config().buffering == HWL_DOMAIN_BUF_UNBOUNDED {
+        if self.dom.config().buffering != HWL_DOMAIN_BUF_BOUNDED {
             return self.attach_queue_link(file, slot, gen, peer_name, create);
         }
         let made = if create {
@@ -937,10 +943,11 @@ impl Member {
         result
     }
 
-    /// [`attach_link`](Self::attach_link) for unbounded buffering: each
-    /// direction is a queue (control block + first ring) whose further
-    /// segments are regions of their own (`<link>.s<k>` for the lower
-    /// entry's direction, `<link>.t<k>` for the other).
+    /// [`attach_link`](Self::attach_link) for unbounded and zero-capacity
+    /// buffering: each direction is a queue (control block + first ring, or
+    /// rendezvous cells). An unbounded queue's further segments are regions
+    /// of their own (`<link>.s<k>` for the lower entry's direction,
+    /// `<link>.t<k>` for the other).
     fn attach_queue_link(
         &self,
         file: String,
@@ -950,19 +957,21 @@ impl Member {
         create: bool,
     ) -> Result<Link, OpenError> {
         let cfg = self.dom.config();
-        let layout = QueueLayout::new(
-            Buffering::Unbounded {
-                byte_limit: cfg.byte_limit,
-            },
-            cfg.capacity,
-            cfg.slot_size,
-            Access::SendRecv,
-        )?;
+        let zero = cfg.buffering == HWL_DOMAIN_BUF_ZERO;
+        let (buffering, first) = if zero {
+            // A direction has one sender and one receiver: a few cells.
+            (Buffering::Zero, LINK_RDV_CELLS)
+        } else {
+            let byte_limit = cfg.byte_limit;
+            (Buffering::Unbounded { byte_limit }, cfg.capacity)
+        };
+        let layout = QueueLayout::new(buffering, first, cfg.slot_size, Access::SendRecv)?;
+        let queue_kind = layout.kind();
         let made = if create {
-            let (qcfg, g, ring_bytes) = (layout.config, layout.geometry, layout.ring_bytes);
+            let (qcfg, ring_bytes) = (layout.config, layout.queue_bytes);
             let own = QUEUE_CTL_BYTES.div_ceil(4096) * 4096 + ring_bytes.div_ceil(4096) * 4096;
             let init_ctl = move |o: ObjectInit| region::init_mailbox(o, qcfg, own);
-            let init_ring = move |o: ObjectInit| region::init_mpmc_ring(o, g, 0);
+            let init_ring = layout.init_queue();
             let peer = peer_name.unwrap_or("");
             let (lo, hi) = if self.me < slot {
                 (self.name.as_str(), peer)
@@ -978,10 +987,10 @@ impl Member {
                         init: &init_ctl,
                     },
                     ObjectSpec {
-                        kind: HWL_OBJ_MPMC_RING,
+                        kind: queue_kind,
                         name: who,
                         size: ring_bytes,
-                        init: &init_ring,
+                        init: &*init_ring,
                     },
                 ]
             });
@@ -989,7 +998,7 @@ impl Member {
             match region::create_region(
                 &file,
                 self.link_backend,
-                HWL_FEAT_MAILBOX | HWL_FEAT_MPMC_RING | HWL_FEAT_FUTEX_DOORBELL,
+                HWL_FEAT_MAILBOX | layout.feature() | HWL_FEAT_FUTEX_DOORBELL,
                 &[a[0], a[1], b[0], b[1]],
                 true,
             ) {
@@ -1010,7 +1019,7 @@ impl Member {
                 None => open_fresh(&file, self.link_backend, self.ready_timeout)?,
             };
             let of = |kind| -> Vec<_> { info.objects.iter().filter(|o| o.kind == kind).collect() };
-            let (ctls, rings) = (of(HWL_OBJ_MAILBOX), of(HWL_OBJ_MPMC_RING));
+            let (ctls, rings) = (of(HWL_OBJ_MAILBOX), of(queue_kind));
             if ctls.len() != 2 || rings.len() != 2 {
                 return Err(OpenError::Corrupt {
                     name: file.clone(),
@@ -1034,8 +1043,18 @@ impl Member {
                     created,
                 )
             };
-            let tx = ChannelSender::Unbounded(Box::new(open(out, Access::Send)?));
-            let rx = ChannelReceiver::Unbounded(Box::new(open(inc, Access::Recv)?));
+            let mut tx = Box::new(open(out, Access::Send)?);
+            if zero {
+                // A waiting zero-capacity send wakes the peer's inbox, so
+                // that its recv_any finds the offer.
+                let inbox = self.dom.inbox(slot);
+                tx.set_offer_hook(Box::new(move || {
+                    fence(SC);
+                    inbox.notify();
+                }));
+            }
+            let tx = ChannelSender::Queue(tx);
+            let rx = ChannelReceiver::Queue(Box::new(open(inc, Access::Recv)?));
             let peer = peer_name
                 .map(str::to_string)
                 .unwrap_or_else(|| ctls[inc].name.clone());

@@ -32,6 +32,8 @@ mod mpmc;
 mod spsc;
 mod sync;
 mod wait;
+// Zero-capacity (rendezvous) hand-off; wired into mailboxes and links later.
+mod rendezvous;
 
 #[cfg(not(loom))]
 pub mod admin;
@@ -56,6 +58,8 @@ mod segments;
 mod chain_tests;
 #[cfg(test)]
 mod mpmc_tests;
+#[cfg(test)]
+mod rendezvous_tests;
 #[cfg(test)]
 mod spsc_tests;
 

@@ -14,7 +14,9 @@ use crate::error::{OpenError, RecvError, SendError};
 use crate::mpmc::{self, MpmcGeometry, PopError, PushError};
 use crate::region::{
     self, MailboxConfig, MailboxParts, MpmcParts, ObjectInit, ObjectSpec, RegionMap,
+    RendezvousParts,
 };
+use crate::rendezvous::{RdvRecvError, RdvSendError};
 use crate::segments::RegionStore;
 use crate::sync::{fence, Ordering};
 use crate::wait::WaitStrategy;
@@ -201,53 +203,36 @@ impl MailboxBuilder {
 
     /// Creates the mailbox and attaches to it with `access`.
     pub fn create(&self, access: Access) -> Result<Mailbox, OpenError> {
-        let id = MailboxId(random_id());
+        let layout = QueueLayout::new(
+            self.buffering,
+            DEFAULT_MAILBOX_CAPACITY.min(256),
+            self.slot_size,
+            self.allow,
+        )?;
+        let id = MailboxId(layout.config.id);
         let name = self.region_name(id)?;
-        let (buffering, capacity, byte_limit) = match self.buffering {
-            Buffering::Zero => {
-                return Err(OpenError::InvalidConfig(
-                    "zero-capacity mailboxes are not available in this build".into(),
-                ))
-            }
-            Buffering::Bounded(n) => (HWL_BUF_BOUNDED, n, 0),
-            Buffering::Unbounded { byte_limit } => (
-                HWL_BUF_UNBOUNDED,
-                DEFAULT_MAILBOX_CAPACITY.min(256),
-                byte_limit,
-            ),
-        };
-        let geometry = mpmc_geometry(capacity, self.slot_size)?;
-        let ring_size = mpmc::ring_bytes(geometry.capacity, geometry.slot_size)
-            .ok_or_else(|| OpenError::InvalidConfig("capacity * slot size overflows".into()))?;
-        let config = MailboxConfig {
-            id: id.0,
-            buffering,
-            access: self.allow.bits(),
-            capacity: geometry.capacity,
-            slot_size: geometry.slot_size,
-            byte_limit,
-        };
+        let config = layout.config;
         let init_ctl = move |obj: ObjectInit| {
             let len = obj.region_len();
             region::init_mailbox(obj, config, len)
         };
-        let init_ring = move |obj: ObjectInit| region::init_mpmc_ring(obj, geometry, 0);
+        let init_queue = layout.init_queue();
         let map = region::create_region(
             &name,
             self.backend,
-            HWL_FEAT_MAILBOX | HWL_FEAT_MPMC_RING | HWL_FEAT_FUTEX_DOORBELL,
+            HWL_FEAT_MAILBOX | layout.feature() | HWL_FEAT_FUTEX_DOORBELL,
             &[
                 ObjectSpec {
                     kind: HWL_OBJ_MAILBOX,
                     name: "mailbox",
-                    size: core::mem::size_of::<hwlink_hw::hwl_mailbox>() as u64,
+                    size: QUEUE_CTL_BYTES,
                     init: &init_ctl,
                 },
                 ObjectSpec {
-                    kind: HWL_OBJ_MPMC_RING,
+                    kind: layout.kind(),
                     name: "queue",
-                    size: ring_size,
-                    init: &init_ring,
+                    size: layout.queue_bytes,
+                    init: &*init_queue,
                 },
             ],
             true,
@@ -256,7 +241,8 @@ impl MailboxBuilder {
             std::os::unix::fs::PermissionsExt::from_mode(self.file_mode);
         let _ = std::fs::set_permissions(map.region().path(), mode);
         let region_len = map.region().len() as u64;
-        if buffering == HWL_BUF_UNBOUNDED && byte_limit < region_len {
+        let byte_limit = layout.config.byte_limit;
+        if layout.config.buffering == HWL_BUF_UNBOUNDED && byte_limit < region_len {
             let _ = hwlink_drivers::remove_region(&name);
             return Err(OpenError::InvalidConfig(format!(
                 "a byte limit of {byte_limit} is below the mailbox's first segment ({region_len} bytes): \
@@ -303,21 +289,28 @@ impl MailboxBuilder {
     }
 }
 
-/// The shape of a queue's objects: its control block's configuration, its
-/// first ring, and the bytes the ring object needs.
+/// The shape of a queue's objects: its control block's configuration and
+/// its queue object (first MPMC ring, or rendezvous cells).
 pub(crate) struct QueueLayout {
     pub config: MailboxConfig,
-    pub geometry: MpmcGeometry,
-    pub ring_bytes: u64,
+    /// The first ring (bounded and unbounded).
+    pub geometry: Option<MpmcGeometry>,
+    /// Bytes the queue object needs.
+    pub queue_bytes: u64,
 }
 
 /// Bytes of a queue control block object.
 pub(crate) const QUEUE_CTL_BYTES: u64 = core::mem::size_of::<hwlink_hw::hwl_mailbox>() as u64;
 
+/// Rendezvous cells of a zero-capacity mailbox: senders posting plus
+/// receivers waiting at one moment.
+const MAILBOX_RDV_CELLS: u32 = hwlink_hw::HWL_RDV_MAX_CELLS;
+
 impl QueueLayout {
-    /// A queue of `buffering` (bounded or unbounded) for messages of up to
-    /// `slot_size` bytes that openers may attach to with `allow`. An
-    /// unbounded queue's first ring has `first_capacity` slots.
+    /// A queue of `buffering` for messages of up to `slot_size` bytes that
+    /// openers may attach to with `allow`. An unbounded queue's first ring
+    /// has `first_capacity` slots; a zero-capacity one has `first_capacity`
+    /// rendezvous cells (2 to 64).
     pub(crate) fn new(
         buffering: Buffering,
         first_capacity: u32,
@@ -325,29 +318,80 @@ impl QueueLayout {
         allow: Access,
     ) -> Result<QueueLayout, OpenError> {
         let (kind, capacity, byte_limit) = match buffering {
-            Buffering::Zero => {
-                return Err(OpenError::InvalidConfig(
-                    "zero-capacity queues are not available in this build".into(),
-                ))
-            }
+            Buffering::Zero => (HWL_BUF_ZERO, first_capacity.clamp(2, MAILBOX_RDV_CELLS), 0),
             Buffering::Bounded(n) => (HWL_BUF_BOUNDED, n, 0),
             Buffering::Unbounded { byte_limit } => (HWL_BUF_UNBOUNDED, first_capacity, byte_limit),
         };
-        let geometry = mpmc_geometry(capacity, slot_size)?;
-        let ring_bytes = mpmc::ring_bytes(geometry.capacity, geometry.slot_size)
-            .ok_or_else(|| OpenError::InvalidConfig("capacity * slot size overflows".into()))?;
+        let (geometry, queue_bytes) = if kind == HWL_BUF_ZERO {
+            let bytes =
+                crate::rendezvous::rendezvous_bytes(capacity, slot_size).ok_or_else(|| {
+                    OpenError::InvalidConfig(format!("slot size {slot_size} is too large"))
+                })?;
+            (None, bytes)
+        } else {
+            let g = mpmc_geometry(capacity, slot_size)?;
+            let bytes = mpmc::ring_bytes(g.capacity, g.slot_size)
+                .ok_or_else(|| OpenError::InvalidConfig("capacity * slot size overflows".into()))?;
+            (Some(g), bytes)
+        };
         Ok(QueueLayout {
             config: MailboxConfig {
                 id: random_id(),
                 buffering: kind,
                 access: allow.bits(),
-                capacity: geometry.capacity,
-                slot_size: geometry.slot_size,
+                capacity,
+                slot_size,
                 byte_limit,
             },
             geometry,
-            ring_bytes,
+            queue_bytes,
         })
+    }
+
+    /// The queue object's kind.
+    pub(crate) fn kind(&self) -> u32 {
+        match self.geometry {
+            Some(_) => HWL_OBJ_MPMC_RING,
+            None => hwlink_hw::HWL_OBJ_RENDEZVOUS,
+        }
+    }
+
+    /// The feature bit of the queue object.
+    pub(crate) fn feature(&self) -> u32 {
+        match self.geometry {
+            Some(_) => HWL_FEAT_MPMC_RING,
+            None => hwlink_hw::HWL_FEAT_RENDEZVOUS,
+        }
+    }
+
+    /// Initialises the queue object.
+    pub(crate) fn init_queue(&self) -> Box<dyn Fn(ObjectInit)> {
+        match self.geometry {
+            Some(g) => Box::new(move |o| region::init_mpmc_ring(o, g, 0)),
+            None => {
+                let (cells, slot) = (self.config.capacity, self.config.slot_size);
+                Box::new(move |o| region::init_rendezvous(o, cells, slot))
+            }
+        }
+    }
+}
+
+fn rdv_send_error<E>(e: RdvSendError<E>) -> SendError<()> {
+    match e {
+        RdvSendError::NoReceiver => SendError::Full(()),
+        RdvSendError::Timeout => SendError::Timeout(()),
+        RdvSendError::Peer(_) => SendError::Disconnected(()),
+        RdvSendError::TooLarge { len, max } => SendError::TooLarge { msg: (), len, max },
+        RdvSendError::Corrupt(c) => SendError::Corrupt(c),
+    }
+}
+
+fn rdv_recv_error<E>(e: RdvRecvError<E>) -> RecvError {
+    match e {
+        RdvRecvError::NoSender => RecvError::Empty,
+        RdvRecvError::Timeout => RecvError::Timeout,
+        RdvRecvError::Peer(_) => RecvError::Disconnected,
+        RdvRecvError::Corrupt(c) => RecvError::Corrupt(c),
     }
 }
 
@@ -393,6 +437,7 @@ pub(crate) struct QueuePlace {
 enum Queue {
     Bounded(MpmcParts),
     Unbounded(Box<Chain<RegionStore>>),
+    Zero(RendezvousParts),
 }
 
 /// One process's attachment to a mailbox. Use one handle per thread
@@ -413,6 +458,19 @@ pub struct Mailbox {
     /// Pinned to one CPU: a peer may share it, so waiting yields between
     /// polls instead of spinning on it.
     pinned: bool,
+    /// Called while a zero-capacity send waits for a receiver (before it
+    /// parks, then once per slice): a domain link wakes the receiver's
+    /// inbox with it, so that `recv_any` finds the offer.
+    on_offer: Option<OfferHook>,
+}
+
+/// See [`Mailbox::set_offer_hook`].
+struct OfferHook(Box<dyn Fn() + Send>);
+
+impl fmt::Debug for OfferHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("OfferHook")
+    }
 }
 
 impl Mailbox {
@@ -446,7 +504,7 @@ impl Mailbox {
         let ring_obj = info
             .objects
             .iter()
-            .find(|o| o.kind == HWL_OBJ_MPMC_RING)
+            .find(|o| o.kind == HWL_OBJ_MPMC_RING || o.kind == hwlink_hw::HWL_OBJ_RENDEZVOUS)
             .ok_or_else(|| OpenError::NotAMailbox { name: name.clone() })?;
         let place = QueuePlace {
             map,
@@ -493,6 +551,20 @@ impl Mailbox {
         if !creating && ctl.removed().load(Ordering::Acquire) != 0 {
             return Err(OpenError::Map(hwlink_drivers::MapError::NotFound { name }));
         }
+        if config.buffering == HWL_BUF_ZERO {
+            let rdv = RendezvousParts::locate_object(map.clone(), &ring_obj)?;
+            if rdv.rdv().slot_size() != config.slot_size as usize {
+                return Err(OpenError::Corrupt {
+                    name,
+                    source: crate::error::Corruption::new(
+                        "mailbox rendezvous slot size",
+                        rdv.rdv().slot_size() as u64,
+                        config.slot_size.into(),
+                    ),
+                });
+            }
+            return Mailbox::finish_attach(name, ctl, Queue::Zero(rdv), wait, access);
+        }
         let ring = MpmcParts::locate_object(map.clone(), &ring_obj)?;
         if ring.ring().geometry().slot_size != config.slot_size {
             return Err(OpenError::Corrupt {
@@ -527,6 +599,16 @@ impl Mailbox {
                 })
             }
         };
+        Mailbox::finish_attach(name, ctl, queue, wait, access)
+    }
+
+    fn finish_attach(
+        name: String,
+        ctl: MailboxParts,
+        queue: Queue,
+        wait: WaitStrategy,
+        access: Access,
+    ) -> Result<Mailbox, OpenError> {
         let entry = claim_entry(&ctl, access.bits()).ok_or(OpenError::TooManyAttachments {
             name: name.clone(),
             max: HWL_MAX_ATTACHMENTS,
@@ -546,6 +628,7 @@ impl Mailbox {
             entry,
             created: false,
             pinned: crate::liveness::cpu_mask().count_ones() == 1,
+            on_offer: None,
         })
     }
 
@@ -585,17 +668,25 @@ impl Mailbox {
         match &self.queue {
             Queue::Bounded(p) => p.ring().len().unwrap_or(0),
             Queue::Unbounded(c) => c.len(),
+            // Nothing is ever queued; a waiting sender holds its message.
+            Queue::Zero(_) => 0,
         }
     }
     /// Whether nothing is queued now.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// Sets the hook a zero-capacity send calls while it waits.
+    pub(crate) fn set_offer_hook(&mut self, hook: Box<dyn Fn() + Send>) {
+        self.on_offer = Some(OfferHook(hook));
+    }
+
     /// Whether a receive would find a message now, from memory alone.
     pub(crate) fn has_message_now(&self) -> bool {
         match &self.queue {
             Queue::Bounded(p) => p.ring().len().unwrap_or(1) > 0,
             Queue::Unbounded(c) => c.maybe_ready(),
+            Queue::Zero(r) => r.rdv().sender_waiting(),
         }
     }
     /// Bytes of memory the mailbox's segments take now.
@@ -631,6 +722,7 @@ impl Mailbox {
                 PushError::Corrupt(c) => SendError::Corrupt(c),
             }),
             Queue::Unbounded(c) => c.try_push(msg, self.entry),
+            Queue::Zero(r) => return r.rdv().try_send(msg).map_err(rdv_send_error),
         };
         if sent.is_ok() {
             // F0: publish (the slot's turn) before reading the waiter count.
@@ -646,6 +738,27 @@ impl Mailbox {
         deadline: Option<Instant>,
         block: bool,
     ) -> Result<(), SendError<M>> {
+        if let (Queue::Zero(r), true) = (&self.queue, block) {
+            if !self.can(HWL_ACCESS_SEND) || self.removed() {
+                return Err(SendError::Disconnected(msg));
+            }
+            let ctl = &self.ctl;
+            let on_offer = &self.on_offer;
+            let mut still_there = || {
+                if let Some(OfferHook(hook)) = on_offer {
+                    hook();
+                }
+                if ctl.removed().load(Ordering::Acquire) != 0 {
+                    Err(())
+                } else {
+                    Ok(())
+                }
+            };
+            return r
+                .rdv()
+                .send(msg.as_ref(), deadline, self.wait, &mut still_there)
+                .map_err(|e| rdv_send_error(e).with_msg(msg));
+        }
         loop {
             match self.try_send_raw(msg.as_ref()) {
                 Ok(()) => return Ok(()),
@@ -656,7 +769,7 @@ impl Mailbox {
                 Queue::Bounded(p) => {
                     p.ring().len().unwrap_or(0) < u64::from(p.ring().geometry().capacity)
                 }
-                Queue::Unbounded(_) => true,
+                Queue::Unbounded(_) | Queue::Zero(_) => true,
             };
             if !self.wait_for(false, deadline, room) {
                 return Err(SendError::Timeout(msg));
@@ -692,6 +805,7 @@ impl Mailbox {
                 PopError::Corrupt(c) => RecvError::Corrupt(c),
             }),
             Queue::Unbounded(c) => c.try_pop_with(f),
+            Queue::Zero(r) => r.rdv().try_recv_with(|m| f(m, 0)).map_err(rdv_recv_error),
         };
         match got {
             Ok(v) => {
@@ -713,6 +827,23 @@ impl Mailbox {
         deadline: Option<Instant>,
         block: bool,
     ) -> Result<R, RecvError> {
+        if let (Queue::Zero(r), true) = (&self.queue, block) {
+            if !self.can(HWL_ACCESS_RECV) {
+                return Err(RecvError::Disconnected);
+            }
+            let ctl = &self.ctl;
+            let mut still_there = || {
+                if ctl.removed().load(Ordering::Acquire) != 0 {
+                    Err(())
+                } else {
+                    Ok(())
+                }
+            };
+            return r
+                .rdv()
+                .recv_with(|m| f(m, 0), deadline, self.wait, &mut still_there)
+                .map_err(rdv_recv_error);
+        }
         let mut f = Some(f);
         loop {
             // The closure is only consumed when a message was claimed.
@@ -730,6 +861,7 @@ impl Mailbox {
             let ready = |mbx: &Mailbox| match &mbx.queue {
                 Queue::Bounded(p) => p.ring().len().unwrap_or(1) > 0 || p.ring().is_sealed(),
                 Queue::Unbounded(c) => c.maybe_ready(),
+                Queue::Zero(r) => r.rdv().sender_waiting(),
             };
             if !self.wait_for(true, deadline, ready) {
                 return Err(RecvError::Timeout);

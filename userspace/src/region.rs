@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 /// Feature bits this build understands.
 pub(crate) const KNOWN_FEATURES: u32 = HWL_FEAT_SPSC_RING
     | HWL_FEAT_FUTEX_DOORBELL
+    | hwlink_hw::HWL_FEAT_RENDEZVOUS
     | HWL_FEAT_MPMC_RING
     | HWL_FEAT_MAILBOX
     | HWL_FEAT_DOMAIN;
@@ -1233,5 +1234,62 @@ impl MailboxParts {
                 start_time: self.u64_word(addr_of_mut!((*a).start_time)),
             }
         }
+    }
+}
+
+/// Lays out a rendezvous object of `cells` cells for messages of up to
+/// `slot_size` bytes in a zero-filled object being created.
+pub(crate) fn init_rendezvous(obj: ObjectInit, cells: u32, slot_size: u32) {
+    // SAFETY: `obj` is exclusively owned (the region is not published yet)
+    // and `obj.size` bytes long.
+    unsafe { crate::rendezvous::init(obj.base, obj.size as usize, cells, slot_size) }
+        .expect("rendezvous configuration checked by the creator");
+}
+
+/// A validated rendezvous object in a mapped region.
+pub(crate) struct RendezvousParts {
+    _map: Arc<RegionMap>,
+    rdv: crate::rendezvous::Rendezvous,
+}
+
+impl std::fmt::Debug for RendezvousParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RendezvousParts")
+            .field("region", &self._map.name())
+            .field("slot_size", &self.rdv.slot_size())
+            .finish()
+    }
+}
+
+impl RendezvousParts {
+    /// Validates the rendezvous object `obj` of `map` (an entry of its
+    /// validated table), reading its configuration once.
+    pub(crate) fn locate_object(
+        map: Arc<RegionMap>,
+        obj: &ObjectInfo,
+    ) -> Result<RendezvousParts, OpenError> {
+        let name = map.name().to_string();
+        if obj.kind != hwlink_hw::HWL_OBJ_RENDEZVOUS {
+            return Err(OpenError::Corrupt {
+                name,
+                source: Corruption::new(
+                    "object kind (rendezvous)",
+                    obj.kind.into(),
+                    hwlink_hw::HWL_OBJ_RENDEZVOUS.into(),
+                ),
+            });
+        }
+        // SAFETY: the object lies inside the mapping (validated table), is
+        // page aligned, and `map` (kept in the value) keeps it mapped; other
+        // processes use it only through the rendezvous protocol.
+        let rdv = unsafe {
+            crate::rendezvous::Rendezvous::from_raw(map.object_base(obj), obj.size as usize)
+        }
+        .map_err(|source| OpenError::Corrupt { name, source })?;
+        Ok(RendezvousParts { _map: map, rdv })
+    }
+
+    pub(crate) fn rdv(&self) -> &crate::rendezvous::Rendezvous {
+        &self.rdv
     }
 }

@@ -1199,3 +1199,96 @@ fn unbounded_link_memory_limit_is_a_clear_error() {
     b.leave();
     assert_no_files(&d);
 }
+
+// ---------------------------------------------------------------------------
+// Zero capacity (rendezvous)
+// ---------------------------------------------------------------------------
+
+/// Zero-capacity links: a peer process's every `send` waits until this
+/// member has received the message (rendezvous); recv_from and recv_any
+/// both find the offers; order and contents hold.
+#[test]
+fn zero_capacity_links_rendezvous_in_order() {
+    let d = unique("zero");
+    let _c = Cleanup(d.clone());
+    let _dog = Watchdog::new(Duration::from_secs(120), "zero");
+    let count = 2_000u64;
+    let mut me = Domain::builder(&d)
+        .backend(Backend::Shm)
+        .slot_size(256)
+        .buffering(hwlink::Buffering::Zero)
+        .join("rx")
+        .unwrap();
+    let mut tx = spawn(
+        "stream_send",
+        &d,
+        "tx",
+        &[
+            ("TO", "rx".into()),
+            ("COUNT", count.to_string()),
+            ("MODE", "block".into()),
+            ("AUTO", "1".into()),
+        ],
+    );
+    tx.expect("JOINED", T);
+    let mut scratch = [0u8; MAX_MSG];
+    for seq in 0..count {
+        let m = if seq % 2 == 0 {
+            me.recv_from_timeout("tx", T).unwrap()
+        } else {
+            let (from, m) = me.recv_any_timeout(T).unwrap();
+            assert_eq!(from, "tx");
+            m
+        };
+        check(seq, &m, &mut scratch).unwrap();
+    }
+    // The ack goes back over the same (zero-capacity) link: the peer is
+    // waiting in recv_from, so even try_send meets it.
+    let deadline = Instant::now() + T;
+    loop {
+        match me.try_send("tx", b"ack") {
+            Ok(()) => break,
+            Err(SendError::Full(_)) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(1))
+            }
+            Err(e) => panic!("ack: {e}"),
+        }
+    }
+    tx.expect("DONE", T);
+    tx.wait_success(T);
+    me.leave();
+    assert_no_files(&d);
+}
+
+/// With nobody receiving, a zero-capacity try_send is Full and
+/// send_timeout times out, handing the message back: nothing is queued.
+#[test]
+fn zero_capacity_link_without_receiver_queues_nothing() {
+    let d = unique("zn");
+    let _c = Cleanup(d.clone());
+    let zero = |n| {
+        Domain::builder(&d)
+            .backend(Backend::Shm)
+            .buffering(hwlink::Buffering::Zero)
+            .join(n)
+            .unwrap()
+    };
+    let mut a = zero("a");
+    let mut b = zero("b");
+    assert!(matches!(a.try_send("b", b"x"), Err(SendError::Full(_))));
+    match a.send_timeout("b", b"y", Duration::from_millis(30)) {
+        Err(SendError::Timeout(m)) => assert_eq!(m, b"y"),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(b.try_recv_from("a"), Err(RecvError::Empty)));
+    let t = std::thread::spawn(move || {
+        let m = b.recv_from_timeout("a", T).unwrap();
+        (b, m)
+    });
+    a.send_timeout("b", b"z", T).unwrap();
+    let (b, m) = t.join().unwrap();
+    assert_eq!(m, b"z");
+    a.leave();
+    b.leave();
+    assert_no_files(&d);
+}

@@ -110,6 +110,7 @@ fn peer_entry() {
         "consume" => role_consume(),
         "create_send_exit" => role_create_send_exit(),
         "open_as_nobody" => role_open_as_nobody(),
+        "stamp_receiver" => role_stamp_receiver(),
         other => panic!("unknown role {other}"),
     }
     std::process::exit(0);
@@ -243,7 +244,7 @@ fn role_produce() {
 /// checking each message and that each producer's sequence numbers rise;
 /// reports per producer: count, sum of sequences, xor of their hashes.
 fn role_consume() {
-    let form = Form::parse(&var("FORM"));
+    let form = Form::parse(&std::env::var("HWLINK_MBX_CFORM").unwrap_or_else(|_| var("FORM")));
     let producers = num("PRODUCERS") as usize;
     let mut mbx = MailboxBuilder::new()
         .wait(form.wait())
@@ -342,6 +343,19 @@ fn many_to_many(
     count: u64,
     form: Form,
 ) {
+    many_to_many_forms(tag, buffering, producers, consumers, count, form, form)
+}
+
+/// [`many_to_many`] with one form for producers and another for consumers.
+fn many_to_many_forms(
+    tag: &str,
+    buffering: Buffering,
+    producers: u32,
+    consumers: u32,
+    count: u64,
+    form: Form,
+    consumer_form: Form,
+) {
     let name = unique(tag);
     let _c = Cleanup(name.clone());
     let mut mbx = MailboxBuilder::new()
@@ -351,7 +365,11 @@ fn many_to_many(
         .create(Access::SendRecv)
         .unwrap();
     let common = |extra: Vec<(&'static str, String)>| {
-        let mut v = vec![("NAME", name.clone()), ("FORM", form.name().to_string())];
+        let mut v = vec![
+            ("NAME", name.clone()),
+            ("FORM", form.name().to_string()),
+            ("CFORM", consumer_form.name().to_string()),
+        ];
         v.extend(extra);
         v
     };
@@ -664,4 +682,132 @@ fn outlives_its_creator_then_removed_by_rm() {
     assert_eq!(r, Err(RecvError::Disconnected));
     assert!(regions_of(&name).is_empty());
     assert!(Mailbox::open(&name, Access::Send).is_err());
+}
+
+// ---------------------------------------------------------------------------
+// Zero capacity (rendezvous)
+// ---------------------------------------------------------------------------
+
+#[test]
+fn four_producers_four_consumers_zero_capacity_exactly_once_fifo() {
+    many_to_many("z44", Buffering::Zero, 4, 4, 5_000, Form::Blocking);
+}
+
+/// Every form with zero capacity. A try on both sides can never meet (a
+/// try_send needs a receiver already waiting, a try_recv a sender already
+/// waiting), so each try form runs against the other side blocking.
+#[test]
+fn every_form_with_zero_capacity() {
+    for (form, consumer_form) in [
+        (Form::Blocking, Form::Blocking),
+        (Form::Polling, Form::Polling),
+        (Form::Timeout, Form::Timeout),
+        (Form::Try, Form::Blocking),
+        (Form::Blocking, Form::Try),
+    ] {
+        let tag = format!("z{}{}", &form.name()[..2], &consumer_form.name()[..2]);
+        many_to_many_forms(&tag, Buffering::Zero, 1, 1, 2_000, form, consumer_form);
+    }
+}
+
+/// A rendezvous sender is released only after a receiver has the message:
+/// the receiver process stamps the moment its closure runs (CLOCK_MONOTONIC,
+/// shared by every process), after a pause; the sender's `send` must return
+/// after that stamp, every time. try_send succeeds only with a receiver
+/// waiting; timeouts on both sides hand nothing over.
+#[test]
+fn zero_capacity_sender_released_only_after_receipt() {
+    let name = unique("zr");
+    let _c = Cleanup(name.clone());
+    let mut mbx = MailboxBuilder::new()
+        .name(&name)
+        .buffering(Buffering::Zero)
+        .create(Access::SendRecv)
+        .unwrap();
+    // Nobody waits: try forms fail, timeouts hand the message back.
+    assert!(matches!(mbx.try_send(b"x"), Err(SendError::Full(_))));
+    let t0 = Instant::now();
+    match mbx.send_timeout(b"y", Duration::from_millis(50)) {
+        Err(SendError::Timeout(m)) => assert_eq!(m, b"y"),
+        other => panic!("send_timeout with no receiver: {other:?}"),
+    }
+    assert!(t0.elapsed() >= Duration::from_millis(50));
+    assert_eq!(mbx.try_recv(), Err(RecvError::Empty));
+    assert_eq!(
+        mbx.recv_timeout(Duration::from_millis(20)),
+        Err(RecvError::Timeout)
+    );
+
+    let rounds = 20u64;
+    let receiver = spawn(
+        "stamp_receiver",
+        &[("NAME", name.clone()), ("COUNT", rounds.to_string())],
+    );
+    let mut returned = Vec::new();
+    for seq in 0..rounds {
+        mbx.send_timeout(message(0, seq, 32), PATIENCE).unwrap();
+        returned.push(monotonic_ns());
+    }
+    let stamps = finish(receiver, "stamp receiver");
+    assert_eq!(stamps.len() as u64, rounds);
+    for (seq, (line, back)) in stamps.iter().zip(&returned).enumerate() {
+        let got: u64 = line.strip_prefix("AT ").unwrap().parse().unwrap();
+        assert!(
+            *back > got,
+            "send #{seq} returned at {back} before the receiver had it at {got}"
+        );
+    }
+
+    // With a receiver already waiting, try_send succeeds.
+    let waiting = spawn(
+        "stamp_receiver",
+        &[
+            ("NAME", name.clone()),
+            ("COUNT", "1".into()),
+            ("PAUSE", "0".into()),
+        ],
+    );
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match mbx.try_send(message(0, 0, 32)) {
+            Ok(()) => break,
+            Err(SendError::Full(_)) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "try_send never met the waiting receiver"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(finish(waiting, "waiting receiver").len(), 1);
+    mbx.remove().unwrap();
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime fills one timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Receives COUNT messages from mailbox NAME (waiting PAUSE ms, default 20,
+/// before each), reporting `AT <ns>` from inside each receive's closure.
+fn role_stamp_receiver() {
+    let mut mbx = Mailbox::open(&var("NAME"), Access::Recv).expect("open");
+    let pause = std::env::var("HWLINK_MBX_PAUSE").map_or(20, |p| p.parse().unwrap());
+    for seq in 0..num("COUNT") {
+        std::thread::sleep(Duration::from_millis(pause));
+        let at = mbx
+            .recv_with_timeout(PATIENCE, |m, _| {
+                assert_eq!(parse(m), (0, seq));
+                monotonic_ns()
+            })
+            .expect("recv");
+        println!("@AT {at}");
+    }
 }

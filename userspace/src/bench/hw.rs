@@ -205,18 +205,6 @@ pub(super) fn floor_child(spec: &PeerSpec) -> Result<Box<dyn Transport>, BenchEr
     }))
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn capacities() {
-        use super::link_capacity;
-        assert_eq!(link_capacity(8), 1024);
-        assert_eq!(link_capacity(64 << 10), 128);
-        assert_eq!(link_capacity(1 << 20), 8);
-        assert_eq!(link_capacity(16 << 20), 4);
-    }
-}
-
 /// One end of a pair of mailboxes (the reverse one is absent when
 /// streaming): the MPMC transport, one sender and one receiver on each.
 struct Mailboxes {
@@ -338,4 +326,16 @@ pub(super) fn mailbox_child(spec: &PeerSpec) -> Result<Box<dyn Transport>, Bench
         Workload::Stream => None,
     };
     Ok(Box::new(Mailboxes { tx, rx: Some(rx) }))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn capacities() {
+        use super::link_capacity;
+        assert_eq!(link_capacity(8), 1024);
+        assert_eq!(link_capacity(64 << 10), 128);
+        assert_eq!(link_capacity(1 << 20), 8);
+        assert_eq!(link_capacity(16 << 20), 4);
+    }
 }

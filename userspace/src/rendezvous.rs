@@ -1,0 +1,1466 @@
+//! Rendezvous (zero-capacity) hand-off between many senders and many
+//! receivers in different processes, through cells in shared memory.
+//!
+//! Layout: `struct hwl_rendezvous` and `struct hwl_rdv_cell`
+//! (hw/include/hwlink_abi.h). Protocol, states and ordering edges: hw/SPEC.md,
+//! "Rendezvous". In short: a receiver that must wait *registers* a
+//! RECV_WAITING cell, which a sender fills and then waits for the receiver's
+//! acknowledgement; a sender that finds no receiver *posts* a SEND_WAITING
+//! cell holding its message and waits until a receiver has taken it. A send
+//! returns `Ok` only after a receiver's closure has run on the message.
+//!
+//! Every change of a cell's state word is a compare-exchange, so each message
+//! is either delivered exactly once (`Ok`) or handed back to its sender with
+//! an error, never both. Shared memory is untrusted: state words and lengths
+//! are read once and checked, cell indices never come from shared memory, and
+//! every wait ends at the caller's deadline, or (past the point of no return)
+//! when the party it waits for finishes or is found dead.
+#![cfg_attr(any(not(test), loom), allow(dead_code))]
+
+use crate::doorbell::{Doorbell, Slept};
+use crate::error::Corruption;
+use crate::sync::{fence, spin_loop, AtomicU32, AtomicU64, Ordering};
+use crate::wait::{Prelude, SpinPolicy, WaitStrategy};
+use hwlink_hw::{
+    hwl_rendezvous, HWL_CACHELINE, HWL_RDV_ACKED, HWL_RDV_CELL_HDR_SIZE, HWL_RDV_CLAIMED,
+    HWL_RDV_FILLED, HWL_RDV_FILLING, HWL_RDV_FREE, HWL_RDV_MAX_CELLS, HWL_RDV_READING,
+    HWL_RDV_RECV_WAITING, HWL_RDV_SEND_WAITING, HWL_RDV_TAKEN, HWL_RDV_TAKING,
+    HWL_RING_MAX_SLOT_SIZE,
+};
+use std::time::{Duration, Instant};
+
+const FREE: u32 = HWL_RDV_FREE;
+const CLAIMED: u32 = HWL_RDV_CLAIMED;
+const RECV_WAITING: u32 = HWL_RDV_RECV_WAITING;
+const FILLING: u32 = HWL_RDV_FILLING;
+const FILLED: u32 = HWL_RDV_FILLED;
+const READING: u32 = HWL_RDV_READING;
+const ACKED: u32 = HWL_RDV_ACKED;
+const SEND_WAITING: u32 = HWL_RDV_SEND_WAITING;
+const TAKING: u32 = HWL_RDV_TAKING;
+const TAKEN: u32 = HWL_RDV_TAKEN;
+
+/// Bytes of the control block (`struct hwl_rendezvous`) rounded up to a
+/// cache line: 704. The standard `cells_offset`.
+pub(crate) const RDV_CONTROL_BYTES: u64 = {
+    let line = HWL_CACHELINE as u64;
+    let size = core::mem::size_of::<hwl_rendezvous>() as u64;
+    size.div_ceil(line) * line
+};
+
+/// Longest futex sleep between checks of the other party's liveness and of
+/// the caller's hook (hw/SPEC.md §8.8).
+const SLICE: Duration = Duration::from_millis(50);
+/// Sleep slice while every cell is busy: waiters of different kinds share
+/// `cells_bell`, so a wake-up may go to the wrong one; they re-scan this often.
+const FULL_SLICE: Duration = Duration::from_millis(2);
+/// Shortest sleep slice when a deadline is near (or past, while committed).
+const MIN_SLICE: Duration = Duration::from_micros(200);
+/// Polls between clock checks while spinning.
+const POLL_CHECK_EVERY: u32 = 64;
+
+/// Bytes per cell for payloads of at most `slot_size` bytes: the 64-byte
+/// `struct hwl_rdv_cell` plus the payload, rounded up to a cache line.
+pub(crate) const fn cell_stride(slot_size: u32) -> Option<u32> {
+    let Some(bytes) = slot_size.checked_add(HWL_RDV_CELL_HDR_SIZE) else {
+        return None;
+    };
+    let Some(padded) = bytes.checked_add(HWL_CACHELINE - 1) else {
+        return None;
+    };
+    Some(padded / HWL_CACHELINE * HWL_CACHELINE)
+}
+
+/// Bytes of a rendezvous object with `cells` cells of `slot_size` payload
+/// bytes, laid out the standard way (cells at [`RDV_CONTROL_BYTES`]). `None`
+/// for a shape an opener would refuse.
+pub(crate) fn rendezvous_bytes(cells: u32, slot_size: u32) -> Option<u64> {
+    if cells == 0 || cells > HWL_RDV_MAX_CELLS || slot_size > HWL_RING_MAX_SLOT_SIZE {
+        return None;
+    }
+    let stride = cell_stride(slot_size)?;
+    RDV_CONTROL_BYTES.checked_add(u64::from(cells) * u64::from(stride))
+}
+
+/// A state word: `HWL_RDV_*` in the low half, a pid in the high half.
+#[inline(always)]
+fn word(kind: u32, pid: u32) -> u64 {
+    u64::from(kind) | (u64::from(pid) << 32)
+}
+#[inline(always)]
+fn kind(w: u64) -> u32 {
+    w as u32
+}
+#[inline(always)]
+fn pid_of(w: u64) -> u32 {
+    (w >> 32) as u32
+}
+
+/// Checks a state word read from shared memory.
+fn checked(w: u64) -> Result<u64, Corruption> {
+    if kind(w) > TAKEN {
+        return Err(Corruption::new(
+            "rendezvous cell state",
+            kind(w).into(),
+            TAKEN.into(),
+        ));
+    }
+    if kind(w) == FREE && pid_of(w) != 0 {
+        return Err(Corruption::new(
+            "pid in a free rendezvous cell",
+            pid_of(w).into(),
+            0,
+        ));
+    }
+    Ok(w)
+}
+
+/// A state word that no well-behaved party could have stored at this point.
+fn out_of_turn(found: u64) -> Corruption {
+    Corruption::new(
+        "rendezvous cell state word (moved out of turn)",
+        found,
+        u64::from(TAKEN) | (u64::from(u32::MAX) << 32),
+    )
+}
+
+/// Why a rendezvous send failed. Every error means the message was **not**
+/// delivered (the caller still has it and may send it again); `Ok` means a
+/// receiver has received it: its closure has run.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum RdvSendError<E> {
+    /// `try_send`: no receiver was waiting.
+    NoReceiver,
+    /// The deadline passed before a receiver took the message.
+    Timeout,
+    /// The caller's liveness hook failed while waiting; the message was
+    /// withdrawn.
+    Peer(E),
+    /// The message is longer than a cell.
+    TooLarge {
+        /// Its length.
+        len: usize,
+        /// The slot size.
+        max: usize,
+    },
+    /// A state word or length was out of range. The hand-off was abandoned:
+    /// no well-behaved receiver received the message (a hostile process that
+    /// scribbles on the region may have seen its bytes).
+    Corrupt(Corruption),
+}
+
+/// Why a rendezvous receive failed. Nothing was received: the closure has
+/// not run.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum RdvRecvError<E> {
+    /// `try_recv_with`: no sender was waiting.
+    NoSender,
+    /// The deadline passed before a message arrived.
+    Timeout,
+    /// The caller's liveness hook failed while waiting.
+    Peer(E),
+    /// A state word or length was out of range.
+    Corrupt(Corruption),
+}
+
+/// Why a wait ended early, before the public error types.
+enum Stop<E> {
+    Timeout,
+    Peer(E),
+    Corrupt(Corruption),
+}
+
+impl<E> From<Corruption> for Stop<E> {
+    fn from(c: Corruption) -> Self {
+        Stop::Corrupt(c)
+    }
+}
+
+impl<E> From<Stop<E>> for RdvSendError<E> {
+    fn from(s: Stop<E>) -> Self {
+        match s {
+            Stop::Timeout => RdvSendError::Timeout,
+            Stop::Peer(e) => RdvSendError::Peer(e),
+            Stop::Corrupt(c) => RdvSendError::Corrupt(c),
+        }
+    }
+}
+
+impl<E> From<Stop<E>> for RdvRecvError<E> {
+    fn from(s: Stop<E>) -> Self {
+        match s {
+            Stop::Timeout => RdvRecvError::Timeout,
+            Stop::Peer(e) => RdvRecvError::Peer(e),
+            Stop::Corrupt(c) => RdvRecvError::Corrupt(c),
+        }
+    }
+}
+
+impl<E> From<Corruption> for RdvSendError<E> {
+    fn from(c: Corruption) -> Self {
+        RdvSendError::Corrupt(c)
+    }
+}
+
+impl<E> From<Corruption> for RdvRecvError<E> {
+    fn from(c: Corruption) -> Self {
+        RdvRecvError::Corrupt(c)
+    }
+}
+
+/// A 32-bit word of a cell header.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Field {
+    /// `owner_pid`
+    OwnerPid,
+    /// `len`
+    Len,
+    /// `ticket`
+    Ticket,
+}
+
+/// Where a rendezvous object's words and payloads live: a mapped region (or
+/// the heap) in production and Miri, loom cells under loom. `cell` is always
+/// below the validated cell count: it comes from this process, never from
+/// shared memory.
+pub(crate) trait RdvMem {
+    /// `state[cell]`.
+    fn state(&self, cell: u32) -> &AtomicU64;
+    /// `next_ticket`.
+    fn next_ticket(&self) -> &AtomicU32;
+    /// A 32-bit header word of `cell`.
+    fn field(&self, cell: u32, field: Field) -> &AtomicU32;
+    /// `owner_start` of `cell`.
+    fn owner_start(&self, cell: u32) -> &AtomicU64;
+    /// `cells_bell`.
+    fn cells_bell(&self) -> &Doorbell;
+    /// The doorbell on `owner_count` / `owner_waiters` of `cell`.
+    fn owner_bell(&self, cell: u32) -> &Doorbell;
+    /// The doorbell on `peer_count` / `peer_waiters` of `cell`.
+    fn peer_bell(&self, cell: u32) -> &Doorbell;
+    /// Copies `msg` into the payload of `cell`.
+    ///
+    /// # Safety
+    /// The caller holds `cell` for writing (CLAIMED or FILLING by this
+    /// party) and `msg.len() <= slot_size`.
+    unsafe fn write_payload(&self, cell: u32, msg: &[u8]);
+    /// Runs `f` on the first `len` payload bytes of `cell`.
+    ///
+    /// # Safety
+    /// The caller holds `cell` for reading (READING or TAKING by this party,
+    /// reached with Acquire) and `len <= slot_size`.
+    unsafe fn read_payload<R>(&self, cell: u32, len: usize, f: impl FnOnce(&[u8]) -> R) -> R;
+}
+
+/// How often a wait looks at what: shared memory only, also the clock, or
+/// also liveness and the caller's hook (slow, once per slice).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Tick {
+    Poll,
+    Clock,
+    Slice,
+}
+
+fn past(deadline: Option<Instant>) -> bool {
+    deadline.is_some_and(|d| Instant::now() >= d)
+}
+
+/// The result of offering a message to a registered receiver.
+enum Handed {
+    Delivered,
+    /// Nobody was waiting (or every waiting receiver was taken by others).
+    NoneWaiting,
+    /// The receiver died before acknowledging; the message is back with us.
+    ReceiverDied,
+}
+
+/// One party's handle on a rendezvous object. Any number of handles, in any
+/// number of processes and threads, may use one object at once; `&self`
+/// methods only.
+pub(crate) struct Rdv<M: RdvMem> {
+    mem: M,
+    cells: u32,
+    slot_size: u32,
+    /// This process, as recorded in the cells it owns or is paired with.
+    pid: u32,
+    start: u64,
+    /// Liveness check of another party: `crate::liveness::is_alive`.
+    alive: fn(u32, u64) -> bool,
+    policy: SpinPolicy,
+}
+
+impl<M: RdvMem> std::fmt::Debug for Rdv<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rdv")
+            .field("cells", &self.cells)
+            .field("slot_size", &self.slot_size)
+            .field("pid", &self.pid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<M: RdvMem> Rdv<M> {
+    /// A handle over validated memory, for the party `me` (pid, start time).
+    pub(crate) fn with_parts(
+        mem: M,
+        cells: u32,
+        slot_size: u32,
+        me: (u32, u64),
+        alive: fn(u32, u64) -> bool,
+    ) -> Self {
+        debug_assert!((1..=HWL_RDV_MAX_CELLS).contains(&cells));
+        Rdv {
+            mem,
+            cells,
+            slot_size,
+            pid: me.0,
+            start: me.1,
+            alive,
+            policy: SpinPolicy::new(),
+        }
+    }
+
+    /// Most payload bytes of one message.
+    pub(crate) fn slot_size(&self) -> usize {
+        self.slot_size as usize
+    }
+
+    /// Whether a sender is waiting with a message now (memory only: what
+    /// `recv_any` polls). A corrupt state word counts as "look closer".
+    pub(crate) fn sender_waiting(&self) -> bool {
+        self.oldest(SEND_WAITING).map_or(true, |c| c.is_some())
+    }
+
+    fn state(&self, cell: u32) -> &AtomicU64 {
+        self.mem.state(cell)
+    }
+
+    fn mine(&self, kind: u32) -> u64 {
+        word(kind, self.pid)
+    }
+
+    fn retries(&self) -> u32 {
+        4 * self.cells + 4
+    }
+
+    // ----- sending -------------------------------------------------------
+
+    /// Hands `msg` to a receiver that is already waiting, and returns once
+    /// it has received it. Fails at once with `NoReceiver` if none waits;
+    /// once a receiver is committed it waits for its acknowledgement (or its
+    /// death, which hands the message back and tries the next receiver).
+    pub(crate) fn try_send(
+        &self,
+        msg: &[u8],
+    ) -> Result<(), RdvSendError<core::convert::Infallible>> {
+        self.check_len(msg)?;
+        loop {
+            match self.hand_to_waiting(msg, None, WaitStrategy::SpinPark, &mut || Ok(()))? {
+                Handed::Delivered => return Ok(()),
+                Handed::NoneWaiting => return Err(RdvSendError::NoReceiver),
+                Handed::ReceiverDied => continue,
+            }
+        }
+    }
+
+    /// Sends `msg` and returns only after a receiver has received it, or
+    /// with an error (the message not delivered) when `deadline` passes or
+    /// `peer_ok` fails. `peer_ok` is called about once per sleep slice
+    /// (50 ms) while the message can still be withdrawn, so a link can
+    /// report its dead peer.
+    pub(crate) fn send<E>(
+        &self,
+        msg: &[u8],
+        deadline: Option<Instant>,
+        wait: WaitStrategy,
+        peer_ok: &mut dyn FnMut() -> Result<(), E>,
+    ) -> Result<(), RdvSendError<E>> {
+        self.check_len(msg)?;
+        loop {
+            match self.hand_to_waiting(msg, deadline, wait, peer_ok)? {
+                Handed::Delivered => return Ok(()),
+                Handed::ReceiverDied => continue,
+                Handed::NoneWaiting => {}
+            }
+            if let Some(cell) = self.claim_free()? {
+                return self.post_and_wait(cell, msg, deadline, wait, peer_ok);
+            }
+            self.wait_for_cells(RECV_WAITING, deadline, wait, peer_ok)?;
+        }
+    }
+
+    fn check_len<E>(&self, msg: &[u8]) -> Result<(), RdvSendError<E>> {
+        if msg.len() > self.slot_size as usize {
+            return Err(RdvSendError::TooLarge {
+                len: msg.len(),
+                max: self.slot_size as usize,
+            });
+        }
+        Ok(())
+    }
+
+    /// Fills the oldest RECV_WAITING cell and waits for its ack.
+    fn hand_to_waiting<E>(
+        &self,
+        msg: &[u8],
+        deadline: Option<Instant>,
+        wait: WaitStrategy,
+        peer_ok: &mut dyn FnMut() -> Result<(), E>,
+    ) -> Result<Handed, RdvSendError<E>> {
+        for _ in 0..self.retries() {
+            let Some((cell, rw)) = self.oldest(RECV_WAITING)? else {
+                return Ok(Handed::NoneWaiting);
+            };
+            let filling = self.mine(FILLING);
+            // [A-reg]: pairs with the receiver's R-reg; the cell header is
+            // visible, and nobody else writes the payload until we free it.
+            if self
+                .state(cell)
+                .compare_exchange(rw, filling, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+            {
+                continue;
+            }
+            let owner = (
+                self.mem
+                    .field(cell, Field::OwnerPid)
+                    .load(Ordering::Relaxed),
+                self.mem.owner_start(cell).load(Ordering::Relaxed),
+            );
+            // SAFETY: the cell is FILLING by us; msg.len() <= slot_size
+            // (checked by every caller).
+            unsafe { self.mem.write_payload(cell, msg) };
+            self.mem
+                .field(cell, Field::Len)
+                .store(msg.len() as u32, Ordering::Relaxed);
+            // [R-fill]: pairs with the receiver's A-fill; publishes payload
+            // and len. Only we move FILLING|us onward while we live.
+            if let Err(found) = self.state(cell).compare_exchange(
+                filling,
+                self.mine(FILLED),
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                return Err(out_of_turn(found).into());
+            }
+            // [F-fill]: pairs with the fence in the owner's doorbell sleep.
+            fence(Ordering::SeqCst);
+            self.mem.owner_bell(cell).notify();
+            return self.wait_ack(cell, rw, owner, deadline, wait, peer_ok);
+        }
+        Ok(Handed::NoneWaiting)
+    }
+
+    /// Waits until the receiver of `cell` acknowledges our message. Before
+    /// it starts reading, the message can be withdrawn (deadline, hook) by
+    /// giving the cell back to the receiver (FILLED → its RECV_WAITING
+    /// word `rw`); a dead receiver's cell is freed and the message is ours
+    /// again.
+    fn wait_ack<E>(
+        &self,
+        cell: u32,
+        rw: u64,
+        owner: (u32, u64),
+        deadline: Option<Instant>,
+        wait: WaitStrategy,
+        peer_ok: &mut dyn FnMut() -> Result<(), E>,
+    ) -> Result<Handed, RdvSendError<E>> {
+        let (filled, reading, acked) = (self.mine(FILLED), self.mine(READING), self.mine(ACKED));
+        let state = self.state(cell);
+        let alive = self.alive;
+        let outcome = self.wait_for(
+            self.mem.peer_bell(cell),
+            wait,
+            deadline,
+            SLICE,
+            |tick| -> Result<Option<Result<Handed, Stop<E>>>, Stop<E>> {
+                // [A-ack]: pairs with the receiver's R-ack.
+                let w = checked(state.load(Ordering::Acquire))?;
+                if w == acked {
+                    return Ok(Some(Ok(Handed::Delivered)));
+                }
+                if w == filled {
+                    let mut stop = None;
+                    if tick >= Tick::Clock && past(deadline) {
+                        stop = Some(Stop::Timeout);
+                    } else if tick == Tick::Slice {
+                        if let Err(e) = peer_ok() {
+                            stop = Some(Stop::Peer(e));
+                        } else if !alive(owner.0, owner.1) {
+                            // The receiver died before reading: reclaim.
+                            if state
+                                .compare_exchange(filled, 0, Ordering::Release, Ordering::Relaxed)
+                                .is_ok()
+                            {
+                                return Ok(Some(Ok(Handed::ReceiverDied)));
+                            }
+                            return Ok(None);
+                        }
+                    }
+                    if let Some(stop) = stop {
+                        // Withdraw: the receiver keeps waiting for another.
+                        if state
+                            .compare_exchange(filled, rw, Ordering::Relaxed, Ordering::Relaxed)
+                            .is_ok()
+                        {
+                            return Ok(Some(Err(stop)));
+                        }
+                        // Lost: the receiver is reading; wait for its ack.
+                    }
+                    return Ok(None);
+                }
+                if w == reading {
+                    if tick == Tick::Slice
+                        && !alive(owner.0, owner.1)
+                        && state
+                            .compare_exchange(reading, 0, Ordering::Release, Ordering::Relaxed)
+                            .is_ok()
+                    {
+                        return Ok(Some(Ok(Handed::ReceiverDied)));
+                    }
+                    return Ok(None);
+                }
+                Err(out_of_turn(w).into())
+            },
+        );
+        match outcome {
+            Ok(Ok(Handed::Delivered)) => {
+                // [R-free]: the receiver's reads happened before its ack,
+                // which we acquired; the next claimant acquires this.
+                state.store(0, Ordering::Release);
+                self.announce_free();
+                Ok(Handed::Delivered)
+            }
+            Ok(Ok(other)) => {
+                self.announce_free();
+                Ok(other)
+            }
+            Ok(Err(stop)) => {
+                // The cell went back to RECV_WAITING: wake its owner, whose
+                // own deadline may have passed meanwhile.
+                fence(Ordering::SeqCst);
+                self.mem.owner_bell(cell).notify();
+                Err(stop.into())
+            }
+            Err(stop) => Err(stop.into()),
+        }
+    }
+
+    /// Posts `msg` in our CLAIMED `cell` and waits until a receiver has taken
+    /// it, or withdraws it at the deadline.
+    fn post_and_wait<E>(
+        &self,
+        cell: u32,
+        msg: &[u8],
+        deadline: Option<Instant>,
+        wait: WaitStrategy,
+        peer_ok: &mut dyn FnMut() -> Result<(), E>,
+    ) -> Result<(), RdvSendError<E>> {
+        // SAFETY: the cell is CLAIMED by us; msg.len() <= slot_size.
+        unsafe { self.mem.write_payload(cell, msg) };
+        self.mem
+            .field(cell, Field::Len)
+            .store(msg.len() as u32, Ordering::Relaxed);
+        let posted = self.mine(SEND_WAITING);
+        // [R-post]: pairs with a receiver's A-post; publishes the message.
+        self.state(cell).store(posted, Ordering::Release);
+        self.announce_post();
+        let state = self.state(cell);
+        let alive = self.alive;
+        let outcome = self.wait_for(
+            self.mem.owner_bell(cell),
+            wait,
+            deadline,
+            SLICE,
+            |tick| -> Result<Option<Result<(), Stop<E>>>, Stop<E>> {
+                // [A-take]: pairs with the receiver's R-take.
+                let w = checked(state.load(Ordering::Acquire))?;
+                if w == posted {
+                    let mut stop = None;
+                    if tick >= Tick::Clock && past(deadline) {
+                        stop = Some(Stop::Timeout);
+                    } else if tick == Tick::Slice {
+                        stop = peer_ok().err().map(Stop::Peer);
+                    }
+                    if let Some(stop) = stop {
+                        if state
+                            .compare_exchange(posted, 0, Ordering::Release, Ordering::Relaxed)
+                            .is_ok()
+                        {
+                            return Ok(Some(Err(stop)));
+                        }
+                        // Lost: a receiver is taking it; wait for it.
+                    }
+                    return Ok(None);
+                }
+                match kind(w) {
+                    TAKEN => Ok(Some(Ok(()))),
+                    TAKING => {
+                        if tick == Tick::Slice
+                            && !alive(pid_of(w), 0)
+                            && state
+                                .compare_exchange(w, posted, Ordering::Relaxed, Ordering::Relaxed)
+                                .is_ok()
+                        {
+                            // The taker died before its ack: offer again.
+                            self.announce_post();
+                        }
+                        Ok(None)
+                    }
+                    _ => Err(out_of_turn(w).into()),
+                }
+            },
+        );
+        match outcome {
+            Ok(Ok(())) => {
+                // [R-free]
+                state.store(0, Ordering::Release);
+                self.announce_free();
+                Ok(())
+            }
+            Ok(Err(stop)) => {
+                self.announce_free();
+                Err(stop.into())
+            }
+            Err(stop) => Err(stop.into()),
+        }
+    }
+
+    // ----- receiving -----------------------------------------------------
+
+    /// Receives a message from a sender that is already waiting, passing it
+    /// to `f`; fails at once with `NoSender` otherwise.
+    pub(crate) fn try_recv_with<R>(
+        &self,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R, RdvRecvError<core::convert::Infallible>> {
+        let mut f = Some(f);
+        match self.take_posted(&mut f)? {
+            Some(r) => Ok(r),
+            None => Err(RdvRecvError::NoSender),
+        }
+    }
+
+    /// Receives one message, passing it to `f` (which runs before the sender
+    /// is released), or fails when `deadline` passes or `peer_ok` fails
+    /// (called about once per sleep slice while waiting).
+    pub(crate) fn recv_with<R, E>(
+        &self,
+        f: impl FnOnce(&[u8]) -> R,
+        deadline: Option<Instant>,
+        wait: WaitStrategy,
+        peer_ok: &mut dyn FnMut() -> Result<(), E>,
+    ) -> Result<R, RdvRecvError<E>> {
+        let mut f = Some(f);
+        loop {
+            if let Some(r) = self.take_posted(&mut f)? {
+                return Ok(r);
+            }
+            if let Some(cell) = self.claim_free()? {
+                return self.register_and_wait(cell, &mut f, deadline, wait, peer_ok);
+            }
+            self.wait_for_cells(SEND_WAITING, deadline, wait, peer_ok)?;
+        }
+    }
+
+    /// Takes the oldest posted message, if any.
+    fn take_posted<R>(
+        &self,
+        f: &mut Option<impl FnOnce(&[u8]) -> R>,
+    ) -> Result<Option<R>, Corruption> {
+        for _ in 0..self.retries() {
+            let Some((cell, posted)) = self.oldest(SEND_WAITING)? else {
+                return Ok(None);
+            };
+            let taking = self.mine(TAKING);
+            // [A-post]: pairs with the sender's R-post: payload and len.
+            if self
+                .state(cell)
+                .compare_exchange(posted, taking, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+            {
+                continue;
+            }
+            let r = match self.read_out(cell, f) {
+                Ok(r) => r,
+                Err(c) => {
+                    // Give the cell up; its sender sees FREE and reports it.
+                    self.state(cell).store(0, Ordering::Release);
+                    self.announce_free();
+                    return Err(c);
+                }
+            };
+            // [R-take]: pairs with the sender's A-take; our reads and `f`
+            // happen before the sender returns and reuses the cell.
+            let done = self.state(cell).compare_exchange(
+                taking,
+                self.mine(TAKEN),
+                Ordering::Release,
+                Ordering::Relaxed,
+            );
+            // [F-take]: pairs with the fence in the sender's doorbell sleep.
+            fence(Ordering::SeqCst);
+            self.mem.owner_bell(cell).notify();
+            return match done {
+                Ok(_) => Ok(Some(r)),
+                Err(found) => Err(out_of_turn(found)),
+            };
+        }
+        Ok(None)
+    }
+
+    /// Reads the message out of a cell we hold for reading: `len` once,
+    /// checked, then `f` on the payload.
+    fn read_out<R>(
+        &self,
+        cell: u32,
+        f: &mut Option<impl FnOnce(&[u8]) -> R>,
+    ) -> Result<R, Corruption> {
+        let len = self.mem.field(cell, Field::Len).load(Ordering::Relaxed);
+        if len > self.slot_size {
+            return Err(Corruption::new(
+                "rendezvous message length",
+                len.into(),
+                self.slot_size.into(),
+            ));
+        }
+        let f = f.take().expect("a receive runs its closure once");
+        // SAFETY: we hold the cell for reading (TAKING or READING, reached
+        // with Acquire after the writer's Release) and len <= slot_size.
+        Ok(unsafe { self.mem.read_payload(cell, len as usize, f) })
+    }
+
+    /// Registers our CLAIMED `cell` as RECV_WAITING and waits for a sender
+    /// to fill it; meanwhile takes a posted message instead if one appears.
+    fn register_and_wait<R, E>(
+        &self,
+        cell: u32,
+        f: &mut Option<impl FnOnce(&[u8]) -> R>,
+        deadline: Option<Instant>,
+        wait: WaitStrategy,
+        peer_ok: &mut dyn FnMut() -> Result<(), E>,
+    ) -> Result<R, RdvRecvError<E>> {
+        enum Event<E> {
+            Filled(u32),
+            Posted,
+            Cancelled(Stop<E>),
+        }
+        let registered = self.mine(RECV_WAITING);
+        let claimed = self.mine(CLAIMED);
+        let state = self.state(cell);
+        let alive = self.alive;
+        let mut register = true;
+        loop {
+            if register {
+                // [R-reg]: pairs with a sender's A-reg; publishes the header.
+                state.store(registered, Ordering::Release);
+                // [F-reg]: Dekker with a sender's F-post: either it sees our
+                // RECV_WAITING (and wakes us), or our scan sees its post.
+                fence(Ordering::SeqCst);
+                self.mem.cells_bell().notify();
+            }
+            let event = self.wait_for(
+                self.mem.owner_bell(cell),
+                wait,
+                deadline,
+                SLICE,
+                |tick| -> Result<Option<Event<E>>, Stop<E>> {
+                    let w = checked(state.load(Ordering::Acquire))?;
+                    if w == registered {
+                        let mut stop = None;
+                        if tick >= Tick::Clock && past(deadline) {
+                            stop = Some(Stop::Timeout);
+                        } else if tick == Tick::Slice {
+                            stop = peer_ok().err().map(Stop::Peer);
+                        }
+                        if let Some(stop) = stop {
+                            if state
+                                .compare_exchange(
+                                    registered,
+                                    0,
+                                    Ordering::Release,
+                                    Ordering::Relaxed,
+                                )
+                                .is_ok()
+                            {
+                                return Ok(Some(Event::Cancelled(stop)));
+                            }
+                            // Lost: a sender is filling it; take its message.
+                            return Ok(None);
+                        }
+                        if self.oldest(SEND_WAITING)?.is_some() {
+                            return Ok(Some(Event::Posted));
+                        }
+                        return Ok(None);
+                    }
+                    match kind(w) {
+                        FILLING => {
+                            if tick == Tick::Slice && !alive(pid_of(w), 0) {
+                                // The filler died mid-copy: wait again.
+                                let _ = state.compare_exchange(
+                                    w,
+                                    registered,
+                                    Ordering::Relaxed,
+                                    Ordering::Relaxed,
+                                );
+                            }
+                            Ok(None)
+                        }
+                        FILLED => {
+                            // [A-fill]: pairs with the sender's R-fill.
+                            let reading = word(READING, pid_of(w));
+                            match state.compare_exchange(
+                                w,
+                                reading,
+                                Ordering::Acquire,
+                                Ordering::Relaxed,
+                            ) {
+                                Ok(_) => Ok(Some(Event::Filled(pid_of(w)))),
+                                Err(_) => Ok(None), // withdrawn; look again
+                            }
+                        }
+                        _ => Err(out_of_turn(w).into()),
+                    }
+                },
+            )?;
+            match event {
+                Event::Filled(sender) => {
+                    let r = match self.read_out(cell, f) {
+                        Ok(r) => r,
+                        Err(c) => {
+                            // The sender sees FREE and reports corruption.
+                            state.store(0, Ordering::Release);
+                            self.announce_free();
+                            return Err(c.into());
+                        }
+                    };
+                    // [R-ack]: pairs with the sender's A-ack; after this we
+                    // never touch the cell again (the sender frees it).
+                    state.store(word(ACKED, sender), Ordering::Release);
+                    // [F-ack]: pairs with the fence in the sender's sleep.
+                    fence(Ordering::SeqCst);
+                    self.mem.peer_bell(cell).notify();
+                    return Ok(r);
+                }
+                Event::Cancelled(stop) => {
+                    self.announce_free();
+                    return Err(stop.into());
+                }
+                Event::Posted => {
+                    // Withdraw first, so no sender can fill our cell while
+                    // we take another's message.
+                    if state
+                        .compare_exchange(registered, claimed, Ordering::Relaxed, Ordering::Relaxed)
+                        .is_err()
+                    {
+                        // A sender claimed our cell first: wait for its
+                        // message (the wait handles FILLING and FILLED, and
+                        // RECV_WAITING again if the sender withdraws).
+                        register = false;
+                        continue;
+                    }
+                    match self.take_posted(f) {
+                        Ok(Some(r)) => {
+                            state.store(0, Ordering::Release);
+                            self.announce_free();
+                            return Ok(r);
+                        }
+                        Ok(None) => register = true, // taken by another: register again
+                        Err(c) => {
+                            state.store(0, Ordering::Release);
+                            self.announce_free();
+                            return Err(c.into());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    // ----- cells ---------------------------------------------------------
+
+    /// Claims a FREE cell (FREE → CLAIMED, Acquire: pairs with R-free) and
+    /// writes its header.
+    fn claim_free(&self) -> Result<Option<u32>, Corruption> {
+        for cell in 0..self.cells {
+            let w = checked(self.state(cell).load(Ordering::Relaxed))?;
+            if w == 0
+                && self
+                    .state(cell)
+                    .compare_exchange(0, self.mine(CLAIMED), Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            {
+                self.mem
+                    .field(cell, Field::OwnerPid)
+                    .store(self.pid, Ordering::Relaxed);
+                self.mem
+                    .owner_start(cell)
+                    .store(self.start, Ordering::Relaxed);
+                let ticket = self.mem.next_ticket().fetch_add(1, Ordering::Relaxed);
+                self.mem
+                    .field(cell, Field::Ticket)
+                    .store(ticket, Ordering::Relaxed);
+                return Ok(Some(cell));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The cell in state `want` with the oldest ticket, and its state word.
+    fn oldest(&self, want: u32) -> Result<Option<(u32, u64)>, Corruption> {
+        let now = self.mem.next_ticket().load(Ordering::Relaxed);
+        let mut best: Option<(u32, u64, i32)> = None;
+        for cell in 0..self.cells {
+            let w = checked(self.state(cell).load(Ordering::Acquire))?;
+            if kind(w) == want {
+                // A hint only: the ticket may belong to a later occupant.
+                let ticket = self.mem.field(cell, Field::Ticket).load(Ordering::Relaxed);
+                let age = now.wrapping_sub(ticket) as i32;
+                if best.map_or(true, |(_, _, a)| age > a) {
+                    best = Some((cell, w, age));
+                }
+            }
+        }
+        Ok(best.map(|(cell, w, _)| (cell, w)))
+    }
+
+    /// After freeing a cell: wake one party waiting for a cell.
+    fn announce_free(&self) {
+        fence(Ordering::SeqCst);
+        self.mem.cells_bell().notify();
+    }
+
+    /// After posting (R-post): [F-post], then wake every registered
+    /// receiver, so that one of them takes the message, and one party
+    /// waiting for a cell.
+    fn announce_post(&self) {
+        // [F-post]: Dekker with a receiver's F-reg.
+        fence(Ordering::SeqCst);
+        self.mem.cells_bell().notify();
+        for cell in 0..self.cells {
+            if kind(self.state(cell).load(Ordering::Relaxed)) == RECV_WAITING {
+                self.mem.owner_bell(cell).notify();
+            }
+        }
+    }
+
+    /// Every cell is busy: waits until one is FREE or in state `useful`,
+    /// reaping cells of dead processes once per slice.
+    fn wait_for_cells<E>(
+        &self,
+        useful: u32,
+        deadline: Option<Instant>,
+        wait: WaitStrategy,
+        peer_ok: &mut dyn FnMut() -> Result<(), E>,
+    ) -> Result<(), Stop<E>> {
+        // Checked once at the first slice tick, then every SLICE.
+        let mut last_slow: Option<Instant> = None;
+        self.wait_for(
+            self.mem.cells_bell(),
+            wait,
+            deadline,
+            FULL_SLICE,
+            |tick| -> Result<Option<()>, Stop<E>> {
+                for cell in 0..self.cells {
+                    let w = checked(self.state(cell).load(Ordering::Relaxed))?;
+                    if w == 0 || kind(w) == useful {
+                        return Ok(Some(()));
+                    }
+                }
+                if tick >= Tick::Clock && past(deadline) {
+                    return Err(Stop::Timeout);
+                }
+                // Slice ticks come every FULL_SLICE here; the slow checks
+                // keep to their usual pace.
+                if tick == Tick::Slice && last_slow.map_or(true, |t| t.elapsed() >= SLICE) {
+                    last_slow = Some(Instant::now());
+                    peer_ok().map_err(Stop::Peer)?;
+                    if self.reap_dead()? {
+                        return Ok(Some(()));
+                    }
+                }
+                Ok(None)
+            },
+        )
+    }
+
+    /// Frees cells that nobody alive will ever free: their responsible
+    /// process died. Slow (reads /proc): only while every cell is busy.
+    fn reap_dead(&self) -> Result<bool, Corruption> {
+        let mut freed = false;
+        for cell in 0..self.cells {
+            let w = checked(self.state(cell).load(Ordering::Acquire))?;
+            let owner = || {
+                (
+                    self.mem
+                        .field(cell, Field::OwnerPid)
+                        .load(Ordering::Relaxed),
+                    self.mem.owner_start(cell).load(Ordering::Relaxed),
+                )
+            };
+            let dead = |(pid, start): (u32, u64)| !(self.alive)(pid, start);
+            let reap = match kind(w) {
+                // The pid in the word is the one who must move it on.
+                CLAIMED | RECV_WAITING | ACKED => dead((pid_of(w), 0)),
+                // The owner frees TAKEN.
+                TAKEN => dead(owner()),
+                // Both parties are involved: reap only if both died.
+                FILLING | FILLED | READING | TAKING => dead((pid_of(w), 0)) && dead(owner()),
+                // A dead sender's message may still be taken.
+                _ => false,
+            };
+            if reap
+                && self
+                    .state(cell)
+                    .compare_exchange(w, 0, Ordering::Release, Ordering::Relaxed)
+                    .is_ok()
+            {
+                freed = true;
+            }
+        }
+        Ok(freed)
+    }
+
+    // ----- waiting -------------------------------------------------------
+
+    /// Waits until `step` yields a value, following `wait`: spin (BusyPoll
+    /// never stops spinning), then sleep on `bell` in slices of at most
+    /// `slice`. `step` sees each look tagged with how much to check; the
+    /// deadline is only `step`'s business (it may be past the point of no
+    /// return), and the sleeps merely wake up in time for it.
+    fn wait_for<T, X>(
+        &self,
+        bell: &Doorbell,
+        wait: WaitStrategy,
+        deadline: Option<Instant>,
+        slice: Duration,
+        mut step: impl FnMut(Tick) -> Result<Option<T>, X>,
+    ) -> Result<T, X> {
+        if let Some(v) = step(Tick::Clock)? {
+            return Ok(v);
+        }
+        let start = Instant::now();
+        let mut last_slow = start;
+        match self.policy.prelude(wait) {
+            Prelude::Spin(limit) => {
+                let yield_between = self.policy.shared_core();
+                loop {
+                    for _ in 0..POLL_CHECK_EVERY {
+                        if let Some(v) = step(Tick::Poll)? {
+                            return Ok(v);
+                        }
+                        if yield_between {
+                            std::thread::yield_now();
+                        } else {
+                            spin_loop();
+                        }
+                    }
+                    let now = Instant::now();
+                    let tick = if now.duration_since(last_slow) >= slice {
+                        last_slow = now;
+                        Tick::Slice
+                    } else {
+                        Tick::Clock
+                    };
+                    if let Some(v) = step(tick)? {
+                        return Ok(v);
+                    }
+                    if now.duration_since(start) >= limit {
+                        break;
+                    }
+                }
+            }
+            Prelude::Yield(n) => {
+                for _ in 0..n {
+                    std::thread::yield_now();
+                    if let Some(v) = step(Tick::Poll)? {
+                        return Ok(v);
+                    }
+                }
+            }
+            Prelude::None => {}
+        }
+        // One full check before parking: a dead party is found now, not a
+        // slice later.
+        last_slow = Instant::now();
+        if let Some(v) = step(Tick::Slice)? {
+            return Ok(v);
+        }
+        loop {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let this_slice = left.map_or(slice, |l| l.clamp(MIN_SLICE, slice));
+            // Loom's futex model has no timeouts: sleep until woken.
+            let this_slice = if cfg!(loom) { None } else { Some(this_slice) };
+            let slept = bell.sleep_until(
+                |elapsed| {
+                    let tick = if !elapsed {
+                        Tick::Clock
+                    } else if last_slow.elapsed() >= slice {
+                        last_slow = Instant::now();
+                        Tick::Slice
+                    } else {
+                        Tick::Clock
+                    };
+                    step(tick)
+                },
+                None,
+                this_slice,
+            )?;
+            if let Slept::Ready(v) = slept {
+                return Ok(v);
+            }
+        }
+    }
+}
+
+// ----- raw memory (a mapped region, or the heap) -------------------------
+
+#[cfg(not(loom))]
+#[cfg_attr(not(test), allow(unused_imports))]
+pub(crate) use raw::{init, HeapRendezvous, Rendezvous};
+
+#[cfg(not(loom))]
+mod raw {
+    use super::*;
+    use core::mem::offset_of;
+    use core::ptr::NonNull;
+    use hwlink_hw::hwl_rdv_cell;
+
+    /// A rendezvous object in a mapping.
+    pub(crate) type Rendezvous = Rdv<RawMem>;
+
+    /// The words and cells of a rendezvous object at a fixed address.
+    pub(crate) struct RawMem {
+        base: NonNull<u8>,
+        cells: u32,
+        cells_offset: usize,
+        stride: usize,
+        cells_bell: Doorbell,
+        owner_bells: Box<[Doorbell]>,
+        peer_bells: Box<[Doorbell]>,
+    }
+
+    // SAFETY: only atomics and payload bytes whose access the protocol
+    // coordinates are reached through the pointer; the mapping outlives the
+    // value (contract of `from_raw`).
+    unsafe impl Send for RawMem {}
+    // SAFETY: as above.
+    unsafe impl Sync for RawMem {}
+
+    impl RawMem {
+        #[inline(always)]
+        fn at(&self, offset: usize) -> *mut u8 {
+            // SAFETY: every caller passes an offset inside the validated
+            // object: a control-block field, or a cell below `cells`.
+            unsafe { self.base.as_ptr().add(offset) }
+        }
+
+        #[inline(always)]
+        fn cell_offset(&self, cell: u32) -> usize {
+            assert!(cell < self.cells, "rendezvous cell index out of range");
+            self.cells_offset + cell as usize * self.stride
+        }
+
+        #[inline(always)]
+        fn u32_at(&self, offset: usize) -> &AtomicU32 {
+            // SAFETY: a 4-aligned u32 inside the object (the base is
+            // 64-aligned and the offsets come from the generated layout),
+            // only ever accessed atomically.
+            unsafe { &*self.at(offset).cast::<AtomicU32>() }
+        }
+
+        #[inline(always)]
+        fn u64_at(&self, offset: usize) -> &AtomicU64 {
+            // SAFETY: as in `u32_at`, 8-aligned.
+            unsafe { &*self.at(offset).cast::<AtomicU64>() }
+        }
+    }
+
+    impl RdvMem for RawMem {
+        fn state(&self, cell: u32) -> &AtomicU64 {
+            assert!(cell < self.cells, "rendezvous cell index out of range");
+            self.u64_at(offset_of!(hwl_rendezvous, state) + 8 * cell as usize)
+        }
+        fn next_ticket(&self) -> &AtomicU32 {
+            self.u32_at(offset_of!(hwl_rendezvous, next_ticket))
+        }
+        fn field(&self, cell: u32, field: Field) -> &AtomicU32 {
+            let within = match field {
+                Field::OwnerPid => offset_of!(hwl_rdv_cell, owner_pid),
+                Field::Len => offset_of!(hwl_rdv_cell, len),
+                Field::Ticket => offset_of!(hwl_rdv_cell, ticket),
+            };
+            self.u32_at(self.cell_offset(cell) + within)
+        }
+        fn owner_start(&self, cell: u32) -> &AtomicU64 {
+            self.u64_at(self.cell_offset(cell) + offset_of!(hwl_rdv_cell, owner_start))
+        }
+        fn cells_bell(&self) -> &Doorbell {
+            &self.cells_bell
+        }
+        fn owner_bell(&self, cell: u32) -> &Doorbell {
+            &self.owner_bells[cell as usize]
+        }
+        fn peer_bell(&self, cell: u32) -> &Doorbell {
+            &self.peer_bells[cell as usize]
+        }
+        unsafe fn write_payload(&self, cell: u32, msg: &[u8]) {
+            let dst = self.at(self.cell_offset(cell) + HWL_RDV_CELL_HDR_SIZE as usize);
+            // SAFETY: the payload area has slot_size >= msg.len() bytes
+            // (caller), inside the object; the caller holds the cell, so no
+            // well-behaved party accesses these bytes meanwhile.
+            unsafe { crate::spsc::copy_bytes(msg.as_ptr(), dst, msg.len()) }
+        }
+        unsafe fn read_payload<R>(&self, cell: u32, len: usize, f: impl FnOnce(&[u8]) -> R) -> R {
+            let src = self.at(self.cell_offset(cell) + HWL_RDV_CELL_HDR_SIZE as usize);
+            // SAFETY: len <= slot_size bytes of the payload area (caller);
+            // the writer finished before its Release, which we acquired, and
+            // does not write again until the cell is freed after our ack.
+            f(unsafe { core::slice::from_raw_parts(src, len) })
+        }
+    }
+
+    fn bad(what: &'static str, value: u64, limit: u64) -> Corruption {
+        Corruption::new(what, value, limit)
+    }
+
+    /// Lays out a rendezvous object of `cells` cells of `slot_size` bytes in
+    /// `len` bytes at `ctl` (creator side, before the region is published):
+    /// configuration, FREE states, zeroed headers and doorbells.
+    ///
+    /// # Safety
+    /// `ctl` must point to `len` writable bytes that no other party uses yet.
+    pub(crate) unsafe fn init(
+        ctl: *mut u8,
+        len: usize,
+        cells: u32,
+        slot_size: u32,
+    ) -> Result<(), Corruption> {
+        let need = rendezvous_bytes(cells, slot_size).ok_or_else(|| {
+            if cells == 0 || cells > HWL_RDV_MAX_CELLS {
+                bad(
+                    "rendezvous cells (1..)",
+                    cells.into(),
+                    HWL_RDV_MAX_CELLS.into(),
+                )
+            } else {
+                bad(
+                    "rendezvous slot size",
+                    slot_size.into(),
+                    HWL_RING_MAX_SLOT_SIZE.into(),
+                )
+            }
+        })?;
+        if need > len as u64 {
+            return Err(bad("rendezvous bytes missing", need - len as u64, 0));
+        }
+        if ctl.is_null() || ctl as usize % HWL_CACHELINE as usize != 0 {
+            return Err(bad(
+                "rendezvous address misalignment",
+                (ctl as usize % HWL_CACHELINE as usize) as u64,
+                0,
+            ));
+        }
+        let stride = cell_stride(slot_size).expect("checked by rendezvous_bytes");
+        let config = hwl_rendezvous {
+            cells,
+            slot_size,
+            cell_stride: stride,
+            cells_offset: RDV_CONTROL_BYTES,
+            ..Default::default()
+        };
+        // SAFETY: `need <= len` bytes at the 64-aligned `ctl` are ours to
+        // write (caller); the control block and every cell header lie inside.
+        unsafe {
+            core::ptr::write_bytes(ctl, 0, RDV_CONTROL_BYTES as usize);
+            ctl.cast::<hwl_rendezvous>().write(config);
+            for cell in 0..cells as usize {
+                let at = ctl.add(RDV_CONTROL_BYTES as usize + cell * stride as usize);
+                core::ptr::write_bytes(at, 0, HWL_RDV_CELL_HDR_SIZE as usize);
+            }
+        }
+        Ok(())
+    }
+
+    impl Rdv<RawMem> {
+        /// Opens the rendezvous object at `ctl`, reading its configuration
+        /// once and validating it against `len`, the bytes of the object.
+        ///
+        /// # Safety
+        /// `ctl` must point to `len` bytes that stay mapped, readable and
+        /// writable for the life of the value, and that other parties access
+        /// only as the rendezvous protocol says (atomics for every word).
+        pub(crate) unsafe fn from_raw(ctl: *mut u8, len: usize) -> Result<Self, Corruption> {
+            let base = NonNull::new(ctl).ok_or_else(|| bad("rendezvous address (null)", 0, 0))?;
+            if ctl as usize % HWL_CACHELINE as usize != 0 {
+                return Err(bad(
+                    "rendezvous address misalignment",
+                    (ctl as usize % HWL_CACHELINE as usize) as u64,
+                    0,
+                ));
+            }
+            if (len as u64) < RDV_CONTROL_BYTES {
+                return Err(bad(
+                    "rendezvous bytes missing",
+                    RDV_CONTROL_BYTES - len as u64,
+                    0,
+                ));
+            }
+            let probe = RawMem {
+                base,
+                cells: 0,
+                cells_offset: 0,
+                stride: 0,
+                cells_bell: bell(base, offset_of!(hwl_rendezvous, cells_bell)),
+                owner_bells: Box::new([]),
+                peer_bells: Box::new([]),
+            };
+            // Read every configuration word once.
+            let cells = probe
+                .u32_at(offset_of!(hwl_rendezvous, cells))
+                .load(Ordering::Relaxed);
+            let slot_size = probe
+                .u32_at(offset_of!(hwl_rendezvous, slot_size))
+                .load(Ordering::Relaxed);
+            let stride = probe
+                .u32_at(offset_of!(hwl_rendezvous, cell_stride))
+                .load(Ordering::Relaxed);
+            let flags = probe
+                .u32_at(offset_of!(hwl_rendezvous, flags))
+                .load(Ordering::Relaxed);
+            let cells_offset = probe
+                .u64_at(offset_of!(hwl_rendezvous, cells_offset))
+                .load(Ordering::Relaxed);
+            if cells == 0 || cells > HWL_RDV_MAX_CELLS {
+                return Err(bad(
+                    "rendezvous cells (1..)",
+                    cells.into(),
+                    HWL_RDV_MAX_CELLS.into(),
+                ));
+            }
+            if slot_size > HWL_RING_MAX_SLOT_SIZE {
+                return Err(bad(
+                    "rendezvous slot size",
+                    slot_size.into(),
+                    HWL_RING_MAX_SLOT_SIZE.into(),
+                ));
+            }
+            let want_stride = cell_stride(slot_size).unwrap_or(u32::MAX);
+            if stride != want_stride {
+                return Err(bad(
+                    "rendezvous cell stride",
+                    stride.into(),
+                    want_stride.into(),
+                ));
+            }
+            if flags != 0 {
+                return Err(bad("rendezvous flags", flags.into(), 0));
+            }
+            if cells_offset != RDV_CONTROL_BYTES {
+                return Err(bad(
+                    "rendezvous cells offset",
+                    cells_offset,
+                    RDV_CONTROL_BYTES,
+                ));
+            }
+            let need = rendezvous_bytes(cells, slot_size).expect("validated above");
+            if need > len as u64 {
+                return Err(bad("rendezvous bytes missing", need - len as u64, 0));
+            }
+            let stride = stride as usize;
+            let cell_bells = |field: usize| -> Box<[Doorbell]> {
+                (0..cells as usize)
+                    .map(|c| bell(base, RDV_CONTROL_BYTES as usize + c * stride + field))
+                    .collect()
+            };
+            let mem = RawMem {
+                base,
+                cells,
+                cells_offset: RDV_CONTROL_BYTES as usize,
+                stride,
+                cells_bell: probe.cells_bell,
+                owner_bells: cell_bells(offset_of!(hwl_rdv_cell, owner_count)),
+                peer_bells: cell_bells(offset_of!(hwl_rdv_cell, peer_count)),
+            };
+            Ok(Rdv::with_parts(
+                mem,
+                cells,
+                slot_size,
+                crate::liveness::me(),
+                crate::liveness::is_alive,
+            ))
+        }
+    }
+
+    /// A doorbell whose count word is at `offset` and whose waiters word
+    /// follows it (the layout of `hwl_doorbell` and of the cell bells).
+    fn bell(base: NonNull<u8>, offset: usize) -> Doorbell {
+        // SAFETY: the offset is a count/waiters pair inside the validated
+        // object (4-aligned); both words are only ever accessed atomically
+        // and outlive the doorbell (contract of `from_raw`).
+        unsafe {
+            let count = base.as_ptr().add(offset).cast::<AtomicU32>();
+            Doorbell::from_raw(count, count.add(1))
+        }
+    }
+
+    /// A rendezvous object in its own heap allocation (tests, Miri).
+    pub(crate) struct HeapRendezvous {
+        rdv: Rendezvous,
+        mem: *mut u8,
+        layout: std::alloc::Layout,
+    }
+
+    // SAFETY: the allocation is only reached through `rdv`, which is Sync.
+    unsafe impl Send for HeapRendezvous {}
+    // SAFETY: as above.
+    unsafe impl Sync for HeapRendezvous {}
+
+    impl HeapRendezvous {
+        /// Allocates and initialises an object of `cells` cells of
+        /// `slot_size` bytes. Panics on an invalid shape.
+        pub(crate) fn new(cells: u32, slot_size: u32) -> Self {
+            let len = rendezvous_bytes(cells, slot_size).expect("valid rendezvous shape") as usize;
+            let layout = std::alloc::Layout::from_size_align(len, 64).expect("layout");
+            // SAFETY: len > 0 (the control block alone is 704 bytes).
+            let mem = unsafe { std::alloc::alloc_zeroed(layout) };
+            assert!(!mem.is_null(), "out of memory");
+            // SAFETY: `len` fresh bytes that nobody else uses yet.
+            unsafe { init(mem, len, cells, slot_size) }.expect("valid rendezvous shape");
+            // SAFETY: the allocation lives as long as `self`, which drops
+            // `rdv` first; every access goes through the protocol.
+            let rdv = unsafe { Rdv::from_raw(mem, len) }.expect("freshly initialised");
+            HeapRendezvous { rdv, mem, layout }
+        }
+
+        /// The object's bytes (tests that scribble on it).
+        pub(crate) fn base(&self) -> *mut u8 {
+            self.mem
+        }
+
+        /// Another handle on the same object, as another process would open
+        /// it (tests).
+        ///
+        /// # Safety
+        /// The handle must not outlive `self`.
+        pub(crate) unsafe fn open_again(&self) -> Result<Rendezvous, Corruption> {
+            // SAFETY: the allocation outlives the handle (caller).
+            unsafe { Rdv::from_raw(self.mem, self.layout.size()) }
+        }
+    }
+
+    impl core::ops::Deref for HeapRendezvous {
+        type Target = Rendezvous;
+        fn deref(&self) -> &Rendezvous {
+            &self.rdv
+        }
+    }
+
+    impl Drop for HeapRendezvous {
+        fn drop(&mut self) {
+            // SAFETY: allocated in `new` with this layout; `rdv` is no longer
+            // used (we are being dropped and it has no other owner).
+            unsafe { std::alloc::dealloc(self.mem, self.layout) }
+        }
+    }
+}
