@@ -18,6 +18,7 @@
 //! interleaves many in rounds, [`report`] prints and serialises them and
 //! [`plot`] draws them.
 
+pub mod buffering;
 mod eventfd;
 mod fd;
 mod hw;

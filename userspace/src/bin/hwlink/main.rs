@@ -27,6 +27,9 @@ enum Cmd {
     /// Many-to-many throughput: an hwlink mailbox with P producer and C
     /// consumer processes, beside crossbeam's ArrayQueue with P + C threads.
     BenchMpmc(MpmcArgs),
+    /// Round trips over direct links of each buffering kind (bounded,
+    /// unbounded, zero-capacity rendezvous), side by side.
+    BenchBuffering(BufferingArgs),
     /// List the regions on this machine: creator, whether it is alive, rings
     /// and their occupancy, and the members of each domain.
     Ls,
@@ -45,6 +48,12 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// The peer side of `bench-buffering` (internal).
+    #[command(hide = true)]
+    BenchBufferingPeer {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// The peer side of `bench-mpmc` (internal).
     #[command(hide = true)]
     BenchMpmcPeer {
@@ -57,6 +66,56 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+}
+
+#[derive(clap::Args)]
+struct BufferingArgs {
+    /// Round trips per kind per round.
+    #[arg(long, default_value_t = 20_000)]
+    count: usize,
+    /// Rounds, alternating the kinds.
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
+    /// Wait strategy of both processes: poll, spin-park or park.
+    #[arg(long, default_value = "spin-park")]
+    wait: WaitStrategy,
+    /// Memory backend: auto, hugepage or shm.
+    #[arg(long, default_value = "auto")]
+    backend: Backend,
+    /// CPUs of this process and of the peer.
+    #[arg(long, default_value = "0,1", value_parser = parse_cpus)]
+    cpus: (usize, usize),
+}
+
+fn buffering_cmd(args: BufferingArgs) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let figs = hwlink::bench::buffering::run(
+        args.count,
+        args.rounds.max(1),
+        args.wait,
+        args.backend,
+        args.cpus,
+    )?;
+    println!(
+        "8-byte round trips over a direct link, {} per kind in each of {} rounds, wait {}, CPUs {},{} (µs)",
+        args.count, args.rounds, args.wait, args.cpus.0, args.cpus.1
+    );
+    println!(
+        "{:<36} {:>8} {:>8} {:>8} {:>8}",
+        "buffering", "p50", "p90", "p99", "max"
+    );
+    let base = figs[0].pct(0.5).max(1) as f64;
+    for f in &figs {
+        println!(
+            "{:<36} {:>8.2} {:>8.2} {:>8.2} {:>8.1}   p50 = {:.2}x bounded",
+            f.buffering.to_string(),
+            f.pct(0.5) as f64 / 1e3,
+            f.pct(0.9) as f64 / 1e3,
+            f.pct(0.99) as f64 / 1e3,
+            f.pct(1.0) as f64 / 1e3,
+            f.pct(0.5) as f64 / base
+        );
+    }
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -560,6 +619,10 @@ fn main() -> ExitCode {
         Cmd::BenchPeer { args } => hwlink::bench::peer_main(&args).map_err(Into::into),
         Cmd::Pingpong(args) => pingpong_cmd(args),
         Cmd::BenchMpmc(args) => mpmc_cmd(args),
+        Cmd::BenchBuffering(args) => buffering_cmd(args),
+        Cmd::BenchBufferingPeer { args } => {
+            hwlink::bench::buffering::peer_main(&args).map_err(Into::into)
+        }
         Cmd::BenchMpmcPeer { args } => hwlink::bench::mpmc::peer_main(&args).map_err(Into::into),
         Cmd::PingpongPeer { args } => pingpong::peer_main(&args),
         Cmd::Ls => ls_cmd(),
