@@ -1199,3 +1199,40 @@ fn unbounded_link_memory_limit_is_a_clear_error() {
     b.leave();
     assert_no_files(&d);
 }
+
+/// A member sends one message and leaves at once, while the receiver is
+/// already waiting in `recv_from` (or arrives just after): the message is
+/// delivered every time, then MemberGone.
+#[test]
+fn send_then_leave_races_a_waiting_receiver() {
+    let rounds = 200;
+    for round in 0..rounds {
+        let d = unique(&format!("sl{}", round % 10));
+        let _c = Cleanup(d.clone());
+        let mut rx = builder(&d, WaitStrategy::SpinPark, 16).join("rx").unwrap();
+        let d2 = d.clone();
+        let sender = std::thread::spawn(move || {
+            let mut tx = builder(&d2, WaitStrategy::SpinPark, 16).join("tx").unwrap();
+            tx.send_timeout("rx", format!("m{round}").as_bytes(), T).unwrap();
+            tx.leave();
+        });
+        if round % 2 == 0 {
+            // Wait for the sender to be a member, then block in recv_from.
+            while rx.members().len() < 2 && !sender.is_finished() {
+                std::hint::spin_loop();
+            }
+        } else {
+            sender.join().unwrap();
+            let got = rx.recv_from_timeout("tx", T);
+            assert_eq!(got.unwrap(), format!("m{round}").as_bytes(), "round {round}");
+            continue;
+        }
+        let got = rx.recv_from_timeout("tx", T);
+        sender.join().unwrap();
+        match got {
+            Ok(m) => assert_eq!(m, format!("m{round}").as_bytes()),
+            Err(e) => panic!("round {round}: the message was lost: {e:?}"),
+        }
+        rx.leave();
+    }
+}
