@@ -1101,16 +1101,32 @@ impl Member {
             return Err(Unreachable::Gone);
         }
         let (slot, e) = self.lookup(name).ok_or(Unreachable::NoSuchMember)?;
-        let link = self
-            .attach_link(slot, e.gen, Some(name), true)
-            .map_err(|err| Unreachable::Failed(err.to_string()))?;
+        let link = match self.attach_link(slot, e.gen, Some(name), true) {
+            Ok(link) => link,
+            Err(err) => {
+                // It may have left (and removed the file) while we opened it.
+                let now = self.dom.member(slot).word().load(SC);
+                return Err(if now == pack(HWL_MEMBER_ACTIVE, e.gen) {
+                    Unreachable::Failed(err.to_string())
+                } else {
+                    Unreachable::Gone
+                });
+            }
+        };
         self.links.push(link);
         let k = self.links.len() - 1;
         // The peer may have left while we set up: then nobody would remove
         // the file (it scans for its links after announcing LEAVING).
         fence(SC);
         if !self.peer_listed(k) {
-            self.drop_link(k);
+            // It may have linked first, sent and left: what it published
+            // before LEAVING is visible now. Keep the link for those
+            // messages (dropped once drained, which unlinks the file).
+            if self.links[k].rx.has_message_now() {
+                self.links[k].gone_reported = true;
+            } else {
+                self.drop_link(k);
+            }
             return Err(Unreachable::Gone);
         }
         // Tell the peer (recv_any) about the link.
@@ -1250,24 +1266,29 @@ impl Member {
         self.send_impl(to, msg, Some(Instant::now() + timeout), true)
     }
 
-    /// The link to receive from `from` on: one with a message ready (even
-    /// from a departed incarnation), else the current member's.
-    fn recv_link(&mut self, from: &str) -> Result<usize, Unreachable> {
-        if !self.links.iter().any(|l| l.peer == from) {
-            self.accept_pending();
-        }
-        if let Some(k) = self
-            .links
+    /// A link from `from` with a message ready now (even from a departed
+    /// incarnation).
+    fn ready_link(&self, from: &str) -> Option<usize> {
+        self.links
             .iter()
             .position(|l| l.peer == from && l.rx.has_message_now())
-        {
-            return Ok(k);
-        }
+    }
+
+    /// Among the links from `from`: the current member's, or one that still
+    /// holds messages. Links of departed incarnations found drained are
+    /// dropped (returns whether there were any).
+    fn scan_links_from(&mut self, from: &str) -> Result<usize, bool> {
         let mut gone = false;
         let mut k = 0;
         while k < self.links.len() {
             if self.links[k].peer == from {
                 if self.peer_listed(k) {
+                    return Ok(k);
+                }
+                // Not listed any more. It published before it announced
+                // LEAVING, and that Acquire load saw LEAVING (or later):
+                // every message it sent is visible now. Drain first.
+                if self.links[k].rx.has_message_now() {
                     return Ok(k);
                 }
                 gone = true;
@@ -1276,9 +1297,43 @@ impl Member {
             }
             k += 1;
         }
+        Err(gone)
+    }
+
+    /// The link to receive from `from` on: one with a message ready (even
+    /// from a departed incarnation), else the current member's.
+    ///
+    /// `from` may link to us, send and leave at any moment, also while we
+    /// look it up or set up the link ourselves. Before concluding that it
+    /// is gone (or was never here), look at our pending bits once more: it
+    /// sets its bit before it sends, and we only conclude after seeing its
+    /// entry no longer ACTIVE, which it stores after that (SeqCst), so its
+    /// bit (and the link file it keeps for us) is visible by then.
+    fn recv_link(&mut self, from: &str) -> Result<usize, Unreachable> {
+        if !self.links.iter().any(|l| l.peer == from) {
+            self.accept_pending();
+        }
+        if let Some(k) = self.ready_link(from) {
+            return Ok(k);
+        }
+        let mut gone = match self.scan_links_from(from) {
+            Ok(k) => return Ok(k),
+            Err(gone) => gone,
+        };
         match self.link_to(from) {
-            Err(Unreachable::NoSuchMember) if gone => Err(Unreachable::Gone),
-            other => other,
+            Ok(k) => return Ok(k),
+            Err(Unreachable::Gone) => gone = true,
+            Err(Unreachable::NoSuchMember) => {}
+            Err(e @ Unreachable::Failed(_)) => return Err(e),
+        }
+        self.accept_pending();
+        if let Some(k) = self.ready_link(from) {
+            return Ok(k);
+        }
+        match self.scan_links_from(from) {
+            Ok(k) => Ok(k),
+            Err(g) if gone || g => Err(Unreachable::Gone),
+            Err(_) => Err(Unreachable::NoSuchMember),
         }
     }
 
@@ -1333,6 +1388,8 @@ impl Member {
     fn recv_failed<T>(&mut self, k: usize, e: RecvError) -> Result<T, RecvError> {
         let name = self.links[k].peer.clone();
         match e {
+            // The ring end reports Disconnected only after it saw the sender
+            // closed and then found the ring empty (link.rs): drained.
             RecvError::Disconnected => {
                 reap_if_dead(&self.dom, &self.domain, self.links[k].slot);
                 self.drop_link(k);

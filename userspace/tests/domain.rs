@@ -1292,3 +1292,181 @@ fn zero_capacity_link_without_receiver_queues_nothing() {
     b.leave();
     assert_no_files(&d);
 }
+
+/// How the receiver takes the one message in the send-then-leave races.
+#[derive(Debug, Clone, Copy)]
+enum Take {
+    RecvFrom,
+    TryRecvFrom,
+    RecvAny,
+    TryRecvAny,
+}
+
+/// Takes the message `tx` sent (polling for the `try_` forms while the
+/// call says Empty), then checks that nothing more comes: `MemberGone` for
+/// the `_from` forms, nothing for the `_any` forms.
+fn take_then_gone(rx: &mut Member, how: Take) -> Result<Vec<u8>, RecvError> {
+    let deadline = Instant::now() + T;
+    let polling = |empty: bool| empty && Instant::now() < deadline;
+    let got = match how {
+        Take::RecvFrom => rx.recv_from_timeout("tx", T),
+        Take::TryRecvFrom => loop {
+            let r = rx.try_recv_from("tx");
+            if !polling(matches!(r, Err(RecvError::Empty))) {
+                break r;
+            }
+            std::hint::spin_loop();
+        },
+        Take::RecvAny => rx.recv_any_timeout(T).map(|(from, m)| {
+            assert_eq!(from, "tx");
+            m
+        }),
+        Take::TryRecvAny => loop {
+            let r = rx.try_recv_any();
+            if !polling(matches!(r, Err(RecvError::Empty))) {
+                break r.map(|(from, m)| {
+                    assert_eq!(from, "tx");
+                    m
+                });
+            }
+            std::hint::spin_loop();
+        },
+    }?;
+    match how {
+        Take::RecvFrom | Take::TryRecvFrom => {
+            match rx.recv_from_timeout("tx", Duration::from_millis(300)) {
+                Err(RecvError::MemberGone { name }) => assert_eq!(name, "tx"),
+                other => panic!("{how:?}: expected MemberGone after the message, got {other:?}"),
+            }
+        }
+        Take::RecvAny | Take::TryRecvAny => match rx.try_recv_any() {
+            Err(RecvError::Empty) => {}
+            other => panic!("{how:?}: expected Empty after the message, got {other:?}"),
+        },
+    }
+    Ok(got)
+}
+
+/// `rounds` rounds of: member `tx` (a thread) joins, sends one message to
+/// `rx` and leaves at once, while `rx` is already waiting for it (even
+/// rounds) or arrives after it left (odd rounds).
+fn send_then_leave_rounds(
+    tag: &str,
+    rounds: u32,
+    how: Take,
+    join: impl Fn(&str, &str) -> Member + Sync,
+) {
+    let join = &join;
+    for round in 0..rounds {
+        let d = unique(&format!("{tag}{}", round % 10));
+        let _c = Cleanup(d.clone());
+        let mut rx = join(&d, "rx");
+        let got = std::thread::scope(|s| {
+            let sender = s.spawn(|| {
+                let mut tx = join(&d, "tx");
+                tx.send_timeout("rx", format!("m{round}").as_bytes(), T)
+                    .unwrap();
+                tx.leave();
+            });
+            if round % 2 == 0 {
+                // Wait for the sender to be a member, then receive.
+                while rx.members().len() < 2 && !sender.is_finished() {
+                    std::hint::spin_loop();
+                }
+            } else {
+                // Receive after it left.
+                while !sender.is_finished() {
+                    std::thread::yield_now();
+                }
+            }
+            let got = take_then_gone(&mut rx, how);
+            sender.join().unwrap();
+            got
+        });
+        match got {
+            Ok(m) => assert_eq!(m, format!("m{round}").as_bytes(), "{how:?} round {round}"),
+            Err(e) => panic!("{how:?} round {round}: the message was lost: {e:?}"),
+        }
+        rx.leave();
+        assert_no_files(&d);
+    }
+}
+
+/// A member sends one message and leaves at once, while the receiver is
+/// already waiting in `recv_from` (or arrives just after): the message is
+/// delivered every time, then MemberGone.
+#[test]
+fn send_then_leave_races_a_waiting_receiver() {
+    send_then_leave_rounds("sl", 200, Take::RecvFrom, |d, name| {
+        builder(d, WaitStrategy::SpinPark, 16).join(name).unwrap()
+    });
+}
+
+/// The same race for every form of receive, with bounded and unbounded
+/// links and each wait strategy.
+#[test]
+fn send_then_leave_races_every_receive_form() {
+    let _dog = Watchdog::new(Duration::from_secs(240), "send then leave");
+    for how in [
+        Take::RecvFrom,
+        Take::TryRecvFrom,
+        Take::RecvAny,
+        Take::TryRecvAny,
+    ] {
+        for wait in [
+            WaitStrategy::SpinPark,
+            WaitStrategy::Park,
+            WaitStrategy::BusyPoll,
+        ] {
+            send_then_leave_rounds("slb", 60, how, |d, name| {
+                builder(d, wait, 16).join(name).unwrap()
+            });
+        }
+        send_then_leave_rounds("slu", 60, how, |d, name| {
+            unbounded(d, 1 << 20).join(name).unwrap()
+        });
+    }
+}
+
+/// The same race with the sender in another process (`send_and_leave`),
+/// which exits right after it left.
+#[test]
+fn send_then_leave_from_a_process_races_a_waiting_receiver() {
+    let _dog = Watchdog::new(Duration::from_secs(240), "send then leave (process)");
+    let mut scratch = [0u8; MAX_MSG];
+    let forms = [
+        Take::RecvFrom,
+        Take::TryRecvFrom,
+        Take::RecvAny,
+        Take::TryRecvAny,
+    ];
+    for round in 0..48u32 {
+        let how = forms[(round / 2) as usize % forms.len()];
+        let d = unique(&format!("slp{}", round % 10));
+        let _c = Cleanup(d.clone());
+        let mut rx = builder(&d, WaitStrategy::SpinPark, 16).join("rx").unwrap();
+        let extra = [
+            ("TO", "rx".to_string()),
+            ("COUNT", "1".to_string()),
+            ("CAP", "16".to_string()),
+        ];
+        let mut tx = spawn("send_and_leave", &d, "tx", &extra);
+        if round % 2 == 0 {
+            while rx.members().len() < 2 && tx.try_wait().is_none() {
+                std::hint::spin_loop();
+            }
+        } else {
+            tx.expect("LEFT", T);
+        }
+        match take_then_gone(&mut rx, how) {
+            Ok(m) => check(0, &m, &mut scratch).unwrap(),
+            Err(e) => panic!("{how:?} round {round}: the message was lost: {e:?}"),
+        }
+        if round % 2 == 0 {
+            tx.expect("LEFT", T);
+        }
+        tx.wait_success(T);
+        rx.leave();
+        assert_no_files(&d);
+    }
+}
