@@ -1470,3 +1470,81 @@ fn send_then_leave_from_a_process_races_a_waiting_receiver() {
         assert_no_files(&d);
     }
 }
+
+/// Unbounded and zero-capacity links in every form: blocking, try,
+/// polling (BusyPoll on both sides) and timeout, each with a peer process
+/// streaming to this member, checked in order. With zero capacity a try
+/// on both sides can never meet, so the receiver blocks when the sender
+/// tries.
+#[test]
+fn unbounded_and_zero_links_in_every_form() {
+    let _dog = Watchdog::new(Duration::from_secs(240), "buffering forms");
+    for (b, kind) in [
+        (
+            hwlink::Buffering::Unbounded {
+                byte_limit: 64 << 20,
+            },
+            "u",
+        ),
+        (hwlink::Buffering::Zero, "z"),
+    ] {
+        for form in ["block", "try", "poll", "timeout"] {
+            let d = unique(&format!("f{kind}{form}"));
+            let _c = Cleanup(d.clone());
+            let wait = if form == "poll" {
+                WaitStrategy::BusyPoll
+            } else {
+                WaitStrategy::SpinPark
+            };
+            let mut me = Domain::builder(&d)
+                .backend(Backend::Shm)
+                .slot_size(256)
+                .buffering(b)
+                .wait(wait)
+                .join("rx")
+                .unwrap();
+            let count = 3_000u64;
+            let mode = match form {
+                "poll" => "block",
+                other => other,
+            };
+            let mut tx = spawn(
+                "stream_send",
+                &d,
+                "tx",
+                &[
+                    ("TO", "rx".into()),
+                    ("COUNT", count.to_string()),
+                    ("MODE", mode.into()),
+                    ("WAIT", wait.to_string()),
+                ],
+            );
+            tx.expect("JOINED", T);
+            let mut scratch = [0u8; MAX_MSG];
+            for seq in 0..count {
+                let m = match (form, kind) {
+                    ("timeout", _) => me.recv_from_timeout("tx", T),
+                    ("try", "u") => {
+                        let deadline = Instant::now() + T;
+                        loop {
+                            match me.try_recv_from("tx") {
+                                Err(RecvError::Empty) if Instant::now() < deadline => {
+                                    std::hint::spin_loop()
+                                }
+                                other => break other,
+                            }
+                        }
+                    }
+                    _ => me.recv_from("tx"),
+                }
+                .unwrap_or_else(|e| panic!("{kind}/{form}: #{seq}: {e}"));
+                check(seq, &m, &mut scratch).unwrap_or_else(|e| panic!("{kind}/{form}: {e}"));
+            }
+            me.send_timeout("tx", b"ack", T).unwrap();
+            tx.expect("DONE", T);
+            tx.wait_success(T);
+            me.leave();
+            assert_no_files(&d);
+        }
+    }
+}
