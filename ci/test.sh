@@ -23,6 +23,11 @@ else
   cargo test --workspace --no-fail-fast -- --test-threads=1
 fi
 
+step "examples run (small counts; each checks every message)"
+cargo run -q --profile test -p hwlink --example pipeline -- --count 20000 --paced 2000
+cargo run -q --profile test -p hwlink --example workers -- --jobs 20000
+cargo run -q --profile test -p hwlink --example rpc -- --calls 20000
+
 step "doctests"
 cargo test --workspace --doc
 

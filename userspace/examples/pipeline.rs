@@ -53,10 +53,24 @@ fn word(m: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(m[at..at + 8].try_into().unwrap())
 }
 
+/// Waits until the members named `names` have joined (`recv_from` a
+/// member that has not joined yet is an error, not a wait).
+fn wait_for(me: &Member, names: &[&str]) {
+    let t0 = Instant::now();
+    while !names
+        .iter()
+        .all(|n| me.members().iter().any(|m| m.name == *n))
+    {
+        assert!(t0.elapsed() < T, "{names:?} did not join");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// The transform: adds one to every payload byte.
 fn transform(domain: &str) -> Result<(), Box<dyn std::error::Error>> {
     pin(1);
     let mut me = Domain::join(domain, "transform")?;
+    wait_for(&me, &["producer", "sink"]);
     loop {
         let mut m = me.recv_from_timeout("producer", T)?;
         let stop = m[0] == 0xff;
@@ -75,6 +89,7 @@ fn transform(domain: &str) -> Result<(), Box<dyn std::error::Error>> {
 fn sink(domain: &str) -> Result<(), Box<dyn std::error::Error>> {
     pin(2);
     let mut me = Domain::join(domain, "sink")?;
+    wait_for(&me, &["producer", "transform"]);
     let mut next = [0u64; 2];
     let mut lat = Vec::new();
     let mut first_last = (0u64, 0u64);
@@ -169,12 +184,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Command::new(&exe).args(["transform", &domain]).spawn()?,
         Command::new(&exe).args(["sink", &domain]).spawn()?,
     ];
-    // Wait until both have joined.
-    let t0 = Instant::now();
-    while me.members().len() < 3 {
-        assert!(t0.elapsed() < T, "the stages did not join");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    wait_for(&me, &["transform", "sink"]);
     for seq in 0..count {
         let mut m = message(0, seq);
         m[1] = u8::from(seq + 1 == count);
