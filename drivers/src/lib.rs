@@ -12,28 +12,42 @@
 //!   through a small locator file `<shm dir>/hwlink.<name>.memfd`;
 //! - [`BackingKind::Shm`]: a file in `/dev/shm` with 4 KiB pages.
 //!
+//! Device memory ([`DeviceMemory`]): a PCI BAR mapped through sysfs
+//! ([`PciDevice`]) or VFIO ([`VfioDevice`]), or the host file behind a VM's
+//! ivshmem BAR ([`IvshmemTarget`]).
+//!
 //! Environment: `HWLINK_SHM_DIR` replaces `/dev/shm`, `HWLINK_HUGETLBFS_DIR`
 //! replaces the hugetlbfs mount.
 
-// All unsafe code lives in `mapping` (which allows it); keep it that way.
+// All unsafe code lives in `mapping` and `vfio_sys` (which allow it); keep
+// it that way.
 #![deny(unsafe_code)]
 
 mod backend;
+mod device;
 mod dirs;
 mod error;
+pub mod ivshmem;
 mod mapping;
 mod memfd;
 mod name;
+mod pci;
 mod region;
 mod registry;
 mod sysinfo;
+mod vfio;
+mod vfio_sys;
 
 #[cfg(test)]
 mod testutil;
 
 pub use backend::{Backend, BackingKind, HUGEPAGE_SIZE, SHM_PAGE_SIZE};
+pub use device::{DeviceError, DeviceMemory, MemoryKind};
 pub use error::MapError;
+pub use ivshmem::IvshmemTarget;
 pub use name::{validate_name, MAX_NAME_LEN};
+pub use pci::{parse_bdf, PciDevice, IVSHMEM_DEVICE, IVSHMEM_VENDOR};
 pub use region::Region;
 pub use registry::{list_regions, remove_region, RegionFile};
 pub use sysinfo::hugepages_free;
+pub use vfio::{Interrupt, VfioDevice};
