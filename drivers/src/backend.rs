@@ -67,6 +67,9 @@ pub enum BackingKind {
     MemfdHugetlb,
     /// A file in the shm directory (tmpfs, 4 KiB pages).
     Shm,
+    /// Device memory shared with another kernel: a PCI BAR (ivshmem), or
+    /// the host file behind a VM's ivshmem BAR.
+    Device,
 }
 
 impl BackingKind {
@@ -91,6 +94,7 @@ impl fmt::Display for BackingKind {
             BackingKind::Hugetlbfs => "hugetlbfs",
             BackingKind::MemfdHugetlb => "memfd-hugetlb",
             BackingKind::Shm => "shm",
+            BackingKind::Device => "device",
         })
     }
 }

@@ -32,6 +32,8 @@ pub mod admin;
 #[cfg(not(loom))]
 pub mod bench;
 #[cfg(not(loom))]
+pub mod exchange;
+#[cfg(not(loom))]
 mod link;
 #[cfg(not(loom))]
 pub mod pingpong;

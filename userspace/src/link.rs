@@ -8,9 +8,10 @@ use crate::region::{self, Endpoint, RingParts};
 use crate::spsc::{Consumer, Geometry, Producer, RawSlots};
 use crate::sync::spin_loop;
 use crate::wait::{Prelude, SpinPolicy, WaitStrategy};
-use hwlink_drivers::Backend;
+use hwlink_drivers::{Backend, DeviceMemory};
 use hwlink_hw::{HWL_EP_ATTACHED, HWL_EP_FREE, HWL_WAIT_MAY_SLEEP, HWL_WAIT_POLL};
 use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Longest single futex sleep; between sleeps the peer's liveness is checked.
@@ -38,6 +39,7 @@ pub struct LinkBuilder {
     backend: Backend,
     wait: WaitStrategy,
     ready_timeout: Duration,
+    device: Option<Arc<DeviceMemory>>,
 }
 
 impl LinkBuilder {
@@ -50,6 +52,7 @@ impl LinkBuilder {
             backend: Backend::Auto,
             wait: WaitStrategy::default(),
             ready_timeout: Duration::from_secs(1),
+            device: None,
         }
     }
     /// Slots in the ring (a power of two); used on creation.
@@ -78,6 +81,15 @@ impl LinkBuilder {
         self
     }
 
+    /// Puts the link on device memory shared with another kernel (an
+    /// ivshmem BAR in a guest, or the host file behind it) instead of a
+    /// named region file; `backend` is then ignored. Several links share
+    /// one device memory, found by name.
+    pub fn on_device(mut self, memory: Arc<DeviceMemory>) -> Self {
+        self.device = Some(memory);
+        self
+    }
+
     fn geometry(&self) -> Result<Geometry, OpenError> {
         let stride = hwlink_hw::slot_stride(self.slot_size).ok_or_else(|| {
             OpenError::InvalidConfig(format!("slot size {} is too large", self.slot_size))
@@ -93,13 +105,21 @@ impl LinkBuilder {
     }
 
     fn create(&self) -> Result<RingParts, OpenError> {
-        let map = region::create_ring_region(&self.name, self.geometry()?, self.backend)?;
+        let map = match &self.device {
+            Some(device) => {
+                region::create_on_device(device, &self.name, self.geometry()?, self.ready_timeout)?
+            }
+            None => region::create_ring_region(&self.name, self.geometry()?, self.backend)?,
+        };
         let info = region::validate(&map)?;
         RingParts::locate(map, &info)
     }
 
     fn open(&self) -> Result<RingParts, OpenError> {
-        let (map, info) = region::open_region(&self.name, self.backend, self.ready_timeout)?;
+        let (map, info) = match &self.device {
+            Some(device) => region::open_on_device(device, &self.name, self.ready_timeout)?,
+            None => region::open_region(&self.name, self.backend, self.ready_timeout)?,
+        };
         RingParts::locate(map, &info)
     }
 
@@ -138,6 +158,9 @@ enum Peer {
 #[derive(Debug)]
 struct PeerTracker {
     ep: Endpoint,
+    /// False when the peer may run under another kernel (device memory):
+    /// then only its state word tells whether it is there.
+    by_process: bool,
     watch: Option<PeerWatch>,
     gone: bool,
     misses: u32,
@@ -157,6 +180,7 @@ impl PeerTracker {
         let snap = self.ep.snapshot();
         match snap.state {
             HWL_EP_FREE => Peer::Absent,
+            HWL_EP_ATTACHED if !self.by_process => Peer::Present,
             HWL_EP_ATTACHED => {
                 let watch = self.watch.get_or_insert_with(|| {
                     policy.set_masks(crate::liveness::cpu_mask(), snap.cpu_mask);
@@ -210,6 +234,7 @@ impl EndState {
         };
         let peer = PeerTracker {
             ep: parts.endpoint(other),
+            by_process: !parts.map().spans_kernels(),
             watch: None,
             gone: false,
             misses: 0,
@@ -400,7 +425,7 @@ impl Sender {
     }
     /// The backing memory kind.
     pub fn backing(&self) -> hwlink_drivers::BackingKind {
-        self.end.parts.map().region().kind()
+        self.end.parts.map().kind()
     }
     /// Whether the receiver has closed or died (checks the process).
     pub fn is_disconnected(&mut self) -> bool {

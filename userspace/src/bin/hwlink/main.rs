@@ -1,5 +1,7 @@
 //! The `hwlink` command: benchmark against kernel IPC, measure round trips, list and remove regions.
 
+mod device_cmds;
+
 use clap::{Parser, Subcommand};
 use hwlink::pingpong::{self, Config, Mechanism, Session, Stats};
 use hwlink::{admin, Backend, WaitStrategy};
@@ -36,6 +38,12 @@ enum Cmd {
         #[arg(long)]
         stale: bool,
     },
+    /// Move numbered messages both ways over ivshmem memory, checking each
+    /// arrives exactly once: one side on the host, the other in the VM.
+    Exchange(device_cmds::ExchangeArgs),
+    /// Bind a PCI device to vfio-pci or give it back.
+    #[command(subcommand)]
+    Vfio(device_cmds::VfioCmd),
     /// The peer side of `bench` (internal).
     #[command(hide = true)]
     BenchPeer {
@@ -450,6 +458,8 @@ fn main() -> ExitCode {
         Cmd::Pingpong(args) => pingpong_cmd(args),
         Cmd::PingpongPeer { args } => pingpong::peer_main(&args),
         Cmd::Ls => ls_cmd(),
+        Cmd::Exchange(args) => device_cmds::exchange_cmd(args),
+        Cmd::Vfio(cmd) => device_cmds::vfio_cmd(cmd),
         Cmd::Rm {
             name: Some(name), ..
         } => admin::remove(&name)
