@@ -108,7 +108,11 @@ fn expected_constants() -> Vec<(&'static str, u64, u64)> {
     // (name, literal expected value, value of the generated Rust constant)
     vec![
         ("HWL_REGION_MAGIC", 0x0100_4b4e_494c_5748, HWL_REGION_MAGIC),
-        ("HWL_REGION_CLAIMED", 0x4d49_414c_434c_5748, HWL_REGION_CLAIMED),
+        (
+            "HWL_REGION_CLAIMED",
+            0x4d49_414c_434c_5748,
+            HWL_REGION_CLAIMED,
+        ),
         ("HWL_ABI_VERSION", 1, HWL_ABI_VERSION.into()),
         ("HWL_CACHELINE", 64, HWL_CACHELINE.into()),
         ("HWL_REGION_HDR_SIZE", 4096, HWL_REGION_HDR_SIZE.into()),
@@ -124,7 +128,11 @@ fn expected_constants() -> Vec<(&'static str, u64, u64)> {
         ("HWL_EP_FREE", 0, HWL_EP_FREE.into()),
         ("HWL_EP_ATTACHED", 1, HWL_EP_ATTACHED.into()),
         ("HWL_EP_CLOSED", 2, HWL_EP_CLOSED.into()),
-        ("HWL_EP_DOORBELL_IVSHMEM", 1 << 31, HWL_EP_DOORBELL_IVSHMEM.into()),
+        (
+            "HWL_EP_DOORBELL_IVSHMEM",
+            1 << 31,
+            HWL_EP_DOORBELL_IVSHMEM.into(),
+        ),
         ("HWL_WAIT_MAY_SLEEP", 0, HWL_WAIT_MAY_SLEEP.into()),
         ("HWL_WAIT_POLL", 1, HWL_WAIT_POLL.into()),
         (
