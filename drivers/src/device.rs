@@ -125,6 +125,13 @@ pub enum DeviceError {
     #[error("VFIO: {0}; load the modules with `modprobe vfio-pci` and check the kernel")]
     VfioUnsupported(String),
 
+    /// A target without interrupts was asked for a doorbell.
+    #[error(
+        "{target} has no hardware doorbell: use vfio:BDF in the guest (QEMU's \
+         ivshmem-doorbell device) and server:SOCKET on the host, or busy-poll (--wait poll)"
+    )]
+    NoDoorbell { target: String },
+
     /// A BAR that cannot be mapped.
     #[error("BAR {bar} of {bdf} cannot be mapped ({reason}): use the sysfs driver instead")]
     NotMappable {
@@ -189,6 +196,24 @@ impl DeviceMemory {
             map,
             MemoryKind::Cached,
             path.display().to_string(),
+            None,
+        ))
+    }
+
+    /// Maps all `len` bytes of an open shared-memory file (the fd an
+    /// ivshmem server hands out) as cached RAM.
+    pub(crate) fn from_file(
+        file: &File,
+        path: &Path,
+        len: u64,
+    ) -> Result<DeviceMemory, DeviceError> {
+        Self::check_len(path, len)?;
+        let map = Mapping::shared_populated(file, len as usize)
+            .map_err(|e| DeviceError::io("mmap the shared memory of", path, e))?;
+        Ok(DeviceMemory::new(
+            map,
+            MemoryKind::Cached,
+            format!("ivshmem server {}", path.display()),
             None,
         ))
     }

@@ -12,7 +12,11 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use std::sync::Arc;
+
 use crate::device::{DeviceError, DeviceMemory};
+use crate::doorbell::{IvshmemDoorbell, VfioDoorbell};
+use crate::ivshmem_server::IvshmemClient;
 use crate::pci::{parse_bdf, PciDevice};
 
 /// BAR 0: interrupt mask (INTx only).
@@ -44,17 +48,56 @@ pub enum IvshmemTarget {
         /// The device's address.
         bdf: String,
     },
+    /// A host process joined to `hwlink ivshmem-server` at this socket as a
+    /// peer: the memory is the server's file (cached), doorbells are the
+    /// peers' eventfds.
+    Server(PathBuf),
 }
+
+/// Interrupt vectors a doorbell needs: receivers sleep on 0, senders on 1.
+pub const DOORBELL_VECTORS: u16 = 2;
 
 impl IvshmemTarget {
     /// The accepted spellings, for help texts.
     pub const SYNTAX: &'static str = "a host file (the VM's memory-backend-file mem-path), \
-         BDF or pci:BDF (sysfs resource2), pci-wc:BDF (resource2_wc), vfio:BDF, or a \
-         /sys/bus/pci/devices/BDF path";
+         server:SOCKET (join `hwlink ivshmem-server` as a host peer), BDF or pci:BDF (sysfs \
+         resource2), pci-wc:BDF (resource2_wc), vfio:BDF, or a /sys/bus/pci/devices/BDF path";
+
+    /// Maps the shared memory and, with `doorbell`, opens the hardware
+    /// doorbell too (VFIO or an ivshmem server; the other targets have
+    /// none and say so).
+    pub fn open(
+        &self,
+        doorbell: bool,
+    ) -> Result<(DeviceMemory, Option<Arc<dyn IvshmemDoorbell>>), DeviceError> {
+        if !doorbell {
+            return Ok((self.map()?, None));
+        }
+        match self {
+            IvshmemTarget::Vfio { bdf } => {
+                let dev = crate::vfio::VfioDevice::open(bdf)?;
+                let memory = dev.map_shared_memory()?;
+                let bell = VfioDoorbell::open(&dev, DOORBELL_VECTORS)?;
+                Ok((memory, Some(Arc::new(bell))))
+            }
+            IvshmemTarget::Server(socket) => {
+                let client = IvshmemClient::connect(socket, DOORBELL_VECTORS)?;
+                let memory = client.take_memory().expect("a new client holds its memory");
+                Ok((memory, Some(client)))
+            }
+            _ => Err(DeviceError::NoDoorbell {
+                target: self.to_string(),
+            }),
+        }
+    }
 
     /// Maps the shared memory (the whole file, or all of BAR 2).
     pub fn map(&self) -> Result<DeviceMemory, DeviceError> {
         match self {
+            IvshmemTarget::Server(socket) => {
+                let client = IvshmemClient::connect(socket, DOORBELL_VECTORS)?;
+                Ok(client.take_memory().expect("a new client holds its memory"))
+            }
             IvshmemTarget::HostFile(path) => DeviceMemory::open_shared_file(path),
             IvshmemTarget::Sysfs {
                 bdf,
@@ -72,6 +115,9 @@ impl FromStr for IvshmemTarget {
     type Err = DeviceError;
 
     fn from_str(s: &str) -> Result<IvshmemTarget, DeviceError> {
+        if let Some(socket) = s.strip_prefix("server:") {
+            return Ok(IvshmemTarget::Server(PathBuf::from(socket)));
+        }
         if let Some(bdf) = s.strip_prefix("vfio:") {
             return Ok(IvshmemTarget::Vfio {
                 bdf: parse_bdf(bdf)?,
@@ -129,6 +175,7 @@ impl fmt::Display for IvshmemTarget {
                 write_combining: true,
             } => write!(f, "pci-wc:{bdf}"),
             IvshmemTarget::Vfio { bdf } => write!(f, "vfio:{bdf}"),
+            IvshmemTarget::Server(socket) => write!(f, "server:{}", socket.display()),
         }
     }
 }
@@ -145,6 +192,7 @@ mod tests {
             ("pci:0000:00:03.0", "pci:0000:00:03.0"),
             ("pci-wc:00:03.0", "pci-wc:0000:00:03.0"),
             ("vfio:0000:00:03.0", "vfio:0000:00:03.0"),
+            ("server:/run/ivshmem.sock", "server:/run/ivshmem.sock"),
         ] {
             let t: IvshmemTarget = given.parse().unwrap();
             assert_eq!(t.to_string(), shown, "{given}");

@@ -19,15 +19,19 @@
 //! Environment: `HWLINK_SHM_DIR` replaces `/dev/shm`, `HWLINK_HUGETLBFS_DIR`
 //! replaces the hugetlbfs mount.
 
-// All unsafe code lives in `mapping` and `vfio_sys` (which allow it); keep
+// All unsafe code lives in `mapping`, `vfio_sys` and `fd_passing` (which
+// allow it); keep
 // it that way.
 #![deny(unsafe_code)]
 
 mod backend;
 mod device;
 mod dirs;
+mod doorbell;
 mod error;
+mod fd_passing;
 pub mod ivshmem;
+pub mod ivshmem_server;
 mod mapping;
 mod memfd;
 mod name;
@@ -43,8 +47,10 @@ mod testutil;
 
 pub use backend::{Backend, BackingKind, HUGEPAGE_SIZE, SHM_PAGE_SIZE};
 pub use device::{DeviceError, DeviceMemory, MemoryKind};
+pub use doorbell::{IvshmemDoorbell, VfioDoorbell};
 pub use error::MapError;
 pub use ivshmem::IvshmemTarget;
+pub use ivshmem_server::{IvshmemClient, IvshmemServer};
 pub use name::{validate_name, MAX_NAME_LEN};
 pub use pci::{parse_bdf, PciDevice, IVSHMEM_DEVICE, IVSHMEM_VENDOR};
 pub use region::Region;

@@ -22,6 +22,8 @@
 mod doorbell;
 mod error;
 mod futex;
+#[cfg(not(loom))]
+mod hw_doorbell;
 pub mod liveness;
 mod spsc;
 mod sync;
@@ -39,6 +41,8 @@ mod link;
 pub mod pingpong;
 #[cfg(not(loom))]
 mod region;
+#[cfg(not(loom))]
+pub mod remote_pingpong;
 
 #[cfg(test)]
 mod spsc_tests;

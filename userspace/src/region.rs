@@ -699,6 +699,15 @@ impl Endpoint {
         // SAFETY: field projection in bounds of the endpoint.
         self.u32_at(unsafe { addr_of_mut!((*self.ep).wait_mode) })
     }
+    fn doorbell(&self) -> &AtomicU32 {
+        // SAFETY: field projection in bounds of the endpoint.
+        self.u32_at(unsafe { addr_of_mut!((*self.ep).doorbell) })
+    }
+
+    /// The endpoint's doorbell word (how to wake it), read once; untrusted.
+    pub(crate) fn doorbell_now(&self) -> u32 {
+        self.doorbell().load(Ordering::Acquire)
+    }
 
     /// The state word alone (A-ep).
     #[inline]
@@ -718,7 +727,13 @@ impl Endpoint {
     }
 
     /// Claims this endpoint for the calling process.
-    pub(crate) fn attach(&self, name: &str, side: Side, wait_mode: u32) -> Result<(), OpenError> {
+    pub(crate) fn attach(
+        &self,
+        name: &str,
+        side: Side,
+        wait_mode: u32,
+        doorbell: u32,
+    ) -> Result<(), OpenError> {
         let (pid, start) = crate::liveness::me();
         let claimed = if self._parts.map.memory_kind().allows_atomic_rmw() {
             self.pid()
@@ -764,6 +779,7 @@ impl Endpoint {
         self.cpu_mask()
             .store(crate::liveness::cpu_mask(), Ordering::Relaxed);
         self.wait_mode().store(wait_mode, Ordering::Relaxed);
+        self.doorbell().store(doorbell, Ordering::Relaxed);
         // R-ep: publish the attachment.
         self.state()
             .store(hwlink_hw::HWL_EP_ATTACHED, Ordering::Release);

@@ -1,8 +1,11 @@
 //! The `hwlink` commands for device memory: `exchange` (an exactly-once
-//! stream both ways over ivshmem memory, host or guest side) and `vfio
-//! bind|unbind`.
+//! stream both ways over ivshmem memory, host or guest side), `vfio
+//! bind|unbind`, `ivshmem-server`, and round trips over ivshmem
+//! (`pingpong --backend ivshmem` and its `pingpong-echo`).
 
 use hwlink::exchange::{Exchange, Role};
+use hwlink::remote_pingpong::RemoteLinks;
+use hwlink::WaitStrategy;
 use hwlink_drivers::{IvshmemTarget, PciDevice};
 use std::sync::Arc;
 use std::time::Duration;
@@ -107,6 +110,126 @@ pub(crate) fn vfio_cmd(cmd: VfioCmd) -> Result<(), BoxError> {
                 dev.driver().unwrap_or_else(|| "none".into())
             );
         }
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub(crate) struct IvshmemServerArgs {
+    /// UNIX socket QEMU's ivshmem-doorbell chardev and host peers connect to.
+    #[arg(long, default_value = "/tmp/hwlink-ivshmem.sock")]
+    socket: std::path::PathBuf,
+    /// The shared memory file handed to every peer (created if missing).
+    #[arg(long, default_value = "/dev/shm/hwlink-ivshmem")]
+    memory: std::path::PathBuf,
+    /// Make the memory file afresh (zeroed) with this many bytes (K and M
+    /// suffixes allowed); without it, the file is served as it is.
+    #[arg(long, value_parser = crate::parse_size)]
+    size: Option<usize>,
+    /// Interrupt vectors per peer (QEMU's vectors= must match).
+    #[arg(long, default_value_t = hwlink_drivers::ivshmem::DOORBELL_VECTORS)]
+    vectors: u16,
+}
+
+pub(crate) fn ivshmem_server_cmd(args: IvshmemServerArgs) -> Result<(), BoxError> {
+    let server = hwlink_drivers::IvshmemServer::bind(
+        &args.socket,
+        &args.memory,
+        args.size.map(|s| s as u64),
+        args.vectors,
+    )?;
+    println!(
+        "ivshmem-server: listening on {} with {} ({} vectors per peer); start QEMU with \
+         -chardev socket,path={},id=ivs -device ivshmem-doorbell,chardev=ivs,vectors={}",
+        args.socket.display(),
+        args.memory.display(),
+        args.vectors,
+        args.socket.display(),
+        args.vectors
+    );
+    server.serve(|line| println!("ivshmem-server: {line}"))?;
+    Ok(())
+}
+
+/// How the ends of a link on `device` wait, and what that needs opened.
+fn remote_links(
+    device: &IvshmemTarget,
+    wait: WaitStrategy,
+    name: &str,
+    open_timeout: f64,
+) -> Result<RemoteLinks, BoxError> {
+    let (memory, doorbell) = device.open(wait != WaitStrategy::BusyPoll)?;
+    println!(
+        "memory: {} ({} bytes, {}), wait {wait}{}",
+        memory.source(),
+        memory.len(),
+        memory.kind(),
+        match &doorbell {
+            Some(b) => format!(", hardware doorbell (peer id {})", b.own_id()),
+            None => String::new(),
+        }
+    );
+    Ok(RemoteLinks {
+        name: name.to_owned(),
+        memory: Arc::new(memory),
+        doorbell,
+        wait,
+        open_timeout: Duration::from_secs_f64(open_timeout),
+    })
+}
+
+#[derive(clap::Args)]
+pub(crate) struct PingpongEchoArgs {
+    /// The ivshmem memory (see `hwlink pingpong --device`).
+    #[arg(long)]
+    device: IvshmemTarget,
+    /// How this end waits: poll, spin-park or park (these two sleep on the
+    /// hardware doorbell).
+    #[arg(long, default_value_t = WaitStrategy::Park)]
+    wait: WaitStrategy,
+    /// Largest message in bytes, the same as the measuring side's --size.
+    #[arg(long, default_value_t = 8)]
+    size: usize,
+    /// Link name prefix, the same on both sides.
+    #[arg(long, default_value = "pingpong")]
+    name: String,
+    /// Seconds to wait for the measuring side.
+    #[arg(long, default_value_t = 300.0)]
+    timeout: f64,
+}
+
+pub(crate) fn pingpong_echo_cmd(args: PingpongEchoArgs) -> Result<(), BoxError> {
+    let links = remote_links(&args.device, args.wait, &args.name, args.timeout)?;
+    let answered = links.echo(args.size)?;
+    println!("pingpong-echo: OK: answered {answered} pings");
+    Ok(())
+}
+
+/// `hwlink pingpong --backend ivshmem --device X`: the measuring side, the
+/// echo side being `hwlink pingpong-echo` on the other side of the VM.
+pub(crate) fn pingpong_ivshmem(
+    device: Option<IvshmemTarget>,
+    count: usize,
+    size: usize,
+    wait: WaitStrategy,
+    json: bool,
+) -> Result<(), BoxError> {
+    let device = device.ok_or(
+        "--backend ivshmem needs --device: the VM's memory file or server:SOCKET on the \
+         host, vfio:BDF or pci:BDF in the guest",
+    )?;
+    let links = remote_links(&device, wait, "pingpong", 300.0)?;
+    println!(
+        "hwlink pingpong over ivshmem: {count} round trips of {size} bytes with \
+         `hwlink pingpong-echo` on the other side"
+    );
+    let stats = hwlink::remote_pingpong::summarise(links.measure(count, size)?)?;
+    crate::print_stats(&format!("hwlink ivshmem ({wait})"), &stats, None);
+    if json {
+        println!(
+            r#"{{"backend":"ivshmem","device":"{device}","wait":"{wait}","size":{size},"count":{count},"rtt_ns":{}}}"#,
+            stats.to_json()
+        );
     }
     Ok(())
 }

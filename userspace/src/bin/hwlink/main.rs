@@ -41,6 +41,12 @@ enum Cmd {
     /// Move numbered messages both ways over ivshmem memory, checking each
     /// arrives exactly once: one side on the host, the other in the VM.
     Exchange(device_cmds::ExchangeArgs),
+    /// QEMU's ivshmem-doorbell server: hands the shared memory and every
+    /// peer's interrupt eventfds to QEMU and to host peers.
+    IvshmemServer(device_cmds::IvshmemServerArgs),
+    /// Answer `hwlink pingpong --backend ivshmem` from the other side of
+    /// the VM.
+    PingpongEcho(device_cmds::PingpongEchoArgs),
     /// Bind a PCI device to vfio-pci or give it back.
     #[command(subcommand)]
     Vfio(device_cmds::VfioCmd),
@@ -69,9 +75,15 @@ struct PingpongArgs {
     /// How both ends wait: poll, spin-park or park.
     #[arg(long, default_value_t = WaitStrategy::SpinPark)]
     wait: WaitStrategy,
-    /// Memory: hugepage, shm, or auto (hugepages with a fallback to shm).
+    /// Memory: hugepage, shm, auto (hugepages with a fallback to shm), or
+    /// ivshmem (with --device; the peer is `hwlink pingpong-echo` on the
+    /// other side of the VM).
     #[arg(long, default_value_t = Backend::Auto)]
     backend: Backend,
+    /// With --backend ivshmem: the VM's memory file or server:SOCKET (host
+    /// side), vfio:BDF or pci:BDF (guest side).
+    #[arg(long)]
+    device: Option<hwlink_drivers::IvshmemTarget>,
     /// CPUs for this process and the peer, e.g. 0,1; 0,0 shares one core.
     #[arg(long, value_parser = parse_cpus, default_value = "0,1")]
     cpus: (usize, usize),
@@ -336,6 +348,15 @@ fn print_stats(label: &str, s: &Stats, reference: Option<&Stats>) {
 }
 
 fn pingpong_cmd(args: PingpongArgs) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    if args.backend == Backend::Ivshmem {
+        return device_cmds::pingpong_ivshmem(
+            args.device,
+            args.count,
+            args.size,
+            args.wait,
+            args.json,
+        );
+    }
     let backend_used = {
         // Report the memory the links really use (auto may fall back).
         let probe = hwlink::LinkBuilder::new(format!("probe{}", std::process::id()))
@@ -460,6 +481,8 @@ fn main() -> ExitCode {
         Cmd::Ls => ls_cmd(),
         Cmd::Exchange(args) => device_cmds::exchange_cmd(args),
         Cmd::Vfio(cmd) => device_cmds::vfio_cmd(cmd),
+        Cmd::IvshmemServer(args) => device_cmds::ivshmem_server_cmd(args),
+        Cmd::PingpongEcho(args) => device_cmds::pingpong_echo_cmd(args),
         Cmd::Rm {
             name: Some(name), ..
         } => admin::remove(&name)
