@@ -40,7 +40,7 @@ run() {
         hwlink exchange --device "vfio:$bdf" --role b --count "$count" ;;
     doorbell)
       load_vfio && hwlink vfio bind "$bdf" &&
-        hwlink pingpong-remote --device "vfio:$bdf" --count "$count" ;;
+        hwlink pingpong-echo --device "vfio:$bdf" --wait park ;;
     *) echo "guest: unknown test '$test'"; return 1 ;;
   esac
 }

@@ -112,6 +112,32 @@ run_exchange_test() { # TEST
   report "$t ($count messages each way, host <-> guest)" "$rc" "$hostlog" "$guestlog"
 }
 
+run_doorbell_test() {
+  local t=doorbell mem="/dev/shm/hwlink-guest-$$-doorbell" sock="$work/ivshmem.sock"
+  local hostlog="$work/$t.host" guestlog="$work/$t.guest" serverlog="$work/$t.server"
+  local trips="${HWLINK_GUEST_ROUND_TRIPS:-1000}"
+  guest_count="$trips"
+  local t0=$SECONDS
+  "$bin" ivshmem-server --socket "$sock" --memory "$mem" --size 4M > "$serverlog" 2>&1 &
+  local server_pid=$!
+  pids+=("$server_pid")
+  for _ in $(seq 50); do [ -S "$sock" ] && break; sleep 0.1; done
+  boot_guest "$t" "$guestlog" \
+    -chardev "socket,path=$sock,id=ivs" -device ivshmem-doorbell,chardev=ivs,vectors=2
+  local rc=0
+  # Both ends park: each blocks on its hardware doorbell until the other rings.
+  "$bin" pingpong --backend ivshmem --device "server:$sock" --wait park \
+    --count "$trips" > "$hostlog" 2>&1 || rc=$?
+  wait "$qemu_pid" || true
+  kill "$server_pid" 2>/dev/null || true
+  guest_result "$guestlog" "$t" || rc=1
+  sed 's/^/    host:  /' "$hostlog"
+  tr -d '\r' < "$guestlog" | grep -E '^(memory|pingpong-echo):' | sed 's/^/    guest: /'
+  echo "    ($((SECONDS - t0)) s including boot)"
+  report "doorbell ($trips blocking round trips host <-> guest over MSI-X and eventfds)" \
+    "$rc" "$hostlog" "$guestlog"
+}
+
 for t in "${tests[@]}"; do
   echo "==> guest test: $t"
   case "$t" in
