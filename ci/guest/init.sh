@@ -2,7 +2,7 @@
 # /init of the test guest (ci/guest/run-tests.sh builds the initramfs): mounts
 # the kernel file systems, runs the one test named by hwltest= on the kernel
 # command line against the ivshmem device, prints HWLINK-GUEST-RESULT and
-# powers off. Options come from the command line too: hwlcount=N.
+# powers off. Options come from the command line too: hwlcount=N (messages).
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
@@ -35,6 +35,17 @@ run() {
   echo "guest: ivshmem at $bdf, test $test"
   case "$test" in
     sysfs) hwlink exchange --device "pci:$bdf" --role b --count "$count" ;;
+    sysfs-wc)
+      # Write-combining memory refuses to create a link (no reliable CAS)...
+      if hwlink exchange --device "pci-wc:$bdf" --role b --count 1 --timeout 5 2>&1 |
+        tee /dev/console | grep -q 'does not allow creating a link'; then
+        echo "guest: creating on write-combining memory is refused, as documented"
+      else
+        echo "guest: creating on write-combining memory was not refused"; return 1
+      fi
+      # ...but carries the rings the host created, with store fences.
+      hwlink exchange --device "pci-wc:$bdf" --role b --a-creates-both --count "$count" ;;
+    poll) hwlink pingpong-echo --device "pci:$bdf" --wait poll ;;
     vfio)
       load_vfio && hwlink vfio bind "$bdf" &&
         hwlink exchange --device "vfio:$bdf" --role b --count "$count" ;;

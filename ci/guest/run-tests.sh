@@ -8,8 +8,13 @@
 #   doorbell  ivshmem-doorbell through `hwlink ivshmem-server`: the guest
 #             blocks on the hardware doorbell (MSI-X through VFIO), the host
 #             rings it and the other way round, 1,000 blocking round trips
+#   sysfs-wc  BAR 2 through resource2_wc (write-combining): creating a link
+#             there is refused (no reliable CAS); 100,000 messages each way
+#             over links the host created, with store fences
+#   poll      1,000 busy-polling round trips host <-> guest (sysfs BAR 2)
 #
-# Usage: ci/guest/run-tests.sh [TEST...]    (default: sysfs vfio doorbell)
+# Usage: ci/guest/run-tests.sh [TEST...]
+#        (default: sysfs vfio doorbell sysfs-wc poll)
 # Prints "SKIPPED: reason" and exits 0 when it cannot run here (not root, no
 # apt-get, no network for the first download); exits 1 when a test fails.
 # Env: HWLINK_GUEST_CACHE (default /var/cache/hwlink-guest), HWLINK_GUEST_COUNT.
@@ -22,7 +27,7 @@ skip() { echo "SKIPPED: guest tests: $*"; exit 0; }
 command -v apt-get >/dev/null || skip "need a Debian machine (apt-get) to fetch QEMU and the kernel"
 
 tests=("$@")
-[ "${#tests[@]}" -gt 0 ] || tests=(sysfs vfio doorbell)
+[ "${#tests[@]}" -gt 0 ] || tests=(sysfs vfio doorbell sysfs-wc poll)
 count="${HWLINK_GUEST_COUNT:-100000}"
 
 if ! cache="$(ci/guest/fetch.sh | tail -n1)"; then
@@ -93,8 +98,9 @@ report() { # NAME RC HOSTLOG GUESTLOG
   fi
 }
 
-run_exchange_test() { # TEST
+run_exchange_test() { # TEST [host exchange options...]
   local t="$1" mem="/dev/shm/hwlink-guest-$$-$1"
+  shift
   local hostlog="$work/$t.host" guestlog="$work/$t.guest"
   rm -f "$mem"; truncate -s 4M "$mem"
   guest_count="$count"
@@ -103,13 +109,35 @@ run_exchange_test() { # TEST
     -object "memory-backend-file,id=hwlmem,size=4M,share=on,mem-path=$mem" \
     -device ivshmem-plain,memdev=hwlmem
   local rc=0
-  "$bin" exchange --device "$mem" --role a --count "$count" --timeout 300 > "$hostlog" 2>&1 || rc=$?
+  "$bin" exchange --device "$mem" --role a --count "$count" --timeout 300 "$@" > "$hostlog" 2>&1 || rc=$?
   wait "$qemu_pid" || true
   guest_result "$guestlog" "$t" || rc=1
   echo "    host:  $(tail -n1 "$hostlog")"
-  tr -d '\r' < "$guestlog" | grep '^exchange: ' | sed 's/^/    guest: /'
+  tr -d '\r' < "$guestlog" | grep -E '^(exchange: |guest: creating)' | sed 's/^\(guest: \)*/    guest: /'
   echo "    ($((SECONDS - t0)) s including boot)"
   report "$t ($count messages each way, host <-> guest)" "$rc" "$hostlog" "$guestlog"
+}
+
+run_poll_test() {
+  local t=poll mem="/dev/shm/hwlink-guest-$$-poll"
+  local hostlog="$work/$t.host" guestlog="$work/$t.guest"
+  local trips="${HWLINK_GUEST_ROUND_TRIPS:-1000}"
+  rm -f "$mem"; truncate -s 4M "$mem"
+  guest_count="$trips"
+  local t0=$SECONDS
+  boot_guest "$t" "$guestlog" \
+    -object "memory-backend-file,id=hwlmem,size=4M,share=on,mem-path=$mem" \
+    -device ivshmem-plain,memdev=hwlmem
+  local rc=0
+  "$bin" pingpong --backend ivshmem --device "$mem" --wait poll --count "$trips" \
+    > "$hostlog" 2>&1 || rc=$?
+  wait "$qemu_pid" || true
+  guest_result "$guestlog" "$t" || rc=1
+  sed 's/^/    host:  /' "$hostlog"
+  tr -d '\r' < "$guestlog" | grep -E '^(memory|pingpong-echo):' | sed 's/^/    guest: /'
+  echo "    ($((SECONDS - t0)) s including boot)"
+  report "poll ($trips busy-polling round trips host <-> guest, sysfs BAR 2)" \
+    "$rc" "$hostlog" "$guestlog"
 }
 
 run_doorbell_test() {
@@ -142,10 +170,12 @@ for t in "${tests[@]}"; do
   echo "==> guest test: $t"
   case "$t" in
     sysfs|vfio) run_exchange_test "$t" ;;
+    sysfs-wc) run_exchange_test "$t" --a-creates-both ;;
+    poll) run_poll_test ;;
     doorbell) run_doorbell_test ;;
     *) echo "unknown guest test $t"; failed=$((failed + 1)) ;;
   esac
 done
 
-echo "guest tests: $passed passed, $failed failed"
+echo "guest: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -207,8 +207,16 @@ pub struct IvshmemClient {
     id: u16,
     own: Vec<File>,
     table: Arc<(Mutex<PeerTable>, Condvar)>,
-    _stream: UnixStream,
+    stream: UnixStream,
     memory: Mutex<Option<DeviceMemory>>,
+}
+
+impl Drop for IvshmemClient {
+    fn drop(&mut self) {
+        // The reader thread holds a clone of the socket: shut it down so the
+        // server (and through it the other peers) learn this peer is gone.
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
 }
 
 impl IvshmemClient {
@@ -268,7 +276,7 @@ impl IvshmemClient {
             id,
             own,
             table,
-            _stream: stream,
+            stream,
             memory: Mutex::new(Some(memory)),
         }))
     }
@@ -382,5 +390,71 @@ pub(crate) fn take_eventfd(fd: &File) -> io::Result<bool> {
         Ok(_) => Ok(false),
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn start_server(dir: &Path) -> PathBuf {
+        let socket = dir.join("ivshmem.sock");
+        let server = IvshmemServer::bind(&socket, &dir.join("memory"), Some(1 << 20), 2).unwrap();
+        std::thread::spawn(move || server.serve(|_| {}));
+        socket
+    }
+
+    #[test]
+    fn two_peers_share_memory_and_ring_each_other() {
+        let dir = crate::testutil::TempDir::new();
+        let socket = start_server(dir.path());
+        let a = IvshmemClient::connect(&socket, 2).unwrap();
+        let b = IvshmemClient::connect(&socket, 2).unwrap();
+        assert_ne!(a.own_id(), b.own_id());
+        assert_eq!((a.vectors(), b.vectors()), (2, 2));
+        // b learned of a in its initial messages; a learns of b later.
+        assert_eq!(b.peers(), vec![a.own_id()]);
+        assert_eq!(
+            a.wait_for_peer(Duration::from_secs(5)),
+            Some(b.own_id()),
+            "a hears of b"
+        );
+
+        let (ma, mb) = (a.take_memory().unwrap(), b.take_memory().unwrap());
+        assert!(a.take_memory().is_none(), "the memory is handed out once");
+        assert!(ma.write_register(8192, 0x1234_5678));
+        assert_eq!(mb.read_register(8192), Some(0x1234_5678));
+
+        // Nothing rung yet: a short wait times out.
+        assert!(!b.wait(1, Some(Duration::from_millis(20))).unwrap());
+        a.ring(b.own_id(), 1).unwrap();
+        assert!(b.wait(1, Some(Duration::from_secs(5))).unwrap());
+        assert!(
+            !b.wait(0, Some(Duration::ZERO)).unwrap(),
+            "only vector 1 was rung"
+        );
+        b.ring(a.own_id(), 0).unwrap();
+        assert!(a.wait(0, None).unwrap());
+        assert!(
+            a.ring(999, 0).is_err(),
+            "unknown peers are an error, not a hang"
+        );
+        assert!(a.ring(b.own_id(), 7).is_err(), "so are unknown vectors");
+
+        // A peer that leaves is announced.
+        let b_id = b.own_id();
+        drop(b);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while a.peers().contains(&b_id) {
+            assert!(Instant::now() < deadline, "a never heard b leave");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn a_client_of_a_non_server_fails_clearly() {
+        let dir = crate::testutil::TempDir::new();
+        let err = IvshmemClient::connect(&dir.path().join("nothing.sock"), 2).unwrap_err();
+        assert!(err.to_string().contains("ivshmem server"), "{err}");
     }
 }

@@ -4,7 +4,8 @@
 //! guest tests in `ci/guest/`.
 //!
 //! Each side creates the link it sends on (`<name>.a2b` or `<name>.b2a`) and
-//! opens the one it receives on, then moves `count` messages each way in
+//! opens the one it receives on (or side A creates both, for a side B on
+//! memory without CAS), then moves `count` messages each way in
 //! one thread (try_send and try_recv in turns, so a one-CPU guest needs no
 //! second thread). Every message carries its number and a payload derived
 //! from it; the receiver checks that number `i` arrives `i`-th, once, with
@@ -41,6 +42,9 @@ pub struct Exchange {
     pub capacity: u32,
     /// Longest the whole exchange may take, opening included.
     pub timeout: Duration,
+    /// Side A creates both links (B only opens): for a B whose memory
+    /// allows no CAS (write-combining), since creating claims by CAS.
+    pub a_creates_both: bool,
 }
 
 /// What an exchange did.
@@ -139,8 +143,20 @@ impl Exchange {
                 .ready_timeout(self.timeout)
         };
         let start = Instant::now();
-        let mut tx = builder(&send_name).create_sender()?;
-        let mut rx = builder(&recv_name).open_receiver()?;
+        let (mut tx, mut rx) = match (self.role, self.a_creates_both) {
+            (Role::B, true) => (
+                builder(&send_name).open_sender()?,
+                builder(&recv_name).open_receiver()?,
+            ),
+            (Role::A, true) => {
+                let rx = builder(&recv_name).create_receiver()?;
+                (builder(&send_name).create_sender()?, rx)
+            }
+            (_, false) => {
+                let tx = builder(&send_name).create_sender()?;
+                (tx, builder(&recv_name).open_receiver()?)
+            }
+        };
         let opened = Instant::now();
         let deadline = start + self.timeout;
         let (mut sent, mut received) = (0u64, 0u64);

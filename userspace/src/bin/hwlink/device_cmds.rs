@@ -36,6 +36,10 @@ pub(crate) struct ExchangeArgs {
     /// Seconds the whole exchange may take.
     #[arg(long, default_value_t = 120.0)]
     timeout: f64,
+    /// Side a creates both links and b only opens them (give it on both
+    /// sides): for a side b on write-combining memory, which cannot create.
+    #[arg(long)]
+    a_creates_both: bool,
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {
@@ -64,6 +68,7 @@ pub(crate) fn exchange_cmd(args: ExchangeArgs) -> Result<(), BoxError> {
         size: args.size,
         capacity: args.capacity,
         timeout: Duration::from_secs_f64(args.timeout),
+        a_creates_both: args.a_creates_both,
     };
     let out = ex.run(memory)?;
     let secs = out.elapsed.as_secs_f64();
