@@ -5,12 +5,13 @@
 //! a hardware doorbell a blocked end sleeps until the peer rings it.
 //!
 //! The measuring side sends numbered pings on `<name>.ping`; the echo side
-//! answers each on `<name>.pong` with the same bytes, and the measuring side
+//! answers each on `<name>.pong` (sized to the ping link) with the same
+//! bytes, and the measuring side
 //! checks every answer, so the round trips also prove exactly-once
 //! delivery. The echo side stops when the measuring side closes.
 
 use crate::error::{OpenError, RecvError, SendError};
-use crate::link::LinkBuilder;
+use crate::link::{LinkBuilder, Receiver, Sender};
 use crate::pingpong::Stats;
 use crate::wait::WaitStrategy;
 use hwlink_drivers::{DeviceMemory, IvshmemDoorbell};
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Round trips not measured before the measured ones.
-const WARMUP: usize = 100;
+pub const WARMUP: usize = 100;
 
 /// The memory and wake-up path both ends use.
 #[derive(Debug, Clone)]
@@ -54,46 +55,33 @@ impl RemoteLinks {
     /// The measuring side: `count` round trips of `size`-byte messages,
     /// after a warm-up; returns each one's nanoseconds.
     pub fn measure(&self, count: usize, size: usize) -> Result<Vec<u64>, BoxError> {
-        let size = size.max(8);
-        let mut tx = self
-            .builder(&format!("{}.ping", self.name), size)
+        let mut session = self.connect(size)?;
+        session.round_trips(size, WARMUP, None)?;
+        session.round_trips(size, count, None)
+    }
+
+    /// Opens the measuring side's links for messages up to `largest` bytes.
+    pub fn connect(&self, largest: usize) -> Result<RemoteSession, BoxError> {
+        let largest = largest.max(8);
+        let tx = self
+            .builder(&format!("{}.ping", self.name), largest)
             .create_sender()?;
-        let mut rx = self
-            .builder(&format!("{}.pong", self.name), size)
+        // The echo side sizes its answers to the pings' link.
+        let rx = self
+            .builder(&format!("{}.pong", self.name), largest)
             .open_receiver()?;
-        let mut msg = vec![0u8; size];
-        let mut samples = Vec::with_capacity(count);
-        for i in 0..(WARMUP + count) as u64 {
-            msg[..8].copy_from_slice(&i.to_le_bytes());
-            msg[8..].iter_mut().for_each(|b| *b = i as u8);
-            let t0 = Instant::now();
-            tx.send(&msg[..]).map_err(|e| e.to_string())?;
-            let back = rx.recv()?;
-            let ns = t0.elapsed().as_nanos() as u64;
-            if back != msg {
-                return Err(format!(
-                    "round trip {i}: the answer differs from the ping (lost, duplicated or \
-                     corrupted message)"
-                )
-                .into());
-            }
-            if i as usize >= WARMUP {
-                samples.push(ns);
-            }
-        }
-        Ok(samples)
+        Ok(RemoteSession { tx, rx, next: 0 })
     }
 
     /// The echo side: answers every ping until the measuring side closes;
     /// returns how many it answered.
-    pub fn echo(&self, size: usize) -> Result<u64, BoxError> {
-        let size = size.max(8);
-        let mut tx = self
-            .builder(&format!("{}.pong", self.name), size)
-            .create_sender()?;
+    pub fn echo(&self) -> Result<u64, BoxError> {
         let mut rx = self
-            .builder(&format!("{}.ping", self.name), size)
+            .builder(&format!("{}.ping", self.name), 8)
             .open_receiver()?;
+        let mut tx = self
+            .builder(&format!("{}.pong", self.name), rx.max_message())
+            .create_sender()?;
         let mut answered = 0u64;
         loop {
             match rx.recv() {
@@ -106,6 +94,59 @@ impl RemoteLinks {
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+}
+
+/// The measuring side's open links.
+#[derive(Debug)]
+pub struct RemoteSession {
+    tx: Sender,
+    rx: Receiver,
+    next: u64,
+}
+
+impl RemoteSession {
+    /// Up to `count` round trips of `size` bytes (fewer if `time` passes
+    /// first); every answer is checked against its ping. Returns each
+    /// round trip's nanoseconds.
+    pub fn round_trips(
+        &mut self,
+        size: usize,
+        count: usize,
+        time: Option<Duration>,
+    ) -> Result<Vec<u64>, BoxError> {
+        let size = size.max(8);
+        if size > self.tx.max_message() {
+            return Err(format!(
+                "{size}-byte messages do not fit the {}-byte slots: connect with the largest size",
+                self.tx.max_message()
+            )
+            .into());
+        }
+        let mut msg = vec![0u8; size];
+        let mut samples = Vec::with_capacity(count.min(1 << 20));
+        let start = Instant::now();
+        for _ in 0..count {
+            let i = self.next;
+            self.next += 1;
+            msg[..8].copy_from_slice(&i.to_le_bytes());
+            msg[8..].iter_mut().for_each(|b| *b = i as u8);
+            let t0 = Instant::now();
+            self.tx.send(&msg[..]).map_err(|e| e.to_string())?;
+            let back = self.rx.recv()?;
+            samples.push(t0.elapsed().as_nanos() as u64);
+            if back != msg {
+                return Err(format!(
+                    "round trip {i}: the answer differs from the ping (lost, duplicated or \
+                     corrupted message)"
+                )
+                .into());
+            }
+            if time.is_some_and(|t| start.elapsed() >= t) {
+                break;
+            }
+        }
+        Ok(samples)
     }
 }
 

@@ -91,35 +91,58 @@ fn two_processes_exchange_100k_messages_each_way_exactly_once() {
     }
 }
 
+/// An `hwlink ivshmem-server` on a private socket, killed on drop.
+struct Server {
+    child: std::process::Child,
+    dir: PathBuf,
+    device: String,
+}
+
+impl Server {
+    fn start(tag: &str) -> Server {
+        let dir = std::env::temp_dir().join(format!("hwlink-ivs-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("server.sock");
+        let memory = dir.join("memory");
+        let mut child = spawn_hwlink(&[
+            "ivshmem-server",
+            "--socket",
+            socket.to_str().unwrap(),
+            "--memory",
+            memory.to_str().unwrap(),
+            "--size",
+            "4M",
+        ]);
+        while !socket.exists() {
+            assert!(child.try_wait().unwrap().is_none(), "the server exited");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let device = format!("server:{}", socket.display());
+        Server { child, dir, device }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 #[test]
 fn blocking_round_trips_through_the_ivshmem_server_doorbells() {
-    let dir = std::env::temp_dir().join(format!("hwlink-ivs-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let socket = dir.join("server.sock");
-    let memory = dir.join("memory");
-    let mut server = spawn_hwlink(&[
-        "ivshmem-server",
-        "--socket",
-        socket.to_str().unwrap(),
-        "--memory",
-        memory.to_str().unwrap(),
-        "--size",
-        "4M",
-    ]);
-    while !socket.exists() {
-        assert!(server.try_wait().unwrap().is_none(), "the server exited");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let device = format!("server:{}", socket.display());
+    let server = Server::start("park");
+    let device = server.device.as_str();
     // Both ends park: every message wakes a sleeping process by eventfd.
-    let echo = spawn_hwlink(&["pingpong-echo", "--device", &device, "--wait", "park"]);
+    let echo = spawn_hwlink(&["pingpong-echo", "--device", device, "--wait", "park"]);
     let (out, _) = hwlink(
         &[
             "pingpong",
             "--backend",
             "ivshmem",
             "--device",
-            &device,
+            device,
             "--wait",
             "park",
             "--count",
@@ -128,9 +151,6 @@ fn blocking_round_trips_through_the_ivshmem_server_doorbells() {
         Duration::from_secs(120),
     );
     let echo = echo.wait_with_output().unwrap();
-    let _ = server.kill();
-    let _ = server.wait();
-    let _ = std::fs::remove_dir_all(&dir);
     let (t, e) = (text(&out), text(&echo));
     assert!(out.status.success(), "pingpong failed: {t}");
     assert!(t.contains("hardware doorbell") && t.contains("p50"), "{t}");
@@ -138,6 +158,44 @@ fn blocking_round_trips_through_the_ivshmem_server_doorbells() {
     assert!(echo.status.success(), "echo failed: {e}");
     // 100 warm-up round trips, then the 1000 measured ones.
     assert!(e.contains("answered 1100 pings"), "{e}");
+}
+
+#[test]
+fn bench_over_ivshmem_measures_every_size_against_the_echo() {
+    let server = Server::start("bench");
+    let device = server.device.as_str();
+    let json = server.dir.join("bench.json");
+    let echo = spawn_hwlink(&["pingpong-echo", "--device", device, "--wait", "poll"]);
+    let (out, _) = hwlink(
+        &[
+            "bench",
+            "--backend",
+            "ivshmem",
+            "--device",
+            device,
+            "--sizes",
+            "8,1K",
+            "--duration",
+            "0.1",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+        Duration::from_secs(120),
+    );
+    let echo = echo.wait_with_output().unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "bench failed: {t}");
+    assert!(echo.status.success(), "echo failed: {}", text(&echo));
+    assert!(t.contains("8 B (") && t.contains("1024 B ("), "{t}");
+    let written = std::fs::read_to_string(&json).unwrap();
+    assert!(
+        written.contains(r#""size":8,"#) && written.contains(r#""size":1024,"#),
+        "{written}"
+    );
+
+    let (out, _) = hwlink(&["bench", "--backend", "ivshmem"], Duration::from_secs(30));
+    assert!(!out.status.success());
+    assert!(text(&out).contains("needs --device"), "{}", text(&out));
 }
 
 #[test]

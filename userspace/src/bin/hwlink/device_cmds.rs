@@ -192,9 +192,6 @@ pub(crate) struct PingpongEchoArgs {
     /// hardware doorbell).
     #[arg(long, default_value_t = WaitStrategy::Park)]
     wait: WaitStrategy,
-    /// Largest message in bytes, the same as the measuring side's --size.
-    #[arg(long, default_value_t = 8)]
-    size: usize,
     /// Link name prefix, the same on both sides.
     #[arg(long, default_value = "pingpong")]
     name: String,
@@ -205,7 +202,7 @@ pub(crate) struct PingpongEchoArgs {
 
 pub(crate) fn pingpong_echo_cmd(args: PingpongEchoArgs) -> Result<(), BoxError> {
     let links = remote_links(&args.device, args.wait, &args.name, args.timeout)?;
-    let answered = links.echo(args.size)?;
+    let answered = links.echo()?;
     println!("pingpong-echo: OK: answered {answered} pings");
     Ok(())
 }
@@ -235,6 +232,72 @@ pub(crate) fn pingpong_ivshmem(
             r#"{{"backend":"ivshmem","device":"{device}","wait":"{wait}","size":{size},"count":{count},"rtt_ns":{}}}"#,
             stats.to_json()
         );
+    }
+    Ok(())
+}
+
+/// `hwlink bench --backend ivshmem --device X`: round trips at each size
+/// against `hwlink pingpong-echo` on the other side of the VM, over one
+/// session, with the wait strategy of the one hwlink mechanism given.
+pub(crate) fn bench_ivshmem(
+    device: Option<IvshmemTarget>,
+    sizes: Option<Vec<usize>>,
+    mechanisms: Option<Vec<hwlink::bench::Mechanism>>,
+    duration: Option<f64>,
+    quick: bool,
+    json: Option<std::path::PathBuf>,
+) -> Result<(), BoxError> {
+    use hwlink::bench::Mechanism;
+    let device = device.ok_or(
+        "--backend ivshmem needs --device: the VM's memory file or server:SOCKET on the \
+         host, vfio:BDF or pci:BDF in the guest",
+    )?;
+    let wait = match mechanisms.as_deref() {
+        None | Some([Mechanism::HwlinkPoll]) => WaitStrategy::BusyPoll,
+        Some([Mechanism::HwlinkSpinPark]) => WaitStrategy::SpinPark,
+        Some([Mechanism::HwlinkPark]) => WaitStrategy::Park,
+        Some(_) => {
+            return Err(
+                "over ivshmem, give one of --mechanisms hwlink-poll, hwlink-spin-park \
+                        or hwlink-park (the other side runs `hwlink pingpong-echo`; the \
+                        kernel's IPC does not cross into a VM)"
+                    .into(),
+            )
+        }
+    };
+    let sizes = sizes.unwrap_or(if quick {
+        vec![8, 4096]
+    } else {
+        vec![8, 64, 1024, 4096]
+    });
+    let per_size = Duration::from_secs_f64(duration.unwrap_or(if quick { 0.2 } else { 1.0 }));
+    let largest = sizes.iter().copied().max().unwrap_or(8);
+    let links = remote_links(&device, wait, "pingpong", 300.0)?;
+    let mut session = links.connect(largest)?;
+    println!(
+        "hwlink bench over ivshmem ({device}): round trips against `hwlink pingpong-echo` \
+         on the other side, {:.1} s per size",
+        per_size.as_secs_f64()
+    );
+    let mut rows = Vec::new();
+    for &size in &sizes {
+        session.round_trips(size, hwlink::remote_pingpong::WARMUP, None)?;
+        let samples = session.round_trips(size, 1_000_000, Some(per_size))?;
+        let n = samples.len();
+        let stats = hwlink::remote_pingpong::summarise(samples)?;
+        crate::print_stats(&format!("{size} B ({n} round trips)"), &stats, None);
+        rows.push(format!(
+            r#"{{"size":{size},"count":{n},"rtt_ns":{}}}"#,
+            stats.to_json()
+        ));
+    }
+    if let Some(path) = json {
+        let text = format!(
+            r#"{{"backend":"ivshmem","device":"{device}","wait":"{wait}","round_trips":[{}]}}"#,
+            rows.join(",")
+        );
+        std::fs::write(&path, text + "\n")?;
+        println!("wrote {}", path.display());
     }
     Ok(())
 }

@@ -119,9 +119,15 @@ struct BenchArgs {
     /// one core. Default: 0,1 for everything, then 0,0 for round trips.
     #[arg(long, value_parser = parse_cpus)]
     cpus: Option<(usize, usize)>,
-    /// Memory: hugepage, shm, or auto (hugepages with a fallback to shm).
+    /// Memory: hugepage, shm, auto (hugepages with a fallback to shm), or
+    /// ivshmem (with --device: round trips against `hwlink pingpong-echo`
+    /// on the other side of a VM).
     #[arg(long, default_value_t = Backend::Auto)]
     backend: Backend,
+    /// With --backend ivshmem: the VM's memory file or server:SOCKET (host
+    /// side), vfio:BDF or pci:BDF (guest side).
+    #[arg(long)]
+    device: Option<hwlink_drivers::IvshmemTarget>,
     /// Write every figure, skipped mechanism and machine fact to FILE as JSON.
     #[arg(long, value_name = "FILE")]
     json: Option<std::path::PathBuf>,
@@ -183,6 +189,16 @@ fn backend_used(backend: Backend) -> Result<&'static str, BoxError> {
 fn bench_cmd(args: BenchArgs) -> Result<(), BoxError> {
     use hwlink::bench::{plan, report, Mechanism};
     use std::io::IsTerminal;
+    if args.backend == Backend::Ivshmem {
+        return device_cmds::bench_ivshmem(
+            args.device,
+            args.sizes,
+            args.mechanisms,
+            args.duration,
+            args.quick,
+            args.json,
+        );
+    }
     let mechanisms: Vec<Mechanism> = match args.mechanisms {
         Some(m) => m,
         None => Mechanism::ALL
