@@ -17,7 +17,11 @@
 #        (default: sysfs vfio doorbell sysfs-wc poll)
 # Prints "SKIPPED: reason" and exits 0 when it cannot run here (not root, no
 # apt-get, no network for the first download); exits 1 when a test fails.
-# Env: HWLINK_GUEST_CACHE (default /var/cache/hwlink-guest), HWLINK_GUEST_COUNT.
+# Env: HWLINK_GUEST_CACHE (default /var/cache/hwlink-guest), HWLINK_GUEST_COUNT
+#      (messages each way, default 100000), HWLINK_GUEST_ROUND_TRIPS (default
+#      1000).
+# QEMU runs under TCG: this machine's /dev/kvm is nested; with it QEMU 7.2
+# aborts (-cpu host: MSR 0x10a) or the kernel does not boot within a minute.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 here=$PWD
