@@ -164,8 +164,12 @@ run_doorbell_test() {
   kill "$server_pid" 2>/dev/null || true
   guest_result "$guestlog" "$t" || rc=1
   sed 's/^/    host:  /' "$hostlog"
-  tr -d '\r' < "$guestlog" | grep -E '^(memory|pingpong-echo):' | sed 's/^/    guest: /'
+  tr -d '\r' < "$guestlog" | grep -E '^(memory|pingpong-echo|doorbell):' | sed 's/^/    guest: /'
   echo "    ($((SECONDS - t0)) s including boot)"
+  # Both sides must really have slept and been woken by the other's ring.
+  grep -Eq 'woken by the peer [1-9]' "$hostlog" || { echo "    the host was never woken by a doorbell"; rc=1; }
+  tr -d '\r' < "$guestlog" | grep -Eq 'woken by the peer [1-9]' ||
+    { echo "    the guest was never woken by a doorbell"; rc=1; }
   report "doorbell ($trips blocking round trips host <-> guest over MSI-X and eventfds)" \
     "$rc" "$hostlog" "$guestlog"
 }

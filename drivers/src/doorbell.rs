@@ -9,6 +9,7 @@
 //! sleeps on it re-checks what it waits for after every wake-up.
 
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::device::{DeviceError, DeviceMemory};
@@ -26,6 +27,49 @@ pub trait IvshmemDoorbell: Send + Sync + std::fmt::Debug {
     /// Waits until this peer's `vector` is rung or `timeout` passes (None:
     /// forever), consuming the rings; whether it was rung.
     fn wait(&self, vector: u16, timeout: Option<Duration>) -> io::Result<bool>;
+    /// How the waits so far ended, for reports.
+    fn counts(&self) -> DoorbellCounts;
+}
+
+/// How a doorbell's waits ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DoorbellCounts {
+    /// Rings sent to peers.
+    pub rung: u64,
+    /// Waits that ended because this peer was rung.
+    pub woken: u64,
+    /// Waits that ended by their timeout.
+    pub timed_out: u64,
+}
+
+/// Counters behind [`DoorbellCounts`], updated by each doorbell kind.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    rung: AtomicU64,
+    woken: AtomicU64,
+    timed_out: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn rang(&self) {
+        self.rung.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Records how a wait ended and passes its result through.
+    pub(crate) fn waited(&self, result: io::Result<bool>) -> io::Result<bool> {
+        match result {
+            Ok(true) => self.woken.fetch_add(1, Ordering::Relaxed),
+            Ok(false) => self.timed_out.fetch_add(1, Ordering::Relaxed),
+            Err(_) => 0,
+        };
+        result
+    }
+    pub(crate) fn get(&self) -> DoorbellCounts {
+        DoorbellCounts {
+            rung: self.rung.load(Ordering::Relaxed),
+            woken: self.woken.load(Ordering::Relaxed),
+            timed_out: self.timed_out.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// A guest's ivshmem-doorbell device through VFIO.
@@ -34,6 +78,7 @@ pub struct VfioDoorbell {
     registers: DeviceMemory,
     interrupts: Vec<Interrupt>,
     id: u16,
+    counters: Counters,
 }
 
 impl VfioDoorbell {
@@ -58,6 +103,7 @@ impl VfioDoorbell {
             registers,
             interrupts,
             id,
+            counters: Counters::default(),
         })
     }
 }
@@ -74,6 +120,7 @@ impl IvshmemDoorbell for VfioDoorbell {
     fn ring(&self, peer: u16, vector: u16) -> io::Result<()> {
         let value = (u32::from(peer) << 16) | u32::from(vector);
         if self.registers.write_register(REG_DOORBELL, value) {
+            self.counters.rang();
             Ok(())
         } else {
             Err(io::Error::other("BAR 0 has no Doorbell register"))
@@ -85,6 +132,10 @@ impl IvshmemDoorbell for VfioDoorbell {
             .interrupts
             .get(usize::from(vector))
             .ok_or_else(|| io::Error::other(format!("no MSI-X vector {vector}")))?;
-        irq.wait(timeout)
+        self.counters.waited(irq.wait(timeout))
+    }
+
+    fn counts(&self) -> DoorbellCounts {
+        self.counters.get()
     }
 }

@@ -22,7 +22,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::device::{DeviceError, DeviceMemory};
-use crate::doorbell::IvshmemDoorbell;
+use crate::doorbell::{Counters, DoorbellCounts, IvshmemDoorbell};
 use crate::fd_passing::{recv_msg, send_msg};
 use crate::vfio_sys;
 
@@ -209,6 +209,7 @@ pub struct IvshmemClient {
     table: Arc<(Mutex<PeerTable>, Condvar)>,
     stream: UnixStream,
     memory: Mutex<Option<DeviceMemory>>,
+    counters: Counters,
 }
 
 impl Drop for IvshmemClient {
@@ -278,6 +279,7 @@ impl IvshmemClient {
             table,
             stream,
             memory: Mutex::new(Some(memory)),
+            counters: Counters::default(),
         }))
     }
 
@@ -359,7 +361,9 @@ impl IvshmemDoorbell for IvshmemClient {
             .and_then(|v| v.get(usize::from(vector)))
             .ok_or_else(|| proto_err(format!("no peer {peer} vector {vector} (yet)")))?;
         // eventfd: add 1 to the counter. `&File` implements Write.
-        (&*fd).write_all(&1u64.to_ne_bytes())
+        (&*fd).write_all(&1u64.to_ne_bytes())?;
+        self.counters.rang();
+        Ok(())
     }
 
     fn wait(&self, vector: u16, timeout: Option<Duration>) -> io::Result<bool> {
@@ -367,13 +371,20 @@ impl IvshmemDoorbell for IvshmemClient {
             .own
             .get(usize::from(vector))
             .ok_or_else(|| proto_err(format!("no own vector {vector}")))?;
-        if take_eventfd(fd)? {
-            return Ok(true);
-        }
-        if !vfio_sys::poll_readable(fd.as_fd().as_raw_fd(), timeout)? {
-            return Ok(false);
-        }
-        take_eventfd(fd)
+        let result = (|| {
+            if take_eventfd(fd)? {
+                return Ok(true);
+            }
+            if !vfio_sys::poll_readable(fd.as_fd().as_raw_fd(), timeout)? {
+                return Ok(false);
+            }
+            take_eventfd(fd)
+        })();
+        self.counters.waited(result)
+    }
+
+    fn counts(&self) -> DoorbellCounts {
+        self.counters.get()
     }
 }
 

@@ -47,7 +47,7 @@ mod testutil;
 
 pub use backend::{Backend, BackingKind, HUGEPAGE_SIZE, SHM_PAGE_SIZE};
 pub use device::{DeviceError, DeviceMemory, MemoryKind};
-pub use doorbell::{IvshmemDoorbell, VfioDoorbell};
+pub use doorbell::{DoorbellCounts, IvshmemDoorbell, VfioDoorbell};
 pub use error::MapError;
 pub use ivshmem::IvshmemTarget;
 pub use ivshmem_server::{IvshmemClient, IvshmemServer};

@@ -158,6 +158,16 @@ fn blocking_round_trips_through_the_ivshmem_server_doorbells() {
     assert!(echo.status.success(), "echo failed: {e}");
     // 100 warm-up round trips, then the 1000 measured ones.
     assert!(e.contains("answered 1100 pings"), "{e}");
+    // Both really slept and were woken by the other's ring.
+    for out in [&t, &e] {
+        let woken: u64 = out
+            .split("woken by the peer ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no doorbell report in {out}"));
+        assert!(woken > 0, "never woken by a doorbell: {out}");
+    }
 }
 
 #[test]

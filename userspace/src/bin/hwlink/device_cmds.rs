@@ -204,6 +204,7 @@ pub(crate) fn pingpong_echo_cmd(args: PingpongEchoArgs) -> Result<(), BoxError> 
     let links = remote_links(&args.device, args.wait, &args.name, args.timeout)?;
     let answered = links.echo()?;
     println!("pingpong-echo: OK: answered {answered} pings");
+    print_doorbell(&links);
     Ok(())
 }
 
@@ -227,6 +228,7 @@ pub(crate) fn pingpong_ivshmem(
     );
     let stats = hwlink::remote_pingpong::summarise(links.measure(count, size)?)?;
     crate::print_stats(&format!("hwlink ivshmem ({wait})"), &stats, None);
+    print_doorbell(&links);
     if json {
         println!(
             r#"{{"backend":"ivshmem","device":"{device}","wait":"{wait}","size":{size},"count":{count},"rtt_ns":{}}}"#,
@@ -300,4 +302,16 @@ pub(crate) fn bench_ivshmem(
         println!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// How the hardware doorbell's waits ended: evidence that a blocking run
+/// really slept and was woken by interrupts.
+fn print_doorbell(links: &RemoteLinks) {
+    if let Some(bell) = &links.doorbell {
+        let c = bell.counts();
+        println!(
+            "doorbell: rang the peer {} times; woken by the peer {} times; {} sleeps timed out",
+            c.rung, c.woken, c.timed_out
+        );
+    }
 }
