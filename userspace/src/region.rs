@@ -256,9 +256,9 @@ fn walk_device(device: &DeviceMemory, name: &str) -> Result<DevicePlace, OpenErr
     };
     let mut offset = 0usize;
     loop {
-        if offset
+        if !offset
             .checked_add(HDR as usize)
-            .is_none_or(|end| end > dev_len)
+            .is_some_and(|end| end <= dev_len)
         {
             return Ok(DevicePlace::End);
         }
