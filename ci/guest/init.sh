@@ -46,6 +46,8 @@ run() {
       # ...but carries the rings the host created, with store fences.
       hwlink exchange --device "pci-wc:$bdf" --role b --a-creates-both --count "$count" ;;
     poll) hwlink pingpong-echo --device "pci:$bdf" --wait poll ;;
+    vm2vm-a) hwlink exchange --device "pci:$bdf" --role a --count "$count" ;;
+    vm2vm-b) hwlink exchange --device "pci:$bdf" --role b --count "$count" ;;
     vfio)
       load_vfio && hwlink vfio bind "$bdf" &&
         hwlink exchange --device "vfio:$bdf" --role b --count "$count" ;;

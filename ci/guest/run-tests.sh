@@ -12,9 +12,10 @@
 #             there is refused (no reliable CAS); 100,000 messages each way
 #             over links the host created, with store fences
 #   poll      1,000 busy-polling round trips host <-> guest (sysfs BAR 2)
+#   vm2vm     two guests on one ivshmem memory: 100,000 messages each way
 #
 # Usage: ci/guest/run-tests.sh [TEST...]
-#        (default: sysfs vfio doorbell sysfs-wc poll)
+#        (default: sysfs vfio doorbell sysfs-wc poll vm2vm)
 # Prints "SKIPPED: reason" and exits 0 when it cannot run here (not root, no
 # apt-get, no network for the first download); exits 1 when a test fails.
 # Env: HWLINK_GUEST_CACHE (default /var/cache/hwlink-guest), HWLINK_GUEST_COUNT
@@ -31,7 +32,7 @@ skip() { echo "SKIPPED: guest tests: $*"; exit 0; }
 command -v apt-get >/dev/null || skip "need a Debian machine (apt-get) to fetch QEMU and the kernel"
 
 tests=("$@")
-[ "${#tests[@]}" -gt 0 ] || tests=(sysfs vfio doorbell sysfs-wc poll)
+[ "${#tests[@]}" -gt 0 ] || tests=(sysfs vfio doorbell sysfs-wc poll vm2vm)
 count="${HWLINK_GUEST_COUNT:-100000}"
 
 if ! cache="$(ci/guest/fetch.sh | tail -n1)"; then
@@ -144,6 +145,31 @@ run_poll_test() {
     "$rc" "$hostlog" "$guestlog"
 }
 
+run_vm2vm_test() {
+  local mem="/dev/shm/hwlink-guest-$$-vm2vm"
+  local loga="$work/vm2vm-a.guest" logb="$work/vm2vm-b.guest"
+  rm -f "$mem"; truncate -s 4M "$mem"
+  guest_count="$count"
+  local t0=$SECONDS
+  local shared=(-object "memory-backend-file,id=hwlmem,size=4M,share=on,mem-path=$mem"
+                -device ivshmem-plain,memdev=hwlmem)
+  boot_guest vm2vm-a "$loga" "${shared[@]}"
+  local qa=$qemu_pid
+  boot_guest vm2vm-b "$logb" "${shared[@]}"
+  local qb=$qemu_pid
+  wait "$qa" || true
+  wait "$qb" || true
+  local rc=0
+  guest_result "$loga" vm2vm-a || rc=1
+  guest_result "$logb" vm2vm-b || rc=1
+  for l in "$loga" "$logb"; do
+    tr -d '\r' < "$l" | grep -E '^exchange: ' | sed 's/^/    guest: /'
+  done
+  echo "    ($((SECONDS - t0)) s including two boots)"
+  report "vm2vm ($count messages each way between two guests on one ivshmem memory)" \
+    "$rc" "$loga" "$logb"
+}
+
 run_doorbell_test() {
   local t=doorbell mem="/dev/shm/hwlink-guest-$$-doorbell" sock="$work/ivshmem.sock"
   local hostlog="$work/$t.host" guestlog="$work/$t.guest" serverlog="$work/$t.server"
@@ -180,6 +206,7 @@ for t in "${tests[@]}"; do
     sysfs|vfio) run_exchange_test "$t" ;;
     sysfs-wc) run_exchange_test "$t" --a-creates-both ;;
     poll) run_poll_test ;;
+    vm2vm) run_vm2vm_test ;;
     doorbell) run_doorbell_test ;;
     *) echo "unknown guest test $t"; failed=$((failed + 1)) ;;
   esac

@@ -60,7 +60,8 @@ impl RegionMap {
     pub(crate) fn base(&self) -> *mut u8 {
         match &self.memory {
             Memory::File(r) => r.as_ptr(),
-            // In bounds: `device_region` checked offset + len <= device.len().
+            // In bounds: walk_device and create_on_device checked
+            // offset + len <= device.len().
             Memory::Device { device, offset, .. } => device.as_ptr().wrapping_add(*offset),
         }
     }
