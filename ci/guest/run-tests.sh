@@ -118,7 +118,7 @@ run_exchange_test() { # TEST [host exchange options...]
   wait "$qemu_pid" || true
   guest_result "$guestlog" "$t" || rc=1
   echo "    host:  $(tail -n1 "$hostlog")"
-  tr -d '\r' < "$guestlog" | grep -E '^(exchange: |guest: creating)' | sed 's/^\(guest: \)*/    guest: /'
+  tr -d '\r' < "$guestlog" | grep -E '^(exchange: |guest: creating|0000:.*(bound|regions))' | sed 's/^\(guest: \)*/    guest: /'
   echo "    ($((SECONDS - t0)) s including boot)"
   report "$t ($count messages each way, host <-> guest)" "$rc" "$hostlog" "$guestlog"
 }
@@ -190,7 +190,8 @@ run_doorbell_test() {
   kill "$server_pid" 2>/dev/null || true
   guest_result "$guestlog" "$t" || rc=1
   sed 's/^/    host:  /' "$hostlog"
-  tr -d '\r' < "$guestlog" | grep -E '^(memory|pingpong-echo|doorbell):' | sed 's/^/    guest: /'
+  tr -d '\r' < "$guestlog" | grep -E '^(memory|pingpong-echo|doorbell):|^0000:.*(bound|regions)' |
+    sed 's/^/    guest: /'
   echo "    ($((SECONDS - t0)) s including boot)"
   # Both sides must really have slept and been woken by the other's ring.
   grep -Eq 'woken by the peer [1-9]' "$hostlog" || { echo "    the host was never woken by a doorbell"; rc=1; }

@@ -6,7 +6,7 @@
 
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
-use std::io;
+use std::io::{self, Read};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -93,7 +93,8 @@ fn err<'a>(
 impl VfioDevice {
     /// Opens the device at `bdf`, which must be bound to vfio-pci (`hwlink
     /// vfio bind BDF`): creates a type1 container, checks the group is
-    /// viable, attaches it and gets the device file.
+    /// viable, attaches it, gets the device file and resets the device when
+    /// it supports reset.
     pub fn open(bdf: &str) -> Result<VfioDevice, DeviceError> {
         let bdf = parse_bdf(bdf)?;
         let pci = PciDevice::by_address(&bdf)?;
@@ -182,7 +183,7 @@ impl VfioDevice {
             irqs: raw.num_irqs,
             can_reset: raw.flags & VFIO_DEVICE_FLAGS_RESET != 0,
         };
-        Ok(VfioDevice {
+        let dev = VfioDevice {
             bdf,
             handles: Arc::new(Handles {
                 device,
@@ -190,7 +191,13 @@ impl VfioDevice {
                 _container: container,
             }),
             info,
-        })
+        };
+        // Start from a clean device (no interrupts left configured by an
+        // earlier user); ivshmem's BAR 2 is host RAM and keeps its bytes.
+        if dev.info.can_reset {
+            dev.reset()?;
+        }
+        Ok(dev)
     }
 
     /// The device's address.
@@ -393,5 +400,3 @@ impl Interrupt {
         }
     }
 }
-
-use std::io::Read;

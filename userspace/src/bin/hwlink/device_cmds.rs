@@ -105,6 +105,34 @@ pub(crate) fn vfio_cmd(cmd: VfioCmd) -> Result<(), BoxError> {
                 "{} bound to vfio-pci, IOMMU group {group} (/dev/vfio/{group})",
                 dev.address()
             );
+            // Open it once through VFIO to show what it offers.
+            let vfio = hwlink_drivers::VfioDevice::open(dev.address())?;
+            let info = vfio.info();
+            let bars: Vec<String> = (0..6)
+                .filter_map(|bar| {
+                    let r = vfio.region_info(bar).ok()?;
+                    (r.size > 0).then(|| {
+                        format!(
+                            "BAR{bar} {} bytes{}",
+                            r.size,
+                            if r.mappable { " (mmap)" } else { "" }
+                        )
+                    })
+                })
+                .collect();
+            println!(
+                "{}: {} regions ({}), {} interrupt indexes, {} MSI-X vectors, reset {}",
+                dev.address(),
+                info.regions,
+                bars.join(", "),
+                info.irqs,
+                vfio.msix_vectors()?,
+                if info.can_reset {
+                    "supported (done)"
+                } else {
+                    "not supported"
+                }
+            );
         }
         VfioCmd::Unbind { bdf } => {
             let dev = PciDevice::by_address(&bdf)?;
