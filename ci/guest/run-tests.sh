@@ -83,7 +83,7 @@ boot_guest() {
   local t="$1" log="$2"; shift 2
   timeout 600 "${qemu[@]}" \
     -append "console=ttyS0 quiet intel_iommu=on panic=-1 hwltest=$t hwlcount=$guest_count" \
-    "$@" > "$log" 2>&1 &
+    "$@" < /dev/null > "$log" 2>&1 &
   qemu_pid=$!
   pids+=("$qemu_pid")
 }
