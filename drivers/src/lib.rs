@@ -14,14 +14,15 @@
 //!
 //! Device memory ([`DeviceMemory`]): a PCI BAR mapped through sysfs
 //! ([`PciDevice`]) or VFIO ([`VfioDevice`]), or the host file behind a VM's
-//! ivshmem BAR ([`IvshmemTarget`]).
+//! ivshmem BAR ([`IvshmemTarget`]); and hardware doorbells between ivshmem
+//! peers ([`IvshmemDoorbell`]: VFIO MSI-X in a guest, [`IvshmemClient`] of
+//! an [`IvshmemServer`] on the host).
 //!
 //! Environment: `HWLINK_SHM_DIR` replaces `/dev/shm`, `HWLINK_HUGETLBFS_DIR`
 //! replaces the hugetlbfs mount.
 
 // All unsafe code lives in `mapping`, `vfio_sys` and `fd_passing` (which
-// allow it); keep
-// it that way.
+// allow it); keep it that way.
 #![deny(unsafe_code)]
 
 mod backend;
