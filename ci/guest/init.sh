@@ -34,7 +34,15 @@ run() {
   bdf=$(ivshmem_bdf) || { echo "guest: no ivshmem device (1af4:1110)"; return 1; }
   echo "guest: ivshmem at $bdf, test $test"
   case "$test" in
-    sysfs) hwlink exchange --device "pci:$bdf" --role b --count "$count" ;;
+    sysfs)
+      # This guest has no IOMMU: VFIO must refuse with a clear error.
+      load_vfio || return 1
+      if hwlink vfio bind "$bdf" 2>&1 | tee /dev/console | grep -q 'in no IOMMU group'; then
+        echo "guest: vfio bind without an IOMMU is refused with a clear error"
+      else
+        echo "guest: vfio bind without an IOMMU was not refused clearly"; return 1
+      fi
+      hwlink exchange --device "pci:$bdf" --role b --count "$count" ;;
     sysfs-wc)
       # Write-combining memory refuses to create a link (no reliable CAS)...
       if hwlink exchange --device "pci-wc:$bdf" --role b --count 1 --timeout 5 2>&1 |
