@@ -2,7 +2,8 @@
 # The whole test suite, as README.md's test command and .ci/run run it:
 # hugepage setup, the ABI bindings drift check, every crate's tests with real
 # processes (nextest, or cargo test where nextest is missing), doctests, the
-# loom models and Miri on the ring logic.
+# loom models and Miri on the ring logic, and the guest tests: a real Linux
+# kernel under QEMU sharing ivshmem memory with host processes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,5 +37,10 @@ ci/loom.sh
 
 step "miri on the ring logic"
 ci/miri.sh
+
+step "guest tests: a real kernel in QEMU, host <-> guest over ivshmem (ci/guest)"
+# Prints SKIPPED with the reason when it cannot run here (not root, no
+# Debian packages); a failing guest test fails the suite.
+ci/guest/run-tests.sh
 
 step "all test steps passed"

@@ -23,17 +23,21 @@ pub enum Backend {
     Hugepage,
     /// 4 KiB pages in `/dev/shm`.
     Shm,
+    /// Memory of QEMU's ivshmem device, shared between host and VM: given
+    /// to a link with `LinkBuilder::on_device`, never a named region file.
+    Ivshmem,
 }
 
 impl Backend {
     /// The spellings accepted by [`FromStr`], as shown by [`Display`](fmt::Display).
-    pub const NAMES: [&'static str; 3] = ["auto", "hugepage", "shm"];
+    pub const NAMES: [&'static str; 4] = ["auto", "hugepage", "shm", "ivshmem"];
 
     fn as_str(self) -> &'static str {
         match self {
             Backend::Auto => "auto",
             Backend::Hugepage => "hugepage",
             Backend::Shm => "shm",
+            Backend::Ivshmem => "ivshmem",
         }
     }
 }
@@ -49,12 +53,17 @@ impl FromStr for Backend {
 
     /// Parses `auto`, `hugepage` or `shm` (ASCII case-insensitive).
     fn from_str(s: &str) -> Result<Backend, MapError> {
-        [Backend::Auto, Backend::Hugepage, Backend::Shm]
-            .into_iter()
-            .find(|b| b.as_str().eq_ignore_ascii_case(s))
-            .ok_or_else(|| MapError::UnknownBackend {
-                given: s.to_owned(),
-            })
+        [
+            Backend::Auto,
+            Backend::Hugepage,
+            Backend::Shm,
+            Backend::Ivshmem,
+        ]
+        .into_iter()
+        .find(|b| b.as_str().eq_ignore_ascii_case(s))
+        .ok_or_else(|| MapError::UnknownBackend {
+            given: s.to_owned(),
+        })
     }
 }
 
@@ -67,6 +76,9 @@ pub enum BackingKind {
     MemfdHugetlb,
     /// A file in the shm directory (tmpfs, 4 KiB pages).
     Shm,
+    /// Device memory shared with another kernel: a PCI BAR (ivshmem), or
+    /// the host file behind a VM's ivshmem BAR.
+    Device,
 }
 
 impl BackingKind {
@@ -91,6 +103,7 @@ impl fmt::Display for BackingKind {
             BackingKind::Hugetlbfs => "hugetlbfs",
             BackingKind::MemfdHugetlb => "memfd-hugetlb",
             BackingKind::Shm => "shm",
+            BackingKind::Device => "device",
         })
     }
 }
@@ -101,10 +114,15 @@ mod tests {
 
     #[test]
     fn backend_parses_what_it_displays() {
-        for b in [Backend::Auto, Backend::Hugepage, Backend::Shm] {
+        for b in [
+            Backend::Auto,
+            Backend::Hugepage,
+            Backend::Shm,
+            Backend::Ivshmem,
+        ] {
             assert_eq!(b.to_string().parse::<Backend>().unwrap(), b);
         }
-        assert_eq!(Backend::NAMES, ["auto", "hugepage", "shm"]);
+        assert_eq!(Backend::NAMES, ["auto", "hugepage", "shm", "ivshmem"]);
         assert_eq!("SHM".parse::<Backend>().unwrap(), Backend::Shm);
         assert_eq!(Backend::default(), Backend::Auto);
     }
@@ -115,7 +133,7 @@ mod tests {
         assert!(matches!(err, MapError::UnknownBackend { .. }));
         let msg = err.to_string();
         assert!(
-            msg.contains("\"huge\"") && msg.contains("auto, hugepage or shm"),
+            msg.contains("\"huge\"") && msg.contains("auto, hugepage, shm or ivshmem"),
             "{msg}"
         );
     }

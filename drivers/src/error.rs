@@ -15,9 +15,16 @@ pub enum MapError {
     )]
     InvalidName { name: String, reason: &'static str },
 
-    /// A backend name that is not `auto`, `hugepage` or `shm`.
-    #[error("unknown backend {given:?}: use one of auto, hugepage or shm")]
+    /// A backend name that is not `auto`, `hugepage`, `shm` or `ivshmem`.
+    #[error("unknown backend {given:?}: use one of auto, hugepage, shm or ivshmem")]
     UnknownBackend { given: String },
+
+    /// `Backend::Ivshmem` names device memory, not a region file.
+    #[error(
+        "region {name:?}: the ivshmem backend has no region files; give the link its device \
+         memory (LinkBuilder::on_device, or --device on the command line)"
+    )]
+    NeedsDevice { name: String },
 
     /// `create` found a region of that name in some backend directory.
     #[error(

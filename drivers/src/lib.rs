@@ -12,28 +12,49 @@
 //!   through a small locator file `<shm dir>/hwlink.<name>.memfd`;
 //! - [`BackingKind::Shm`]: a file in `/dev/shm` with 4 KiB pages.
 //!
+//! Device memory ([`DeviceMemory`]): a PCI BAR mapped through sysfs
+//! ([`PciDevice`]) or VFIO ([`VfioDevice`]), or the host file behind a VM's
+//! ivshmem BAR ([`IvshmemTarget`]); and hardware doorbells between ivshmem
+//! peers ([`IvshmemDoorbell`]: VFIO MSI-X in a guest, [`IvshmemClient`] of
+//! an [`IvshmemServer`] on the host).
+//!
 //! Environment: `HWLINK_SHM_DIR` replaces `/dev/shm`, `HWLINK_HUGETLBFS_DIR`
 //! replaces the hugetlbfs mount.
 
-// All unsafe code lives in `mapping` (which allows it); keep it that way.
+// All unsafe code lives in `mapping`, `vfio_sys` and `fd_passing` (which
+// allow it); keep it that way.
 #![deny(unsafe_code)]
 
 mod backend;
+mod device;
 mod dirs;
+mod doorbell;
 mod error;
+mod fd_passing;
+pub mod ivshmem;
+pub mod ivshmem_server;
 mod mapping;
 mod memfd;
 mod name;
+mod pci;
 mod region;
 mod registry;
 mod sysinfo;
+mod vfio;
+mod vfio_sys;
 
 #[cfg(test)]
 mod testutil;
 
 pub use backend::{Backend, BackingKind, HUGEPAGE_SIZE, SHM_PAGE_SIZE};
+pub use device::{DeviceError, DeviceMemory, MemoryKind};
+pub use doorbell::{DoorbellCounts, IvshmemDoorbell, VfioDoorbell};
 pub use error::MapError;
+pub use ivshmem::IvshmemTarget;
+pub use ivshmem_server::{IvshmemClient, IvshmemServer};
 pub use name::{validate_name, MAX_NAME_LEN};
+pub use pci::{parse_bdf, PciDevice, IVSHMEM_DEVICE, IVSHMEM_VENDOR};
 pub use region::Region;
 pub use registry::{list_regions, remove_region, RegionFile};
 pub use sysinfo::hugepages_free;
+pub use vfio::{Interrupt, VfioDevice};

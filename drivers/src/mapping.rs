@@ -57,6 +57,69 @@ impl Mapping {
         Ok(Mapping { ptr, len })
     }
 
+    /// Maps `len` bytes of `file` from `offset` (page aligned), shared and
+    /// not prefaulted: for device memory (a PCI BAR through sysfs or VFIO),
+    /// where the kernel decides the caching (uncached or write-combining)
+    /// and prefaulting means nothing.
+    pub(crate) fn shared_device(file: &File, offset: u64, len: usize) -> io::Result<Mapping> {
+        if len == 0 {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let offset = libc::off_t::try_from(offset)
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: as in `shared_populated`: a fresh address range chosen by
+        // the kernel, a descriptor borrowed for the call, the result checked.
+        let addr = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                offset,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(addr.cast::<u8>())
+            .ok_or_else(|| io::Error::other("mmap returned a null address"))?;
+        Ok(Mapping { ptr, len })
+    }
+
+    /// Volatile 32-bit load at `offset` (device registers). None when the
+    /// word is not inside the mapping or not 4-byte aligned.
+    pub(crate) fn read_u32(&self, offset: usize) -> Option<u32> {
+        let end = offset.checked_add(4)?;
+        if end > self.len || offset % 4 != 0 {
+            return None;
+        }
+        // SAFETY: `offset + 4 <= len` and the mapping is page aligned, so the
+        // address is an aligned u32 inside this live mapping; volatile so the
+        // device sees exactly one 32-bit read.
+        Some(unsafe { self.ptr.as_ptr().add(offset).cast::<u32>().read_volatile() })
+    }
+
+    /// Volatile 32-bit store at `offset` (device registers). False when the
+    /// word is not inside the mapping or not 4-byte aligned.
+    pub(crate) fn write_u32(&self, offset: usize, value: u32) -> bool {
+        let Some(end) = offset.checked_add(4) else {
+            return false;
+        };
+        if end > self.len || offset % 4 != 0 {
+            return false;
+        }
+        // SAFETY: as in `read_u32`; one volatile 32-bit store.
+        unsafe {
+            self.ptr
+                .as_ptr()
+                .add(offset)
+                .cast::<u32>()
+                .write_volatile(value)
+        };
+        true
+    }
+
     /// Start of the mapping (page aligned).
     pub(crate) fn as_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()

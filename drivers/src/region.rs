@@ -174,6 +174,9 @@ pub(crate) fn create_in(
         Backend::Shm => create_shm(dirs, name, min_size),
         Backend::Hugepage => create_hugepage(dirs, name, min_size),
         Backend::Auto => create_auto(dirs, name, min_size),
+        Backend::Ivshmem => Err(MapError::NeedsDevice {
+            name: name.to_owned(),
+        }),
     }
 }
 
@@ -195,6 +198,11 @@ fn create_auto(dirs: &mut Dirs, name: &str, min_size: usize) -> Result<Region, M
 /// [`Region::open`] in explicit directories.
 pub(crate) fn open_in(dirs: &Dirs, name: &str, backend: Backend) -> Result<Region, MapError> {
     validate_name(name)?;
+    if backend == Backend::Ivshmem {
+        return Err(MapError::NeedsDevice {
+            name: name.to_owned(),
+        });
+    }
     let mut stale = None;
     if backend != Backend::Shm {
         for path in dirs.hugetlbfs_files(name) {

@@ -26,6 +26,12 @@
 #define HWL_REGION_MAGIC 0x01004b4e494c5748ULL
 #define HWL_ABI_VERSION 1
 
+/* On device memory (an ivshmem BAR), regions lie back to back from offset 0,
+ * each followed by the next at offset + total_size. A creator claims the
+ * first free place by a CAS of magic from 0 to this value, then writes the
+ * header and stores HWL_REGION_MAGIC. "HWLCLAIM" read as a little-endian u64. */
+#define HWL_REGION_CLAIMED 0x4d49414c434c5748ULL
+
 #define HWL_CACHELINE 64          /* alignment of every side-owned word */
 #define HWL_REGION_HDR_SIZE 4096  /* sizeof(struct hwl_region) */
 #define HWL_OBJ_ALIGN 4096        /* every object starts on a page boundary */
@@ -57,6 +63,9 @@
 #define HWL_EP_FREE 0     /* nobody attached yet */
 #define HWL_EP_ATTACHED 1 /* pid/start_time name a live attachment */
 #define HWL_EP_CLOSED 2   /* detached cleanly; never re-attached */
+
+/* hwl_endpoint.doorbell: the endpoint sleeps on an ivshmem MSI-X vector. */
+#define HWL_EP_DOORBELL_IVSHMEM (1U << 31)
 
 /* hwl_endpoint.wait_mode: advisory. HWL_WAIT_POLL promises the endpoint
  * never sleeps on a doorbell, so its peer may skip the wake-up check; any
@@ -109,7 +118,9 @@ struct hwl_endpoint {
 	__u64 start_time; /* the process's start time, against pid reuse */
 	__u64 cpu_mask;   /* CPUs 0..63 it may run on, for shared-core detection */
 	__u32 wait_mode;  /* HWL_WAIT_*: advisory */
-	__u32 resv;       /* reserved, zero */
+	__u32 doorbell;   /* 0: wake this end through the futex doorbells; else
+	                   * HWL_EP_DOORBELL_IVSHMEM | peer << 16 | vector: ring
+	                   * that ivshmem doorbell (written at attach) */
 };
 
 /*

@@ -4,6 +4,7 @@
 
 pub const HWL_REGION_MAGIC: u64 = 72140393647200072;
 pub const HWL_ABI_VERSION: u32 = 1;
+pub const HWL_REGION_CLAIMED: u64 = 5569054210022725448;
 pub const HWL_CACHELINE: u32 = 64;
 pub const HWL_REGION_HDR_SIZE: u32 = 4096;
 pub const HWL_OBJ_ALIGN: u32 = 4096;
@@ -26,6 +27,7 @@ pub const HWL_OBJ_DOMAIN: u32 = 5;
 pub const HWL_EP_FREE: u32 = 0;
 pub const HWL_EP_ATTACHED: u32 = 1;
 pub const HWL_EP_CLOSED: u32 = 2;
+pub const HWL_EP_DOORBELL_IVSHMEM: u32 = 2147483648;
 pub const HWL_WAIT_MAY_SLEEP: u32 = 0;
 pub const HWL_WAIT_POLL: u32 = 1;
 pub const HWL_RING_MAX_CAPACITY: u32 = 16777216;
@@ -233,8 +235,10 @@ pub struct hwl_endpoint {
     pub cpu_mask: __u64,
     /// HWL_WAIT_*: advisory
     pub wait_mode: __u32,
-    /// reserved, zero
-    pub resv: __u32,
+    /** 0: wake this end through the futex doorbells; else
+ HWL_EP_DOORBELL_IVSHMEM | peer << 16 | vector: ring
+ that ivshmem doorbell (written at attach)*/
+    pub doorbell: __u32,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
@@ -256,8 +260,8 @@ const _: () = {
         "Offset of field: hwl_endpoint::wait_mode",
     ][::core::mem::offset_of!(hwl_endpoint, wait_mode) - 24usize];
     [
-        "Offset of field: hwl_endpoint::resv",
-    ][::core::mem::offset_of!(hwl_endpoint, resv) - 28usize];
+        "Offset of field: hwl_endpoint::doorbell",
+    ][::core::mem::offset_of!(hwl_endpoint, doorbell) - 28usize];
 };
 /** A single-producer single-consumer ring of length-prefixed slots.
 

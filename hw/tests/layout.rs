@@ -76,7 +76,7 @@ fn expected_layouts() -> Vec<Expected> {
             start_time @ 8 : 8,
             cpu_mask @ 16 : 8,
             wait_mode @ 24 : 4,
-            resv @ 28 : 4,
+            doorbell @ 28 : 4,
         }),
         layout!(hwl_spsc_ring, 512, 8 {
             tail @ 0 : 4,
@@ -202,6 +202,11 @@ fn expected_constants() -> Vec<(&'static str, u64, u64)> {
     // (name, literal expected value, value of the generated Rust constant)
     vec![
         ("HWL_REGION_MAGIC", 0x0100_4b4e_494c_5748, HWL_REGION_MAGIC),
+        (
+            "HWL_REGION_CLAIMED",
+            0x4d49_414c_434c_5748,
+            HWL_REGION_CLAIMED,
+        ),
         ("HWL_ABI_VERSION", 1, HWL_ABI_VERSION.into()),
         ("HWL_CACHELINE", 64, HWL_CACHELINE.into()),
         ("HWL_REGION_HDR_SIZE", 4096, HWL_REGION_HDR_SIZE.into()),
@@ -217,6 +222,11 @@ fn expected_constants() -> Vec<(&'static str, u64, u64)> {
         ("HWL_EP_FREE", 0, HWL_EP_FREE.into()),
         ("HWL_EP_ATTACHED", 1, HWL_EP_ATTACHED.into()),
         ("HWL_EP_CLOSED", 2, HWL_EP_CLOSED.into()),
+        (
+            "HWL_EP_DOORBELL_IVSHMEM",
+            1 << 31,
+            HWL_EP_DOORBELL_IVSHMEM.into(),
+        ),
         ("HWL_WAIT_MAY_SLEEP", 0, HWL_WAIT_MAY_SLEEP.into()),
         ("HWL_WAIT_POLL", 1, HWL_WAIT_POLL.into()),
         (
@@ -392,6 +402,7 @@ fn constants_match_literals() {
         assert_eq!(actual, expected, "{name}");
     }
     assert_eq!(&HWL_REGION_MAGIC.to_le_bytes(), b"HWLINK\0\x01");
+    assert_eq!(&HWL_REGION_CLAIMED.to_le_bytes(), b"HWLCLAIM");
     assert_eq!(REGION_MAGIC, HWL_REGION_MAGIC);
     assert!(HWL_RING_MAX_CAPACITY.is_power_of_two());
     assert_eq!(

@@ -517,7 +517,7 @@ impl DomainBuilder {
             })?;
             match try_join(&dom, &self.domain, &name, deadline)? {
                 Some((slot, gen)) => {
-                    let link_backend = match dom.map().region().kind() {
+                    let link_backend = match dom.map().kind() {
                         BackingKind::Shm => Backend::Shm,
                         _ => Backend::Hugepage,
                     };
@@ -924,8 +924,8 @@ impl Member {
             let peer = peer_name
                 .map(str::to_string)
                 .unwrap_or_else(|| rings[inc].name.clone());
-            let tx = ChannelSender::Bounded(Sender::attach(parts_out, self.wait)?);
-            let rx = ChannelReceiver::Bounded(Receiver::attach(parts_in, self.wait)?);
+            let tx = ChannelSender::Bounded(Sender::attach(parts_out, self.wait, None)?);
+            let rx = ChannelReceiver::Bounded(Receiver::attach(parts_in, self.wait, None)?);
             Ok(Link {
                 peer,
                 slot,

@@ -7,13 +7,27 @@
 use crate::futex;
 use crate::sync::{fence, AtomicU32, Ordering};
 use core::ptr::NonNull;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// How a doorbell puts a waiter to sleep and wakes it: by default the futex
+/// on the count word; across kernels (host and VM) a hardware doorbell.
+/// Either way the semaphore words and the protocol stay the same.
+pub(crate) trait Wake: Send + Sync + std::fmt::Debug {
+    /// Sleeps while `count` is 0, until woken or `timeout` passes (None:
+    /// no limit). False when the timeout passed. May return early.
+    fn sleep(&self, count: &AtomicU32, timeout: Option<Duration>) -> bool;
+    /// Wakes the side that sleeps on this doorbell.
+    fn wake(&self, count: &AtomicU32);
+}
 
 /// A doorbell living in shared (or, for tests, heap) memory.
 #[derive(Debug)]
 pub(crate) struct Doorbell {
     count: NonNull<AtomicU32>,
     waiters: NonNull<AtomicU32>,
+    /// None: the futex on `count`.
+    wake: Option<Arc<dyn Wake>>,
 }
 
 // SAFETY: the doorbell only hands out shared references to atomics, which are
@@ -42,7 +56,13 @@ impl Doorbell {
         Doorbell {
             count: NonNull::new(count.cast_mut()).expect("doorbell count is null"),
             waiters: NonNull::new(waiters.cast_mut()).expect("doorbell waiters is null"),
+            wake: None,
         }
+    }
+
+    /// Sleeps and wakes through `wake` instead of the futex.
+    pub(crate) fn set_wake(&mut self, wake: Arc<dyn Wake>) {
+        self.wake = Some(wake);
     }
 
     fn count(&self) -> &AtomicU32 {
@@ -61,7 +81,10 @@ impl Doorbell {
         self.count().fetch_add(1, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         if self.waiters().load(Ordering::Relaxed) > 0 {
-            futex::wake(self.count(), 1);
+            match &self.wake {
+                None => futex::wake(self.count(), 1),
+                Some(w) => w.wake(self.count()),
+            }
         }
     }
 
@@ -149,7 +172,10 @@ impl Doorbell {
                 }
                 (None, Some(s)) => Some(s),
             };
-            slice_elapsed = !futex::wait(self.count(), 0, timeout);
+            slice_elapsed = !match &self.wake {
+                None => futex::wait(self.count(), 0, timeout),
+                Some(w) => w.sleep(self.count(), timeout),
+            };
         };
         self.waiters().fetch_sub(1, Ordering::Relaxed);
         outcome

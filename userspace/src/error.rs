@@ -50,6 +50,60 @@ pub enum OpenError {
     /// Mapping the memory failed (see the driver's message).
     #[error(transparent)]
     Map(#[from] MapError),
+    /// Finding, enabling or mapping a device failed (see the driver's message).
+    #[error(transparent)]
+    Device(#[from] hwlink_drivers::DeviceError),
+    /// No room left on the device memory for another link.
+    #[error(
+        "no room for the link on {device}: it needs {need} bytes, {free} are free; links on \
+         device memory are never freed, so give the VM a fresh (zeroed) memory file, or more \
+         memory, or use fewer or smaller links"
+    )]
+    DeviceFull {
+        /// The device memory.
+        device: String,
+        /// Bytes the link needs.
+        need: u64,
+        /// Bytes left.
+        free: u64,
+    },
+    /// A link of that name already lives on the device memory.
+    #[error(
+        "a link named {name:?} already lives on {device}: open it instead, pick another \
+         name, or start the VM with a fresh (zeroed) memory file"
+    )]
+    DeviceNameTaken {
+        /// Link name.
+        name: String,
+        /// The device memory.
+        device: String,
+    },
+    /// The link did not appear on the device memory in time.
+    #[error(
+        "no link named {name:?} appeared on {device} within {waited:?}: start the side that \
+         creates it (host or guest), check both map the same ivshmem memory, or wait longer"
+    )]
+    NotOnDevice {
+        /// Link name.
+        name: String,
+        /// The device memory.
+        device: String,
+        /// How long the opener waited.
+        waited: std::time::Duration,
+    },
+    /// The device memory's caching does not allow an operation.
+    #[error(
+        "{device} is mapped {kind}, which does not allow {needs}: map it uncached (pci:BDF or \
+         vfio:BDF) instead"
+    )]
+    DeviceMemoryKind {
+        /// The device memory.
+        device: String,
+        /// How it is mapped.
+        kind: hwlink_drivers::MemoryKind,
+        /// What was refused.
+        needs: &'static str,
+    },
     /// The region does not start with the hwlink magic.
     #[error(
         "region `{name}` is not an hwlink region (magic {found:#018x}, expected {expected:#018x}); \

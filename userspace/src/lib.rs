@@ -27,6 +27,8 @@ mod chain;
 mod doorbell;
 mod error;
 mod futex;
+#[cfg(not(loom))]
+mod hw_doorbell;
 pub mod liveness;
 mod mpmc;
 mod spsc;
@@ -44,6 +46,8 @@ mod channel;
 #[cfg(not(loom))]
 mod domain;
 #[cfg(not(loom))]
+pub mod exchange;
+#[cfg(not(loom))]
 mod link;
 #[cfg(not(loom))]
 mod mailbox;
@@ -51,6 +55,8 @@ mod mailbox;
 pub mod pingpong;
 #[cfg(not(loom))]
 mod region;
+#[cfg(not(loom))]
+pub mod remote_pingpong;
 #[cfg(not(loom))]
 mod segments;
 

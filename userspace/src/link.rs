@@ -3,14 +3,16 @@
 
 use crate::doorbell::{Doorbell, Slept};
 use crate::error::{Corruption, OpenError, RecvError, SendError, Side};
+use crate::hw_doorbell;
 use crate::liveness::PeerWatch;
 use crate::region::{self, Endpoint, RingParts};
 use crate::spsc::{Consumer, Geometry, Producer, RawSlots};
 use crate::sync::spin_loop;
 use crate::wait::{Prelude, SpinPolicy, WaitStrategy};
-use hwlink_drivers::Backend;
+use hwlink_drivers::{Backend, DeviceMemory, IvshmemDoorbell};
 use hwlink_hw::{HWL_EP_ATTACHED, HWL_EP_FREE, HWL_WAIT_MAY_SLEEP, HWL_WAIT_POLL};
 use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Longest single futex sleep; between sleeps the peer's liveness is checked.
@@ -38,6 +40,8 @@ pub struct LinkBuilder {
     backend: Backend,
     wait: WaitStrategy,
     ready_timeout: Duration,
+    device: Option<Arc<DeviceMemory>>,
+    doorbell: Option<Arc<dyn IvshmemDoorbell>>,
 }
 
 impl LinkBuilder {
@@ -50,6 +54,8 @@ impl LinkBuilder {
             backend: Backend::Auto,
             wait: WaitStrategy::default(),
             ready_timeout: Duration::from_secs(1),
+            device: None,
+            doorbell: None,
         }
     }
     /// Slots in the ring (a power of two); used on creation.
@@ -78,6 +84,37 @@ impl LinkBuilder {
         self
     }
 
+    /// Puts the link on device memory shared with another kernel (an
+    /// ivshmem BAR in a guest, or the host file behind it) instead of a
+    /// named region file; `backend` is then ignored. Several links share
+    /// one device memory, found by name.
+    pub fn on_device(mut self, memory: Arc<DeviceMemory>) -> Self {
+        self.device = Some(memory);
+        self
+    }
+
+    /// Sleeps and wakes through an ivshmem hardware doorbell (with
+    /// [`on_device`](Self::on_device)): blocking operations then work
+    /// between host and guest, unchanged.
+    pub fn ivshmem_doorbell(mut self, bell: Arc<dyn IvshmemDoorbell>) -> Self {
+        self.doorbell = Some(bell);
+        self
+    }
+
+    /// Futexes do not cross kernels: on device memory an end that may sleep
+    /// needs the hardware doorbell.
+    fn check_wake_path(&self) -> Result<(), OpenError> {
+        if self.device.is_some() && self.doorbell.is_none() && self.wait != WaitStrategy::BusyPoll {
+            return Err(OpenError::InvalidConfig(format!(
+                "wait strategy {} sleeps, and a futex cannot wake a process in another kernel: \
+                 use busy-polling (WaitStrategy::BusyPoll, --wait poll) or give the link an \
+                 ivshmem doorbell",
+                self.wait
+            )));
+        }
+        Ok(())
+    }
+
     fn geometry(&self) -> Result<Geometry, OpenError> {
         let stride = hwlink_hw::slot_stride(self.slot_size).ok_or_else(|| {
             OpenError::InvalidConfig(format!("slot size {} is too large", self.slot_size))
@@ -93,13 +130,23 @@ impl LinkBuilder {
     }
 
     fn create(&self) -> Result<RingParts, OpenError> {
-        let map = region::create_ring_region(&self.name, self.geometry()?, self.backend)?;
+        self.check_wake_path()?;
+        let map = match &self.device {
+            Some(device) => {
+                region::create_on_device(device, &self.name, self.geometry()?, self.ready_timeout)?
+            }
+            None => region::create_ring_region(&self.name, self.geometry()?, self.backend)?,
+        };
         let info = region::validate(&map)?;
         RingParts::locate(map, &info)
     }
 
     fn open(&self) -> Result<RingParts, OpenError> {
-        let (map, info) = region::open_region(&self.name, self.backend, self.ready_timeout)?;
+        self.check_wake_path()?;
+        let (map, info) = match &self.device {
+            Some(device) => region::open_on_device(device, &self.name, self.ready_timeout)?,
+            None => region::open_region(&self.name, self.backend, self.ready_timeout)?,
+        };
         RingParts::locate(map, &info)
     }
 
@@ -107,19 +154,19 @@ impl LinkBuilder {
     /// file is removed when this end is dropped (processes that have it
     /// open keep using it).
     pub fn create_sender(&self) -> Result<Sender, OpenError> {
-        Sender::attach(self.create()?, self.wait)
+        Sender::attach(self.create()?, self.wait, self.doorbell.as_ref())
     }
     /// Creates the link's region and returns its receiving end.
     pub fn create_receiver(&self) -> Result<Receiver, OpenError> {
-        Receiver::attach(self.create()?, self.wait)
+        Receiver::attach(self.create()?, self.wait, self.doorbell.as_ref())
     }
     /// Opens the sending end of an existing link.
     pub fn open_sender(&self) -> Result<Sender, OpenError> {
-        Sender::attach(self.open()?, self.wait)
+        Sender::attach(self.open()?, self.wait, self.doorbell.as_ref())
     }
     /// Opens the receiving end of an existing link.
     pub fn open_receiver(&self) -> Result<Receiver, OpenError> {
-        Receiver::attach(self.open()?, self.wait)
+        Receiver::attach(self.open()?, self.wait, self.doorbell.as_ref())
     }
 }
 
@@ -138,6 +185,9 @@ enum Peer {
 #[derive(Debug)]
 struct PeerTracker {
     ep: Endpoint,
+    /// False when the peer may run under another kernel (device memory):
+    /// then only its state word tells whether it is there.
+    by_process: bool,
     watch: Option<PeerWatch>,
     gone: bool,
     misses: u32,
@@ -157,6 +207,7 @@ impl PeerTracker {
         let snap = self.ep.snapshot();
         match snap.state {
             HWL_EP_FREE => Peer::Absent,
+            HWL_EP_ATTACHED if !self.by_process => Peer::Present,
             HWL_EP_ATTACHED => {
                 let watch = self.watch.get_or_insert_with(|| {
                     policy.set_masks(crate::liveness::cpu_mask(), snap.cpu_mask);
@@ -196,20 +247,29 @@ struct EndState {
 }
 
 impl EndState {
-    fn new(parts: RingParts, side: Side, strategy: WaitStrategy) -> Result<EndState, OpenError> {
+    fn new(
+        parts: RingParts,
+        side: Side,
+        strategy: WaitStrategy,
+        bell: Option<&Arc<dyn IvshmemDoorbell>>,
+    ) -> Result<EndState, OpenError> {
         let me = parts.endpoint(side);
         let wait_mode = if strategy == WaitStrategy::BusyPoll {
             HWL_WAIT_POLL
         } else {
             HWL_WAIT_MAY_SLEEP
         };
-        me.attach(parts.map().name(), side, wait_mode)?;
+        let doorbell = bell.map_or(0, |b| {
+            hw_doorbell::endpoint_word(&**b, hw_doorbell::vector_for(side, &**b))
+        });
+        me.attach(parts.map().name(), side, wait_mode, doorbell)?;
         let other = match side {
             Side::Sender => Side::Receiver,
             Side::Receiver => Side::Sender,
         };
         let peer = PeerTracker {
             ep: parts.endpoint(other),
+            by_process: !parts.map().spans_kernels(),
             watch: None,
             gone: false,
             misses: 0,
@@ -365,10 +425,19 @@ impl Sender {
         LinkBuilder::new(name).open_sender()
     }
 
-    pub(crate) fn attach(parts: RingParts, strategy: WaitStrategy) -> Result<Sender, OpenError> {
-        let ring = Producer::new(parts.words(), parts.slots(), parts.geometry())
+    pub(crate) fn attach(
+        parts: RingParts,
+        strategy: WaitStrategy,
+        bell: Option<&Arc<dyn IvshmemDoorbell>>,
+    ) -> Result<Sender, OpenError> {
+        let mut ring = Producer::new(parts.words(), parts.slots(), parts.geometry())
             .map_err(|c| parts.corrupt(c))?;
-        let end = EndState::new(parts, Side::Sender, strategy)?;
+        let end = EndState::new(parts, Side::Sender, strategy, bell)?;
+        if let Some(bell) = bell {
+            let wake = hw_doorbell::wake(bell, Side::Sender, &end.parts);
+            ring.words.not_empty.set_wake(wake.clone());
+            ring.words.not_full.set_wake(wake);
+        }
         let max = ring.geometry().slot_size as usize;
         Ok(Sender {
             ring,
@@ -400,7 +469,7 @@ impl Sender {
     }
     /// The backing memory kind.
     pub fn backing(&self) -> hwlink_drivers::BackingKind {
-        self.end.parts.map().region().kind()
+        self.end.parts.map().kind()
     }
     /// Whether messages are queued for a receiver that has not attached
     /// yet (so the region must outlive this end for them to be delivered).
@@ -727,10 +796,19 @@ impl Receiver {
         LinkBuilder::new(name).open_receiver()
     }
 
-    pub(crate) fn attach(parts: RingParts, strategy: WaitStrategy) -> Result<Receiver, OpenError> {
-        let ring = Consumer::new(parts.words(), parts.slots(), parts.geometry())
+    pub(crate) fn attach(
+        parts: RingParts,
+        strategy: WaitStrategy,
+        bell: Option<&Arc<dyn IvshmemDoorbell>>,
+    ) -> Result<Receiver, OpenError> {
+        let mut ring = Consumer::new(parts.words(), parts.slots(), parts.geometry())
             .map_err(|c| parts.corrupt(c))?;
-        let end = EndState::new(parts, Side::Receiver, strategy)?;
+        let end = EndState::new(parts, Side::Receiver, strategy, bell)?;
+        if let Some(bell) = bell {
+            let wake = hw_doorbell::wake(bell, Side::Receiver, &end.parts);
+            ring.words.not_empty.set_wake(wake.clone());
+            ring.words.not_full.set_wake(wake);
+        }
         Ok(Receiver { ring, end })
     }
 

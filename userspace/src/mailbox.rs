@@ -239,8 +239,10 @@ impl MailboxBuilder {
         )?;
         let mode: std::fs::Permissions =
             std::os::unix::fs::PermissionsExt::from_mode(self.file_mode);
-        let _ = std::fs::set_permissions(map.region().path(), mode);
-        let region_len = map.region().len() as u64;
+        if let Some(file) = map.file() {
+            let _ = std::fs::set_permissions(file.path(), mode);
+        }
+        let region_len = map.len() as u64;
         let byte_limit = layout.config.byte_limit;
         if layout.config.buffering == HWL_BUF_UNBOUNDED && byte_limit < region_len {
             let _ = hwlink_drivers::remove_region(&name);
@@ -661,7 +663,7 @@ impl Mailbox {
     }
     /// What backs the memory.
     pub fn backing(&self) -> BackingKind {
-        self.ctl.map().region().kind()
+        self.ctl.map().kind()
     }
     /// Messages queued now (a snapshot).
     pub fn len(&self) -> u64 {

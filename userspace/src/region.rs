@@ -9,15 +9,15 @@ use crate::error::{Corruption, OpenError, Side};
 use crate::mpmc::{MpmcGeometry, MpmcRing, RawMpmc};
 use crate::spsc::{Geometry, RawSlots, RingWords};
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
-use hwlink_drivers::{Backend, Region};
+use hwlink_drivers::{Backend, BackingKind, DeviceMemory, MemoryKind, Region};
 use hwlink_hw::{
     hwl_domain, hwl_endpoint, hwl_mailbox, hwl_member, hwl_mpmc_ring, hwl_object, hwl_region,
     hwl_spsc_ring, HWL_ABI_VERSION, HWL_ACCESS_RECV, HWL_ACCESS_SEND, HWL_BUF_UNBOUNDED,
     HWL_DOMAIN_MAX_MEMBERS, HWL_FEAT_DOMAIN, HWL_FEAT_FUTEX_DOORBELL, HWL_FEAT_MAILBOX,
     HWL_FEAT_MPMC_RING, HWL_FEAT_SPSC_RING, HWL_MAX_ATTACHMENTS, HWL_MAX_OBJECTS,
     HWL_MEMBER_NAME_LEN, HWL_NAME_LEN, HWL_OBJ_ALIGN, HWL_OBJ_DOMAIN, HWL_OBJ_MAILBOX,
-    HWL_OBJ_MPMC_RING, HWL_OBJ_SPSC_RING, HWL_REGION_F_HUGEPAGE, HWL_REGION_HDR_SIZE,
-    HWL_REGION_MAGIC,
+    HWL_OBJ_MPMC_RING, HWL_OBJ_SPSC_RING, HWL_REGION_CLAIMED, HWL_REGION_F_DEVICE,
+    HWL_REGION_F_HUGEPAGE, HWL_REGION_HDR_SIZE, HWL_REGION_MAGIC,
 };
 use std::ptr::addr_of_mut;
 use std::sync::Arc;
@@ -36,28 +36,89 @@ const RING_CTL: u64 = core::mem::size_of::<hwl_spsc_ring>() as u64;
 /// A mapped region; shared by every handle that points into it.
 #[derive(Debug)]
 pub(crate) struct RegionMap {
-    region: Region,
+    memory: Memory,
+}
+
+/// What a region lives in.
+#[derive(Debug)]
+enum Memory {
+    /// A region file of its own (hugepages or /dev/shm).
+    File(Region),
+    /// `len` bytes at `offset` of device memory shared with another kernel
+    /// (an ivshmem BAR, or the host file behind one).
+    Device {
+        device: Arc<DeviceMemory>,
+        offset: usize,
+        len: usize,
+        name: String,
+    },
 }
 
 impl RegionMap {
     pub(crate) fn from_region(region: Region) -> Self {
-        RegionMap { region }
+        RegionMap {
+            memory: Memory::File(region),
+        }
     }
     pub(crate) fn name(&self) -> &str {
-        self.region.name()
+        match &self.memory {
+            Memory::File(r) => r.name(),
+            Memory::Device { name, .. } => name,
+        }
     }
-    pub(crate) fn region(&self) -> &Region {
-        &self.region
+    pub(crate) fn base(&self) -> *mut u8 {
+        match &self.memory {
+            Memory::File(r) => r.as_ptr(),
+            // In bounds: walk_device and create_on_device checked
+            // offset + len <= device.len().
+            Memory::Device { device, offset, .. } => device.as_ptr().wrapping_add(*offset),
+        }
     }
-    fn base(&self) -> *mut u8 {
-        self.region.as_ptr()
+    pub(crate) fn len(&self) -> usize {
+        match &self.memory {
+            Memory::File(r) => r.len(),
+            Memory::Device { len, .. } => *len,
+        }
+    }
+    /// The memory the region lives in.
+    pub(crate) fn kind(&self) -> BackingKind {
+        match &self.memory {
+            Memory::File(r) => r.kind(),
+            Memory::Device { .. } => BackingKind::Device,
+        }
+    }
+    pub(crate) fn page_size(&self) -> usize {
+        match &self.memory {
+            Memory::File(r) => r.page_size(),
+            Memory::Device { .. } => HWL_OBJ_ALIGN as usize,
+        }
+    }
+    /// How the CPU caches the memory: decides the ring's fences.
+    pub(crate) fn memory_kind(&self) -> MemoryKind {
+        match &self.memory {
+            Memory::File(_) => MemoryKind::Cached,
+            Memory::Device { device, .. } => device.kind(),
+        }
+    }
+    /// Whether the processes sharing the region may run under different
+    /// kernels (host and VM): their pids mean nothing to each other, and
+    /// futexes do not cross.
+    pub(crate) fn spans_kernels(&self) -> bool {
+        matches!(self.memory, Memory::Device { .. })
+    }
+    /// The region file, unless the region lives in device memory.
+    pub(crate) fn file(&self) -> Option<&Region> {
+        match &self.memory {
+            Memory::File(r) => Some(r),
+            Memory::Device { .. } => None,
+        }
     }
     /// The first byte of `obj`, an entry of this region's validated object
     /// table (so `obj.offset + obj.size` is within the mapping). The memory
     /// stays mapped while `self` lives.
     #[allow(dead_code)] // used by the domain, mailbox and chain modules
     pub(crate) fn object_base(&self, obj: &ObjectInfo) -> *mut u8 {
-        debug_assert!(obj.offset.saturating_add(obj.size) <= self.region.len() as u64);
+        debug_assert!(obj.offset.saturating_add(obj.size) <= self.len() as u64);
         self.base().wrapping_add(obj.offset as usize)
     }
 }
@@ -126,8 +187,8 @@ impl ObjectInit {
     }
 }
 
-/// Creates region `name` holding `objects`, laid out one after another on
-/// `HWL_OBJ_ALIGN` boundaries, with `features` in its header; initialises
+/// Creates region file `name` holding `objects`, laid out one after another
+/// on `HWL_OBJ_ALIGN` boundaries, with `features` in its header; initialises
 /// every object and publishes the region (R-mag).
 ///
 /// With `keep_file`, the file outlives the creating handle (it is removed by
@@ -163,8 +224,8 @@ pub(crate) fn create_region(
     if keep_file {
         region.set_remove_on_drop(false);
     }
-    let map = RegionMap { region };
-    let len = map.region.len() as u64;
+    let map = RegionMap::from_region(region);
+    let len = map.len() as u64;
     let (pid, start) = crate::liveness::me();
     let hdr = map.base().cast::<hwl_region>();
     for (i, (o, &(offset, size))) in objects.iter().zip(&offsets).enumerate() {
@@ -191,18 +252,18 @@ pub(crate) fn create_region(
             region_len: len,
         });
     }
+    let flags = if map.kind().is_hugepage() {
+        HWL_REGION_F_HUGEPAGE
+    } else {
+        0
+    };
     // SAFETY: as above: exclusive, in bounds, aligned (the mapping is page
     // aligned and hwl_region is repr(C)).
     unsafe {
         addr_of_mut!((*hdr).abi_version).write(HWL_ABI_VERSION);
         addr_of_mut!((*hdr).features).write(features);
-        let flags = if map.region.kind().is_hugepage() {
-            HWL_REGION_F_HUGEPAGE
-        } else {
-            0
-        };
         addr_of_mut!((*hdr).flags).write(flags);
-        addr_of_mut!((*hdr).page_size).write(map.region.page_size() as u32);
+        addr_of_mut!((*hdr).page_size).write(map.page_size() as u32);
         addr_of_mut!((*hdr).total_size).write(len);
         addr_of_mut!((*hdr).creator_pid).write(pid);
         addr_of_mut!((*hdr).creator_start_time).write(start);
@@ -236,25 +297,78 @@ pub(crate) fn init_spsc_ring(obj: ObjectInit, geometry: Geometry) {
     }
 }
 
+/// Bytes of a region holding one SPSC ring of `geometry`: header and ring,
+/// the ring rounded up to whole objects.
+fn ring_region_size(geometry: Geometry) -> Result<u64, OpenError> {
+    hwlink_hw::ring_bytes(geometry.capacity, geometry.stride)
+        .and_then(|s| round_up(s, u64::from(HWL_OBJ_ALIGN)))
+        .filter(|&s| s <= usize::MAX as u64 - HDR)
+        .map(|s| HDR + s)
+        .ok_or_else(|| OpenError::InvalidConfig("capacity * slot size overflows".into()))
+}
+
 /// Creates a region named `name` holding one SPSC ring of `geometry`.
 pub(crate) fn create_ring_region(
     name: &str,
     geometry: Geometry,
     backend: Backend,
 ) -> Result<Arc<RegionMap>, OpenError> {
-    let init = move |obj: ObjectInit| init_spsc_ring(obj, geometry);
-    create_region(
-        name,
-        backend,
-        HWL_FEAT_SPSC_RING | HWL_FEAT_FUTEX_DOORBELL,
-        &[ObjectSpec {
-            kind: HWL_OBJ_SPSC_RING,
-            name: "link",
-            size: spsc_ring_bytes(&geometry)?,
-            init: &init,
-        }],
-        false,
-    )
+    let size = ring_region_size(geometry)?;
+    let region = Region::create(name, size as usize, backend)?;
+    let map = RegionMap::from_region(region);
+    init_ring_region(&map, name, geometry);
+    Ok(Arc::new(map))
+}
+
+/// Writes the header and ring configuration of a fresh, zero-filled region
+/// that nobody else can have validated yet, then publishes it (R-mag).
+fn init_ring_region(map: &RegionMap, name: &str, geometry: Geometry) {
+    let len = map.len() as u64;
+    let (pid, start) = crate::liveness::me();
+    let hdr = map.base().cast::<hwl_region>();
+    let ring = map
+        .base()
+        .wrapping_add(HDR as usize)
+        .cast::<hwl_spsc_ring>();
+    let object = hwl_object {
+        kind: HWL_OBJ_SPSC_RING,
+        flags: 0,
+        offset: HDR,
+        size: len - HDR,
+        name: name_bytes("link"),
+    };
+    let flags = match map.kind() {
+        BackingKind::Device => HWL_REGION_F_DEVICE,
+        k if k.is_hugepage() => HWL_REGION_F_HUGEPAGE,
+        _ => 0,
+    };
+    // SAFETY: the caller created (O_EXCL) or claimed (CAS of magic) this
+    // region, which holds at least HDR + ring bytes and is zero-filled;
+    // nobody can have validated it yet because the magic is not
+    // HWL_REGION_MAGIC. All writes are in bounds and aligned (the region is
+    // page aligned, the structs are repr(C)); volatile because on device
+    // memory they must reach the device.
+    unsafe {
+        addr_of_mut!((*hdr).abi_version).write_volatile(HWL_ABI_VERSION);
+        addr_of_mut!((*hdr).features).write_volatile(KNOWN_FEATURES);
+        addr_of_mut!((*hdr).flags).write_volatile(flags);
+        addr_of_mut!((*hdr).page_size).write_volatile(map.page_size() as u32);
+        addr_of_mut!((*hdr).total_size).write_volatile(len);
+        addr_of_mut!((*hdr).creator_pid).write_volatile(pid);
+        addr_of_mut!((*hdr).creator_start_time).write_volatile(start);
+        addr_of_mut!((*hdr).name).write_volatile(name_bytes(name));
+        addr_of_mut!((*hdr).objects[0]).write_volatile(object);
+        addr_of_mut!((*hdr).object_count).write_volatile(1);
+        addr_of_mut!((*ring).capacity).write_volatile(geometry.capacity);
+        addr_of_mut!((*ring).slot_size).write_volatile(geometry.slot_size);
+        addr_of_mut!((*ring).slot_stride).write_volatile(geometry.stride);
+        addr_of_mut!((*ring).slots_offset).write_volatile(RING_CTL);
+    }
+    if map.memory_kind().needs_store_fence() {
+        crate::sync::store_fence();
+    }
+    // R-mag: publish the region; pairs with A-mag in `validate`.
+    magic_word(map).store(HWL_REGION_MAGIC, Ordering::Release);
 }
 
 fn magic_word(map: &RegionMap) -> &AtomicU64 {
@@ -270,9 +384,7 @@ pub(crate) fn open_region(
     backend: Backend,
     ready_timeout: Duration,
 ) -> Result<(Arc<RegionMap>, RegionInfo), OpenError> {
-    let map = RegionMap {
-        region: Region::open(name, backend)?,
-    };
+    let map = RegionMap::from_region(Region::open(name, backend)?);
     let deadline = Instant::now() + ready_timeout;
     loop {
         match validate(&map) {
@@ -285,11 +397,180 @@ pub(crate) fn open_region(
     }
 }
 
+/// What one place of device memory holds (regions lie back to back there).
+enum DevicePlace {
+    /// An initialised region with the wanted name: (offset, bytes).
+    Found(usize, usize),
+    /// Zero magic: free from here on.
+    Free(usize),
+    /// A creator is initialising a region here.
+    Claimed,
+    /// No room for another region header.
+    End,
+}
+
+/// Walks the regions of `device` from offset 0 until one named `name`, a
+/// free place, a place being claimed, or the end. Every header is read once
+/// and its size bounds-checked before it is used to step.
+fn walk_device(device: &DeviceMemory, name: &str) -> Result<DevicePlace, OpenError> {
+    let dev_len = device.len();
+    let corrupt = |what, value: u64, limit: u64| OpenError::Corrupt {
+        name: format!("{} (device)", device.source()),
+        source: Corruption::new(what, value, limit),
+    };
+    let mut offset = 0usize;
+    loop {
+        if !offset
+            .checked_add(HDR as usize)
+            .is_some_and(|end| end <= dev_len)
+        {
+            return Ok(DevicePlace::End);
+        }
+        let at = device.as_ptr().wrapping_add(offset);
+        // SAFETY: `offset + HDR <= len`, and offset is a multiple of
+        // HWL_OBJ_ALIGN (checked when stepping), so the u64 is aligned and
+        // inside the live mapping; accessed only atomically by everybody.
+        let magic = unsafe { &*at.cast::<AtomicU64>() }.load(Ordering::Acquire);
+        match magic {
+            0 => return Ok(DevicePlace::Free(offset)),
+            HWL_REGION_CLAIMED => return Ok(DevicePlace::Claimed),
+            HWL_REGION_MAGIC => {}
+            other => {
+                return Err(OpenError::BadMagic {
+                    name: format!("{} at offset {offset}", device.source()),
+                    found: other,
+                    expected: HWL_REGION_MAGIC,
+                })
+            }
+        }
+        // SAFETY: HDR in-bounds bytes (checked above) of plain data, copied
+        // once; only the copy is used.
+        let hdr: hwl_region = unsafe { at.cast::<hwl_region>().read_volatile() };
+        let left = (dev_len - offset) as u64;
+        let total = hdr.total_size;
+        if total < HDR || total > left || total % u64::from(HWL_OBJ_ALIGN) != 0 {
+            return Err(corrupt("region size on the device", total, left));
+        }
+        if name_string(&hdr.name) == name {
+            return Ok(DevicePlace::Found(offset, total as usize));
+        }
+        offset += total as usize;
+    }
+}
+
+fn device_map(device: &Arc<DeviceMemory>, offset: usize, len: usize, name: &str) -> RegionMap {
+    RegionMap {
+        memory: Memory::Device {
+            device: device.clone(),
+            offset,
+            len,
+            name: name.to_owned(),
+        },
+    }
+}
+
+/// Creates a region named `name` holding one SPSC ring of `geometry` in the
+/// first free place of `device`, claimed by a CAS of its magic (so host and
+/// guest may create links at the same time). Waits up to `timeout` for
+/// another creator's claim to be published.
+pub(crate) fn create_on_device(
+    device: &Arc<DeviceMemory>,
+    name: &str,
+    geometry: Geometry,
+    timeout: Duration,
+) -> Result<Arc<RegionMap>, OpenError> {
+    hwlink_drivers::validate_name(name)?;
+    let size = ring_region_size(geometry)? as usize;
+    if !device.kind().allows_atomic_rmw() {
+        return Err(OpenError::DeviceMemoryKind {
+            device: device.source().to_owned(),
+            kind: device.kind(),
+            needs: "creating a link (a CAS claims its place)",
+        });
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        match walk_device(device, name)? {
+            DevicePlace::Found(..) => {
+                return Err(OpenError::DeviceNameTaken {
+                    name: name.to_owned(),
+                    device: device.source().to_owned(),
+                })
+            }
+            DevicePlace::Free(offset) => {
+                let free = device.len() - offset;
+                if size > free {
+                    return Err(OpenError::DeviceFull {
+                        device: device.source().to_owned(),
+                        need: size as u64,
+                        free: free as u64,
+                    });
+                }
+                let map = device_map(device, offset, size, name);
+                if magic_word(&map)
+                    .compare_exchange(0, HWL_REGION_CLAIMED, Ordering::AcqRel, Ordering::Acquire)
+                    .is_err()
+                {
+                    continue;
+                }
+                // The place may hold bytes of an earlier use of the memory.
+                zero_volatile(map.base().wrapping_add(8), size - 8);
+                init_ring_region(&map, name, geometry);
+                return Ok(Arc::new(map));
+            }
+            DevicePlace::Claimed if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(1))
+            }
+            DevicePlace::Claimed | DevicePlace::End => {
+                return Err(OpenError::DeviceFull {
+                    device: device.source().to_owned(),
+                    need: size as u64,
+                    free: 0,
+                })
+            }
+        }
+    }
+}
+
+fn zero_volatile(start: *mut u8, len: usize) {
+    for i in (0..len).step_by(8) {
+        // SAFETY: the caller owns `len` bytes from `start` (a claimed place
+        // of device memory, in bounds), 8-aligned with `len` a multiple of 8.
+        unsafe { start.add(i).cast::<u64>().write_volatile(0) };
+    }
+}
+
+/// Opens the region named `name` on `device`, waiting up to `timeout` for
+/// its creator (perhaps in another kernel) to publish it, and validates it.
+pub(crate) fn open_on_device(
+    device: &Arc<DeviceMemory>,
+    name: &str,
+    timeout: Duration,
+) -> Result<(Arc<RegionMap>, RegionInfo), OpenError> {
+    hwlink_drivers::validate_name(name)?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let DevicePlace::Found(offset, len) = walk_device(device, name)? {
+            let map = device_map(device, offset, len, name);
+            let info = validate(&map)?;
+            return Ok((Arc::new(map), info));
+        }
+        if Instant::now() >= deadline {
+            return Err(OpenError::NotOnDevice {
+                name: name.to_owned(),
+                device: device.source().to_owned(),
+                waited: timeout,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// Validates the header of a mapped region: every field is read once, into
 /// a local copy, and checked.
 pub(crate) fn validate(map: &RegionMap) -> Result<RegionInfo, OpenError> {
     let name = map.name().to_string();
-    let len = map.region.len() as u64;
+    let len = map.len() as u64;
     if len < HDR {
         return Err(OpenError::SizeMismatch {
             name,
@@ -378,7 +659,7 @@ pub(crate) fn validate(map: &RegionMap) -> Result<RegionInfo, OpenError> {
 /// only used to ask the kernel whether that process lives. None if no pid
 /// was written.
 pub(crate) fn raw_creator(map: &RegionMap) -> Option<(u32, u64)> {
-    if (map.region.len() as u64) < HDR {
+    if (map.len() as u64) < HDR {
         return None;
     }
     // SAFETY: the mapping holds at least HDR bytes; hwl_region is plain data
@@ -515,6 +796,7 @@ impl RingParts {
                 not_empty,
                 not_full,
             )
+            .with_store_fences(self.map.memory_kind().needs_store_fence())
         }
     }
 
@@ -595,6 +877,15 @@ impl Endpoint {
         // SAFETY: field projection in bounds of the endpoint.
         self.u32_at(unsafe { addr_of_mut!((*self.ep).wait_mode) })
     }
+    fn doorbell(&self) -> &AtomicU32 {
+        // SAFETY: field projection in bounds of the endpoint.
+        self.u32_at(unsafe { addr_of_mut!((*self.ep).doorbell) })
+    }
+
+    /// The endpoint's doorbell word (how to wake it), read once; untrusted.
+    pub(crate) fn doorbell_now(&self) -> u32 {
+        self.doorbell().load(Ordering::Acquire)
+    }
 
     /// The state word alone (A-ep).
     #[inline]
@@ -614,12 +905,29 @@ impl Endpoint {
     }
 
     /// Claims this endpoint for the calling process.
-    pub(crate) fn attach(&self, name: &str, side: Side, wait_mode: u32) -> Result<(), OpenError> {
+    pub(crate) fn attach(
+        &self,
+        name: &str,
+        side: Side,
+        wait_mode: u32,
+        doorbell: u32,
+    ) -> Result<(), OpenError> {
         let (pid, start) = crate::liveness::me();
-        if let Err(holder) =
+        let claimed = if self._parts.map.memory_kind().allows_atomic_rmw() {
             self.pid()
                 .compare_exchange(0, pid, Ordering::AcqRel, Ordering::Acquire)
-        {
+        } else {
+            // Write-combining memory has no reliable CAS: two processes
+            // attaching the same end at the same moment go undetected there.
+            match self.pid().load(Ordering::Acquire) {
+                0 => {
+                    self.pid().store(pid, Ordering::Release);
+                    Ok(0)
+                }
+                holder => Err(holder),
+            }
+        };
+        if let Err(holder) = claimed {
             let snap = self.snapshot();
             let busy = snap.state != hwlink_hw::HWL_EP_CLOSED
                 && crate::liveness::is_alive(
@@ -649,6 +957,7 @@ impl Endpoint {
         self.cpu_mask()
             .store(crate::liveness::cpu_mask(), Ordering::Relaxed);
         self.wait_mode().store(wait_mode, Ordering::Relaxed);
+        self.doorbell().store(doorbell, Ordering::Relaxed);
         // R-ep: publish the attachment.
         self.state()
             .store(hwlink_hw::HWL_EP_ATTACHED, Ordering::Release);

@@ -27,7 +27,7 @@ impl Segment for MpmcParts {
         self.segment()
     }
     fn bytes(&self) -> u64 {
-        self.map().region().len() as u64
+        self.map().len() as u64
     }
 }
 
@@ -92,7 +92,7 @@ impl SegmentStore for RegionStore {
     }
 
     fn estimate(&self, geometry: &MpmcGeometry) -> u64 {
-        let page = (self.first.map().region().page_size() as u64).max(4096);
+        let page = (self.first.map().page_size() as u64).max(4096);
         let ring = mpmc::ring_bytes(geometry.capacity, geometry.slot_size).unwrap_or(u64::MAX);
         (u64::from(HWL_REGION_HDR_SIZE) + ring.div_ceil(4096) * 4096).div_ceil(page) * page
     }
@@ -140,8 +140,10 @@ impl SegmentStore for RegionStore {
         .map_err(|e| e.to_string())?;
         // Segments get the mailbox's file mode: whoever may map the
         // mailbox may map its segments.
-        if let Ok(meta) = std::fs::metadata(self.first.map().region().path()) {
-            let _ = std::fs::set_permissions(map.region().path(), meta.permissions());
+        if let (Some(first), Some(new)) = (self.first.map().file(), map.file()) {
+            if let Ok(meta) = std::fs::metadata(first.path()) {
+                let _ = std::fs::set_permissions(new.path(), meta.permissions());
+            }
         }
         let info = region::validate(&map).map_err(|e| e.to_string())?;
         let obj = info.objects[0].clone();

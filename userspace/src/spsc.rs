@@ -194,6 +194,10 @@ pub(crate) struct RingWords {
     consumer_wait_mode: NonNull<AtomicU32>,
     pub(crate) not_empty: Doorbell,
     pub(crate) not_full: Doorbell,
+    /// The ring lives in write-combining memory: every publishing store is
+    /// preceded and followed by a store fence (hw/SPEC.md, "Memory kinds").
+    /// Chosen once, when the ring is attached.
+    store_fences: bool,
 }
 
 // SAFETY: only atomics are reached through these pointers.
@@ -221,6 +225,21 @@ impl RingWords {
             consumer_wait_mode: nn(consumer_wait_mode),
             not_empty,
             not_full,
+            store_fences: false,
+        }
+    }
+
+    /// Fences every publishing store (for write-combining memory).
+    pub(crate) fn with_store_fences(mut self, yes: bool) -> Self {
+        self.store_fences = yes;
+        self
+    }
+
+    /// The store fence write-combining memory needs, or nothing.
+    #[inline(always)]
+    fn fence_stores(&self) {
+        if self.store_fences {
+            crate::sync::store_fence();
         }
     }
 
@@ -397,6 +416,8 @@ impl<M: SlotMem> Producer<M> {
     #[inline(always)]
     pub(crate) fn publish(&mut self, n: u32) {
         debug_assert!(n <= self.cached_free());
+        // Payload stores first, even in write-combining memory.
+        self.words.fence_stores();
         for k in 0..n {
             let position = self.tail.wrapping_add(k);
             let header = header_word(self.lens[k as usize], position.wrapping_add(1));
@@ -408,6 +429,7 @@ impl<M: SlotMem> Producer<M> {
         self.tail = self.tail.wrapping_add(n);
         // R0: pairs with the consumer's A0; makes the slot contents visible.
         self.words.tail().store(self.tail, Ordering::Release);
+        self.words.fence_stores();
         if !self.peer_polls {
             // F0: pairs with F1 in Doorbell::sleep.
             fence(Ordering::SeqCst);
@@ -582,6 +604,7 @@ impl<M: SlotMem> Consumer<M> {
         self.head = self.head.wrapping_add(n);
         // R1: pairs with the producer's A1; the slots may be reused after it.
         self.words.head().store(self.head, Ordering::Release);
+        self.words.fence_stores();
         if !self.peer_polls {
             // F2: pairs with F3 in Doorbell::sleep.
             fence(Ordering::SeqCst);

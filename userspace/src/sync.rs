@@ -17,3 +17,20 @@ pub(crate) fn spin_loop() {
     #[cfg(not(loom))]
     core::hint::spin_loop();
 }
+
+/// A store fence (`sfence`): drains write-combining buffers, so that stores
+/// to write-combining device memory before it are visible before any store
+/// after it. Ordinary (cached or uncached) memory never needs it.
+#[inline(always)]
+pub(crate) fn store_fence() {
+    #[cfg(loom)]
+    fence(Ordering::SeqCst);
+    #[cfg(all(not(loom), target_arch = "x86_64"))]
+    // SAFETY: sfence has no operands and only orders stores; SSE is part of
+    // the x86_64 baseline.
+    unsafe {
+        core::arch::x86_64::_mm_sfence()
+    };
+    #[cfg(all(not(loom), not(target_arch = "x86_64")))]
+    fence(Ordering::SeqCst);
+}

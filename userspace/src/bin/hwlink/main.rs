@@ -1,5 +1,7 @@
 //! The `hwlink` command: benchmark against kernel IPC, measure round trips, list and remove regions.
 
+mod device_cmds;
+
 use clap::{Parser, Subcommand};
 use hwlink::pingpong::{self, Config, Mechanism, Session, Stats};
 use hwlink::{admin, Backend, WaitStrategy};
@@ -42,6 +44,18 @@ enum Cmd {
         #[arg(long)]
         stale: bool,
     },
+    /// Move numbered messages both ways over ivshmem memory, checking each
+    /// arrives exactly once: one side on the host, the other in the VM.
+    Exchange(device_cmds::ExchangeArgs),
+    /// QEMU's ivshmem-doorbell server: hands the shared memory and every
+    /// peer's interrupt eventfds to QEMU and to host peers.
+    IvshmemServer(device_cmds::IvshmemServerArgs),
+    /// Answer `hwlink pingpong --backend ivshmem` from the other side of
+    /// the VM.
+    PingpongEcho(device_cmds::PingpongEchoArgs),
+    /// Bind a PCI device to vfio-pci or give it back.
+    #[command(subcommand)]
+    Vfio(device_cmds::VfioCmd),
     /// The peer side of `bench` (internal).
     #[command(hide = true)]
     BenchPeer {
@@ -195,9 +209,15 @@ struct PingpongArgs {
     /// How both ends wait: poll, spin-park or park.
     #[arg(long, default_value_t = WaitStrategy::SpinPark)]
     wait: WaitStrategy,
-    /// Memory: hugepage, shm, or auto (hugepages with a fallback to shm).
+    /// Memory: hugepage, shm, auto (hugepages with a fallback to shm), or
+    /// ivshmem (with --device; the peer is `hwlink pingpong-echo` on the
+    /// other side of the VM).
     #[arg(long, default_value_t = Backend::Auto)]
     backend: Backend,
+    /// With --backend ivshmem: the VM's memory file or server:SOCKET (host
+    /// side), vfio:BDF or pci:BDF (guest side).
+    #[arg(long)]
+    device: Option<hwlink_drivers::IvshmemTarget>,
     /// CPUs for this process and the peer, e.g. 0,1; 0,0 shares one core.
     #[arg(long, value_parser = parse_cpus, default_value = "0,1")]
     cpus: (usize, usize),
@@ -233,9 +253,15 @@ struct BenchArgs {
     /// one core. Default: 0,1 for everything, then 0,0 for round trips.
     #[arg(long, value_parser = parse_cpus)]
     cpus: Option<(usize, usize)>,
-    /// Memory: hugepage, shm, or auto (hugepages with a fallback to shm).
+    /// Memory: hugepage, shm, auto (hugepages with a fallback to shm), or
+    /// ivshmem (with --device: round trips against `hwlink pingpong-echo`
+    /// on the other side of a VM).
     #[arg(long, default_value_t = Backend::Auto)]
     backend: Backend,
+    /// With --backend ivshmem: the VM's memory file or server:SOCKET (host
+    /// side), vfio:BDF or pci:BDF (guest side).
+    #[arg(long)]
+    device: Option<hwlink_drivers::IvshmemTarget>,
     /// Write every figure, skipped mechanism and machine fact to FILE as JSON.
     #[arg(long, value_name = "FILE")]
     json: Option<std::path::PathBuf>,
@@ -297,6 +323,16 @@ fn backend_used(backend: Backend) -> Result<&'static str, BoxError> {
 fn bench_cmd(args: BenchArgs) -> Result<(), BoxError> {
     use hwlink::bench::{plan, report, Mechanism};
     use std::io::IsTerminal;
+    if args.backend == Backend::Ivshmem {
+        return device_cmds::bench_ivshmem(
+            args.device,
+            args.sizes,
+            args.mechanisms,
+            args.duration,
+            args.quick,
+            args.json,
+        );
+    }
     let mechanisms: Vec<Mechanism> = match args.mechanisms {
         Some(m) => m,
         None => Mechanism::ALL
@@ -462,6 +498,15 @@ fn print_stats(label: &str, s: &Stats, reference: Option<&Stats>) {
 }
 
 fn pingpong_cmd(args: PingpongArgs) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    if args.backend == Backend::Ivshmem {
+        return device_cmds::pingpong_ivshmem(
+            args.device,
+            args.count,
+            args.size,
+            args.wait,
+            args.json,
+        );
+    }
     let backend_used = {
         // Report the memory the links really use (auto may fall back).
         let probe = hwlink::LinkBuilder::new(format!("probe{}", std::process::id()))
@@ -626,6 +671,10 @@ fn main() -> ExitCode {
         Cmd::BenchMpmcPeer { args } => hwlink::bench::mpmc::peer_main(&args).map_err(Into::into),
         Cmd::PingpongPeer { args } => pingpong::peer_main(&args),
         Cmd::Ls => ls_cmd(),
+        Cmd::Exchange(args) => device_cmds::exchange_cmd(args),
+        Cmd::Vfio(cmd) => device_cmds::vfio_cmd(cmd),
+        Cmd::IvshmemServer(args) => device_cmds::ivshmem_server_cmd(args),
+        Cmd::PingpongEcho(args) => device_cmds::pingpong_echo_cmd(args),
         Cmd::Rm {
             name: Some(name), ..
         } => admin::remove(&name)
