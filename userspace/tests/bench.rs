@@ -303,7 +303,7 @@ fn cli_reports_sizes_a_mechanism_cannot_carry() {
             "bench",
             "--quick",
             "--mechanisms",
-            "posix-mq,unix-dgram,hwlink-mailbox",
+            "posix-mq,unix-dgram",
             "--sizes",
             "32M",
             "--cpus",

@@ -134,6 +134,21 @@ pub(crate) fn socketpair(ty: libc::c_int) -> Result<(OwnedFd, OwnedFd), BenchErr
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
+/// Asks for socket buffers of `bytes` each way on both ends (the forced
+/// variants first, which root may use past net.core.[rw]mem_max).
+pub(crate) fn grow_buffers(a: &OwnedFd, b: &OwnedFd, bytes: usize) {
+    let v = bytes.min(i32::MAX as usize) as i32;
+    for s in [a, b] {
+        for (force, plain) in [
+            (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+            (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+        ] {
+            set_int_opt(s.as_raw_fd(), libc::SOL_SOCKET, plain, v);
+            set_int_opt(s.as_raw_fd(), libc::SOL_SOCKET, force, v);
+        }
+    }
+}
+
 fn set_int_opt(fd: RawFd, level: libc::c_int, opt: libc::c_int, v: libc::c_int) {
     // SAFETY: the value pointer and length describe `v`. A refused size is
     // not an error: the probe below finds the limit that matters.
@@ -150,7 +165,12 @@ fn set_int_opt(fd: RawFd, level: libc::c_int, opt: libc::c_int, v: libc::c_int) 
 
 /// Checks that a datagram of `size` bytes fits through the pair (after
 /// asking for buffers that hold a few), and drains the probe.
-fn probe_datagram(a: &OwnedFd, b: &OwnedFd, size: usize, what: &str) -> Result<(), BenchError> {
+pub(crate) fn probe_datagram(
+    a: &OwnedFd,
+    b: &OwnedFd,
+    size: usize,
+    what: &str,
+) -> Result<(), BenchError> {
     let want = size
         .saturating_mul(4)
         .saturating_add(4096)

@@ -252,7 +252,7 @@ fn mailbox_builder(spec: &PeerSpec) -> crate::MailboxBuilder {
 
 /// Removes a mailbox when the measuring side is done with it (mailboxes
 /// outlive their creator otherwise).
-struct Owned(Option<crate::Mailbox>);
+pub(super) struct Owned(Option<crate::Mailbox>);
 
 impl Drop for Owned {
     fn drop(&mut self) {
@@ -309,6 +309,43 @@ pub(super) fn mailbox_parent(spec: &PeerSpec) -> Result<ParentSide, BenchError> 
             rx,
         },
         _keep: keep,
+    }))
+}
+
+/// The pipeline's hops as mailboxes `<name>-h<k>` (hop k carries messages
+/// from stage k to stage k + 1), created by stage 0 and removed when the
+/// returned handles drop.
+pub(super) fn mailbox_chain(spec: &PeerSpec, stages: usize) -> Result<Vec<Owned>, BenchError> {
+    (0..stages)
+        .map(|k| {
+            mailbox_builder(spec)
+                .name(format!("{}-h{k}", spec.name))
+                .create(crate::Access::SendRecv)
+                .map(|m| Owned(Some(m)))
+                .map_err(link_err)
+        })
+        .collect()
+}
+
+/// Stage `stage`'s ends of the mailbox chain: receives from hop stage - 1,
+/// sends on hop stage.
+pub(super) fn mailbox_chain_end(
+    spec: &PeerSpec,
+    stage: usize,
+    stages: usize,
+) -> Result<Box<dyn Transport>, BenchError> {
+    use crate::Access;
+    let b = mailbox_builder(spec).ready_timeout(Duration::from_secs(5));
+    let prev = (stage + stages - 1) % stages;
+    let rx = b
+        .open(&format!("{}-h{prev}", spec.name), Access::Recv)
+        .map_err(link_err)?;
+    let tx = b
+        .open(&format!("{}-h{stage}", spec.name), Access::Send)
+        .map_err(link_err)?;
+    Ok(Box::new(Mailboxes {
+        tx: Some(tx),
+        rx: Some(rx),
     }))
 }
 

@@ -29,6 +29,8 @@ pub struct MpmcConfig {
     pub rounds: u32,
     /// Where the mailbox's memory comes from.
     pub backend: Backend,
+    /// How the mailbox's producers and consumers wait.
+    pub wait: WaitStrategy,
 }
 
 /// Messages per second of each round.
@@ -96,6 +98,7 @@ fn mailbox_round(cfg: &MpmcConfig, round: u32) -> Result<f64, BenchError> {
                 &per.to_string(),
                 &cfg.size.to_string(),
                 &cfg.backend.to_string(),
+                &cfg.wait.to_string(),
             ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -169,12 +172,12 @@ fn mailbox_round(cfg: &MpmcConfig, round: u32) -> Result<f64, BenchError> {
     Ok(sent as f64 / (last.saturating_sub(go).max(1) as f64 / 1e9))
 }
 
-/// The peer processes of [`run`]: `produce|consume NAME ID COUNT SIZE BACKEND`.
+/// The peer processes of [`run`]: `produce|consume NAME ID COUNT SIZE BACKEND WAIT`.
 pub fn peer_main(args: &[String]) -> Result<(), BenchError> {
     // SAFETY: PR_SET_PDEATHSIG takes a signal number; the peer dies with
     // the measurer.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
-    let [role, name, id, count, size, backend] = args else {
+    let [role, name, id, count, size, backend, wait] = args else {
         return Err(BenchError::Peer(format!("bad peer arguments {args:?}")));
     };
     let parse = |s: &str| {
@@ -192,7 +195,7 @@ pub fn peer_main(args: &[String]) -> Result<(), BenchError> {
     };
     let mut mbx = MailboxBuilder::new()
         .backend(backend)
-        .wait(WaitStrategy::SpinPark)
+        .wait(wait.parse::<WaitStrategy>().map_err(BenchError::Peer)?)
         .open(name, access)
         .map_err(|e| BenchError::Link(e.to_string()))?;
     println!("ready");

@@ -52,6 +52,7 @@ impl Pipelined {
 enum Kind {
     Links,
     Fds,
+    Mailboxes,
 }
 
 fn kind_of(m: Mechanism) -> Result<Kind, BenchError> {
@@ -59,18 +60,43 @@ fn kind_of(m: Mechanism) -> Result<Kind, BenchError> {
         Mechanism::HwlinkPoll | Mechanism::HwlinkSpinPark | Mechanism::HwlinkPark => {
             Ok(Kind::Links)
         }
-        Mechanism::Pipe | Mechanism::UnixStream | Mechanism::Tcp => Ok(Kind::Fds),
+        Mechanism::Pipe
+        | Mechanism::UnixStream
+        | Mechanism::UnixDgram
+        | Mechanism::UnixSeqpacket
+        | Mechanism::Tcp => Ok(Kind::Fds),
+        Mechanism::HwlinkMailbox => Ok(Kind::Mailboxes),
         _ => Err(BenchError::Unsupported(
-            "pipeline not implemented for this mechanism yet".into(),
+            "pipeline not implemented for this mechanism yet: it runs round trips and streams"
+                .into(),
         )),
     }
 }
 
-/// One byte-stream hop: (write end, read end).
-fn fd_hop(m: Mechanism) -> Result<(OwnedFd, OwnedFd), BenchError> {
+/// Whether a descriptor mechanism's hops carry bytes or datagrams.
+fn fd_kind(m: Mechanism) -> fd::Kind {
+    match m {
+        Mechanism::UnixDgram | Mechanism::UnixSeqpacket => fd::Kind::Datagrams,
+        _ => fd::Kind::Bytes,
+    }
+}
+
+/// One descriptor hop for `size`-byte messages: (write end, read end).
+fn fd_hop(m: Mechanism, size: usize) -> Result<(OwnedFd, OwnedFd), BenchError> {
+    let datagrams = |ty, what| -> Result<(OwnedFd, OwnedFd), BenchError> {
+        let (a, b) = fd::socketpair(ty)?;
+        fd::probe_datagram(&a, &b, size, what)?;
+        // Room for the whole window on every hop (each datagram is charged
+        // its payload plus about a kilobyte of bookkeeping), or the chain
+        // deadlocks with every stage blocked in send.
+        fd::grow_buffers(&a, &b, (MAX_WINDOW + 4) * (size + 1024));
+        Ok((a, b))
+    };
     match m {
         Mechanism::Pipe => fd::pipe().map(|(r, w)| (w, r)),
         Mechanism::UnixStream => fd::socketpair(libc::SOCK_STREAM),
+        Mechanism::UnixDgram => datagrams(libc::SOCK_DGRAM, "Unix datagram"),
+        Mechanism::UnixSeqpacket => datagrams(libc::SOCK_SEQPACKET, "Unix seqpacket"),
         Mechanism::Tcp => fd::tcp_pair(),
         other => unreachable!("{other} has no descriptor hops"),
     }
@@ -157,15 +183,22 @@ pub fn pipeline(
     let mut wr: Vec<Option<OwnedFd>> = Vec::new();
     let mut rd: Vec<Option<OwnedFd>> = Vec::new();
     let mut link_tx = None;
+    // The mailbox hops, removed when stage 0 is done with them.
+    let _mailboxes = if kind == Kind::Mailboxes {
+        hw::mailbox_chain(&base, STAGES)?
+    } else {
+        Vec::new()
+    };
     match kind {
         Kind::Fds => {
             for _ in 0..STAGES {
-                let (w, r) = fd_hop(mechanism)?;
+                let (w, r) = fd_hop(mechanism, size)?;
                 wr.push(Some(w));
                 rd.push(Some(r));
             }
         }
         Kind::Links => link_tx = Some(hw::chain_sender(&base, 0)?),
+        Kind::Mailboxes => {}
     }
     for k in 1..STAGES {
         let mut spec = base.clone();
@@ -194,11 +227,12 @@ pub fn pipeline(
             Box::new(fd::FdChannel::new(
                 r.as_raw_fd(),
                 w.as_raw_fd(),
-                fd::Kind::Bytes,
+                fd_kind(mechanism),
                 vec![r, w],
             ))
         }
         Kind::Links => hw::chain_end(&base, 0, STAGES, link_tx.take().expect("created"))?,
+        Kind::Mailboxes => hw::mailbox_chain_end(&base, 0, STAGES)?,
     };
 
     let mut out = vec![0u8; size];
@@ -291,8 +325,9 @@ pub(super) fn stage_main(spec: &PeerSpec) -> Result<(), BenchError> {
         Kind::Fds => {
             let fds = fd::inherited(spec, 2)?;
             let (rd, wr) = (fds[0].as_raw_fd(), fds[1].as_raw_fd());
-            Box::new(fd::FdChannel::new(rd, wr, fd::Kind::Bytes, fds))
+            Box::new(fd::FdChannel::new(rd, wr, fd_kind(spec.mechanism), fds))
         }
+        Kind::Mailboxes => hw::mailbox_chain_end(spec, k, STAGES)?,
     };
     let mut buf = vec![0u8; spec.size];
     let mut next = 0u64;

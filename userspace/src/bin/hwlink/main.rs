@@ -155,6 +155,10 @@ struct MpmcArgs {
     /// Memory backend: auto, hugepage or shm.
     #[arg(long, default_value = "auto")]
     backend: Backend,
+    /// How the mailbox's processes wait: poll (spin, then yield; never
+    /// sleep: like the queue's threads), spin-park or park.
+    #[arg(long, default_value = "poll")]
+    wait: WaitStrategy,
 }
 
 fn mpmc_cmd(args: MpmcArgs) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
@@ -167,10 +171,11 @@ fn mpmc_cmd(args: MpmcArgs) -> Result<(), Box<dyn std::error::Error + Send + Syn
         capacity: args.capacity,
         rounds: args.rounds.max(1),
         backend: args.backend,
+        wait: args.wait,
     };
     println!(
-        "{} producers, {} consumers, {} messages of {} B per round, capacity {}, {} rounds (alternating)",
-        cfg.producers, cfg.consumers, cfg.messages, cfg.size, cfg.capacity, cfg.rounds
+        "{} producers, {} consumers, {} messages of {} B per round, capacity {}, {} rounds (alternating), mailbox wait {}",
+        cfg.producers, cfg.consumers, cfg.messages, cfg.size, cfg.capacity, cfg.rounds, cfg.wait
     );
     let r = run(&cfg)?;
     let fmt = |v: &[f64]| {
