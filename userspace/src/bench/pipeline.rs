@@ -66,6 +66,9 @@ fn kind_of(m: Mechanism) -> Result<Kind, BenchError> {
         | Mechanism::UnixSeqpacket
         | Mechanism::Tcp => Ok(Kind::Fds),
         Mechanism::HwlinkMailbox => Ok(Kind::Mailboxes),
+        Mechanism::Floor => Err(BenchError::Unsupported(
+            "the floor is round trip only: two cache-line flags carry no payload".into(),
+        )),
         _ => Err(BenchError::Unsupported(
             "pipeline not implemented for this mechanism yet: it runs round trips and streams"
                 .into(),

@@ -340,10 +340,7 @@ fn bench_cmd(args: BenchArgs) -> Result<(), BoxError> {
     }
     let mechanisms: Vec<Mechanism> = match args.mechanisms {
         Some(m) => m,
-        None => Mechanism::ALL
-            .into_iter()
-            .filter(|&m| m != Mechanism::HwlinkMailbox)
-            .collect(),
+        None => Mechanism::ALL.to_vec(),
     };
     let (rt_sizes, st_sizes) = match (&args.sizes, args.quick) {
         (Some(s), _) => (s.clone(), s.clone()),
