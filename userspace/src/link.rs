@@ -20,6 +20,8 @@ const SLEEP_SLICE: Duration = Duration::from_millis(50);
 /// Polls of the ring before a wait looks at the clock or the peer.
 const FAST_SPINS: u32 = 256;
 /// Busy-poll iterations between cheap checks (deadline, peer state word).
+/// How long spin-then-park spins before it also yields between polls.
+const YIELD_AFTER: Duration = Duration::from_micros(5);
 const POLL_CHECK_EVERY: u32 = 1 << 10;
 /// Cheap checks between liveness system calls while polling.
 const LIVENESS_EVERY: u32 = 1 << 6;
@@ -342,7 +344,14 @@ fn wait_ready(
                 // A busy-polling end that shares its only CPU with the peer
                 // still never sleeps, but it yields between polls: spinning
                 // would hold the CPU the peer needs until preempted.
-                let yield_between = end.policy.shared_core();
+                // Spin-then-park also yields between polls once it has
+                // spun a few microseconds: a reply that has not come by then
+                // waits on another process, which may need this CPU (more
+                // processes than CPUs, as in a pipeline). When nothing else
+                // is runnable, a yield returns at once.
+                let yield_between = end.policy.shared_core()
+                    || (end.strategy == WaitStrategy::SpinPark
+                        && spin_start.elapsed() >= YIELD_AFTER);
                 for _ in 0..POLL_CHECK_EVERY {
                     if ready(false)? {
                         if end.strategy == WaitStrategy::SpinPark {
