@@ -352,7 +352,10 @@ fn wait_ready(
                 let yield_between = end.policy.shared_core()
                     || (end.strategy == WaitStrategy::SpinPark
                         && spin_start.elapsed() >= YIELD_AFTER);
-                for _ in 0..POLL_CHECK_EVERY {
+                // A yield is a system call: look at the clock (spin limit,
+                // deadline) after a few of them, not after a thousand.
+                let polls = if yield_between { 4 } else { POLL_CHECK_EVERY };
+                for _ in 0..polls {
                     if ready(false)? {
                         if end.strategy == WaitStrategy::SpinPark {
                             end.policy.record(true);
