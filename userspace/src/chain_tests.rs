@@ -42,7 +42,7 @@ impl Cell8 {
 }
 
 /// A segment's ring words and slots on the heap.
-struct SegMem {
+pub(crate) struct SegMem {
     enq: AtomicU64,
     deq: AtomicU64,
     seq: Vec<AtomicU64>,
@@ -56,8 +56,21 @@ unsafe impl Sync for SegMem {}
 // SAFETY: as above.
 unsafe impl Send for SegMem {}
 
+/// One MPMC ring's words and payload cells on the heap (loom cells under
+/// loom); also used by the MPMC ring's own loom models.
 #[derive(Clone)]
-struct MemRef(Arc<SegMem>);
+pub(crate) struct MemRef(Arc<SegMem>);
+
+/// A zero-filled ring of `cap` slots (call `MpmcRing::init` on it).
+pub(crate) fn cell_mem(cap: usize) -> MemRef {
+    MemRef(Arc::new(SegMem {
+        enq: AtomicU64::new(0),
+        deq: AtomicU64::new(0),
+        seq: (0..cap).map(|_| AtomicU64::new(0)).collect(),
+        meta: (0..cap).map(|_| AtomicU64::new(0)).collect(),
+        payload: (0..cap).map(|_| Cell8::new([0; SLOT])).collect(),
+    }))
+}
 
 impl MpmcMem for MemRef {
     fn enqueue(&self) -> &AtomicU64 {
@@ -103,15 +116,7 @@ impl Segment for HeapSeg {
 }
 
 fn new_segment(number: u64, geometry: &MpmcGeometry) -> Arc<HeapSeg> {
-    let cap = geometry.capacity as usize;
-    let mem = MemRef(Arc::new(SegMem {
-        enq: AtomicU64::new(0),
-        deq: AtomicU64::new(0),
-        seq: (0..cap).map(|_| AtomicU64::new(0)).collect(),
-        meta: (0..cap).map(|_| AtomicU64::new(0)).collect(),
-        payload: (0..cap).map(|_| Cell8::new([0; SLOT])).collect(),
-    }));
-    let ring = MpmcRing::new(mem, *geometry);
+    let ring = MpmcRing::new(cell_mem(geometry.capacity as usize), *geometry);
     ring.init();
     Arc::new(HeapSeg {
         ring,

@@ -281,53 +281,10 @@ mod heap {
 #[cfg(loom)]
 mod loom_models {
     use super::*;
-    use crate::mpmc::MpmcMem;
-    use crate::sync::AtomicU64;
-    use loom::cell::UnsafeCell;
-    use std::sync::Arc;
-
-    /// A ring in loom cells and atomics: loom reports any payload access
-    /// that the sequence words do not order.
-    struct CellRing {
-        enq: AtomicU64,
-        deq: AtomicU64,
-        seq: Vec<AtomicU64>,
-        meta: Vec<AtomicU64>,
-        payload: Vec<UnsafeCell<[u8; 8]>>,
-    }
-
-    #[derive(Clone)]
-    struct Shared(Arc<CellRing>);
-
-    impl MpmcMem for Shared {
-        fn enqueue(&self) -> &AtomicU64 {
-            &self.0.enq
-        }
-        fn dequeue(&self) -> &AtomicU64 {
-            &self.0.deq
-        }
-        fn seq(&self, index: u32) -> &AtomicU64 {
-            &self.0.seq[index as usize]
-        }
-        fn meta(&self, index: u32) -> &AtomicU64 {
-            &self.0.meta[index as usize]
-        }
-        fn with_payload_mut<R>(&self, index: u32, f: impl FnOnce(*mut u8) -> R) -> R {
-            self.0.payload[index as usize].with_mut(|p| f(p.cast()))
-        }
-        fn with_payload<R>(&self, index: u32, f: impl FnOnce(*const u8) -> R) -> R {
-            self.0.payload[index as usize].with(|p| f(p.cast()))
-        }
-    }
+    use crate::chain_tests::{cell_mem, MemRef as Shared};
 
     fn ring(cap: u32) -> (MpmcRing<Shared>, Shared) {
-        let shared = Shared(Arc::new(CellRing {
-            enq: AtomicU64::new(0),
-            deq: AtomicU64::new(0),
-            seq: (0..cap).map(|_| AtomicU64::new(0)).collect(),
-            meta: (0..cap).map(|_| AtomicU64::new(0)).collect(),
-            payload: (0..cap).map(|_| UnsafeCell::new([0; 8])).collect(),
-        }));
+        let shared = cell_mem(cap as usize);
         let r = MpmcRing::new(shared.clone(), geometry(cap, 8));
         r.init();
         (r, shared)

@@ -116,7 +116,6 @@ impl RegionMap {
     /// The first byte of `obj`, an entry of this region's validated object
     /// table (so `obj.offset + obj.size` is within the mapping). The memory
     /// stays mapped while `self` lives.
-    #[allow(dead_code)] // used by the domain, mailbox and chain modules
     pub(crate) fn object_base(&self, obj: &ObjectInfo) -> *mut u8 {
         debug_assert!(obj.offset.saturating_add(obj.size) <= self.len() as u64);
         self.base().wrapping_add(obj.offset as usize)
