@@ -871,29 +871,17 @@ impl Member {
                 size: bytes,
                 init: &init,
             };
-            match region::create_region(
+            self.create_link_region(
                 &file,
-                self.link_backend,
                 HWL_FEAT_SPSC_RING | HWL_FEAT_FUTEX_DOORBELL,
                 &[ring(lo), ring(hi)],
-                true,
-            ) {
-                Ok(map) => Some(map),
-                Err(OpenError::Map(MapError::AlreadyExists { .. })) => None,
-                Err(e) => return Err(e),
-            }
+            )?
         } else {
             None
         };
         let created = made.is_some();
         let result = (|| {
-            let (map, info) = match made {
-                Some(map) => {
-                    let info = region::validate(&map)?;
-                    (map, info)
-                }
-                None => open_fresh(&file, self.link_backend, self.ready_timeout)?,
-            };
+            let (map, info) = self.open_link_region(&file, made)?;
             let rings: Vec<_> = info
                 .objects
                 .iter()
@@ -926,19 +914,73 @@ impl Member {
                 .unwrap_or_else(|| rings[inc].name.clone());
             let tx = ChannelSender::Bounded(Sender::attach(parts_out, self.wait, None)?);
             let rx = ChannelReceiver::Bounded(Receiver::attach(parts_in, self.wait, None)?);
-            Ok(Link {
-                peer,
-                slot,
-                gen,
-                file: file.clone(),
-                tx,
-                rx,
-                inbox: self.dom.inbox(slot),
-                gone_reported: false,
-            })
+            Ok(self.new_link(peer, slot, gen, &file, tx, rx))
         })();
+        self.remove_if_failed(&file, created, result)
+    }
+
+    /// Creates link region `file` holding `objects`. None if another
+    /// process created it first (the canonical name is taken with O_EXCL).
+    fn create_link_region(
+        &self,
+        file: &str,
+        features: u32,
+        objects: &[ObjectSpec<'_>],
+    ) -> Result<Option<Arc<RegionMap>>, OpenError> {
+        match region::create_region(file, self.link_backend, features, objects, true) {
+            Ok(map) => Ok(Some(map)),
+            Err(OpenError::Map(MapError::AlreadyExists { .. })) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The link region we `made`, validated, or else the one another
+    /// process created (waiting for it to be published).
+    fn open_link_region(
+        &self,
+        file: &str,
+        made: Option<Arc<RegionMap>>,
+    ) -> Result<(Arc<RegionMap>, RegionInfo), OpenError> {
+        match made {
+            Some(map) => {
+                let info = region::validate(&map)?;
+                Ok((map, info))
+            }
+            None => open_fresh(file, self.link_backend, self.ready_timeout),
+        }
+    }
+
+    fn new_link(
+        &self,
+        peer: String,
+        slot: usize,
+        gen: u32,
+        file: &str,
+        tx: ChannelSender,
+        rx: ChannelReceiver,
+    ) -> Link {
+        Link {
+            peer,
+            slot,
+            gen,
+            file: file.to_string(),
+            tx,
+            rx,
+            inbox: self.dom.inbox(slot),
+            gone_reported: false,
+        }
+    }
+
+    /// A link region this process created is removed again if attaching
+    /// to it failed: nobody else can have a use for it.
+    fn remove_if_failed(
+        &self,
+        file: &str,
+        created: bool,
+        result: Result<Link, OpenError>,
+    ) -> Result<Link, OpenError> {
         if result.is_err() && created {
-            let _ = crate::segments::remove_with_segments(&file);
+            let _ = crate::segments::remove_with_segments(file);
         }
         result
     }
@@ -995,29 +1037,17 @@ impl Member {
                 ]
             });
             let [a, b] = objects;
-            match region::create_region(
+            self.create_link_region(
                 &file,
-                self.link_backend,
                 HWL_FEAT_MAILBOX | layout.feature() | HWL_FEAT_FUTEX_DOORBELL,
                 &[a[0], a[1], b[0], b[1]],
-                true,
-            ) {
-                Ok(map) => Some(map),
-                Err(OpenError::Map(MapError::AlreadyExists { .. })) => None,
-                Err(e) => return Err(e),
-            }
+            )?
         } else {
             None
         };
         let created = made.is_some();
         let result = (|| {
-            let (map, info) = match made {
-                Some(map) => {
-                    let info = region::validate(&map)?;
-                    (map, info)
-                }
-                None => open_fresh(&file, self.link_backend, self.ready_timeout)?,
-            };
+            let (map, info) = self.open_link_region(&file, made)?;
             let of = |kind| -> Vec<_> { info.objects.iter().filter(|o| o.kind == kind).collect() };
             let (ctls, rings) = (of(HWL_OBJ_MAILBOX), of(queue_kind));
             if ctls.len() != 2 || rings.len() != 2 {
@@ -1058,21 +1088,9 @@ impl Member {
             let peer = peer_name
                 .map(str::to_string)
                 .unwrap_or_else(|| ctls[inc].name.clone());
-            Ok(Link {
-                peer,
-                slot,
-                gen,
-                file: file.clone(),
-                tx,
-                rx,
-                inbox: self.dom.inbox(slot),
-                gone_reported: false,
-            })
+            Ok(self.new_link(peer, slot, gen, &file, tx, rx))
         })();
-        if result.is_err() && created {
-            let _ = crate::segments::remove_with_segments(&file);
-        }
-        result
+        self.remove_if_failed(&file, created, result)
     }
 
     /// The link to the current member named `name`, set up on first use.
