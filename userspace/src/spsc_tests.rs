@@ -349,6 +349,30 @@ mod tests {
         drop(t.join().unwrap());
     }
 
+    /// The inline copies (up to 64 bytes) and the memcpy beyond them move
+    /// exactly `len` bytes, whatever the length and alignment.
+    #[test]
+    fn copy_bytes_moves_exactly_len_bytes() {
+        let src: Vec<u8> = (0..200u8).collect();
+        for len in 0..=130 {
+            for offset in [0, 1, 7] {
+                let mut dst = vec![0xEEu8; 200];
+                // SAFETY: both buffers hold offset + len bytes and do not
+                // overlap.
+                unsafe {
+                    crate::spsc::copy_bytes(
+                        src.as_ptr().add(offset),
+                        dst.as_mut_ptr().add(offset),
+                        len,
+                    )
+                };
+                assert_eq!(dst[offset..offset + len], src[offset..offset + len]);
+                assert!(dst[..offset].iter().all(|&b| b == 0xEE), "len {len}");
+                assert!(dst[offset + len..].iter().all(|&b| b == 0xEE), "len {len}");
+            }
+        }
+    }
+
     #[cfg(not(miri))]
     mod props {
         use super::*;

@@ -33,8 +33,10 @@ pub struct Plan {
     /// Memory for hwlink and the shared buffers.
     pub backend: Backend,
     /// The two CPUs the pipeline's stages take turns on (None: no
-    /// pipeline). Its message size is the first round-trip size.
+    /// pipeline).
     pub pipeline_cpus: Option<(usize, usize)>,
+    /// Message bytes of the pipeline.
+    pub pipeline_size: usize,
 }
 
 /// How one cell went.
@@ -189,7 +191,7 @@ pub fn run(plan: &Plan, launch: Launcher<'_>, progress: Progress<'_>) -> Results
     };
     let rt_cells = cells(&plan.round_trip_sizes, &plan.round_trip_cpus);
     let st_cells = cells(&plan.stream_sizes, &plan.stream_cpus);
-    let pl_size = plan.round_trip_sizes.first().copied().unwrap_or(8);
+    let pl_size = plan.pipeline_size;
     let pl_cells: Vec<(Mechanism, usize, (usize, usize))> = plan
         .pipeline_cpus
         .map(|c| plan.mechanisms.iter().map(|&m| (m, pl_size, c)).collect())

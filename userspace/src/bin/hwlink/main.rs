@@ -245,11 +245,15 @@ struct BenchArgs {
     #[arg(long, value_delimiter = ',', value_parser = parse_size)]
     sizes: Option<Vec<usize>>,
     /// Mechanisms, comma separated. Default: all of hwlink-poll,
-    /// hwlink-spin-park, hwlink-park, floor, pipe, unix-stream, unix-dgram,
-    /// unix-seqpacket, eventfd, posix-mq, sysv-mq, tcp, uring-pipe,
-    /// uring-unix, uring-unix-sqpoll.
+    /// hwlink-spin-park, hwlink-park, hwlink-mailbox, floor, pipe,
+    /// unix-stream, unix-dgram, unix-seqpacket, eventfd, posix-mq, sysv-mq,
+    /// tcp, uring-pipe, uring-unix, uring-unix-sqpoll.
     #[arg(long, value_delimiter = ',')]
     mechanisms: Option<Vec<hwlink::bench::Mechanism>>,
+    /// Workloads, comma separated, from round-trip, stream and pipeline.
+    /// Default: all three.
+    #[arg(long, value_delimiter = ',', value_enum)]
+    workloads: Option<Vec<BenchWorkload>>,
     /// Seconds spent on each mechanism × size × workload (default 1, or
     /// 0.1 with --quick).
     #[arg(long)]
@@ -274,6 +278,17 @@ struct BenchArgs {
     /// pair, and streaming throughput against message size.
     #[arg(long, value_name = "DIR")]
     plots: Option<std::path::PathBuf>,
+}
+
+/// A workload `hwlink bench` can run.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BenchWorkload {
+    /// Ping-pong between two processes.
+    RoundTrip,
+    /// One-way, every message verified.
+    Stream,
+    /// Four processes in a chain.
+    Pipeline,
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {
@@ -360,11 +375,25 @@ fn bench_cmd(args: BenchArgs) -> Result<(), BoxError> {
         None if two_cpus => (vec![(0, 1), (0, 0)], vec![(0, 1)]),
         None => (vec![(0, 0)], vec![(0, 0)]),
     };
-    let pipeline_cpus = st_cpus.first().copied();
+    let wants = |w: BenchWorkload| args.workloads.as_ref().is_none_or(|ws| ws.contains(&w));
+    let pipeline_cpus = st_cpus
+        .first()
+        .copied()
+        .filter(|_| wants(BenchWorkload::Pipeline));
+    // The pipeline carries messages of the first round-trip size.
+    let pipeline_size = rt_sizes.first().copied().unwrap_or(8);
     let plan = plan::Plan {
         mechanisms,
-        round_trip_sizes: rt_sizes,
-        stream_sizes: st_sizes,
+        round_trip_sizes: if wants(BenchWorkload::RoundTrip) {
+            rt_sizes
+        } else {
+            Vec::new()
+        },
+        stream_sizes: if wants(BenchWorkload::Stream) {
+            st_sizes
+        } else {
+            Vec::new()
+        },
         round_trip_cpus: rt_cpus,
         stream_cpus: st_cpus,
         rounds: if args.quick { 2 } else { 5 },
@@ -372,6 +401,7 @@ fn bench_cmd(args: BenchArgs) -> Result<(), BoxError> {
         max_round_trips: if args.quick { 20_000 } else { 200_000 },
         backend: args.backend,
         pipeline_cpus,
+        pipeline_size,
     };
     let machine = report::Machine::detect(backend_used(args.backend)?);
     println!(
