@@ -19,10 +19,15 @@ use std::time::{Duration, Instant};
 const SLEEP_SLICE: Duration = Duration::from_millis(50);
 /// Polls of the ring before a wait looks at the clock or the peer.
 const FAST_SPINS: u32 = 256;
-/// Busy-poll iterations between cheap checks (deadline, peer state word).
 /// How long spin-then-park spins before it also yields between polls.
-const YIELD_AFTER: Duration = Duration::from_micros(5);
+const YIELD_AFTER: Duration = Duration::from_micros(1);
+/// Busy-poll iterations between cheap checks (deadline, peer state word);
+/// a busy-polling end also yields once after each such run (tens of
+/// microseconds without a message).
 const POLL_CHECK_EVERY: u32 = 1 << 10;
+/// The same for spin-then-park, which looks at the clock more often: it
+/// starts yielding after YIELD_AFTER.
+const SPIN_CHECK_EVERY: u32 = 1 << 6;
 /// Cheap checks between liveness system calls while polling.
 const LIVENESS_EVERY: u32 = 1 << 6;
 /// Non-blocking calls that found nothing between liveness system calls.
@@ -354,7 +359,13 @@ fn wait_ready(
                         && spin_start.elapsed() >= YIELD_AFTER);
                 // A yield is a system call: look at the clock (spin limit,
                 // deadline) after a few of them, not after a thousand.
-                let polls = if yield_between { 4 } else { POLL_CHECK_EVERY };
+                let polls = if yield_between {
+                    4
+                } else if end.strategy == WaitStrategy::SpinPark {
+                    SPIN_CHECK_EVERY
+                } else {
+                    POLL_CHECK_EVERY
+                };
                 for _ in 0..polls {
                     if ready(false)? {
                         if end.strategy == WaitStrategy::SpinPark {
@@ -367,6 +378,13 @@ fn wait_ready(
                     } else {
                         spin_loop();
                     }
+                }
+                if !yield_between && end.strategy == WaitStrategy::BusyPoll {
+                    // Still never sleeps, but lets any process waiting for
+                    // this CPU run now and then: with more busy-polling
+                    // processes than CPUs (a pipeline), the one this end
+                    // waits for may be among them.
+                    std::thread::yield_now();
                 }
                 checks = checks.wrapping_add(1);
                 if let Some(done) = gone_or_ready(end, checks % LIVENESS_EVERY == 0)? {

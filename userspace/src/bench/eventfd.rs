@@ -176,3 +176,86 @@ pub(super) fn child(spec: &PeerSpec) -> Result<Box<dyn Transport>, BenchError> {
         _fds: fds,
     }))
 }
+
+fn chain_region_name(spec: &PeerSpec) -> String {
+    format!("{}-evfd-chain", spec.name)
+}
+
+/// Stage 0's side of a pipeline of eventfd lanes.
+pub(super) struct ChainParent {
+    /// Stage 0's end: sends on lane 0, receives on the last.
+    pub end: Box<dyn Transport>,
+    /// Each lane's two eventfds (`full`, then `empty`), for the other stages.
+    pub lanes: Vec<OwnedFd>,
+    /// Messages one lane holds.
+    pub holds: usize,
+}
+
+/// Creates a pipeline of `stages` eventfd lanes (lane k carries stage k's
+/// messages to stage k + 1, mod `stages`) in a region of its own.
+pub(super) fn chain_parent(spec: &PeerSpec, stages: usize) -> Result<ChainParent, BenchError> {
+    let slots = slots_for(spec.size);
+    let lane_bytes = slots * spec.size;
+    let region = Region::create(&chain_region_name(spec), stages * lane_bytes, spec.backend)
+        .map_err(|e| BenchError::Link(e.to_string()))?;
+    let mut fds = Vec::with_capacity(2 * stages);
+    for _ in 0..stages {
+        fds.push(eventfd(0)?);
+        fds.push(eventfd(slots as u32)?);
+    }
+    let lane = |k: usize| Lane {
+        full: fds[2 * k].as_raw_fd(),
+        empty: fds[2 * k + 1].as_raw_fd(),
+        base: k * lane_bytes,
+        next: 0,
+    };
+    let (out, inn) = (lane(0), lane(stages - 1));
+    // The other stages get duplicates; this end keeps the originals.
+    let dups = fds
+        .iter()
+        .map(OwnedFd::try_clone)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| BenchError::io("dup of an eventfd", e))?;
+    let ch = EventfdChannel {
+        region,
+        size: spec.size,
+        slots,
+        out,
+        inn,
+        _fds: fds,
+    };
+    Ok(ChainParent {
+        end: Box::new(ch),
+        lanes: dups,
+        holds: slots,
+    })
+}
+
+/// Pipeline stage `stage`'s end (1 to `stages - 1`): it inherited lane
+/// `stage - 1`'s eventfds and then lane `stage`'s (`full`, `empty` each).
+pub(super) fn chain_child(spec: &PeerSpec, stage: usize) -> Result<Box<dyn Transport>, BenchError> {
+    let fds = inherited(spec, 4)?;
+    let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+    let slots = slots_for(spec.size);
+    let lane_bytes = slots * spec.size;
+    let region = Region::open(&chain_region_name(spec), spec.backend)
+        .map_err(|e| BenchError::Link(e.to_string()))?;
+    Ok(Box::new(EventfdChannel {
+        region,
+        size: spec.size,
+        slots,
+        out: Lane {
+            full: raw[2],
+            empty: raw[3],
+            base: stage * lane_bytes,
+            next: 0,
+        },
+        inn: Lane {
+            full: raw[0],
+            empty: raw[1],
+            base: (stage - 1) * lane_bytes,
+            next: 0,
+        },
+        _fds: fds,
+    }))
+}

@@ -252,3 +252,127 @@ pub(super) fn child(spec: &PeerSpec) -> Result<Box<dyn Transport>, BenchError> {
         owner: false,
     }))
 }
+
+/// The name of pipeline hop `k`'s POSIX queue.
+fn hop_name(spec: &PeerSpec, k: usize) -> CString {
+    mq_name(spec, &format!("p{k}"))
+}
+
+/// Pipeline stage `stage`'s end of a chain of `stages` POSIX queues (hop k
+/// carries stage k's messages to stage k + 1, mod `stages`): it receives on
+/// hop `stage - 1` and sends on hop `stage`. Stage 0 creates every hop (and
+/// unlinks them all when its end is dropped), before the other stages
+/// start. Also returns the messages one hop holds.
+pub(super) fn posix_stage(
+    spec: &PeerSpec,
+    stage: usize,
+    stages: usize,
+) -> Result<(Box<dyn Transport>, usize), BenchError> {
+    let maxmsg = sysctl("/proc/sys/fs/mqueue/msg_max").unwrap_or(10).min(8);
+    let inn_hop = (stage + stages - 1) % stages;
+    if stage > 0 {
+        let inn = mq_open(&hop_name(spec, inn_hop), None)?;
+        let out = match mq_open(&hop_name(spec, stage), None) {
+            Ok(o) => o,
+            Err(e) => {
+                // SAFETY: `inn` is open and used nowhere else.
+                unsafe { libc::mq_close(inn) };
+                return Err(e);
+            }
+        };
+        let t = PosixMq {
+            out,
+            inn,
+            owned: Vec::new(),
+        };
+        return Ok((Box::new(t), maxmsg));
+    }
+    let max = sysctl("/proc/sys/fs/mqueue/msgsize_max").unwrap_or(8192);
+    if spec.size > max {
+        return Err(BenchError::Unsupported(format!(
+            "POSIX queues carry at most {max} bytes per message here (fs.mqueue.msgsize_max); raise it with `sysctl -w fs.mqueue.msgsize_max={}` to measure {}",
+            spec.size, spec.size
+        )));
+    }
+    let names: Vec<CString> = (0..stages).map(|k| hop_name(spec, k)).collect();
+    let mut open: Vec<libc::mqd_t> = Vec::new();
+    for name in &names {
+        match mq_open(name, Some((maxmsg, spec.size))) {
+            Ok(q) => open.push(q),
+            Err(e) => {
+                for (q, name) in open.iter().zip(&names) {
+                    // SAFETY: each queue is open and used nowhere else; each
+                    // name is NUL-terminated.
+                    unsafe {
+                        libc::mq_close(*q);
+                        libc::mq_unlink(name.as_ptr());
+                    }
+                }
+                return Err(e);
+            }
+        }
+    }
+    // Keep hop 0 (ours to send on) and the last hop (ours to receive on).
+    for (k, q) in open.iter().enumerate() {
+        if k != 0 && k != inn_hop {
+            // SAFETY: an open queue used nowhere else; the other stages open
+            // it again by name.
+            unsafe { libc::mq_close(*q) };
+        }
+    }
+    let t = PosixMq {
+        out: open[0],
+        inn: open[inn_hop],
+        owned: names,
+    };
+    Ok((Box::new(t), maxmsg))
+}
+
+/// Pipeline stage `stage`'s end of a chain over one System V queue, in
+/// which message type k + 1 is hop k (stage k to stage k + 1, mod
+/// `stages`). Stage 0 creates the queue (`spec.id` is ignored; the id is
+/// returned, for the other stages) and removes it when its end is dropped.
+/// Also returns the messages of `spec.size` bytes the queue holds.
+pub(super) fn sysv_stage(
+    spec: &PeerSpec,
+    stage: usize,
+    stages: usize,
+) -> Result<(Box<dyn Transport>, i64, usize), BenchError> {
+    let max = sysctl("/proc/sys/kernel/msgmax").unwrap_or(8192);
+    let mnb = sysctl("/proc/sys/kernel/msgmnb").unwrap_or(16384);
+    let holds = mnb / spec.size.max(1);
+    let send_type = (stage % stages + 1) as libc::c_long;
+    let recv_type = ((stage + stages - 1) % stages + 1) as libc::c_long;
+    let scratch = vec![0u8; TYPE_BYTES + spec.size];
+    if stage > 0 {
+        let id = i32::try_from(spec.id).map_err(|_| BenchError::PeerArgs("bad queue id".into()))?;
+        let t = SysvMq {
+            id,
+            send_type,
+            recv_type,
+            scratch,
+            owner: false,
+        };
+        return Ok((Box::new(t), spec.id, holds));
+    }
+    if spec.size > max.min(mnb) {
+        return Err(BenchError::Unsupported(format!(
+            "System V queues carry at most {} bytes per message here (kernel.msgmax {max}, kernel.msgmnb {mnb}); raise them with sysctl to measure {}",
+            max.min(mnb),
+            spec.size
+        )));
+    }
+    // SAFETY: msgget takes plain integers.
+    let id = unsafe { libc::msgget(libc::IPC_PRIVATE, libc::IPC_CREAT | 0o600) };
+    if id < 0 {
+        return Err(BenchError::last_os("msgget"));
+    }
+    let t = SysvMq {
+        id,
+        send_type,
+        recv_type,
+        scratch,
+        owner: true,
+    };
+    Ok((Box::new(t), i64::from(id), holds))
+}

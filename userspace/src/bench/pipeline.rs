@@ -11,8 +11,8 @@ use super::session::{
     collect_report, current_mask, session_name, spawn_peer, watch_peer, REPORT_TAG,
 };
 use super::{
-    cpu_time_ns, fd, fill, hw, seq_of, verify, BenchError, Launcher, Mechanism, Options, PeerSpec,
-    Transport, Workload, STOP,
+    cpu_time_ns, eventfd, fd, fill, hw, mq, seq_of, uring, verify, BenchError, Launcher, Mechanism,
+    Options, PeerSpec, Transport, Workload, STOP,
 };
 use crate::liveness::pin_to_cpu;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -53,6 +53,12 @@ enum Kind {
     Links,
     Fds,
     Mailboxes,
+    /// Descriptor hops read and written through io_uring.
+    Uring,
+    /// Shared-memory lanes with eventfd doorbells.
+    Eventfd,
+    PosixMq,
+    SysvMq,
 }
 
 fn kind_of(m: Mechanism) -> Result<Kind, BenchError> {
@@ -66,13 +72,21 @@ fn kind_of(m: Mechanism) -> Result<Kind, BenchError> {
         | Mechanism::UnixSeqpacket
         | Mechanism::Tcp => Ok(Kind::Fds),
         Mechanism::HwlinkMailbox => Ok(Kind::Mailboxes),
+        Mechanism::UringPipe | Mechanism::UringUnix | Mechanism::UringUnixSqpoll => Ok(Kind::Uring),
+        Mechanism::Eventfd => Ok(Kind::Eventfd),
+        Mechanism::PosixMq => Ok(Kind::PosixMq),
+        Mechanism::SysvMq => Ok(Kind::SysvMq),
         Mechanism::Floor => Err(BenchError::Unsupported(
             "the floor is round trip only: two cache-line flags carry no payload".into(),
         )),
-        _ => Err(BenchError::Unsupported(
-            "pipeline not implemented for this mechanism yet: it runs round trips and streams"
-                .into(),
-        )),
+    }
+}
+
+/// The descriptor mechanism of an io_uring mechanism's hops.
+fn uring_hops(m: Mechanism) -> Mechanism {
+    match m {
+        Mechanism::UringPipe => Mechanism::Pipe,
+        _ => Mechanism::UnixStream,
     }
 }
 
@@ -161,7 +175,7 @@ pub fn pipeline(
             "messages must be at least 8 bytes (the sequence number); pick a larger size".into(),
         ));
     }
-    let base = PeerSpec {
+    let mut base = PeerSpec {
         mechanism,
         workload: Workload::Stream,
         size,
@@ -186,6 +200,12 @@ pub fn pipeline(
     let mut wr: Vec<Option<OwnedFd>> = Vec::new();
     let mut rd: Vec<Option<OwnedFd>> = Vec::new();
     let mut link_tx = None;
+    // Stage 0's end, when it must exist before the other stages start (it
+    // creates their hops), and the most messages one hop holds.
+    let mut early: Option<Box<dyn Transport>> = None;
+    let mut hop_holds = usize::MAX;
+    // The eventfd lanes' descriptors (`full`, `empty` per lane) to hand out.
+    let mut lanes: Vec<OwnedFd> = Vec::new();
     // The mailbox hops, removed when stage 0 is done with them.
     let _mailboxes = if kind == Kind::Mailboxes {
         hw::mailbox_chain(&base, STAGES)?
@@ -193,15 +213,33 @@ pub fn pipeline(
         Vec::new()
     };
     match kind {
-        Kind::Fds => {
+        Kind::Fds | Kind::Uring => {
+            let hops = if kind == Kind::Uring {
+                uring_hops(mechanism)
+            } else {
+                mechanism
+            };
             for _ in 0..STAGES {
-                let (w, r) = fd_hop(mechanism, size)?;
+                let (w, r) = fd_hop(hops, size)?;
                 wr.push(Some(w));
                 rd.push(Some(r));
             }
         }
         Kind::Links => link_tx = Some(hw::chain_sender(&base, 0)?),
         Kind::Mailboxes => {}
+        Kind::Eventfd => {
+            let c = eventfd::chain_parent(&base, STAGES)?;
+            (early, lanes, hop_holds) = (Some(c.end), c.lanes, c.holds);
+        }
+        Kind::PosixMq => {
+            let (t, holds) = mq::posix_stage(&base, 0, STAGES)?;
+            (early, hop_holds) = (Some(t), holds);
+        }
+        Kind::SysvMq => {
+            let (t, id, holds) = mq::sysv_stage(&base, 0, STAGES)?;
+            // One queue holds every hop.
+            (early, base.id, hop_holds) = (Some(t), id, holds / STAGES);
+        }
     }
     for k in 1..STAGES {
         let mut spec = base.clone();
@@ -209,13 +247,17 @@ pub fn pipeline(
         spec.cpu = cpu_of(opts, k);
         // Stage k gets the read end of hop k - 1 and the write end of hop
         // k; ours are closed once it has them.
-        let give: Vec<OwnedFd> = if kind == Kind::Fds {
-            vec![
+        let give: Vec<OwnedFd> = match kind {
+            Kind::Fds | Kind::Uring => vec![
                 rd[k - 1].take().expect("each read end goes once"),
                 wr[k].take().expect("each write end goes once"),
-            ]
-        } else {
-            Vec::new()
+            ],
+            Kind::Eventfd => lanes[2 * (k - 1)..2 * (k + 1)]
+                .iter()
+                .map(OwnedFd::try_clone)
+                .collect::<Result<_, _>>()
+                .map_err(|e| BenchError::io("dup of an eventfd", e))?,
+            _ => Vec::new(),
         };
         spec.fds = give.iter().map(AsRawFd::as_raw_fd).collect();
         let child = spawn_peer(&spec, launch, "spawning a pipeline stage")?;
@@ -234,9 +276,17 @@ pub fn pipeline(
                 vec![r, w],
             ))
         }
+        Kind::Uring => {
+            let r = rd[STAGES - 1].take().expect("hop 3's read end");
+            let w = wr[0].take().expect("hop 0's write end");
+            let (rfd, wfd) = (r.as_raw_fd(), w.as_raw_fd());
+            uring::chain_end(mechanism, rfd, wfd, vec![r, w])?
+        }
         Kind::Links => hw::chain_end(&base, 0, STAGES, link_tx.take().expect("created"))?,
         Kind::Mailboxes => hw::mailbox_chain_end(&base, 0, STAGES)?,
+        Kind::Eventfd | Kind::PosixMq | Kind::SysvMq => early.take().expect("created"),
     };
+    drop(lanes);
 
     let mut out = vec![0u8; size];
     let mut back = vec![0u8; size];
@@ -264,7 +314,9 @@ pub fn pipeline(
 
     // Many in flight: keep `window` messages in the chain until `duration`
     // has passed, then drain; the sink checks each one in turn.
-    let window = window_for(size);
+    // At most twice what one hop holds: the chain then never fills every
+    // hop at once, which would deadlock it.
+    let window = window_for(size).min(hop_holds.saturating_mul(2)).max(1);
     let first = seq;
     let mut next_back = seq;
     let start = Instant::now();
@@ -331,6 +383,14 @@ pub(super) fn stage_main(spec: &PeerSpec) -> Result<(), BenchError> {
             Box::new(fd::FdChannel::new(rd, wr, fd_kind(spec.mechanism), fds))
         }
         Kind::Mailboxes => hw::mailbox_chain_end(spec, k, STAGES)?,
+        Kind::Uring => {
+            let fds = fd::inherited(spec, 2)?;
+            let (rd, wr) = (fds[0].as_raw_fd(), fds[1].as_raw_fd());
+            uring::chain_end(spec.mechanism, rd, wr, fds)?
+        }
+        Kind::Eventfd => eventfd::chain_child(spec, k)?,
+        Kind::PosixMq => mq::posix_stage(spec, k, STAGES)?.0,
+        Kind::SysvMq => mq::sysv_stage(spec, k, STAGES)?.0,
     };
     let mut buf = vec![0u8; spec.size];
     let mut next = 0u64;

@@ -138,3 +138,19 @@ pub(super) fn child(spec: &PeerSpec) -> Result<Box<dyn Transport>, BenchError> {
         _owned: fds,
     }))
 }
+
+/// A pipeline stage's end over io_uring: reads `rd`, writes `wr` (both in
+/// `owned`), through a ring of its own.
+pub(super) fn chain_end(
+    m: Mechanism,
+    rd: RawFd,
+    wr: RawFd,
+    owned: Vec<OwnedFd>,
+) -> Result<Box<dyn Transport>, BenchError> {
+    Ok(Box::new(UringChannel {
+        ring: ring_for(m)?,
+        rd,
+        wr,
+        _owned: owned,
+    }))
+}
