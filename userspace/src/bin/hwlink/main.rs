@@ -375,7 +375,7 @@ fn bench_cmd(args: BenchArgs) -> Result<(), BoxError> {
         None if two_cpus => (vec![(0, 1), (0, 0)], vec![(0, 1)]),
         None => (vec![(0, 0)], vec![(0, 0)]),
     };
-    let wants = |w: BenchWorkload| args.workloads.as_ref().is_none_or(|ws| ws.contains(&w));
+    let wants = |w: BenchWorkload| args.workloads.as_ref().map_or(true, |ws| ws.contains(&w));
     let pipeline_cpus = st_cpus
         .first()
         .copied()
