@@ -185,6 +185,7 @@ pub fn pipeline(
         fds: Vec::new(),
         id: -1,
         stage: 0,
+        warmup: 0,
     };
     let mut chain = Chain {
         children: Vec::new(),

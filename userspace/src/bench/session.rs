@@ -29,6 +29,9 @@ pub(crate) struct PeerSpec {
     pub id: i64,
     /// The pipeline stage this peer runs (1 to 3); 0 outside the pipeline.
     pub stage: usize,
+    /// Streams: messages that warm the channel up before the peer starts
+    /// its clock and its count.
+    pub warmup: u64,
 }
 
 impl PeerSpec {
@@ -53,6 +56,9 @@ impl PeerSpec {
         if self.stage > 0 {
             a.extend(["--stage".into(), self.stage.to_string()]);
         }
+        if self.warmup > 0 {
+            a.extend(["--warmup".into(), self.warmup.to_string()]);
+        }
         if !self.fds.is_empty() {
             let fds: Vec<String> = self.fds.iter().map(i32::to_string).collect();
             a.extend(["--fds".into(), fds.join(",")]);
@@ -72,6 +78,7 @@ impl PeerSpec {
             fds: Vec::new(),
             id: -1,
             stage: 0,
+            warmup: 0,
         };
         let mut it = args.iter();
         while let Some(flag) = it.next() {
@@ -97,6 +104,7 @@ impl PeerSpec {
                 "--id" => spec.id = num(v)?,
                 "--cpu" => spec.cpu = Some(num(v)? as usize),
                 "--stage" => spec.stage = num(v)? as usize,
+                "--warmup" => spec.warmup = num(v)? as u64,
                 "--fds" => {
                     spec.fds = v
                         .split(',')
@@ -213,6 +221,7 @@ impl Session {
         mechanism: Mechanism,
         workload: Workload,
         size: usize,
+        warmup: u64,
         opts: &Options,
         launch: Launcher<'_>,
     ) -> Result<Session, BenchError> {
@@ -226,6 +235,7 @@ impl Session {
             fds: Vec::new(),
             id: -1,
             stage: 0,
+            warmup,
         };
         // Pin first: an hwlink end records its CPU mask when it attaches,
         // and the peer uses it to tell whether the two share a core.
@@ -373,7 +383,7 @@ pub fn round_trip(
     max_count: usize,
     launch: Launcher<'_>,
 ) -> Result<RoundTrips, BenchError> {
-    let mut s = Session::start(mechanism, Workload::RoundTrip, size, opts, launch)?;
+    let mut s = Session::start(mechanism, Workload::RoundTrip, size, 0, opts, launch)?;
     let mut echo = vec![0u8; size];
     let mut seq = 0u64;
     let mut one = |s: &mut Session, seq: u64| -> Result<(), BenchError> {
@@ -424,10 +434,18 @@ pub fn stream(
     duration: Duration,
     launch: Launcher<'_>,
 ) -> Result<Streamed, BenchError> {
-    let mut s = Session::start(mechanism, Workload::Stream, size, opts, launch)?;
+    // Warm the channel, the caches and both processes up first: the peer
+    // counts and times only what follows.
+    let warmup = stream_warmup(size);
+    let mut s = Session::start(mechanism, Workload::Stream, size, warmup, opts, launch)?;
+    let mut seq = 0u64;
+    while seq < warmup {
+        fill(&mut s.buf, seq);
+        s.transport.send(&s.buf)?;
+        seq += 1;
+    }
     let cpu0 = cpu_time_ns();
     let start = Instant::now();
-    let mut seq = 0u64;
     loop {
         fill(&mut s.buf, seq);
         s.transport.send(&s.buf)?;
@@ -438,9 +456,10 @@ pub fn stream(
     }
     let measurer_ns = cpu_time_ns() - cpu0;
     let (msgs, elapsed_ns, peer_ns) = s.finish()?;
-    if msgs != seq {
+    let measured = seq - warmup;
+    if msgs != measured {
         return Err(BenchError::Verify(format!(
-            "sent {seq} messages, the peer received {msgs}"
+            "sent {measured} messages after the warm-up, the peer received {msgs}"
         )));
     }
     Ok(Streamed {
@@ -449,11 +468,17 @@ pub fn stream(
         elapsed_ns,
         cpu: CpuTotals {
             measurer_ns,
-            measurer_msgs: seq,
+            measurer_msgs: measured,
             peer_ns,
             peer_msgs: msgs,
         },
     })
+}
+
+/// Messages a stream sends before it is measured: 20,000, or fewer
+/// for large messages (64 MiB at most).
+fn stream_warmup(size: usize) -> u64 {
+    (20_000usize).min((64 << 20) / size.max(1)).max(1) as u64
 }
 
 /// The peer process: opens its side as its arguments say, echoes (round
@@ -492,12 +517,18 @@ pub fn peer_main(args: &[String]) -> Result<(), BenchError> {
     }
     let mut t = open_child(&spec)?;
     let mut buf = vec![0u8; spec.size];
-    let mut msgs = 0u64;
+    // Every message received; a stream counts and times those after its
+    // warm-up.
+    let mut received = 0u64;
+    let warmup = match spec.workload {
+        Workload::RoundTrip => 0,
+        Workload::Stream => spec.warmup,
+    };
     let mut started: Option<(Instant, u64)> = None;
     loop {
         t.recv(&mut buf)?;
         let seq = seq_of(&buf);
-        if started.is_none() {
+        if started.is_none() && (received >= warmup || seq == STOP) {
             started = Some((Instant::now(), cpu_time_ns()));
         }
         if seq == STOP {
@@ -505,10 +536,11 @@ pub fn peer_main(args: &[String]) -> Result<(), BenchError> {
         }
         match spec.workload {
             Workload::RoundTrip => t.send(&buf)?,
-            Workload::Stream => verify(&buf, msgs)?,
+            Workload::Stream => verify(&buf, received)?,
         }
-        msgs += 1;
+        received += 1;
     }
+    let msgs = received.saturating_sub(warmup);
     let (t0, cpu0) = started.expect("received at least the stop message");
     println!(
         "{REPORT_TAG}msgs={msgs} elapsed_ns={} cpu_ns={}",
