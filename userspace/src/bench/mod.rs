@@ -32,7 +32,7 @@ mod session;
 mod uring;
 
 pub use pipeline::{pipeline, Pipelined, STAGES};
-pub use session::{peer_main, round_trip, stream, Launcher};
+pub use session::{peer_main, remove_leftovers, round_trip, stream, Launcher};
 pub(crate) use session::{ParentSide, PeerSpec};
 
 use hwlink_drivers::Backend;

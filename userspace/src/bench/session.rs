@@ -148,6 +148,35 @@ pub(super) fn session_name() -> String {
     )
 }
 
+/// The pid in a session's name (`hb<pid>-<n>…`), if `name` is one.
+fn session_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix("hb")?;
+    let (pid, _) = rest.split_once('-')?;
+    pid.parse().ok()
+}
+
+/// Removes the mailboxes that a killed `hwlink bench` left behind (a
+/// mailbox outlives its creator by design, so `hwlink rm --stale` keeps
+/// them): those named after a bench session whose process, the creator, is
+/// gone, with no live process attached. Returns the regions removed.
+pub fn remove_leftovers() -> Vec<String> {
+    let Ok(all) = crate::admin::list() else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for r in all {
+        let Some(m) = &r.mailbox else { continue };
+        let named_by = r.name.strip_prefix("mbx.").and_then(session_pid);
+        let left = named_by == Some(r.creator_pid)
+            && !r.creator_alive
+            && m.attachments.iter().all(|a| !a.alive);
+        if left && crate::admin::remove(&r.name).is_ok() {
+            removed.push(r.name);
+        }
+    }
+    removed
+}
+
 fn setup_parent(spec: &PeerSpec, opts: &Options) -> Result<ParentSide, BenchError> {
     if spec.size < 8 {
         return Err(BenchError::Unsupported(
@@ -548,4 +577,17 @@ pub fn peer_main(args: &[String]) -> Result<(), BenchError> {
         cpu_time_ns() - cpu0
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn session_pid_reads_the_pid_of_a_session_name() {
+        use super::session_pid;
+        assert_eq!(session_pid("hb123-4-h0"), Some(123));
+        assert_eq!(session_pid("hb123-4"), Some(123));
+        assert_eq!(session_pid("hbx-4"), None);
+        assert_eq!(session_pid("prices"), None);
+        assert_eq!(session_pid("hb123"), None);
+    }
 }

@@ -403,6 +403,9 @@ fn bench_cmd(args: BenchArgs) -> Result<(), BoxError> {
         pipeline_cpus,
         pipeline_size,
     };
+    for name in hwlink::bench::remove_leftovers() {
+        eprintln!("hwlink bench: removed {name}, left by an earlier hwlink bench that was killed");
+    }
     let machine = report::Machine::detect(backend_used(args.backend)?);
     println!(
         "hwlink bench: {} on {} CPUs, kernel {}, hwlink memory {}; {} s per cell in {} rounds",
