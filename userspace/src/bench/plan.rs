@@ -32,9 +32,9 @@ pub struct Plan {
     pub max_round_trips: usize,
     /// Memory for hwlink and the shared buffers.
     pub backend: Backend,
-    /// The two CPUs the pipeline's stages take turns on (None: no
-    /// pipeline).
-    pub pipeline_cpus: Option<(usize, usize)>,
+    /// The CPU pairs the pipeline's stages take turns on, one pipeline per
+    /// pair (empty: no pipeline).
+    pub pipeline_cpus: Vec<(usize, usize)>,
     /// Message bytes of the pipeline.
     pub pipeline_size: usize,
 }
@@ -192,10 +192,7 @@ pub fn run(plan: &Plan, launch: Launcher<'_>, progress: Progress<'_>) -> Results
     let rt_cells = cells(&plan.round_trip_sizes, &plan.round_trip_cpus);
     let st_cells = cells(&plan.stream_sizes, &plan.stream_cpus);
     let pl_size = plan.pipeline_size;
-    let pl_cells: Vec<(Mechanism, usize, (usize, usize))> = plan
-        .pipeline_cpus
-        .map(|c| plan.mechanisms.iter().map(|&m| (m, pl_size, c)).collect())
-        .unwrap_or_default();
+    let pl_cells = cells(&[pl_size], &plan.pipeline_cpus);
     let total = (rt_cells.len() + st_cells.len()) * rounds + pl_cells.len();
     let mut done = 0;
     let per_round = plan.duration / rounds as u32;

@@ -183,49 +183,50 @@ pub fn stream_table(res: &Results) -> String {
 /// The pipeline table: four processes in a chain, measured end to end.
 pub fn pipeline_table(res: &Results) -> String {
     let mut out = String::new();
-    let Some(first) = res.pipeline.first() else {
-        return out;
-    };
-    let _ = writeln!(
-        out,
-        "\nPipeline, 4 processes (0 → 1 → 2 → 3 → 0), stages on CPUs {},{},{},{} (end to end µs, one in flight; msgs/s with a window in flight, verified)",
-        first.cpus.0, first.cpus.1, first.cpus.0, first.cpus.1
-    );
-    let _ = writeln!(
-        out,
-        "{:>7} {:<18} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9} {:>12} {:>6}  p50 vs hwlink",
-        "size", "mechanism", "p50", "p90", "p99", "p99.9", "max", "mean", "msgs/s", "window"
-    );
-    for c in &res.pipeline {
-        let _ = write!(out, "{:>7} {:<18} ", size_label(c.size), c.mechanism.name());
-        match &c.status {
-            Status::Done(f) => {
-                let s = &f.stats;
-                let reference = Results::pipeline_reference(&res.pipeline, c.size, c.cpus)
-                    .filter(|r| r.mechanism != c.mechanism)
-                    .and_then(|r| r.status.done().map(|d| (r.mechanism, d.stats.p50)));
-                let vs = reference.map_or(String::new(), |(m, p50)| {
-                    format!(
-                        "{} p50 = {} {m}",
-                        c.mechanism,
-                        ratio(s.p50 as f64 / p50.max(1) as f64)
-                    )
-                });
-                let _ = writeln!(
-                    out,
-                    "{:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>10.3} {:>9.3} {:>12.0} {:>6}  {vs}",
-                    us(s.p50),
-                    us(s.p90),
-                    us(s.p99),
-                    us(s.p999),
-                    us(s.max),
-                    us(s.mean),
-                    f.msgs_per_s,
-                    f.window
-                );
-            }
-            other => {
-                let _ = writeln!(out, "{}", not_done(other));
+    let mut pairs: Vec<(usize, usize)> = res.pipeline.iter().map(|c| c.cpus).collect();
+    pairs.dedup();
+    for cpus in pairs {
+        let _ = writeln!(
+            out,
+            "\nPipeline, 4 processes (0 → 1 → 2 → 3 → 0), stages on CPUs {},{},{},{} (end to end µs, one in flight; msgs/s with a window in flight, verified)",
+            cpus.0, cpus.1, cpus.0, cpus.1
+        );
+        let _ = writeln!(
+            out,
+            "{:>7} {:<18} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9} {:>12} {:>6}  p50 vs hwlink",
+            "size", "mechanism", "p50", "p90", "p99", "p99.9", "max", "mean", "msgs/s", "window"
+        );
+        for c in res.pipeline.iter().filter(|c| c.cpus == cpus) {
+            let _ = write!(out, "{:>7} {:<18} ", size_label(c.size), c.mechanism.name());
+            match &c.status {
+                Status::Done(f) => {
+                    let s = &f.stats;
+                    let reference = Results::pipeline_reference(&res.pipeline, c.size, c.cpus)
+                        .filter(|r| r.mechanism != c.mechanism)
+                        .and_then(|r| r.status.done().map(|d| (r.mechanism, d.stats.p50)));
+                    let vs = reference.map_or(String::new(), |(m, p50)| {
+                        format!(
+                            "{} p50 = {} {m}",
+                            c.mechanism,
+                            ratio(s.p50 as f64 / p50.max(1) as f64)
+                        )
+                    });
+                    let _ = writeln!(
+                        out,
+                        "{:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>10.3} {:>9.3} {:>12.0} {:>6}  {vs}",
+                        us(s.p50),
+                        us(s.p90),
+                        us(s.p99),
+                        us(s.p999),
+                        us(s.max),
+                        us(s.mean),
+                        f.msgs_per_s,
+                        f.window
+                    );
+                }
+                other => {
+                    let _ = writeln!(out, "{}", not_done(other));
+                }
             }
         }
     }
@@ -390,10 +391,13 @@ pub fn to_json(machine: &Machine, plan: &Plan, res: &Results) -> String {
                 .filter(|c| c.mechanism == m)
                 .map(|c| st_json(res, c))
                 .collect();
-            let pl = res.pipeline.iter().find(|c| c.mechanism == m).map_or_else(
-                || ",\"pipeline\":null".to_string(),
-                |c| format!(",\"pipeline\":{}", pl_json(res, c)),
-            );
+            let pl: Vec<String> = res
+                .pipeline
+                .iter()
+                .filter(|c| c.mechanism == m)
+                .map(|c| pl_json(res, c))
+                .collect();
+            let pl = format!(",\"pipeline\":[{}]", pl.join(","));
             let note = if m == Mechanism::Floor {
                 r#","note":"two busy-polled cache-line flags: one 8-byte word moves at every size""#
             } else {
@@ -409,7 +413,7 @@ pub fn to_json(machine: &Machine, plan: &Plan, res: &Results) -> String {
         mechs.push(entry);
     }
     format!(
-        "{{\"machine\":{{\"cpu_model\":{},\"cpus\":{},\"kernel\":{},\"backend\":{}}},\n\"plan\":{{\"round_trip_sizes\":[{}],\"stream_sizes\":[{}],\"round_trip_cpus\":[{}],\"stream_cpus\":[{}],\"rounds\":{},\"seconds_per_cell\":{}}},\n\"mechanisms\":[\n{}\n]}}\n",
+        "{{\"machine\":{{\"cpu_model\":{},\"cpus\":{},\"kernel\":{},\"backend\":{}}},\n\"plan\":{{\"round_trip_sizes\":[{}],\"stream_sizes\":[{}],\"round_trip_cpus\":[{}],\"stream_cpus\":[{}],\"pipeline_size\":{},\"pipeline_cpus\":[{}],\"rounds\":{},\"seconds_per_cell\":{}}},\n\"mechanisms\":[\n{}\n]}}\n",
         js(&machine.cpu_model),
         machine.cpus,
         js(&machine.kernel),
@@ -418,6 +422,8 @@ pub fn to_json(machine: &Machine, plan: &Plan, res: &Results) -> String {
         list(&plan.stream_sizes),
         pairs(&plan.round_trip_cpus),
         pairs(&plan.stream_cpus),
+        plan.pipeline_size,
+        pairs(&plan.pipeline_cpus),
         plan.rounds,
         jf(plan.duration.as_secs_f64()),
         mechs.join(",\n")

@@ -259,7 +259,7 @@ struct BenchArgs {
     #[arg(long)]
     duration: Option<f64>,
     /// CPUs for the measuring process and the peer, e.g. 0,1; 0,0 shares
-    /// one core. Default: 0,1 for everything, then 0,0 for round trips.
+    /// one core. Default: every workload on 0,1, then again on 0,0.
     #[arg(long, value_parser = parse_cpus)]
     cpus: Option<(usize, usize)>,
     /// Memory: hugepage, shm, auto (hugepages with a fallback to shm), or
@@ -372,14 +372,15 @@ fn bench_cmd(args: BenchArgs) -> Result<(), BoxError> {
     let two_cpus = hwlink_online_cpus() >= 2;
     let (rt_cpus, st_cpus) = match args.cpus {
         Some(c) => (vec![c], vec![c]),
-        None if two_cpus => (vec![(0, 1), (0, 0)], vec![(0, 1)]),
+        None if two_cpus => (vec![(0, 1), (0, 0)], vec![(0, 1), (0, 0)]),
         None => (vec![(0, 0)], vec![(0, 0)]),
     };
     let wants = |w: BenchWorkload| args.workloads.as_ref().map_or(true, |ws| ws.contains(&w));
-    let pipeline_cpus = st_cpus
-        .first()
-        .copied()
-        .filter(|_| wants(BenchWorkload::Pipeline));
+    let pipeline_cpus = if wants(BenchWorkload::Pipeline) {
+        st_cpus.clone()
+    } else {
+        Vec::new()
+    };
     // The pipeline carries messages of the first round-trip size.
     let pipeline_size = rt_sizes.first().copied().unwrap_or(8);
     let plan = plan::Plan {
