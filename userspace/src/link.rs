@@ -675,6 +675,12 @@ impl Sender {
         deadline: Option<Instant>,
         block: bool,
     ) -> Result<WriteSlot<'_>, SendError<()>> {
+        // The same fast path as a send: a cached free slot and an attached
+        // receiver, with the full checks every TRY_LIVENESS_EVERY calls.
+        if self.fast_slot(len) {
+            self.fast_budget -= 1;
+            return Ok(WriteSlot { sender: self, len });
+        }
         if len > self.max_message() {
             return Err(SendError::TooLarge {
                 msg: (),

@@ -30,9 +30,14 @@ fn exercise(m: Mechanism, size: usize) {
         .unwrap_or_else(|e| panic!("{m} round trip of {size} B: {e}"));
     assert!(!rt.samples.is_empty() && rt.samples.len() <= 200, "{m}");
     assert_eq!(rt.cpu.measurer_msgs, rt.samples.len() as u64);
+    assert!(
+        (1..=5).contains(&rt.warmup),
+        "{m}: {} warm-up round trips",
+        rt.warmup
+    );
     assert_eq!(
         rt.cpu.peer_msgs,
-        5 + rt.samples.len() as u64,
+        rt.warmup + rt.samples.len() as u64,
         "{m}: the peer echoed every message"
     );
     let st = bench::stream(m, size, &o, Duration::from_millis(30), &launcher)
@@ -65,6 +70,37 @@ fn hwlink_links_carry_and_verify() {
         exercise(m, 64);
     }
     exercise(Mechanism::HwlinkPoll, 1 << 20);
+}
+
+/// Zero copy: streams written and checked in place, every message verified
+/// by the peer; round trips are refused with a reason.
+#[test]
+fn zero_copy_streams_verify_in_place() {
+    let o = opts();
+    for size in [8, 64, 4096, 1 << 20] {
+        let st = bench::stream(
+            Mechanism::HwlinkZeroCopy,
+            size,
+            &o,
+            Duration::from_millis(30),
+            &launcher,
+        )
+        .unwrap_or_else(|e| panic!("zero-copy stream of {size} B: {e}"));
+        assert!(st.messages > 0);
+        assert_eq!(st.bytes, st.messages * size as u64);
+    }
+    match bench::round_trip(
+        Mechanism::HwlinkZeroCopy,
+        8,
+        &o,
+        5,
+        Duration::from_millis(20),
+        200,
+        &launcher,
+    ) {
+        Err(BenchError::Unsupported(r)) => assert!(r.contains("streams only"), "{r}"),
+        other => panic!("zero-copy round trip: expected a skip, got {other:?}"),
+    }
 }
 
 #[test]
@@ -166,6 +202,10 @@ fn pipeline_carries_every_message_in_order() {
                 continue;
             }
             (Mechanism::Floor, other) => panic!("floor pipeline: expected a skip, got {other:?}"),
+            (Mechanism::HwlinkZeroCopy, Err(BenchError::Unsupported(r))) => {
+                assert!(r.contains("hwlink-spin-park"), "{r}");
+                continue;
+            }
             // A kernel may refuse io_uring (or SQPOLL); the reason says so.
             (
                 Mechanism::UringPipe | Mechanism::UringUnix | Mechanism::UringUnixSqpoll,

@@ -35,6 +35,8 @@ fn link_err(e: impl std::fmt::Display) -> BenchError {
 struct Links {
     tx: Option<Sender>,
     rx: Option<Receiver>,
+    /// Write and read messages in place (hwlink-zero-copy).
+    in_place: bool,
 }
 
 impl Transport for Links {
@@ -59,6 +61,49 @@ impl Transport for Links {
         }
         Ok(())
     }
+    fn send_written(
+        &mut self,
+        buf: &mut [u8],
+        write: &mut dyn FnMut(&mut [u8]),
+    ) -> Result<(), BenchError> {
+        if !self.in_place {
+            write(buf);
+            return self.send(buf);
+        }
+        let tx = self
+            .tx
+            .as_mut()
+            .ok_or_else(|| link_err("no sending link"))?;
+        let mut slot = tx.reserve(buf.len()).map_err(link_err)?;
+        write(&mut slot);
+        slot.commit();
+        Ok(())
+    }
+    fn recv_checked(
+        &mut self,
+        buf: &mut [u8],
+        check: &mut dyn FnMut(&[u8]) -> Result<(), BenchError>,
+    ) -> Result<(), BenchError> {
+        if !self.in_place {
+            self.recv(buf)?;
+            return check(buf);
+        }
+        let rx = self
+            .rx
+            .as_mut()
+            .ok_or_else(|| link_err("no receiving link"))?;
+        let want = buf.len();
+        rx.recv_with(|m| {
+            if m.len() != want {
+                return Err(BenchError::Verify(format!(
+                    "received {} bytes, expected {want}",
+                    m.len()
+                )));
+            }
+            check(m)
+        })
+        .map_err(link_err)?
+    }
 }
 
 fn builder(spec: &PeerSpec, dir: &str) -> LinkBuilder {
@@ -71,12 +116,22 @@ fn builder(spec: &PeerSpec, dir: &str) -> LinkBuilder {
 }
 
 pub(super) fn link_parent(spec: &PeerSpec) -> Result<ParentSide, BenchError> {
+    if spec.mechanism == Mechanism::HwlinkZeroCopy && spec.workload == Workload::RoundTrip {
+        return Err(BenchError::Unsupported(
+            "streams only: a round trip's echo copies the message either way, as hwlink-spin-park does"
+                .into(),
+        ));
+    }
     let tx = builder(spec, "a").create_sender().map_err(link_err)?;
     let rx = match spec.workload {
         Workload::RoundTrip => Some(builder(spec, "b").create_receiver().map_err(link_err)?),
         Workload::Stream => None,
     };
-    Ok(ParentSide::new(Links { tx: Some(tx), rx }))
+    Ok(ParentSide::new(Links {
+        tx: Some(tx),
+        rx,
+        in_place: spec.mechanism == Mechanism::HwlinkZeroCopy,
+    }))
 }
 
 pub(super) fn link_child(spec: &PeerSpec) -> Result<Box<dyn Transport>, BenchError> {
@@ -85,7 +140,11 @@ pub(super) fn link_child(spec: &PeerSpec) -> Result<Box<dyn Transport>, BenchErr
         Workload::RoundTrip => Some(builder(spec, "b").open_sender().map_err(link_err)?),
         Workload::Stream => None,
     };
-    Ok(Box::new(Links { tx, rx: Some(rx) }))
+    Ok(Box::new(Links {
+        tx,
+        rx: Some(rx),
+        in_place: spec.mechanism == Mechanism::HwlinkZeroCopy,
+    }))
 }
 
 /// Pipeline stage `stage`'s link to the next stage, created by this stage.
@@ -116,6 +175,7 @@ pub(super) fn chain_end(
     Ok(Box::new(Links {
         tx: Some(tx),
         rx: Some(rx),
+        in_place: false,
     }))
 }
 

@@ -49,7 +49,10 @@ pub enum Mechanism {
     HwlinkSpinPark,
     /// hwlink SPSC links, both ends parking on the doorbell.
     HwlinkPark,
-    /// hwlink MPMC mailbox (not implemented yet).
+    /// hwlink SPSC links in spin-then-park, written in place
+    /// (`reserve`/`commit`) and read in place (`recv_with`): no copy.
+    HwlinkZeroCopy,
+    /// hwlink MPMC mailbox, one sender and one receiver.
     HwlinkMailbox,
     /// Two busy-polled flags on separate cache lines: the physical floor.
     Floor,
@@ -79,10 +82,11 @@ pub enum Mechanism {
 
 impl Mechanism {
     /// Every mechanism, in report order.
-    pub const ALL: [Mechanism; 16] = [
+    pub const ALL: [Mechanism; 17] = [
         Mechanism::HwlinkPoll,
         Mechanism::HwlinkSpinPark,
         Mechanism::HwlinkPark,
+        Mechanism::HwlinkZeroCopy,
         Mechanism::HwlinkMailbox,
         Mechanism::Floor,
         Mechanism::Pipe,
@@ -104,6 +108,7 @@ impl Mechanism {
             Mechanism::HwlinkPoll => "hwlink-poll",
             Mechanism::HwlinkSpinPark => "hwlink-spin-park",
             Mechanism::HwlinkPark => "hwlink-park",
+            Mechanism::HwlinkZeroCopy => "hwlink-zero-copy",
             Mechanism::HwlinkMailbox => "hwlink-mailbox",
             Mechanism::Floor => "floor",
             Mechanism::Pipe => "pipe",
@@ -127,6 +132,7 @@ impl Mechanism {
             Mechanism::HwlinkPoll
                 | Mechanism::HwlinkSpinPark
                 | Mechanism::HwlinkPark
+                | Mechanism::HwlinkZeroCopy
                 | Mechanism::HwlinkMailbox
         )
     }
@@ -236,6 +242,26 @@ pub(crate) trait Transport {
     fn send(&mut self, msg: &[u8]) -> Result<(), BenchError>;
     /// Receives one message, which fills all of `buf`.
     fn recv(&mut self, buf: &mut [u8]) -> Result<(), BenchError>;
+    /// Sends one message of `buf.len()` bytes written by `write`: by
+    /// default into `buf`, then sent; in place where the mechanism can.
+    fn send_written(
+        &mut self,
+        buf: &mut [u8],
+        write: &mut dyn FnMut(&mut [u8]),
+    ) -> Result<(), BenchError> {
+        write(buf);
+        self.send(buf)
+    }
+    /// Receives one message and hands it to `check`: by default copied into
+    /// `buf` (which it fills); in place where the mechanism can.
+    fn recv_checked(
+        &mut self,
+        buf: &mut [u8],
+        check: &mut dyn FnMut(&[u8]) -> Result<(), BenchError>,
+    ) -> Result<(), BenchError> {
+        self.recv(buf)?;
+        check(buf)
+    }
 }
 
 /// The sequence number that tells the peer to stop.
@@ -346,6 +372,8 @@ pub struct Options {
 pub struct RoundTrips {
     /// Nanoseconds of each measured round trip.
     pub samples: Vec<u64>,
+    /// Round trips made to warm up, before those measured.
+    pub warmup: u64,
     /// CPU time of both processes.
     pub cpu: CpuTotals,
 }

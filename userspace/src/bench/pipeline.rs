@@ -79,6 +79,10 @@ fn kind_of(m: Mechanism) -> Result<Kind, BenchError> {
         Mechanism::Floor => Err(BenchError::Unsupported(
             "the floor is round trip only: two cache-line flags carry no payload".into(),
         )),
+        Mechanism::HwlinkZeroCopy => Err(BenchError::Unsupported(
+            "each stage copies a message from one link to the next, which is hwlink-spin-park's pipeline"
+                .into(),
+        )),
     }
 }
 
@@ -302,12 +306,12 @@ pub fn pipeline(
         verify(&back, seq)?;
         Ok(ns)
     };
-    // At most a quarter of the budget (a trip may take milliseconds).
+    // At most a quarter of the budget after the first trip (a trip may
+    // take milliseconds).
+    trip(&mut t, seq)?;
+    seq += 1;
     let warm_start = Instant::now();
-    for k in 0..warmup.max(1) {
-        if k > 0 && warm_start.elapsed() >= budget / 4 {
-            break;
-        }
+    while seq < warmup as u64 && warm_start.elapsed() < budget / 4 {
         trip(&mut t, seq)?;
         seq += 1;
     }

@@ -185,9 +185,10 @@ fn setup_parent(spec: &PeerSpec, opts: &Options) -> Result<ParentSide, BenchErro
     }
     match spec.mechanism {
         Mechanism::HwlinkMailbox => hw::mailbox_parent(spec),
-        Mechanism::HwlinkPoll | Mechanism::HwlinkSpinPark | Mechanism::HwlinkPark => {
-            hw::link_parent(spec)
-        }
+        Mechanism::HwlinkPoll
+        | Mechanism::HwlinkSpinPark
+        | Mechanism::HwlinkPark
+        | Mechanism::HwlinkZeroCopy => hw::link_parent(spec),
         Mechanism::Floor => hw::floor_parent(spec, opts),
         Mechanism::Pipe
         | Mechanism::UnixStream
@@ -205,9 +206,10 @@ fn setup_parent(spec: &PeerSpec, opts: &Options) -> Result<ParentSide, BenchErro
 fn open_child(spec: &PeerSpec) -> Result<Box<dyn Transport>, BenchError> {
     match spec.mechanism {
         Mechanism::HwlinkMailbox => hw::mailbox_child(spec),
-        Mechanism::HwlinkPoll | Mechanism::HwlinkSpinPark | Mechanism::HwlinkPark => {
-            hw::link_child(spec)
-        }
+        Mechanism::HwlinkPoll
+        | Mechanism::HwlinkSpinPark
+        | Mechanism::HwlinkPark
+        | Mechanism::HwlinkZeroCopy => hw::link_child(spec),
         Mechanism::Floor => hw::floor_child(spec),
         Mechanism::Pipe
         | Mechanism::UnixStream
@@ -427,16 +429,17 @@ pub fn round_trip(
         }
         Ok(())
     };
-    // The warm-up takes at most a quarter of the budget: a mechanism that
-    // takes milliseconds per round trip does not spend minutes on it.
+    // The warm-up takes at most a quarter of the budget after the first
+    // round trip (which waits for the peer to start): a mechanism that takes
+    // milliseconds per round trip does not spend minutes on it.
+    seq += 1;
+    one(&mut s, seq)?;
     let warm_start = Instant::now();
-    for k in 0..warmup.max(1) {
-        if k > 0 && warm_start.elapsed() >= budget / 4 {
-            break;
-        }
+    while seq < warmup as u64 && warm_start.elapsed() < budget / 4 {
         seq += 1;
         one(&mut s, seq)?;
     }
+    let warmed = seq;
     let mut samples = Vec::with_capacity(max_count.min(1 << 20));
     let cpu0 = cpu_time_ns();
     let start = Instant::now();
@@ -451,6 +454,7 @@ pub fn round_trip(
     let (peer_msgs, _, peer_ns) = s.finish()?;
     Ok(RoundTrips {
         samples,
+        warmup: warmed,
         cpu: CpuTotals {
             measurer_ns,
             measurer_msgs: measured,
@@ -475,15 +479,15 @@ pub fn stream(
     let mut s = Session::start(mechanism, Workload::Stream, size, warmup, opts, launch)?;
     let mut seq = 0u64;
     while seq < warmup {
-        fill(&mut s.buf, seq);
-        s.transport.send(&s.buf)?;
+        s.transport
+            .send_written(&mut s.buf, &mut |b| fill(b, seq))?;
         seq += 1;
     }
     let cpu0 = cpu_time_ns();
     let start = Instant::now();
     loop {
-        fill(&mut s.buf, seq);
-        s.transport.send(&s.buf)?;
+        s.transport
+            .send_written(&mut s.buf, &mut |b| fill(b, seq))?;
         seq += 1;
         if seq % 16 == 0 && start.elapsed() >= duration {
             break;
@@ -561,17 +565,33 @@ pub fn peer_main(args: &[String]) -> Result<(), BenchError> {
     };
     let mut started: Option<(Instant, u64)> = None;
     loop {
-        t.recv(&mut buf)?;
-        let seq = seq_of(&buf);
+        let seq = match spec.workload {
+            Workload::RoundTrip => {
+                t.recv(&mut buf)?;
+                seq_of(&buf)
+            }
+            // Checked where it lies (in place, for hwlink-zero-copy).
+            Workload::Stream => {
+                let mut seq = STOP;
+                t.recv_checked(&mut buf, &mut |m| {
+                    seq = seq_of(m);
+                    if seq == STOP {
+                        Ok(())
+                    } else {
+                        verify(m, received)
+                    }
+                })?;
+                seq
+            }
+        };
         if started.is_none() && (received >= warmup || seq == STOP) {
             started = Some((Instant::now(), cpu_time_ns()));
         }
         if seq == STOP {
             break;
         }
-        match spec.workload {
-            Workload::RoundTrip => t.send(&buf)?,
-            Workload::Stream => verify(&buf, received)?,
+        if spec.workload == Workload::RoundTrip {
+            t.send(&buf)?;
         }
         received += 1;
     }

@@ -245,9 +245,9 @@ struct BenchArgs {
     #[arg(long, value_delimiter = ',', value_parser = parse_size)]
     sizes: Option<Vec<usize>>,
     /// Mechanisms, comma separated. Default: all of hwlink-poll,
-    /// hwlink-spin-park, hwlink-park, hwlink-mailbox, floor, pipe,
-    /// unix-stream, unix-dgram, unix-seqpacket, eventfd, posix-mq, sysv-mq,
-    /// tcp, uring-pipe, uring-unix, uring-unix-sqpoll.
+    /// hwlink-spin-park, hwlink-park, hwlink-zero-copy, hwlink-mailbox,
+    /// floor, pipe, unix-stream, unix-dgram, unix-seqpacket, eventfd,
+    /// posix-mq, sysv-mq, tcp, uring-pipe, uring-unix, uring-unix-sqpoll.
     #[arg(long, value_delimiter = ',')]
     mechanisms: Option<Vec<hwlink::bench::Mechanism>>,
     /// Workloads, comma separated, from round-trip, stream and pipeline.
