@@ -8,8 +8,9 @@
 //!
 //! Both indices are free-running u32 counters. Each side owns one index and
 //! keeps the authoritative copy locally; it only ever *reads* the peer's
-//! index, caches it, and refreshes the cache only when the cache says the ring
-//! is full (producer) or empty (consumer). Every value read from shared memory
+//! index, caches it, and refreshes the cache when the cache says the ring
+//! is full (producer) or empty (consumer), and (consumer) now and then
+//! while it lags behind a stream, to count its backlog. Every value read from shared memory
 //! is bounds-checked before use, so a hostile peer can cause a [`Corruption`]
 //! error but never an out-of-bounds access.
 
@@ -19,8 +20,12 @@ use crate::sync::{fence, AtomicU32, AtomicU64, Ordering};
 use core::ptr::NonNull;
 use hwlink_hw::{HWL_RING_MAX_CAPACITY, HWL_RING_MAX_SLOT_SIZE, HWL_SLOT_HDR_SIZE, HWL_WAIT_POLL};
 
-/// How many slots ahead of `tail` the producer prefetches for writing.
+/// How many slots ahead the producer prefetches for writing (of `tail`)
+/// and the consumer for reading (of `head`, within the known backlog).
 const PREFETCH_AHEAD: u32 = 8;
+/// Messages found in a row at the first look after which the consumer
+/// reads `tail` to count its backlog.
+const BACKLOG_EVERY: u32 = 16;
 
 /// The shape of a ring, copied out of shared memory once and validated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,6 +111,10 @@ pub(crate) trait SlotMem {
     /// cache lines for ownership. Only a hint; the default does nothing.
     #[inline(always)]
     fn prefetch_for_write(&self, _index: u32) {}
+    /// Hints that slot `index` (published) is about to be read: fetches its
+    /// first cache lines. Only a hint; the default does nothing.
+    #[inline(always)]
+    fn prefetch_for_read(&self, _index: u32) {}
 }
 
 /// Slots at a fixed address: a mapped region, or a heap buffer.
@@ -167,6 +176,26 @@ impl SlotMem for RawSlots {
                 unsafe {
                     core::arch::asm!(
                         "prefetchw [{p}]",
+                        p = in(reg) slot.add(line * 64),
+                        options(nostack, preserves_flags, readonly)
+                    )
+                };
+            }
+        }
+        #[cfg(not(all(target_arch = "x86_64", not(miri))))]
+        let _ = index;
+    }
+    #[inline(always)]
+    fn prefetch_for_read(&self, index: u32) {
+        #[cfg(all(target_arch = "x86_64", not(miri)))]
+        {
+            let slot = self.slot_ptr(index);
+            for line in 0..self.stride.min(128) / 64 {
+                // SAFETY: PREFETCHT0 only hints the cache and cannot fault;
+                // the address is inside the slot area all the same.
+                unsafe {
+                    core::arch::asm!(
+                        "prefetcht0 [{p}]",
                         p = in(reg) slot.add(line * 64),
                         options(nostack, preserves_flags, readonly)
                     )
@@ -519,6 +548,10 @@ pub(crate) struct Consumer<M: SlotMem> {
     tail_cache: u32,
     /// The producer advertised HWL_WAIT_POLL (see `Producer::peer_polls`).
     peer_polls: bool,
+    /// Messages in a row found at the first look (a stream the consumer
+    /// lags behind); every BACKLOG_EVERY of them, `tail` is read to learn
+    /// the whole backlog.
+    streak: u32,
 }
 
 impl<M: SlotMem> Consumer<M> {
@@ -534,6 +567,7 @@ impl<M: SlotMem> Consumer<M> {
             head,
             tail_cache: head.wrapping_add(ready),
             peer_polls: false,
+            streak: 0,
         })
     }
 
@@ -563,9 +597,20 @@ impl<M: SlotMem> Consumer<M> {
             return cached;
         }
         if self.probe() {
+            self.streak = self.streak.wrapping_add(1);
+            // Lagging behind a stream: one look at `tail` now and then
+            // counts the whole backlog, whose slots can then be prefetched
+            // (see `release`). A round trip never gets here: each reply is
+            // missed at least once before it lands.
+            if self.streak % BACKLOG_EVERY == 0 {
+                if let Ok(n) = self.refresh_available() {
+                    return n;
+                }
+            }
             self.tail_cache = self.head.wrapping_add(1);
             return 1;
         }
+        self.streak = 0;
         0
     }
 
@@ -650,6 +695,12 @@ impl<M: SlotMem> Consumer<M> {
         // R1: pairs with the producer's A1; the slots may be reused after it.
         self.words.head().store(self.head, Ordering::Release);
         self.words.fence_stores();
+        // A slot a few ahead is known published (below the cached tail): ask
+        // for its lines now, so that reading it does not wait for them.
+        if self.cached_available() > PREFETCH_AHEAD {
+            self.slots
+                .prefetch_for_read(self.head.wrapping_add(PREFETCH_AHEAD) & self.geometry.mask());
+        }
         if !self.peer_polls {
             // F2: pairs with F3 in Doorbell::sleep.
             fence(Ordering::SeqCst);

@@ -197,6 +197,38 @@ mod tests {
         assert_eq!(expect, 200);
     }
 
+    /// A consumer lagging behind a stream counts its backlog from `tail`
+    /// after BACKLOG_EVERY messages found at the first look, then reads on
+    /// without probing; every message still arrives in order, across the
+    /// wrap of the indices.
+    #[test]
+    fn lagging_consumer_counts_its_backlog_and_reads_in_order() {
+        let mut r = ring(64, 24, u32::MAX - 100);
+        let (mut next, mut expect) = (0u32, 0u32);
+        while push(&mut r.p, &next.to_le_bytes()) {
+            next += 1;
+        }
+        for _ in 0..16 {
+            assert_eq!(pop(&mut r.c).unwrap(), expect.to_le_bytes());
+            expect += 1;
+        }
+        assert_eq!(r.c.cached_available(), 48, "the backlog was counted");
+        for _ in 0..200 {
+            while next - expect < 64 && push(&mut r.p, &next.to_le_bytes()) {
+                next += 1;
+            }
+            for _ in 0..23 {
+                assert_eq!(pop(&mut r.c).unwrap(), expect.to_le_bytes());
+                expect += 1;
+            }
+        }
+        while let Some(m) = pop(&mut r.c) {
+            assert_eq!(m, expect.to_le_bytes());
+            expect += 1;
+        }
+        assert_eq!(expect, next);
+    }
+
     #[test]
     fn indices_wrap_around_u32() {
         let mut r = ring(8, 24, u32::MAX - 5);
