@@ -2,6 +2,7 @@
 
 use super::plan::{Cell, PipelineFigures, Plan, Results, RoundTripFigures, Status};
 use super::{Mechanism, Streamed};
+use crate::pingpong::Stats;
 use std::fmt::Write as _;
 
 /// Facts about the machine the run happened on.
@@ -75,26 +76,14 @@ pub fn round_trip_table(res: &Results) -> String {
             let _ = write!(out, "{:>7} {:<18} ", size_label(c.size), c.mechanism.name());
             match &c.status {
                 Status::Done(f) => {
-                    let s = &f.stats;
                     let reference = Results::reference(&res.round_trip, c.size, cpus)
                         .filter(|r| r.mechanism != c.mechanism)
                         .and_then(|r| r.status.done().map(|d| (r.mechanism, d.stats.p50)));
-                    let vs = reference.map_or(String::new(), |(m, p50)| {
-                        format!(
-                            "{} p50 = {} {m}",
-                            c.mechanism,
-                            ratio(s.p50 as f64 / p50.max(1) as f64)
-                        )
-                    });
+                    let vs = p50_versus(c.mechanism, f.stats.p50, reference);
                     let _ = writeln!(
                         out,
-                        "{:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>10.3} {:>9.3} {:>15}  {vs}",
-                        us(s.p50),
-                        us(s.p90),
-                        us(s.p99),
-                        us(s.p999),
-                        us(s.max),
-                        us(s.mean),
+                        "{} {:>15}  {vs}",
+                        latency_columns(&f.stats),
                         format!(
                             "{:.0}/{:.0}",
                             f.cpu.measurer_per_msg(),
@@ -180,6 +169,26 @@ pub fn stream_table(res: &Results) -> String {
     out
 }
 
+/// "M p50 = R× REF": a p50 against the reference mechanism's, if any.
+fn p50_versus(m: Mechanism, p50: u64, reference: Option<(Mechanism, u64)>) -> String {
+    reference.map_or(String::new(), |(r, r50)| {
+        format!("{m} p50 = {} {r}", ratio(p50 as f64 / r50.max(1) as f64))
+    })
+}
+
+/// p50, p90, p99, p99.9, max and mean in µs, as the latency tables align them.
+fn latency_columns(s: &Stats) -> String {
+    format!(
+        "{:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>10.3} {:>9.3}",
+        us(s.p50),
+        us(s.p90),
+        us(s.p99),
+        us(s.p999),
+        us(s.max),
+        us(s.mean)
+    )
+}
+
 /// The pipeline table: four processes in a chain, measured end to end.
 pub fn pipeline_table(res: &Results) -> String {
     let mut out = String::new();
@@ -200,26 +209,14 @@ pub fn pipeline_table(res: &Results) -> String {
             let _ = write!(out, "{:>7} {:<18} ", size_label(c.size), c.mechanism.name());
             match &c.status {
                 Status::Done(f) => {
-                    let s = &f.stats;
                     let reference = Results::pipeline_reference(&res.pipeline, c.size, c.cpus)
                         .filter(|r| r.mechanism != c.mechanism)
                         .and_then(|r| r.status.done().map(|d| (r.mechanism, d.stats.p50)));
-                    let vs = reference.map_or(String::new(), |(m, p50)| {
-                        format!(
-                            "{} p50 = {} {m}",
-                            c.mechanism,
-                            ratio(s.p50 as f64 / p50.max(1) as f64)
-                        )
-                    });
+                    let vs = p50_versus(c.mechanism, f.stats.p50, reference);
                     let _ = writeln!(
                         out,
-                        "{:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>10.3} {:>9.3} {:>12.0} {:>6}  {vs}",
-                        us(s.p50),
-                        us(s.p90),
-                        us(s.p99),
-                        us(s.p999),
-                        us(s.max),
-                        us(s.mean),
+                        "{} {:>12.0} {:>6}  {vs}",
+                        latency_columns(&f.stats),
                         f.msgs_per_s,
                         f.window
                     );
