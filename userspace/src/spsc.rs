@@ -10,9 +10,9 @@
 //! keeps the authoritative copy locally; it only ever *reads* the peer's
 //! index, caches it, and refreshes the cache when the cache says the ring
 //! is full (producer) or empty (consumer), and (consumer) now and then
-//! while it lags behind a stream, to count its backlog. Every value read from shared memory
-//! is bounds-checked before use, so a hostile peer can cause a [`Corruption`]
-//! error but never an out-of-bounds access.
+//! while it lags behind a stream, to count its backlog. Every value read
+//! from shared memory is bounds-checked before use, so a hostile peer can
+//! cause a [`Corruption`] error but never an out-of-bounds access.
 
 use crate::doorbell::Doorbell;
 use crate::error::Corruption;
@@ -601,9 +601,10 @@ impl<M: SlotMem> Consumer<M> {
             // Lagging behind a stream: one look at `tail` now and then
             // counts the whole backlog, whose slots can then be prefetched
             // (see `release`). A round trip never gets here: each reply is
-            // missed at least once before it lands.
+            // missed at least once before it lands. (`tail` may still lag
+            // the header just found; then that message is all we count.)
             if self.streak % BACKLOG_EVERY == 0 {
-                if let Ok(n) = self.refresh_available() {
+                if let Ok(n @ 1..) = self.refresh_available() {
                     return n;
                 }
             }
