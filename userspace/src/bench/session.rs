@@ -520,8 +520,6 @@ fn stream_warmup(size: usize) -> u64 {
     (20_000usize).min((64 << 20) / size.max(1)).max(1) as u64
 }
 
-/// The peer process: opens its side as its arguments say, echoes (round
-/// trip) or receives and verifies (stream) until the stop message, then
 /// Lets the peer inherit `spec.fds` (clears FD_CLOEXEC) and spawns it with
 /// `launch`, its stdout piped for the report.
 pub(crate) fn spawn_peer(
@@ -542,6 +540,8 @@ pub(crate) fn spawn_peer(
         .map_err(|e| BenchError::io(what.to_string(), e))
 }
 
+/// The peer process: opens its side as its arguments say, echoes (round
+/// trip) or receives and verifies (stream) until the stop message, then
 /// prints one report line on stdout.
 pub fn peer_main(args: &[String]) -> Result<(), BenchError> {
     // SAFETY: PR_SET_PDEATHSIG takes a signal number and changes only this
