@@ -165,46 +165,35 @@ impl SlotMem for RawSlots {
     }
     #[inline(always)]
     fn prefetch_for_write(&self, index: u32) {
-        #[cfg(all(target_arch = "x86_64", not(miri)))]
-        {
-            let slot = self.slot_ptr(index);
-            // The header's line and the next: a small message's whole slot.
-            for line in 0..self.stride.min(128) / 64 {
-                // SAFETY: PREFETCHW only hints the cache (it cannot fault,
-                // and CPUs without it treat it as a NOP); the address is
-                // inside the slot area all the same.
-                unsafe {
-                    core::arch::asm!(
-                        "prefetchw [{p}]",
-                        p = in(reg) slot.add(line * 64),
-                        options(nostack, preserves_flags, readonly)
-                    )
-                };
-            }
-        }
-        #[cfg(not(all(target_arch = "x86_64", not(miri))))]
-        let _ = index;
+        prefetch_slot::<true>(self.slot_ptr(index), self.stride);
     }
     #[inline(always)]
     fn prefetch_for_read(&self, index: u32) {
-        #[cfg(all(target_arch = "x86_64", not(miri)))]
-        {
-            let slot = self.slot_ptr(index);
-            for line in 0..self.stride.min(128) / 64 {
-                // SAFETY: PREFETCHT0 only hints the cache and cannot fault;
-                // the address is inside the slot area all the same.
-                unsafe {
-                    core::arch::asm!(
-                        "prefetcht0 [{p}]",
-                        p = in(reg) slot.add(line * 64),
-                        options(nostack, preserves_flags, readonly)
-                    )
-                };
+        prefetch_slot::<false>(self.slot_ptr(index), self.stride);
+    }
+}
+
+/// Prefetches the first cache lines of a slot (the header's line and the
+/// next: a small message's whole slot), for ownership (`WRITE`: PREFETCHW)
+/// or for reading (PREFETCHT0). Only a hint; nothing under Miri or off x86.
+#[inline(always)]
+fn prefetch_slot<const WRITE: bool>(slot: *mut u8, stride: usize) {
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    for line in 0..stride.min(128) / 64 {
+        let p = slot.wrapping_add(line * 64);
+        // SAFETY: a prefetch only hints the cache: it cannot fault, and CPUs
+        // without PREFETCHW treat it as a NOP. The address is inside the
+        // slot all the same (line * 64 < stride).
+        unsafe {
+            if WRITE {
+                core::arch::asm!("prefetchw [{p}]", p = in(reg) p, options(nostack, preserves_flags, readonly));
+            } else {
+                core::arch::asm!("prefetcht0 [{p}]", p = in(reg) p, options(nostack, preserves_flags, readonly));
             }
         }
-        #[cfg(not(all(target_arch = "x86_64", not(miri))))]
-        let _ = index;
     }
+    #[cfg(not(all(target_arch = "x86_64", not(miri))))]
+    let _ = (slot, stride);
 }
 
 /// The slot header word: `len` low, `seq` high (`struct hwl_slot` read as
