@@ -106,79 +106,23 @@ impl Transport for EventfdChannel {
     }
 }
 
-fn region_name(spec: &PeerSpec) -> String {
-    format!("{}-evfd", spec.name)
-}
-
+/// The round trip's two directions are a chain of two lanes: the parent
+/// sends on lane 0 and receives on lane 1; the peer is stage 1.
 pub(super) fn parent(spec: &PeerSpec) -> Result<ParentSide, BenchError> {
-    let slots = slots_for(spec.size);
-    let lane_bytes = slots * spec.size;
-    let region = Region::create(&region_name(spec), 2 * lane_bytes, spec.backend)
-        .map_err(|e| BenchError::Link(e.to_string()))?;
-    let n = slots as u32;
-    let fds = [eventfd(0)?, eventfd(n)?, eventfd(0)?, eventfd(n)?];
-    let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
-    let ch = EventfdChannel {
-        region,
-        size: spec.size,
-        slots,
-        out: Lane {
-            full: raw[0],
-            empty: raw[1],
-            base: 0,
-            next: 0,
-        },
-        inn: Lane {
-            full: raw[2],
-            empty: raw[3],
-            base: lane_bytes,
-            next: 0,
-        },
-        _fds: Vec::new(),
-    };
-    // The peer gets duplicates; this side keeps the originals.
-    let dups = fds
-        .iter()
-        .map(OwnedFd::try_clone)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| BenchError::io("dup of an eventfd", e))?;
-    let ch = EventfdChannel {
-        _fds: fds.into(),
-        ..ch
-    };
-    let mut side = ParentSide::new(ch);
-    side.child_fds = dups;
-    Ok(side)
+    let c = chain_parent(spec, 2)?;
+    Ok(ParentSide {
+        transport: c.end,
+        child_fds: c.lanes,
+        id: -1,
+    })
 }
 
 pub(super) fn child(spec: &PeerSpec) -> Result<Box<dyn Transport>, BenchError> {
-    let fds = inherited(spec, 4)?;
-    let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
-    let slots = slots_for(spec.size);
-    let region = Region::open(&region_name(spec), spec.backend)
-        .map_err(|e| BenchError::Link(e.to_string()))?;
-    Ok(Box::new(EventfdChannel {
-        region,
-        size: spec.size,
-        slots,
-        out: Lane {
-            full: raw[2],
-            empty: raw[3],
-            base: slots * spec.size,
-            next: 0,
-        },
-        inn: Lane {
-            full: raw[0],
-            empty: raw[1],
-            base: 0,
-            next: 0,
-        },
-        _fds: fds,
-    }))
+    chain_child(spec, 1)
 }
 
-fn chain_region_name(spec: &PeerSpec) -> String {
-    format!("{}-evfd-chain", spec.name)
+fn region_name(spec: &PeerSpec) -> String {
+    format!("{}-evfd", spec.name)
 }
 
 /// Stage 0's side of a pipeline of eventfd lanes.
@@ -196,7 +140,7 @@ pub(super) struct ChainParent {
 pub(super) fn chain_parent(spec: &PeerSpec, stages: usize) -> Result<ChainParent, BenchError> {
     let slots = slots_for(spec.size);
     let lane_bytes = slots * spec.size;
-    let region = Region::create(&chain_region_name(spec), stages * lane_bytes, spec.backend)
+    let region = Region::create(&region_name(spec), stages * lane_bytes, spec.backend)
         .map_err(|e| BenchError::Link(e.to_string()))?;
     let mut fds = Vec::with_capacity(2 * stages);
     for _ in 0..stages {
@@ -238,7 +182,7 @@ pub(super) fn chain_child(spec: &PeerSpec, stage: usize) -> Result<Box<dyn Trans
     let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
     let slots = slots_for(spec.size);
     let lane_bytes = slots * spec.size;
-    let region = Region::open(&chain_region_name(spec), spec.backend)
+    let region = Region::open(&region_name(spec), spec.backend)
         .map_err(|e| BenchError::Link(e.to_string()))?;
     Ok(Box::new(EventfdChannel {
         region,

@@ -12,6 +12,32 @@ fn interrupted() -> bool {
     std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
 }
 
+/// The messages a POSIX queue of `size`-byte messages may hold here (at
+/// most 8), or why `size` cannot be carried.
+fn posix_limits(size: usize) -> Result<usize, BenchError> {
+    let max = sysctl("/proc/sys/fs/mqueue/msgsize_max").unwrap_or(8192);
+    if size > max {
+        return Err(BenchError::Unsupported(format!(
+            "POSIX queues carry at most {max} bytes per message here (fs.mqueue.msgsize_max); raise it with `sysctl -w fs.mqueue.msgsize_max={size}` to measure {size}"
+        )));
+    }
+    Ok(sysctl("/proc/sys/fs/mqueue/msg_max").unwrap_or(10).min(8))
+}
+
+/// The bytes a System V queue holds here (kernel.msgmnb), or why
+/// `size`-byte messages cannot be carried.
+fn sysv_limits(size: usize) -> Result<usize, BenchError> {
+    let max = sysctl("/proc/sys/kernel/msgmax").unwrap_or(8192);
+    let mnb = sysctl("/proc/sys/kernel/msgmnb").unwrap_or(16384);
+    if size > max.min(mnb) {
+        return Err(BenchError::Unsupported(format!(
+            "System V queues carry at most {} bytes per message here (kernel.msgmax {max}, kernel.msgmnb {mnb}); raise them with sysctl to measure {size}",
+            max.min(mnb)
+        )));
+    }
+    Ok(mnb)
+}
+
 /// One side of a pair of POSIX queues: sends on one, receives on the other.
 struct PosixMq {
     out: libc::mqd_t,
@@ -176,13 +202,7 @@ impl Drop for SysvMq {
 pub(super) fn parent(spec: &PeerSpec) -> Result<ParentSide, BenchError> {
     let size = spec.size;
     if spec.mechanism == Mechanism::PosixMq {
-        let max = sysctl("/proc/sys/fs/mqueue/msgsize_max").unwrap_or(8192);
-        if size > max {
-            return Err(BenchError::Unsupported(format!(
-                "POSIX queues carry at most {max} bytes per message here (fs.mqueue.msgsize_max); raise it with `sysctl -w fs.mqueue.msgsize_max={size}` to measure {size}"
-            )));
-        }
-        let maxmsg = sysctl("/proc/sys/fs/mqueue/msg_max").unwrap_or(10).min(8);
+        let maxmsg = posix_limits(size)?;
         let (a, b) = (mq_name(spec, "a"), mq_name(spec, "b"));
         let out = mq_open(&a, Some((maxmsg, size)))?;
         let inn = match mq_open(&b, Some((maxmsg, size))) {
@@ -203,14 +223,7 @@ pub(super) fn parent(spec: &PeerSpec) -> Result<ParentSide, BenchError> {
             owned: vec![a, b],
         }));
     }
-    let max = sysctl("/proc/sys/kernel/msgmax").unwrap_or(8192);
-    let mnb = sysctl("/proc/sys/kernel/msgmnb").unwrap_or(16384);
-    if size > max.min(mnb) {
-        return Err(BenchError::Unsupported(format!(
-            "System V queues carry at most {} bytes per message here (kernel.msgmax {max}, kernel.msgmnb {mnb}); raise them with sysctl to measure {size}",
-            max.min(mnb)
-        )));
-    }
+    sysv_limits(size)?;
     // SAFETY: msgget takes plain integers.
     let id = unsafe { libc::msgget(libc::IPC_PRIVATE, libc::IPC_CREAT | 0o600) };
     if id < 0 {
@@ -268,7 +281,7 @@ pub(super) fn posix_stage(
     stage: usize,
     stages: usize,
 ) -> Result<(Box<dyn Transport>, usize), BenchError> {
-    let maxmsg = sysctl("/proc/sys/fs/mqueue/msg_max").unwrap_or(10).min(8);
+    let maxmsg = posix_limits(spec.size)?;
     let inn_hop = (stage + stages - 1) % stages;
     if stage > 0 {
         let inn = mq_open(&hop_name(spec, inn_hop), None)?;
@@ -286,13 +299,6 @@ pub(super) fn posix_stage(
             owned: Vec::new(),
         };
         return Ok((Box::new(t), maxmsg));
-    }
-    let max = sysctl("/proc/sys/fs/mqueue/msgsize_max").unwrap_or(8192);
-    if spec.size > max {
-        return Err(BenchError::Unsupported(format!(
-            "POSIX queues carry at most {max} bytes per message here (fs.mqueue.msgsize_max); raise it with `sysctl -w fs.mqueue.msgsize_max={}` to measure {}",
-            spec.size, spec.size
-        )));
     }
     let names: Vec<CString> = (0..stages).map(|k| hop_name(spec, k)).collect();
     let mut open: Vec<libc::mqd_t> = Vec::new();
@@ -338,9 +344,7 @@ pub(super) fn sysv_stage(
     stage: usize,
     stages: usize,
 ) -> Result<(Box<dyn Transport>, i64, usize), BenchError> {
-    let max = sysctl("/proc/sys/kernel/msgmax").unwrap_or(8192);
-    let mnb = sysctl("/proc/sys/kernel/msgmnb").unwrap_or(16384);
-    let holds = mnb / spec.size.max(1);
+    let holds = sysv_limits(spec.size)? / spec.size.max(1);
     let send_type = (stage % stages + 1) as libc::c_long;
     let recv_type = ((stage + stages - 1) % stages + 1) as libc::c_long;
     let scratch = vec![0u8; TYPE_BYTES + spec.size];
@@ -354,13 +358,6 @@ pub(super) fn sysv_stage(
             owner: false,
         };
         return Ok((Box::new(t), spec.id, holds));
-    }
-    if spec.size > max.min(mnb) {
-        return Err(BenchError::Unsupported(format!(
-            "System V queues carry at most {} bytes per message here (kernel.msgmax {max}, kernel.msgmnb {mnb}); raise them with sysctl to measure {}",
-            max.min(mnb),
-            spec.size
-        )));
     }
     // SAFETY: msgget takes plain integers.
     let id = unsafe { libc::msgget(libc::IPC_PRIVATE, libc::IPC_CREAT | 0o600) };

@@ -121,7 +121,6 @@ pub(super) fn parent(spec: &PeerSpec) -> Result<ParentSide, BenchError> {
 }
 
 pub(super) fn child(spec: &PeerSpec) -> Result<Box<dyn Transport>, BenchError> {
-    let ring = ring_for(spec.mechanism)?;
     let fds = inherited(
         spec,
         if spec.mechanism == Mechanism::UringPipe {
@@ -131,16 +130,11 @@ pub(super) fn child(spec: &PeerSpec) -> Result<Box<dyn Transport>, BenchError> {
         },
     )?;
     let (rd, wr) = (fds[0].as_raw_fd(), fds[fds.len() - 1].as_raw_fd());
-    Ok(Box::new(UringChannel {
-        ring,
-        rd,
-        wr,
-        _owned: fds,
-    }))
+    chain_end(spec.mechanism, rd, wr, fds)
 }
 
-/// A pipeline stage's end over io_uring: reads `rd`, writes `wr` (both in
-/// `owned`), through a ring of its own.
+/// An end over io_uring (a peer's, or a pipeline stage's): reads `rd`,
+/// writes `wr` (both in `owned`), through a ring of its own.
 pub(super) fn chain_end(
     m: Mechanism,
     rd: RawFd,
