@@ -123,6 +123,20 @@ fn fd_hop(m: Mechanism, size: usize) -> Result<(OwnedFd, OwnedFd), BenchError> {
     }
 }
 
+/// A stage's end over descriptor hops, `fds` = [read end, write end]:
+/// plain system calls, or io_uring.
+fn descriptor_end(
+    m: Mechanism,
+    kind: Kind,
+    fds: Vec<OwnedFd>,
+) -> Result<Box<dyn Transport>, BenchError> {
+    let (rd, wr) = (fds[0].as_raw_fd(), fds[1].as_raw_fd());
+    if kind == Kind::Uring {
+        return uring::chain_end(m, rd, wr, fds);
+    }
+    Ok(Box::new(fd::FdChannel::new(rd, wr, fd_kind(m), fds)))
+}
+
 /// Messages in flight while streaming: few enough that every hop's buffer
 /// holds them all, so no stage can block the one before it for ever.
 fn window_for(size: usize) -> usize {
@@ -271,21 +285,10 @@ pub fn pipeline(
         drop(give);
     }
     let mut t: Box<dyn Transport> = match kind {
-        Kind::Fds => {
+        Kind::Fds | Kind::Uring => {
             let r = rd[STAGES - 1].take().expect("hop 3's read end");
             let w = wr[0].take().expect("hop 0's write end");
-            Box::new(fd::FdChannel::new(
-                r.as_raw_fd(),
-                w.as_raw_fd(),
-                fd_kind(mechanism),
-                vec![r, w],
-            ))
-        }
-        Kind::Uring => {
-            let r = rd[STAGES - 1].take().expect("hop 3's read end");
-            let w = wr[0].take().expect("hop 0's write end");
-            let (rfd, wfd) = (r.as_raw_fd(), w.as_raw_fd());
-            uring::chain_end(mechanism, rfd, wfd, vec![r, w])?
+            descriptor_end(mechanism, kind, vec![r, w])?
         }
         Kind::Links => hw::chain_end(&base, 0, STAGES, link_tx.take().expect("created"))?,
         Kind::Mailboxes => hw::mailbox_chain_end(&base, 0, STAGES)?,
@@ -387,17 +390,10 @@ pub(super) fn stage_main(spec: &PeerSpec) -> Result<(), BenchError> {
             let tx = hw::chain_sender(spec, k)?;
             hw::chain_end(spec, k, STAGES, tx)?
         }
-        Kind::Fds => {
-            let fds = fd::inherited(spec, 2)?;
-            let (rd, wr) = (fds[0].as_raw_fd(), fds[1].as_raw_fd());
-            Box::new(fd::FdChannel::new(rd, wr, fd_kind(spec.mechanism), fds))
+        kind @ (Kind::Fds | Kind::Uring) => {
+            descriptor_end(spec.mechanism, kind, fd::inherited(spec, 2)?)?
         }
         Kind::Mailboxes => hw::mailbox_chain_end(spec, k, STAGES)?,
-        Kind::Uring => {
-            let fds = fd::inherited(spec, 2)?;
-            let (rd, wr) = (fds[0].as_raw_fd(), fds[1].as_raw_fd());
-            uring::chain_end(spec.mechanism, rd, wr, fds)?
-        }
         Kind::Eventfd => eventfd::chain_child(spec, k)?,
         Kind::PosixMq => mq::posix_stage(spec, k, STAGES)?.0,
         Kind::SysvMq => mq::sysv_stage(spec, k, STAGES)?.0,
