@@ -265,6 +265,12 @@ impl DeviceMemory {
         self.map.len() == 0
     }
 
+    /// Whether the file behind this memory (the host side of an ivshmem
+    /// BAR) was shrunk under the mapping: the lost pages read as zeros.
+    pub fn truncated(&self) -> bool {
+        self.map.truncated()
+    }
+
     /// How the CPU caches this memory.
     pub fn kind(&self) -> MemoryKind {
         self.kind

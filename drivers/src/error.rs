@@ -92,6 +92,23 @@ pub enum MapError {
     )]
     Memfd { name: String, source: io::Error },
 
+    /// A memfd region that is not sealed against shrinking: any process
+    /// mapping it could be killed by SIGBUS when someone truncates it.
+    #[error(
+        "memfd region `{name}` is not sealed against shrinking (F_SEAL_SHRINK): it was made by \
+         an older hwlink or by hand; remove it with `hwlink rm {name}` and create it again"
+    )]
+    Unsealed { name: String },
+
+    /// This process could not set up its liveness file, through which its
+    /// peers learn that it died.
+    #[error(
+        "cannot set up this process's liveness file {}: {source}; check that the shm \
+         directory is writable by you (HWLINK_SHM_DIR chooses another one)",
+        path.display()
+    )]
+    Liveness { path: PathBuf, source: io::Error },
+
     /// Creating the region file failed.
     #[error(
         "cannot create region file {}: {source}; check that its directory exists and is \

@@ -21,8 +21,8 @@
 //! Environment: `HWLINK_SHM_DIR` replaces `/dev/shm`, `HWLINK_HUGETLBFS_DIR`
 //! replaces the hugetlbfs mount.
 
-// All unsafe code lives in `mapping`, `vfio_sys` and `fd_passing` (which
-// allow it); keep it that way.
+// All unsafe code lives in `mapping`, `sigbus`, `process`, `vfio_sys` and
+// `fd_passing` (which allow it); keep it that way.
 #![deny(unsafe_code)]
 
 mod backend;
@@ -37,8 +37,10 @@ mod mapping;
 mod memfd;
 mod name;
 mod pci;
+pub mod process;
 mod region;
 mod registry;
+mod sigbus;
 mod sysinfo;
 mod vfio;
 mod vfio_sys;

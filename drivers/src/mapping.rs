@@ -1,6 +1,7 @@
-//! The crate's only unsafe code: [`Mapping`], an owned shared `mmap` of a
-//! file that is unmapped on drop, plus safe wrappers for the three other
-//! raw calls std lacks (`memfd_create`, `mount`, `geteuid`).
+//! [`Mapping`], an owned shared `mmap` of a file that is unmapped on drop
+//! and guarded against the file shrinking under it (`sigbus`), plus safe
+//! wrappers for the other raw calls std lacks (`memfd_create` and its
+//! seals, `mount`, `geteuid`).
 
 #![allow(unsafe_code)]
 
@@ -8,14 +9,21 @@ use std::ffi::CStr;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::ptr::{self, NonNull};
 
-/// `len` bytes of a file mapped `PROT_READ | PROT_WRITE`, `MAP_SHARED`,
-/// prefaulted with `MAP_POPULATE`. Unmapped when dropped.
+use crate::sigbus;
+
+/// `len` bytes of a file mapped `MAP_SHARED` (read-write, or read-only for
+/// [`Mapping::shared_readonly`]). Unmapped when dropped. File mappings are
+/// guarded: if the file shrinks under them, the lost pages read as zeros
+/// and [`Mapping::truncated`] says so, instead of SIGBUS.
 #[derive(Debug)]
 pub(crate) struct Mapping {
     ptr: NonNull<u8>,
     len: usize,
+    /// Dropped (unregistered) before the memory is unmapped: see `Drop`.
+    guard: Option<sigbus::Guard>,
 }
 
 // SAFETY: `Mapping` owns an address range of a shared file mapping; the
@@ -32,9 +40,27 @@ impl Mapping {
     /// Maps the first `len` bytes of `file` (which must be open read-write
     /// and at least `len` bytes long), shared and prefaulted.
     pub(crate) fn shared_populated(file: &File, len: usize) -> io::Result<Mapping> {
+        Self::map_file(
+            file,
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_POPULATE,
+        )
+    }
+
+    /// Maps the first `len` bytes of `file` shared and read-only: a peer's
+    /// liveness file, which only its owner (and the kernel) writes.
+    pub(crate) fn shared_readonly(file: &File, len: usize) -> io::Result<Mapping> {
+        Self::map_file(file, len, libc::PROT_READ, 0)
+    }
+
+    fn map_file(file: &File, len: usize, prot: i32, flags: i32) -> io::Result<Mapping> {
         if len == 0 {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         }
+        // The granularity in which a shrunk file loses pages: 2 MiB on
+        // hugetlbfs (its block size), else 4 KiB.
+        let page = file.metadata().map_or(4096, |m| m.blksize() as usize);
         // SAFETY: a null hint without MAP_FIXED makes the kernel choose a
         // fresh address range, so no existing Rust object is aliased or
         // replaced; the descriptor is valid for the duration of the call
@@ -43,8 +69,8 @@ impl Mapping {
             libc::mmap(
                 ptr::null_mut(),
                 len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_POPULATE,
+                prot,
+                libc::MAP_SHARED | flags,
                 file.as_raw_fd(),
                 0,
             )
@@ -54,7 +80,14 @@ impl Mapping {
         }
         let ptr = NonNull::new(addr.cast::<u8>())
             .ok_or_else(|| io::Error::other("mmap returned a null address"))?;
-        Ok(Mapping { ptr, len })
+        let guard = sigbus::register(ptr.as_ptr(), len, page, prot & libc::PROT_WRITE != 0);
+        Ok(Mapping { ptr, len, guard })
+    }
+
+    /// Whether the file was shrunk under this mapping (a SIGBUS was caught
+    /// in it): the bytes past the fault are zeros now, not the file's.
+    pub(crate) fn truncated(&self) -> bool {
+        self.guard.as_ref().is_some_and(sigbus::Guard::truncated)
     }
 
     /// Maps `len` bytes of `file` from `offset` (page aligned), shared and
@@ -84,7 +117,12 @@ impl Mapping {
         }
         let ptr = NonNull::new(addr.cast::<u8>())
             .ok_or_else(|| io::Error::other("mmap returned a null address"))?;
-        Ok(Mapping { ptr, len })
+        // Device files (sysfs resources, VFIO regions) cannot shrink.
+        Ok(Mapping {
+            ptr,
+            len,
+            guard: None,
+        })
     }
 
     /// Volatile 32-bit load at `offset` (device registers). None when the
@@ -133,6 +171,8 @@ impl Mapping {
 
 impl Drop for Mapping {
     fn drop(&mut self) {
+        // Unregister first: once unmapped, the range may be reused.
+        drop(self.guard.take());
         // SAFETY: `ptr` and `len` are exactly the range one successful mmap
         // returned, owned by this `Mapping` alone and unmapped only here.
         // Pointers handed out by `as_ptr` are documented to die with it.
@@ -141,9 +181,11 @@ impl Drop for Mapping {
     }
 }
 
-/// `memfd_create(name, MFD_HUGETLB | MFD_HUGE_2MB | MFD_CLOEXEC)`.
+/// `memfd_create(name, MFD_HUGETLB | MFD_HUGE_2MB | MFD_CLOEXEC |
+/// MFD_ALLOW_SEALING)`.
 pub(crate) fn memfd_create_hugetlb_2m(name: &CStr) -> io::Result<File> {
-    let flags = libc::MFD_HUGETLB | libc::MFD_HUGE_2MB | libc::MFD_CLOEXEC;
+    let flags =
+        libc::MFD_HUGETLB | libc::MFD_HUGE_2MB | libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
     // SAFETY: `name` is a NUL-terminated string that outlives the call and
     // the flags are valid constants; the result is checked below.
     let fd = unsafe { libc::memfd_create(name.as_ptr(), flags) };
@@ -153,6 +195,27 @@ pub(crate) fn memfd_create_hugetlb_2m(name: &CStr) -> io::Result<File> {
     // SAFETY: `fd` was just returned by memfd_create, so it is open and
     // owned by nothing else; `OwnedFd` takes over closing it.
     Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+/// Seals a memfd against shrinking (`F_SEAL_SHRINK`), so that no process
+/// that maps it can be hit by SIGBUS through a truncation.
+pub(crate) fn seal_shrink(file: &File) -> io::Result<()> {
+    // SAFETY: F_ADD_SEALS takes an int argument; the descriptor is valid
+    // while `file` is borrowed.
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_SHRINK) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Whether a memfd carries `F_SEAL_SHRINK`.
+pub(crate) fn sealed_against_shrinking(file: &File) -> bool {
+    // SAFETY: F_GET_SEALS takes no argument; the descriptor is valid while
+    // `file` is borrowed.
+    let seals = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GET_SEALS) };
+    seals >= 0 && seals & libc::F_SEAL_SHRINK != 0
 }
 
 /// `mount -t hugetlbfs -o pagesize=2M,mode=1770 none <target>`.

@@ -107,6 +107,10 @@ pub(crate) fn create(dirs: &Dirs, name: &str, size: usize) -> Result<Region, Map
     })?;
     let label = PathBuf::from(format!("memfd:{}", file_name(name)));
     let map = region::size_and_map(&file, &label, size, BackingKind::MemfdHugetlb)?;
+    mapping::seal_shrink(&file).map_err(|source| MapError::Memfd {
+        name: name.to_owned(),
+        source,
+    })?;
     let loc = Locator {
         pid: process::id(),
         fd: file.as_raw_fd(),
@@ -199,6 +203,11 @@ pub(crate) fn open(dirs: &Dirs, name: &str) -> Result<Option<Region>, MapError> 
             source,
         })?
         .len();
+    if !mapping::sealed_against_shrinking(&file) {
+        return Err(MapError::Unsealed {
+            name: name.to_owned(),
+        });
+    }
     let map = region::map_existing(&file, name, &proc_path, size)?;
     Ok(Some(Region::from_parts(
         map,

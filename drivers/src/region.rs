@@ -105,6 +105,13 @@ impl Region {
         self.kind
     }
 
+    /// Whether the region file was shrunk under this mapping (by another
+    /// process, or by hand): the lost pages now read as zeros, and nothing
+    /// in them can be trusted. See the SIGBUS guard (`sigbus.rs`).
+    pub fn truncated(&self) -> bool {
+        self.map.truncated()
+    }
+
     /// Size of the pages backing the region.
     pub fn page_size(&self) -> usize {
         self.kind.page_size()

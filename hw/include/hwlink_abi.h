@@ -24,7 +24,7 @@
 
 /* "HWLINK" followed by 0x00 0x01, read as a little-endian u64. */
 #define HWL_REGION_MAGIC 0x01004b4e494c5748ULL
-#define HWL_ABI_VERSION 1
+#define HWL_ABI_VERSION 2
 
 /* On device memory (an ivshmem BAR), regions lie back to back from offset 0,
  * each followed by the next at offset + total_size. A creator claims the
@@ -61,7 +61,7 @@
 
 /* hwl_endpoint.state: written only by the endpoint's own process. */
 #define HWL_EP_FREE 0     /* nobody attached yet */
-#define HWL_EP_ATTACHED 1 /* pid/start_time name a live attachment */
+#define HWL_EP_ATTACHED 1 /* pid/token name a live attachment */
 #define HWL_EP_CLOSED 2   /* detached cleanly; never re-attached */
 
 /* hwl_endpoint.doorbell: the endpoint sleeps on an ivshmem MSI-X vector. */
@@ -77,6 +77,37 @@
 #define HWL_RING_MAX_CAPACITY (1U << 24)  /* slots */
 #define HWL_RING_MAX_SLOT_SIZE (1U << 30) /* payload bytes per slot */
 #define HWL_SLOT_HDR_SIZE 8               /* sizeof(struct hwl_slot) */
+
+/*
+ * A process's liveness file, "hwlink-proc.<token in 8 hex digits>" in the
+ * shm directory: one page, written only by its process (and by the kernel
+ * when it dies), mapped read-only by every peer. The token (non-zero) names
+ * the process in every region it attaches to, whatever its pid namespace.
+ *
+ * lock is a robust futex word: it holds the tid of the process's liveness
+ * thread, which lists it on its robust list (set_robust_list(2)), so the
+ * kernel sets HWL_PROCESS_OWNER_DIED in it when the process dies, even by
+ * SIGKILL: peers learn of the death from one load. The process also holds
+ * an open-file-description write lock (F_OFD_SETLK) on the whole file for
+ * its life, which the kernel drops once its last thread is gone: peers
+ * that wait check it with F_OFD_GETLK, which no write into shared memory
+ * can fake.
+ */
+#define HWL_PROCESS_MAGIC 0x02434f52504c5748ULL /* "HWLPROC" 0x02, little-endian */
+#define HWL_PROCESS_FILE_SIZE 4096
+#define HWL_PROCESS_OWNER_DIED (1U << 30) /* FUTEX_OWNER_DIED, set by the kernel */
+#define HWL_PROCESS_TID_MASK 0x3fffffffU  /* FUTEX_TID_MASK */
+
+struct hwl_process {
+	__u64 magic;        /* HWL_PROCESS_MAGIC, stored last (release) */
+	__u32 abi_version;  /* HWL_ABI_VERSION */
+	__u32 token;        /* the token, as in the file name */
+	__u32 lock;         /* robust futex word: liveness thread tid | OWNER_DIED */
+	__u32 pid;          /* the process in its own pid namespace (informational) */
+	__u64 start_time;   /* its start time in clock ticks since boot (informational) */
+	__u8 comm[16];      /* its command name, NUL-padded (informational) */
+	__u64 resv[2];      /* reserved, zero; pads to one cache line */
+};
 
 /* One entry of the region's object table. */
 struct hwl_object {
@@ -95,9 +126,10 @@ struct hwl_region {
 	__u32 flags;              /* HWL_REGION_F_* */
 	__u32 page_size;          /* bytes of one backing page */
 	__u64 total_size;         /* bytes of the whole region, = file size */
-	__u32 creator_pid;        /* process that created the region */
+	__u32 creator_pid;        /* process that created the region (informational) */
 	__u32 object_count;       /* used entries of objects[] */
-	__u64 creator_start_time; /* creator's start time (clock ticks since boot), against pid reuse */
+	__u32 creator_token;      /* the creator's process token (struct hwl_process) */
+	__u32 resv0;              /* reserved, zero */
 	__u8 name[HWL_NAME_LEN];  /* region name, NUL-padded */
 	__u64 resv1[20];          /* reserved, zero */
 	struct hwl_object objects[HWL_MAX_OBJECTS]; /* object table */
@@ -113,9 +145,10 @@ struct hwl_doorbell {
 
 /* One side of a ring: who is attached, written only by that side. */
 struct hwl_endpoint {
-	__u32 pid;        /* attached process */
+	__u32 pid;        /* attached process (informational: its own pid namespace) */
 	__u32 state;      /* HWL_EP_*, stored last (release) */
-	__u64 start_time; /* the process's start time, against pid reuse */
+	__u32 token;      /* the attached process's token (struct hwl_process) */
+	__u32 resv0;      /* reserved, zero */
 	__u64 cpu_mask;   /* CPUs 0..63 it may run on, for shared-core detection */
 	__u32 wait_mode;  /* HWL_WAIT_*: advisory */
 	__u32 doorbell;   /* 0: wake this end through the futex doorbells; else
@@ -192,14 +225,25 @@ struct hwl_slot {
  *   slots_offset: capacity slots of slot_stride bytes, each a
  *            struct hwl_mpmc_slot followed by up to slot_size payload bytes
  *
- * Positions are free-running 64-bit counters that never wrap in practice
- * (2^63 messages), so a slot's sequence word cannot repeat: no ABA. Slot i
- * lives at slots_offset + (pos & (capacity - 1)) * slot_stride. Bit 63 of
- * enqueue_pos (HWL_MPMC_SEALED) closes the ring to producers for good; the
- * rest of the word is then the final position.
+ * Positions are free-running counters below HWL_MPMC_POS_LIMIT (2^56: 45
+ * years at 50 million messages a second), so a slot's sequence word cannot
+ * repeat: no ABA. Slot i lives at slots_offset + (pos & (capacity - 1)) *
+ * slot_stride. Bit 63 of enqueue_pos (HWL_MPMC_SEALED) closes the ring to
+ * producers for good; the rest of the word is then the final position.
  */
 #define HWL_MPMC_SEALED (1ULL << 63)    /* in enqueue_pos: no more messages */
 #define HWL_MPMC_SLOT_HDR_SIZE 16       /* sizeof(struct hwl_mpmc_slot) */
+#define HWL_MPMC_POS_LIMIT (1ULL << 56) /* positions (and turns) stay below */
+
+/* hwl_mpmc_slot.seq: a plain turn (tag 0) or, while a party holds the
+ * slot, tag | owner << 56 | pos, where owner is the attachment entry
+ * (hwl_mailbox.attachments) of the process that holds it. */
+#define HWL_MPMC_SEQ_TAG_MASK (3ULL << 62)
+#define HWL_MPMC_SEQ_WRITING (1ULL << 62) /* a producer copies the message of pos */
+#define HWL_MPMC_SEQ_READING (2ULL << 62) /* a consumer reads the message of pos */
+#define HWL_MPMC_SEQ_VOID (3ULL << 62)    /* pos carries no message: its producer died */
+#define HWL_MPMC_SEQ_OWNER_SHIFT 56
+#define HWL_MPMC_SEQ_OWNER_MASK (63ULL << 56)
 
 struct hwl_mpmc_ring {
 	__u64 enqueue_pos;  /* next position a producer claims; bit 63: sealed */
@@ -220,9 +264,12 @@ struct hwl_mpmc_ring {
 
 /*
  * The header of one MPMC slot. seq is the slot's turn: pos when position pos
- * may be written, pos + 1 once the message at pos is published, and
- * pos + capacity once it has been consumed (the next lap's "may be
- * written"). len and sender are written before seq (release).
+ * may be written, WRITING | owner | pos while its producer copies the
+ * message, pos + 1 once it is published, READING | owner | pos while a
+ * consumer reads it, and pos + capacity once it has been consumed (the next
+ * lap's "may be written"). VOID | pos marks a position whose producer died
+ * while writing: consumers step over it. len and sender are written before
+ * seq (release).
  */
 struct hwl_mpmc_slot {
 	__u64 seq;    /* the slot's turn, see above */
@@ -246,7 +293,8 @@ struct hwl_mpmc_slot {
 struct hwl_attachment {
 	__u32 pid;        /* attached process, 0: free entry (claimed by CAS) */
 	__u32 mode;       /* HWL_ACCESS_* it attached with */
-	__u64 start_time; /* the process's start time, against pid reuse */
+	__u32 token;      /* the attached process's token (struct hwl_process) */
+	__u32 resv0;      /* reserved, zero */
 };
 
 /*
@@ -332,7 +380,7 @@ struct hwl_domain {
 /*
  * One entry of the member directory: two cache lines.
  *
- *   line 0   state|generation (one 64-bit word), pid, start_time,
+ *   line 0   state|generation (one 64-bit word), pid, token,
  *            pending_links, name: written by the member (joining, leaving)
  *            or by a reaper; pending_links by peers (fetch_or)
  *   line 1   inbox doorbell: peers post after publishing to this member
@@ -341,8 +389,9 @@ struct hwl_member {
 	__u32 state;          /* HWL_MEMBER_*; with generation one u64, stored last */
 	__u32 generation;     /* join generation, unique within the domain */
 	__u32 pid;            /* claiming / owning process; 0 = free slot */
-	__u32 reaper;         /* process tearing a LEAVING entry down; else 0 */
-	__u64 start_time;     /* the process's start time, against pid reuse */
+	__u32 reaper;         /* token of the process tearing a LEAVING entry down; else 0 */
+	__u32 token;          /* the owning process's token (struct hwl_process) */
+	__u32 resv0;          /* reserved, zero */
 	__u64 pending_links;  /* bit j: member j created or opened a link to us */
 	__u8 name[HWL_MEMBER_NAME_LEN]; /* member name, NUL-padded */
 	struct hwl_doorbell inbox; /* recv_any sleeps here */
@@ -359,7 +408,7 @@ struct hwl_member {
  *            is posted or a receiver registers; waited on only while every
  *            cell is busy
  *   line 3+  state[HWL_RDV_MAX_CELLS]: one 64-bit state word per cell,
- *            HWL_RDV_* in the low 32 bits, a pid in the high 32 bits;
+ *            HWL_RDV_* in the low 32 bits, a process token in the high 32 bits;
  *            changed only by compare-exchange (hw/SPEC.md, "Rendezvous")
  *   cells_offset: cells cells of cell_stride bytes, each a
  *            struct hwl_rdv_cell followed by up to slot_size payload bytes
@@ -367,18 +416,18 @@ struct hwl_member {
 #define HWL_RDV_MAX_CELLS 64     /* most cells of one rendezvous object */
 #define HWL_RDV_CELL_HDR_SIZE 64 /* sizeof(struct hwl_rdv_cell) */
 
-/* hwl_rendezvous.state[i], low 32 bits; the high 32 bits name a pid (see
- * hw/SPEC.md for whose). */
+/* hwl_rendezvous.state[i], low 32 bits; the high 32 bits name a process by
+ * its token (see hw/SPEC.md for whose). */
 #define HWL_RDV_FREE 0         /* unused; high half 0 */
-#define HWL_RDV_CLAIMED 1      /* owner (pid) is writing its cell header */
-#define HWL_RDV_RECV_WAITING 2 /* owner (pid), a receiver, waits for a message */
-#define HWL_RDV_FILLING 3      /* sender (pid) copies its message into it */
-#define HWL_RDV_FILLED 4       /* sender (pid)'s message is complete */
-#define HWL_RDV_READING 5      /* the owner reads the message of sender (pid) */
-#define HWL_RDV_ACKED 6        /* the owner has received it; sender (pid) frees */
-#define HWL_RDV_SEND_WAITING 7 /* owner (pid), a sender, offers its message */
-#define HWL_RDV_TAKING 8       /* receiver (pid) reads the owner's message */
-#define HWL_RDV_TAKEN 9        /* receiver (pid) has received it; owner frees */
+#define HWL_RDV_CLAIMED 1      /* owner (token) is writing its cell header */
+#define HWL_RDV_RECV_WAITING 2 /* owner (token), a receiver, waits for a message */
+#define HWL_RDV_FILLING 3      /* sender (token) copies its message into it */
+#define HWL_RDV_FILLED 4       /* sender (token)'s message is complete */
+#define HWL_RDV_READING 5      /* the owner reads the message of sender (token) */
+#define HWL_RDV_ACKED 6        /* the owner has received it; sender (token) frees */
+#define HWL_RDV_SEND_WAITING 7 /* owner (token), a sender, offers its message */
+#define HWL_RDV_TAKING 8       /* receiver (token) reads the owner's message */
+#define HWL_RDV_TAKEN 9        /* receiver (token) has received it; owner frees */
 
 struct hwl_rendezvous {
 	__u32 cells;        /* cells in use, 1..HWL_RDV_MAX_CELLS */
@@ -394,12 +443,12 @@ struct hwl_rendezvous {
 };
 
 /* The header of one rendezvous cell; the payload follows it. The owner
- * writes owner_pid, owner_start and ticket while the cell is CLAIMED; len
- * is written by whoever writes the payload. */
+ * writes owner and ticket while the cell is CLAIMED; len is written by
+ * whoever writes the payload. */
 struct hwl_rdv_cell {
-	__u32 owner_pid;     /* process that claimed the cell */
+	__u32 owner;         /* token of the process that claimed the cell */
 	__u32 len;           /* payload bytes, <= slot_size */
-	__u64 owner_start;   /* its start time, against pid reuse */
+	__u64 resv2;         /* reserved, zero */
 	__u32 ticket;        /* next_ticket value taken when it was posted */
 	__u32 resv0;         /* reserved, zero */
 	__u32 owner_count;   /* futex word the owner sleeps on (doorbell count) */

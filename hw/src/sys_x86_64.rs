@@ -3,7 +3,7 @@
 // facts against literal numbers and against the C compiler.
 
 pub const HWL_REGION_MAGIC: u64 = 72140393647200072;
-pub const HWL_ABI_VERSION: u32 = 1;
+pub const HWL_ABI_VERSION: u32 = 2;
 pub const HWL_REGION_CLAIMED: u64 = 5569054210022725448;
 pub const HWL_CACHELINE: u32 = 64;
 pub const HWL_REGION_HDR_SIZE: u32 = 4096;
@@ -33,8 +33,19 @@ pub const HWL_WAIT_POLL: u32 = 1;
 pub const HWL_RING_MAX_CAPACITY: u32 = 16777216;
 pub const HWL_RING_MAX_SLOT_SIZE: u32 = 1073741824;
 pub const HWL_SLOT_HDR_SIZE: u32 = 8;
+pub const HWL_PROCESS_MAGIC: u64 = 163061226468562760;
+pub const HWL_PROCESS_FILE_SIZE: u32 = 4096;
+pub const HWL_PROCESS_OWNER_DIED: u32 = 1073741824;
+pub const HWL_PROCESS_TID_MASK: u32 = 1073741823;
 pub const HWL_MPMC_SEALED: i64 = -9223372036854775808;
 pub const HWL_MPMC_SLOT_HDR_SIZE: u32 = 16;
+pub const HWL_MPMC_POS_LIMIT: u64 = 72057594037927936;
+pub const HWL_MPMC_SEQ_TAG_MASK: i64 = -4611686018427387904;
+pub const HWL_MPMC_SEQ_WRITING: u64 = 4611686018427387904;
+pub const HWL_MPMC_SEQ_READING: i64 = -9223372036854775808;
+pub const HWL_MPMC_SEQ_VOID: i64 = -4611686018427387904;
+pub const HWL_MPMC_SEQ_OWNER_SHIFT: u32 = 56;
+pub const HWL_MPMC_SEQ_OWNER_MASK: u64 = 4539628424389459968;
 pub const HWL_BUF_ZERO: u32 = 0;
 pub const HWL_BUF_BOUNDED: u32 = 1;
 pub const HWL_BUF_UNBOUNDED: u32 = 2;
@@ -68,6 +79,55 @@ pub const HWL_RDV_TAKEN: u32 = 9;
 pub type __u8 = ::core::ffi::c_uchar;
 pub type __u32 = ::core::ffi::c_uint;
 pub type __u64 = ::core::ffi::c_ulonglong;
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone, Hash, PartialEq, Eq)]
+pub struct hwl_process {
+    /// HWL_PROCESS_MAGIC, stored last (release)
+    pub magic: __u64,
+    /// HWL_ABI_VERSION
+    pub abi_version: __u32,
+    /// the token, as in the file name
+    pub token: __u32,
+    /// robust futex word: liveness thread tid | OWNER_DIED
+    pub lock: __u32,
+    /// the process in its own pid namespace (informational)
+    pub pid: __u32,
+    /// its start time in clock ticks since boot (informational)
+    pub start_time: __u64,
+    /// its command name, NUL-padded (informational)
+    pub comm: [__u8; 16usize],
+    /// reserved, zero; pads to one cache line
+    pub resv: [__u64; 2usize],
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of hwl_process"][::core::mem::size_of::<hwl_process>() - 64usize];
+    ["Alignment of hwl_process"][::core::mem::align_of::<hwl_process>() - 8usize];
+    [
+        "Offset of field: hwl_process::magic",
+    ][::core::mem::offset_of!(hwl_process, magic) - 0usize];
+    [
+        "Offset of field: hwl_process::abi_version",
+    ][::core::mem::offset_of!(hwl_process, abi_version) - 8usize];
+    [
+        "Offset of field: hwl_process::token",
+    ][::core::mem::offset_of!(hwl_process, token) - 12usize];
+    [
+        "Offset of field: hwl_process::lock",
+    ][::core::mem::offset_of!(hwl_process, lock) - 16usize];
+    [
+        "Offset of field: hwl_process::pid",
+    ][::core::mem::offset_of!(hwl_process, pid) - 20usize];
+    [
+        "Offset of field: hwl_process::start_time",
+    ][::core::mem::offset_of!(hwl_process, start_time) - 24usize];
+    [
+        "Offset of field: hwl_process::comm",
+    ][::core::mem::offset_of!(hwl_process, comm) - 32usize];
+    [
+        "Offset of field: hwl_process::resv",
+    ][::core::mem::offset_of!(hwl_process, resv) - 48usize];
+};
 /// One entry of the region's object table.
 #[repr(C)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
@@ -128,12 +188,14 @@ pub struct hwl_region {
     pub page_size: __u32,
     /// bytes of the whole region, = file size
     pub total_size: __u64,
-    /// process that created the region
+    /// process that created the region (informational)
     pub creator_pid: __u32,
     /// used entries of objects[]
     pub object_count: __u32,
-    /// creator's start time (clock ticks since boot), against pid reuse
-    pub creator_start_time: __u64,
+    /// the creator's process token (struct hwl_process)
+    pub creator_token: __u32,
+    /// reserved, zero
+    pub resv0: __u32,
     /// region name, NUL-padded
     pub name: [__u8; 48usize],
     /// reserved, zero
@@ -172,8 +234,11 @@ const _: () = {
         "Offset of field: hwl_region::object_count",
     ][::core::mem::offset_of!(hwl_region, object_count) - 36usize];
     [
-        "Offset of field: hwl_region::creator_start_time",
-    ][::core::mem::offset_of!(hwl_region, creator_start_time) - 40usize];
+        "Offset of field: hwl_region::creator_token",
+    ][::core::mem::offset_of!(hwl_region, creator_token) - 40usize];
+    [
+        "Offset of field: hwl_region::resv0",
+    ][::core::mem::offset_of!(hwl_region, resv0) - 44usize];
     [
         "Offset of field: hwl_region::name",
     ][::core::mem::offset_of!(hwl_region, name) - 48usize];
@@ -225,12 +290,14 @@ const _: () = {
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct hwl_endpoint {
-    /// attached process
+    /// attached process (informational: its own pid namespace)
     pub pid: __u32,
     /// HWL_EP_*, stored last (release)
     pub state: __u32,
-    /// the process's start time, against pid reuse
-    pub start_time: __u64,
+    /// the attached process's token (struct hwl_process)
+    pub token: __u32,
+    /// reserved, zero
+    pub resv0: __u32,
     /// CPUs 0..63 it may run on, for shared-core detection
     pub cpu_mask: __u64,
     /// HWL_WAIT_*: advisory
@@ -251,8 +318,11 @@ const _: () = {
         "Offset of field: hwl_endpoint::state",
     ][::core::mem::offset_of!(hwl_endpoint, state) - 4usize];
     [
-        "Offset of field: hwl_endpoint::start_time",
-    ][::core::mem::offset_of!(hwl_endpoint, start_time) - 8usize];
+        "Offset of field: hwl_endpoint::token",
+    ][::core::mem::offset_of!(hwl_endpoint, token) - 8usize];
+    [
+        "Offset of field: hwl_endpoint::resv0",
+    ][::core::mem::offset_of!(hwl_endpoint, resv0) - 12usize];
     [
         "Offset of field: hwl_endpoint::cpu_mask",
     ][::core::mem::offset_of!(hwl_endpoint, cpu_mask) - 16usize];
@@ -484,9 +554,12 @@ impl Default for hwl_mpmc_ring {
     }
 }
 /** The header of one MPMC slot. seq is the slot's turn: pos when position pos
- may be written, pos + 1 once the message at pos is published, and
- pos + capacity once it has been consumed (the next lap's "may be
- written"). len and sender are written before seq (release).*/
+ may be written, WRITING | owner | pos while its producer copies the
+ message, pos + 1 once it is published, READING | owner | pos while a
+ consumer reads it, and pos + capacity once it has been consumed (the next
+ lap's "may be written"). VOID | pos marks a position whose producer died
+ while writing: consumers step over it. len and sender are written before
+ seq (release).*/
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct hwl_mpmc_slot {
@@ -520,13 +593,15 @@ pub struct hwl_attachment {
     pub pid: __u32,
     /// HWL_ACCESS_* it attached with
     pub mode: __u32,
-    /// the process's start time, against pid reuse
-    pub start_time: __u64,
+    /// the attached process's token (struct hwl_process)
+    pub token: __u32,
+    /// reserved, zero
+    pub resv0: __u32,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     ["Size of hwl_attachment"][::core::mem::size_of::<hwl_attachment>() - 16usize];
-    ["Alignment of hwl_attachment"][::core::mem::align_of::<hwl_attachment>() - 8usize];
+    ["Alignment of hwl_attachment"][::core::mem::align_of::<hwl_attachment>() - 4usize];
     [
         "Offset of field: hwl_attachment::pid",
     ][::core::mem::offset_of!(hwl_attachment, pid) - 0usize];
@@ -534,8 +609,11 @@ const _: () = {
         "Offset of field: hwl_attachment::mode",
     ][::core::mem::offset_of!(hwl_attachment, mode) - 4usize];
     [
-        "Offset of field: hwl_attachment::start_time",
-    ][::core::mem::offset_of!(hwl_attachment, start_time) - 8usize];
+        "Offset of field: hwl_attachment::token",
+    ][::core::mem::offset_of!(hwl_attachment, token) - 8usize];
+    [
+        "Offset of field: hwl_attachment::resv0",
+    ][::core::mem::offset_of!(hwl_attachment, resv0) - 12usize];
 };
 /** A mailbox: an indirect link many processes attach to. The region holding
  it has this object first and its queue second: an MPMC ring
@@ -728,7 +806,7 @@ const _: () = {
 };
 /** One entry of the member directory: two cache lines.
 
-   line 0   state|generation (one 64-bit word), pid, start_time,
+   line 0   state|generation (one 64-bit word), pid, token,
             pending_links, name: written by the member (joining, leaving)
             or by a reaper; pending_links by peers (fetch_or)
    line 1   inbox doorbell: peers post after publishing to this member*/
@@ -741,10 +819,12 @@ pub struct hwl_member {
     pub generation: __u32,
     /// claiming / owning process; 0 = free slot
     pub pid: __u32,
-    /// process tearing a LEAVING entry down; else 0
+    /// token of the process tearing a LEAVING entry down; else 0
     pub reaper: __u32,
-    /// the process's start time, against pid reuse
-    pub start_time: __u64,
+    /// the owning process's token (struct hwl_process)
+    pub token: __u32,
+    /// reserved, zero
+    pub resv0: __u32,
     /// bit j: member j created or opened a link to us
     pub pending_links: __u64,
     /// member name, NUL-padded
@@ -769,8 +849,11 @@ const _: () = {
         "Offset of field: hwl_member::reaper",
     ][::core::mem::offset_of!(hwl_member, reaper) - 12usize];
     [
-        "Offset of field: hwl_member::start_time",
-    ][::core::mem::offset_of!(hwl_member, start_time) - 16usize];
+        "Offset of field: hwl_member::token",
+    ][::core::mem::offset_of!(hwl_member, token) - 16usize];
+    [
+        "Offset of field: hwl_member::resv0",
+    ][::core::mem::offset_of!(hwl_member, resv0) - 20usize];
     [
         "Offset of field: hwl_member::pending_links",
     ][::core::mem::offset_of!(hwl_member, pending_links) - 24usize];
@@ -849,17 +932,17 @@ impl Default for hwl_rendezvous {
     }
 }
 /** The header of one rendezvous cell; the payload follows it. The owner
- writes owner_pid, owner_start and ticket while the cell is CLAIMED; len
- is written by whoever writes the payload.*/
+ writes owner and ticket while the cell is CLAIMED; len is written by
+ whoever writes the payload.*/
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct hwl_rdv_cell {
-    /// process that claimed the cell
-    pub owner_pid: __u32,
+    /// token of the process that claimed the cell
+    pub owner: __u32,
     /// payload bytes, <= slot_size
     pub len: __u32,
-    /// its start time, against pid reuse
-    pub owner_start: __u64,
+    /// reserved, zero
+    pub resv2: __u64,
     /// next_ticket value taken when it was posted
     pub ticket: __u32,
     /// reserved, zero
@@ -880,14 +963,14 @@ const _: () = {
     ["Size of hwl_rdv_cell"][::core::mem::size_of::<hwl_rdv_cell>() - 64usize];
     ["Alignment of hwl_rdv_cell"][::core::mem::align_of::<hwl_rdv_cell>() - 8usize];
     [
-        "Offset of field: hwl_rdv_cell::owner_pid",
-    ][::core::mem::offset_of!(hwl_rdv_cell, owner_pid) - 0usize];
+        "Offset of field: hwl_rdv_cell::owner",
+    ][::core::mem::offset_of!(hwl_rdv_cell, owner) - 0usize];
     [
         "Offset of field: hwl_rdv_cell::len",
     ][::core::mem::offset_of!(hwl_rdv_cell, len) - 4usize];
     [
-        "Offset of field: hwl_rdv_cell::owner_start",
-    ][::core::mem::offset_of!(hwl_rdv_cell, owner_start) - 8usize];
+        "Offset of field: hwl_rdv_cell::resv2",
+    ][::core::mem::offset_of!(hwl_rdv_cell, resv2) - 8usize];
     [
         "Offset of field: hwl_rdv_cell::ticket",
     ][::core::mem::offset_of!(hwl_rdv_cell, ticket) - 16usize];

@@ -43,6 +43,16 @@ macro_rules! layout {
 
 fn expected_layouts() -> Vec<Expected> {
     vec![
+        layout!(hwl_process, 64, 8 {
+            magic @ 0 : 8,
+            abi_version @ 8 : 4,
+            token @ 12 : 4,
+            lock @ 16 : 4,
+            pid @ 20 : 4,
+            start_time @ 24 : 8,
+            comm @ 32 : 16,
+            resv @ 48 : 16,
+        }),
         layout!(hwl_object, 72, 8 {
             kind @ 0 : 4,
             flags @ 4 : 4,
@@ -59,7 +69,8 @@ fn expected_layouts() -> Vec<Expected> {
             total_size @ 24 : 8,
             creator_pid @ 32 : 4,
             object_count @ 36 : 4,
-            creator_start_time @ 40 : 8,
+            creator_token @ 40 : 4,
+            resv0 @ 44 : 4,
             name @ 48 : 48,
             resv1 @ 96 : 160,
             objects @ 256 : 2304,
@@ -73,7 +84,8 @@ fn expected_layouts() -> Vec<Expected> {
         layout!(hwl_endpoint, 32, 8 {
             pid @ 0 : 4,
             state @ 4 : 4,
-            start_time @ 8 : 8,
+            token @ 8 : 4,
+            resv0 @ 12 : 4,
             cpu_mask @ 16 : 8,
             wait_mode @ 24 : 4,
             doorbell @ 28 : 4,
@@ -121,10 +133,11 @@ fn expected_layouts() -> Vec<Expected> {
             len @ 8 : 4,
             sender @ 12 : 4,
         }),
-        layout!(hwl_attachment, 16, 8 {
+        layout!(hwl_attachment, 16, 4 {
             pid @ 0 : 4,
             mode @ 4 : 4,
-            start_time @ 8 : 8,
+            token @ 8 : 4,
+            resv0 @ 12 : 4,
         }),
         layout!(hwl_mailbox, 1344, 8 {
             id @ 0 : 8,
@@ -164,7 +177,8 @@ fn expected_layouts() -> Vec<Expected> {
             generation @ 4 : 4,
             pid @ 8 : 4,
             reaper @ 12 : 4,
-            start_time @ 16 : 8,
+            token @ 16 : 4,
+            resv0 @ 20 : 4,
             pending_links @ 24 : 8,
             name @ 32 : 32,
             inbox @ 64 : 64,
@@ -183,9 +197,9 @@ fn expected_layouts() -> Vec<Expected> {
             state @ 192 : 512,
         }),
         layout!(hwl_rdv_cell, 64, 8 {
-            owner_pid @ 0 : 4,
+            owner @ 0 : 4,
             len @ 4 : 4,
-            owner_start @ 8 : 8,
+            resv2 @ 8 : 8,
             ticket @ 16 : 4,
             resv0 @ 20 : 4,
             owner_count @ 24 : 4,
@@ -207,7 +221,7 @@ fn expected_constants() -> Vec<(&'static str, u64, u64)> {
             0x4d49_414c_434c_5748,
             HWL_REGION_CLAIMED,
         ),
-        ("HWL_ABI_VERSION", 1, HWL_ABI_VERSION.into()),
+        ("HWL_ABI_VERSION", 2, HWL_ABI_VERSION.into()),
         ("HWL_CACHELINE", 64, HWL_CACHELINE.into()),
         ("HWL_REGION_HDR_SIZE", 4096, HWL_REGION_HDR_SIZE.into()),
         ("HWL_OBJ_ALIGN", 4096, HWL_OBJ_ALIGN.into()),
@@ -246,6 +260,37 @@ fn expected_constants() -> Vec<(&'static str, u64, u64)> {
         ("HWL_OBJ_MAILBOX", 4, HWL_OBJ_MAILBOX.into()),
         ("HWL_MPMC_SEALED", 1 << 63, HWL_MPMC_SEALED as u64),
         ("HWL_MPMC_SLOT_HDR_SIZE", 16, HWL_MPMC_SLOT_HDR_SIZE.into()),
+        ("HWL_MPMC_POS_LIMIT", 1 << 56, HWL_MPMC_POS_LIMIT),
+        (
+            "HWL_MPMC_SEQ_TAG_MASK",
+            3 << 62,
+            HWL_MPMC_SEQ_TAG_MASK as u64,
+        ),
+        ("HWL_MPMC_SEQ_WRITING", 1 << 62, HWL_MPMC_SEQ_WRITING),
+        ("HWL_MPMC_SEQ_READING", 2 << 62, HWL_MPMC_SEQ_READING as u64),
+        ("HWL_MPMC_SEQ_VOID", 3 << 62, HWL_MPMC_SEQ_VOID as u64),
+        (
+            "HWL_MPMC_SEQ_OWNER_SHIFT",
+            56,
+            HWL_MPMC_SEQ_OWNER_SHIFT.into(),
+        ),
+        ("HWL_MPMC_SEQ_OWNER_MASK", 63 << 56, HWL_MPMC_SEQ_OWNER_MASK),
+        (
+            "HWL_PROCESS_MAGIC",
+            0x0243_4f52_504c_5748,
+            HWL_PROCESS_MAGIC,
+        ),
+        ("HWL_PROCESS_FILE_SIZE", 4096, HWL_PROCESS_FILE_SIZE.into()),
+        (
+            "HWL_PROCESS_OWNER_DIED",
+            1 << 30,
+            HWL_PROCESS_OWNER_DIED.into(),
+        ),
+        (
+            "HWL_PROCESS_TID_MASK",
+            0x3fff_ffff,
+            HWL_PROCESS_TID_MASK.into(),
+        ),
         ("HWL_BUF_ZERO", 0, HWL_BUF_ZERO.into()),
         ("HWL_BUF_BOUNDED", 1, HWL_BUF_BOUNDED.into()),
         ("HWL_BUF_UNBOUNDED", 2, HWL_BUF_UNBOUNDED.into()),
@@ -291,7 +336,7 @@ fn expected_constants() -> Vec<(&'static str, u64, u64)> {
 #[test]
 fn struct_layouts_match_literals() {
     let layouts = expected_layouts();
-    assert_eq!(layouts.len(), 14);
+    assert_eq!(layouts.len(), 15);
     for l in &layouts {
         // The header promises explicit padding: the fields tile the struct
         // exactly, with no hole the compiler filled in.
@@ -393,7 +438,7 @@ fn rendezvous_words_sit_where_the_protocol_expects() {
     assert_eq!(offset_of!(hwl_rendezvous, state) % 8, 0);
     assert_eq!(offset_of!(hwl_rdv_cell, owner_count) % 4, 0);
     assert_eq!(offset_of!(hwl_rdv_cell, peer_count) % 4, 0);
-    assert_eq!(offset_of!(hwl_rdv_cell, owner_start) % 8, 0);
+    assert_eq!(offset_of!(hwl_rdv_cell, resv2) % 8, 0);
 }
 
 #[test]
@@ -403,6 +448,7 @@ fn constants_match_literals() {
     }
     assert_eq!(&HWL_REGION_MAGIC.to_le_bytes(), b"HWLINK\0\x01");
     assert_eq!(&HWL_REGION_CLAIMED.to_le_bytes(), b"HWLCLAIM");
+    assert_eq!(&HWL_PROCESS_MAGIC.to_le_bytes(), b"HWLPROC\x02");
     assert_eq!(REGION_MAGIC, HWL_REGION_MAGIC);
     assert!(HWL_RING_MAX_CAPACITY.is_power_of_two());
     assert_eq!(

@@ -127,7 +127,7 @@ fn endpoint_status(parts: &RingParts, side: Side) -> EndpointStatus {
     EndpointStatus {
         state,
         pid: snap.pid,
-        alive: snap.pid != 0 && is_alive(snap.pid, snap.start_time),
+        alive: snap.token != 0 && is_alive(snap.token),
     }
 }
 
@@ -173,9 +173,9 @@ pub fn list() -> Result<Vec<RegionStatus>, MapError> {
                         // Unreadable (another version, corrupt, half
                         // created): the creator's pid, if it got written,
                         // still tells whether someone owns it.
-                        if let Some((pid, start)) = region::raw_creator(&map) {
+                        if let Some((pid, token)) = region::raw_creator(&map) {
                             status.creator_pid = pid;
-                            status.creator_alive = is_alive(pid, start);
+                            status.creator_alive = is_alive(token);
                         }
                         status.error = Some(e.to_string());
                     }
@@ -183,7 +183,7 @@ pub fn list() -> Result<Vec<RegionStatus>, MapError> {
                         status.page_size = info.page_size;
                         status.hugepage = info.flags & hwlink_hw::HWL_REGION_F_HUGEPAGE != 0;
                         status.creator_pid = info.creator_pid;
-                        status.creator_alive = is_alive(info.creator_pid, info.creator_start);
+                        status.creator_alive = is_alive(info.creator_token);
                         // Every ring (a domain link has one per direction).
                         let rings = info
                             .objects

@@ -14,7 +14,7 @@
 use crate::channel::{ChannelReceiver, ChannelSender};
 use crate::error::{Corruption, OpenError, RecvError, SendError};
 use crate::link::{Receiver, Sender};
-use crate::liveness;
+use crate::liveness::{self, my_token};
 use crate::mailbox::{Access, Buffering, Mailbox, QueueLayout, QueuePlace, QUEUE_CTL_BYTES};
 use crate::region::{
     self, DomainConfig, DomainParts, Inbox, ObjectInit, ObjectSpec, RegionInfo, RegionMap,
@@ -161,7 +161,7 @@ struct Entry {
     state: u32,
     gen: u32,
     pid: u32,
-    start: u64,
+    token: u32,
     name: NameBytes,
     /// The entry kept changing while it was read: it reads as FREE.
     unstable: bool,
@@ -181,7 +181,7 @@ fn read_entry(dom: &DomainParts, i: usize) -> Entry {
     for _ in 0..16 {
         let w = m.word().load(Ordering::Acquire);
         let pid = m.pid().load(Ordering::Relaxed);
-        let start = m.start_time().load(Ordering::Relaxed);
+        let token = m.token().load(Ordering::Relaxed);
         let mut name = [0u8; HWL_MEMBER_NAME_LEN as usize];
         for k in 0..NAME_WORDS {
             let v = m.name_word(k).load(Ordering::Relaxed);
@@ -194,7 +194,7 @@ fn read_entry(dom: &DomainParts, i: usize) -> Entry {
                 state,
                 gen,
                 pid,
-                start,
+                token,
                 name,
                 unstable: false,
             };
@@ -204,16 +204,16 @@ fn read_entry(dom: &DomainParts, i: usize) -> Entry {
         state: HWL_MEMBER_FREE,
         gen: 0,
         pid: 0,
-        start: 0,
+        token: 0,
         name: [0; HWL_MEMBER_NAME_LEN as usize],
         unstable: true,
     }
 }
 
 /// Finishes the removal of entry `slot` (state LEAVING, generation `gen`,
-/// owned by `owner`): unlinks its links' files, except `keep`, and frees the
-/// entry. Every write is a compare-exchange, so a stale reaper can never
-/// overwrite a newer member.
+/// owned by the process with token `owner`): unlinks its links' files,
+/// except `keep`, and frees the entry. Every write is a compare-exchange,
+/// so a stale reaper can never overwrite a newer member.
 fn teardown(dom: &DomainParts, domain: &str, slot: usize, gen: u32, owner: u32, keep: &[String]) {
     remove_links_of(domain, slot, gen, keep);
     let m = dom.member(slot);
@@ -226,9 +226,9 @@ fn teardown(dom: &DomainParts, domain: &str, slot: usize, gen: u32, owner: u32, 
         )
         .is_ok()
     {
-        let me = std::process::id();
+        let me = my_token();
         let _ = m.reaper().compare_exchange(me, 0, SC, SC);
-        let _ = m.pid().compare_exchange(owner, 0, SC, SC);
+        let _ = m.token().compare_exchange(owner, 0, SC, SC);
     }
 }
 
@@ -238,20 +238,19 @@ fn teardown(dom: &DomainParts, domain: &str, slot: usize, gen: u32, owner: u32, 
 fn reap_if_dead(dom: &DomainParts, domain: &str, i: usize) -> bool {
     let m = dom.member(i);
     let w = m.word().load(SC);
-    let pid = m.pid().load(SC);
-    let start = m.start_time().load(SC);
-    if pid == 0 {
+    let owner = m.token().load(SC);
+    if owner == 0 {
         return false;
     }
-    let me = std::process::id();
+    let me = my_token();
     let (state, gen) = unpack(w);
     match state {
         // Claimed, never joined (or freed but not yet released).
         HWL_MEMBER_FREE => {
-            !liveness::is_alive(pid, start) && m.pid().compare_exchange(pid, 0, SC, SC).is_ok()
+            !liveness::is_alive(owner) && m.token().compare_exchange(owner, 0, SC, SC).is_ok()
         }
         HWL_MEMBER_JOINING | HWL_MEMBER_ACTIVE => {
-            if liveness::is_alive(pid, start)
+            if liveness::is_alive(owner)
                 || m.word()
                     .compare_exchange(w, pack(HWL_MEMBER_LEAVING, gen), SC, SC)
                     .is_err()
@@ -259,7 +258,7 @@ fn reap_if_dead(dom: &DomainParts, domain: &str, i: usize) -> bool {
             {
                 return false;
             }
-            teardown(dom, domain, i, gen, pid, &[]);
+            teardown(dom, domain, i, gen, owner, &[]);
             true
         }
         HWL_MEMBER_LEAVING => {
@@ -267,9 +266,9 @@ fn reap_if_dead(dom: &DomainParts, domain: &str, i: usize) -> bool {
             // or a reaper.
             let r = m.reaper().load(SC);
             let stuck = if r == 0 {
-                !liveness::is_alive(pid, start)
+                !liveness::is_alive(owner)
             } else {
-                !liveness::is_alive(r, 0)
+                !liveness::is_alive(r)
             };
             if !stuck || m.reaper().compare_exchange(r, me, SC, SC).is_err() {
                 return false;
@@ -278,7 +277,7 @@ fn reap_if_dead(dom: &DomainParts, domain: &str, i: usize) -> bool {
                 let _ = m.reaper().compare_exchange(me, 0, SC, SC);
                 return false;
             }
-            teardown(dom, domain, i, gen, pid, &[]);
+            teardown(dom, domain, i, gen, owner, &[]);
             true
         }
         _ => false,
@@ -299,7 +298,7 @@ fn close_if_empty(dom: &DomainParts, domain: &str) {
     }
     fence(SC);
     let max = dom.config().max_members as usize;
-    if (0..max).any(|i| dom.member(i).pid().load(SC) != 0) {
+    if (0..max).any(|i| dom.member(i).token().load(SC) != 0) {
         dom.state().store(HWL_DOMAIN_OPEN, SC);
         return;
     }
@@ -332,7 +331,7 @@ fn directory(dom: &DomainParts) -> Vec<MemberInfo> {
         .map(|(i, e)| MemberInfo {
             name: name_string(&e.name),
             pid: e.pid,
-            alive: liveness::is_alive(e.pid, e.start),
+            alive: liveness::is_alive(e.token),
             slot: i,
             generation: e.gen,
         })
@@ -632,10 +631,14 @@ fn try_join(
     for i in 0..max {
         reap_if_dead(dom, domain, i);
     }
-    let (pid, start) = liveness::me();
-    let Some(slot) =
-        (0..max).find(|&i| dom.member(i).pid().compare_exchange(0, pid, SC, SC).is_ok())
-    else {
+    let (pid, token) = liveness::me()?;
+    // Claimed by token: unique whatever pid namespace each member is in.
+    let Some(slot) = (0..max).find(|&i| {
+        dom.member(i)
+            .token()
+            .compare_exchange(0, token, SC, SC)
+            .is_ok()
+    }) else {
         return Err(OpenError::DomainFull {
             domain: domain.to_string(),
             max: max as u32,
@@ -643,7 +646,7 @@ fn try_join(
     };
     let m = dom.member(slot);
     let release = || {
-        let _ = m.pid().compare_exchange(pid, 0, SC, SC);
+        let _ = m.token().compare_exchange(token, 0, SC, SC);
     };
     fence(SC);
     if dom.state().load(SC) != HWL_DOMAIN_OPEN {
@@ -651,7 +654,7 @@ fn try_join(
         return Ok(None);
     }
     m.reaper().store(0, SC);
-    m.start_time().store(start, SC);
+    m.pid().store(pid, SC);
     m.pending_links().store(0, SC);
     for k in 0..NAME_WORDS {
         let v = u64::from_le_bytes(name[k * 8..k * 8 + 8].try_into().expect("8 bytes"));
@@ -682,7 +685,7 @@ fn try_join(
             if !e.is_member() || &e.name != name {
                 break;
             }
-            if !liveness::is_alive(e.pid, e.start) {
+            if !liveness::is_alive(e.token) {
                 reap_if_dead(dom, domain, j);
                 continue;
             }
@@ -818,7 +821,7 @@ impl Member {
         if e.state != HWL_MEMBER_ACTIVE || e.gen != l.gen {
             return false;
         }
-        if liveness::is_alive(e.pid, e.start) {
+        if liveness::is_alive(e.token) {
             return true;
         }
         reap_if_dead(&self.dom, &self.domain, l.slot);
@@ -1584,7 +1587,7 @@ impl Member {
             &self.domain,
             self.me,
             self.gen,
-            std::process::id(),
+            my_token(),
             &keep,
         );
         let max = self.dom.config().max_members as usize;

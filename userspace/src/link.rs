@@ -28,10 +28,13 @@ const POLL_CHECK_EVERY: u32 = 1 << 10;
 /// The same for spin-then-park, which looks at the clock more often: it
 /// starts yielding after YIELD_AFTER.
 const SPIN_CHECK_EVERY: u32 = 1 << 6;
-/// Cheap checks between liveness system calls while polling.
-const LIVENESS_EVERY: u32 = 1 << 6;
-/// Non-blocking calls that found nothing between liveness system calls.
-const TRY_LIVENESS_EVERY: u32 = 1 << 8;
+/// Sends on the fast path between full checks (the receiver's wait mode,
+/// corruption of `head`, the receiver's liveness word).
+const FULL_CHECK_EVERY: u32 = 1 << 8;
+/// Shortest time between two checks of the peer's liveness lock (a system
+/// call) while an end waits. A killed peer is noticed sooner, from its
+/// robust word; the lock only catches one that overwrote that word.
+const LOCK_CHECK_EVERY: Duration = Duration::from_millis(50);
 
 /// Default slots per ring.
 pub const DEFAULT_CAPACITY: u32 = 1024;
@@ -188,7 +191,8 @@ enum Peer {
     Gone,
 }
 
-/// Tracks the peer endpoint: its state word, and a pidfd once it attached.
+/// Tracks the peer endpoint: its state word, and its process through its
+/// liveness file once it attached.
 #[derive(Debug)]
 struct PeerTracker {
     ep: Endpoint,
@@ -197,19 +201,32 @@ struct PeerTracker {
     by_process: bool,
     watch: Option<PeerWatch>,
     gone: bool,
-    misses: u32,
+    /// When the peer's liveness lock was last checked (a system call).
+    last_lock_check: Option<Instant>,
 }
 
 impl PeerTracker {
-    /// Reads the peer's state word; with `check_process`, also asks the
-    /// kernel whether its process still runs (one system call).
-    fn status(&mut self, policy: &mut SpinPolicy, check_process: bool) -> Peer {
+    /// Reads the peer's state word and the robust word of its liveness
+    /// file: two loads, no system call. With `waiting` (the end waits
+    /// anyway), also checks the peer's liveness lock, at most every
+    /// LOCK_CHECK_EVERY: that catches a peer that wrote over its robust
+    /// word before it died.
+    fn status(&mut self, policy: &mut SpinPolicy, waiting: bool) -> Peer {
         if self.gone {
             return Peer::Gone;
         }
-        if !check_process && self.watch.is_some() && self.ep.state_now() == HWL_EP_ATTACHED {
-            // Hot path: one load of a line that only changes on attach/close.
-            return Peer::Present;
+        if !waiting {
+            if let Some(w) = &self.watch {
+                if self.ep.state_now() == HWL_EP_ATTACHED {
+                    // Hot path: a line that only changes on attach/close,
+                    // and one the kernel writes only when the peer dies.
+                    if w.died() {
+                        self.gone = true;
+                        return Peer::Gone;
+                    }
+                    return Peer::Present;
+                }
+            }
         }
         let snap = self.ep.snapshot();
         match snap.state {
@@ -218,9 +235,16 @@ impl PeerTracker {
             HWL_EP_ATTACHED => {
                 let watch = self.watch.get_or_insert_with(|| {
                     policy.set_masks(crate::liveness::cpu_mask(), snap.cpu_mask);
-                    PeerWatch::new(snap.pid, snap.start_time)
+                    PeerWatch::new(snap.token)
                 });
-                if check_process && !watch.is_alive() {
+                let lock_due = waiting
+                    && self
+                        .last_lock_check
+                        .map_or(true, |t| t.elapsed() >= LOCK_CHECK_EVERY);
+                if lock_due {
+                    self.last_lock_check = Some(Instant::now());
+                }
+                if watch.died() || (lock_due && !watch.is_alive()) {
                     self.gone = true;
                     return Peer::Gone;
                 }
@@ -234,11 +258,11 @@ impl PeerTracker {
         }
     }
 
-    /// Cheap status for non-blocking calls: a liveness system call only
-    /// every TRY_LIVENESS_EVERY calls that found nothing.
-    fn status_after_miss(&mut self, policy: &mut SpinPolicy) -> Peer {
-        self.misses = self.misses.wrapping_add(1);
-        self.status(policy, self.misses % TRY_LIVENESS_EVERY == 0)
+    /// Asks the kernel now, whatever the last check: for
+    /// [`Sender::is_disconnected`].
+    fn status_now(&mut self, policy: &mut SpinPolicy) -> Peer {
+        self.last_lock_check = None;
+        self.status(policy, true)
     }
 }
 
@@ -279,7 +303,7 @@ impl EndState {
             by_process: !parts.map().spans_kernels(),
             watch: None,
             gone: false,
-            misses: 0,
+            last_lock_check: None,
         };
         let mut end = EndState {
             parts,
@@ -342,7 +366,6 @@ fn wait_ready(
     }
     let mut prelude = end.policy.prelude(end.strategy);
     let spin_start = Instant::now();
-    let mut checks = 0u32;
     loop {
         match prelude {
             Prelude::Spin(limit) => {
@@ -386,8 +409,7 @@ fn wait_ready(
                     // waits for may be among them.
                     std::thread::yield_now();
                 }
-                checks = checks.wrapping_add(1);
-                if let Some(done) = gone_or_ready(end, checks % LIVENESS_EVERY == 0)? {
+                if let Some(done) = gone_or_ready(end, true)? {
                     return Ok(done);
                 }
                 let now = Instant::now();
@@ -515,7 +537,7 @@ impl Sender {
 
     /// Whether the receiver has closed or died (checks the process).
     pub fn is_disconnected(&mut self) -> bool {
-        self.end.peer.status(&mut self.end.policy, true) == Peer::Gone
+        self.end.peer.status_now(&mut self.end.policy) == Peer::Gone
     }
 
     /// The fast path's test: a message of `len` bytes can go into a free
@@ -531,7 +553,7 @@ impl Sender {
     }
 
     /// Free slots now, or the reason there can be none: the slow path,
-    /// which also checks the receiver's process every TRY_LIVENESS_EVERY
+    /// which also checks the receiver's process every FULL_CHECK_EVERY
     /// sends (the fast path defers to it that often).
     fn ready_slots(&mut self) -> Result<u32, SendError<()>> {
         if let Some(c) = &self.end.poisoned {
@@ -541,20 +563,20 @@ impl Sender {
         if check {
             self.ring.refresh_peer_mode();
         }
-        if self.end.peer.status(&mut self.end.policy, check) == Peer::Gone {
+        if self.end.peer.status(&mut self.end.policy, false) == Peer::Gone {
             return Err(SendError::Disconnected(()));
         }
         match self.ring.free() {
             Ok(0) => {
                 // Full: the receiver may have died with the ring full.
-                if self.end.peer.status_after_miss(&mut self.end.policy) == Peer::Gone {
+                if self.end.peer.status(&mut self.end.policy, false) == Peer::Gone {
                     return Err(SendError::Disconnected(()));
                 }
                 Err(SendError::Full(()))
             }
             Ok(n) => {
                 if check {
-                    self.fast_budget = TRY_LIVENESS_EVERY;
+                    self.fast_budget = FULL_CHECK_EVERY;
                 }
                 Ok(n)
             }
@@ -676,7 +698,7 @@ impl Sender {
         block: bool,
     ) -> Result<WriteSlot<'_>, SendError<()>> {
         // The same fast path as a send: a cached free slot and an attached
-        // receiver, with the full checks every TRY_LIVENESS_EVERY calls.
+        // receiver, with the full checks every FULL_CHECK_EVERY calls.
         if self.fast_slot(len) {
             self.fast_budget -= 1;
             return Ok(WriteSlot { sender: self, len });
@@ -903,7 +925,7 @@ impl Receiver {
             Ok(n) => return Ok(n),
             Err(c) => return Err(RecvError::Corrupt(self.end.poison(c))),
         }
-        if self.end.peer.status_after_miss(&mut self.end.policy) == Peer::Gone {
+        if self.end.peer.status(&mut self.end.policy, false) == Peer::Gone {
             // The sender publishes before it closes: look once more.
             return match self.ring.refresh_available() {
                 Ok(0) => Err(RecvError::Disconnected),

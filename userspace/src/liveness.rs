@@ -1,87 +1,121 @@
-//! Is a process still alive? A pidfd where the kernel has one, and the
-//! process start time from /proc against pid reuse.
+//! Is a process still alive? Every process that uses hwlink has a token
+//! (its liveness file, `hwlink_drivers::process`), and regions record
+//! tokens wherever they say who holds what. A token's process is known dead
+//! from one load of its robust-futex word (no system call, for hot paths),
+//! or from its file lock (one system call, for waits): both hold across pid
+//! namespaces (hw/SPEC.md §8.8).
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use crate::error::OpenError;
+use hwlink_drivers::process::Watch;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
 
-/// This process's id and start time, as recorded in shared memory.
-pub(crate) fn me() -> (u32, u64) {
-    let pid = std::process::id();
-    (pid, start_time(pid).unwrap_or(0))
+/// This process's pid and token, setting the token up on first use.
+pub(crate) fn me() -> Result<(u32, u32), OpenError> {
+    Ok((std::process::id(), token()?))
 }
 
-/// The start time of `pid` in clock ticks since boot (field 22 of
-/// /proc/PID/stat), or None if it does not exist or is a zombie.
-pub(crate) fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may contain spaces and parentheses: skip past the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?;
-    if state == "Z" || state == "X" {
+#[cfg(not(miri))]
+fn token() -> Result<u32, OpenError> {
+    Ok(hwlink_drivers::process::my_token()?)
+}
+
+/// Miri runs the ring logic over heap memory, without files or the
+/// robust-list system call: every party is one live process.
+#[cfg(miri)]
+fn token() -> Result<u32, OpenError> {
+    Ok(1)
+}
+
+/// This process's token once it has one (every attached handle made
+/// sure of that), else 0.
+pub(crate) fn my_token() -> u32 {
+    token().unwrap_or(0)
+}
+
+/// One-shot check (opens the liveness file: not for hot paths): does the
+/// process with `token` still run? 0 is nobody.
+#[cfg(not(miri))]
+pub fn is_alive(token: u32) -> bool {
+    match watch(token) {
+        Some(w) => w.alive(),
+        None => false,
+    }
+}
+
+/// See [`token`] under Miri.
+#[cfg(miri)]
+pub fn is_alive(token: u32) -> bool {
+    token != 0
+}
+
+/// The process's pid as it recorded it (in its own pid namespace), or 0.
+pub fn pid_of(token: u32) -> u32 {
+    watch(token).map_or(0, |w| w.pid())
+}
+
+/// Watches shared by every handle of this process, one per token.
+fn watch(token: u32) -> Option<Arc<Watch>> {
+    static CACHE: Mutex<Option<HashMap<u32, Weak<Watch>>>> = Mutex::new(None);
+    if token == 0 {
         return None;
     }
-    // `rest` starts at field 3 (state); start time is field 22.
-    fields.nth(22 - 4)?.parse().ok()
+    // In a child after fork, a thread of the parent that no longer exists
+    // may hold the lock: then do without the cache.
+    let mut cache = None;
+    for _ in 0..1000 {
+        match CACHE.try_lock() {
+            Ok(guard) => {
+                cache = Some(guard);
+                break;
+            }
+            Err(std::sync::TryLockError::Poisoned(e)) => {
+                cache = Some(e.into_inner());
+                break;
+            }
+            Err(std::sync::TryLockError::WouldBlock) => std::thread::yield_now(),
+        }
+    }
+    let Some(mut cache) = cache else {
+        return Watch::open(token).map(Arc::new);
+    };
+    let map = cache.get_or_insert_with(HashMap::new);
+    if let Some(w) = map.get(&token).and_then(Weak::upgrade) {
+        return Some(w);
+    }
+    let w = Arc::new(Watch::open(token)?);
+    if map.len() > 1024 {
+        map.retain(|_, w| w.strong_count() > 0);
+    }
+    map.insert(token, Arc::downgrade(&w));
+    Some(w)
 }
 
-/// One-shot check: does `pid` still run, and is it the same process that
-/// recorded `start_time` (0 = unknown, accept any)?
-pub fn is_alive(pid: u32, start: u64) -> bool {
-    if pid == 0 {
-        return false;
-    }
-    match start_time(pid) {
-        None => false,
-        Some(t) => start == 0 || t == start,
-    }
-}
-
-/// Watches one peer process for exit.
-#[derive(Debug)]
+/// Watches one peer process for its death.
+#[derive(Debug, Clone)]
 pub(crate) struct PeerWatch {
-    pid: u32,
-    start: u64,
-    pidfd: Option<OwnedFd>,
+    /// None: no liveness file (the process is gone, or never was).
+    watch: Option<Arc<Watch>>,
 }
 
 impl PeerWatch {
-    /// Starts watching `pid`, which recorded `start` as its start time.
-    pub(crate) fn new(pid: u32, start: u64) -> PeerWatch {
-        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-        let pidfd = (fd >= 0).then(|| {
-            // SAFETY: the kernel just returned this fd to us; nobody else owns it.
-            unsafe { OwnedFd::from_raw_fd(fd as i32) }
-        });
-        let watch = PeerWatch { pid, start, pidfd };
-        // The pid may have been reused between the peer's death and our
-        // pidfd_open: then the pidfd watches a stranger. Check once.
-        if watch.pidfd.is_some() && !is_alive(pid, start) {
-            return PeerWatch {
-                pid,
-                start,
-                pidfd: None,
-            };
+    /// Starts watching the process with `token`.
+    pub(crate) fn new(token: u32) -> PeerWatch {
+        PeerWatch {
+            watch: watch(token),
         }
-        watch
     }
 
-    /// One system call: false once the process has exited (zombies count as
-    /// exited).
+    /// One load, no system call: the kernel marked the process dead.
+    #[inline]
+    pub(crate) fn died(&self) -> bool {
+        self.watch.as_ref().map_or(true, |w| w.died())
+    }
+
+    /// One system call: the process still holds its liveness lock. Once it
+    /// does not, no thread of it can write shared memory any more.
     pub(crate) fn is_alive(&self) -> bool {
-        match &self.pidfd {
-            Some(fd) => {
-                let mut p = libc::pollfd {
-                    fd: fd.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                };
-                // SAFETY: one valid pollfd on our stack, zero timeout.
-                let n = unsafe { libc::poll(&mut p, 1, 0) };
-                n == 0
-            }
-            None => is_alive(self.pid, self.start),
-        }
+        self.watch.as_ref().is_some_and(|w| w.alive())
     }
 }
 
@@ -134,25 +168,24 @@ mod tests {
 
     #[test]
     fn this_process_is_alive() {
-        let (pid, start) = me();
-        assert!(start > 0);
-        assert!(is_alive(pid, start));
-        assert!(
-            !is_alive(pid, start + 1),
-            "a different start time means pid reuse"
-        );
-        assert!(PeerWatch::new(pid, start).is_alive());
+        let (pid, token) = me().unwrap();
+        assert_eq!(pid, std::process::id());
+        assert!(is_alive(token));
+        assert!(!is_alive(0));
+        let w = PeerWatch::new(token);
+        assert!(!w.died());
+        assert!(w.is_alive());
+        assert_eq!(pid_of(token), pid);
     }
 
     #[test]
-    fn an_exited_child_is_dead() {
-        let mut child = std::process::Command::new("true").spawn().unwrap();
-        let pid = child.id();
-        let start = start_time(pid).unwrap_or(0);
-        let watch = PeerWatch::new(pid, start);
-        child.wait().unwrap();
-        assert!(!watch.is_alive());
-        assert!(!is_alive(pid, start));
+    fn an_unknown_token_is_dead() {
+        // Tokens are random: one with no file is nobody's.
+        let w = PeerWatch::new(0x0bad_cafe);
+        if hwlink_drivers::process::Watch::open(0x0bad_cafe).is_none() {
+            assert!(w.died());
+            assert!(!w.is_alive());
+        }
     }
 
     #[test]

@@ -611,7 +611,8 @@ impl Mailbox {
         wait: WaitStrategy,
         access: Access,
     ) -> Result<Mailbox, OpenError> {
-        let entry = claim_entry(&ctl, access.bits()).ok_or(OpenError::TooManyAttachments {
+        let me = crate::liveness::me()?;
+        let entry = claim_entry(&ctl, access.bits(), me).ok_or(OpenError::TooManyAttachments {
             name: name.clone(),
             max: HWL_MAX_ATTACHMENTS,
         })?;
@@ -983,34 +984,30 @@ pub(crate) fn mark_removed(ctl: &MailboxParts) {
     }
 }
 
-/// Claims a free attachment entry (reaping those of dead processes).
-fn claim_entry(ctl: &MailboxParts, mode: u32) -> Option<u32> {
-    let (pid, start) = crate::liveness::me();
+/// Claims a free attachment entry (reaping those of dead processes) by
+/// the token of this process (`pid`, `token`).
+fn claim_entry(ctl: &MailboxParts, mode: u32, (pid, token): (u32, u32)) -> Option<u32> {
     for round in 0..2 {
         for i in 0..HWL_MAX_ATTACHMENTS as usize {
             let a = ctl.attachment(i);
-            let holder = a.pid.load(Ordering::Acquire);
+            let holder = a.token.load(Ordering::Acquire);
             if holder != 0 {
-                if round == 0 {
-                    continue;
-                }
-                let st = a.start_time.load(Ordering::Acquire);
-                if crate::liveness::is_alive(holder, st) {
+                if round == 0 || crate::liveness::is_alive(holder) {
                     continue;
                 }
                 // Reap: the holder died without detaching.
-                if a.pid
+                if a.token
                     .compare_exchange(holder, 0, Ordering::AcqRel, Ordering::Acquire)
                     .is_err()
                 {
                     continue;
                 }
             }
-            if a.pid
-                .compare_exchange(0, pid, Ordering::AcqRel, Ordering::Acquire)
+            if a.token
+                .compare_exchange(0, token, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
             {
-                a.start_time.store(start, Ordering::Release);
+                a.pid.store(pid, Ordering::Release);
                 a.mode.store(mode, Ordering::Release);
                 return Some(i as u32);
             }
@@ -1060,12 +1057,12 @@ pub(crate) fn describe(map: &Arc<RegionMap>, info: &region::RegionInfo) -> Optio
     let mut attachments = Vec::new();
     for i in 0..HWL_MAX_ATTACHMENTS as usize {
         let a = ctl.attachment(i);
-        let pid = a.pid.load(Ordering::Acquire);
-        if pid == 0 {
+        let token = a.token.load(Ordering::Acquire);
+        if token == 0 {
             continue;
         }
+        let pid = a.pid.load(Ordering::Acquire);
         let mode = a.mode.load(Ordering::Acquire);
-        let start = a.start_time.load(Ordering::Acquire);
         attachments.push(AttachmentInfo {
             pid,
             access: match mode & (HWL_ACCESS_SEND | HWL_ACCESS_RECV) {
@@ -1073,7 +1070,7 @@ pub(crate) fn describe(map: &Arc<RegionMap>, info: &region::RegionInfo) -> Optio
                 HWL_ACCESS_RECV => Access::Recv,
                 _ => Access::SendRecv,
             },
-            alive: crate::liveness::is_alive(pid, start),
+            alive: crate::liveness::is_alive(token),
         });
     }
     Some(MailboxInfo {
@@ -1096,7 +1093,7 @@ impl Drop for Mailbox {
     fn drop(&mut self) {
         let a = self.ctl.attachment(self.entry as usize);
         a.mode.store(0, Ordering::Relaxed);
-        a.start_time.store(0, Ordering::Relaxed);
-        a.pid.store(0, Ordering::Release);
+        a.pid.store(0, Ordering::Relaxed);
+        a.token.store(0, Ordering::Release);
     }
 }

@@ -137,7 +137,7 @@ pub(crate) struct RegionInfo {
     pub flags: u32,
     pub page_size: u32,
     pub creator_pid: u32,
-    pub creator_start: u64,
+    pub creator_token: u32,
     pub objects: Vec<ObjectInfo>,
 }
 
@@ -225,7 +225,7 @@ pub(crate) fn create_region(
     }
     let map = RegionMap::from_region(region);
     let len = map.len() as u64;
-    let (pid, start) = crate::liveness::me();
+    let (pid, token) = crate::liveness::me()?;
     let hdr = map.base().cast::<hwl_region>();
     for (i, (o, &(offset, size))) in objects.iter().zip(&offsets).enumerate() {
         // The last object takes the rounding slack of the whole region.
@@ -265,7 +265,7 @@ pub(crate) fn create_region(
         addr_of_mut!((*hdr).page_size).write(map.page_size() as u32);
         addr_of_mut!((*hdr).total_size).write(len);
         addr_of_mut!((*hdr).creator_pid).write(pid);
-        addr_of_mut!((*hdr).creator_start_time).write(start);
+        addr_of_mut!((*hdr).creator_token).write(token);
         addr_of_mut!((*hdr).name).write(name_bytes(name));
         addr_of_mut!((*hdr).object_count).write(objects.len() as u32);
     }
@@ -313,17 +313,17 @@ pub(crate) fn create_ring_region(
     backend: Backend,
 ) -> Result<Arc<RegionMap>, OpenError> {
     let size = ring_region_size(geometry)?;
+    let me = crate::liveness::me()?;
     let region = Region::create(name, size as usize, backend)?;
     let map = RegionMap::from_region(region);
-    init_ring_region(&map, name, geometry);
+    init_ring_region(&map, name, geometry, me);
     Ok(Arc::new(map))
 }
 
 /// Writes the header and ring configuration of a fresh, zero-filled region
 /// that nobody else can have validated yet, then publishes it (R-mag).
-fn init_ring_region(map: &RegionMap, name: &str, geometry: Geometry) {
+fn init_ring_region(map: &RegionMap, name: &str, geometry: Geometry, (pid, token): (u32, u32)) {
     let len = map.len() as u64;
-    let (pid, start) = crate::liveness::me();
     let hdr = map.base().cast::<hwl_region>();
     let ring = map
         .base()
@@ -354,7 +354,7 @@ fn init_ring_region(map: &RegionMap, name: &str, geometry: Geometry) {
         addr_of_mut!((*hdr).page_size).write_volatile(map.page_size() as u32);
         addr_of_mut!((*hdr).total_size).write_volatile(len);
         addr_of_mut!((*hdr).creator_pid).write_volatile(pid);
-        addr_of_mut!((*hdr).creator_start_time).write_volatile(start);
+        addr_of_mut!((*hdr).creator_token).write_volatile(token);
         addr_of_mut!((*hdr).name).write_volatile(name_bytes(name));
         addr_of_mut!((*hdr).objects[0]).write_volatile(object);
         addr_of_mut!((*hdr).object_count).write_volatile(1);
@@ -487,6 +487,7 @@ pub(crate) fn create_on_device(
             needs: "creating a link (a CAS claims its place)",
         });
     }
+    let me = crate::liveness::me()?;
     let deadline = Instant::now() + timeout;
     loop {
         match walk_device(device, name)? {
@@ -514,7 +515,7 @@ pub(crate) fn create_on_device(
                 }
                 // The place may hold bytes of an earlier use of the memory.
                 zero_volatile(map.base().wrapping_add(8), size - 8);
-                init_ring_region(&map, name, geometry);
+                init_ring_region(&map, name, geometry, me);
                 return Ok(Arc::new(map));
             }
             DevicePlace::Claimed if Instant::now() < deadline => {
@@ -648,23 +649,23 @@ pub(crate) fn validate(map: &RegionMap) -> Result<RegionInfo, OpenError> {
         flags: hdr.flags,
         page_size: hdr.page_size,
         creator_pid: hdr.creator_pid,
-        creator_start: hdr.creator_start_time,
+        creator_token: hdr.creator_token,
         objects,
     })
 }
 
-/// The creator's pid and start time as written in a header that may not
+/// The creator's pid and token as written in a header that may not
 /// validate (for telling whether an unreadable region is owned). Untrusted:
 /// only used to ask the kernel whether that process lives. None if no pid
 /// was written.
-pub(crate) fn raw_creator(map: &RegionMap) -> Option<(u32, u64)> {
+pub(crate) fn raw_creator(map: &RegionMap) -> Option<(u32, u32)> {
     if (map.len() as u64) < HDR {
         return None;
     }
     // SAFETY: the mapping holds at least HDR bytes; hwl_region is plain data
     // valid for any bit pattern; one volatile copy is taken.
     let hdr: hwl_region = unsafe { map.base().cast::<hwl_region>().read_volatile() };
-    (hdr.creator_pid != 0).then_some((hdr.creator_pid, hdr.creator_start_time))
+    (hdr.creator_pid != 0).then_some((hdr.creator_pid, hdr.creator_token))
 }
 
 /// The validated location and shape of one SPSC ring in a mapped region.
@@ -842,7 +843,7 @@ unsafe impl Sync for Endpoint {}
 pub(crate) struct EndpointSnapshot {
     pub state: u32,
     pub pid: u32,
-    pub start_time: u64,
+    pub token: u32,
     pub cpu_mask: u64,
 }
 
@@ -864,9 +865,9 @@ impl Endpoint {
         // SAFETY: field projection in bounds of the endpoint.
         self.u32_at(unsafe { addr_of_mut!((*self.ep).pid) })
     }
-    fn start_time(&self) -> &AtomicU64 {
+    fn token(&self) -> &AtomicU32 {
         // SAFETY: field projection in bounds of the endpoint.
-        self.u64_at(unsafe { addr_of_mut!((*self.ep).start_time) })
+        self.u32_at(unsafe { addr_of_mut!((*self.ep).token) })
     }
     fn cpu_mask(&self) -> &AtomicU64 {
         // SAFETY: field projection in bounds of the endpoint.
@@ -898,7 +899,7 @@ impl Endpoint {
         EndpointSnapshot {
             state,
             pid: self.pid().load(Ordering::Relaxed),
-            start_time: self.start_time().load(Ordering::Relaxed),
+            token: self.token().load(Ordering::Relaxed),
             cpu_mask: self.cpu_mask().load(Ordering::Relaxed),
         }
     }
@@ -911,16 +912,18 @@ impl Endpoint {
         wait_mode: u32,
         doorbell: u32,
     ) -> Result<(), OpenError> {
-        let (pid, start) = crate::liveness::me();
+        let (pid, token) = crate::liveness::me()?;
+        // Claimed by token: unlike pids, tokens are unique whatever pid
+        // namespace each process is in.
         let claimed = if self._parts.map.memory_kind().allows_atomic_rmw() {
-            self.pid()
-                .compare_exchange(0, pid, Ordering::AcqRel, Ordering::Acquire)
+            self.token()
+                .compare_exchange(0, token, Ordering::AcqRel, Ordering::Acquire)
         } else {
             // Write-combining memory has no reliable CAS: two processes
             // attaching the same end at the same moment go undetected there.
-            match self.pid().load(Ordering::Acquire) {
+            match self.token().load(Ordering::Acquire) {
                 0 => {
-                    self.pid().store(pid, Ordering::Release);
+                    self.token().store(token, Ordering::Release);
                     Ok(0)
                 }
                 holder => Err(holder),
@@ -928,31 +931,21 @@ impl Endpoint {
         };
         if let Err(holder) = claimed {
             let snap = self.snapshot();
-            let busy = snap.state != hwlink_hw::HWL_EP_CLOSED
-                && crate::liveness::is_alive(
-                    holder,
-                    if snap.state == hwlink_hw::HWL_EP_ATTACHED {
-                        snap.start_time
-                    } else {
-                        0
-                    },
-                );
-            let name = name.to_string();
-            return Err(if busy {
-                OpenError::EndpointBusy {
-                    name,
-                    side,
-                    pid: holder,
-                }
+            // A peer in another kernel cannot be asked: attached is busy.
+            let busy = if self._parts.map.spans_kernels() {
+                snap.state == hwlink_hw::HWL_EP_ATTACHED
             } else {
-                OpenError::EndpointUsed {
-                    name,
-                    side,
-                    pid: holder,
-                }
+                snap.state != hwlink_hw::HWL_EP_CLOSED && crate::liveness::is_alive(holder)
+            };
+            let name = name.to_string();
+            let pid = snap.pid;
+            return Err(if busy {
+                OpenError::EndpointBusy { name, side, pid }
+            } else {
+                OpenError::EndpointUsed { name, side, pid }
             });
         }
-        self.start_time().store(start, Ordering::Relaxed);
+        self.pid().store(pid, Ordering::Relaxed);
         self.cpu_mask()
             .store(crate::liveness::cpu_mask(), Ordering::Relaxed);
         self.wait_mode().store(wait_mode, Ordering::Relaxed);
@@ -1203,10 +1196,9 @@ impl<'a> MemberWords<'a> {
         // SAFETY: field projection in bounds of the entry.
         self.parts.u32_at(unsafe { addr_of_mut!((*self.p).reaper) })
     }
-    pub(crate) fn start_time(&self) -> &'a AtomicU64 {
+    pub(crate) fn token(&self) -> &'a AtomicU32 {
         // SAFETY: field projection in bounds of the entry.
-        self.parts
-            .u64_at(unsafe { addr_of_mut!((*self.p).start_time) })
+        self.parts.u32_at(unsafe { addr_of_mut!((*self.p).token) })
     }
     pub(crate) fn pending_links(&self) -> &'a AtomicU64 {
         // SAFETY: field projection in bounds of the entry.
@@ -1388,7 +1380,7 @@ unsafe impl Sync for MailboxParts {}
 pub(crate) struct AttachmentWords<'a> {
     pub pid: &'a AtomicU32,
     pub mode: &'a AtomicU32,
-    pub start_time: &'a AtomicU64,
+    pub token: &'a AtomicU32,
 }
 
 impl MailboxParts {
@@ -1539,7 +1531,7 @@ impl MailboxParts {
             AttachmentWords {
                 pid: self.u32_word(addr_of_mut!((*a).pid)),
                 mode: self.u32_word(addr_of_mut!((*a).mode)),
-                start_time: self.u64_word(addr_of_mut!((*a).start_time)),
+                token: self.u32_word(addr_of_mut!((*a).token)),
             }
         }
     }

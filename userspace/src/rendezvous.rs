@@ -82,7 +82,8 @@ pub(crate) fn rendezvous_bytes(cells: u32, slot_size: u32) -> Option<u64> {
     RDV_CONTROL_BYTES.checked_add(u64::from(cells) * u64::from(stride))
 }
 
-/// A state word: `HWL_RDV_*` in the low half, a pid in the high half.
+/// A state word: `HWL_RDV_*` in the low half, a process token in the high
+/// half.
 #[inline(always)]
 fn word(kind: u32, pid: u32) -> u64 {
     u64::from(kind) | (u64::from(pid) << 32)
@@ -92,7 +93,7 @@ fn kind(w: u64) -> u32 {
     w as u32
 }
 #[inline(always)]
-fn pid_of(w: u64) -> u32 {
+fn token_of(w: u64) -> u32 {
     (w >> 32) as u32
 }
 
@@ -105,10 +106,10 @@ fn checked(w: u64) -> Result<u64, Corruption> {
             TAKEN.into(),
         ));
     }
-    if kind(w) == FREE && pid_of(w) != 0 {
+    if kind(w) == FREE && token_of(w) != 0 {
         return Err(Corruption::new(
-            "pid in a free rendezvous cell",
-            pid_of(w).into(),
+            "process token in a free rendezvous cell",
+            token_of(w).into(),
             0,
         ));
     }
@@ -211,8 +212,8 @@ impl<E> From<Corruption> for RdvRecvError<E> {
 /// A 32-bit word of a cell header.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Field {
-    /// `owner_pid`
-    OwnerPid,
+    /// `owner`: the token of the process that claimed the cell.
+    Owner,
     /// `len`
     Len,
     /// `ticket`
@@ -230,8 +231,6 @@ pub(crate) trait RdvMem {
     fn next_ticket(&self) -> &AtomicU32;
     /// A 32-bit header word of `cell`.
     fn field(&self, cell: u32, field: Field) -> &AtomicU32;
-    /// `owner_start` of `cell`.
-    fn owner_start(&self, cell: u32) -> &AtomicU64;
     /// `cells_bell`.
     fn cells_bell(&self) -> &Doorbell;
     /// The doorbell on `owner_count` / `owner_waiters` of `cell`.
@@ -281,11 +280,12 @@ pub(crate) struct Rdv<M: RdvMem> {
     mem: M,
     cells: u32,
     slot_size: u32,
-    /// This process, as recorded in the cells it owns or is paired with.
-    pid: u32,
-    start: u64,
-    /// Liveness check of another party: `crate::liveness::is_alive`.
-    alive: fn(u32, u64) -> bool,
+    /// This process's token, as recorded in the cells it owns or is paired
+    /// with.
+    token: u32,
+    /// Liveness check of another party by its token (0 is nobody):
+    /// `crate::liveness::is_alive`.
+    alive: fn(u32) -> bool,
     policy: SpinPolicy,
 }
 
@@ -294,27 +294,26 @@ impl<M: RdvMem> std::fmt::Debug for Rdv<M> {
         f.debug_struct("Rdv")
             .field("cells", &self.cells)
             .field("slot_size", &self.slot_size)
-            .field("pid", &self.pid)
+            .field("token", &self.token)
             .finish_non_exhaustive()
     }
 }
 
 impl<M: RdvMem> Rdv<M> {
-    /// A handle over validated memory, for the party `me` (pid, start time).
+    /// A handle over validated memory, for the party with token `me`.
     pub(crate) fn with_parts(
         mem: M,
         cells: u32,
         slot_size: u32,
-        me: (u32, u64),
-        alive: fn(u32, u64) -> bool,
+        me: u32,
+        alive: fn(u32) -> bool,
     ) -> Self {
         debug_assert!((1..=HWL_RDV_MAX_CELLS).contains(&cells));
         Rdv {
             mem,
             cells,
             slot_size,
-            pid: me.0,
-            start: me.1,
+            token: me,
             alive,
             policy: SpinPolicy::new(),
         }
@@ -336,7 +335,7 @@ impl<M: RdvMem> Rdv<M> {
     }
 
     fn mine(&self, kind: u32) -> u64 {
-        word(kind, self.pid)
+        word(kind, self.token)
     }
 
     fn retries(&self) -> u32 {
@@ -421,12 +420,7 @@ impl<M: RdvMem> Rdv<M> {
             {
                 continue;
             }
-            let owner = (
-                self.mem
-                    .field(cell, Field::OwnerPid)
-                    .load(Ordering::Relaxed),
-                self.mem.owner_start(cell).load(Ordering::Relaxed),
-            );
+            let owner = self.mem.field(cell, Field::Owner).load(Ordering::Relaxed);
             // SAFETY: the cell is FILLING by us; msg.len() <= slot_size
             // (checked by every caller).
             unsafe { self.mem.write_payload(cell, msg) };
@@ -460,7 +454,7 @@ impl<M: RdvMem> Rdv<M> {
         &self,
         cell: u32,
         rw: u64,
-        owner: (u32, u64),
+        owner: u32,
         deadline: Option<Instant>,
         wait: WaitStrategy,
         peer_ok: &mut dyn FnMut() -> Result<(), E>,
@@ -486,7 +480,7 @@ impl<M: RdvMem> Rdv<M> {
                     } else if tick == Tick::Slice {
                         if let Err(e) = peer_ok() {
                             stop = Some(Stop::Peer(e));
-                        } else if !alive(owner.0, owner.1) {
+                        } else if !alive(owner) {
                             // The receiver died before reading: reclaim.
                             if state
                                 .compare_exchange(filled, 0, Ordering::Release, Ordering::Relaxed)
@@ -511,7 +505,7 @@ impl<M: RdvMem> Rdv<M> {
                 }
                 if w == reading {
                     if tick == Tick::Slice
-                        && !alive(owner.0, owner.1)
+                        && !alive(owner)
                         && state
                             .compare_exchange(reading, 0, Ordering::Release, Ordering::Relaxed)
                             .is_ok()
@@ -597,7 +591,7 @@ impl<M: RdvMem> Rdv<M> {
                     TAKEN => Ok(Some(Ok(()))),
                     TAKING => {
                         if tick == Tick::Slice
-                            && !alive(pid_of(w), 0)
+                            && !alive(token_of(w))
                             && state
                                 .compare_exchange(w, posted, Ordering::Relaxed, Ordering::Relaxed)
                                 .is_ok()
@@ -795,7 +789,7 @@ impl<M: RdvMem> Rdv<M> {
                     }
                     match kind(w) {
                         FILLING => {
-                            if tick == Tick::Slice && !alive(pid_of(w), 0) {
+                            if tick == Tick::Slice && !alive(token_of(w)) {
                                 // The filler died mid-copy: wait again.
                                 let _ = state.compare_exchange(
                                     w,
@@ -808,14 +802,14 @@ impl<M: RdvMem> Rdv<M> {
                         }
                         FILLED => {
                             // [A-fill]: pairs with the sender's R-fill.
-                            let reading = word(READING, pid_of(w));
+                            let reading = word(READING, token_of(w));
                             match state.compare_exchange(
                                 w,
                                 reading,
                                 Ordering::Acquire,
                                 Ordering::Relaxed,
                             ) {
-                                Ok(_) => Ok(Some(Event::Filled(pid_of(w)))),
+                                Ok(_) => Ok(Some(Event::Filled(token_of(w)))),
                                 Err(_) => Ok(None), // withdrawn; look again
                             }
                         }
@@ -891,11 +885,8 @@ impl<M: RdvMem> Rdv<M> {
                     .is_ok()
             {
                 self.mem
-                    .field(cell, Field::OwnerPid)
-                    .store(self.pid, Ordering::Relaxed);
-                self.mem
-                    .owner_start(cell)
-                    .store(self.start, Ordering::Relaxed);
+                    .field(cell, Field::Owner)
+                    .store(self.token, Ordering::Relaxed);
                 let ticket = self.mem.next_ticket().fetch_add(1, Ordering::Relaxed);
                 self.mem
                     .field(cell, Field::Ticket)
@@ -990,22 +981,15 @@ impl<M: RdvMem> Rdv<M> {
         let mut freed = false;
         for cell in 0..self.cells {
             let w = checked(self.state(cell).load(Ordering::Acquire))?;
-            let owner = || {
-                (
-                    self.mem
-                        .field(cell, Field::OwnerPid)
-                        .load(Ordering::Relaxed),
-                    self.mem.owner_start(cell).load(Ordering::Relaxed),
-                )
-            };
-            let dead = |(pid, start): (u32, u64)| !(self.alive)(pid, start);
+            let owner = || self.mem.field(cell, Field::Owner).load(Ordering::Relaxed);
+            let dead = |token: u32| !(self.alive)(token);
             let reap = match kind(w) {
                 // The pid in the word is the one who must move it on.
-                CLAIMED | RECV_WAITING | ACKED => dead((pid_of(w), 0)),
+                CLAIMED | RECV_WAITING | ACKED => dead(token_of(w)),
                 // The owner frees TAKEN.
                 TAKEN => dead(owner()),
                 // Both parties are involved: reap only if both died.
-                FILLING | FILLED | READING | TAKING => dead((pid_of(w), 0)) && dead(owner()),
+                FILLING | FILLED | READING | TAKING => dead(token_of(w)) && dead(owner()),
                 // A dead sender's message may still be taken.
                 _ => false,
             };
@@ -1186,14 +1170,11 @@ mod raw {
         }
         fn field(&self, cell: u32, field: Field) -> &AtomicU32 {
             let within = match field {
-                Field::OwnerPid => offset_of!(hwl_rdv_cell, owner_pid),
+                Field::Owner => offset_of!(hwl_rdv_cell, owner),
                 Field::Len => offset_of!(hwl_rdv_cell, len),
                 Field::Ticket => offset_of!(hwl_rdv_cell, ticket),
             };
             self.u32_at(self.cell_offset(cell) + within)
-        }
-        fn owner_start(&self, cell: u32) -> &AtomicU64 {
-            self.u64_at(self.cell_offset(cell) + offset_of!(hwl_rdv_cell, owner_start))
         }
         fn cells_bell(&self) -> &Doorbell {
             &self.cells_bell
@@ -1386,7 +1367,7 @@ mod raw {
                 mem,
                 cells,
                 slot_size,
-                crate::liveness::me(),
+                crate::liveness::my_token(),
                 crate::liveness::is_alive,
             ))
         }

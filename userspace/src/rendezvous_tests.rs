@@ -330,10 +330,12 @@ mod heap {
             h.recv_with(|_| (), Some(Instant::now()), WaitStrategy::Park, &mut ok),
             Err(RdvRecvError::Corrupt(_))
         ));
-        // FREE with a pid in the high half.
+        // FREE with a token in the high half.
         state(&h, 1).store(5 << 32, Ordering::SeqCst);
         let e = h.try_send(b"x").unwrap_err();
-        assert!(matches!(e, RdvSendError::Corrupt(c) if c.what == "pid in a free rendezvous cell"));
+        assert!(
+            matches!(e, RdvSendError::Corrupt(c) if c.what == "process token in a free rendezvous cell")
+        );
     }
 
     #[test]
@@ -344,7 +346,7 @@ mod heap {
         // A hostile "sender" posts a message claiming 17 bytes.
         word32(&h, len).store(17, Ordering::SeqCst);
         state(&h, 0).store(
-            u64::from(HWL_RDV_SEND_WAITING) | (u64::from(std::process::id()) << 32),
+            u64::from(HWL_RDV_SEND_WAITING) | (u64::from(crate::liveness::my_token()) << 32),
             Ordering::SeqCst,
         );
         let mut ran = false;
@@ -412,13 +414,13 @@ mod heap {
         unsafe { std::alloc::dealloc(mem, layout) };
     }
 
-    /// A pid that certainly names no running process.
+    /// A process token that names no running process: no liveness file
+    /// has it.
     #[cfg(not(miri))]
-    fn dead_pid() -> u32 {
-        let mut child = std::process::Command::new("true").spawn().unwrap();
-        let pid = child.id();
-        child.wait().unwrap();
-        pid
+    fn dead_token() -> u32 {
+        (0xdead_0001u32..)
+            .find(|&t| hwlink_drivers::process::Watch::open(t).is_none())
+            .unwrap()
     }
 
     /// A receiver that was killed while registered cannot swallow a message:
@@ -428,9 +430,9 @@ mod heap {
     #[test]
     fn rendezvous_dead_receiver_does_not_swallow_the_message() {
         let h = HeapRendezvous::new(1, 16);
-        let dead = dead_pid();
+        let dead = dead_token();
         let cell = RDV_CONTROL_BYTES as usize;
-        word32(&h, cell).store(dead, Ordering::SeqCst); // owner_pid
+        word32(&h, cell).store(dead, Ordering::SeqCst); // owner
         state(&h, 0).store(
             u64::from(HWL_RDV_RECV_WAITING) | (u64::from(dead) << 32),
             Ordering::SeqCst,
@@ -457,7 +459,7 @@ mod heap {
     #[test]
     fn rendezvous_dead_owners_are_reaped_when_cells_run_out() {
         let h = Arc::new(HeapRendezvous::new(1, 16));
-        let dead = dead_pid();
+        let dead = dead_token();
         state(&h, 0).store(
             u64::from(HWL_RDV_CLAIMED) | (u64::from(dead) << 32),
             Ordering::SeqCst,
@@ -639,10 +641,9 @@ mod loom_models {
     struct Words {
         states: Vec<AtomicU64>,
         ticket: AtomicU32,
-        /// Per cell: owner_pid, len, ticket, owner count/waiters, peer
+        /// Per cell: owner, len, ticket, owner count/waiters, peer
         /// count/waiters.
         fields: Vec<[AtomicU32; 7]>,
-        starts: Vec<AtomicU64>,
         bell: [AtomicU32; 2],
         payload: Vec<UnsafeCell<[u8; PAYLOAD]>>,
     }
@@ -676,14 +677,11 @@ mod loom_models {
         }
         fn field(&self, cell: u32, field: Field) -> &AtomicU32 {
             let i = match field {
-                Field::OwnerPid => 0,
+                Field::Owner => 0,
                 Field::Len => 1,
                 Field::Ticket => 2,
             };
             &self.words.fields[cell as usize][i]
-        }
-        fn owner_start(&self, cell: u32) -> &AtomicU64 {
-            &self.words.starts[cell as usize]
         }
         fn cells_bell(&self) -> &Doorbell {
             &self.cells_bell
@@ -711,7 +709,6 @@ mod loom_models {
             states: (0..cells).map(|_| AtomicU64::new(0)).collect(),
             ticket: AtomicU32::new(0),
             fields: (0..cells).map(|_| Default::default()).collect(),
-            starts: (0..cells).map(|_| AtomicU64::new(0)).collect(),
             bell: Default::default(),
             payload: (0..cells).map(|_| UnsafeCell::new([0; PAYLOAD])).collect(),
         })
@@ -719,7 +716,7 @@ mod loom_models {
 
     /// Every party of a model is the same (live) process.
     fn handle(w: &Arc<Words>, cells: u32) -> Rdv<ModelMem> {
-        Rdv::with_parts(model_mem(w), cells, PAYLOAD as u32, (1, 1), |_, _| true)
+        Rdv::with_parts(model_mem(w), cells, PAYLOAD as u32, 1, |_| true)
     }
 
     fn ok() -> Result<(), ()> {

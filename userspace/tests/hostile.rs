@@ -199,7 +199,7 @@ fn open_corrupt_region_in_child() {
         let raw = RawRegion::open(&name);
         match value {
             Some(v) => raw.set64(field, v),
-            None => raw.set32(field, 2),
+            None => raw.set32(field, 99),
         }
         let mut peer = Peer::spawn(
             "open_and_report",

@@ -1110,17 +1110,6 @@ pub fn shm_dir() -> PathBuf {
         .map_or_else(|| PathBuf::from("/dev/shm"), PathBuf::from)
 }
 
-/// This process's start time (field 22 of /proc/self/stat).
-fn my_start_time() -> u64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let rest = &stat[stat.rfind(')').unwrap() + 1..];
-    rest.split_whitespace()
-        .nth(22 - 3)
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 /// Writes, by hand, a valid link region `name` in the shm directory whose
 /// free-running indices both start at `start` (a creator always starts at
 /// 0: this is how a test reaches the u32 wrap-around in reasonable time).
@@ -1147,8 +1136,8 @@ pub fn forge_link_region(name: &str, capacity: u32, slot_size: u32, start: u32) 
     );
     put(hdr::OBJECT_COUNT, &1u32.to_le_bytes());
     put(
-        offset_of!(hwl_region, creator_start_time),
-        &my_start_time().to_le_bytes(),
+        offset_of!(hwl_region, creator_token),
+        &hwlink_drivers::process::my_token().unwrap().to_le_bytes(),
     );
     put(offset_of!(hwl_region, name), name.as_bytes());
     let obj = hdr::OBJECTS;
