@@ -469,14 +469,19 @@ impl Watch {
         self.is_self || lock_held(&self.file)
     }
 
-    /// Alive: not marked dead and still holding its lock (one system call).
+    /// Alive until every thread of it is gone: it still holds its lock
+    /// (one system call). A process the kernel has marked dead ([`died`])
+    /// may still be alive for a few microseconds while its threads exit:
+    /// whatever it holds in shared memory may be taken only once it is not.
+    ///
+    /// [`died`]: Watch::died
     pub fn alive(&self) -> bool {
-        self.is_self || (!self.died() && self.lock_held())
+        self.is_self || self.lock_held()
     }
 }
 
-/// One-shot: whether the process with `token` is alive (opens its file:
-/// not for hot paths). 0 is nobody.
+/// One-shot: whether the process with `token` is alive, see
+/// [`Watch::alive`] (opens its file: not for hot paths). 0 is nobody.
 pub fn is_alive(token: u32) -> bool {
     token != 0 && Watch::open(token).is_some_and(|w| w.alive())
 }

@@ -231,21 +231,31 @@ pub fn list() -> Result<Vec<RegionStatus>, MapError> {
     Ok(out)
 }
 
-/// Removes the region `name` (processes that have it mapped keep it). A
-/// mailbox is marked removed first, so attached processes see it gone, and
-/// its segments go with it.
+/// Removes the region `name` (processes that have it mapped keep it), and
+/// the segments of its queues. A mailbox is marked removed first, so that
+/// attached processes see it gone: senders fail at once, receivers drain
+/// what is queued. Its files are unlinked now only if no live process is
+/// attached; otherwise the last one to detach unlinks them (`hwlink ls`
+/// shows it removed meanwhile), since its receivers may still need to map
+/// segments.
 pub fn remove(name: &str) -> Result<(), MapError> {
     if let Ok(r) = Region::open(name, Backend::Auto) {
         let map = Arc::new(RegionMap::from_region(r));
         if let Ok(info) = region::validate(&map) {
-            for obj in info
-                .objects
-                .iter()
-                .filter(|o| o.kind == hwlink_hw::HWL_OBJ_MAILBOX)
-            {
+            let objects = |kind| info.objects.iter().filter(move |o| o.kind == kind);
+            let rings: Vec<_> = objects(hwlink_hw::HWL_OBJ_MPMC_RING).collect();
+            let mut attached = false;
+            for (k, obj) in objects(hwlink_hw::HWL_OBJ_MAILBOX).enumerate() {
                 if let Ok(ctl) = region::MailboxParts::locate_object(map.clone(), obj) {
                     crate::mailbox::mark_removed(&ctl);
+                    if let Some(ring) = rings.get(k) {
+                        crate::mailbox::seal_bounded(&map, &ctl, ring);
+                    }
+                    attached |= crate::mailbox::others_attached(&ctl, 0);
                 }
+            }
+            if attached && name.starts_with(crate::mailbox::MAILBOX_PREFIX) {
+                return Ok(());
             }
         }
     }

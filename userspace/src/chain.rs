@@ -2,18 +2,24 @@
 //! when the newest one is full and consumers retire once drained, within a
 //! byte limit set at creation.
 //!
-//! A producer that finds its segment full creates the next one, links it
-//! with a CAS on `next_segment` (one winner; a loser removes its own and
-//! follows the winner's), then seals the full one so that no message can
-//! land behind the link. A consumer that finds a sealed segment drained
-//! moves to the next; the first to do so advances `head_segment` and
-//! removes the drained segment (its memory goes when the last process
-//! unmaps it). The algorithm is generic over where segments live
-//! ([`SegmentStore`]): region files in production (`segments.rs`), the heap
-//! in the loom model. Protocol: hw/SPEC.md, "Unbounded chain".
+//! A producer that finds its segment full creates the next one (twice as
+//! large, or as large as the byte limit still allows), links it with a CAS
+//! on `next_segment` (one winner; a loser removes its own and follows the
+//! winner's), then seals the full one so that no message can land behind
+//! the link. A consumer that finds a sealed segment drained moves to the
+//! next; the first to do so advances `head_segment` and removes the drained
+//! segment. A consumer that drains a large newest segment seals it and
+//! links a small one, so an idle queue gives its memory back. When the
+//! queue is removed, consumers drain it, seal the newest segment and close
+//! its link (`CLOSED`): from then on every send fails and every receive
+//! says Disconnected, and nothing accepted is left behind. The algorithm
+//! is generic over where segments live ([`SegmentStore`]): region files in
+//! production (`segments.rs`), the heap in tests and the loom model.
+//! Protocol: hw/SPEC.md §11.
+#![warn(clippy::arithmetic_side_effects)]
 
 use crate::error::{Corruption, RecvError, SendError};
-use crate::mpmc::{MpmcGeometry, MpmcMem, MpmcRing, PopError, PushError};
+use crate::mpmc::{Head, MpmcGeometry, MpmcMem, MpmcRing, Owners, PopError, PushError};
 use crate::sync::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -23,21 +29,22 @@ const MAX_SEGMENT_BYTES: u64 = 64 << 20;
 /// reports the chain as corrupt (each step needs another process to have
 /// sealed a segment, so a long walk means a hostile peer).
 const MAX_STEPS: u32 = 1 << 16;
+/// `next_segment` of the last segment of a removed queue: no segment will
+/// ever follow.
+pub(crate) const CLOSED: u64 = u64::MAX;
 
-/// The ring geometry of segment `id`: the first segment's capacity,
-/// doubling with each segment up to [`MAX_SEGMENT_BYTES`].
-pub(crate) fn segment_geometry(base: MpmcGeometry, id: u64) -> MpmcGeometry {
-    let mut capacity = base.capacity;
-    for _ in 0..id.min(16) {
-        let doubled = capacity.saturating_mul(2);
-        if doubled > hwlink_hw::HWL_RING_MAX_CAPACITY
-            || u64::from(doubled) * u64::from(base.stride) > MAX_SEGMENT_BYTES
-        {
-            break;
-        }
-        capacity = doubled;
+/// The largest segment capacity for slots of `stride` bytes.
+fn max_capacity(stride: u32) -> u32 {
+    let by_bytes = MAX_SEGMENT_BYTES
+        .checked_div(u64::from(stride))
+        .unwrap_or(0)
+        .min(u64::from(hwlink_hw::HWL_RING_MAX_CAPACITY)) as u32;
+    // A power of two no larger.
+    match by_bytes.checked_ilog2() {
+        Some(bits) => 1 << bits,
+        None => 2,
     }
-    MpmcGeometry { capacity, ..base }
+    .max(2)
 }
 
 /// One segment: a ring and its link to the next.
@@ -46,7 +53,8 @@ pub(crate) trait Segment {
     type Mem: MpmcMem;
     /// The segment's ring.
     fn ring(&self) -> &MpmcRing<Self::Mem>;
-    /// `next_segment`: 0 until a producer links the next segment (once).
+    /// `next_segment`: 0 until a producer links the next segment (once),
+    /// or [`CLOSED`].
     fn next_segment(&self) -> &AtomicU64;
     /// The segment number recorded in the segment (checked on open).
     fn number(&self) -> u64;
@@ -70,8 +78,9 @@ pub(crate) trait SegmentStore {
     fn byte_limit(&self) -> u64;
     /// Bytes a new segment of `geometry` will take (before creating it).
     fn estimate(&self, geometry: &MpmcGeometry) -> u64;
-    /// Opens segment `id`: None if it was retired and removed.
-    fn open(&self, id: u64, geometry: &MpmcGeometry) -> Result<Option<Arc<Self::Seg>>, StoreError>;
+    /// Opens segment `id`, its ring validated: None if it was retired and
+    /// removed.
+    fn open(&self, id: u64) -> Result<Option<Arc<Self::Seg>>, StoreError>;
     /// Creates segment `id` (initialised, not linked yet).
     fn create(&self, id: u64, geometry: &MpmcGeometry) -> Result<Arc<Self::Seg>, String>;
     /// Removes segment `id` (no longer reachable).
@@ -109,11 +118,33 @@ impl From<StoreError> for RecvError {
     }
 }
 
+impl From<Corruption> for StoreError {
+    fn from(c: Corruption) -> Self {
+        StoreError::Corrupt(c)
+    }
+}
+
 /// Which chain-state word names where to start after a removed segment.
 #[derive(Clone, Copy)]
 enum Restart {
     Tail,
     Head,
+}
+
+/// How large a new segment should be.
+#[derive(Clone, Copy, Debug)]
+enum Size {
+    /// Twice the full segment it follows (the queue is growing).
+    After(u32),
+    /// The first segment's size (the queue drained).
+    Small,
+}
+
+/// What a consumer learned about the queue.
+enum Step<R> {
+    Got(R),
+    /// Look again (moved to the next segment, stepped over a hole, ...).
+    Again,
 }
 
 /// One process's view of an unbounded queue: where it pushes and where it
@@ -130,7 +161,7 @@ impl<S: SegmentStore> Chain<S> {
     /// Joins the chain of `store`, whose segment 0 has geometry `base`.
     pub(crate) fn new(store: S, base: MpmcGeometry) -> Result<Chain<S>, StoreError> {
         let first = store
-            .open(0, &base)?
+            .open(0)?
             .ok_or_else(|| StoreError::Unavailable("segment 0 is missing".into()))?;
         let mut chain = Chain {
             store,
@@ -144,22 +175,25 @@ impl<S: SegmentStore> Chain<S> {
     }
 
     fn open(&self, id: u64) -> Result<Option<Arc<S::Seg>>, StoreError> {
-        let geometry = segment_geometry(self.base, id);
-        let seg = self.store.open(id, &geometry)?;
+        let seg = self.store.open(id)?;
         if let Some(s) = &seg {
             if s.number() != id {
-                return Err(StoreError::Corrupt(Corruption::new(
-                    "segment number",
-                    s.number(),
-                    id,
-                )));
+                return Err(Corruption::new("segment number", s.number(), id).into());
             }
-            if *s.ring().geometry() != geometry {
-                return Err(StoreError::Corrupt(Corruption::new(
-                    "segment capacity",
-                    s.ring().geometry().capacity.into(),
-                    geometry.capacity.into(),
-                )));
+            let g = s.ring().geometry();
+            if g.slot_size != self.base.slot_size || g.stride != self.base.stride {
+                return Err(Corruption::new(
+                    "segment slot size",
+                    g.slot_size.into(),
+                    self.base.slot_size.into(),
+                )
+                .into());
+            }
+            let max = max_capacity(self.base.stride).max(self.base.capacity);
+            if g.capacity > max {
+                return Err(
+                    Corruption::new("segment capacity", g.capacity.into(), max.into()).into(),
+                );
             }
         }
         Ok(seg)
@@ -169,11 +203,7 @@ impl<S: SegmentStore> Chain<S> {
     fn check_id(&self, id: u64) -> Result<(), StoreError> {
         let last = self.store.last_segment().load(Ordering::Acquire);
         if id > last {
-            return Err(StoreError::Corrupt(Corruption::new(
-                "segment number",
-                id,
-                last,
-            )));
+            return Err(Corruption::new("segment number", id, last).into());
         }
         Ok(())
     }
@@ -181,35 +211,42 @@ impl<S: SegmentStore> Chain<S> {
     /// Opens the segment the head or tail word names, retrying while it is
     /// removed under us (the word has moved on by then).
     fn restart(&self, from: Restart) -> Result<Arc<S::Seg>, StoreError> {
+        let word = match from {
+            Restart::Tail => self.store.tail_segment(),
+            Restart::Head => self.store.head_segment(),
+        };
+        let mut missing = None;
         for _ in 0..MAX_STEPS {
-            let word = match from {
-                Restart::Tail => self.store.tail_segment(),
-                Restart::Head => self.store.head_segment(),
-            };
             let id = word.load(Ordering::Acquire);
             self.check_id(id)?;
             if let Some(seg) = self.open(id)? {
                 return Ok(seg);
             }
+            // Removed under us: the word must have moved on. The same
+            // missing segment twice means it is gone for good.
+            if missing == Some(id) {
+                return Err(StoreError::Unavailable(format!(
+                    "segment {id}, which the queue names as its {}, is missing: the queue \
+                     was removed by hand (`hwlink rm`) or its files deleted",
+                    match from {
+                        Restart::Tail => "newest",
+                        Restart::Head => "oldest",
+                    }
+                )));
+            }
+            missing = Some(id);
+            std::thread::yield_now();
         }
-        Err(StoreError::Corrupt(Corruption::new(
-            "segment chain walk",
-            MAX_STEPS.into(),
-            MAX_STEPS.into(),
-        )))
+        Err(Corruption::new("segment chain walk", MAX_STEPS.into(), MAX_STEPS.into()).into())
     }
 
-    /// The segment after the sealed `seg`.
-    fn successor(&self, seg: &S::Seg, from: Restart) -> Result<Arc<S::Seg>, StoreError> {
-        // C1 (acquire): the sealer linked `next_segment` (C0) before it
-        // sealed, and we saw the seal with acquire.
-        let next = seg.next_segment().load(Ordering::Acquire);
+    /// The segment after the sealed `seg`, whose `next_segment` is `next`
+    /// (neither 0 nor CLOSED).
+    fn successor(&self, seg: &S::Seg, next: u64, from: Restart) -> Result<Arc<S::Seg>, StoreError> {
         if next <= seg.number() {
-            return Err(StoreError::Corrupt(Corruption::new(
-                "next segment",
-                next,
-                seg.number() + 1,
-            )));
+            return Err(
+                Corruption::new("next segment", next, seg.number().saturating_add(1)).into(),
+            );
         }
         self.check_id(next)?;
         match self.open(next)? {
@@ -219,11 +256,17 @@ impl<S: SegmentStore> Chain<S> {
         }
     }
 
-    /// Appends `msg`; never waits. Errors carry no message.
-    pub(crate) fn try_push(&mut self, msg: &[u8], sender: u32) -> Result<(), SendError<()>> {
+    /// Appends `msg` as the producer attached at `me`; never waits. Errors
+    /// carry no message.
+    pub(crate) fn try_push(
+        &mut self,
+        msg: &[u8],
+        me: u32,
+        owners: &impl Owners,
+    ) -> Result<(), SendError<()>> {
         for _ in 0..MAX_STEPS {
             let seg = self.push_seg.clone();
-            match seg.ring().try_push(msg, sender) {
+            match seg.ring().try_push(msg, me, owners) {
                 Ok(()) => return Ok(()),
                 Err(PushError::TooLarge) => {
                     return Err(SendError::TooLarge {
@@ -234,18 +277,26 @@ impl<S: SegmentStore> Chain<S> {
                 }
                 Err(PushError::Corrupt(c)) => return Err(SendError::Corrupt(c)),
                 Err(PushError::Sealed) => {
-                    // Acquire the seal before following the link (C1).
-                    let _ = seg.ring().is_sealed();
-                    self.push_seg = self.successor(&seg, Restart::Tail)?;
+                    // C1: the sealer linked (or closed) before it sealed,
+                    // and we saw the seal with acquire. A consumer gives a
+                    // drained segment back by sealing it and then linking.
+                    match seg.next_segment().load(Ordering::Acquire) {
+                        CLOSED => return Err(SendError::Disconnected(())),
+                        0 => {
+                            // Sealed drained (see `pop_step`): its bytes are
+                            // as good as given back.
+                            self.grow(&*seg, Size::Small, seg.bytes())?;
+                        }
+                        next => self.push_seg = self.successor(&seg, next, Restart::Tail)?,
+                    }
                 }
                 Err(PushError::Full) => {
                     if seg.next_segment().load(Ordering::Acquire) == 0 {
-                        self.grow(&*seg)?;
+                        self.grow(&*seg, Size::After(seg.ring().geometry().capacity), 0)?;
                     }
                     // C2: seal after the link exists, so a sealed segment
                     // always names its successor.
                     seg.ring().seal();
-                    self.push_seg = self.successor(&seg, Restart::Tail)?;
                 }
             }
         }
@@ -256,28 +307,78 @@ impl<S: SegmentStore> Chain<S> {
         )))
     }
 
-    /// Creates the segment after the full `seg` and links it, unless
-    /// another producer links one first.
-    fn grow(&self, seg: &S::Seg) -> Result<(), SendError<()>> {
+    /// The geometry of a new segment of `size`, within the byte limit:
+    /// the largest power-of-two capacity, at least 2 slots, that is no
+    /// larger than wanted and whose segment fits in what is left. None if
+    /// not even 2 slots fit.
+    fn new_geometry(&self, size: Size, in_use: u64) -> Option<MpmcGeometry> {
         let limit = self.store.byte_limit();
-        let last = self.store.last_segment().load(Ordering::Acquire);
-        let estimate = self.store.estimate(&segment_geometry(self.base, last + 1));
+        let want = match size {
+            Size::After(cap) => cap.saturating_mul(2),
+            Size::Small => self.base.capacity,
+        }
+        .clamp(2, max_capacity(self.base.stride).max(self.base.capacity));
+        let room = limit.saturating_sub(in_use);
+        let mut capacity = 1u32 << want.ilog2();
+        loop {
+            let g = MpmcGeometry {
+                capacity,
+                ..self.base
+            };
+            if self.store.estimate(&g) <= room {
+                return Some(g);
+            }
+            if capacity <= 2 {
+                return None;
+            }
+            capacity >>= 1;
+        }
+    }
+
+    /// Creates the segment after `seg` and links it, unless another
+    /// process links one first (or the queue was closed). `freed`: bytes
+    /// of `seg` that count as given back already (it is sealed and drained:
+    /// it is retired as soon as the new segment is linked).
+    fn grow(&self, seg: &S::Seg, size: Size, freed: u64) -> Result<(), SendError<()>> {
+        let limit = self.store.byte_limit();
+        let budget = limit.saturating_add(freed);
+        let in_use = self.store.bytes_in_use().load(Ordering::Acquire);
+        let Some(geometry) = self.new_geometry(size, in_use.saturating_sub(freed)) else {
+            let smallest = self.store.estimate(&MpmcGeometry {
+                capacity: 2,
+                ..self.base
+            });
+            return Err(SendError::MemoryLimit {
+                msg: (),
+                limit,
+                reason: format!(
+                    "{in_use} bytes of segments in use, the smallest next segment needs {smallest}"
+                ),
+            });
+        };
+        let estimate = self.store.estimate(&geometry);
         let before = self
             .store
             .bytes_in_use()
             .fetch_add(estimate, Ordering::AcqRel);
-        if before.saturating_add(estimate) > limit {
+        if before.saturating_add(estimate) > budget {
             self.store
                 .bytes_in_use()
                 .fetch_sub(estimate, Ordering::AcqRel);
             return Err(SendError::MemoryLimit {
                 msg: (),
                 limit,
-                reason: format!("{before} bytes in use, the next segment needs {estimate}"),
+                reason: format!("{before} bytes of segments in use, the next needs {estimate}"),
             });
         }
-        let id = self.store.last_segment().fetch_add(1, Ordering::AcqRel) + 1;
-        let geometry = segment_geometry(self.base, id);
+        let last = self.store.last_segment().fetch_add(1, Ordering::AcqRel);
+        let Some(id) = last.checked_add(1).filter(|&id| id < CLOSED) else {
+            return Err(SendError::Corrupt(Corruption::new(
+                "last segment number",
+                last,
+                CLOSED,
+            )));
+        };
         let new = match self.store.create(id, &geometry) {
             Ok(s) => s,
             Err(reason) => {
@@ -299,7 +400,7 @@ impl<S: SegmentStore> Chain<S> {
                 .bytes_in_use()
                 .fetch_sub(estimate, Ordering::AcqRel);
         }
-        // C0 (release): link the new segment; one producer wins.
+        // C0 (release): link the new segment; one process wins.
         match seg
             .next_segment()
             .compare_exchange(0, id, Ordering::AcqRel, Ordering::Acquire)
@@ -308,7 +409,8 @@ impl<S: SegmentStore> Chain<S> {
                 self.store.tail_segment().fetch_max(id, Ordering::AcqRel);
             }
             Err(_) => {
-                // Another producer linked first: ours was never reachable.
+                // Another process linked first (or closed the chain): ours
+                // was never reachable.
                 drop(new);
                 self.store.remove(id);
                 self.store.bytes_in_use().fetch_sub(real, Ordering::AcqRel);
@@ -317,27 +419,34 @@ impl<S: SegmentStore> Chain<S> {
         Ok(())
     }
 
-    /// Claims the oldest message and runs `f` on it; never waits.
+    /// Claims the oldest message and runs `f` on it, as the consumer
+    /// attached at `me`; never waits. With `removed` (the queue was
+    /// removed), an empty queue is closed for good and reported as
+    /// Disconnected once drained.
+    #[cfg(test)]
     pub(crate) fn try_pop_with<R>(
         &mut self,
+        me: u32,
+        owners: &impl Owners,
+        removed: bool,
         f: impl FnOnce(&[u8], u32) -> R,
     ) -> Result<R, RecvError> {
+        self.try_pop(me, owners, removed, &mut Some(f))
+    }
+
+    /// [`try_pop_with`](Self::try_pop_with), with the closure taken out of
+    /// `f` only when a message is claimed.
+    pub(crate) fn try_pop<R>(
+        &mut self,
+        me: u32,
+        owners: &impl Owners,
+        removed: bool,
+        f: &mut Option<impl FnOnce(&[u8], u32) -> R>,
+    ) -> Result<R, RecvError> {
         for _ in 0..MAX_STEPS {
-            let seg = self.pop_seg.clone();
-            match seg.ring().try_claim() {
-                Ok(claim) => {
-                    return seg.ring().read(claim, f).map_err(|e| match e {
-                        PopError::Corrupt(c) => RecvError::Corrupt(c),
-                        PopError::Empty | PopError::Drained => RecvError::Empty,
-                    })
-                }
-                Err(PopError::Empty) => return Err(RecvError::Empty),
-                Err(PopError::Corrupt(c)) => return Err(RecvError::Corrupt(c)),
-                Err(PopError::Drained) => {
-                    let next = self.successor(&seg, Restart::Head)?;
-                    self.retire(&*seg, next.number());
-                    self.pop_seg = next;
-                }
+            match self.pop_step(me, owners, removed, f)? {
+                Step::Got(r) => return Ok(r),
+                Step::Again => {}
             }
         }
         Err(RecvError::Corrupt(Corruption::new(
@@ -345,6 +454,74 @@ impl<S: SegmentStore> Chain<S> {
             MAX_STEPS.into(),
             MAX_STEPS.into(),
         )))
+    }
+
+    fn pop_step<R>(
+        &mut self,
+        me: u32,
+        owners: &impl Owners,
+        removed: bool,
+        f: &mut Option<impl FnOnce(&[u8], u32) -> R>,
+    ) -> Result<Step<R>, RecvError> {
+        let seg = self.pop_seg.clone();
+        let ring = seg.ring();
+        match ring.try_claim(me, owners) {
+            Ok(claim) => {
+                let f = f.take().expect("the receive closure runs once");
+                ring.read(claim, f).map(Step::Got).map_err(|e| match e {
+                    PopError::Corrupt(c) => RecvError::Corrupt(c),
+                    PopError::Empty | PopError::Drained => RecvError::Empty,
+                })
+            }
+            Err(PopError::Corrupt(c)) => Err(RecvError::Corrupt(c)),
+            Err(PopError::Empty) => {
+                let next = seg.next_segment().load(Ordering::Acquire);
+                let large = seg.number() > 0
+                    && ring.geometry().capacity > self.base.capacity
+                    && ring.len().is_ok_and(|n| n == 0);
+                if removed || (next == 0 && large) {
+                    // Removed: seal, so that Empty and Drained tell exactly
+                    // whether anything accepted is left. Drained and large:
+                    // seal, so that the next message goes into a small
+                    // segment and this one can be given back.
+                    ring.seal();
+                    return Ok(Step::Again);
+                }
+                Err(RecvError::Empty)
+            }
+            Err(PopError::Drained) => {
+                match seg.next_segment().load(Ordering::Acquire) {
+                    CLOSED => Err(RecvError::Disconnected),
+                    0 if removed => {
+                        // Nothing may follow: close the link, unless a
+                        // producer linked a segment first.
+                        let _ = seg.next_segment().compare_exchange(
+                            0,
+                            CLOSED,
+                            Ordering::AcqRel,
+                            Ordering::Acquire,
+                        );
+                        Ok(Step::Again)
+                    }
+                    0 => {
+                        // Sealed to be given back: link a small successor
+                        // (its bytes count against those of this one). If
+                        // even that fails, a producer links one later.
+                        match self.grow(&*seg, Size::Small, seg.bytes()) {
+                            Ok(()) => Ok(Step::Again),
+                            Err(SendError::Corrupt(c)) => Err(RecvError::Corrupt(c)),
+                            Err(_) => Err(RecvError::Empty),
+                        }
+                    }
+                    next => {
+                        let succ = self.successor(&seg, next, Restart::Head)?;
+                        self.retire(&*seg, succ.number());
+                        self.pop_seg = succ;
+                        Ok(Step::Again)
+                    }
+                }
+            }
+        }
     }
 
     /// `seg` is sealed and drained: the first consumer to move the head
@@ -365,28 +542,44 @@ impl<S: SegmentStore> Chain<S> {
         }
     }
 
-    /// Whether a message may be ready (for sleep re-checks): cheap, claims
-    /// nothing.
-    pub(crate) fn maybe_ready(&self) -> bool {
-        match self.pop_seg.ring().len() {
-            Ok(n) => n > 0 || self.pop_seg.ring().is_sealed(),
-            Err(_) => true,
+    /// Whether a receive could make progress now (a message, a hole to step
+    /// over, a drained segment to leave): cheap, claims nothing. With
+    /// `removed`, an empty queue is progress too (it gets closed).
+    pub(crate) fn head(&self, owners: &impl Owners, removed: bool) -> bool {
+        match self.pop_seg.ring().head(owners) {
+            Head::Ready | Head::Drained => true,
+            Head::Empty => removed,
         }
     }
 
     /// Messages queued in the live segments (diagnostics).
     pub(crate) fn len(&self) -> u64 {
-        let mut n = 0;
+        let mut n = 0u64;
         let mut seg = Some(self.pop_seg.clone());
-        let mut steps = 0;
+        let mut steps = 0u32;
         while let Some(s) = seg.take() {
-            n += s.ring().len().unwrap_or(0);
-            steps += 1;
+            n = n.saturating_add(s.ring().len().unwrap_or(0));
+            steps = steps.saturating_add(1);
             let next = s.next_segment().load(Ordering::Acquire);
-            if next > s.number() && steps < 64 {
+            if next > s.number() && next != CLOSED && steps < 64 {
                 seg = self.open(next).ok().flatten();
             }
         }
         n
+    }
+
+    /// Takes back every slot the dead attachment `owner` holds, in every
+    /// live segment (before its entry is reused).
+    pub(crate) fn recover_owner(&self, owner: u32) {
+        let mut seg = Some(self.pop_seg.clone());
+        let mut steps = 0u32;
+        while let Some(s) = seg.take() {
+            s.ring().recover_owner(owner);
+            steps = steps.saturating_add(1);
+            let next = s.next_segment().load(Ordering::Acquire);
+            if next > s.number() && next != CLOSED && steps < MAX_STEPS {
+                seg = self.open(next).ok().flatten();
+            }
+        }
     }
 }

@@ -18,6 +18,9 @@ use loom::sync::Mutex;
 #[cfg(not(loom))]
 use std::sync::Mutex;
 
+/// The owner tag consumers hold slots under in these tests.
+const CONSUMER: u32 = 40;
+
 /// Payload bytes per slot in these tests.
 const SLOT: usize = 8;
 
@@ -158,7 +161,7 @@ impl SegmentStore for HeapStore {
     fn estimate(&self, geometry: &MpmcGeometry) -> u64 {
         u64::from(geometry.capacity) * 64
     }
-    fn open(&self, id: u64, _: &MpmcGeometry) -> Result<Option<Arc<HeapSeg>>, StoreError> {
+    fn open(&self, id: u64) -> Result<Option<Arc<HeapSeg>>, StoreError> {
         Ok(self.0.segments.lock().unwrap().get(&id).cloned())
     }
     fn create(&self, id: u64, geometry: &MpmcGeometry) -> Result<Arc<HeapSeg>, String> {
@@ -215,18 +218,22 @@ mod heap {
         let mut rx = handle(&store, 2);
         let n = if cfg!(miri) { 40 } else { 1000 };
         for i in 0..n {
-            tx.try_push(&msg(1, i), 1).unwrap();
+            tx.try_push(&msg(1, i), 1, &()).unwrap();
         }
         let segments = store.0.segments.lock().unwrap().len();
         assert!(segments > 3, "only {segments} segments for {n} messages");
         assert_eq!(rx.len(), u64::from(n));
         for i in 0..n {
             assert_eq!(
-                rx.try_pop_with(|b, s| (b.to_vec(), s)).unwrap(),
+                rx.try_pop_with(CONSUMER, &(), false, |b, s| (b.to_vec(), s))
+                    .unwrap(),
                 (msg(1, i).to_vec(), 1)
             );
         }
-        assert_eq!(rx.try_pop_with(|b, _| b.to_vec()), Err(RecvError::Empty));
+        assert_eq!(
+            rx.try_pop_with(CONSUMER, &(), false, |b, _| b.to_vec()),
+            Err(RecvError::Empty)
+        );
         // Every drained segment was retired: only the newest is left
         // besides segment 0 (which lives as long as the mailbox).
         let left = store.0.segments.lock().unwrap().len();
@@ -245,18 +252,26 @@ mod heap {
         let mut tx = handle(&store, 2);
         let mut rx = handle(&store, 2);
         for i in 0..6 {
-            tx.try_push(&msg(1, i), 1).unwrap();
+            tx.try_push(&msg(1, i), 1, &()).unwrap();
         }
-        match tx.try_push(&msg(1, 6), 1) {
+        match tx.try_push(&msg(1, 6), 1, &()) {
             Err(SendError::MemoryLimit { limit, .. }) => assert_eq!(limit, 384),
             other => panic!("past the limit: {other:?}"),
         }
         assert_eq!(store.0.bytes.load(Ordering::Relaxed), 384);
         for i in 0..6 {
-            assert_eq!(rx.try_pop_with(|b, _| b.to_vec()).unwrap(), msg(1, i));
+            assert_eq!(
+                rx.try_pop_with(CONSUMER, &(), false, |b, _| b.to_vec())
+                    .unwrap(),
+                msg(1, i)
+            );
         }
-        tx.try_push(&msg(1, 6), 1).unwrap();
-        assert_eq!(rx.try_pop_with(|b, _| b.to_vec()).unwrap(), msg(1, 6));
+        tx.try_push(&msg(1, 6), 1, &()).unwrap();
+        assert_eq!(
+            rx.try_pop_with(CONSUMER, &(), false, |b, _| b.to_vec())
+                .unwrap(),
+            msg(1, 6)
+        );
     }
 
     #[test]
@@ -264,28 +279,133 @@ mod heap {
         let store = queue(2, u64::MAX);
         let mut tx = handle(&store, 2);
         let mut rx = handle(&store, 2);
-        tx.try_push(&msg(1, 0), 1).unwrap();
-        tx.try_push(&msg(1, 1), 1).unwrap();
+        tx.try_push(&msg(1, 0), 1, &()).unwrap();
+        tx.try_push(&msg(1, 1), 1, &()).unwrap();
         // Seal segment 0 with a link to a segment never handed out.
         let first = store.0.segments.lock().unwrap()[&0].clone();
         first.next.store(99, Ordering::Relaxed);
         first.ring.seal();
         assert!(matches!(
-            tx.try_push(&msg(1, 2), 1),
+            tx.try_push(&msg(1, 2), 1, &()),
             Err(SendError::Corrupt(_))
         ));
-        rx.try_pop_with(|_, _| ()).unwrap();
-        rx.try_pop_with(|_, _| ()).unwrap();
+        rx.try_pop_with(CONSUMER, &(), false, |_, _| ()).unwrap();
+        rx.try_pop_with(CONSUMER, &(), false, |_, _| ()).unwrap();
         assert!(matches!(
-            rx.try_pop_with(|_, _| ()),
+            rx.try_pop_with(CONSUMER, &(), false, |_, _| ()),
             Err(RecvError::Corrupt(_))
         ));
-        // A link backwards.
+        // Sealed and drained with no successor is not corrupt: it is how
+        // a consumer gives a segment back; the receive links a new one.
         first.next.store(0, Ordering::Relaxed);
+        assert_eq!(
+            rx.try_pop_with(CONSUMER, &(), false, |_, _| ()),
+            Err(RecvError::Empty)
+        );
+        let second = store.0.segments.lock().unwrap()[&1].clone();
+        assert_eq!(first.next.load(Ordering::Relaxed), 1);
+        // A link backwards (to itself).
+        second.next.store(1, Ordering::Relaxed);
+        second.ring.seal();
         assert!(matches!(
-            rx.try_pop_with(|_, _| ()),
+            rx.try_pop_with(CONSUMER, &(), false, |_, _| ()),
             Err(RecvError::Corrupt(_))
         ));
+    }
+
+    /// A removed queue: receivers drain every segment, then close the
+    /// chain; a send after that fails, and nothing accepted is lost.
+    #[test]
+    fn removal_drains_then_closes() {
+        let store = queue(2, u64::MAX);
+        let mut tx = handle(&store, 2);
+        let mut rx = handle(&store, 2);
+        for i in 0..7 {
+            tx.try_push(&msg(1, i), 1, &()).unwrap();
+        }
+        for i in 0..7 {
+            let got = rx.try_pop_with(CONSUMER, &(), true, |b, _| b.to_vec());
+            assert_eq!(got.unwrap(), msg(1, i));
+        }
+        assert_eq!(
+            rx.try_pop_with(CONSUMER, &(), true, |b, _| b.to_vec()),
+            Err(RecvError::Disconnected)
+        );
+        assert!(matches!(
+            tx.try_push(&msg(1, 7), 1, &()),
+            Err(SendError::Disconnected(()))
+        ));
+        assert_eq!(
+            rx.try_pop_with(CONSUMER, &(), true, |b, _| b.to_vec()),
+            Err(RecvError::Disconnected)
+        );
+    }
+
+    /// A dead producer's hole in a segment is stepped over; the chain goes
+    /// on past it.
+    #[test]
+    fn holes_are_stepped_over_across_segments() {
+        let store = queue(2, u64::MAX);
+        let mut tx = handle(&store, 2);
+        let mut rx = handle(&store, 2);
+        let first = store.0.segments.lock().unwrap()[&0].clone();
+        first.ring.claim_and_abandon(3).unwrap();
+        for i in 0..5 {
+            tx.try_push(&msg(1, i), 1, &()).unwrap();
+        }
+        let dead = |o: u32| o == 3;
+        for i in 0..5 {
+            let got = rx.try_pop_with(CONSUMER, &dead, false, |b, _| b.to_vec());
+            assert_eq!(got.unwrap(), msg(1, i));
+        }
+    }
+
+    /// Draining a large newest segment gives it back: a small one takes
+    /// its place and the bytes in use drop.
+    #[test]
+    fn a_drained_queue_gives_back_its_large_segment() {
+        let store = queue(2, u64::MAX);
+        let mut tx = handle(&store, 2);
+        let mut rx = handle(&store, 2);
+        for i in 0..100 {
+            tx.try_push(&msg(1, i), 1, &()).unwrap();
+        }
+        let peak = store.0.bytes.load(Ordering::Relaxed);
+        for i in 0..100 {
+            let got = rx.try_pop_with(CONSUMER, &(), false, |b, _| b.to_vec());
+            assert_eq!(got.unwrap(), msg(1, i));
+        }
+        assert_eq!(
+            rx.try_pop_with(CONSUMER, &(), false, |b, _| b.to_vec()),
+            Err(RecvError::Empty)
+        );
+        let now = store.0.bytes.load(Ordering::Relaxed);
+        // Segment 0 and one small segment: 2 + 2 slots of 64 bytes.
+        assert_eq!(now, 4 * 64, "peak {peak}");
+        tx.try_push(&msg(2, 0), 2, &()).unwrap();
+        assert_eq!(
+            rx.try_pop_with(CONSUMER, &(), false, |b, _| b.to_vec())
+                .unwrap(),
+            msg(2, 0)
+        );
+    }
+
+    /// The byte limit bounds the memory of all segments, and growth uses
+    /// what is left of it: the last segment shrinks to fit.
+    #[test]
+    fn growth_fills_the_byte_limit() {
+        // Segment 0: 2 slots (128 B). Limit 128 + 256 + 128: segment 1 gets
+        // 4 slots, segment 2 (which would want 8) gets the 2 that fit.
+        let store = queue(2, 128 + 256 + 128);
+        let mut tx = handle(&store, 2);
+        for i in 0..8 {
+            tx.try_push(&msg(1, i), 1, &()).unwrap();
+        }
+        assert!(matches!(
+            tx.try_push(&msg(1, 8), 1, &()),
+            Err(SendError::MemoryLimit { limit: 512, .. })
+        ));
+        assert_eq!(store.0.bytes.load(Ordering::Relaxed), 512);
     }
 
     /// Producers and consumers on threads through a chain that keeps
@@ -307,7 +427,7 @@ mod heap {
             threads.push(std::thread::spawn(move || {
                 let mut tx = handle(&store, 2);
                 for i in 0..per {
-                    tx.try_push(&msg(p, i), u32::from(p)).unwrap();
+                    tx.try_push(&msg(p, i), u32::from(p), &()).unwrap();
                 }
                 Vec::new()
             }));
@@ -320,7 +440,7 @@ mod heap {
                 let mut last = vec![None::<u32>; producers as usize];
                 let mut got = Vec::new();
                 while taken.load(Ordering::Relaxed) < total {
-                    match rx.try_pop_with(|b, s| (b.to_vec(), s)) {
+                    match rx.try_pop_with(CONSUMER, &(), false, |b, s| (b.to_vec(), s)) {
                         Ok((b, s)) => {
                             taken.fetch_add(1, Ordering::Relaxed);
                             assert_eq!(b[0] as u32, s);
@@ -367,20 +487,20 @@ mod loom_models {
                     let store = store.clone();
                     loom::thread::spawn(move || {
                         let mut tx = handle(&store, 2);
-                        tx.try_push(&msg(p, 0), u32::from(p)).unwrap();
-                        tx.try_push(&msg(p, 1), u32::from(p)).unwrap();
+                        tx.try_push(&msg(p, 0), u32::from(p), &()).unwrap();
+                        tx.try_push(&msg(p, 1), u32::from(p), &()).unwrap();
                     })
                 })
                 .collect();
             let mut rx = handle(&store, 2);
             let mut got = Vec::new();
-            if let Ok(m) = rx.try_pop_with(|b, _| b.to_vec()) {
+            if let Ok(m) = rx.try_pop_with(CONSUMER, &(), false, |b, _| b.to_vec()) {
                 got.push(m);
             }
             for t in producers {
                 t.join().unwrap();
             }
-            while let Ok(m) = rx.try_pop_with(|b, _| b.to_vec()) {
+            while let Ok(m) = rx.try_pop_with(CONSUMER, &(), false, |b, _| b.to_vec()) {
                 got.push(m);
             }
             assert_eq!(got.len(), 4, "{got:?}");

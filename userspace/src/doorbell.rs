@@ -21,6 +21,12 @@ pub(crate) trait Wake: Send + Sync + std::fmt::Debug {
     fn wake(&self, count: &AtomicU32);
 }
 
+/// Tokens a sleeper takes in a row, with its condition still false, before
+/// it treats the count as flooded.
+const FLOOD_HINTS: u32 = 64;
+/// How long a sleeper naps between looks while the count is flooded.
+const FLOOD_NAP: Duration = Duration::from_millis(1);
+
 /// A doorbell living in shared (or, for tests, heap) memory.
 #[derive(Debug)]
 pub(crate) struct Doorbell {
@@ -147,8 +153,18 @@ impl Doorbell {
         slice: Option<Duration>,
     ) -> Result<Slept<T>, E> {
         self.waiters().fetch_add(1, Ordering::Relaxed);
-        let mut slice_elapsed = false;
+        // Tokens taken in a row without the condition becoming true: more
+        // than a few means the count is being flooded (a hostile peer keeps
+        // writing it), and a futex wait on a non-zero count would return at
+        // once: then the sleeper naps instead, so that it neither spins nor
+        // overstays its deadline.
+        let mut hints = 0u32;
+        let mut slice_start = Instant::now();
         let outcome = loop {
+            let slice_elapsed = slice.is_some_and(|s| slice_start.elapsed() >= s);
+            if slice_elapsed {
+                slice_start = Instant::now();
+            }
             // F1/F3: pairs with the fence a poster executes between
             // publishing and reading `waiters`: either it sees us registered,
             // or we see what it published.
@@ -158,24 +174,41 @@ impl Doorbell {
                 Ok(None) => {}
                 Err(e) => break Err(e),
             }
-            if tokens_are_hints && self.try_wait() {
-                continue;
-            }
-            let timeout = match (deadline, slice) {
-                (None, None) => None,
-                (Some(d), s) => {
+            // Every path looks at the deadline: no count, flooded or not,
+            // keeps a sleeper past it.
+            let left = match deadline {
+                Some(d) => {
                     let left = d.saturating_duration_since(Instant::now());
                     if left.is_zero() {
                         break Ok(Slept::TimedOut);
                     }
-                    Some(s.map_or(left, |s| s.min(left)))
+                    Some(left)
                 }
+                None => None,
+            };
+            let timeout = match (left, slice) {
+                (None, None) => None,
+                (Some(l), s) => Some(s.map_or(l, |s| s.min(l))),
                 (None, Some(s)) => Some(s),
             };
-            slice_elapsed = !match &self.wake {
-                None => futex::wait(self.count(), 0, timeout),
-                Some(w) => w.sleep(self.count(), timeout),
-            };
+            if tokens_are_hints && hints < FLOOD_HINTS && self.try_wait() {
+                hints = hints.saturating_add(1);
+                continue;
+            }
+            if hints >= FLOOD_HINTS && self.count().load(Ordering::Relaxed) != 0 {
+                // Flooded: nap, then look again (a real post is seen by
+                // that look), for the rest of this sleep.
+                std::thread::sleep(timeout.map_or(FLOOD_NAP, |t| t.min(FLOOD_NAP)));
+                continue;
+            }
+            match &self.wake {
+                None => {
+                    futex::wait(self.count(), 0, timeout);
+                }
+                Some(w) => {
+                    w.sleep(self.count(), timeout);
+                }
+            }
         };
         self.waiters().fetch_sub(1, Ordering::Relaxed);
         outcome
@@ -260,6 +293,31 @@ mod tests {
         let d = HeapDoorbell::new();
         d.bell.notify();
         assert_eq!(d.bell.pending(), 0);
+    }
+
+    /// A count a hostile peer sets to nearly 2^32 (and keeps there) must
+    /// neither keep a timed sleep past its deadline nor make it spin.
+    #[test]
+    fn a_flooded_count_keeps_the_deadline() {
+        let d = HeapDoorbell::new();
+        d.words[0].store(0xffff_fffe, Ordering::SeqCst);
+        let t0 = Instant::now();
+        let mut looks = 0u32;
+        let slept: Result<_, ()> = d.bell.sleep_until(
+            |_| {
+                looks += 1;
+                Ok(None::<()>)
+            },
+            Some(t0 + Duration::from_millis(100)),
+            Some(Duration::from_millis(50)),
+        );
+        let took = t0.elapsed();
+        assert_eq!(slept, Ok(Slept::TimedOut));
+        assert!(took < Duration::from_millis(110), "overstayed: {took:?}");
+        // Naps of 1 ms after the first 64 tokens: about one look a
+        // millisecond, not a spinning loop.
+        assert!(looks < 64 + 150, "{looks} looks in {took:?}");
+        assert_eq!(d.bell.waiting(), 0);
     }
 
     #[test]

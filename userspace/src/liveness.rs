@@ -117,6 +117,13 @@ impl PeerWatch {
     pub(crate) fn is_alive(&self) -> bool {
         self.watch.as_ref().is_some_and(|w| w.alive())
     }
+
+    /// One system call: every thread of the process is gone (its lock was
+    /// dropped, or it has no liveness file), so whatever it held in shared
+    /// memory may be taken from it.
+    pub(crate) fn gone_for_good(&self) -> bool {
+        !self.is_alive()
+    }
 }
 
 /// The CPUs (0..63) this thread may run on, as a bit mask.

@@ -11,7 +11,8 @@
 use crate::chain::Chain;
 use crate::doorbell::Doorbell;
 use crate::error::{OpenError, RecvError, SendError};
-use crate::mpmc::{self, MpmcGeometry, PopError, PushError};
+use crate::liveness::PeerWatch;
+use crate::mpmc::{self, Head, MpmcGeometry, Owners, PopError, PushError, MAX_OWNERS};
 use crate::region::{
     self, MailboxConfig, MailboxParts, MpmcParts, ObjectInit, ObjectSpec, RegionMap,
     RendezvousParts,
@@ -26,6 +27,7 @@ use hwlink_hw::{
     HWL_FEAT_FUTEX_DOORBELL, HWL_FEAT_MAILBOX, HWL_FEAT_MPMC_RING, HWL_MAX_ATTACHMENTS,
     HWL_OBJ_MAILBOX, HWL_OBJ_MPMC_RING,
 };
+use std::cell::RefCell;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,11 +40,6 @@ pub const MAX_MAILBOX_NAME: usize = 32;
 pub const DEFAULT_MAILBOX_CAPACITY: u32 = 1024;
 /// Default most bytes of one message.
 pub const DEFAULT_MAILBOX_SLOT_SIZE: u32 = 240;
-/// How long a waiting end sleeps at most before re-checking that the
-/// mailbox still exists.
-const SLEEP_SLICE: Duration = Duration::from_millis(50);
-/// How long spin-then-park spins before it sleeps.
-const SPIN: Duration = Duration::from_micros(50);
 
 /// How a link or mailbox buffers messages, fixed at creation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -442,6 +439,79 @@ enum Queue {
     Zero(RendezvousParts),
 }
 
+/// The processes attached to a queue, by attachment entry, as the ring
+/// asks about them ([`Owners`]): an entry's holder is gone once nobody
+/// holds the entry, or once the kernel has dropped the liveness lock of the
+/// process that does. Looked at only when a slot is found held; the lock
+/// (a system call) at most every [`LOCK_CHECK_EVERY`] per holder, unless
+/// the holder's robust word already says it died.
+#[derive(Debug)]
+struct Attached {
+    ctl: MailboxParts,
+    token: u32,
+    cache: RefCell<Vec<Option<Holder>>>,
+}
+
+#[derive(Debug)]
+struct Holder {
+    token: u32,
+    watch: PeerWatch,
+    checked: Option<Instant>,
+}
+
+/// Shortest time between two checks of one holder's liveness lock.
+const LOCK_CHECK_EVERY: Duration = Duration::from_millis(20);
+
+impl Attached {
+    fn new(ctl: MailboxParts, token: u32) -> Attached {
+        Attached {
+            ctl,
+            token,
+            cache: RefCell::new((0..MAX_OWNERS).map(|_| None).collect()),
+        }
+    }
+}
+
+impl Owners for Attached {
+    fn dead(&self, owner: u32) -> bool {
+        if owner >= MAX_OWNERS {
+            return true;
+        }
+        let token = self
+            .ctl
+            .attachment(owner as usize)
+            .token
+            .load(Ordering::Acquire);
+        if token == 0 {
+            // Nobody holds the entry: its holder detached (never while it
+            // held a slot) or died and was reaped.
+            return true;
+        }
+        if token == self.token {
+            return false;
+        }
+        let mut cache = self.cache.borrow_mut();
+        let slot = &mut cache[owner as usize];
+        let holder = match slot {
+            Some(h) if h.token == token => h,
+            _ => slot.insert(Holder {
+                token,
+                watch: PeerWatch::new(token),
+                checked: None,
+            }),
+        };
+        let due = holder.watch.died()
+            || holder
+                .checked
+                .map_or(true, |t| t.elapsed() >= LOCK_CHECK_EVERY);
+        if !due {
+            return false;
+        }
+        holder.checked = Some(Instant::now());
+        holder.watch.gone_for_good()
+    }
+}
+
 /// One process's attachment to a mailbox. Use one handle per thread
 /// (methods take `&mut self`); open another for another thread.
 #[derive(Debug)]
@@ -454,7 +524,7 @@ pub struct Mailbox {
     wait: WaitStrategy,
     access: Access,
     /// Our entry in the attachment table (also the sender tag of our
-    /// messages).
+    /// messages, and the owner tag of the slots we hold).
     entry: u32,
     created: bool,
     /// Pinned to one CPU: a peer may share it, so waiting yields between
@@ -464,6 +534,7 @@ pub struct Mailbox {
     /// parks, then once per slice): a domain link wakes the receiver's
     /// inbox with it, so that `recv_any` finds the offer.
     on_offer: Option<OfferHook>,
+    attached: Attached,
 }
 
 /// See [`Mailbox::set_offer_hook`].
@@ -541,6 +612,7 @@ impl Mailbox {
             tag,
         } = place;
         let name = map.name().to_string();
+        let me = crate::liveness::me()?;
         let ctl = MailboxParts::locate_object(map.clone(), &ctl_obj)?;
         let config = *ctl.config();
         if access.bits() & !config.access != 0 {
@@ -550,10 +622,7 @@ impl Mailbox {
                 allowed: Access::describe(config.access),
             });
         }
-        if !creating && ctl.removed().load(Ordering::Acquire) != 0 {
-            return Err(OpenError::Map(hwlink_drivers::MapError::NotFound { name }));
-        }
-        if config.buffering == HWL_BUF_ZERO {
+        let queue = if config.buffering == HWL_BUF_ZERO {
             let rdv = RendezvousParts::locate_object(map.clone(), &ring_obj)?;
             if rdv.rdv().slot_size() != config.slot_size as usize {
                 return Err(OpenError::Corrupt {
@@ -565,59 +634,51 @@ impl Mailbox {
                     ),
                 });
             }
-            return Mailbox::finish_attach(name, ctl, Queue::Zero(rdv), wait, access);
-        }
-        let ring = MpmcParts::locate_object(map.clone(), &ring_obj)?;
-        if ring.ring().geometry().slot_size != config.slot_size {
-            return Err(OpenError::Corrupt {
-                name,
-                source: crate::error::Corruption::new(
-                    "mailbox ring slot size",
-                    ring.ring().geometry().slot_size.into(),
-                    config.slot_size.into(),
-                ),
-            });
-        }
-        let queue = match config.buffering {
-            HWL_BUF_BOUNDED => Queue::Bounded(ring),
-            HWL_BUF_UNBOUNDED => {
-                let base = *ring.ring().geometry();
-                let store = RegionStore::new(ctl.clone(), ring, tag, backend, ready_timeout);
-                let chain = Chain::new(store, base).map_err(|e| match e {
-                    crate::chain::StoreError::Corrupt(source) => OpenError::Corrupt {
-                        name: name.clone(),
-                        source,
-                    },
-                    crate::chain::StoreError::Unavailable(reason) => {
-                        OpenError::InvalidConfig(format!("mailbox `{name}`: {reason}"))
-                    }
-                })?;
-                Queue::Unbounded(Box::new(chain))
-            }
-            _ => {
-                return Err(OpenError::UnsupportedFeatures {
+            Queue::Zero(rdv)
+        } else {
+            let ring = MpmcParts::locate_object(map.clone(), &ring_obj)?;
+            if ring.ring().geometry().slot_size != config.slot_size {
+                return Err(OpenError::Corrupt {
                     name,
-                    unknown: HWL_FEAT_MAILBOX,
-                })
+                    source: crate::error::Corruption::new(
+                        "mailbox ring slot size",
+                        ring.ring().geometry().slot_size.into(),
+                        config.slot_size.into(),
+                    ),
+                });
+            }
+            match config.buffering {
+                HWL_BUF_BOUNDED => Queue::Bounded(ring),
+                HWL_BUF_UNBOUNDED => {
+                    let base = *ring.ring().geometry();
+                    let store = RegionStore::new(ctl.clone(), ring, tag, backend, ready_timeout);
+                    let chain = Chain::new(store, base).map_err(|e| match e {
+                        crate::chain::StoreError::Corrupt(source) => OpenError::Corrupt {
+                            name: name.clone(),
+                            source,
+                        },
+                        crate::chain::StoreError::Unavailable(reason) => {
+                            OpenError::InvalidConfig(format!("mailbox `{name}`: {reason}"))
+                        }
+                    })?;
+                    Queue::Unbounded(Box::new(chain))
+                }
+                _ => {
+                    return Err(OpenError::UnsupportedFeatures {
+                        name,
+                        unknown: HWL_FEAT_MAILBOX,
+                    })
+                }
             }
         };
-        Mailbox::finish_attach(name, ctl, queue, wait, access)
-    }
-
-    fn finish_attach(
-        name: String,
-        ctl: MailboxParts,
-        queue: Queue,
-        wait: WaitStrategy,
-        access: Access,
-    ) -> Result<Mailbox, OpenError> {
-        let me = crate::liveness::me()?;
-        let entry = claim_entry(&ctl, access.bits(), me).ok_or(OpenError::TooManyAttachments {
-            name: name.clone(),
-            max: HWL_MAX_ATTACHMENTS,
-        })?;
+        let (entry, reaped) =
+            claim_entry(&ctl, access.bits(), me).ok_or(OpenError::TooManyAttachments {
+                name: name.clone(),
+                max: HWL_MAX_ATTACHMENTS,
+            })?;
+        let attached = Attached::new(ctl.clone(), me.1);
         let (not_empty, not_full) = ctl.doorbells();
-        Ok(Mailbox {
+        let mbx = Mailbox {
             name: name
                 .strip_prefix(MAILBOX_PREFIX)
                 .unwrap_or(&name)
@@ -632,7 +693,30 @@ impl Mailbox {
             created: false,
             pinned: crate::liveness::cpu_mask().count_ones() == 1,
             on_offer: None,
-        })
+            attached,
+        };
+        if let Some(dead) = reaped {
+            // The entry was a dead process's: take back the slots it held
+            // before anyone can mistake us for it.
+            mbx.recover_owner(dead);
+        }
+        // Checked after claiming an entry: a remover that missed our entry
+        // has set the flag before it looked (see `release_if_last`).
+        fence(Ordering::SeqCst);
+        if !creating && mbx.removed() {
+            return Err(OpenError::Map(hwlink_drivers::MapError::NotFound { name }));
+        }
+        Ok(mbx)
+    }
+
+    /// Takes back the slots a dead attachment held (its entry is ours now).
+    fn recover_owner(&self, entry: u32) {
+        match &self.queue {
+            Queue::Bounded(p) => p.ring().recover_owner(entry),
+            Queue::Unbounded(c) => c.recover_owner(entry),
+            // Rendezvous cells name their holders by token, not entry.
+            Queue::Zero(_) => {}
+        }
     }
 
     /// The mailbox's name (without the region prefix), or its id in hex.
@@ -684,14 +768,28 @@ impl Mailbox {
         self.on_offer = Some(OfferHook(hook));
     }
 
-    /// Whether a receive would find a message now, from memory alone.
+    /// Whether a receive could make progress now, from memory alone (a
+    /// message, a hole to step over, the end of a removed queue): what
+    /// waiters and `recv_any` poll.
     pub(crate) fn has_message_now(&self) -> bool {
+        if self.ctl.map().truncated() {
+            return true;
+        }
         match &self.queue {
-            Queue::Bounded(p) => p.ring().len().unwrap_or(1) > 0,
-            Queue::Unbounded(c) => c.maybe_ready(),
-            Queue::Zero(r) => r.rdv().sender_waiting(),
+            Queue::Bounded(p) => p.ring().head(&self.attached) != Head::Empty || self.removed(),
+            Queue::Unbounded(c) => c.head(&self.attached, self.removed()),
+            Queue::Zero(r) => r.rdv().sender_waiting() || self.removed(),
         }
     }
+
+    /// Whether a send could make progress now, from memory alone.
+    fn has_room_now(&self) -> bool {
+        match &self.queue {
+            Queue::Bounded(p) => p.ring().has_room(&self.attached) || self.removed(),
+            Queue::Unbounded(_) | Queue::Zero(_) => true,
+        }
+    }
+
     /// Bytes of memory the mailbox's segments take now.
     pub fn bytes_in_use(&self) -> u64 {
         self.ctl.bytes_in_use().load(Ordering::Relaxed)
@@ -705,26 +803,40 @@ impl Mailbox {
         self.access.bits() & bits != 0
     }
 
+    /// The error for a region another process shrank under us.
+    fn truncation(&self) -> Option<crate::error::Corruption> {
+        self.ctl.map().truncated().then(|| {
+            crate::error::Corruption::new(
+                "mailbox region size (the file was truncated by another process)",
+                0,
+                self.ctl.map().len() as u64,
+            )
+        })
+    }
+
     /// One attempt; errors carry no message.
     fn try_send_raw(&mut self, msg: &[u8]) -> Result<(), SendError<()>> {
-        if !self.can(HWL_ACCESS_SEND) {
+        if !self.can(HWL_ACCESS_SEND) || self.removed() {
             return Err(SendError::Disconnected(()));
         }
-        if self.removed() {
-            return Err(SendError::Disconnected(()));
+        if let Some(c) = self.truncation() {
+            return Err(SendError::Corrupt(c));
         }
         let sent = match &mut self.queue {
-            Queue::Bounded(p) => p.ring().try_push(msg, self.entry).map_err(|e| match e {
-                PushError::Full => SendError::Full(()),
-                PushError::Sealed => SendError::Disconnected(()),
-                PushError::TooLarge => SendError::TooLarge {
-                    msg: (),
-                    len: msg.len(),
-                    max: p.ring().geometry().slot_size as usize,
-                },
-                PushError::Corrupt(c) => SendError::Corrupt(c),
-            }),
-            Queue::Unbounded(c) => c.try_push(msg, self.entry),
+            Queue::Bounded(p) => p
+                .ring()
+                .try_push(msg, self.entry, &self.attached)
+                .map_err(|e| match e {
+                    PushError::Full => SendError::Full(()),
+                    PushError::Sealed => SendError::Disconnected(()),
+                    PushError::TooLarge => SendError::TooLarge {
+                        msg: (),
+                        len: msg.len(),
+                        max: p.ring().geometry().slot_size as usize,
+                    },
+                    PushError::Corrupt(c) => SendError::Corrupt(c),
+                }),
+            Queue::Unbounded(c) => c.try_push(msg, self.entry, &self.attached),
             Queue::Zero(r) => return r.rdv().try_send(msg).map_err(rdv_send_error),
         };
         if sent.is_ok() {
@@ -762,21 +874,17 @@ impl Mailbox {
                 .send(msg.as_ref(), deadline, self.wait, &mut still_there)
                 .map_err(|e| rdv_send_error(e).with_msg(msg));
         }
+        let mut fruitless = 0u32;
         loop {
             match self.try_send_raw(msg.as_ref()) {
                 Ok(()) => return Ok(()),
                 Err(SendError::Full(())) if block => {}
                 Err(e) => return Err(e.with_msg(msg)),
             }
-            let room = |mbx: &Mailbox| match &mbx.queue {
-                Queue::Bounded(p) => {
-                    p.ring().len().unwrap_or(0) < u64::from(p.ring().geometry().capacity)
-                }
-                Queue::Unbounded(_) | Queue::Zero(_) => true,
-            };
-            if !self.wait_for(false, deadline, room) {
+            if !self.wait_for(false, deadline, fruitless) {
                 return Err(SendError::Timeout(msg));
             }
+            fruitless = fruitless.saturating_add(1);
         }
     }
 
@@ -797,31 +905,54 @@ impl Mailbox {
         self.send_until(msg, None, false)
     }
 
-    fn try_recv_raw<R>(&mut self, f: impl FnOnce(&[u8], u32) -> R) -> Result<R, RecvError> {
+    /// One attempt. `f` is consumed only when a message is received.
+    fn try_recv_raw<R>(
+        &mut self,
+        f: &mut Option<impl FnOnce(&[u8], u32) -> R>,
+    ) -> Result<R, RecvError> {
         if !self.can(HWL_ACCESS_RECV) {
             return Err(RecvError::Disconnected);
         }
-        let got = match &mut self.queue {
-            Queue::Bounded(p) => p.ring().try_pop_with(f).map_err(|e| match e {
-                PopError::Empty => RecvError::Empty,
-                PopError::Drained => RecvError::Disconnected,
-                PopError::Corrupt(c) => RecvError::Corrupt(c),
-            }),
-            Queue::Unbounded(c) => c.try_pop_with(f),
-            Queue::Zero(r) => r.rdv().try_recv_with(|m| f(m, 0)).map_err(rdv_recv_error),
-        };
-        match got {
-            Ok(v) => {
-                if matches!(self.queue, Queue::Bounded(_)) {
-                    // F2: release the slot before reading the waiter count.
-                    fence(Ordering::SeqCst);
-                    self.not_full.notify();
-                }
-                Ok(v)
-            }
-            Err(RecvError::Empty) if self.removed() => Err(RecvError::Disconnected),
-            Err(e) => Err(e),
+        if let Some(c) = self.truncation() {
+            return Err(RecvError::Corrupt(c));
         }
+        let removed = self.removed();
+        let take = |f: &mut Option<_>| f.take().expect("the receive closure runs once");
+        let got = match &mut self.queue {
+            Queue::Bounded(p) => {
+                let ring = p.ring();
+                let mut claim = ring.try_claim(self.entry, &self.attached);
+                if removed && matches!(claim, Err(PopError::Empty)) {
+                    // Removed: seal, so that Empty and Drained tell exactly
+                    // whether anything accepted is left.
+                    ring.seal();
+                    claim = ring.try_claim(self.entry, &self.attached);
+                }
+                match claim {
+                    Ok(c) => ring.read(c, take(f)),
+                    Err(e) => Err(e),
+                }
+                .map_err(|e| match e {
+                    PopError::Empty => RecvError::Empty,
+                    PopError::Drained => RecvError::Disconnected,
+                    PopError::Corrupt(c) => RecvError::Corrupt(c),
+                })
+            }
+            Queue::Unbounded(c) => c.try_pop(self.entry, &self.attached, removed, f),
+            Queue::Zero(r) => {
+                let f = take(f);
+                match r.rdv().try_recv_with(|m| f(m, 0)).map_err(rdv_recv_error) {
+                    Err(RecvError::Empty) if removed => Err(RecvError::Disconnected),
+                    other => other,
+                }
+            }
+        };
+        if got.is_ok() && matches!(self.queue, Queue::Bounded(_)) {
+            // F2: release the slot before reading the waiter count.
+            fence(Ordering::SeqCst);
+            self.not_full.notify();
+        }
+        got
     }
 
     fn recv_until<R>(
@@ -847,82 +978,44 @@ impl Mailbox {
                 .recv_with(|m| f(m, 0), deadline, self.wait, &mut still_there)
                 .map_err(rdv_recv_error);
         }
+        // The closure is consumed only when a message was claimed.
         let mut f = Some(f);
+        let mut fruitless = 0u32;
         loop {
-            // The closure is only consumed when a message was claimed.
-            let mut taken = None;
-            match self.try_recv_raw(|b, s| {
-                let f = f.take().expect("receive closure runs once");
-                taken = Some(());
-                f(b, s)
-            }) {
+            match self.try_recv_raw(&mut f) {
                 Ok(v) => return Ok(v),
-                Err(RecvError::Empty) if block => {}
+                Err(RecvError::Empty) if block && f.is_some() => {}
                 Err(e) => return Err(e),
             }
-            debug_assert!(taken.is_none());
-            let ready = |mbx: &Mailbox| match &mbx.queue {
-                Queue::Bounded(p) => p.ring().len().unwrap_or(1) > 0 || p.ring().is_sealed(),
-                Queue::Unbounded(c) => c.maybe_ready(),
-                Queue::Zero(r) => r.rdv().sender_waiting(),
-            };
-            if !self.wait_for(true, deadline, ready) {
+            if !self.wait_for(true, deadline, fruitless) {
                 return Err(RecvError::Timeout);
             }
+            fruitless = fruitless.saturating_add(1);
         }
     }
 
-    /// Waits (per the wait strategy) until `ready`, the mailbox is removed,
-    /// or the deadline passes (false).
-    fn wait_for(
-        &self,
-        receiving: bool,
-        deadline: Option<Instant>,
-        ready: impl Fn(&Mailbox) -> bool,
-    ) -> bool {
+    /// Waits (per the wait strategy) until a receive (`receiving`) or a
+    /// send could make progress, judged exactly as the attempt judges it,
+    /// or the deadline passes (false). `fruitless`: rounds in a row this
+    /// call waited for and then found nothing (another process was
+    /// quicker, or a hostile one keeps changing the words): after a few,
+    /// a parked end naps between looks rather than spin.
+    fn wait_for(&self, receiving: bool, deadline: Option<Instant>, fruitless: u32) -> bool {
+        let check = |m: &Mailbox| {
+            if receiving {
+                m.has_message_now()
+            } else {
+                m.has_room_now()
+            }
+        };
         let bell = if receiving {
             &self.not_empty
         } else {
             &self.not_full
         };
-        let check = |m: &Mailbox| ready(m) || m.removed();
-        let spin_until = match self.wait {
-            WaitStrategy::BusyPoll => deadline,
-            WaitStrategy::SpinPark => Some(Instant::now() + SPIN),
-            WaitStrategy::Park => Some(Instant::now()),
-        };
-        let mut n = 0u32;
-        let backoff = crossbeam_utils::Backoff::new();
-        loop {
-            if check(self) {
-                return true;
-            }
-            n = n.wrapping_add(1);
-            if n % 64 == 0 {
-                let now = Instant::now();
-                if deadline.is_some_and(|d| now >= d) {
-                    return false;
-                }
-                if spin_until.is_some_and(|s| now >= s) && self.wait != WaitStrategy::BusyPoll {
-                    break;
-                }
-            }
-            if self.pinned {
-                // A peer pinned to our CPU cannot run while we spin.
-                std::thread::yield_now();
-            } else {
-                // Spin, then yield between polls: with more processes
-                // than CPUs (many producers and consumers), the one that
-                // must move next may be waiting for ours.
-                backoff.snooze();
-            }
-        }
-        let slept: Result<_, ()> = bell.sleep_until(
-            |_| Ok(check(self).then_some(())),
-            deadline,
-            Some(SLEEP_SLICE),
-        );
-        matches!(slept, Ok(crate::doorbell::Slept::Ready(())))
+        crate::wait::wait_until(bell, self.wait, self.pinned, deadline, fruitless, || {
+            check(self)
+        })
     }
 
     /// Receives the next message, waiting for one.
@@ -956,8 +1049,10 @@ impl Mailbox {
     }
 
     /// Removes the mailbox: attached processes see it gone (senders get
-    /// `Disconnected`, receivers drain what is queued, then get
-    /// `Disconnected`) and its files are unlinked. Only its creator may.
+    /// `Disconnected` at once; receivers drain what is queued, then get
+    /// `Disconnected`) and new opens fail. Its files are unlinked once no
+    /// other process is attached (the last one to detach unlinks them), so
+    /// that receivers can still reach every segment. Only its creator may.
     pub fn remove(self) -> Result<(), OpenError> {
         if !self.created {
             return Err(OpenError::InvalidConfig(format!(
@@ -966,14 +1061,19 @@ impl Mailbox {
             )));
         }
         mark_removed(&self.ctl);
-        match crate::segments::remove_with_segments(self.ctl.map().name()) {
-            Ok(()) | Err(hwlink_drivers::MapError::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e.into()),
+        if let Queue::Bounded(p) = &self.queue {
+            p.ring().seal();
         }
+        // Detaching (Drop) unlinks the files if nobody else is attached.
+        drop(self);
+        Ok(())
     }
 }
 
-/// Marks a mailbox removed and wakes everyone waiting on it.
+/// Marks a mailbox (or one direction of a domain link) removed and wakes
+/// everyone waiting on it. Sends fail from now on; receivers drain what is
+/// queued, sealing the ring (or the newest segment) themselves when they
+/// find it empty, so that nothing accepted is left behind.
 pub(crate) fn mark_removed(ctl: &MailboxParts) {
     ctl.removed().store(1, Ordering::Release);
     fence(Ordering::SeqCst);
@@ -984,32 +1084,51 @@ pub(crate) fn mark_removed(ctl: &MailboxParts) {
     }
 }
 
-/// Claims a free attachment entry (reaping those of dead processes) by
-/// the token of this process (`pid`, `token`).
-fn claim_entry(ctl: &MailboxParts, mode: u32, (pid, token): (u32, u32)) -> Option<u32> {
+/// Seals the first ring of a removed bounded queue found in `map` (for
+/// removers that have not attached: `hwlink rm`).
+pub(crate) fn seal_bounded(map: &Arc<RegionMap>, ctl: &MailboxParts, ring: &region::ObjectInfo) {
+    if ctl.config().buffering == HWL_BUF_BOUNDED {
+        if let Ok(p) = MpmcParts::locate_object(map.clone(), ring) {
+            p.ring().seal();
+        }
+    }
+}
+
+/// Whether a live process other than the one with token `except` is
+/// attached to the queue of `ctl`.
+pub(crate) fn others_attached(ctl: &MailboxParts, except: u32) -> bool {
+    (0..HWL_MAX_ATTACHMENTS as usize).any(|i| {
+        let t = ctl.attachment(i).token.load(Ordering::Acquire);
+        t != 0 && t != except && crate::liveness::is_alive(t)
+    })
+}
+
+/// Claims a free attachment entry by the token of this process (`pid`,
+/// `token`), reaping one of a dead process if none is free. Returns the
+/// entry and, if it was reaped, the entry whose slots must be taken back.
+fn claim_entry(
+    ctl: &MailboxParts,
+    mode: u32,
+    (pid, token): (u32, u32),
+) -> Option<(u32, Option<u32>)> {
     for round in 0..2 {
-        for i in 0..HWL_MAX_ATTACHMENTS as usize {
-            let a = ctl.attachment(i);
+        for i in 0..HWL_MAX_ATTACHMENTS {
+            let a = ctl.attachment(i as usize);
             let holder = a.token.load(Ordering::Acquire);
+            let mut reaped = None;
             if holder != 0 {
                 if round == 0 || crate::liveness::is_alive(holder) {
                     continue;
                 }
-                // Reap: the holder died without detaching.
-                if a.token
-                    .compare_exchange(holder, 0, Ordering::AcqRel, Ordering::Acquire)
-                    .is_err()
-                {
-                    continue;
-                }
+                reaped = Some(i);
             }
             if a.token
-                .compare_exchange(0, token, Ordering::AcqRel, Ordering::Acquire)
+                .compare_exchange(holder, token, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
             {
                 a.pid.store(pid, Ordering::Release);
                 a.mode.store(mode, Ordering::Release);
-                return Some(i as u32);
+                return Some((i, reaped));
             }
         }
     }
@@ -1019,8 +1138,10 @@ fn claim_entry(ctl: &MailboxParts, mode: u32, (pid, token): (u32, u32)) -> Optio
 /// One attachment as `hwlink ls` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttachmentInfo {
-    /// The process.
+    /// The process (in its own pid namespace).
     pub pid: u32,
+    /// Its liveness token.
+    pub token: u32,
     /// What it attached for.
     pub access: Access,
     /// Whether it is still alive.
@@ -1044,16 +1165,8 @@ pub struct MailboxInfo {
     pub attachments: Vec<AttachmentInfo>,
 }
 
-/// Reads what `hwlink ls` shows about the mailbox in a validated region;
-/// None if it holds no mailbox.
-pub(crate) fn describe(map: &Arc<RegionMap>, info: &region::RegionInfo) -> Option<MailboxInfo> {
-    let ctl = MailboxParts::locate(map.clone(), info).ok()?;
-    let c = *ctl.config();
-    let ring_obj = info.objects.iter().find(|o| o.kind == HWL_OBJ_MPMC_RING)?;
-    let queued = MpmcParts::locate_object(map.clone(), ring_obj)
-        .ok()
-        .and_then(|p| p.ring().len().ok())
-        .unwrap_or(0);
+/// The attachments of a queue control block.
+fn attachments_of(ctl: &MailboxParts) -> Vec<AttachmentInfo> {
     let mut attachments = Vec::new();
     for i in 0..HWL_MAX_ATTACHMENTS as usize {
         let a = ctl.attachment(i);
@@ -1065,6 +1178,7 @@ pub(crate) fn describe(map: &Arc<RegionMap>, info: &region::RegionInfo) -> Optio
         let mode = a.mode.load(Ordering::Acquire);
         attachments.push(AttachmentInfo {
             pid,
+            token,
             access: match mode & (HWL_ACCESS_SEND | HWL_ACCESS_RECV) {
                 HWL_ACCESS_SEND => Access::Send,
                 HWL_ACCESS_RECV => Access::Recv,
@@ -1073,6 +1187,28 @@ pub(crate) fn describe(map: &Arc<RegionMap>, info: &region::RegionInfo) -> Optio
             alive: crate::liveness::is_alive(token),
         });
     }
+    attachments
+}
+
+/// Reads what `hwlink ls` shows about the mailbox in a validated region;
+/// None if it holds no mailbox. For a domain link's queues (two control
+/// blocks), the attachments of both.
+pub(crate) fn describe(map: &Arc<RegionMap>, info: &region::RegionInfo) -> Option<MailboxInfo> {
+    let ctls: Vec<MailboxParts> = info
+        .objects
+        .iter()
+        .filter(|o| o.kind == HWL_OBJ_MAILBOX)
+        .filter_map(|o| MailboxParts::locate_object(map.clone(), o).ok())
+        .collect();
+    let ctl = ctls.first()?;
+    let c = *ctl.config();
+    let queued = info
+        .objects
+        .iter()
+        .filter(|o| o.kind == HWL_OBJ_MPMC_RING)
+        .filter_map(|o| MpmcParts::locate_object(map.clone(), o).ok())
+        .map(|p| p.ring().len().unwrap_or(0))
+        .sum();
     Some(MailboxInfo {
         id: MailboxId(c.id),
         buffering: match c.buffering {
@@ -1083,9 +1219,14 @@ pub(crate) fn describe(map: &Arc<RegionMap>, info: &region::RegionInfo) -> Optio
             _ => Buffering::Bounded(c.capacity),
         },
         queued,
-        bytes_in_use: ctl.bytes_in_use().load(Ordering::Relaxed),
-        removed: ctl.removed().load(Ordering::Acquire) != 0,
-        attachments,
+        bytes_in_use: ctls
+            .iter()
+            .map(|c| c.bytes_in_use().load(Ordering::Relaxed))
+            .sum(),
+        removed: ctls
+            .iter()
+            .any(|c| c.removed().load(Ordering::Acquire) != 0),
+        attachments: ctls.iter().flat_map(attachments_of).collect(),
     })
 }
 
@@ -1095,5 +1236,14 @@ impl Drop for Mailbox {
         a.mode.store(0, Ordering::Relaxed);
         a.pid.store(0, Ordering::Relaxed);
         a.token.store(0, Ordering::Release);
+        // The last process to detach from a removed mailbox unlinks its
+        // files (a domain link's are its domain's business).
+        fence(Ordering::SeqCst);
+        if self.removed()
+            && self.ctl.map().name().starts_with(MAILBOX_PREFIX)
+            && !others_attached(&self.ctl, 0)
+        {
+            let _ = crate::segments::remove_with_segments(self.ctl.map().name());
+        }
     }
 }

@@ -1,9 +1,12 @@
 //! Tests of the MPMC ring over heap memory: unit, multi-thread and property
 //! tests (also run under Miri), corruption tests, and loom models.
 
-use crate::mpmc::{MpmcGeometry, MpmcRing, PopError, PushError};
+use crate::mpmc::{Head, MpmcGeometry, MpmcRing, PopError, PushError};
 #[cfg(not(loom))]
 use crate::mpmc::{RawMpmc, CONTROL_BYTES};
+
+/// The owner tag the tests' consumers hold slots under.
+const CONSUMER: u32 = 40;
 
 fn geometry(capacity: u32, slot_size: u32) -> MpmcGeometry {
     MpmcGeometry {
@@ -58,7 +61,118 @@ mod heap {
     }
 
     fn pop(ring: &MpmcRing<RawMpmc>) -> Result<(Vec<u8>, u32), PopError> {
-        ring.try_pop_with(|b, s| (b.to_vec(), s))
+        ring.try_pop_with(CONSUMER, &(), |b, s| (b.to_vec(), s))
+    }
+
+    /// A producer (owner 3) that died after claiming position 0: the
+    /// position is a hole. While its owner is alive, consumers wait; once
+    /// it is dead, they void the position and step over it, and every
+    /// other producer's message arrives, in order.
+    #[test]
+    fn a_dead_producers_hole_is_stepped_over() {
+        let heap = HeapRing::new(4, 8);
+        let ring = heap.ring();
+        assert_eq!(ring.claim_and_abandon(3), Ok(0));
+        ring.try_push(b"b1", 5, &()).unwrap();
+        ring.try_push(b"b2", 5, &()).unwrap();
+        assert_eq!(
+            pop(&ring),
+            Err(PopError::Empty),
+            "the owner may still write"
+        );
+        assert_eq!(ring.head(&()), Head::Empty);
+        let dead = |o: u32| o == 3;
+        assert_eq!(ring.head(&dead), Head::Ready);
+        let got = ring.try_pop_with(CONSUMER, &dead, |b, s| (b.to_vec(), s));
+        assert_eq!(got, Ok((b"b1".to_vec(), 5)));
+        assert_eq!(pop(&ring).unwrap().0, b"b2");
+        assert_eq!(pop(&ring), Err(PopError::Empty));
+        // The voided slot went round: the ring still holds 4 messages.
+        for i in 0..4u8 {
+            ring.try_push(&[i], 5, &()).unwrap();
+        }
+        assert_eq!(ring.try_push(b"x", 5, &()), Err(PushError::Full));
+        for i in 0..4u8 {
+            assert_eq!(pop(&ring).unwrap().0, [i]);
+        }
+    }
+
+    /// A consumer (owner 7) that died while reading position 0: producers
+    /// find the ring full until they see it dead, then take the slot back.
+    #[test]
+    fn a_dead_consumers_slot_is_taken_back() {
+        let heap = HeapRing::new(2, 8);
+        let ring = heap.ring();
+        ring.try_push(b"a", 1, &()).unwrap();
+        ring.try_push(b"b", 1, &()).unwrap();
+        let claim = ring.try_claim(7, &()).unwrap();
+        let _dies_holding_it = claim;
+        assert_eq!(pop(&ring).unwrap().0, b"b");
+        // Position 2 needs slot 0, which the consumer still holds.
+        assert_eq!(ring.try_push(b"c", 1, &()), Err(PushError::Full));
+        assert!(!ring.has_room(&()));
+        let dead = |o: u32| o == 7;
+        assert!(ring.has_room(&dead));
+        assert_eq!(ring.try_push(b"c", 1, &dead), Ok(()));
+        assert_eq!(ring.try_push(b"d", 1, &()), Ok(()));
+        assert_eq!(pop(&ring).unwrap().0, b"c");
+        assert_eq!(pop(&ring).unwrap().0, b"d");
+    }
+
+    /// Whoever reuses a dead attachment's entry first takes back what it
+    /// held: its hole is voided and its read released.
+    #[test]
+    fn recover_owner_takes_back_every_slot() {
+        let heap = HeapRing::new(4, 8);
+        let ring = heap.ring();
+        ring.try_push(b"a", 1, &()).unwrap();
+        let _dies_holding_it = ring.try_claim(9, &()).unwrap();
+        assert_eq!(ring.claim_and_abandon(9), Ok(1));
+        ring.try_push(b"c", 1, &()).unwrap();
+        ring.recover_owner(9);
+        // Entry 9 now names a live process: nothing depends on it any more.
+        assert_eq!(pop(&ring).unwrap().0, b"c");
+        for i in 0..4u8 {
+            ring.try_push(&[i], 1, &()).unwrap();
+        }
+        for i in 0..4u8 {
+            assert_eq!(pop(&ring).unwrap().0, [i]);
+        }
+    }
+
+    /// A closure that panics still releases its slot.
+    #[test]
+    fn a_panicking_reader_releases_its_slot() {
+        let heap = HeapRing::new(2, 8);
+        let ring = heap.ring();
+        ring.try_push(b"a", 1, &()).unwrap();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            ring.try_pop_with(CONSUMER, &(), |_, _| panic!("reader fails"))
+        }));
+        assert!(r.is_err());
+        for i in 0..2u8 {
+            ring.try_push(&[i], 1, &()).unwrap();
+        }
+        assert_eq!(pop(&ring).unwrap().0, [0]);
+    }
+
+    /// Sealed while a producer holds a slot it has not counted yet: the
+    /// push reports Sealed and gives the slot back, and consumers see the
+    /// ring drained.
+    #[test]
+    fn seal_between_claim_and_count() {
+        let heap = HeapRing::new(4, 8);
+        let ring = heap.ring();
+        ring.try_push(b"a", 1, &()).unwrap();
+        // Claim position 1's slot by hand, as a producer does first.
+        let seq = heap.slot_word(1, 0);
+        let mine = hwlink_hw::HWL_MPMC_SEQ_WRITING | (1u64 << 56) | 1;
+        seq.compare_exchange(1, mine, Ordering::SeqCst, Ordering::SeqCst)
+            .unwrap();
+        ring.seal();
+        assert_eq!(pop(&ring).unwrap().0, b"a");
+        assert_eq!(pop(&ring), Err(PopError::Drained));
+        assert_eq!(ring.head(&()), Head::Drained);
     }
 
     #[test]
@@ -67,19 +181,19 @@ mod heap {
         let ring = heap.ring();
         for lap in 0..3u8 {
             for i in 0..4u8 {
-                ring.try_push(&[lap, i], 7).unwrap();
+                ring.try_push(&[lap, i], 7, &()).unwrap();
             }
-            assert_eq!(ring.try_push(b"x", 7), Err(PushError::Full));
+            assert_eq!(ring.try_push(b"x", 7, &()), Err(PushError::Full));
             assert_eq!(ring.len().unwrap(), 4);
             for i in 0..4u8 {
                 assert_eq!(pop(&ring).unwrap(), (vec![lap, i], 7));
             }
             assert_eq!(pop(&ring), Err(PopError::Empty));
         }
-        assert_eq!(ring.try_push(&[0; 41], 0), Err(PushError::TooLarge));
-        ring.try_push(&[0; 40], 0).unwrap();
+        assert_eq!(ring.try_push(&[0; 41], 0, &()), Err(PushError::TooLarge));
+        ring.try_push(&[0; 40], 0, &()).unwrap();
         assert_eq!(pop(&ring).unwrap().0.len(), 40);
-        ring.try_push(&[], 0).unwrap();
+        ring.try_push(&[], 0, &()).unwrap();
         assert_eq!(pop(&ring).unwrap().0.len(), 0);
     }
 
@@ -87,11 +201,11 @@ mod heap {
     fn sealed_ring_drains_then_reports_drained() {
         let heap = HeapRing::new(4, 8);
         let ring = heap.ring();
-        ring.try_push(b"a", 0).unwrap();
-        ring.try_push(b"b", 0).unwrap();
+        ring.try_push(b"a", 0, &()).unwrap();
+        ring.try_push(b"b", 0, &()).unwrap();
         ring.seal();
         assert!(ring.is_sealed());
-        assert_eq!(ring.try_push(b"c", 0), Err(PushError::Sealed));
+        assert_eq!(ring.try_push(b"c", 0, &()), Err(PushError::Sealed));
         assert_eq!(pop(&ring).unwrap().0, b"a");
         assert_eq!(pop(&ring).unwrap().0, b"b");
         assert_eq!(pop(&ring), Err(PopError::Drained));
@@ -106,8 +220,8 @@ mod heap {
         // so the next message still flows.
         let heap = HeapRing::new(2, 8);
         let ring = heap.ring();
-        ring.try_push(b"abc", 0).unwrap();
-        ring.try_push(b"def", 0).unwrap();
+        ring.try_push(b"abc", 0, &()).unwrap();
+        ring.try_push(b"def", 0, &()).unwrap();
         heap.slot_word(0, 1).store(9, Ordering::Relaxed);
         assert!(matches!(pop(&ring), Err(PopError::Corrupt(c)) if c.what == "mpmc message length"));
         assert_eq!(pop(&ring).unwrap().0, b"def");
@@ -117,7 +231,10 @@ mod heap {
         let ring = heap.ring();
         heap.slot_word(0, 0).store(1000, Ordering::Relaxed);
         heap.word(0).store(1100, Ordering::Relaxed);
-        assert!(matches!(ring.try_push(b"x", 0), Err(PushError::Corrupt(_))));
+        assert!(matches!(
+            ring.try_push(b"x", 0, &()),
+            Err(PushError::Corrupt(_))
+        ));
         heap.word(128).store(1100, Ordering::Relaxed);
         assert!(matches!(pop(&ring), Err(PopError::Corrupt(_))));
 
@@ -126,10 +243,38 @@ mod heap {
         let ring = heap.ring();
         heap.slot_word(0, 0).store(5, Ordering::Relaxed);
         assert!(
-            matches!(ring.try_push(b"x", 0), Err(PushError::Corrupt(c)) if c.what.contains("ahead"))
+            matches!(ring.try_push(b"x", 0, &()), Err(PushError::Corrupt(c)) if c.what.contains("turn"))
         );
         heap.slot_word(0, 0).store(50, Ordering::Relaxed);
-        assert!(matches!(pop(&ring), Err(PopError::Corrupt(c)) if c.what.contains("ahead")));
+        assert!(matches!(pop(&ring), Err(PopError::Corrupt(c)) if c.what.contains("turn")));
+        // A turn one lap ahead that a correct producer could have stored,
+        // but the position does not move: ahead, corrupt.
+        heap.slot_word(0, 0).store(1, Ordering::Relaxed);
+        assert!(
+            matches!(ring.try_push(b"x", 0, &()), Err(PushError::Corrupt(c)) if c.what.contains("ahead"))
+        );
+
+        // Positions at the top of the range: errors, never an overflow.
+        for pos in [u64::MAX >> 1, (1 << 56) - 1, u64::MAX >> 8] {
+            let heap = HeapRing::new(4, 8);
+            let ring = heap.ring();
+            heap.word(0).store(pos, Ordering::Relaxed);
+            heap.word(128).store(pos, Ordering::Relaxed);
+            assert!(matches!(
+                ring.try_push(b"x", 0, &()),
+                Err(PushError::Corrupt(_))
+            ));
+            assert!(matches!(pop(&ring), Err(PopError::Corrupt(_))));
+            assert_eq!(
+                ring.head(&()),
+                Head::Ready,
+                "a corrupt head is reported, not waited on"
+            );
+        }
+        // A dequeue position of u64::MAX (the reproduction).
+        let heap = HeapRing::new(4, 8);
+        heap.word(128).store(u64::MAX, Ordering::Relaxed);
+        assert!(matches!(pop(&heap.ring()), Err(PopError::Corrupt(_))));
 
         // A dequeue position beyond the sealed end.
         let heap = HeapRing::new(4, 8);
@@ -177,7 +322,7 @@ mod heap {
                     let mut msg = [0u8; 8];
                     msg[..4].copy_from_slice(&i.to_le_bytes());
                     msg[4..].copy_from_slice(&(i ^ 0xa5a5_a5a5).to_le_bytes());
-                    while let Err(e) = ring.try_push(&msg, p) {
+                    while let Err(e) = ring.try_push(&msg, p, &()) {
                         assert_eq!(e, PushError::Full);
                         std::thread::yield_now();
                     }
@@ -193,7 +338,7 @@ mod heap {
                 let mut last = vec![None::<u32>; producers as usize];
                 let mut got = Vec::new();
                 while taken.load(Ordering::Relaxed) < total {
-                    match ring.try_pop_with(|b, s| (b.to_vec(), s)) {
+                    match ring.try_pop_with(CONSUMER, &(), |b, s| (b.to_vec(), s)) {
                         Ok((b, s)) => {
                             taken.fetch_add(1, Ordering::Relaxed);
                             let i = u32::from_le_bytes(b[..4].try_into().unwrap());
@@ -244,7 +389,7 @@ mod heap {
                     match op {
                         0..=4 => {
                             let msg = vec![n as u8; len];
-                            let got = ring.try_push(&msg, 1);
+                            let got = ring.try_push(&msg, 1, &());
                             let want = if len > 16 {
                                 Err(PushError::TooLarge)
                             } else if sealed {
@@ -258,7 +403,7 @@ mod heap {
                             prop_assert_eq!(got, want);
                         }
                         5..=8 => {
-                            let got = ring.try_pop_with(|b, _| b.to_vec());
+                            let got = ring.try_pop_with(CONSUMER, &(), |b, _| b.to_vec());
                             let want = match model.pop_front() {
                                 Some(m) => Ok(m),
                                 None if sealed => Err(PopError::Drained),
@@ -292,7 +437,7 @@ mod loom_models {
 
     fn push_spin(r: &MpmcRing<Shared>, msg: &[u8], sender: u32) {
         loop {
-            match r.try_push(msg, sender) {
+            match r.try_push(msg, sender, &()) {
                 Ok(()) => return,
                 Err(PushError::Full) => loom::thread::yield_now(),
                 Err(e) => panic!("{e:?}"),
@@ -319,7 +464,7 @@ mod loom_models {
                 .collect();
             let mut got = Vec::new();
             while got.len() < 2 {
-                match r.try_pop_with(|b, s| (b.to_vec(), s)) {
+                match r.try_pop_with(CONSUMER, &(), |b, s| (b.to_vec(), s)) {
                     Ok(m) => got.push(m),
                     Err(PopError::Empty) => loom::thread::yield_now(),
                     Err(e) => panic!("{e:?}"),
@@ -349,7 +494,7 @@ mod loom_models {
                         let r = MpmcRing::new(shared, geometry(2, 8));
                         let mut mine = Vec::new();
                         for _ in 0..2 {
-                            match r.try_pop_with(|b, _| b.to_vec()) {
+                            match r.try_pop_with(CONSUMER, &(), |b, _| b.to_vec()) {
                                 Ok(v) => mine.push(v),
                                 Err(PopError::Empty) => {}
                                 Err(e) => panic!("{e:?}"),
@@ -365,11 +510,56 @@ mod loom_models {
                 .into_iter()
                 .flat_map(|t| t.join().unwrap())
                 .collect();
-            while let Ok(v) = r.try_pop_with(|b, _| b.to_vec()) {
+            while let Ok(v) = r.try_pop_with(CONSUMER, &(), |b, _| b.to_vec()) {
                 all.push(v);
             }
             all.sort();
             assert_eq!(all, vec![vec![1, 1], vec![2, 2]]);
+        });
+    }
+
+    /// A producer dies holding the slot of position 0 while another
+    /// pushes and a consumer (told the first is dead) drains: the live
+    /// producer's message arrives exactly once, the hole is stepped over,
+    /// and the slots all go round.
+    #[test]
+    fn mpmc_dead_producer_hole() {
+        let mut builder = loom::model::Builder::new();
+        builder.preemption_bound = Some(3);
+        builder.check(|| {
+            let (r, shared) = ring(2);
+            let dying = {
+                let shared = shared.clone();
+                loom::thread::spawn(move || {
+                    let r = MpmcRing::new(shared, geometry(2, 8));
+                    r.claim_and_abandon(1)
+                })
+            };
+            let live = {
+                let shared = shared.clone();
+                loom::thread::spawn(move || {
+                    let r = MpmcRing::new(shared, geometry(2, 8));
+                    push_spin(&r, b"live", 2);
+                })
+            };
+            let dead = |o: u32| o == 1;
+            let mut got = Vec::new();
+            while got.is_empty() {
+                match r.try_pop_with(CONSUMER, &dead, |b, s| (b.to_vec(), s)) {
+                    Ok(m) => got.push(m),
+                    Err(PopError::Empty) => loom::thread::yield_now(),
+                    Err(e) => panic!("{e:?}"),
+                }
+            }
+            let hole = dying.join().unwrap().unwrap();
+            assert!(hole < 2, "{hole}");
+            live.join().unwrap();
+            assert_eq!(got, vec![(b"live".to_vec(), 2)]);
+            assert_eq!(
+                r.try_pop_with(CONSUMER, &dead, |b, _| b.to_vec()),
+                Err(PopError::Empty)
+            );
+            assert_eq!(r.len().unwrap(), 0, "the hole was stepped over");
         });
     }
 
@@ -381,13 +571,13 @@ mod loom_models {
             let (r, shared) = ring(2);
             let t = loom::thread::spawn(move || {
                 let r = MpmcRing::new(shared, geometry(2, 8));
-                r.try_push(b"m", 0)
+                r.try_push(b"m", 0, &())
             });
             r.seal();
             let pushed = t.join().unwrap();
             let mut got = 0;
             loop {
-                match r.try_pop_with(|b, _| b.to_vec()) {
+                match r.try_pop_with(CONSUMER, &(), |b, _| b.to_vec()) {
                     Ok(m) => {
                         assert_eq!(m, b"m");
                         got += 1;

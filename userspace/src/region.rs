@@ -100,6 +100,15 @@ impl RegionMap {
             Memory::Device { device, .. } => device.kind(),
         }
     }
+    /// Whether the region's file was shrunk under this mapping by another
+    /// process: the lost pages read as zeros now, and nothing read from the
+    /// region can be trusted (hwlink_drivers' SIGBUS guard).
+    pub(crate) fn truncated(&self) -> bool {
+        match &self.memory {
+            Memory::File(r) => r.truncated(),
+            Memory::Device { device, .. } => device.truncated(),
+        }
+    }
     /// Whether the processes sharing the region may run under different
     /// kernels (host and VM): their pids mean nothing to each other, and
     /// futexes do not cross.

@@ -97,11 +97,7 @@ impl SegmentStore for RegionStore {
         (u64::from(HWL_REGION_HDR_SIZE) + ring.div_ceil(4096) * 4096).div_ceil(page) * page
     }
 
-    fn open(
-        &self,
-        id: u64,
-        _geometry: &MpmcGeometry,
-    ) -> Result<Option<Arc<MpmcParts>>, StoreError> {
+    fn open(&self, id: u64) -> Result<Option<Arc<MpmcParts>>, StoreError> {
         if id == 0 {
             return Ok(Some(self.first.clone()));
         }

@@ -1,9 +1,10 @@
 //! Wait strategies: how an end waits when its ring is empty (receiver) or
 //! full (sender), and the adaptive spin policy behind spin-then-park.
 
+use crate::doorbell::{Doorbell, Slept};
 use std::fmt;
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How an end waits for its peer, chosen per end.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -115,6 +116,84 @@ impl SpinPolicy {
             (self.budget / 2).max(MIN_SPIN)
         };
     }
+}
+
+/// How long a queue's spin-then-park end spins before it sleeps.
+const QUEUE_SPIN: Duration = Duration::from_micros(50);
+/// Longest sleep of a queue's waiting end before it looks again on its own
+/// (a lost or stale wake-up costs at most this).
+const QUEUE_SLEEP_SLICE: Duration = Duration::from_millis(50);
+/// Rounds in a row a waiter was told "ready" and then found nothing, after
+/// which an end that may sleep naps between looks.
+const FRUITLESS_BEFORE_NAPS: u32 = 8;
+/// The nap.
+const NAP: Duration = Duration::from_millis(1);
+
+/// Waits per `strategy` until `ready()` or `deadline` (then false; `ready`
+/// is looked at on every path first). Busy-poll spins (yielding between
+/// polls when `pinned`, since the peer may share the CPU); spin-then-park
+/// spins a while, then sleeps on `bell`; park sleeps at once. Sleeps come
+/// in slices and re-check `ready` after every wake-up, so a post may be a
+/// hint. `fruitless` counts the caller's rounds in a row that waited and
+/// then made no progress (another process was quicker, or a hostile one
+/// keeps changing the words `ready` reads): past a few, an end that may
+/// sleep naps between looks instead of spinning.
+pub(crate) fn wait_until(
+    bell: &Doorbell,
+    strategy: WaitStrategy,
+    pinned: bool,
+    deadline: Option<Instant>,
+    fruitless: u32,
+    mut ready: impl FnMut() -> bool,
+) -> bool {
+    let start = Instant::now();
+    if deadline.is_some_and(|d| start >= d) {
+        return ready();
+    }
+    if fruitless >= FRUITLESS_BEFORE_NAPS && strategy != WaitStrategy::BusyPoll {
+        let nap = deadline.map_or(NAP, |d| d.saturating_duration_since(start).min(NAP));
+        std::thread::sleep(nap);
+        return ready() || deadline.map_or(true, |d| Instant::now() < d);
+    }
+    let spin_until = match strategy {
+        WaitStrategy::BusyPoll => deadline,
+        WaitStrategy::SpinPark => Some(start + QUEUE_SPIN),
+        WaitStrategy::Park => Some(start),
+    };
+    let backoff = crossbeam_utils::Backoff::new();
+    let mut polls = 0u32;
+    loop {
+        if ready() {
+            return true;
+        }
+        if strategy == WaitStrategy::Park {
+            break;
+        }
+        polls = polls.wrapping_add(1);
+        if polls % 64 == 0 {
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return false;
+            }
+            if strategy != WaitStrategy::BusyPoll && spin_until.is_some_and(|s| now >= s) {
+                break;
+            }
+        }
+        if pinned {
+            // A peer pinned to our CPU cannot run while we spin.
+            std::thread::yield_now();
+        } else {
+            // Spin, then yield between polls: with more processes than
+            // CPUs, the one that must move next may be waiting for ours.
+            backoff.snooze();
+        }
+    }
+    let slept: Result<_, ()> = bell.sleep_until(
+        |_| Ok(ready().then_some(())),
+        deadline,
+        Some(QUEUE_SLEEP_SLICE),
+    );
+    matches!(slept, Ok(Slept::Ready(())))
 }
 
 #[cfg(test)]
