@@ -130,7 +130,7 @@ fn mpmc(c: &mut Criterion) {
                     move |taken| {
                         let mut m = MailboxBuilder::new().open(&n2, Access::Recv).unwrap();
                         while taken.load(Ordering::Relaxed) < MESSAGES {
-                            match m.try_recv_with(|b, _| black_box(b[0])) {
+                            match m.try_recv_with(|b, _| black_box(b.get(0))) {
                                 Ok(_) => {
                                     taken.fetch_add(1, Ordering::Relaxed);
                                 }

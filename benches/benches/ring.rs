@@ -53,7 +53,7 @@ fn hwlink_ring(c: &mut Criterion) {
         let (tx, rx) = ends.get_or_insert_with(new_link);
         b.iter(|| {
             tx.try_send(black_box(&msg)).expect("try_send");
-            rx.try_recv_with(|m| black_box(m[0]))
+            rx.try_recv_with(|m| black_box(m.get(0)))
                 .expect("try_recv_with")
         });
     });
@@ -65,7 +65,7 @@ fn hwlink_ring(c: &mut Criterion) {
         let (tx, rx) = polling.get_or_insert_with(|| link(WaitStrategy::BusyPoll));
         b.iter(|| {
             tx.try_send(black_box(&msg)).expect("try_send");
-            rx.try_recv_with(|m| black_box(m[0]))
+            rx.try_recv_with(|m| black_box(m.get(0)))
                 .expect("try_recv_with")
         });
     });
@@ -87,7 +87,7 @@ fn hwlink_ring(c: &mut Criterion) {
             while got < BATCH {
                 let batch = rx.read_batch(BATCH - got).expect("read_batch");
                 for m in batch.iter() {
-                    sum = sum.wrapping_add(m.expect("message")[0]);
+                    sum = sum.wrapping_add(m.expect("message").get(0).unwrap_or(0));
                 }
                 got += batch.len();
                 batch.release();
@@ -102,10 +102,10 @@ fn hwlink_ring(c: &mut Criterion) {
         let payload = [0xa5u8; 64];
         b.iter(|| {
             let mut slot = tx.reserve(64).expect("reserve");
-            slot.copy_from_slice(black_box(&payload));
+            slot.copy_from(black_box(&payload));
             slot.commit();
             let slot = rx.peek().expect("peek");
-            let first = black_box(slot[0]);
+            let first = black_box(slot.bytes().get(0));
             slot.release();
             first
         });

@@ -20,6 +20,7 @@
 
 use crate::error::{Corruption, RecvError, SendError};
 use crate::mpmc::{Head, MpmcGeometry, MpmcMem, MpmcRing, Owners, PopError, PushError};
+use crate::shm::ShmSlice;
 use crate::sync::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -429,7 +430,7 @@ impl<S: SegmentStore> Chain<S> {
         me: u32,
         owners: &impl Owners,
         removed: bool,
-        f: impl FnOnce(&[u8], u32) -> R,
+        f: impl FnOnce(ShmSlice<'_>, u32) -> R,
     ) -> Result<R, RecvError> {
         self.try_pop(me, owners, removed, &mut Some(f))
     }
@@ -441,7 +442,7 @@ impl<S: SegmentStore> Chain<S> {
         me: u32,
         owners: &impl Owners,
         removed: bool,
-        f: &mut Option<impl FnOnce(&[u8], u32) -> R>,
+        f: &mut Option<impl FnOnce(ShmSlice<'_>, u32) -> R>,
     ) -> Result<R, RecvError> {
         for _ in 0..MAX_STEPS {
             match self.pop_step(me, owners, removed, f)? {
@@ -461,7 +462,7 @@ impl<S: SegmentStore> Chain<S> {
         me: u32,
         owners: &impl Owners,
         removed: bool,
-        f: &mut Option<impl FnOnce(&[u8], u32) -> R>,
+        f: &mut Option<impl FnOnce(ShmSlice<'_>, u32) -> R>,
     ) -> Result<Step<R>, RecvError> {
         let seg = self.pop_seg.clone();
         let ring = seg.ring();

@@ -36,6 +36,7 @@ mod sync;
 mod wait;
 // Zero-capacity (rendezvous) hand-off; wired into mailboxes and links later.
 mod rendezvous;
+pub mod shm;
 
 #[cfg(not(loom))]
 pub mod admin;
@@ -86,6 +87,7 @@ pub use mailbox::{
     Access, AttachmentInfo, Buffering, Mailbox, MailboxBuilder, MailboxId, MailboxInfo,
     DEFAULT_MAILBOX_CAPACITY, DEFAULT_MAILBOX_SLOT_SIZE, MAX_MAILBOX_NAME,
 };
+pub use shm::{ShmSlice, ShmSliceMut};
 pub use wait::WaitStrategy;
 
 /// Internals exposed for the criterion micro-benchmarks (`benches/`) only:

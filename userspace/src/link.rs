@@ -6,12 +6,12 @@ use crate::error::{Corruption, OpenError, RecvError, SendError, Side};
 use crate::hw_doorbell;
 use crate::liveness::PeerWatch;
 use crate::region::{self, Endpoint, RingParts};
+use crate::shm::{ShmSlice, ShmSliceMut};
 use crate::spsc::{Consumer, Geometry, Producer, RawSlots};
 use crate::sync::spin_loop;
 use crate::wait::{Prelude, SpinPolicy, WaitStrategy};
 use hwlink_drivers::{Backend, DeviceMemory, IvshmemDoorbell};
 use hwlink_hw::{HWL_EP_ATTACHED, HWL_EP_FREE, HWL_WAIT_MAY_SLEEP, HWL_WAIT_POLL};
-use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -772,19 +772,33 @@ impl WriteSlot<'_> {
     }
 }
 
-impl Deref for WriteSlot<'_> {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        // SAFETY: the slot is free and owned by this producer until publish;
-        // it holds at least `len` <= slot_size payload bytes.
-        unsafe { std::slice::from_raw_parts(self.sender.ring.payload_ptr(0), self.len) }
+impl WriteSlot<'_> {
+    /// The reserved length.
+    pub fn len(&self) -> usize {
+        self.len
     }
-}
-
-impl DerefMut for WriteSlot<'_> {
-    fn deref_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as in deref; `&mut self` makes the access exclusive.
-        unsafe { std::slice::from_raw_parts_mut(self.sender.ring.payload_ptr(0), self.len) }
+    /// Whether zero bytes were reserved.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// The reserved bytes, to write in place. They live in shared memory,
+    /// so they are written by copy (see [`ShmSliceMut`]), never through a
+    /// Rust reference.
+    pub fn bytes_mut(&mut self) -> ShmSliceMut<'_> {
+        // SAFETY: the slot is free and owned by this producer until
+        // publish; it holds at least `len` <= slot_size payload bytes; the
+        // `&mut self` borrow keeps the view exclusive in this process.
+        unsafe { ShmSliceMut::new(self.sender.ring.payload_ptr(0), self.len) }
+    }
+    /// Copies `src` to `offset` of the reserved bytes; false (nothing
+    /// written) if it does not fit.
+    pub fn write_at(&mut self, offset: usize, src: &[u8]) -> bool {
+        self.bytes_mut().write_at(offset, src)
+    }
+    /// Copies `src` to the start of the reserved bytes; returns how many
+    /// (the smaller of the two lengths).
+    pub fn copy_from(&mut self, src: &[u8]) -> usize {
+        self.bytes_mut().copy_from(src)
     }
 }
 
@@ -819,8 +833,9 @@ impl WriteBatch<'_> {
         self.written += 1;
         Ok(())
     }
-    /// Reserves the next slot for `len` bytes and returns them for writing.
-    pub fn slot(&mut self, len: usize) -> Option<&mut [u8]> {
+    /// Reserves the next slot for `len` bytes and returns them for writing
+    /// (in place, by copy: see [`ShmSliceMut`]).
+    pub fn slot(&mut self, len: usize) -> Option<ShmSliceMut<'_>> {
         if self.written == self.limit || len > self.sender.max_message() {
             return None;
         }
@@ -829,7 +844,7 @@ impl WriteBatch<'_> {
         self.written += 1;
         // SAFETY: slot k is free and ours until publish, and holds `len`
         // payload bytes; the borrow of self keeps it exclusive.
-        Some(unsafe { std::slice::from_raw_parts_mut(self.sender.ring.payload_ptr(k), len) })
+        Some(unsafe { ShmSliceMut::new(self.sender.ring.payload_ptr(k), len) })
     }
     /// Publishes every message of the batch with one release store; returns
     /// how many.
@@ -976,11 +991,11 @@ impl Receiver {
         }
     }
 
-    fn take_with<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Result<R, RecvError> {
+    fn take_with<R>(&mut self, f: impl FnOnce(ShmSlice<'_>) -> R) -> Result<R, RecvError> {
         let r = self.ring.read(0, |p, len| {
             // SAFETY: `read` checked len <= slot_size; the slot is published
             // and not reused before our release below.
-            f(unsafe { std::slice::from_raw_parts(p, len) })
+            f(unsafe { ShmSlice::new(p, len) })
         });
         match r {
             Ok(r) => {
@@ -992,8 +1007,9 @@ impl Receiver {
     }
 
     /// Receives one message, waiting per the wait strategy, and passes its
-    /// bytes to `f` without copying them.
-    pub fn recv_with<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Result<R, RecvError> {
+    /// bytes to `f` in place, without copying them first (they stay in
+    /// shared memory: [`ShmSlice`] copies out what `f` needs).
+    pub fn recv_with<R>(&mut self, f: impl FnOnce(ShmSlice<'_>) -> R) -> Result<R, RecvError> {
         if !self.fast_ready() {
             self.wait_message(None)?;
         }
@@ -1001,20 +1017,20 @@ impl Receiver {
     }
     /// Receives one message into a new vector.
     pub fn recv(&mut self) -> Result<Vec<u8>, RecvError> {
-        self.recv_with(<[u8]>::to_vec)
+        self.recv_with(|b| b.to_vec())
     }
     /// Receives one message, waiting at most `timeout`.
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Vec<u8>, RecvError> {
         self.wait_message(Some(Instant::now() + timeout))?;
-        self.take_with(<[u8]>::to_vec)
+        self.take_with(|b| b.to_vec())
     }
     /// Receives one message if one is ready now.
     pub fn try_recv(&mut self) -> Result<Vec<u8>, RecvError> {
         self.ready_messages()?;
-        self.take_with(<[u8]>::to_vec)
+        self.take_with(|b| b.to_vec())
     }
     /// Like [`try_recv`](Self::try_recv), passing the bytes to `f`.
-    pub fn try_recv_with<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Result<R, RecvError> {
+    pub fn try_recv_with<R>(&mut self, f: impl FnOnce(ShmSlice<'_>) -> R) -> Result<R, RecvError> {
         self.ready_messages()?;
         self.take_with(f)
     }
@@ -1113,7 +1129,9 @@ impl Drop for Receiver {
     }
 }
 
-/// A received message borrowed in place; dereferences to its bytes.
+/// A received message borrowed in place, until [`release`](Self::release).
+/// Its bytes stay in shared memory: [`bytes`](Self::bytes) copies out what
+/// is needed, never a Rust reference into memory the sender can write.
 #[derive(Debug)]
 pub struct ReadSlot<'a> {
     receiver: &'a mut Receiver,
@@ -1122,18 +1140,27 @@ pub struct ReadSlot<'a> {
 }
 
 impl ReadSlot<'_> {
+    /// The message's bytes, in place.
+    pub fn bytes(&self) -> ShmSlice<'_> {
+        // SAFETY: `read` checked len <= slot_size; the slot stays published
+        // and unreleased while this borrow of the receiver lives.
+        unsafe { ShmSlice::new(self.ptr, self.len) }
+    }
+    /// The message's length.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    /// Whether the message is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// A copy of the message.
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.bytes().to_vec()
+    }
     /// Consumes the message, handing its slot back to the sender.
     pub fn release(self) {
         self.receiver.ring.release(1);
-    }
-}
-
-impl Deref for ReadSlot<'_> {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        // SAFETY: `read` checked len <= slot_size; the slot stays published
-        // and unreleased while this borrow of the receiver lives.
-        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
     }
 }
 
@@ -1153,8 +1180,9 @@ impl ReadBatch<'_> {
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }
-    /// The `i`-th message's bytes; an error if the peer corrupted its length.
-    pub fn get(&self, i: usize) -> Result<&[u8], Corruption> {
+    /// The `i`-th message's bytes, in place; an error if the peer corrupted
+    /// its length.
+    pub fn get(&self, i: usize) -> Result<ShmSlice<'_>, Corruption> {
         assert!(
             i < self.len(),
             "batch index {i} out of range {}",
@@ -1163,11 +1191,11 @@ impl ReadBatch<'_> {
         self.receiver.ring.read(i as u32, |p, len| {
             // SAFETY: checked length, published slot, not released while the
             // batch borrows the receiver.
-            unsafe { std::slice::from_raw_parts(p, len) }
+            unsafe { ShmSlice::new(p, len) }
         })
     }
     /// Iterates over the batch's messages.
-    pub fn iter(&self) -> impl Iterator<Item = Result<&[u8], Corruption>> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = Result<ShmSlice<'_>, Corruption>> + '_ {
         (0..self.len()).map(|i| self.get(i))
     }
     /// Releases every message of the batch with one store.

@@ -19,6 +19,7 @@ use crate::region::{
 };
 use crate::rendezvous::{RdvRecvError, RdvSendError};
 use crate::segments::RegionStore;
+use crate::shm::ShmSlice;
 use crate::sync::{fence, Ordering};
 use crate::wait::WaitStrategy;
 use hwlink_drivers::{Backend, BackingKind};
@@ -908,7 +909,7 @@ impl Mailbox {
     /// One attempt. `f` is consumed only when a message is received.
     fn try_recv_raw<R>(
         &mut self,
-        f: &mut Option<impl FnOnce(&[u8], u32) -> R>,
+        f: &mut Option<impl FnOnce(ShmSlice<'_>, u32) -> R>,
     ) -> Result<R, RecvError> {
         if !self.can(HWL_ACCESS_RECV) {
             return Err(RecvError::Disconnected);
@@ -957,7 +958,7 @@ impl Mailbox {
 
     fn recv_until<R>(
         &mut self,
-        f: impl FnOnce(&[u8], u32) -> R,
+        f: impl FnOnce(ShmSlice<'_>, u32) -> R,
         deadline: Option<Instant>,
         block: bool,
     ) -> Result<R, RecvError> {
@@ -1032,19 +1033,22 @@ impl Mailbox {
     }
     /// Receives the next message and runs `f` on it in place (no copy, no
     /// allocation), with the sender's attachment number.
-    pub fn recv_with<R>(&mut self, f: impl FnOnce(&[u8], u32) -> R) -> Result<R, RecvError> {
+    pub fn recv_with<R>(&mut self, f: impl FnOnce(ShmSlice<'_>, u32) -> R) -> Result<R, RecvError> {
         self.recv_until(f, None, true)
     }
     /// [`recv_with`](Self::recv_with) with a timeout.
     pub fn recv_with_timeout<R>(
         &mut self,
         timeout: Duration,
-        f: impl FnOnce(&[u8], u32) -> R,
+        f: impl FnOnce(ShmSlice<'_>, u32) -> R,
     ) -> Result<R, RecvError> {
         self.recv_until(f, Some(Instant::now() + timeout), true)
     }
     /// [`recv_with`](Self::recv_with) if a message is queued now.
-    pub fn try_recv_with<R>(&mut self, f: impl FnOnce(&[u8], u32) -> R) -> Result<R, RecvError> {
+    pub fn try_recv_with<R>(
+        &mut self,
+        f: impl FnOnce(ShmSlice<'_>, u32) -> R,
+    ) -> Result<R, RecvError> {
         self.recv_until(f, None, false)
     }
 

@@ -17,6 +17,7 @@
 #![warn(clippy::arithmetic_side_effects)]
 
 use crate::error::Corruption;
+use crate::shm::ShmSlice;
 use crate::sync::{AtomicU64, Ordering};
 use core::ptr::NonNull;
 use hwlink_hw::{
@@ -604,7 +605,7 @@ impl<M: MpmcMem> MpmcRing<M> {
         &self,
         me: u32,
         owners: &impl Owners,
-        f: impl FnOnce(&[u8], u32) -> R,
+        f: impl FnOnce(ShmSlice<'_>, u32) -> R,
     ) -> Result<R, PopError> {
         let claim = self.try_claim(me, owners)?;
         self.read(claim, f)
@@ -777,7 +778,7 @@ impl<M: MpmcMem> MpmcRing<M> {
     pub(crate) fn read<R>(
         &self,
         claim: Claim,
-        f: impl FnOnce(&[u8], u32) -> R,
+        f: impl FnOnce(ShmSlice<'_>, u32) -> R,
     ) -> Result<R, PopError> {
         struct Release<'a, M: MpmcMem> {
             ring: &'a MpmcRing<M>,
@@ -813,10 +814,7 @@ impl<M: MpmcMem> MpmcRing<M> {
             Ok(self.mem.with_payload(index, |src| {
                 // SAFETY: the slot is ours until we release it below; `len`
                 // was checked against the payload size.
-                f(
-                    unsafe { core::slice::from_raw_parts(src, len as usize) },
-                    sender,
-                )
+                f(unsafe { ShmSlice::new(src, len as usize) }, sender)
             }))
         };
         guard.done = true;

@@ -19,6 +19,7 @@
 
 use crate::doorbell::{Doorbell, Slept};
 use crate::error::Corruption;
+use crate::shm::ShmSlice;
 use crate::sync::{fence, spin_loop, AtomicU32, AtomicU64, Ordering};
 use crate::wait::{Prelude, SpinPolicy, WaitStrategy};
 use hwlink_hw::{
@@ -248,7 +249,8 @@ pub(crate) trait RdvMem {
     /// # Safety
     /// The caller holds `cell` for reading (READING or TAKING by this party,
     /// reached with Acquire) and `len <= slot_size`.
-    unsafe fn read_payload<R>(&self, cell: u32, len: usize, f: impl FnOnce(&[u8]) -> R) -> R;
+    unsafe fn read_payload<R>(&self, cell: u32, len: usize, f: impl FnOnce(ShmSlice<'_>) -> R)
+        -> R;
 }
 
 /// How often a wait looks at what: shared memory only, also the clock, or
@@ -626,7 +628,7 @@ impl<M: RdvMem> Rdv<M> {
     /// to `f`; fails at once with `NoSender` otherwise.
     pub(crate) fn try_recv_with<R>(
         &self,
-        f: impl FnOnce(&[u8]) -> R,
+        f: impl FnOnce(ShmSlice<'_>) -> R,
     ) -> Result<R, RdvRecvError<core::convert::Infallible>> {
         let mut f = Some(f);
         match self.take_posted(&mut f)? {
@@ -640,7 +642,7 @@ impl<M: RdvMem> Rdv<M> {
     /// (called about once per sleep slice while waiting).
     pub(crate) fn recv_with<R, E>(
         &self,
-        f: impl FnOnce(&[u8]) -> R,
+        f: impl FnOnce(ShmSlice<'_>) -> R,
         deadline: Option<Instant>,
         wait: WaitStrategy,
         peer_ok: &mut dyn FnMut() -> Result<(), E>,
@@ -660,7 +662,7 @@ impl<M: RdvMem> Rdv<M> {
     /// Takes the oldest posted message, if any.
     fn take_posted<R>(
         &self,
-        f: &mut Option<impl FnOnce(&[u8]) -> R>,
+        f: &mut Option<impl FnOnce(ShmSlice<'_>) -> R>,
     ) -> Result<Option<R>, Corruption> {
         for _ in 0..self.retries() {
             let Some((cell, posted)) = self.oldest(SEND_WAITING)? else {
@@ -708,7 +710,7 @@ impl<M: RdvMem> Rdv<M> {
     fn read_out<R>(
         &self,
         cell: u32,
-        f: &mut Option<impl FnOnce(&[u8]) -> R>,
+        f: &mut Option<impl FnOnce(ShmSlice<'_>) -> R>,
     ) -> Result<R, Corruption> {
         let len = self.mem.field(cell, Field::Len).load(Ordering::Relaxed);
         if len > self.slot_size {
@@ -729,7 +731,7 @@ impl<M: RdvMem> Rdv<M> {
     fn register_and_wait<R, E>(
         &self,
         cell: u32,
-        f: &mut Option<impl FnOnce(&[u8]) -> R>,
+        f: &mut Option<impl FnOnce(ShmSlice<'_>) -> R>,
         deadline: Option<Instant>,
         wait: WaitStrategy,
         peer_ok: &mut dyn FnMut() -> Result<(), E>,
@@ -1192,12 +1194,17 @@ mod raw {
             // well-behaved party accesses these bytes meanwhile.
             unsafe { crate::spsc::copy_bytes(msg.as_ptr(), dst, msg.len()) }
         }
-        unsafe fn read_payload<R>(&self, cell: u32, len: usize, f: impl FnOnce(&[u8]) -> R) -> R {
+        unsafe fn read_payload<R>(
+            &self,
+            cell: u32,
+            len: usize,
+            f: impl FnOnce(ShmSlice<'_>) -> R,
+        ) -> R {
             let src = self.at(self.cell_offset(cell) + HWL_RDV_CELL_HDR_SIZE as usize);
             // SAFETY: len <= slot_size bytes of the payload area (caller);
             // the writer finished before its Release, which we acquired, and
             // does not write again until the cell is freed after our ack.
-            f(unsafe { core::slice::from_raw_parts(src, len) })
+            f(unsafe { ShmSlice::new(src, len) })
         }
     }
 

@@ -235,11 +235,11 @@ mod heap {
                         _ => Some(Instant::now() + Duration::from_millis(5) * slow),
                     };
                     let res = if rng.next() % 5 == 0 {
-                        h.try_recv_with(|m| u64::from_le_bytes(m.try_into().unwrap()))
+                        h.try_recv_with(|m| u64::from_le_bytes(m.read_array(0).unwrap()))
                             .map_err(|e| format!("{e:?}"))
                     } else {
                         h.recv_with(
-                            |m| u64::from_le_bytes(m.try_into().unwrap()),
+                            |m| u64::from_le_bytes(m.read_array(0).unwrap()),
                             deadline,
                             wait,
                             &mut ok,
@@ -698,9 +698,15 @@ mod loom_models {
                 unsafe { (&mut *p)[..msg.len()].copy_from_slice(msg) }
             })
         }
-        unsafe fn read_payload<R>(&self, cell: u32, len: usize, f: impl FnOnce(&[u8]) -> R) -> R {
+        unsafe fn read_payload<R>(
+            &self,
+            cell: u32,
+            len: usize,
+            f: impl FnOnce(ShmSlice<'_>) -> R,
+        ) -> R {
             // SAFETY: loom checks this access is ordered after the write.
-            self.words.payload[cell as usize].with(|p| f(unsafe { &(&*p)[..len] }))
+            self.words.payload[cell as usize]
+                .with(|p| f(unsafe { crate::shm::ShmSlice::new(p.cast(), len) }))
         }
     }
 

@@ -543,7 +543,10 @@ fn read_batch_while_tail_lags_the_headers() {
     let dog = Watchdog::new(Duration::from_secs(20), "read_batch with a lagging tail");
     let batch = p.rx.read_batch(8).expect("read_batch");
     assert_eq!(batch.len(), 1);
-    assert_eq!(batch.get(0).expect("the published message"), &payload[..]);
+    assert_eq!(
+        batch.get(0).expect("the published message").to_vec(),
+        payload
+    );
     batch.release();
     drop(dog);
     // Nothing else is published.

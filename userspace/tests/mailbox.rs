@@ -835,7 +835,7 @@ fn role_stamp_receiver() {
         std::thread::sleep(Duration::from_millis(pause));
         let at = mbx
             .recv_with_timeout(PATIENCE, |m, _| {
-                assert_eq!(parse(m), (0, seq));
+                assert_eq!(parse(&m.to_vec()), (0, seq));
                 monotonic_ns()
             })
             .expect("recv");

@@ -61,13 +61,9 @@ impl Transport for Links {
         }
         Ok(())
     }
-    fn send_written(
-        &mut self,
-        buf: &mut [u8],
-        write: &mut dyn FnMut(&mut [u8]),
-    ) -> Result<(), BenchError> {
+    fn send_written(&mut self, buf: &mut [u8], seq: u64) -> Result<(), BenchError> {
         if !self.in_place {
-            write(buf);
+            super::fill(buf, seq);
             return self.send(buf);
         }
         let tx = self
@@ -75,18 +71,18 @@ impl Transport for Links {
             .as_mut()
             .ok_or_else(|| link_err("no sending link"))?;
         let mut slot = tx.reserve(buf.len()).map_err(link_err)?;
-        write(&mut slot);
+        super::fill_shm(&mut slot.bytes_mut(), seq);
         slot.commit();
         Ok(())
     }
-    fn recv_checked(
-        &mut self,
-        buf: &mut [u8],
-        check: &mut dyn FnMut(&[u8]) -> Result<(), BenchError>,
-    ) -> Result<(), BenchError> {
+    fn recv_checked(&mut self, buf: &mut [u8], expected: u64) -> Result<u64, BenchError> {
         if !self.in_place {
             self.recv(buf)?;
-            return check(buf);
+            let seq = super::seq_of(buf);
+            if seq != super::STOP {
+                super::verify(buf, expected)?;
+            }
+            return Ok(seq);
         }
         let rx = self
             .rx
@@ -100,7 +96,11 @@ impl Transport for Links {
                     m.len()
                 )));
             }
-            check(m)
+            let seq = super::seq_of_shm(m);
+            if seq != super::STOP {
+                super::verify_shm(m, expected)?;
+            }
+            Ok(seq)
         })
         .map_err(link_err)?
     }
@@ -287,8 +287,7 @@ impl Transport for Mailboxes {
             .ok_or_else(|| link_err("no receiving mailbox"))?;
         let n = rx
             .recv_with(|m, _| {
-                let n = m.len().min(buf.len());
-                buf[..n].copy_from_slice(&m[..n]);
+                m.copy_to(buf);
                 m.len()
             })
             .map_err(link_err)?;

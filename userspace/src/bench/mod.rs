@@ -242,25 +242,23 @@ pub(crate) trait Transport {
     fn send(&mut self, msg: &[u8]) -> Result<(), BenchError>;
     /// Receives one message, which fills all of `buf`.
     fn recv(&mut self, buf: &mut [u8]) -> Result<(), BenchError>;
-    /// Sends one message of `buf.len()` bytes written by `write`: by
-    /// default into `buf`, then sent; in place where the mechanism can.
-    fn send_written(
-        &mut self,
-        buf: &mut [u8],
-        write: &mut dyn FnMut(&mut [u8]),
-    ) -> Result<(), BenchError> {
-        write(buf);
+    /// Sends message `seq` of `buf.len()` bytes ([`fill`]): by default
+    /// written into `buf`, then sent; in place where the mechanism can.
+    fn send_written(&mut self, buf: &mut [u8], seq: u64) -> Result<(), BenchError> {
+        fill(buf, seq);
         self.send(buf)
     }
-    /// Receives one message and hands it to `check`: by default copied into
-    /// `buf` (which it fills); in place where the mechanism can.
-    fn recv_checked(
-        &mut self,
-        buf: &mut [u8],
-        check: &mut dyn FnMut(&[u8]) -> Result<(), BenchError>,
-    ) -> Result<(), BenchError> {
+    /// Receives one message of `buf.len()` bytes and returns its sequence
+    /// number, having checked that it is message `expected` (unless it is
+    /// the stop message): by default copied into `buf`; in place where the
+    /// mechanism can.
+    fn recv_checked(&mut self, buf: &mut [u8], expected: u64) -> Result<u64, BenchError> {
         self.recv(buf)?;
-        check(buf)
+        let seq = seq_of(buf);
+        if seq != STOP {
+            verify(buf, expected)?;
+        }
+        Ok(seq)
     }
 }
 
@@ -276,16 +274,73 @@ fn pattern_word(seq: u64, j: usize) -> u64 {
 
 /// Writes message `seq`: the sequence number, then a pattern derived from it.
 pub(crate) fn fill(buf: &mut [u8], seq: u64) {
-    buf[..8].copy_from_slice(&seq.to_le_bytes());
-    let mut words = buf[8..].chunks_exact_mut(8);
-    let mut j = 0;
-    for w in &mut words {
-        w.copy_from_slice(&pattern_word(seq, j).to_le_bytes());
-        j += 1;
+    fill_from(buf, seq, 0);
+}
+
+/// Bytes `start..start + out.len()` of message `seq` (`start` a multiple
+/// of 8): its sequence number, then pattern words.
+fn fill_from(out: &mut [u8], seq: u64, start: usize) {
+    debug_assert_eq!(start % 8, 0);
+    for (i, chunk) in out.chunks_mut(8).enumerate() {
+        let w = start / 8 + i;
+        let word = if w == 0 {
+            seq
+        } else {
+            pattern_word(seq, w - 1)
+        };
+        chunk.copy_from_slice(&word.to_le_bytes()[..chunk.len()]);
     }
-    let tail = words.into_remainder();
-    let last = pattern_word(seq, j).to_le_bytes();
-    tail.copy_from_slice(&last[..tail.len()]);
+}
+
+/// Bytes staged at a time when a message is written or checked in place.
+const IN_PLACE_CHUNK: usize = 1024;
+
+/// Writes message `seq` in place into a slot of shared memory, a chunk at
+/// a time (no message-sized buffer, no reference into the slot).
+pub(crate) fn fill_shm(dst: &mut crate::ShmSliceMut<'_>, seq: u64) {
+    let mut chunk = [0u8; IN_PLACE_CHUNK];
+    let mut start = 0;
+    while start < dst.len() {
+        let n = (dst.len() - start).min(IN_PLACE_CHUNK);
+        fill_from(&mut chunk[..n], seq, start);
+        dst.write_at(start, &chunk[..n]);
+        start += n;
+    }
+}
+
+/// The sequence number of a message in shared memory (STOP if too short).
+pub(crate) fn seq_of_shm(src: crate::ShmSlice<'_>) -> u64 {
+    let mut b = [0u8; 8];
+    if src.read_at(0, &mut b) {
+        u64::from_le_bytes(b)
+    } else {
+        STOP
+    }
+}
+
+/// [`verify`] for a message in shared memory, checked in place a chunk at
+/// a time.
+pub(crate) fn verify_shm(src: crate::ShmSlice<'_>, expected: u64) -> Result<(), BenchError> {
+    let seq = seq_of_shm(src);
+    if seq != expected {
+        return Err(BenchError::Verify(format!(
+            "received message {seq}, expected {expected}"
+        )));
+    }
+    let (mut want, mut got) = ([0u8; IN_PLACE_CHUNK], [0u8; IN_PLACE_CHUNK]);
+    let mut start = 0;
+    while start < src.len() {
+        let n = (src.len() - start).min(IN_PLACE_CHUNK);
+        fill_from(&mut want[..n], seq, start);
+        src.read_at(start, &mut got[..n]);
+        if want[..n] != got[..n] {
+            return Err(BenchError::Verify(format!(
+                "message {seq}: its content is not what was sent"
+            )));
+        }
+        start += n;
+    }
+    Ok(())
 }
 
 fn seq_of(buf: &[u8]) -> u64 {

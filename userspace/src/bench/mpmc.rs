@@ -216,9 +216,10 @@ pub fn peer_main(args: &[String]) -> Result<(), BenchError> {
     loop {
         let stop = mbx
             .recv_with(|m, _| {
-                let p = u64::from_le_bytes(m[..8].try_into().unwrap_or([0; 8]));
-                let seq = u64::from_le_bytes(m[8..16].try_into().unwrap_or([0; 8]));
-                (p, seq)
+                let mut b = [0u8; 16];
+                m.read_at(0, &mut b);
+                let word = |k: usize| u64::from_le_bytes(b[k..k + 8].try_into().expect("8 bytes"));
+                (word(0), word(8))
             })
             .map_err(|e: RecvError| BenchError::Peer(format!("recv: {e}")))?;
         if stop.0 == STOP {

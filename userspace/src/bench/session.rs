@@ -1,8 +1,8 @@
 //! One measurement: set up a channel, spawn and pin the peer, run a workload, collect both sides' figures.
 
 use super::{
-    check, cpu_time_ns, eventfd, fd, fill, hw, mq, pipeline, seq_of, uring, verify, BenchError,
-    CpuTotals, Mechanism, Options, RoundTrips, Streamed, Transport, Workload, STOP,
+    check, cpu_time_ns, eventfd, fd, fill, hw, mq, pipeline, seq_of, uring, BenchError, CpuTotals,
+    Mechanism, Options, RoundTrips, Streamed, Transport, Workload, STOP,
 };
 use crate::liveness::pin_to_cpu;
 use hwlink_drivers::Backend;
@@ -479,15 +479,13 @@ pub fn stream(
     let mut s = Session::start(mechanism, Workload::Stream, size, warmup, opts, launch)?;
     let mut seq = 0u64;
     while seq < warmup {
-        s.transport
-            .send_written(&mut s.buf, &mut |b| fill(b, seq))?;
+        s.transport.send_written(&mut s.buf, seq)?;
         seq += 1;
     }
     let cpu0 = cpu_time_ns();
     let start = Instant::now();
     loop {
-        s.transport
-            .send_written(&mut s.buf, &mut |b| fill(b, seq))?;
+        s.transport.send_written(&mut s.buf, seq)?;
         seq += 1;
         if seq % 16 == 0 && start.elapsed() >= duration {
             break;
@@ -571,18 +569,7 @@ pub fn peer_main(args: &[String]) -> Result<(), BenchError> {
                 seq_of(&buf)
             }
             // Checked where it lies (in place, for hwlink-zero-copy).
-            Workload::Stream => {
-                let mut seq = STOP;
-                t.recv_checked(&mut buf, &mut |m| {
-                    seq = seq_of(m);
-                    if seq == STOP {
-                        Ok(())
-                    } else {
-                        verify(m, received)
-                    }
-                })?;
-                seq
-            }
+            Workload::Stream => t.recv_checked(&mut buf, received)?,
         };
         if started.is_none() && (received >= warmup || seq == STOP) {
             started = Some((Instant::now(), cpu_time_ns()));

@@ -548,10 +548,7 @@ fn role_consume(ctx: &Ctx) {
                 n
             })
         } else {
-            match rx.try_recv_with(|m| {
-                buf[..m.len()].copy_from_slice(m);
-                m.len()
-            }) {
+            match rx.try_recv_with(|m| m.copy_to(&mut buf[..])) {
                 Err(RecvError::Empty) => rx.recv_timeout(PEER_WAIT).map(|v| {
                     let n = v.len();
                     buf[..n].copy_from_slice(&v);
@@ -763,17 +760,17 @@ pub fn zc_write(tx: &mut hwlink::Sender) {
         let m = message(base);
         let mut slot = tx.reserve(m.len()).expect("reserve");
         assert_eq!(slot.len(), m.len());
-        slot.copy_from_slice(&m);
+        assert_eq!(slot.copy_from(&m), m.len());
         slot.commit();
         // reserve a whole slot, write 10 bytes, commit_len(10)
         let m = zc_long(round);
         let mut slot = tx.reserve(tx.max_message()).expect("reserve");
-        slot[..m.len()].copy_from_slice(&m);
+        assert!(slot.write_at(0, &m));
         slot.commit_len(10);
         // a reservation dropped without commit sends nothing
         {
             let mut slot = tx.reserve(32).expect("reserve");
-            slot.copy_from_slice(&[0xee; 32]);
+            slot.copy_from(&[0xee; 32]);
         }
         // a batch: 3 pushes and 2 in-place slots, one commit
         let mut written = 0;
@@ -787,8 +784,8 @@ pub fn zc_write(tx: &mut hwlink::Sender) {
                 if k < 3 {
                     batch.push(&m[..]).expect("push");
                 } else {
-                    let s = batch.slot(m.len()).expect("slot");
-                    s.copy_from_slice(&m);
+                    let mut s = batch.slot(m.len()).expect("slot");
+                    s.copy_from(&m);
                 }
                 n += 1;
             }
@@ -812,10 +809,10 @@ pub fn zc_read(rx: &mut hwlink::Receiver) {
         // peek without release: the message is seen again
         {
             let p = rx.peek().expect("peek");
-            assert_eq!(&*p, &want[0][..], "round {round}: first peek");
+            assert_eq!(p.to_vec(), want[0], "round {round}: first peek");
         }
         let p = rx.peek().expect("peek again");
-        assert_eq!(&*p, &want[0][..], "round {round}: second peek");
+        assert_eq!(p.to_vec(), want[0], "round {round}: second peek");
         p.release();
         // commit_len(10)
         let m = rx.recv_timeout(PEER_WAIT).expect("recv");
@@ -829,7 +826,7 @@ pub fn zc_read(rx: &mut hwlink::Receiver) {
             let first = batch.get(0).expect("get").to_vec();
             let _ = batch; // not released
             let batch = rx.read_batch(5 - got.len()).expect("read_batch");
-            assert_eq!(batch.get(0).unwrap(), &first[..], "unreleased batch");
+            assert_eq!(batch.get(0).unwrap().to_vec(), first, "unreleased batch");
             for m in batch.iter() {
                 got.push(m.expect("batch message").to_vec());
             }
@@ -1214,7 +1211,7 @@ fn role_produce_batches(ctx: &Ctx) {
             if seq % 2 == 0 {
                 batch.push(&buf[..len]).expect("push");
             } else {
-                batch.slot(len).expect("slot").copy_from_slice(&buf[..len]);
+                batch.slot(len).expect("slot").copy_from(&buf[..len]);
             }
             seq += 1;
         }
