@@ -1,5 +1,6 @@
 //! Administration: list the regions on this machine with their owners and
 //! rings, and remove them, including those left behind by dead processes.
+#![warn(clippy::arithmetic_side_effects)]
 
 use crate::error::{OpenError, Side};
 use crate::liveness::is_alive;

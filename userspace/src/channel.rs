@@ -6,6 +6,7 @@
 //! `Sender`/`Receiver` pair over one SPSC ring; unbounded (chained
 //! segments) and zero capacity (a rendezvous) are queues of the mailbox
 //! machinery, attached one way. The domain code only talks to these enums.
+#![warn(clippy::arithmetic_side_effects)]
 
 use crate::error::{RecvError, SendError};
 use crate::link::{Receiver, Sender};

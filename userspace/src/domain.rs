@@ -10,6 +10,7 @@
 //! exactly one link. A link holds one channel per direction (channel.rs).
 //! Members that leave or die are removed from the directory and their links'
 //! files unlinked. Protocol and ordering: hw/SPEC.md, "Domains".
+#![warn(clippy::arithmetic_side_effects)]
 
 use crate::channel::{ChannelReceiver, ChannelSender};
 use crate::error::{Corruption, OpenError, RecvError, SendError};
@@ -144,7 +145,7 @@ fn open_fresh(
     backend: Backend,
     ready_timeout: Duration,
 ) -> Result<(Arc<RegionMap>, RegionInfo), OpenError> {
-    let deadline = Instant::now() + ready_timeout;
+    let deadline = crate::wait::later(Instant::now(), ready_timeout);
     loop {
         match region::open_region(name, backend, ready_timeout) {
             Err(OpenError::Map(MapError::BadSize { .. })) if Instant::now() < deadline => {
@@ -185,7 +186,9 @@ fn read_entry(dom: &DomainParts, i: usize) -> Entry {
         let mut name = [0u8; HWL_MEMBER_NAME_LEN as usize];
         for k in 0..NAME_WORDS {
             let v = m.name_word(k).load(Ordering::Relaxed);
-            name[k * 8..k * 8 + 8].copy_from_slice(&v.to_le_bytes());
+            if let Some(w) = name.chunks_exact_mut(8).nth(k) {
+                w.copy_from_slice(&v.to_le_bytes());
+            }
         }
         fence(Ordering::Acquire);
         if m.word().load(Ordering::Relaxed) == w {
@@ -497,7 +500,7 @@ impl DomainBuilder {
         check_domain_name(&self.domain)?;
         let name = member_name_bytes(member)?;
         let cfg = self.config()?;
-        let deadline = Instant::now() + self.join_timeout;
+        let deadline = crate::wait::later(Instant::now(), self.join_timeout);
         loop {
             let dom = self.open_or_create(cfg, deadline)?;
             if !SUPPORTED_BUFFERING.contains(&dom.config().buffering) {
@@ -615,7 +618,8 @@ fn geometry_of(cfg: &DomainConfig) -> Result<Geometry, Corruption> {
         hwlink_hw::HWL_RING_MAX_SLOT_SIZE.into(),
     ))?;
     let object = hwlink_hw::ring_bytes(cfg.capacity, stride).unwrap_or(u64::MAX);
-    let slots_offset = object.saturating_sub(u64::from(cfg.capacity) * u64::from(stride));
+    let slots_offset =
+        object.saturating_sub(u64::from(cfg.capacity).saturating_mul(u64::from(stride)));
     Geometry::validate(cfg.capacity, cfg.slot_size, stride, slots_offset, object)
 }
 
@@ -657,7 +661,10 @@ fn try_join(
     m.pid().store(pid, SC);
     m.pending_links().store(0, SC);
     for k in 0..NAME_WORDS {
-        let v = u64::from_le_bytes(name[k * 8..k * 8 + 8].try_into().expect("8 bytes"));
+        let v = name
+            .chunks_exact(8)
+            .nth(k)
+            .map_or(0, |w| u64::from_le_bytes(w.try_into().expect("8 bytes")));
         m.name_word(k).store(v, Ordering::Relaxed);
     }
     let mut gen = dom.next_generation().fetch_add(1, SC);
@@ -1014,7 +1021,8 @@ impl Member {
         let queue_kind = layout.kind();
         let made = if create {
             let (qcfg, ring_bytes) = (layout.config, layout.queue_bytes);
-            let own = QUEUE_CTL_BYTES.div_ceil(4096) * 4096 + ring_bytes.div_ceil(4096) * 4096;
+            let page = |b: u64| b.checked_next_multiple_of(4096).unwrap_or(u64::MAX);
+            let own = page(QUEUE_CTL_BYTES).saturating_add(page(ring_bytes));
             let init_ctl = move |o: ObjectInit| region::init_mailbox(o, qcfg, own);
             let init_ring = layout.init_queue();
             let peer = peer_name.unwrap_or("");
@@ -1116,7 +1124,7 @@ impl Member {
                     continue;
                 }
             }
-            k += 1;
+            k = k.saturating_add(1);
         }
         if gone {
             return Err(Unreachable::Gone);
@@ -1135,7 +1143,7 @@ impl Member {
             }
         };
         self.links.push(link);
-        let k = self.links.len() - 1;
+        let k = self.links.len().saturating_sub(1);
         // The peer may have left while we set up: then nobody would remove
         // the file (it scans for its links after announcing LEAVING).
         fence(SC);
@@ -1219,7 +1227,7 @@ impl Member {
             if deadline.is_some_and(|d| now >= d) {
                 return Err(SendError::Timeout(msg));
             }
-            let slice = now + CHECK_SLICE;
+            let slice = crate::wait::later(now, CHECK_SLICE);
             let until = deadline.map_or(slice, |d| d.min(slice));
             match self.links[k].tx.send(msg, Some(until), true) {
                 Ok(()) => return self.sent(k),
@@ -1284,7 +1292,7 @@ impl Member {
         msg: M,
         timeout: Duration,
     ) -> Result<(), SendError<M>> {
-        self.send_impl(to, msg, Some(Instant::now() + timeout), true)
+        self.send_impl(to, msg, crate::wait::deadline_after(timeout), true)
     }
 
     /// A link from `from` with a message ready now (even from a departed
@@ -1316,7 +1324,7 @@ impl Member {
                 self.drop_link(k);
                 continue;
             }
-            k += 1;
+            k = k.saturating_add(1);
         }
         Err(gone)
     }
@@ -1389,7 +1397,7 @@ impl Member {
             if deadline.is_some_and(|d| now >= d) {
                 return Err(RecvError::Timeout);
             }
-            let slice = now + CHECK_SLICE;
+            let slice = crate::wait::later(now, CHECK_SLICE);
             let until = deadline.map_or(slice, |d| d.min(slice));
             match self.links[k].rx.recv(Some(until), true) {
                 Ok(m) => return Ok(m),
@@ -1440,7 +1448,7 @@ impl Member {
         from: &str,
         timeout: Duration,
     ) -> Result<Vec<u8>, RecvError> {
-        self.recv_from_impl(from, Some(Instant::now() + timeout), true)
+        self.recv_from_impl(from, crate::wait::deadline_after(timeout), true)
     }
 
     /// One message from any link with one ready, round robin; `None` if
@@ -1449,9 +1457,9 @@ impl Member {
     fn poll_links(&mut self, check_process: bool) -> Option<Result<(String, Vec<u8>), RecvError>> {
         let n = self.links.len();
         for i in 0..n {
-            let k = (self.next + i) % n;
+            let k = self.next.wrapping_add(i).checked_rem(n).unwrap_or(0);
             if self.links[k].rx.has_message_now() {
-                self.next = k + 1;
+                self.next = k.wrapping_add(1);
                 let peer = self.links[k].peer.clone();
                 return Some(match self.links[k].rx.recv(None, false) {
                     Ok(m) => Ok((peer, m)),
@@ -1475,7 +1483,7 @@ impl Member {
                 self.drop_link(k);
                 continue;
             }
-            k += 1;
+            k = k.saturating_add(1);
         }
         None
     }
@@ -1502,7 +1510,9 @@ impl Member {
             }
             let spinning = match self.wait {
                 WaitStrategy::BusyPoll => true,
-                WaitStrategy::SpinPark => *spin_until.get_or_insert(now + SPIN_BEFORE_PARK) > now,
+                WaitStrategy::SpinPark => {
+                    *spin_until.get_or_insert(crate::wait::later(now, SPIN_BEFORE_PARK)) > now
+                }
                 WaitStrategy::Park => false,
             };
             let pending = self.dom.member(self.me).pending_links();
@@ -1511,7 +1521,7 @@ impl Member {
                 pending.load(Ordering::Acquire) != 0 || links.iter().any(|l| l.rx.has_message_now())
             };
             if spinning {
-                let slice_end = now + SLEEP_SLICE;
+                let slice_end = crate::wait::later(now, SLEEP_SLICE);
                 let mut polls = 0u32;
                 while !ready() {
                     crate::sync::spin_loop();
@@ -1553,7 +1563,7 @@ impl Member {
     }
     /// Receives a message from any member, waiting at most `timeout`.
     pub fn recv_any_timeout(&mut self, timeout: Duration) -> Result<(String, Vec<u8>), RecvError> {
-        self.recv_any_impl(Some(Instant::now() + timeout), true)
+        self.recv_any_impl(crate::wait::deadline_after(timeout), true)
     }
 
     /// Leaves the domain (also done on drop): closes every link, removes

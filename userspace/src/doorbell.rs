@@ -3,6 +3,7 @@
 //!
 //! Layout: `struct hwl_doorbell` (hw/include/hwlink_abi.h). Protocol and
 //! ordering edges (F0..F3): hw/SPEC.md, "Wake-up".
+#![warn(clippy::arithmetic_side_effects)]
 
 use crate::futex;
 use crate::sync::{fence, AtomicU32, Ordering};
@@ -110,7 +111,12 @@ impl Doorbell {
         let count = self.count();
         let mut c = count.load(Ordering::Relaxed);
         while c > 0 {
-            match count.compare_exchange_weak(c, c - 1, Ordering::Acquire, Ordering::Relaxed) {
+            match count.compare_exchange_weak(
+                c,
+                c.saturating_sub(1),
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => return true,
                 Err(now) => c = now,
             }

@@ -8,6 +8,7 @@
 //! no data and may be stale: the doorbell's sleep loop re-checks the ring
 //! after every wake-up, and sleeps in slices, so a lost or early interrupt
 //! costs time, never a message.
+#![warn(clippy::arithmetic_side_effects)]
 
 use crate::doorbell::Wake;
 use crate::error::Side;

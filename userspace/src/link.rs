@@ -1,5 +1,6 @@
 //! Links: the public `Sender` and `Receiver` ends of an SPSC ring in a named
 //! region, with blocking, timed, non-blocking and zero-copy operations.
+#![warn(clippy::arithmetic_side_effects)]
 
 use crate::doorbell::{Doorbell, Slept};
 use crate::error::{Corruption, OpenError, RecvError, SendError, Side};
@@ -130,7 +131,8 @@ impl LinkBuilder {
             OpenError::InvalidConfig(format!("slot size {} is too large", self.slot_size))
         })?;
         let object = hwlink_hw::ring_bytes(self.capacity, stride).unwrap_or(u64::MAX);
-        let slots_offset = object.saturating_sub(u64::from(self.capacity) * u64::from(stride));
+        let slots_offset =
+            object.saturating_sub(u64::from(self.capacity).saturating_mul(u64::from(stride)));
         Geometry::validate(self.capacity, self.slot_size, stride, slots_offset, object).map_err(|c| {
             OpenError::InvalidConfig(format!(
                 "{} {} is not allowed (limit {}): capacity must be a power of two up to 2^24 slots, slot size up to 1 GiB",
@@ -624,7 +626,7 @@ impl Sender {
     ) -> Result<(), SendError<M>> {
         let len = msg.as_ref().len();
         if self.fast_slot(len) {
-            self.fast_budget -= 1;
+            self.fast_budget = self.fast_budget.saturating_sub(1);
             self.ring.write(0, msg.as_ref());
             self.ring.publish(1);
             return Ok(());
@@ -674,7 +676,7 @@ impl Sender {
         msg: M,
         timeout: Duration,
     ) -> Result<(), SendError<M>> {
-        self.send_deadline(msg, Some(Instant::now() + timeout), true)
+        self.send_deadline(msg, crate::wait::deadline_after(timeout), true)
     }
     /// Sends a message if a slot is free now; hands it back in `Full` if not.
     pub fn try_send<M: AsRef<[u8]>>(&mut self, msg: M) -> Result<(), SendError<M>> {
@@ -700,7 +702,7 @@ impl Sender {
         // The same fast path as a send: a cached free slot and an attached
         // receiver, with the full checks every FULL_CHECK_EVERY calls.
         if self.fast_slot(len) {
-            self.fast_budget -= 1;
+            self.fast_budget = self.fast_budget.saturating_sub(1);
             return Ok(WriteSlot { sender: self, len });
         }
         if len > self.max_message() {
@@ -813,7 +815,7 @@ pub struct WriteBatch<'a> {
 impl WriteBatch<'_> {
     /// Slots left in this batch.
     pub fn remaining(&self) -> usize {
-        (self.limit - self.written) as usize
+        self.limit.saturating_sub(self.written) as usize
     }
     /// Copies one message into the batch; hands it back if the batch is full
     /// or it is too large.
@@ -830,7 +832,7 @@ impl WriteBatch<'_> {
             return Err(SendError::Full(msg));
         }
         self.sender.ring.write(self.written, msg.as_ref());
-        self.written += 1;
+        self.written = self.written.saturating_add(1);
         Ok(())
     }
     /// Reserves the next slot for `len` bytes and returns them for writing
@@ -841,7 +843,7 @@ impl WriteBatch<'_> {
         }
         let k = self.written;
         self.sender.ring.set_len(k, len as u32);
-        self.written += 1;
+        self.written = self.written.saturating_add(1);
         // SAFETY: slot k is free and ours until publish, and holds `len`
         // payload bytes; the borrow of self keeps it exclusive.
         Some(unsafe { ShmSliceMut::new(self.sender.ring.payload_ptr(k), len) })
@@ -1021,7 +1023,7 @@ impl Receiver {
     }
     /// Receives one message, waiting at most `timeout`.
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Vec<u8>, RecvError> {
-        self.wait_message(Some(Instant::now() + timeout))?;
+        self.wait_message(crate::wait::deadline_after(timeout))?;
         self.take_with(|b| b.to_vec())
     }
     /// Receives one message if one is ready now.

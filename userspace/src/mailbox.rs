@@ -7,6 +7,7 @@
 //! makes senders wait), unbounded (a chain of ring segments that grows up to
 //! a byte limit: senders never wait), or zero capacity (a rendezvous: `send`
 //! returns once a receiver has the message).
+#![warn(clippy::arithmetic_side_effects)]
 
 use crate::chain::Chain;
 use crate::doorbell::Doorbell;
@@ -899,7 +900,7 @@ impl Mailbox {
         msg: M,
         timeout: Duration,
     ) -> Result<(), SendError<M>> {
-        self.send_until(msg, Some(Instant::now() + timeout), true)
+        self.send_until(msg, crate::wait::deadline_after(timeout), true)
     }
     /// Sends `msg` if there is room now.
     pub fn try_send<M: AsRef<[u8]>>(&mut self, msg: M) -> Result<(), SendError<M>> {
@@ -1025,7 +1026,11 @@ impl Mailbox {
     }
     /// Receives the next message, waiting at most `timeout`.
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Vec<u8>, RecvError> {
-        self.recv_until(|b, _| b.to_vec(), Some(Instant::now() + timeout), true)
+        self.recv_until(
+            |b, _| b.to_vec(),
+            crate::wait::deadline_after(timeout),
+            true,
+        )
     }
     /// Receives a message if one is queued now.
     pub fn try_recv(&mut self) -> Result<Vec<u8>, RecvError> {
@@ -1042,7 +1047,7 @@ impl Mailbox {
         timeout: Duration,
         f: impl FnOnce(ShmSlice<'_>, u32) -> R,
     ) -> Result<R, RecvError> {
-        self.recv_until(f, Some(Instant::now() + timeout), true)
+        self.recv_until(f, crate::wait::deadline_after(timeout), true)
     }
     /// [`recv_with`](Self::recv_with) if a message is queued now.
     pub fn try_recv_with<R>(

@@ -3,6 +3,7 @@
 //!
 //! This is the only module that turns region offsets into pointers. Layout:
 //! hw/include/hwlink_abi.h; validation rules: hw/SPEC.md.
+#![warn(clippy::arithmetic_side_effects)]
 
 use crate::doorbell::Doorbell;
 use crate::error::{Corruption, OpenError, Side};
@@ -163,7 +164,7 @@ fn name_string(bytes: &[u8]) -> String {
 }
 
 fn round_up(x: u64, to: u64) -> Option<u64> {
-    x.checked_add(to - 1).map(|v| v / to * to)
+    x.checked_next_multiple_of(to)
 }
 
 /// One object a creator puts into a new region.
@@ -238,8 +239,8 @@ pub(crate) fn create_region(
     let hdr = map.base().cast::<hwl_region>();
     for (i, (o, &(offset, size))) in objects.iter().zip(&offsets).enumerate() {
         // The last object takes the rounding slack of the whole region.
-        let size = if i + 1 == objects.len() {
-            len - offset
+        let size = if i.wrapping_add(1) == objects.len() {
+            len.saturating_sub(offset)
         } else {
             size
         };
@@ -294,7 +295,12 @@ pub(crate) fn spsc_ring_bytes(geometry: &Geometry) -> Result<u64, OpenError> {
 /// object being created.
 pub(crate) fn init_spsc_ring(obj: ObjectInit, geometry: Geometry) {
     let ring = obj.base.cast::<hwl_spsc_ring>();
-    debug_assert!(obj.size >= RING_CTL + u64::from(geometry.capacity) * u64::from(geometry.stride));
+    debug_assert!(
+        obj.size
+            >= u64::from(geometry.capacity)
+                .saturating_mul(u64::from(geometry.stride))
+                .saturating_add(RING_CTL)
+    );
     // SAFETY: `obj` is exclusively owned, zero-filled, page aligned and at
     // least as large as the ring (the caller sized it with spsc_ring_bytes).
     unsafe {
@@ -310,8 +316,8 @@ pub(crate) fn init_spsc_ring(obj: ObjectInit, geometry: Geometry) {
 fn ring_region_size(geometry: Geometry) -> Result<u64, OpenError> {
     hwlink_hw::ring_bytes(geometry.capacity, geometry.stride)
         .and_then(|s| round_up(s, u64::from(HWL_OBJ_ALIGN)))
-        .filter(|&s| s <= usize::MAX as u64 - HDR)
-        .map(|s| HDR + s)
+        .and_then(|s| s.checked_add(HDR))
+        .filter(|&s| s <= usize::MAX as u64)
         .ok_or_else(|| OpenError::InvalidConfig("capacity * slot size overflows".into()))
 }
 
@@ -342,7 +348,7 @@ fn init_ring_region(map: &RegionMap, name: &str, geometry: Geometry, (pid, token
         kind: HWL_OBJ_SPSC_RING,
         flags: 0,
         offset: HDR,
-        size: len - HDR,
+        size: len.saturating_sub(HDR),
         name: name_bytes("link"),
     };
     let flags = match map.kind() {
@@ -393,7 +399,7 @@ pub(crate) fn open_region(
     ready_timeout: Duration,
 ) -> Result<(Arc<RegionMap>, RegionInfo), OpenError> {
     let map = RegionMap::from_region(Region::open(name, backend)?);
-    let deadline = Instant::now() + ready_timeout;
+    let deadline = crate::wait::later(Instant::now(), ready_timeout);
     loop {
         match validate(&map) {
             Err(OpenError::NotReady { .. }) if Instant::now() < deadline => {
@@ -454,15 +460,15 @@ fn walk_device(device: &DeviceMemory, name: &str) -> Result<DevicePlace, OpenErr
         // SAFETY: HDR in-bounds bytes (checked above) of plain data, copied
         // once; only the copy is used.
         let hdr: hwl_region = unsafe { at.cast::<hwl_region>().read_volatile() };
-        let left = (dev_len - offset) as u64;
+        let left = dev_len.saturating_sub(offset) as u64;
         let total = hdr.total_size;
-        if total < HDR || total > left || total % u64::from(HWL_OBJ_ALIGN) != 0 {
+        if total < HDR || total > left || total.checked_rem(u64::from(HWL_OBJ_ALIGN)) != Some(0) {
             return Err(corrupt("region size on the device", total, left));
         }
         if name_string(&hdr.name) == name {
             return Ok(DevicePlace::Found(offset, total as usize));
         }
-        offset += total as usize;
+        offset = offset.saturating_add(total as usize);
     }
 }
 
@@ -497,7 +503,7 @@ pub(crate) fn create_on_device(
         });
     }
     let me = crate::liveness::me()?;
-    let deadline = Instant::now() + timeout;
+    let deadline = crate::wait::later(Instant::now(), timeout);
     loop {
         match walk_device(device, name)? {
             DevicePlace::Found(..) => {
@@ -507,7 +513,7 @@ pub(crate) fn create_on_device(
                 })
             }
             DevicePlace::Free(offset) => {
-                let free = device.len() - offset;
+                let free = device.len().saturating_sub(offset);
                 if size > free {
                     return Err(OpenError::DeviceFull {
                         device: device.source().to_owned(),
@@ -523,7 +529,7 @@ pub(crate) fn create_on_device(
                     continue;
                 }
                 // The place may hold bytes of an earlier use of the memory.
-                zero_volatile(map.base().wrapping_add(8), size - 8);
+                zero_volatile(map.base().wrapping_add(8), size.saturating_sub(8));
                 init_ring_region(&map, name, geometry, me);
                 return Ok(Arc::new(map));
             }
@@ -557,7 +563,7 @@ pub(crate) fn open_on_device(
     timeout: Duration,
 ) -> Result<(Arc<RegionMap>, RegionInfo), OpenError> {
     hwlink_drivers::validate_name(name)?;
-    let deadline = Instant::now() + timeout;
+    let deadline = crate::wait::later(Instant::now(), timeout);
     loop {
         if let DevicePlace::Found(offset, len) = walk_device(device, name)? {
             let map = device_map(device, offset, len, name);
@@ -640,7 +646,8 @@ pub(crate) fn validate(map: &RegionMap) -> Result<RegionInfo, OpenError> {
     let mut objects = Vec::with_capacity(hdr.object_count as usize);
     for o in &hdr.objects[..hdr.object_count as usize] {
         let end = o.offset.saturating_add(o.size);
-        if o.offset < HDR || o.offset % u64::from(HWL_OBJ_ALIGN) != 0 || end > len {
+        if o.offset < HDR || o.offset.checked_rem(u64::from(HWL_OBJ_ALIGN)) != Some(0) || end > len
+        {
             return Err(corrupt(Corruption::new(
                 "object end (offset + size)",
                 end,
@@ -992,7 +999,9 @@ pub(crate) struct DomainConfig {
 
 /// Bytes a domain object with `max_members` entries needs.
 pub(crate) fn domain_object_bytes(max_members: u32) -> u64 {
-    DOMAIN_HDR + u64::from(max_members) * MEMBER_BYTES
+    u64::from(max_members)
+        .saturating_mul(MEMBER_BYTES)
+        .saturating_add(DOMAIN_HDR)
 }
 
 /// Writes a domain's configuration into a zero-filled object being

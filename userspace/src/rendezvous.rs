@@ -16,6 +16,7 @@
 //! every wait ends at the caller's deadline, or (past the point of no return)
 //! when the party it waits for finishes or is found dead.
 #![cfg_attr(any(not(test), loom), allow(dead_code))]
+#![warn(clippy::arithmetic_side_effects)]
 
 use crate::doorbell::{Doorbell, Slept};
 use crate::error::Corruption;
@@ -69,7 +70,11 @@ pub(crate) const fn cell_stride(slot_size: u32) -> Option<u32> {
     let Some(padded) = bytes.checked_add(HWL_CACHELINE - 1) else {
         return None;
     };
-    Some(padded / HWL_CACHELINE * HWL_CACHELINE)
+    Some(
+        padded
+            .wrapping_div(HWL_CACHELINE)
+            .wrapping_mul(HWL_CACHELINE),
+    )
 }
 
 /// Bytes of a rendezvous object with `cells` cells of `slot_size` payload
@@ -80,7 +85,7 @@ pub(crate) fn rendezvous_bytes(cells: u32, slot_size: u32) -> Option<u64> {
         return None;
     }
     let stride = cell_stride(slot_size)?;
-    RDV_CONTROL_BYTES.checked_add(u64::from(cells) * u64::from(stride))
+    RDV_CONTROL_BYTES.checked_add(u64::from(cells).checked_mul(u64::from(stride))?)
 }
 
 /// A state word: `HWL_RDV_*` in the low half, a process token in the high
@@ -341,7 +346,7 @@ impl<M: RdvMem> Rdv<M> {
     }
 
     fn retries(&self) -> u32 {
-        4 * self.cells + 4
+        self.cells.saturating_mul(4).saturating_add(4)
     }
 
     // ----- sending -------------------------------------------------------
@@ -1144,7 +1149,10 @@ mod raw {
         #[inline(always)]
         fn cell_offset(&self, cell: u32) -> usize {
             assert!(cell < self.cells, "rendezvous cell index out of range");
-            self.cells_offset + cell as usize * self.stride
+            // In bounds: cell < cells, and the object holds every cell.
+            (cell as usize)
+                .wrapping_mul(self.stride)
+                .wrapping_add(self.cells_offset)
         }
 
         #[inline(always)]
@@ -1165,7 +1173,9 @@ mod raw {
     impl RdvMem for RawMem {
         fn state(&self, cell: u32) -> &AtomicU64 {
             assert!(cell < self.cells, "rendezvous cell index out of range");
-            self.u64_at(offset_of!(hwl_rendezvous, state) + 8 * cell as usize)
+            self.u64_at(
+                offset_of!(hwl_rendezvous, state).wrapping_add(8usize.wrapping_mul(cell as usize)),
+            )
         }
         fn next_ticket(&self) -> &AtomicU32 {
             self.u32_at(offset_of!(hwl_rendezvous, next_ticket))
@@ -1176,7 +1186,7 @@ mod raw {
                 Field::Len => offset_of!(hwl_rdv_cell, len),
                 Field::Ticket => offset_of!(hwl_rdv_cell, ticket),
             };
-            self.u32_at(self.cell_offset(cell) + within)
+            self.u32_at(self.cell_offset(cell).wrapping_add(within))
         }
         fn cells_bell(&self) -> &Doorbell {
             &self.cells_bell
@@ -1188,7 +1198,9 @@ mod raw {
             &self.peer_bells[cell as usize]
         }
         unsafe fn write_payload(&self, cell: u32, msg: &[u8]) {
-            let dst = self.at(self.cell_offset(cell) + HWL_RDV_CELL_HDR_SIZE as usize);
+            let dst = self.at(self
+                .cell_offset(cell)
+                .wrapping_add(HWL_RDV_CELL_HDR_SIZE as usize));
             // SAFETY: the payload area has slot_size >= msg.len() bytes
             // (caller), inside the object; the caller holds the cell, so no
             // well-behaved party accesses these bytes meanwhile.
@@ -1200,7 +1212,9 @@ mod raw {
             len: usize,
             f: impl FnOnce(ShmSlice<'_>) -> R,
         ) -> R {
-            let src = self.at(self.cell_offset(cell) + HWL_RDV_CELL_HDR_SIZE as usize);
+            let src = self.at(self
+                .cell_offset(cell)
+                .wrapping_add(HWL_RDV_CELL_HDR_SIZE as usize));
             // SAFETY: len <= slot_size bytes of the payload area (caller);
             // the writer finished before its Release, which we acquired, and
             // does not write again until the cell is freed after our ack.
@@ -1240,12 +1254,18 @@ mod raw {
             }
         })?;
         if need > len as u64 {
-            return Err(bad("rendezvous bytes missing", need - len as u64, 0));
+            return Err(bad(
+                "rendezvous bytes missing",
+                need.saturating_sub(len as u64),
+                0,
+            ));
         }
-        if ctl.is_null() || ctl as usize % HWL_CACHELINE as usize != 0 {
+        if ctl.is_null() || (ctl as usize).checked_rem(HWL_CACHELINE as usize) != Some(0) {
             return Err(bad(
                 "rendezvous address misalignment",
-                (ctl as usize % HWL_CACHELINE as usize) as u64,
+                (ctl as usize)
+                    .checked_rem(HWL_CACHELINE as usize)
+                    .unwrap_or(0) as u64,
                 0,
             ));
         }
@@ -1263,7 +1283,10 @@ mod raw {
             core::ptr::write_bytes(ctl, 0, RDV_CONTROL_BYTES as usize);
             ctl.cast::<hwl_rendezvous>().write(config);
             for cell in 0..cells as usize {
-                let at = ctl.add(RDV_CONTROL_BYTES as usize + cell * stride as usize);
+                let at = ctl.add(
+                    cell.wrapping_mul(stride as usize)
+                        .wrapping_add(RDV_CONTROL_BYTES as usize),
+                );
                 core::ptr::write_bytes(at, 0, HWL_RDV_CELL_HDR_SIZE as usize);
             }
         }
@@ -1280,17 +1303,19 @@ mod raw {
         /// only as the rendezvous protocol says (atomics for every word).
         pub(crate) unsafe fn from_raw(ctl: *mut u8, len: usize) -> Result<Self, Corruption> {
             let base = NonNull::new(ctl).ok_or_else(|| bad("rendezvous address (null)", 0, 0))?;
-            if ctl as usize % HWL_CACHELINE as usize != 0 {
+            if (ctl as usize).checked_rem(HWL_CACHELINE as usize) != Some(0) {
                 return Err(bad(
                     "rendezvous address misalignment",
-                    (ctl as usize % HWL_CACHELINE as usize) as u64,
+                    (ctl as usize)
+                        .checked_rem(HWL_CACHELINE as usize)
+                        .unwrap_or(0) as u64,
                     0,
                 ));
             }
             if (len as u64) < RDV_CONTROL_BYTES {
                 return Err(bad(
                     "rendezvous bytes missing",
-                    RDV_CONTROL_BYTES - len as u64,
+                    RDV_CONTROL_BYTES.saturating_sub(len as u64),
                     0,
                 ));
             }
@@ -1353,12 +1378,22 @@ mod raw {
             }
             let need = rendezvous_bytes(cells, slot_size).expect("validated above");
             if need > len as u64 {
-                return Err(bad("rendezvous bytes missing", need - len as u64, 0));
+                return Err(bad(
+                    "rendezvous bytes missing",
+                    need.saturating_sub(len as u64),
+                    0,
+                ));
             }
             let stride = stride as usize;
             let cell_bells = |field: usize| -> Box<[Doorbell]> {
                 (0..cells as usize)
-                    .map(|c| bell(base, RDV_CONTROL_BYTES as usize + c * stride + field))
+                    .map(|c| {
+                        let at = c
+                            .wrapping_mul(stride)
+                            .wrapping_add(RDV_CONTROL_BYTES as usize)
+                            .wrapping_add(field);
+                        bell(base, at)
+                    })
                     .collect()
             };
             let mem = RawMem {

@@ -4,6 +4,7 @@
 //! (tag `s` for mailboxes and a link's first direction, `t` for its second).
 //! The chain state (bytes in use, segment numbers) lives in the queue's
 //! control block (`struct hwl_mailbox`).
+#![warn(clippy::arithmetic_side_effects)]
 
 use crate::chain::{Segment, SegmentStore, StoreError};
 use crate::error::{Corruption, OpenError};
@@ -94,7 +95,11 @@ impl SegmentStore for RegionStore {
     fn estimate(&self, geometry: &MpmcGeometry) -> u64 {
         let page = (self.first.map().page_size() as u64).max(4096);
         let ring = mpmc::ring_bytes(geometry.capacity, geometry.slot_size).unwrap_or(u64::MAX);
-        (u64::from(HWL_REGION_HDR_SIZE) + ring.div_ceil(4096) * 4096).div_ceil(page) * page
+        let round = |b: u64, to: u64| b.checked_next_multiple_of(to).unwrap_or(u64::MAX);
+        round(
+            round(ring, 4096).saturating_add(u64::from(HWL_REGION_HDR_SIZE)),
+            page,
+        )
     }
 
     fn open(&self, id: u64) -> Result<Option<Arc<MpmcParts>>, StoreError> {

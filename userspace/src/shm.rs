@@ -8,6 +8,7 @@
 //! a peer writes the same bytes may mix old and new bytes: a misbehaving
 //! peer can spoil the payload it shares, never memory safety. hw/SPEC.md
 //! §8.7 states the rule.
+#![warn(clippy::arithmetic_side_effects)]
 
 use core::marker::PhantomData;
 
@@ -117,7 +118,7 @@ impl<'a> ShmSlice<'a> {
         let mut buf = [0u8; 256];
         other.chunks(buf.len()).enumerate().all(|(i, chunk)| {
             let dst = &mut buf[..chunk.len()];
-            self.read_at(i * 256, dst) && dst == chunk
+            self.read_at(i.saturating_mul(256), dst) && dst == chunk
         })
     }
 
@@ -129,10 +130,10 @@ impl<'a> ShmSlice<'a> {
         }
         let mut offset = 0;
         while offset < self.len {
-            let n = (self.len - offset).min(buf.len());
+            let n = self.len.saturating_sub(offset).min(buf.len());
             self.read_at(offset, &mut buf[..n]);
             f(&buf[..n]);
-            offset += n;
+            offset = offset.saturating_add(n);
         }
     }
 }

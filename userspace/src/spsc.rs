@@ -13,6 +13,7 @@
 //! while it lags behind a stream, to count its backlog. Every value read
 //! from shared memory is bounds-checked before use, so a hostile peer can
 //! cause a [`Corruption`] error but never an out-of-bounds access.
+#![warn(clippy::arithmetic_side_effects)]
 
 use crate::doorbell::Doorbell;
 use crate::error::Corruption;
@@ -74,7 +75,10 @@ impl Geometry {
         if need > object_size {
             return Err(Corruption::new("ring size", need, object_size));
         }
-        let want_offset = need - u64::from(capacity) * u64::from(stride);
+        let want_offset = u64::from(capacity)
+            .checked_mul(u64::from(stride))
+            .and_then(|slots| need.checked_sub(slots))
+            .unwrap_or(u64::MAX);
         if slots_offset != want_offset {
             return Err(Corruption::new(
                 "ring slots offset",
@@ -91,7 +95,7 @@ impl Geometry {
 
     #[inline(always)]
     fn mask(&self) -> u32 {
-        self.capacity - 1
+        self.capacity.wrapping_sub(1)
     }
 }
 
@@ -143,7 +147,12 @@ impl RawSlots {
     pub(crate) fn slot_ptr(&self, index: u32) -> *mut u8 {
         // SAFETY: callers pass a masked index < capacity, so the offset stays
         // inside the slot area promised in `new`.
-        unsafe { self.base.as_ptr().add(index as usize * self.stride) }
+        // No overflow: index < capacity <= 2^24, stride <= 2^30 + 64.
+        unsafe {
+            self.base
+                .as_ptr()
+                .add((index as usize).wrapping_mul(self.stride))
+        }
     }
 }
 
@@ -180,7 +189,7 @@ impl SlotMem for RawSlots {
 fn prefetch_slot<const WRITE: bool>(slot: *mut u8, stride: usize) {
     #[cfg(all(target_arch = "x86_64", not(miri)))]
     for line in 0..stride.min(128) / 64 {
-        let p = slot.wrapping_add(line * 64);
+        let p = slot.wrapping_add(line.wrapping_mul(64));
         // SAFETY: a prefetch only hints the cache: it cannot fault, and CPUs
         // without PREFETCHW treat it as a NOP. The address is inside the
         // slot all the same (line * 64 < stride).
@@ -217,24 +226,38 @@ pub(crate) unsafe fn copy_bytes(src: *const u8, dst: *mut u8, len: usize) {
     unsafe {
         if (8..=16).contains(&len) {
             let a = src.cast::<u64>().read_unaligned();
-            let b = src.add(len - 8).cast::<u64>().read_unaligned();
+            let b = src.add(len.wrapping_sub(8)).cast::<u64>().read_unaligned();
             dst.cast::<u64>().write_unaligned(a);
-            dst.add(len - 8).cast::<u64>().write_unaligned(b);
+            dst.add(len.wrapping_sub(8))
+                .cast::<u64>()
+                .write_unaligned(b);
         } else if (17..=32).contains(&len) {
             let a = src.cast::<u128>().read_unaligned();
-            let b = src.add(len - 16).cast::<u128>().read_unaligned();
+            let b = src
+                .add(len.wrapping_sub(16))
+                .cast::<u128>()
+                .read_unaligned();
             dst.cast::<u128>().write_unaligned(a);
-            dst.add(len - 16).cast::<u128>().write_unaligned(b);
+            dst.add(len.wrapping_sub(16))
+                .cast::<u128>()
+                .write_unaligned(b);
         } else if (33..=64).contains(&len) {
             let a = src.cast::<[u128; 2]>().read_unaligned();
-            let b = src.add(len - 32).cast::<[u128; 2]>().read_unaligned();
+            let b = src
+                .add(len.wrapping_sub(32))
+                .cast::<[u128; 2]>()
+                .read_unaligned();
             dst.cast::<[u128; 2]>().write_unaligned(a);
-            dst.add(len - 32).cast::<[u128; 2]>().write_unaligned(b);
+            dst.add(len.wrapping_sub(32))
+                .cast::<[u128; 2]>()
+                .write_unaligned(b);
         } else if (4..8).contains(&len) {
             let a = src.cast::<u32>().read_unaligned();
-            let b = src.add(len - 4).cast::<u32>().read_unaligned();
+            let b = src.add(len.wrapping_sub(4)).cast::<u32>().read_unaligned();
             dst.cast::<u32>().write_unaligned(a);
-            dst.add(len - 4).cast::<u32>().write_unaligned(b);
+            dst.add(len.wrapping_sub(4))
+                .cast::<u32>()
+                .write_unaligned(b);
         } else {
             core::ptr::copy_nonoverlapping(src, dst, len);
         }
@@ -415,7 +438,10 @@ impl<M: SlotMem> Producer<M> {
     /// Free slots according to the cache, without touching shared memory.
     #[inline(always)]
     pub(crate) fn cached_free(&self) -> u32 {
-        self.geometry.capacity - self.tail.wrapping_sub(self.head_cache)
+        // head_cache was checked: tail - head <= capacity.
+        self.geometry
+            .capacity
+            .saturating_sub(self.tail.wrapping_sub(self.head_cache))
     }
 
     /// Free slots: the cached answer if it is non-zero, else a fresh one.
@@ -434,7 +460,7 @@ impl<M: SlotMem> Producer<M> {
         let head = self.words.head().load(Ordering::Acquire);
         let used = check_distance(self.tail, head, self.geometry.capacity)?;
         self.head_cache = head;
-        Ok(self.geometry.capacity - used)
+        Ok(self.geometry.capacity.saturating_sub(used))
     }
 
     /// Whether a fresh look at `head` (A1) shows a free slot, without

@@ -118,6 +118,17 @@ impl SpinPolicy {
     }
 }
 
+/// The deadline `timeout` from now; None (no deadline) for a timeout too
+/// long to add to the clock (such as `Duration::MAX`).
+pub(crate) fn deadline_after(timeout: Duration) -> Option<Instant> {
+    Instant::now().checked_add(timeout)
+}
+
+/// `now + d`, or `now` if that does not fit the clock.
+pub(crate) fn later(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d).unwrap_or(now)
+}
+
 /// How long a queue's spin-then-park end spins before it sleeps.
 const QUEUE_SPIN: Duration = Duration::from_micros(50);
 /// Longest sleep of a queue's waiting end before it looks again on its own
