@@ -70,9 +70,27 @@ pub struct RegionStatus {
     pub mailbox: Option<crate::mailbox::MailboxInfo>,
     /// For a segment of an unbounded mailbox: the mailbox's region name.
     pub segment_of: Option<String>,
-    /// For a segment: its mailbox's region no longer exists.
+    /// For a segment: its queue's region no longer exists, or is stale.
     pub orphaned: bool,
+    /// For a zero-capacity mailbox or link: what waits in its cells.
+    pub rendezvous: Option<RendezvousStatus>,
 }
+
+/// What waits in the cells of a rendezvous (zero-capacity) object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RendezvousStatus {
+    /// Cells.
+    pub cells: u32,
+    /// Senders offering a message.
+    pub senders_waiting: u32,
+    /// Receivers waiting for a message.
+    pub receivers_waiting: u32,
+    /// Cells in the middle of a hand-off.
+    pub busy: u32,
+}
+
+/// One process's liveness file, as `hwlink ls` shows it.
+pub use hwlink_drivers::process::ProcessFile;
 
 /// How old a region whose creator cannot be told must be before it counts
 /// as stale: younger ones may still be in the middle of being created.
@@ -85,14 +103,20 @@ impl RegionStatus {
     /// [`UNKNOWN_CREATOR_GRACE`].
     ///
     /// A mailbox outlives its creator: it is stale only once removed with
-    /// no live process attached. A segment of one is stale once its mailbox
-    /// is gone.
+    /// no live process attached. The queues of a domain link (unbounded or
+    /// zero capacity) are stale once their creator is dead and no live
+    /// process is attached. A segment is stale once its queue's region is
+    /// gone or stale.
     pub fn is_stale(&self) -> bool {
         if self.segment_of.is_some() {
             return self.orphaned;
         }
         if let Some(m) = &self.mailbox {
-            return m.removed && m.attachments.iter().all(|a| !a.alive);
+            let nobody = m.attachments.iter().all(|a| !a.alive);
+            if self.name.starts_with(crate::mailbox::MAILBOX_PREFIX) {
+                return m.removed && nobody;
+            }
+            return nobody && (m.removed || !self.creator_alive);
         }
         if self.creator_pid == 0 {
             return self.age.is_some_and(|a| a > UNKNOWN_CREATOR_GRACE);
@@ -164,6 +188,7 @@ pub fn list() -> Result<Vec<RegionStatus>, MapError> {
             mailbox: None,
             segment_of: None,
             orphaned: false,
+            rendezvous: None,
         };
         match Region::open(&file.name, backend_of(file.kind)) {
             Err(e) => status.error = Some(e.to_string()),
@@ -211,6 +236,7 @@ pub fn list() -> Result<Vec<RegionStatus>, MapError> {
                             }
                         }
                         status.mailbox = crate::mailbox::describe(&map, &info);
+                        status.rendezvous = rendezvous_status(&map, &info);
                         status.segment_of = segment_of(&file.name, &map, &info);
                         match crate::domain::members_of(map.clone(), &info) {
                             Some(Ok(members)) => status.members = members,
@@ -223,13 +249,47 @@ pub fn list() -> Result<Vec<RegionStatus>, MapError> {
         }
         out.push(status);
     }
-    let names: std::collections::HashSet<String> = out.iter().map(|r| r.name.clone()).collect();
+    // A segment is orphaned when its root is gone, or stale (then both go).
+    let roots: std::collections::HashMap<String, bool> =
+        out.iter().map(|r| (r.name.clone(), r.is_stale())).collect();
     for r in &mut out {
         if let Some(root) = &r.segment_of {
-            r.orphaned = !names.contains(root);
+            r.orphaned = roots.get(root).map_or(true, |stale| *stale);
         }
     }
     Ok(out)
+}
+
+/// The rendezvous cells of a zero-capacity queue in a validated region.
+fn rendezvous_status(map: &Arc<RegionMap>, info: &region::RegionInfo) -> Option<RendezvousStatus> {
+    let mut total: Option<RendezvousStatus> = None;
+    for obj in info
+        .objects
+        .iter()
+        .filter(|o| o.kind == hwlink_hw::HWL_OBJ_RENDEZVOUS)
+    {
+        let Ok(parts) = region::RendezvousParts::locate_object(map.clone(), obj) else {
+            continue;
+        };
+        let (cells, senders, receivers, busy) = parts.rdv().census();
+        let t = total.get_or_insert(RendezvousStatus {
+            cells: 0,
+            senders_waiting: 0,
+            receivers_waiting: 0,
+            busy: 0,
+        });
+        t.cells = t.cells.saturating_add(cells);
+        t.senders_waiting = t.senders_waiting.saturating_add(senders);
+        t.receivers_waiting = t.receivers_waiting.saturating_add(receivers);
+        t.busy = t.busy.saturating_add(busy);
+    }
+    total
+}
+
+/// The liveness files of the processes that use hwlink on this machine
+/// (`hwlink ls` shows them; dead ones are removed by `hwlink rm --stale`).
+pub fn processes() -> Vec<ProcessFile> {
+    hwlink_drivers::process::list_processes().unwrap_or_default()
 }
 
 /// Removes the region `name` (processes that have it mapped keep it), and
@@ -263,14 +323,22 @@ pub fn remove(name: &str) -> Result<(), MapError> {
     crate::segments::remove_with_segments(name)
 }
 
-/// Removes every stale region; returns their names.
+/// Removes every stale region (and the liveness files of dead
+/// processes); returns their names. Nothing a live process holds is
+/// removed: a region is stale only if no live process is attached to it.
 pub fn remove_stale() -> Result<Vec<String>, MapError> {
     let mut removed = Vec::new();
     for status in list()? {
         if status.is_stale() {
-            hwlink_drivers::remove_region(&status.name)?;
+            match hwlink_drivers::remove_region(&status.name) {
+                Ok(()) | Err(MapError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
             removed.push(status.name);
         }
+    }
+    for path in hwlink_drivers::process::remove_dead_processes() {
+        removed.push(path.display().to_string());
     }
     Ok(removed)
 }

@@ -52,6 +52,9 @@ const DEFAULT_LINK_SLOT_SIZE: u32 = 1016;
 const CHECK_SLICE: Duration = Duration::from_millis(100);
 /// `recv_any` sleeps at most this long before checking its peers.
 const SLEEP_SLICE: Duration = Duration::from_millis(50);
+/// How often a `recv_from` waiting for its member to join looks at the
+/// directory.
+const JOIN_POLL: Duration = Duration::from_millis(10);
 /// How long `recv_any` with SpinPark polls before it sleeps.
 const SPIN_BEFORE_PARK: Duration = Duration::from_micros(60);
 const SC: Ordering = Ordering::SeqCst;
@@ -127,13 +130,33 @@ fn link_files(domain: &str) -> Vec<(String, [(usize, u32); 2])> {
 }
 
 /// Unlinks every link region of `domain` involving entry (slot, gen),
-/// except those in `keep`.
+/// except those in `keep`. A link whose queues another live process is
+/// still attached to (an unbounded or zero-capacity link the peer drains)
+/// is marked removed instead: the peer receives what is queued, reaching
+/// every segment, then unlinks it when it drops the link.
 fn remove_links_of(domain: &str, slot: usize, gen: u32, keep: &[String]) {
     for (file, pair) in link_files(domain) {
-        if pair.contains(&(slot, gen)) && !keep.contains(&file) {
+        if pair.contains(&(slot, gen)) && !keep.contains(&file) && !mark_queues_removed(&file) {
             let _ = crate::segments::remove_with_segments(&file);
         }
     }
+}
+
+/// Marks the queues of link region `file` removed; true if a live process
+/// is still attached to one of them (a leaver has detached from its links
+/// by now; a reaper may be the peer itself, draining).
+fn mark_queues_removed(file: &str) -> bool {
+    let Ok((map, info)) = region::open_region(file, Backend::Auto, Duration::ZERO) else {
+        return false;
+    };
+    let mut attached = false;
+    for obj in info.objects.iter().filter(|o| o.kind == HWL_OBJ_MAILBOX) {
+        if let Ok(ctl) = region::MailboxParts::locate_object(map.clone(), obj) {
+            crate::mailbox::mark_removed(&ctl);
+            attached |= crate::mailbox::others_attached(&ctl, 0);
+        }
+    }
+    attached
 }
 
 /// Opens region `name`, which another process may be creating right now:
@@ -1366,13 +1389,43 @@ impl Member {
         }
     }
 
+    /// The link to receive from `from` on, waiting (with `block`, until
+    /// `deadline`) for a member of that name to join if there is none yet.
+    fn recv_link_waiting(
+        &mut self,
+        from: &str,
+        deadline: Option<Instant>,
+        block: bool,
+    ) -> Result<usize, RecvError> {
+        loop {
+            match self.recv_link(from) {
+                Ok(k) => return Ok(k),
+                Err(Unreachable::NoSuchMember) if block => {}
+                Err(e) => return Err(e.recv_error(from)),
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(RecvError::Timeout);
+            }
+            // A joiner that links to us posts our inbox; one that does not
+            // (yet) is seen in the directory within a slice.
+            let until = crate::wait::later(Instant::now(), JOIN_POLL);
+            let until = deadline.map_or(until, |d| d.min(until));
+            let pending = self.dom.member(self.me).pending_links();
+            let _: Result<_, ()> = self.inbox.sleep_until(
+                |_| Ok((pending.load(Ordering::Acquire) != 0).then_some(())),
+                Some(until),
+                None,
+            );
+        }
+    }
+
     fn recv_from_impl(
         &mut self,
         from: &str,
         deadline: Option<Instant>,
         block: bool,
     ) -> Result<Vec<u8>, RecvError> {
-        let k = self.recv_link(from).map_err(|e| e.recv_error(from))?;
+        let k = self.recv_link_waiting(from, deadline, block)?;
         match self.links[k].rx.recv(None, false) {
             Ok(m) => return Ok(m),
             Err(RecvError::Empty) if block => {}
@@ -1433,8 +1486,9 @@ impl Member {
     }
 
     /// Receives the next message from the member named `from` only, waiting
-    /// per the wait strategy. Messages it sent before it left are still
-    /// received; then [`RecvError::MemberGone`].
+    /// per the wait strategy (also for a member of that name to join, if
+    /// none has yet). Messages it sent before it left are still received;
+    /// then [`RecvError::MemberGone`].
     pub fn recv_from(&mut self, from: &str) -> Result<Vec<u8>, RecvError> {
         self.recv_from_impl(from, None, true)
     }

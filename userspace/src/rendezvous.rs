@@ -337,6 +337,22 @@ impl<M: RdvMem> Rdv<M> {
         self.oldest(SEND_WAITING).map_or(true, |c| c.is_some())
     }
 
+    /// What the cells hold now (for `hwlink ls`): cells, senders offering,
+    /// receivers waiting, cells in the middle of a hand-off. A state word
+    /// out of range counts as busy.
+    pub(crate) fn census(&self) -> (u32, u32, u32, u32) {
+        let (mut senders, mut receivers, mut busy) = (0u32, 0u32, 0u32);
+        for cell in 0..self.cells {
+            match checked(self.state(cell).load(Ordering::Relaxed)).map(kind) {
+                Ok(FREE) => {}
+                Ok(SEND_WAITING) => senders = senders.saturating_add(1),
+                Ok(RECV_WAITING) => receivers = receivers.saturating_add(1),
+                _ => busy = busy.saturating_add(1),
+            }
+        }
+        (self.cells, senders, receivers, busy)
+    }
+
     fn state(&self, cell: u32) -> &AtomicU64 {
         self.mem.state(cell)
     }

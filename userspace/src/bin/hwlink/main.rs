@@ -652,7 +652,12 @@ fn ls_cmd() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         }
         if let Some(m) = &r.mailbox {
             println!(
-                "    mailbox id {}: {}, {} messages queued, {} bytes in use{}",
+                "    {} id {}: {}, {} messages queued, {} bytes in use{}",
+                if r.name.starts_with("mbx.") {
+                    "mailbox"
+                } else {
+                    "link queues"
+                },
                 m.id,
                 m.buffering,
                 m.queued,
@@ -672,9 +677,15 @@ fn ls_cmd() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                 );
             }
         }
+        if let Some(z) = &r.rendezvous {
+            println!(
+                "    rendezvous: {} cells, {} senders offering, {} receivers waiting, {} in a hand-off",
+                z.cells, z.senders_waiting, z.receivers_waiting, z.busy
+            );
+        }
         if let Some(root) = &r.segment_of {
             println!(
-                "    segment of mailbox region `{root}`{}",
+                "    segment of queue region `{root}`{}",
                 if r.orphaned { " (gone)" } else { "" }
             );
         }
@@ -688,6 +699,22 @@ fn ls_cmd() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         }
         if let Some(e) = &r.error {
             println!("    error: {e}");
+        }
+    }
+    let procs = admin::processes();
+    if !procs.is_empty() {
+        println!("\nprocesses (liveness files):");
+        for p in &procs {
+            println!(
+                "    token {:08x}: pid {}, {}",
+                p.token,
+                p.pid,
+                if p.alive {
+                    "alive"
+                } else {
+                    "dead (hwlink rm --stale removes it)"
+                }
+            );
         }
     }
     Ok(())
