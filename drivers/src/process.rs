@@ -40,7 +40,7 @@ use std::sync::Once;
 
 use hwlink_hw::{
     hwl_process, HWL_ABI_VERSION, HWL_PROCESS_FILE_SIZE, HWL_PROCESS_MAGIC, HWL_PROCESS_OWNER_DIED,
-    HWL_PROCESS_TID_MASK,
+    HWL_PROCESS_TID_MASK, HWL_PROCESS_WAITERS,
 };
 
 use crate::dirs::Dirs;
@@ -344,7 +344,12 @@ fn hold_until_death(lock: &'static AtomicU32) -> io::Result<()> {
             // SAFETY: `addr` is the lock word of our liveness mapping, which
             // is never unmapped (the identity lives for the process).
             let word = unsafe { &*(addr as *const AtomicU32) };
-            word.store(tid & HWL_PROCESS_TID_MASK, Ordering::SeqCst);
+            // FUTEX_WAITERS for good: the kernel wakes a peer asleep on the
+            // word when it marks our death.
+            word.store(
+                (tid & HWL_PROCESS_TID_MASK) | HWL_PROCESS_WAITERS,
+                Ordering::SeqCst,
+            );
             let head = Box::leak(Box::new(RobustListHead {
                 list: RobustList {
                     next: core::ptr::null_mut(),
@@ -442,6 +447,20 @@ impl Watch {
     /// The pid it recorded, in its own pid namespace (0 if unreadable).
     pub fn pid(&self) -> u32 {
         self.pid
+    }
+
+    /// The robust futex word itself (read-only), to sleep on beside a
+    /// doorbell: the kernel wakes a sleeper when it marks the death.
+    pub fn lock_word(&self) -> Option<&AtomicU32> {
+        if self.is_self {
+            return None;
+        }
+        self.map.as_ref().map(|map| {
+            let p = map.as_ptr().cast::<hwl_process>();
+            // SAFETY: an aligned u32 inside the live read-only mapping,
+            // accessed only atomically, for as long as `self` lives.
+            unsafe { &*addr_of_mut!((*p).lock).cast::<AtomicU32>() }
+        })
     }
 
     /// One load: the kernel marked the process dead (robust futex

@@ -87,7 +87,10 @@
  * lock is a robust futex word: it holds the tid of the process's liveness
  * thread, which lists it on its robust list (set_robust_list(2)), so the
  * kernel sets HWL_PROCESS_OWNER_DIED in it when the process dies, even by
- * SIGKILL: peers learn of the death from one load. The process also holds
+ * SIGKILL: peers learn of the death from one load. The owner also sets
+ * HWL_PROCESS_WAITERS (FUTEX_WAITERS) for good, so that the kernel then
+ * wakes a peer sleeping on the word (futex_waitv beside its doorbell); that
+ * peer wakes the others. The process also holds
  * an open-file-description write lock (F_OFD_SETLK) on the whole file for
  * its life, which the kernel drops once its last thread is gone: peers
  * that wait check it with F_OFD_GETLK, which no write into shared memory
@@ -97,6 +100,7 @@
 #define HWL_PROCESS_FILE_SIZE 4096
 #define HWL_PROCESS_OWNER_DIED (1U << 30) /* FUTEX_OWNER_DIED, set by the kernel */
 #define HWL_PROCESS_TID_MASK 0x3fffffffU  /* FUTEX_TID_MASK */
+#define HWL_PROCESS_WAITERS (1U << 31)    /* FUTEX_WAITERS, set by the owner */
 
 struct hwl_process {
 	__u64 magic;        /* HWL_PROCESS_MAGIC, stored last (release) */

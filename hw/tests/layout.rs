@@ -291,6 +291,7 @@ fn expected_constants() -> Vec<(&'static str, u64, u64)> {
             0x3fff_ffff,
             HWL_PROCESS_TID_MASK.into(),
         ),
+        ("HWL_PROCESS_WAITERS", 1 << 31, HWL_PROCESS_WAITERS.into()),
         ("HWL_BUF_ZERO", 0, HWL_BUF_ZERO.into()),
         ("HWL_BUF_BOUNDED", 1, HWL_BUF_BOUNDED.into()),
         ("HWL_BUF_UNBOUNDED", 2, HWL_BUF_UNBOUNDED.into()),

@@ -32,6 +32,8 @@ use hwlink_hw::{
     HWL_MEMBER_FREE, HWL_MEMBER_JOINING, HWL_MEMBER_LEAVING, HWL_MEMBER_NAME_LEN, HWL_OBJ_DOMAIN,
     HWL_OBJ_MAILBOX, HWL_OBJ_SPSC_RING,
 };
+use std::cell::RefCell;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -49,7 +51,7 @@ const DEFAULT_LINK_CAPACITY: u32 = 256;
 const DEFAULT_LINK_SLOT_SIZE: u32 = 1016;
 /// A blocked send or receive on one link looks at the directory (and the
 /// peer's process) this often, for a peer that never attached to the link.
-const CHECK_SLICE: Duration = Duration::from_millis(100);
+const CHECK_SLICE: Duration = Duration::from_millis(20);
 /// `recv_any` sleeps at most this long before checking its peers.
 const SLEEP_SLICE: Duration = Duration::from_millis(50);
 /// How often a `recv_from` waiting for its member to join looks at the
@@ -162,16 +164,23 @@ fn mark_queues_removed(file: &str) -> bool {
 /// Opens region `name`, which another process may be creating right now:
 /// its file can exist before it is sized (O_EXCL create, then ftruncate), so
 /// a file of the wrong size is retried, like an unpublished header, until
-/// `ready_timeout`.
+/// `ready_timeout`, or until `creator_alive` says the process creating it
+/// is gone (it died half way: nobody will finish the file).
 fn open_fresh(
     name: &str,
     backend: Backend,
     ready_timeout: Duration,
+    creator_alive: &dyn Fn() -> bool,
 ) -> Result<(Arc<RegionMap>, RegionInfo), OpenError> {
     let deadline = crate::wait::later(Instant::now(), ready_timeout);
     loop {
-        match region::open_region(name, backend, ready_timeout) {
-            Err(OpenError::Map(MapError::BadSize { .. })) if Instant::now() < deadline => {
+        let slice = deadline
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_millis(10));
+        match region::open_region(name, backend, slice) {
+            Err(OpenError::Map(MapError::BadSize { .. }) | OpenError::NotReady { .. })
+                if Instant::now() < deadline && creator_alive() =>
+            {
                 std::thread::sleep(Duration::from_millis(1))
             }
             other => return other,
@@ -273,10 +282,11 @@ fn reap_if_dead(dom: &DomainParts, domain: &str, i: usize) -> bool {
     match state {
         // Claimed, never joined (or freed but not yet released).
         HWL_MEMBER_FREE => {
-            !liveness::is_alive(owner) && m.token().compare_exchange(owner, 0, SC, SC).is_ok()
+            !liveness::is_alive_settled(owner)
+                && m.token().compare_exchange(owner, 0, SC, SC).is_ok()
         }
         HWL_MEMBER_JOINING | HWL_MEMBER_ACTIVE => {
-            if liveness::is_alive(owner)
+            if liveness::is_alive_settled(owner)
                 || m.word()
                     .compare_exchange(w, pack(HWL_MEMBER_LEAVING, gen), SC, SC)
                     .is_err()
@@ -292,9 +302,9 @@ fn reap_if_dead(dom: &DomainParts, domain: &str, i: usize) -> bool {
             // or a reaper.
             let r = m.reaper().load(SC);
             let stuck = if r == 0 {
-                !liveness::is_alive(owner)
+                !liveness::is_alive_settled(owner)
             } else {
-                !liveness::is_alive(r)
+                !liveness::is_alive_settled(r)
             };
             if !stuck || m.reaper().compare_exchange(r, me, SC, SC).is_err() {
                 return false;
@@ -560,6 +570,7 @@ impl DomainBuilder {
                         links: Vec::new(),
                         next: 0,
                         left: false,
+                        known: RefCell::new(HashSet::new()),
                     });
                 }
                 None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
@@ -579,7 +590,8 @@ impl DomainBuilder {
         deadline: Instant,
     ) -> Result<DomainParts, OpenError> {
         loop {
-            let opened = match open_fresh(&self.domain, Backend::Auto, self.ready_timeout) {
+            let opened = match open_fresh(&self.domain, Backend::Auto, self.ready_timeout, &|| true)
+            {
                 Ok((map, info)) => Ok((map, info)),
                 Err(OpenError::Map(MapError::NotFound { .. })) => match self.create(cfg) {
                     Err(OpenError::Map(MapError::AlreadyExists { .. }))
@@ -778,6 +790,9 @@ pub struct Member {
     links: Vec<Link>,
     next: usize,
     left: bool,
+    /// Names of members this one has seen in the directory or linked to:
+    /// a `recv_from` waits for a name to join only if it was never here.
+    known: RefCell<HashSet<String>>,
 }
 
 /// Why a peer could not be reached.
@@ -827,9 +842,16 @@ impl Member {
     pub fn capacity(&self) -> usize {
         self.geometry.capacity as usize
     }
-    /// The members of the domain now (this one included).
+    /// The members of the domain now (this one included). A name seen
+    /// here counts as known: a later `recv_from` it is not a member any
+    /// more reports it gone rather than waiting for it to join.
     pub fn members(&self) -> Vec<MemberInfo> {
-        directory(&self.dom)
+        let list = directory(&self.dom);
+        let mut known = self.known.borrow_mut();
+        for m in &list {
+            known.insert(m.name.clone());
+        }
+        list
     }
     /// The regions of the links this member has open now (diagnostics).
     pub fn link_names(&self) -> Vec<String> {
@@ -914,7 +936,7 @@ impl Member {
         };
         let created = made.is_some();
         let result = (|| {
-            let (map, info) = self.open_link_region(&file, made)?;
+            let (map, info) = self.open_link_region(&file, made, (slot, gen))?;
             let rings: Vec<_> = info
                 .objects
                 .iter()
@@ -967,19 +989,27 @@ impl Member {
         }
     }
 
-    /// The link region we `made`, validated, or else the one another
-    /// process created (waiting for it to be published).
+    /// The link region we `made`, validated, or else the one the member at
+    /// (`slot`, `gen`) created (waiting for it to be published, unless that
+    /// member dies meanwhile).
     fn open_link_region(
         &self,
         file: &str,
         made: Option<Arc<RegionMap>>,
+        (slot, gen): (usize, u32),
     ) -> Result<(Arc<RegionMap>, RegionInfo), OpenError> {
         match made {
             Some(map) => {
                 let info = region::validate(&map)?;
                 Ok((map, info))
             }
-            None => open_fresh(file, self.link_backend, self.ready_timeout),
+            None => {
+                let alive = || {
+                    let e = read_entry(&self.dom, slot);
+                    e.is_member() && e.gen == gen && liveness::is_alive(e.token)
+                };
+                open_fresh(file, self.link_backend, self.ready_timeout, &alive)
+            }
         }
     }
 
@@ -1081,7 +1111,7 @@ impl Member {
         };
         let created = made.is_some();
         let result = (|| {
-            let (map, info) = self.open_link_region(&file, made)?;
+            let (map, info) = self.open_link_region(&file, made, (slot, gen))?;
             let of = |kind| -> Vec<_> { info.objects.iter().filter(|o| o.kind == kind).collect() };
             let (ctls, rings) = (of(HWL_OBJ_MAILBOX), of(queue_kind));
             if ctls.len() != 2 || rings.len() != 2 {
@@ -1107,7 +1137,11 @@ impl Member {
                     created,
                 )
             };
+            // The peer as the directory names it now (bound here: what
+            // anyone writes there later does not change whom we watch).
+            let peer_token = read_entry(&self.dom, slot).token;
             let mut tx = Box::new(open(out, Access::Send)?);
+            tx.watch_peer(peer_token);
             if zero {
                 // A waiting zero-capacity send wakes the peer's inbox, so
                 // that its recv_any finds the offer.
@@ -1118,7 +1152,9 @@ impl Member {
                 }));
             }
             let tx = ChannelSender::Queue(tx);
-            let rx = ChannelReceiver::Queue(Box::new(open(inc, Access::Recv)?));
+            let mut rx = Box::new(open(inc, Access::Recv)?);
+            rx.watch_peer(peer_token);
+            let rx = ChannelReceiver::Queue(rx);
             let peer = peer_name
                 .map(str::to_string)
                 .unwrap_or_else(|| ctls[inc].name.clone());
@@ -1153,6 +1189,7 @@ impl Member {
             return Err(Unreachable::Gone);
         }
         let (slot, e) = self.lookup(name).ok_or(Unreachable::NoSuchMember)?;
+        self.known.borrow_mut().insert(name.to_string());
         let link = match self.attach_link(slot, e.gen, Some(name), true) {
             Ok(link) => link,
             Err(err) => {
@@ -1221,6 +1258,7 @@ impl Member {
                 let name =
                     (e.state == HWL_MEMBER_ACTIVE && e.gen == gen).then(|| name_string(&e.name));
                 if let Ok(link) = self.attach_link(j, gen, name.as_deref(), false) {
+                    self.known.borrow_mut().insert(link.peer.clone());
                     self.links.push(link);
                 }
             }
@@ -1400,6 +1438,10 @@ impl Member {
         loop {
             match self.recv_link(from) {
                 Ok(k) => return Ok(k),
+                // It was here, and is not any more.
+                Err(Unreachable::NoSuchMember) if self.known.borrow().contains(from) => {
+                    return Err(Unreachable::Gone.recv_error(from))
+                }
                 Err(Unreachable::NoSuchMember) if block => {}
                 Err(e) => return Err(e.recv_error(from)),
             }
@@ -1455,11 +1497,21 @@ impl Member {
             match self.links[k].rx.recv(Some(until), true) {
                 Ok(m) => return Ok(m),
                 Err(RecvError::Timeout) => {
-                    if !self.peer_alive(k) && !self.links[k].rx.has_message_now() {
-                        self.drop_link(k);
-                        return Err(RecvError::MemberGone {
-                            name: from.to_string(),
-                        });
+                    if !self.peer_alive(k) {
+                        // Gone (and reaped: its link is marked removed). Take
+                        // what it left now, or report it gone now, rather
+                        // than on some later call.
+                        match self.links[k].rx.recv(None, false) {
+                            Ok(m) => return Ok(m),
+                            Err(RecvError::Empty) if self.links[k].rx.has_message_now() => {}
+                            Err(RecvError::Empty) => {
+                                self.drop_link(k);
+                                return Err(RecvError::MemberGone {
+                                    name: from.to_string(),
+                                });
+                            }
+                            Err(e) => return self.recv_failed(k, e),
+                        }
                     }
                 }
                 Err(e) => return self.recv_failed(k, e),

@@ -8,6 +8,7 @@
 use crate::futex;
 use crate::sync::{fence, AtomicU32, Ordering};
 use core::ptr::NonNull;
+use hwlink_hw::HWL_PROCESS_OWNER_DIED;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -130,8 +131,13 @@ impl Doorbell {
         if self.try_wait() {
             return true;
         }
-        let slept: Result<_, ()> =
-            self.sleep(|_| Ok(self.try_wait().then_some(())), false, deadline, None);
+        let slept: Result<_, ()> = self.sleep(
+            |_| Ok(self.try_wait().then_some(())),
+            false,
+            deadline,
+            None,
+            None,
+        );
         matches!(slept, Ok(Slept::Ready(())))
     }
 
@@ -148,7 +154,21 @@ impl Doorbell {
         deadline: Option<Instant>,
         slice: Option<Duration>,
     ) -> Result<Slept<T>, E> {
-        self.sleep(ready, true, deadline, slice)
+        self.sleep(ready, true, deadline, slice, None)
+    }
+
+    /// [`sleep_until`](Self::sleep_until) that also wakes when `peer`, a
+    /// peer's liveness word, changes: the kernel marks the peer's death in
+    /// it and wakes one sleeper, which wakes the rest (`ready` then sees
+    /// the death at once, not a slice later).
+    pub(crate) fn sleep_until_or_death<T, E>(
+        &self,
+        ready: impl FnMut(bool) -> Result<Option<T>, E>,
+        deadline: Option<Instant>,
+        slice: Option<Duration>,
+        peer: Option<&AtomicU32>,
+    ) -> Result<Slept<T>, E> {
+        self.sleep(ready, true, deadline, slice, peer)
     }
 
     fn sleep<T, E>(
@@ -157,6 +177,7 @@ impl Doorbell {
         tokens_are_hints: bool,
         deadline: Option<Instant>,
         slice: Option<Duration>,
+        peer: Option<&AtomicU32>,
     ) -> Result<Slept<T>, E> {
         self.waiters().fetch_add(1, Ordering::Relaxed);
         // Tokens taken in a row without the condition becoming true: more
@@ -166,10 +187,13 @@ impl Doorbell {
         // overstays its deadline.
         let mut hints = 0u32;
         let mut slice_start = Instant::now();
+        let mut peer = peer;
+        let mut force_tick = false;
         let outcome = loop {
-            let slice_elapsed = slice.is_some_and(|s| slice_start.elapsed() >= s);
+            let slice_elapsed = force_tick || slice.is_some_and(|s| slice_start.elapsed() >= s);
             if slice_elapsed {
                 slice_start = Instant::now();
+                force_tick = false;
             }
             // F1/F3: pairs with the fence a poster executes between
             // publishing and reading `waiters`: either it sees us registered,
@@ -207,11 +231,24 @@ impl Doorbell {
                 std::thread::sleep(timeout.map_or(FLOOD_NAP, |t| t.min(FLOOD_NAP)));
                 continue;
             }
-            match &self.wake {
-                None => {
+            match (&self.wake, peer) {
+                (None, Some(word)) => {
+                    let seen = word.load(Ordering::Acquire);
+                    if seen & HWL_PROCESS_OWNER_DIED != 0 {
+                        // The peer died: wake whoever else sleeps on its
+                        // word (the kernel woke one), and look now, with the
+                        // full checks of a slice's end.
+                        futex::wake(word, i32::MAX as u32);
+                        peer = None;
+                        force_tick = true;
+                        continue;
+                    }
+                    futex::wait_either(self.count(), 0, word, seen, timeout);
+                }
+                (None, None) => {
                     futex::wait(self.count(), 0, timeout);
                 }
-                Some(w) => {
+                (Some(w), _) => {
                     w.sleep(self.count(), timeout);
                 }
             }

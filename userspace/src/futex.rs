@@ -39,6 +39,92 @@ pub(crate) fn wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -
     !(rc == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ETIMEDOUT))
 }
 
+/// Sleeps while `*word == expected` and `*also == also_expected`, until
+/// either changes, a wake on either, or `timeout` (false if it elapsed).
+/// One `futex_waitv` (Linux 5.16): a waiter sleeps on its doorbell and on a
+/// peer's liveness word at once, so that the kernel wakes it when it marks
+/// the peer's death. Without `futex_waitv`, a plain wait on `word`.
+#[cfg(not(loom))]
+pub(crate) fn wait_either(
+    word: &AtomicU32,
+    expected: u32,
+    also: &AtomicU32,
+    also_expected: u32,
+    timeout: Option<Duration>,
+) -> bool {
+    #[repr(C)]
+    struct FutexWaitv {
+        val: u64,
+        uaddr: u64,
+        flags: u32,
+        reserved: u32,
+    }
+    /// FUTEX2_SIZE_U32; no FUTEX2_PRIVATE: the words are process-shared.
+    const FUTEX2_SIZE_U32: u32 = 0x02;
+    static UNSUPPORTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if UNSUPPORTED.load(std::sync::atomic::Ordering::Relaxed) {
+        return wait(word, expected, timeout);
+    }
+    let waiters = [
+        FutexWaitv {
+            val: u64::from(expected),
+            uaddr: word.as_ptr() as u64,
+            flags: FUTEX2_SIZE_U32,
+            reserved: 0,
+        },
+        FutexWaitv {
+            val: u64::from(also_expected),
+            uaddr: also.as_ptr() as u64,
+            flags: FUTEX2_SIZE_U32,
+            reserved: 0,
+        },
+    ];
+    // futex_waitv takes an absolute CLOCK_MONOTONIC time.
+    let deadline = timeout.map(|t| {
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: a valid timespec on our stack.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+        let nanos = (now.tv_nsec as u64).saturating_add(u64::from(t.subsec_nanos()));
+        libc::timespec {
+            tv_sec: now
+                .tv_sec
+                .saturating_add(t.as_secs().min(i64::MAX as u64 / 2) as libc::time_t)
+                .saturating_add((nanos / 1_000_000_000) as libc::time_t),
+            tv_nsec: (nanos % 1_000_000_000) as libc::c_long,
+        }
+    });
+    let ts_ptr = deadline
+        .as_ref()
+        .map_or(core::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: two valid futex_waitv entries on our stack naming 4-aligned
+    // u32 words that stay valid for the call (borrowed); `ts_ptr` is null or
+    // a live timespec on our stack.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_futex_waitv,
+            waiters.as_ptr(),
+            2u32,
+            0u32,
+            ts_ptr,
+            libc::CLOCK_MONOTONIC,
+        )
+    };
+    if rc == -1 {
+        match std::io::Error::last_os_error().raw_os_error() {
+            Some(libc::ETIMEDOUT) => return false,
+            Some(libc::ENOSYS) => {
+                UNSUPPORTED.store(true, std::sync::atomic::Ordering::Relaxed);
+                return wait(word, expected, timeout);
+            }
+            _ => {}
+        }
+    }
+    true
+}
+
 /// Wakes up to `n` processes sleeping on `word`.
 #[cfg(not(loom))]
 pub(crate) fn wake(word: &AtomicU32, n: u32) {
@@ -77,6 +163,17 @@ pub(crate) fn wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -
     }
     drop(cv.wait(guard).unwrap());
     true
+}
+
+#[cfg(loom)]
+pub(crate) fn wait_either(
+    word: &AtomicU32,
+    expected: u32,
+    _also: &AtomicU32,
+    _also_expected: u32,
+    timeout: Option<Duration>,
+) -> bool {
+    wait(word, expected, timeout)
 }
 
 #[cfg(loom)]

@@ -330,6 +330,19 @@ impl EndState {
         self.poisoned = Some(c.clone());
         c
     }
+
+    /// The corruption to report if another process shrank the region file
+    /// under us (its lost pages read as zeros now).
+    fn truncation(&self) -> Result<(), Corruption> {
+        if self.parts.map().truncated() {
+            return Err(Corruption::new(
+                "region size (the file was truncated by another process)",
+                0,
+                self.parts.map().len() as u64,
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Why a wait ended without the ring becoming ready.
@@ -351,6 +364,7 @@ fn wait_ready(
     ready: impl Fn(bool) -> Result<bool, Corruption>,
 ) -> Result<WaitEnd, Corruption> {
     let gone_or_ready = |end: &mut EndState, check: bool| -> Result<Option<WaitEnd>, Corruption> {
+        end.truncation()?;
         if ready(true)? {
             return Ok(Some(WaitEnd::Ready));
         }
@@ -438,7 +452,9 @@ fn wait_ready(
     // Park on the doorbell, re-checking the ring and the peer after every
     // wake-up, and the peer's process between sleep slices.
     let EndState { peer, policy, .. } = end;
-    let slept = bell.sleep_until(
+    // Also woken by the kernel when the peer dies (its liveness word).
+    let watched = peer.watch.as_ref().and_then(PeerWatch::shared);
+    let slept = bell.sleep_until_or_death(
         |slice_elapsed| {
             if ready(slice_elapsed)? {
                 return Ok(Some(WaitEnd::Ready));
@@ -454,6 +470,7 @@ fn wait_ready(
         },
         deadline,
         Some(SLEEP_SLICE),
+        watched.as_deref().and_then(|w| w.lock_word()),
     )?;
     Ok(match slept {
         Slept::Ready(w) => w,
@@ -560,6 +577,9 @@ impl Sender {
     fn ready_slots(&mut self) -> Result<u32, SendError<()>> {
         if let Some(c) = &self.end.poisoned {
             return Err(SendError::Corrupt(c.clone()));
+        }
+        if let Err(c) = self.end.truncation() {
+            return Err(SendError::Corrupt(self.end.poison(c)));
         }
         let check = self.fast_budget == 0;
         if check {
@@ -930,6 +950,9 @@ impl Receiver {
     fn ready_messages(&mut self) -> Result<u32, RecvError> {
         if let Some(c) = &self.end.poisoned {
             return Err(RecvError::Corrupt(c.clone()));
+        }
+        if let Err(c) = self.end.truncation() {
+            return Err(RecvError::Corrupt(self.end.poison(c)));
         }
         let n = self.ring.available();
         if n > 0 {

@@ -49,6 +49,32 @@ pub fn is_alive(token: u32) -> bool {
     token != 0
 }
 
+/// [`is_alive`] for a reaper about to take over what the process held: a
+/// process the kernel has marked dead is still "alive" while its threads
+/// exit (until its lock drops, a few microseconds, more on a loaded
+/// machine); wait for that (up to `EXITING_PATIENCE`) instead of leaving
+/// it to the next look.
+pub fn is_alive_settled(token: u32) -> bool {
+    const EXITING_PATIENCE: std::time::Duration = std::time::Duration::from_millis(200);
+    let Some(w) = watch(token) else {
+        return false;
+    };
+    if !w.alive() {
+        return false;
+    }
+    if !w.died() {
+        return true;
+    }
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < EXITING_PATIENCE {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        if !w.alive() {
+            return false;
+        }
+    }
+    true
+}
+
 /// The process's pid as it recorded it (in its own pid namespace), or 0.
 pub fn pid_of(token: u32) -> u32 {
     watch(token).map_or(0, |w| w.pid())
@@ -104,6 +130,12 @@ impl PeerWatch {
         PeerWatch {
             watch: watch(token),
         }
+    }
+
+    /// The watched process's liveness file, to sleep on its robust word
+    /// (`Watch::lock_word`) beside a doorbell.
+    pub(crate) fn shared(&self) -> Option<Arc<Watch>> {
+        self.watch.clone()
     }
 
     /// One load, no system call: the kernel marked the process dead.

@@ -204,7 +204,7 @@ impl MailboxBuilder {
     pub fn create(&self, access: Access) -> Result<Mailbox, OpenError> {
         let layout = QueueLayout::new(
             self.buffering,
-            DEFAULT_MAILBOX_CAPACITY.min(256),
+            first_segment_capacity(self.slot_size),
             self.slot_size,
             self.allow,
         )?;
@@ -287,6 +287,18 @@ impl MailboxBuilder {
         Err(OpenError::Map(hwlink_drivers::MapError::NotFound {
             name: format!("{MAILBOX_PREFIX}<id {id}>"),
         }))
+    }
+}
+
+/// Slots of an unbounded mailbox's first segment: about 1 MiB of them (a
+/// power of two, 2 to 256), so that a mailbox of large messages does not
+/// start with hundreds of MiB; later segments grow as the queue does.
+fn first_segment_capacity(slot_size: u32) -> u32 {
+    let stride = mpmc::slot_stride(slot_size).unwrap_or(u32::MAX).max(64);
+    let fit = (1u32 << 20).checked_div(stride).unwrap_or(0);
+    match fit.checked_ilog2() {
+        Some(bits) => (1u32 << bits).clamp(2, 256),
+        None => 2,
     }
 }
 
@@ -537,6 +549,10 @@ pub struct Mailbox {
     /// inbox with it, so that `recv_any` finds the offer.
     on_offer: Option<OfferHook>,
     attached: Attached,
+    /// One direction of a domain link: the process at the other end. Once
+    /// it is dead, a receive that finds nothing more says Disconnected,
+    /// and a send says so at once.
+    peer: Option<PeerWatch>,
 }
 
 /// See [`Mailbox::set_offer_hook`].
@@ -696,6 +712,7 @@ impl Mailbox {
             pinned: crate::liveness::cpu_mask().count_ones() == 1,
             on_offer: None,
             attached,
+            peer: None,
         };
         if let Some(dead) = reaped {
             // The entry was a dead process's: take back the slots it held
@@ -765,6 +782,18 @@ impl Mailbox {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// Makes this queue one direction of a link to the process with
+    /// `token` (domain links): its death ends sends at once and receives
+    /// once drained, and wakes a parked end.
+    pub(crate) fn watch_peer(&mut self, token: u32) {
+        self.peer = Some(PeerWatch::new(token));
+    }
+
+    /// Whether the linked peer is gone (one load).
+    fn peer_gone(&self) -> bool {
+        self.peer.as_ref().is_some_and(PeerWatch::died)
+    }
+
     /// Sets the hook a zero-capacity send calls while it waits.
     pub(crate) fn set_offer_hook(&mut self, hook: Box<dyn Fn() + Send>) {
         self.on_offer = Some(OfferHook(hook));
@@ -818,7 +847,7 @@ impl Mailbox {
 
     /// One attempt; errors carry no message.
     fn try_send_raw(&mut self, msg: &[u8]) -> Result<(), SendError<()>> {
-        if !self.can(HWL_ACCESS_SEND) || self.removed() {
+        if !self.can(HWL_ACCESS_SEND) || self.removed() || self.peer_gone() {
             return Err(SendError::Disconnected(()));
         }
         if let Some(c) = self.truncation() {
@@ -860,12 +889,15 @@ impl Mailbox {
                 return Err(SendError::Disconnected(msg));
             }
             let ctl = &self.ctl;
+            let peer = &self.peer;
             let on_offer = &self.on_offer;
             let mut still_there = || {
                 if let Some(OfferHook(hook)) = on_offer {
                     hook();
                 }
-                if ctl.removed().load(Ordering::Acquire) != 0 {
+                if ctl.removed().load(Ordering::Acquire) != 0
+                    || peer.as_ref().is_some_and(PeerWatch::died)
+                {
                     Err(())
                 } else {
                     Ok(())
@@ -954,6 +986,15 @@ impl Mailbox {
             fence(Ordering::SeqCst);
             self.not_full.notify();
         }
+        if matches!(got, Err(RecvError::Empty)) && self.peer_gone() {
+            // The sender is dead: what it published is all there is (its
+            // holes are stepped over); once drained, it is gone.
+            return if self.has_message_now() && f.is_some() {
+                Err(RecvError::Empty)
+            } else {
+                Err(RecvError::Disconnected)
+            };
+        }
         got
     }
 
@@ -968,8 +1009,11 @@ impl Mailbox {
                 return Err(RecvError::Disconnected);
             }
             let ctl = &self.ctl;
+            let peer = &self.peer;
             let mut still_there = || {
-                if ctl.removed().load(Ordering::Acquire) != 0 {
+                if ctl.removed().load(Ordering::Acquire) != 0
+                    || peer.as_ref().is_some_and(PeerWatch::died)
+                {
                     Err(())
                 } else {
                     Ok(())
@@ -1015,9 +1059,16 @@ impl Mailbox {
         } else {
             &self.not_full
         };
-        crate::wait::wait_until(bell, self.wait, self.pinned, deadline, fruitless, || {
-            check(self)
-        })
+        let watched = self.peer.as_ref().and_then(PeerWatch::shared);
+        crate::wait::wait_until(
+            bell,
+            self.wait,
+            self.pinned,
+            deadline,
+            fruitless,
+            watched.as_deref().and_then(|w| w.lock_word()),
+            || check(self) || self.peer_gone(),
+        )
     }
 
     /// Receives the next message, waiting for one.

@@ -52,7 +52,7 @@ pub(crate) const RDV_CONTROL_BYTES: u64 = {
 
 /// Longest futex sleep between checks of the other party's liveness and of
 /// the caller's hook (hw/SPEC.md §8.8).
-const SLICE: Duration = Duration::from_millis(50);
+const SLICE: Duration = Duration::from_millis(20);
 /// Sleep slice while every cell is busy: waiters of different kinds share
 /// `cells_bell`, so a wake-up may go to the wrong one; they re-scan this often.
 const FULL_SLICE: Duration = Duration::from_millis(2);

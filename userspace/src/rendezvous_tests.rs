@@ -630,6 +630,7 @@ mod loom_models {
     use crate::rendezvous::{Field, Rdv, RdvMem, RdvRecvError, RdvSendError};
     use crate::sync::{AtomicU32, AtomicU64, Ordering};
     use crate::wait::WaitStrategy;
+    use crate::ShmSlice;
     use loom::cell::UnsafeCell;
     use std::sync::Arc;
     use std::time::Instant;

@@ -148,13 +148,15 @@ const NAP: Duration = Duration::from_millis(1);
 /// hint. `fruitless` counts the caller's rounds in a row that waited and
 /// then made no progress (another process was quicker, or a hostile one
 /// keeps changing the words `ready` reads): past a few, an end that may
-/// sleep naps between looks instead of spinning.
+/// sleep naps between looks instead of spinning. `peer`: a peer's liveness
+/// word; a sleep also ends when the kernel marks that peer's death.
 pub(crate) fn wait_until(
     bell: &Doorbell,
     strategy: WaitStrategy,
     pinned: bool,
     deadline: Option<Instant>,
     fruitless: u32,
+    peer: Option<&crate::sync::AtomicU32>,
     mut ready: impl FnMut() -> bool,
 ) -> bool {
     let start = Instant::now();
@@ -199,10 +201,11 @@ pub(crate) fn wait_until(
             backoff.snooze();
         }
     }
-    let slept: Result<_, ()> = bell.sleep_until(
+    let slept: Result<_, ()> = bell.sleep_until_or_death(
         |_| Ok(ready().then_some(())),
         deadline,
         Some(QUEUE_SLEEP_SLICE),
+        peer,
     );
     matches!(slept, Ok(Slept::Ready(())))
 }

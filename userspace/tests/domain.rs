@@ -1548,3 +1548,66 @@ fn unbounded_and_zero_links_in_every_form() {
         }
     }
 }
+
+/// A member killed after its messages were drained, over each buffering:
+/// a receiver polling `recv_from_timeout` with short deadlines learns it is
+/// gone (MemberGone) within a few polls, not never.
+#[test]
+fn killed_sender_is_noticed_by_short_timed_receives() {
+    for (tag, buffering) in [
+        ("kb", hwlink::Buffering::Bounded(64)),
+        (
+            "ku",
+            hwlink::Buffering::Unbounded {
+                byte_limit: 64 << 20,
+            },
+        ),
+        ("kz", hwlink::Buffering::Zero),
+    ] {
+        let d = unique(tag);
+        let _c = Cleanup(d.clone());
+        let _dog = Watchdog::new(Duration::from_secs(60), "killed sender");
+        let mut me = Domain::builder(&d)
+            .backend(Backend::Shm)
+            .slot_size(256)
+            .buffering(buffering)
+            .join("rx")
+            .unwrap();
+        let count = 100u64;
+        let mut tx = spawn(
+            "stream_send",
+            &d,
+            "tx",
+            &[
+                ("TO", "rx".into()),
+                ("COUNT", count.to_string()),
+                ("MODE", "block".into()),
+            ],
+        );
+        tx.expect("JOINED", T);
+        let mut scratch = [0u8; MAX_MSG];
+        for seq in 0..count {
+            let m = me.recv_from_timeout("tx", T).unwrap();
+            check(seq, &m, &mut scratch).unwrap();
+        }
+        kill_later(tx.pid(), Duration::ZERO).join().unwrap();
+        let killed = Instant::now();
+        let err = loop {
+            match me.recv_from_timeout("tx", Duration::from_millis(20)) {
+                Err(RecvError::Timeout) => assert!(
+                    killed.elapsed() < Duration::from_secs(2),
+                    "{tag}: still Timeout {:?} after the kill",
+                    killed.elapsed()
+                ),
+                other => break other,
+            }
+        };
+        assert!(
+            matches!(err, Err(RecvError::MemberGone { ref name }) if name == "tx"),
+            "{tag}: {err:?}"
+        );
+        me.leave();
+        tx.wait(T);
+        assert_no_files(&d);
+    }
+}
