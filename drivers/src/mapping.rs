@@ -48,6 +48,13 @@ impl Mapping {
         )
     }
 
+    /// Maps the first `len` bytes of `file` shared read-write, faulting
+    /// pages in only when touched: a file whose size its header does not
+    /// vouch for (not yet published, or grown by someone since).
+    pub(crate) fn shared_lazy(file: &File, len: usize) -> io::Result<Mapping> {
+        Self::map_file(file, len, libc::PROT_READ | libc::PROT_WRITE, 0)
+    }
+
     /// Maps the first `len` bytes of `file` shared and read-only: a peer's
     /// liveness file, which only its owner (and the kernel) writes.
     pub(crate) fn shared_readonly(file: &File, len: usize) -> io::Result<Mapping> {
@@ -202,7 +209,13 @@ pub(crate) fn memfd_create_hugetlb_2m(name: &CStr) -> io::Result<File> {
 pub(crate) fn seal_shrink(file: &File) -> io::Result<()> {
     // SAFETY: F_ADD_SEALS takes an int argument; the descriptor is valid
     // while `file` is borrowed.
-    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_SHRINK) };
+    let rc = unsafe {
+        libc::fcntl(
+            file.as_raw_fd(),
+            libc::F_ADD_SEALS,
+            libc::F_SEAL_SHRINK | libc::F_SEAL_GROW,
+        )
+    };
     if rc == 0 {
         Ok(())
     } else {

@@ -482,6 +482,13 @@ impl Watch {
         }
     }
 
+    /// Whether the liveness file was shrunk under its mapping (by a hostile
+    /// process; [`died`](Watch::died) then says true, but only the lock
+    /// tells).
+    pub fn file_truncated(&self) -> bool {
+        self.map.as_ref().is_some_and(|m| m.truncated())
+    }
+
     /// One system call (`F_OFD_GETLK`): whether the process still holds its
     /// lock. False only once every thread of it is gone.
     pub fn lock_held(&self) -> bool {

@@ -15,6 +15,7 @@ use crate::mapping::Mapping;
 use crate::memfd;
 use crate::name::{file_name, validate_name};
 use crate::sysinfo::hugepages_free;
+use hwlink_hw::{hwl_region, HWL_REGION_MAGIC};
 
 /// One `mmap` of one region file, shared and read-write.
 ///
@@ -448,11 +449,47 @@ pub(crate) fn map_existing(
     let len = usize::try_from(size).map_err(|_| MapError::TooLarge {
         requested: usize::MAX,
     })?;
-    Mapping::shared_populated(file, len).map_err(|source| MapError::Map {
+    let map = if size_vouched_for(file, size) {
+        Mapping::shared_populated(file, len)
+    } else {
+        Mapping::shared_lazy(file, len)
+    };
+    map.map_err(|source| MapError::Map {
         path: path.to_owned(),
         size: len,
         source,
     })
+}
+
+/// Whether `file` may be prefaulted whole: its header is published and
+/// gives `size` as the region's size, and (on tmpfs) every page of it is
+/// allocated, as its creator left it. A file someone grew, or a header
+/// overwritten, is mapped lazily instead, so that opening it cannot make
+/// this process allocate memory no region needs (validation then reports
+/// what is wrong with it).
+fn size_vouched_for(file: &File, size: u64) -> bool {
+    use std::os::unix::fs::FileExt;
+    let mut head = [0u8; 32];
+    if file.read_exact_at(&mut head, 0).is_err() {
+        return false;
+    }
+    let word = |at: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&head[at..at + 8]);
+        u64::from_ne_bytes(b)
+    };
+    let magic = word(std::mem::offset_of!(hwl_region, magic));
+    let total = word(std::mem::offset_of!(hwl_region, total_size));
+    if magic != HWL_REGION_MAGIC || total != size {
+        return false;
+    }
+    match file.metadata() {
+        // tmpfs counts allocated 512-byte blocks; hugetlbfs pages are
+        // reserved up front and have no holes to fill.
+        Ok(m) if m.blksize() == SHM_PAGE_SIZE as u64 => m.blocks().saturating_mul(512) >= size,
+        Ok(_) => true,
+        Err(_) => false,
+    }
 }
 
 /// `min_size` (at least 1) rounded up to a multiple of `page`.

@@ -324,7 +324,7 @@ pub fn remove(name: &str) -> Result<(), MapError> {
 }
 
 /// Removes every stale region (and the liveness files of dead
-/// processes); returns their names. Nothing a live process holds is
+/// processes); returns their names (and the files' paths). Nothing a live process holds is
 /// removed: a region is stale only if no live process is attached to it.
 pub fn remove_stale() -> Result<Vec<String>, MapError> {
     let mut removed = Vec::new();

@@ -372,13 +372,25 @@ impl<S: SegmentStore> Chain<S> {
                 reason: format!("{before} bytes of segments in use, the next needs {estimate}"),
             });
         }
-        let last = self.store.last_segment().fetch_add(1, Ordering::AcqRel);
-        let Some(id) = last.checked_add(1).filter(|&id| id < CLOSED) else {
-            return Err(SendError::Corrupt(Corruption::new(
-                "last segment number",
-                last,
-                CLOSED,
-            )));
+        // Hand out the next number by CAS, so that a corrupt word is
+        // reported (and stays as found) rather than wrapped around.
+        let word = self.store.last_segment();
+        let mut last = word.load(Ordering::Acquire);
+        let id = loop {
+            let Some(id) = last.checked_add(1).filter(|&id| id < CLOSED) else {
+                self.store
+                    .bytes_in_use()
+                    .fetch_sub(estimate, Ordering::AcqRel);
+                return Err(SendError::Corrupt(Corruption::new(
+                    "last segment number",
+                    last,
+                    CLOSED,
+                )));
+            };
+            match word.compare_exchange_weak(last, id, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => break id,
+                Err(now) => last = now,
+            }
         };
         let new = match self.store.create(id, &geometry) {
             Ok(s) => s,

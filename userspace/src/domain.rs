@@ -1128,14 +1128,7 @@ impl Member {
                 tag: if k == 0 { 's' } else { 't' },
             };
             let open = |k: usize, access| {
-                Mailbox::attach_queue(
-                    place(k),
-                    self.link_backend,
-                    self.ready_timeout,
-                    self.wait,
-                    access,
-                    created,
-                )
+                Mailbox::attach_queue(place(k), self.link_backend, self.wait, access, created)
             };
             // The peer as the directory names it now (bound here: what
             // anyone writes there later does not change whom we watch).

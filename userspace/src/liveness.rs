@@ -52,17 +52,19 @@ pub fn is_alive(token: u32) -> bool {
 /// [`is_alive`] for a reaper about to take over what the process held: a
 /// process the kernel has marked dead is still "alive" while its threads
 /// exit (until its lock drops, a few microseconds, more on a loaded
-/// machine); wait for that (up to `EXITING_PATIENCE`) instead of leaving
-/// it to the next look.
+/// machine); wait for that (up to `EXITING_PATIENCE`, short enough for a
+/// caller's 10 ms deadline margin even when a hostile process marks a live
+/// one dead) instead of leaving it to the next look. A truncated liveness
+/// file is no mark: the lock alone decides.
 pub fn is_alive_settled(token: u32) -> bool {
-    const EXITING_PATIENCE: std::time::Duration = std::time::Duration::from_millis(200);
+    const EXITING_PATIENCE: std::time::Duration = std::time::Duration::from_millis(5);
     let Some(w) = watch(token) else {
         return false;
     };
     if !w.alive() {
         return false;
     }
-    if !w.died() {
+    if !w.died() || w.file_truncated() {
         return true;
     }
     let t0 = std::time::Instant::now();

@@ -603,14 +603,7 @@ impl Mailbox {
             ring: ring_obj.clone(),
             tag: 's',
         };
-        Mailbox::attach_queue(
-            place,
-            builder.backend,
-            builder.ready_timeout,
-            builder.wait,
-            access,
-            creating,
-        )
+        Mailbox::attach_queue(place, builder.backend, builder.wait, access, creating)
     }
 
     /// Attaches to the queue (control block and first ring) at `place`: a
@@ -618,7 +611,6 @@ impl Mailbox {
     pub(crate) fn attach_queue(
         place: QueuePlace,
         backend: Backend,
-        ready_timeout: Duration,
         wait: WaitStrategy,
         access: Access,
         creating: bool,
@@ -669,7 +661,16 @@ impl Mailbox {
                 HWL_BUF_BOUNDED => Queue::Bounded(ring),
                 HWL_BUF_UNBOUNDED => {
                     let base = *ring.ring().geometry();
-                    let store = RegionStore::new(ctl.clone(), ring, tag, backend, ready_timeout);
+                    // Segments live where the queue does, whatever this
+                    // opener asked for: a queue in 4 KiB pages grows in
+                    // 4 KiB pages; one in hugepages grows in hugepages
+                    // while enough are free, then in 4 KiB pages.
+                    let backend = match map.kind() {
+                        BackingKind::Shm => Backend::Shm,
+                        BackingKind::Hugetlbfs | BackingKind::MemfdHugetlb => Backend::Auto,
+                        BackingKind::Device => backend,
+                    };
+                    let store = RegionStore::new(ctl.clone(), ring, tag, backend);
                     let chain = Chain::new(store, base).map_err(|e| match e {
                         crate::chain::StoreError::Corrupt(source) => OpenError::Corrupt {
                             name: name.clone(),
@@ -868,8 +869,15 @@ impl Mailbox {
                     PushError::Corrupt(c) => SendError::Corrupt(c),
                 }),
             Queue::Unbounded(c) => c.try_push(msg, self.entry, &self.attached),
-            Queue::Zero(r) => return r.rdv().try_send(msg).map_err(rdv_send_error),
+            Queue::Zero(r) => r.rdv().try_send(msg).map_err(rdv_send_error),
         };
+        // Shrunk under the attempt: what it read or wrote was zero pages.
+        if let Some(c) = self.truncation() {
+            return Err(SendError::Corrupt(c));
+        }
+        if matches!(self.queue, Queue::Zero(_)) {
+            return sent;
+        }
         if sent.is_ok() {
             // F0: publish (the slot's turn) before reading the waiter count.
             fence(Ordering::SeqCst);
@@ -981,6 +989,12 @@ impl Mailbox {
                 }
             }
         };
+        if got.is_err() {
+            // Shrunk under the attempt: what it read was zero pages.
+            if let Some(c) = self.truncation() {
+                return Err(RecvError::Corrupt(c));
+            }
+        }
         if got.is_ok() && matches!(self.queue, Queue::Bounded(_)) {
             // F2: release the slot before reading the waiter count.
             fence(Ordering::SeqCst);

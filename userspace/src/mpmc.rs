@@ -380,14 +380,15 @@ impl<M: MpmcMem> MpmcRing<M> {
         // lap stale, which bounds the corruption checks below.
         let mut pos = self.mem.enqueue().load(Ordering::Acquire);
         for _ in 0..MAX_ROUNDS {
-            if pos & SEALED != 0 {
-                return Err(PushError::Sealed);
-            }
-            if pos >= MAX_POS {
+            // A sealed word still holds a position, which must be in range.
+            if pos & !SEALED >= MAX_POS {
                 return Err(PushError::Corrupt(beyond_limit(
                     "mpmc enqueue position",
-                    pos,
+                    pos & !SEALED,
                 )));
+            }
+            if pos & SEALED != 0 {
+                return Err(PushError::Sealed);
             }
             let index = self.index(pos);
             let seq = self.mem.seq(index);
@@ -827,10 +828,16 @@ impl<M: MpmcMem> MpmcRing<M> {
     /// Empty, or drained if the ring is sealed at `pos`.
     fn empty_or_drained(&self, pos: u64) -> Result<PopError, PopError> {
         let enq = self.mem.enqueue().load(Ordering::Acquire);
+        let last = enq & !SEALED;
+        if last >= MAX_POS {
+            return Err(PopError::Corrupt(beyond_limit(
+                "mpmc enqueue position",
+                last,
+            )));
+        }
         if enq & SEALED == 0 {
             return Ok(PopError::Empty);
         }
-        let last = enq & !SEALED;
         if last == pos {
             Ok(PopError::Drained)
         } else if last < pos {

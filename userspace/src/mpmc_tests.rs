@@ -1,9 +1,9 @@
 //! Tests of the MPMC ring over heap memory: unit, multi-thread and property
 //! tests (also run under Miri), corruption tests, and loom models.
 
-use crate::mpmc::{MpmcGeometry, MpmcRing, PopError, PushError};
 #[cfg(not(loom))]
 use crate::mpmc::{Head, RawMpmc, CONTROL_BYTES};
+use crate::mpmc::{MpmcGeometry, MpmcRing, PopError, PushError};
 
 /// The owner tag the tests' consumers hold slots under.
 const CONSUMER: u32 = 40;

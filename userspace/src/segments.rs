@@ -12,7 +12,7 @@ use crate::mpmc::{self, MpmcGeometry, MpmcRing, RawMpmc};
 use crate::region::{self, MailboxParts, MpmcParts, ObjectInit, ObjectSpec};
 use crate::sync::AtomicU64;
 use hwlink_drivers::{Backend, MapError};
-use hwlink_hw::{HWL_FEAT_MPMC_RING, HWL_OBJ_MPMC_RING, HWL_REGION_HDR_SIZE};
+use hwlink_hw::{HWL_FEAT_MPMC_RING, HWL_OBJ_MPMC_RING, HWL_REGION_HDR_SIZE, HWL_REGION_MAGIC};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,7 +40,6 @@ pub(crate) struct RegionStore {
     root_name: String,
     tag: char,
     backend: Backend,
-    ready_timeout: Duration,
 }
 
 impl RegionStore {
@@ -49,7 +48,6 @@ impl RegionStore {
         first: MpmcParts,
         tag: char,
         backend: Backend,
-        ready_timeout: Duration,
     ) -> RegionStore {
         RegionStore {
             root_name: ctl.map().name().to_string(),
@@ -57,7 +55,6 @@ impl RegionStore {
             first: Arc::new(first),
             tag,
             backend,
-            ready_timeout,
         }
     }
 
@@ -107,9 +104,19 @@ impl SegmentStore for RegionStore {
             return Ok(Some(self.first.clone()));
         }
         let name = self.name(id);
-        let (map, info) = match region::open_region(&name, self.backend, self.ready_timeout) {
+        // A segment is linked (and its number read here) only after its
+        // creator published it: not ready means its header was overwritten,
+        // and waiting for it would only stall the caller.
+        let (map, info) = match region::open_region(&name, self.backend, Duration::ZERO) {
             Ok(found) => found,
             Err(OpenError::Map(MapError::NotFound { .. })) => return Ok(None),
+            Err(OpenError::NotReady { .. }) => {
+                return Err(StoreError::Corrupt(Corruption::new(
+                    "segment magic (a linked segment is always published)",
+                    0,
+                    HWL_REGION_MAGIC,
+                )))
+            }
             Err(e) => return Err(open_error(e)),
         };
         let obj = info

@@ -749,7 +749,11 @@ fn main() -> ExitCode {
                     println!("no stale regions");
                 }
                 for n in names {
-                    println!("removed stale region {n}");
+                    if n.starts_with('/') {
+                        println!("removed a dead process's liveness file {n}");
+                    } else {
+                        println!("removed stale region {n}");
+                    }
                 }
             })
             .map_err(Into::into),
