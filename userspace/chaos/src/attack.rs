@@ -361,11 +361,14 @@ impl Mapped {
     /// accesses check the size first).
     pub fn resize(&self, rng: &mut Rng) {
         let len = self.len as u64;
-        let new = match rng.below(5) {
+        let new = match rng.below(6) {
             0 => 0,
             1 => 4096,
             2 => len / 2 / 4096 * 4096,
             3 => len.saturating_sub(4096),
+            // A sparse gigabyte: whoever opens the file next must not
+            // allocate it (the victims' memory limit would catch that).
+            4 => len + (1 << 30),
             _ => len + 4096,
         };
         let _ = self.file.set_len(new);

@@ -16,45 +16,84 @@ mod spawn;
 mod sweep;
 mod victim;
 
+use clap::{Parser, Subcommand};
 use proto::{Kind, KINDS};
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-struct Args {
-    rest: Vec<String>,
+#[derive(Parser)]
+#[command(
+    name = "hwlink-chaos",
+    about = "hwlink's hostile-peer fuzzer and kill -9 sweep over real processes"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
 }
 
-impl Args {
-    fn value(&self, flag: &str) -> Option<String> {
-        let i = self.rest.iter().position(|a| a == flag)?;
-        self.rest.get(i + 1).cloned()
-    }
-    fn num(&self, flag: &str) -> Option<u64> {
-        self.value(flag).map(|v| {
-            v.parse()
-                .unwrap_or_else(|_| panic!("{flag} takes a number, not `{v}`"))
-        })
-    }
-    fn has(&self, flag: &str) -> bool {
-        self.rest.iter().any(|a| a == flag)
-    }
+#[derive(clap::Args)]
+struct Common {
+    /// Campaign seed; a failure prints the seed and trial that replay it
+    /// (default: from the clock).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Object kinds to cover, comma-separated (default: every kind).
+    #[arg(long, value_delimiter = ',')]
+    kinds: Vec<Kind>,
+    /// Run this one trial of the campaign (replay).
+    #[arg(long)]
+    trial: Option<u64>,
+    /// Print each trial and the victims' reports.
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+impl Common {
     fn kinds(&self) -> Vec<Kind> {
-        match self.value("--kinds") {
-            None => KINDS.to_vec(),
-            Some(list) => list
-                .split(',')
-                .map(|k| k.parse().unwrap_or_else(|e: String| panic!("{e}")))
-                .collect(),
+        if self.kinds.is_empty() {
+            KINDS.to_vec()
+        } else {
+            self.kinds.clone()
         }
     }
     fn seed(&self) -> u64 {
-        self.num("--seed").unwrap_or_else(|| {
+        self.seed.unwrap_or_else(|| {
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(1, |d| d.as_nanos() as u64)
         })
     }
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Hostile peer: an attacker writes adversarial values into every
+    /// shared word of live victims' regions.
+    Fuzz {
+        /// Run for this many minutes.
+        #[arg(long, conflicts_with = "seconds")]
+        minutes: Option<u64>,
+        /// Run for this many seconds (default 60).
+        #[arg(long)]
+        seconds: Option<u64>,
+        /// Stop after this many trials.
+        #[arg(long)]
+        trials: Option<u64>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Crashing peer: SIGKILL a sender, receiver or member at random points.
+    Sweep {
+        /// Number of trials.
+        #[arg(long, default_value_t = 100)]
+        trials: u64,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// A victim process (started by fuzz and sweep; set up by environment).
+    #[command(hide = true)]
+    Victim,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -65,20 +104,25 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-fn fuzz_cmd(args: &Args) -> ExitCode {
-    let seed = args.seed();
-    let budget = match (args.num("--minutes"), args.num("--seconds")) {
-        (Some(m), _) => Duration::from_secs(m * 60),
+fn fuzz_cmd(
+    minutes: Option<u64>,
+    seconds: Option<u64>,
+    trials: Option<u64>,
+    common: &Common,
+) -> ExitCode {
+    let seed = common.seed();
+    let budget = match (minutes, seconds) {
+        (Some(m), _) => Duration::from_secs(m.saturating_mul(60)),
         (None, Some(s)) => Duration::from_secs(s),
         (None, None) => Duration::from_secs(60),
     };
     let opts = fuzz::Options {
         seed,
-        kinds: args.kinds(),
+        kinds: common.kinds(),
         until: Instant::now() + budget,
-        max_trials: args.num("--trials").unwrap_or(u64::MAX),
-        only_trial: args.num("--trial"),
-        verbose: args.has("-v"),
+        max_trials: trials.unwrap_or(u64::MAX),
+        only_trial: common.trial,
+        verbose: common.verbose,
     };
     println!(
         "hwlink-chaos fuzz: seed {seed}, {} kinds, up to {budget:?}",
@@ -150,14 +194,14 @@ fn fuzz_cmd(args: &Args) -> ExitCode {
     }
 }
 
-fn sweep_cmd(args: &Args) -> ExitCode {
-    let seed = args.seed();
+fn sweep_cmd(trials: u64, common: &Common) -> ExitCode {
+    let seed = common.seed();
     let opts = sweep::Options {
         seed,
-        kinds: args.kinds(),
-        trials: args.num("--trials").unwrap_or(100),
-        only_trial: args.num("--trial"),
-        verbose: args.has("-v"),
+        kinds: common.kinds(),
+        trials,
+        only_trial: common.trial,
+        verbose: common.verbose,
     };
     println!("hwlink-chaos sweep: seed {seed}, {} trials", opts.trials);
     let t0 = Instant::now();
@@ -228,17 +272,15 @@ fn sweep_cmd(args: &Args) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let mut argv: Vec<String> = std::env::args().skip(1).collect();
-    if argv.is_empty() {
-        eprintln!("usage: hwlink-chaos fuzz|sweep [options]   (see the source's header)");
-        return ExitCode::from(2);
-    }
-    let cmd = argv.remove(0);
-    let args = Args { rest: argv };
-    match cmd.as_str() {
-        "fuzz" => fuzz_cmd(&args),
-        "sweep" => sweep_cmd(&args),
-        "victim" => {
+    match Cli::parse().cmd {
+        Cmd::Fuzz {
+            minutes,
+            seconds,
+            trials,
+            common,
+        } => fuzz_cmd(minutes, seconds, trials, &common),
+        Cmd::Sweep { trials, common } => sweep_cmd(trials, &common),
+        Cmd::Victim => {
             let setup = victim::Setup::from_env();
             match setup.role.as_str() {
                 "sweep-send" => victim::sweep_sender(&setup),
@@ -246,10 +288,6 @@ fn main() -> ExitCode {
                 _ => victim::fuzz_victim(&setup),
             }
             ExitCode::SUCCESS
-        }
-        other => {
-            eprintln!("hwlink-chaos: unknown command `{other}`: fuzz or sweep");
-            ExitCode::from(2)
         }
     }
 }

@@ -166,9 +166,16 @@ impl Victim {
                 } else {
                     Exit::Code(libc::WEXITSTATUS(status))
                 });
-                // Give the reader thread the last lines.
-                std::thread::sleep(Duration::from_millis(1));
-                self.drain();
+                // The reader thread's last lines: up to the pipe's end
+                // (the victim is gone, so it comes at once unless the
+                // machine is loaded).
+                let end = Instant::now() + Duration::from_secs(2);
+                while let Ok(l) = self
+                    .lines
+                    .recv_timeout(end.saturating_duration_since(Instant::now()))
+                {
+                    self.seen.push(l);
+                }
                 return true;
             }
             if r < 0 || Instant::now() >= deadline {

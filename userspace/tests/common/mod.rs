@@ -269,11 +269,27 @@ pub struct Peer {
 impl Peer {
     /// Spawns this test binary as a peer running `role` with `env`.
     pub fn spawn(role: &str, env: &[(&str, String)]) -> Peer {
+        Peer::spawn_wrapped(&[], role, env)
+    }
+
+    /// [`Peer::spawn`] under a wrapper command (`wrapper` then this test
+    /// binary and its arguments), e.g. `unshare --pid --fork`. The peer's
+    /// parent is then the wrapper, so it does not check who its parent is.
+    pub fn spawn_wrapped(wrapper: &[&str], role: &str, env: &[(&str, String)]) -> Peer {
         let exe = std::env::current_exe().expect("current_exe");
-        let mut cmd = Command::new(exe);
+        let mut cmd = match wrapper.split_first() {
+            None => Command::new(&exe),
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(&exe);
+                c
+            }
+        };
+        if wrapper.is_empty() {
+            cmd.env("HWLINK_TEST_PARENT", std::process::id().to_string());
+        }
         cmd.args(["--exact", "peer_entry", "--nocapture", "--test-threads=1"])
             .env("HWLINK_TEST_PEER", role)
-            .env("HWLINK_TEST_PARENT", std::process::id().to_string())
             .env("RUST_BACKTRACE", "1")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -331,6 +347,11 @@ impl Peer {
                 )
             }
         }
+    }
+
+    /// The next report line if one has arrived, without waiting.
+    pub fn poll(&mut self) -> Option<String> {
+        self.lines.try_recv().ok()
     }
 
     /// Sends one command line to the peer's stdin.
@@ -449,6 +470,12 @@ pub const PEER_WAIT: Duration = Duration::from_secs(60);
 
 /// The body of every test binary's `peer_entry` test.
 pub fn peer_entry() {
+    peer_entry_with(|_, _| false);
+}
+
+/// [`peer_entry`] for a test binary with roles of its own: `extra` runs
+/// the roles [`run_role`] does not know and returns whether it knew it.
+pub fn peer_entry_with(extra: fn(&str, &Ctx) -> bool) {
     let Ok(role) = std::env::var("HWLINK_TEST_PEER") else {
         return; // an ordinary run of the test binary
     };
@@ -481,13 +508,13 @@ pub fn peer_entry() {
         }
     });
     let ctx = Ctx { commands };
-    run_role(&role, &ctx);
+    run_role(&role, &ctx, extra);
     std::process::exit(0);
 }
 
 /// Runs peer role `role`. Every role drops its links before it returns, so
 /// that a creator's region file is removed before `exit`.
-fn run_role(role: &str, ctx: &Ctx) {
+fn run_role(role: &str, ctx: &Ctx, extra: fn(&str, &Ctx) -> bool) {
     match role {
         "produce" => role_produce(ctx),
         "consume" => role_consume(ctx),
@@ -503,7 +530,7 @@ fn run_role(role: &str, ctx: &Ctx) {
         "open_and_report" => role_open_and_report(ctx),
         "echo" => role_echo(ctx),
         "produce_batches" => role_produce_batches(ctx),
-        other => panic!("unknown peer role {other}"),
+        other => assert!(extra(other, ctx), "unknown peer role {other}"),
     }
 }
 
