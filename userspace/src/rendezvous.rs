@@ -53,6 +53,10 @@ pub(crate) const RDV_CONTROL_BYTES: u64 = {
 /// Longest futex sleep between checks of the other party's liveness and of
 /// the caller's hook (hw/SPEC.md §8.8).
 const SLICE: Duration = Duration::from_millis(20);
+
+/// How long a sender past its deadline (or with its peer gone) lets a
+/// receiver that started taking its message finish before taking it back.
+const TAKE_GRACE: Duration = Duration::from_millis(5);
 /// Sleep slice while every cell is busy: waiters of different kinds share
 /// `cells_bell`, so a wake-up may go to the wrong one; they re-scan this often.
 const FULL_SLICE: Duration = Duration::from_millis(2);
@@ -485,6 +489,7 @@ impl<M: RdvMem> Rdv<M> {
         let (filled, reading, acked) = (self.mine(FILLED), self.mine(READING), self.mine(ACKED));
         let state = self.state(cell);
         let alive = self.alive;
+        let mut reading_since: Option<Instant> = None;
         let outcome = self.wait_for(
             self.mem.peer_bell(cell),
             wait,
@@ -535,7 +540,30 @@ impl<M: RdvMem> Rdv<M> {
                     {
                         return Ok(Some(Ok(Handed::ReceiverDied)));
                     }
-                    return Ok(None);
+                    // Reading for too long, past our deadline or with the
+                    // peer gone: take the message back (a real reader that
+                    // finishes after all fails its ack: never delivered).
+                    let since = *reading_since.get_or_insert_with(Instant::now);
+                    if tick == Tick::Poll || since.elapsed() < TAKE_GRACE {
+                        return Ok(None);
+                    }
+                    let stop = if past(deadline) {
+                        Some(Stop::Timeout)
+                    } else if tick == Tick::Slice {
+                        peer_ok().err().map(Stop::Peer)
+                    } else {
+                        None
+                    };
+                    return match stop {
+                        Some(stop)
+                            if state
+                                .compare_exchange(reading, 0, Ordering::AcqRel, Ordering::Relaxed)
+                                .is_ok() =>
+                        {
+                            Ok(Some(Err(stop)))
+                        }
+                        _ => Ok(None),
+                    };
                 }
                 Err(out_of_turn(w).into())
             },
@@ -584,6 +612,10 @@ impl<M: RdvMem> Rdv<M> {
         self.announce_post();
         let state = self.state(cell);
         let alive = self.alive;
+        // The TAKING word we see and since when: a taker copies one message
+        // and is done in far less than TAKE_GRACE, unless it is no taker
+        // at all (a word a hostile or broken process wrote).
+        let mut taking: Option<(u64, Instant)> = None;
         let outcome = self.wait_for(
             self.mem.owner_bell(cell),
             wait,
@@ -621,8 +653,41 @@ impl<M: RdvMem> Rdv<M> {
                         {
                             // The taker died before its ack: offer again.
                             self.announce_post();
+                            taking = None;
+                            return Ok(None);
                         }
-                        Ok(None)
+                        let since = match taking {
+                            Some((seen, t)) if seen == w => t,
+                            _ => {
+                                taking = Some((w, Instant::now()));
+                                return Ok(None);
+                            }
+                        };
+                        if tick == Tick::Poll || since.elapsed() < TAKE_GRACE {
+                            return Ok(None);
+                        }
+                        // Taking for too long, past our deadline or with
+                        // the peer gone: take the message back. A real
+                        // taker that finishes after all fails its ack and
+                        // reports the cell out of turn: never delivered,
+                        // as we report.
+                        let stop = if past(deadline) {
+                            Some(Stop::Timeout)
+                        } else if tick == Tick::Slice {
+                            peer_ok().err().map(Stop::Peer)
+                        } else {
+                            None
+                        };
+                        match stop {
+                            Some(stop)
+                                if state
+                                    .compare_exchange(w, 0, Ordering::AcqRel, Ordering::Relaxed)
+                                    .is_ok() =>
+                            {
+                                Ok(Some(Err(stop)))
+                            }
+                            _ => Ok(None),
+                        }
                     }
                     _ => Err(out_of_turn(w).into()),
                 }
@@ -761,12 +826,15 @@ impl<M: RdvMem> Rdv<M> {
             Filled(u32),
             Posted,
             Cancelled(Stop<E>),
+            /// Given up while a filler held the cell, which stays ours.
+            Abandoned(Stop<E>),
         }
         let registered = self.mine(RECV_WAITING);
         let claimed = self.mine(CLAIMED);
         let state = self.state(cell);
         let alive = self.alive;
         let mut register = true;
+        let mut filling: Option<(u64, Instant)> = None;
         loop {
             if register {
                 // [R-reg]: pairs with a sender's A-reg; publishes the header.
@@ -820,8 +888,46 @@ impl<M: RdvMem> Rdv<M> {
                                     Ordering::Relaxed,
                                     Ordering::Relaxed,
                                 );
+                                filling = None;
+                                return Ok(None);
                             }
-                            Ok(None)
+                            let since = match filling {
+                                Some((seen, t)) if seen == w => t,
+                                _ => {
+                                    filling = Some((w, Instant::now()));
+                                    return Ok(None);
+                                }
+                            };
+                            if tick == Tick::Poll || since.elapsed() < TAKE_GRACE {
+                                return Ok(None);
+                            }
+                            // Filling for too long, past our deadline or
+                            // with the peer gone: give up on it. The cell
+                            // stays ours (CLAIMED) while we live, so that a
+                            // real filler still copying writes into no one
+                            // else's message; its publish then fails.
+                            let stop = if past(deadline) {
+                                Some(Stop::Timeout)
+                            } else if tick == Tick::Slice {
+                                peer_ok().err().map(Stop::Peer)
+                            } else {
+                                None
+                            };
+                            match stop {
+                                Some(stop)
+                                    if state
+                                        .compare_exchange(
+                                            w,
+                                            claimed,
+                                            Ordering::AcqRel,
+                                            Ordering::Relaxed,
+                                        )
+                                        .is_ok() =>
+                                {
+                                    Ok(Some(Event::Abandoned(stop)))
+                                }
+                                _ => Ok(None),
+                            }
                         }
                         FILLED => {
                             // [A-fill]: pairs with the sender's R-fill.
@@ -852,17 +958,28 @@ impl<M: RdvMem> Rdv<M> {
                         }
                     };
                     // [R-ack]: pairs with the sender's A-ack; after this we
-                    // never touch the cell again (the sender frees it).
-                    state.store(word(ACKED, sender), Ordering::Release);
+                    // never touch the cell again (the sender frees it). A
+                    // CAS: a sender that took its message back (we were too
+                    // slow) has the cell, and the message was not delivered.
+                    let acked = state.compare_exchange(
+                        word(READING, sender),
+                        word(ACKED, sender),
+                        Ordering::Release,
+                        Ordering::Relaxed,
+                    );
                     // [F-ack]: pairs with the fence in the sender's sleep.
                     fence(Ordering::SeqCst);
                     self.mem.peer_bell(cell).notify();
-                    return Ok(r);
+                    return match acked {
+                        Ok(_) => Ok(r),
+                        Err(found) => Err(out_of_turn(found).into()),
+                    };
                 }
                 Event::Cancelled(stop) => {
                     self.announce_free();
                     return Err(stop.into());
                 }
+                Event::Abandoned(stop) => return Err(stop.into()),
                 Event::Posted => {
                     // Withdraw first, so no sender can fill our cell while
                     // we take another's message.

@@ -160,8 +160,11 @@ pub(crate) fn wait_until(
     mut ready: impl FnMut() -> bool,
 ) -> bool {
     let start = Instant::now();
+    // Callers try before they wait: past the deadline, a `ready` that
+    // keeps saying yes (a count or turn a peer wrote, while the slot says
+    // no) must not keep the caller trying.
     if deadline.is_some_and(|d| start >= d) {
-        return ready();
+        return false;
     }
     if fruitless >= FRUITLESS_BEFORE_NAPS && strategy != WaitStrategy::BusyPoll {
         let nap = deadline.map_or(NAP, |d| d.saturating_duration_since(start).min(NAP));
