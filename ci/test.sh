@@ -2,8 +2,9 @@
 # The whole test suite, as README.md's test command and .ci/run run it:
 # hugepage setup, the ABI bindings drift check, every crate's tests with real
 # processes (nextest, or cargo test where nextest is missing), doctests, the
-# loom models and Miri on the ring logic, and the guest tests: a real Linux
-# kernel under QEMU sharing ivshmem memory with host processes.
+# loom models and Miri on the ring logic, a bounded run of the hostile-peer
+# fuzzer and of the kill -9 sweep, and the guest tests: a real Linux kernel
+# under QEMU sharing ivshmem memory with host processes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,6 +38,12 @@ ci/loom.sh
 
 step "miri on the ring logic"
 ci/miri.sh
+
+step "hostile-peer fuzzer, bounded (ci/fuzz.sh --minutes N runs longer)"
+ci/fuzz.sh --seconds 150
+
+step "kill -9 sweep, bounded (ci/sweep.sh --trials N runs more)"
+ci/sweep.sh --trials 60
 
 step "guest tests: a real kernel in QEMU, host <-> guest over ivshmem (ci/guest)"
 # Prints SKIPPED with the reason when it cannot run here (not root, no

@@ -90,16 +90,20 @@ impl Mapped {
         m.targets = m
             .layout()
             .into_iter()
-            .filter(|t| t.offset.checked_add(t.width).is_some_and(|e| e <= len))
+            .filter(|t| {
+                t.offset % t.width == 0 && t.offset.checked_add(t.width).is_some_and(|e| e <= len)
+            })
             .collect();
         Some(m)
     }
 
     fn read<T: Copy>(&self, offset: usize) -> Option<T> {
-        if offset.checked_add(core::mem::size_of::<T>())? > self.len {
+        if offset.checked_add(core::mem::size_of::<T>())? > self.len
+            || offset % core::mem::align_of::<T>() != 0
+        {
             return None;
         }
-        // SAFETY: in bounds (checked), plain data, volatile.
+        // SAFETY: in bounds and aligned (checked), plain data, volatile.
         Some(unsafe { self.ptr.add(offset).cast::<T>().read_volatile() })
     }
 
@@ -163,8 +167,18 @@ impl Mapped {
     }
 
     fn doorbell(t: &mut Vec<Target>, at: usize) {
-        word(t, at + offset_of!(hwl_doorbell, count), 4, Class::Control);
-        word(t, at + offset_of!(hwl_doorbell, waiters), 4, Class::Control);
+        word(
+            t,
+            at.wrapping_add(offset_of!(hwl_doorbell, count)),
+            4,
+            Class::Control,
+        );
+        word(
+            t,
+            at.wrapping_add(offset_of!(hwl_doorbell, waiters)),
+            4,
+            Class::Control,
+        );
     }
 
     fn endpoint(t: &mut Vec<Target>, at: usize) {
@@ -176,7 +190,7 @@ impl Mapped {
             (offset_of!(hwl_endpoint, wait_mode), 4),
             (offset_of!(hwl_endpoint, doorbell), 4),
         ] {
-            word(t, at + f, w, Class::Control);
+            word(t, at.wrapping_add(f), w, Class::Control);
         }
     }
 
@@ -194,8 +208,8 @@ impl Mapped {
         for i in 0..(r.capacity as usize).min(64) {
             let s = slots.wrapping_add(i.wrapping_mul(r.slot_stride as usize));
             word(t, s, 4, Class::Data); // len
-            word(t, s + 4, 4, Class::Control); // seq
-            word(t, s + 8, 8, Class::Data); // payload
+            word(t, s.wrapping_add(4), 4, Class::Control); // seq
+            word(t, s.wrapping_add(8), 8, Class::Data); // payload
         }
     }
 
@@ -225,9 +239,9 @@ impl Mapped {
         for i in 0..(r.capacity as usize).min(64) {
             let s = slots.wrapping_add(i.wrapping_mul(r.slot_stride as usize));
             word(t, s, 8, Class::Control); // seq
-            word(t, s + 8, 4, Class::Data); // len
-            word(t, s + 12, 4, Class::Control); // sender
-            word(t, s + 16, 8, Class::Data); // payload
+            word(t, s.wrapping_add(8), 4, Class::Data); // len
+            word(t, s.wrapping_add(12), 4, Class::Control); // sender
+            word(t, s.wrapping_add(16), 8, Class::Data); // payload
         }
     }
 
@@ -263,7 +277,7 @@ impl Mapped {
         );
         let members = base.wrapping_add(d.members_offset as usize);
         for i in 0..(d.max_members as usize).min(8) {
-            let m = members + i * core::mem::size_of::<hwl_member>();
+            let m = members.wrapping_add(i * core::mem::size_of::<hwl_member>());
             for (f, w) in [
                 (offset_of!(hwl_member, state), 8),
                 (offset_of!(hwl_member, pid), 4),
@@ -272,9 +286,9 @@ impl Mapped {
                 (offset_of!(hwl_member, pending_links), 8),
                 (offset_of!(hwl_member, name), 8),
             ] {
-                word(t, m + f, w, Class::Control);
+                word(t, m.wrapping_add(f), w, Class::Control);
             }
-            Self::doorbell(t, m + offset_of!(hwl_member, inbox));
+            Self::doorbell(t, m.wrapping_add(offset_of!(hwl_member, inbox)));
         }
     }
 
@@ -300,22 +314,37 @@ impl Mapped {
             let c = base
                 .wrapping_add(r.cells_offset as usize)
                 .wrapping_add(i.wrapping_mul(r.cell_stride as usize));
-            word(t, c + offset_of!(hwl_rdv_cell, owner), 4, Class::Control);
-            word(t, c + offset_of!(hwl_rdv_cell, len), 4, Class::Data);
-            word(t, c + offset_of!(hwl_rdv_cell, ticket), 4, Class::Control);
             word(
                 t,
-                c + offset_of!(hwl_rdv_cell, owner_count),
+                c.wrapping_add(offset_of!(hwl_rdv_cell, owner)),
                 4,
                 Class::Control,
             );
             word(
                 t,
-                c + offset_of!(hwl_rdv_cell, peer_count),
+                c.wrapping_add(offset_of!(hwl_rdv_cell, len)),
+                4,
+                Class::Data,
+            );
+            word(
+                t,
+                c.wrapping_add(offset_of!(hwl_rdv_cell, ticket)),
                 4,
                 Class::Control,
             );
-            word(t, c + 64, 8, Class::Data);
+            word(
+                t,
+                c.wrapping_add(offset_of!(hwl_rdv_cell, owner_count)),
+                4,
+                Class::Control,
+            );
+            word(
+                t,
+                c.wrapping_add(offset_of!(hwl_rdv_cell, peer_count)),
+                4,
+                Class::Control,
+            );
+            word(t, c.wrapping_add(64), 8, Class::Data);
         }
     }
 

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The hostile-peer fuzzer (userspace/chaos, hw/SPEC.md §14): victim
+# processes use the public API in a private region directory while an
+# attacker process writes adversarial values into every shared word of their
+# regions and truncates and extends their files. Fails on a signal, a panic,
+# a call past its own deadline by more than 2 s, a hang, memory over the
+# limit, or wrong data no detected corruption explains; each failure prints
+# the command that replays it.
+#
+#   ci/fuzz.sh --minutes N            run for N minutes (default 1)
+#   ci/fuzz.sh --seconds N --seed S   any `hwlink-chaos fuzz` options
+#
+# Built with the `chaos` profile: optimised, with overflow checks and debug
+# assertions on, so an unchecked arithmetic on a shared value panics.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build -q --profile chaos -p hwlink-chaos
+if [ "$#" -eq 0 ]; then
+  set -- --minutes 1
+fi
+exec target/chaos/hwlink-chaos fuzz "$@"
