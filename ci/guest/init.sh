@@ -7,6 +7,10 @@
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
+# Every hwlink process keeps its liveness file in /dev/shm (hw/SPEC.md §8.8),
+# as on any distribution.
+mkdir -p /dev/shm
+mount -t tmpfs -o mode=1777 shm /dev/shm
 export PATH=/bin
 
 arg() { sed -n "s/.*$1=\([^ ]*\).*/\1/p" /proc/cmdline; }

@@ -117,8 +117,15 @@ run_exchange_test() { # TEST [host exchange options...]
     -object "memory-backend-file,id=hwlmem,size=4M,share=on,mem-path=$mem" \
     -device ivshmem-plain,memdev=hwlmem
   local rc=0
-  "$bin" exchange --device "$mem" --role a --count "$count" --timeout 300 "$@" > "$hostlog" 2>&1 || rc=$?
+  "$bin" exchange --device "$mem" --role a --count "$count" --timeout 300 "$@" > "$hostlog" 2>&1 &
+  local host_pid=$!
+  pids+=("$host_pid")
   wait "$qemu_pid" || true
+  # The guest is done (or failed): the host side gets 30 s more, not the
+  # rest of its 300 s, to finish.
+  for _ in $(seq 300); do kill -0 "$host_pid" 2>/dev/null || break; sleep 0.1; done
+  kill "$host_pid" 2>/dev/null || true
+  wait "$host_pid" || rc=$?
   guest_result "$guestlog" "$t" || rc=1
   echo "    host:  $(tail -n1 "$hostlog")"
   tr -d '\r' < "$guestlog" | grep -E '^(exchange: |guest: (creating|vfio bind)|0000:.*(bound|regions)|hwlink: error)' | sed 's/^\(guest: \)*/    guest: /'
