@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The hostile-peer fuzzer (userspace/chaos, hw/SPEC.md §14): victim
+# The hostile-peer fuzzer (userspace/chaos; what it checks: hw/SPEC.md §8.7): victim
 # processes use the public API in a private region directory while an
 # attacker process writes adversarial values into every shared word of their
 # regions and truncates and extends their files. Fails on a signal, a panic,

@@ -345,8 +345,8 @@ struct hwl_mailbox {
 
 /* hwl_domain.buffering: how each direction of a link queues messages. */
 #define HWL_DOMAIN_BUF_BOUNDED 1   /* one SPSC ring of capacity slots */
-#define HWL_DOMAIN_BUF_ZERO 2      /* rendezvous (reserved, not built yet) */
-#define HWL_DOMAIN_BUF_UNBOUNDED 3 /* chained segments (reserved, not built yet) */
+#define HWL_DOMAIN_BUF_ZERO 2      /* a rendezvous per direction */
+#define HWL_DOMAIN_BUF_UNBOUNDED 3 /* a chain of MPMC segments per direction */
 
 /* hwl_domain.state */
 #define HWL_DOMAIN_OPEN 0    /* members may join */

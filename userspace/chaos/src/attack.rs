@@ -12,14 +12,27 @@ use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
-/// What a word carries: writes to data words (payload bytes, lengths) may
-/// legitimately spoil messages without anyone noticing; the rest must not.
+/// What a word carries: writes to data words (payload bytes, lengths) and
+/// to publication words may legitimately spoil messages without anyone
+/// noticing; the rest must not.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Class {
-    /// Structure: indices, turns, states, links, counts, identities.
+    /// Structure: indices, states, links, counts, identities.
     Control,
     /// Message contents and lengths.
     Data,
+    /// A slot's turn: it says whether the slot's bytes are a message, so a
+    /// forged "published" turn delivers whatever the slot holds (a previous
+    /// lap's message, zeros, or a message half copied), exactly as a
+    /// forged payload would. Other forged turns must still be caught.
+    Turn,
+}
+
+impl Class {
+    /// Whether a write of this class may spoil a message undetected.
+    pub fn may_spoil(self) -> bool {
+        self != Class::Control
+    }
 }
 
 /// One word to attack.
@@ -208,7 +221,7 @@ impl Mapped {
         for i in 0..(r.capacity as usize).min(64) {
             let s = slots.wrapping_add(i.wrapping_mul(r.slot_stride as usize));
             word(t, s, 4, Class::Data); // len
-            word(t, s.wrapping_add(4), 4, Class::Control); // seq
+            word(t, s.wrapping_add(4), 4, Class::Turn); // seq
             word(t, s.wrapping_add(8), 8, Class::Data); // payload
         }
     }
@@ -238,7 +251,7 @@ impl Mapped {
         let slots = base.wrapping_add(r.slots_offset as usize);
         for i in 0..(r.capacity as usize).min(64) {
             let s = slots.wrapping_add(i.wrapping_mul(r.slot_stride as usize));
-            word(t, s, 8, Class::Control); // seq
+            word(t, s, 8, Class::Turn); // seq
             word(t, s.wrapping_add(8), 4, Class::Data); // len
             word(t, s.wrapping_add(12), 4, Class::Control); // sender
             word(t, s.wrapping_add(16), 8, Class::Data); // payload
