@@ -26,6 +26,12 @@ pub enum Class {
     /// lap's message, zeros, or a message half copied), exactly as a
     /// forged payload would. Other forged turns must still be caught.
     Turn,
+    /// An attachment's token: forged to name a dead process, it makes a
+    /// live holder look dead, and its slot is taken back and handed on
+    /// while it still copies. The holder then reports the corruption (its
+    /// closing CAS fails), but what the next writer puts in that slot may
+    /// reach a receiver spoiled: as a forged payload would.
+    Identity,
 }
 
 impl Class {
@@ -272,8 +278,8 @@ impl Mapped {
         Self::doorbell(t, base + offset_of!(hwl_mailbox, not_full));
         for i in 0..8 {
             let a = base + offset_of!(hwl_mailbox, attachments) + i * 16;
-            word(t, a, 4, Class::Control);
-            word(t, a + 8, 4, Class::Control);
+            word(t, a, 4, Class::Control); // pid
+            word(t, a + 8, 4, Class::Identity); // token
         }
     }
 
@@ -389,14 +395,30 @@ impl Mapped {
             let v = value32(rng, old);
             // SAFETY: as above.
             unsafe { p.cast::<u32>().write_volatile(v) };
+            self.log(&target, u64::from(old), u64::from(v));
         } else {
             // SAFETY: as above, 8-aligned.
             let old = unsafe { p.cast::<u64>().read_volatile() };
             let v = value64(rng, old);
             // SAFETY: as above.
             unsafe { p.cast::<u64>().write_volatile(v) };
+            self.log(&target, old, v);
         }
         target.class
+    }
+
+    /// With HWLINK_CHAOS_WRITES set, prints each write (to replay a
+    /// failing trial and see what it did).
+    fn log(&self, target: &Target, old: u64, new: u64) {
+        if std::env::var_os("HWLINK_CHAOS_WRITES").is_some() {
+            eprintln!(
+                "write {}+{:#x} ({:?}, {} bytes): {old:#x} -> {new:#x}",
+                self.path.display(),
+                target.offset,
+                target.class,
+                target.width
+            );
+        }
     }
 
     /// Shrinks or grows the file (the mapping stays as it is: our own

@@ -6,9 +6,10 @@
 //! more than 2 s, a victim does not finish, a blocking call with no
 //! deadline does not end after its peer died, a victim's peak memory
 //! passes the limit, or a victim receives a message with wrong contents
-//! while the attacker touched no data word (payload or length) or slot
-//! turn (a forged "published" turn delivers whatever the slot holds) and
-//! no corruption was reported.
+//! while the attacker touched no data word (payload or length), slot turn
+//! (a forged "published" turn delivers whatever the slot holds) or
+//! attachment token (a forged one makes a live holder look dead: its slot
+//! is handed on while it copies) and no corruption was reported.
 
 use crate::attack;
 use crate::proto::{self, env, Kind, Rng, WAITS};
