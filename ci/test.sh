@@ -8,7 +8,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n==> %s\n' "$*"; }
+# Step times are printed at the end (also when a step fails), so a slow or
+# failing CI run shows where its time went.
+last_step="" last_start=$SECONDS
+timings=()
+step() {
+  [ -n "$last_step" ] && timings+=("$(printf '%5d s  %s' $((SECONDS - last_start)) "$last_step")")
+  last_step="$*" last_start=$SECONDS
+  printf '\n==> %s\n' "$*"
+}
+report_timings() {
+  [ -n "$last_step" ] && timings+=("$(printf '%5d s  %s' $((SECONDS - last_start)) "$last_step")")
+  printf '\nstep times:\n'
+  printf '%s\n' "${timings[@]}"
+  echo "total: $SECONDS s"
+}
+trap report_timings EXIT
 
 step "hugepages"
 ci/setup-hugepages.sh
@@ -40,7 +55,7 @@ step "miri on the ring logic"
 ci/miri.sh
 
 step "hostile-peer fuzzer, bounded (ci/fuzz.sh --minutes N runs longer)"
-ci/fuzz.sh --seconds 150
+ci/fuzz.sh --seconds 90
 
 step "kill -9 sweep, bounded (ci/sweep.sh --trials N runs more)"
 ci/sweep.sh --trials 60
