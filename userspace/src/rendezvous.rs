@@ -1211,10 +1211,20 @@ impl<M: RdvMem> Rdv<M> {
             return Ok(v);
         }
         loop {
-            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let now = Instant::now();
+            let left = deadline.map(|d| d.saturating_duration_since(now));
             let this_slice = left.map_or(slice, |l| l.clamp(MIN_SLICE, slice));
+            // The sleep ends at the deadline, not at the end of a slice that
+            // began before it (`step` then sees the deadline passed). Past
+            // the deadline (`step` still committed), it sleeps in short
+            // slices until `step` is done.
+            let until = deadline.filter(|&d| d > now);
             // Loom's futex model has no timeouts: sleep until woken.
-            let this_slice = if cfg!(loom) { None } else { Some(this_slice) };
+            let (this_slice, until) = if cfg!(loom) {
+                (None, None)
+            } else {
+                (Some(this_slice), until)
+            };
             let slept = bell.sleep_until(
                 |elapsed| {
                     let tick = if !elapsed {
@@ -1227,12 +1237,14 @@ impl<M: RdvMem> Rdv<M> {
                     };
                     step(tick)
                 },
-                None,
+                until,
                 this_slice,
             )?;
             if let Slept::Ready(v) = slept {
                 return Ok(v);
             }
+            // Timed out: the next round's first look (a clock tick) sees
+            // the deadline passed.
         }
     }
 }

@@ -46,6 +46,12 @@ pub struct Totals {
     pub blocking_checks: u64,
     /// Longest a call returned past its own deadline.
     pub max_over_ms: f64,
+    /// Calls with a deadline, and how many returned over 10 ms past it.
+    pub bounded: u64,
+    pub over10: u64,
+    /// The same less the caller's run-queue wait (see victim.rs).
+    pub max_own_ms: f64,
+    pub own_over10: u64,
 }
 
 /// What one trial found.
@@ -58,6 +64,10 @@ pub struct Trial {
     pub failures: Vec<String>,
     pub blocking_checked: bool,
     pub max_over_ms: f64,
+    pub bounded: u64,
+    pub over10: u64,
+    pub max_own_ms: f64,
+    pub own_over10: u64,
 }
 
 pub fn run(opts: &Options) -> (BTreeMap<Kind, Totals>, Vec<String>) {
@@ -80,6 +90,10 @@ pub fn run(opts: &Options) -> (BTreeMap<Kind, Totals>, Vec<String>) {
         tot.corrupt_victims += t.corrupt_victims;
         tot.blocking_checks += u64::from(t.blocking_checked);
         tot.max_over_ms = tot.max_over_ms.max(t.max_over_ms);
+        tot.bounded += t.bounded;
+        tot.over10 += t.over10;
+        tot.max_own_ms = tot.max_own_ms.max(t.max_own_ms);
+        tot.own_over10 += t.own_over10;
         if !t.failures.is_empty() {
             tot.failures += 1;
             for f in &t.failures {
@@ -256,6 +270,7 @@ pub fn run_trial(opts: &Options, trial: u64) -> Trial {
     let mut corruptions = 0;
     let mut corrupt_victims = 0;
     let mut max_over_ms: f64 = 0.0;
+    let (mut bounded, mut over10, mut max_own_ms, mut own_over10) = (0u64, 0u64, 0f64, 0u64);
     for v in &mut victims {
         let wait = Duration::from_millis(run_ms + 3000).saturating_sub(start.elapsed());
         if !v.reap(wait) {
@@ -318,6 +333,10 @@ pub fn run_trial(opts: &Options, trial: u64) -> Trial {
         };
         corruptions += num("corrupt") as u64;
         corrupt_victims += u64::from(num("corrupt") > 0.0);
+        bounded += num("bounded") as u64;
+        over10 += num("over10") as u64;
+        max_own_ms = max_own_ms.max(num("max_own_ms"));
+        own_over10 += num("own_over10") as u64;
         if num("max_over_ms") > max_over_ms {
             max_over_ms = num("max_over_ms");
             if std::env::var_os("HWLINK_CHAOS_WORST").is_some() {
@@ -354,5 +373,9 @@ pub fn run_trial(opts: &Options, trial: u64) -> Trial {
         failures,
         blocking_checked,
         max_over_ms,
+        bounded,
+        over10,
+        max_own_ms,
+        own_over10,
     }
 }

@@ -131,31 +131,42 @@ fn fuzz_cmd(
     let t0 = Instant::now();
     let (totals, failures) = fuzz::run(&opts);
     println!(
-        "{:<18} {:>7} {:>10} {:>8} {:>12} {:>10} {:>9} {:>10} {:>9}",
+        "{:<18} {:>6} {:>9} {:>7} {:>11} {:>8} {:>8} {:>9} {:>10} {:>6} {:>10} {:>6} {:>8}",
         "kind",
         "trials",
         "writes",
         "resizes",
         "corruptions",
-        "in-victims",
+        "in-vict",
         "blocking",
+        "bounded",
         "overstay",
+        ">10ms",
+        "own",
+        ">10ms",
         "failures"
     );
-    let mut all = fuzz::Totals::default();
-    for (k, t) in &totals {
+    let row = |name: &str, t: &fuzz::Totals| {
         println!(
-            "{:<18} {:>7} {:>10} {:>8} {:>12} {:>10} {:>9} {:>7.1} ms {:>9}",
-            k.name(),
+            "{:<18} {:>6} {:>9} {:>7} {:>11} {:>8} {:>8} {:>9} {:>7.1} ms {:>6} {:>7.1} ms {:>6} {:>8}",
+            name,
             t.trials,
             t.writes,
             t.resizes,
             t.corruptions,
             t.corrupt_victims,
             t.blocking_checks,
+            t.bounded,
             t.max_over_ms,
+            t.over10,
+            t.max_own_ms,
+            t.own_over10,
             t.failures
         );
+    };
+    let mut all = fuzz::Totals::default();
+    for (k, t) in &totals {
+        row(k.name(), t);
         all.trials += t.trials;
         all.writes += t.writes;
         all.resizes += t.resizes;
@@ -164,21 +175,14 @@ fn fuzz_cmd(
         all.blocking_checks += t.blocking_checks;
         all.failures += t.failures;
         all.max_over_ms = all.max_over_ms.max(t.max_over_ms);
+        all.bounded += t.bounded;
+        all.over10 += t.over10;
+        all.max_own_ms = all.max_own_ms.max(t.max_own_ms);
+        all.own_over10 += t.own_over10;
     }
+    row("all", &all);
     println!(
-        "{:<18} {:>7} {:>10} {:>8} {:>12} {:>10} {:>9} {:>7.1} ms {:>9}",
-        "all",
-        all.trials,
-        all.writes,
-        all.resizes,
-        all.corruptions,
-        all.corrupt_victims,
-        all.blocking_checks,
-        all.max_over_ms,
-        all.failures
-    );
-    println!(
-        "{} trials in {:.1} s; corruptions = calls that returned Corrupt (a poisoned end keeps returning it), in-victims = victim processes that saw one; blocking = blocking calls with no deadline that ended when their peer died; overstay = longest any call returned past its own deadline",
+        "{} trials in {:.1} s; corruptions = calls that returned Corrupt (a poisoned end keeps returning it), in-vict = victim processes that saw one; blocking = blocking calls with no deadline that ended when their peer died; bounded = calls with a deadline (try and timed); overstay = longest any returned past its deadline, >10ms = how many returned over 10 ms past it; own, >10ms: the same less the time the caller sat runnable on a run queue (the victims and the attacker share the cores)",
         all.trials,
         t0.elapsed().as_secs_f64()
     );

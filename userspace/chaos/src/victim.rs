@@ -23,7 +23,7 @@ pub enum End {
 }
 
 /// How a call waits.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Form {
     Try,
     Timed(Duration),
@@ -272,6 +272,15 @@ struct Tally {
     max_over_ms: f64,
     /// The call that overstayed most: its form and outcome.
     worst: String,
+    /// Calls with a deadline (try and timed).
+    bounded: u64,
+    /// Of those, how many returned more than 10 ms past it.
+    over10: u64,
+    /// Overstay less the time this thread sat runnable on a run queue
+    /// meanwhile (the CPU was the scheduler's to give, not ours to take):
+    /// the longest, and how many past 10 ms.
+    max_own_ms: f64,
+    own_over10: u64,
 }
 
 impl Tally {
@@ -288,7 +297,7 @@ impl Tally {
             .map(|(k, v)| format!("{k}:{v}"))
             .collect();
         say(&format!(
-            "@report ops={} ok={} corrupt={} wrong={} wrong_after_corrupt={} max_over_ms={:.1} worst={} errors={}",
+            "@report ops={} ok={} corrupt={} wrong={} wrong_after_corrupt={} max_over_ms={:.1} worst={} bounded={} over10={} max_own_ms={:.1} own_over10={} errors={}",
             self.ops,
             self.ok,
             self.corrupt,
@@ -296,6 +305,10 @@ impl Tally {
             self.wrong_after_corrupt,
             self.max_over_ms,
             self.worst.replace(' ', "_"),
+            self.bounded,
+            self.over10,
+            self.max_own_ms,
+            self.own_over10,
             errors.join(",")
         ));
     }
@@ -307,9 +320,11 @@ fn timed<T>(
     form: Form,
     f: impl FnOnce(Form) -> Result<T, &'static str>,
 ) -> Result<T, &'static str> {
+    let queued0 = run_queue_wait();
     let t0 = Instant::now();
     let r = f(form);
     let took = t0.elapsed();
+    let queued = run_queue_wait().saturating_sub(queued0);
     let allowed = match form {
         Form::Try => Duration::ZERO,
         Form::Timed(d) => d,
@@ -320,14 +335,30 @@ fn timed<T>(
         Ok(_) => t.ok += 1,
         Err(e) => t.note(e),
     }
+    if form != Form::Block {
+        t.bounded += 1;
+    }
     if let Some(over) = took.checked_sub(allowed) {
         let ms = over.as_secs_f64() * 1e3;
         if ms > t.max_over_ms {
             t.max_over_ms = ms;
             t.worst = format!("{form:?}->{}", r.as_ref().err().unwrap_or(&"ok"));
         }
+        t.over10 += u64::from(ms > 10.0);
+        let own = over.saturating_sub(queued).as_secs_f64() * 1e3;
+        t.max_own_ms = t.max_own_ms.max(own);
+        t.own_over10 += u64::from(own > 10.0);
     }
     r
+}
+
+/// How long this thread has waited on a run queue, runnable but not
+/// running (the second field of /proc/thread-self/schedstat).
+fn run_queue_wait() -> Duration {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(Duration::ZERO, Duration::from_nanos)
 }
 
 fn pick_form(rng: &mut Rng) -> Form {
