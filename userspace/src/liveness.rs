@@ -56,8 +56,18 @@ pub fn is_alive(token: u32) -> bool {
 /// caller's 10 ms deadline margin even when a hostile process marks a live
 /// one dead) instead of leaving it to the next look. A truncated liveness
 /// file is no mark: the lock alone decides.
+///
+/// The patience is spent once per token and second: a process marked dead
+/// that still holds its lock after it (a mark a hostile process wrote, or
+/// a very slow exit) is judged by its lock alone for the next second, so a
+/// reaper looking at many cells or members that name it waits once, not
+/// once per cell.
 pub fn is_alive_settled(token: u32) -> bool {
-    const EXITING_PATIENCE: std::time::Duration = std::time::Duration::from_millis(5);
+    use std::time::{Duration, Instant};
+    const EXITING_PATIENCE: Duration = Duration::from_millis(5);
+    const PATIENCE_SPENT_FOR: Duration = Duration::from_secs(1);
+    /// Tokens whose patience was spent, and when.
+    static SPENT: Mutex<Vec<(u32, Instant)>> = Mutex::new(Vec::new());
     let Some(w) = watch(token) else {
         return false;
     };
@@ -67,11 +77,25 @@ pub fn is_alive_settled(token: u32) -> bool {
     if !w.died() || w.file_truncated() {
         return true;
     }
-    let t0 = std::time::Instant::now();
+    // try_lock: a child after fork may find it held by a thread that is
+    // gone; then it just waits again.
+    let recently_spent = SPENT.try_lock().is_ok_and(|mut spent| {
+        spent.retain(|(_, at)| at.elapsed() < PATIENCE_SPENT_FOR);
+        spent.iter().any(|&(t, _)| t == token)
+    });
+    if recently_spent {
+        return true;
+    }
+    let t0 = Instant::now();
     while t0.elapsed() < EXITING_PATIENCE {
-        std::thread::sleep(std::time::Duration::from_millis(1));
+        std::thread::sleep(Duration::from_millis(1));
         if !w.alive() {
             return false;
+        }
+    }
+    if let Ok(mut spent) = SPENT.try_lock() {
+        if spent.len() < 1024 {
+            spent.push((token, Instant::now()));
         }
     }
     true
