@@ -57,6 +57,14 @@ const SLICE: Duration = Duration::from_millis(20);
 /// How long a sender past its deadline (or with its peer gone) lets a
 /// receiver that started taking its message finish before taking it back.
 const TAKE_GRACE: Duration = Duration::from_millis(5);
+/// How long `try_send` waits for the receiver it handed a message to
+/// (under loom: no time at all, so that every branch is decided by the
+/// model's schedule, never by the clock).
+const TRY_HANDOFF: Duration = if cfg!(loom) {
+    Duration::ZERO
+} else {
+    Duration::from_millis(5)
+};
 /// Sleep slice while every cell is busy: waiters of different kinds share
 /// `cells_bell`, so a wake-up may go to the wrong one; they re-scan this often.
 const FULL_SLICE: Duration = Duration::from_millis(2);
@@ -380,11 +388,19 @@ impl<M: RdvMem> Rdv<M> {
         msg: &[u8],
     ) -> Result<(), RdvSendError<core::convert::Infallible>> {
         self.check_len(msg)?;
+        // A receiver that is really waiting takes the message within
+        // microseconds; one that does not take it by then (descheduled for
+        // long, or a cell a hostile process forged as waiting) gets it
+        // withdrawn, and the try reports nobody waiting: never delivered.
+        let deadline = Some(Instant::now() + TRY_HANDOFF);
         loop {
-            match self.hand_to_waiting(msg, None, WaitStrategy::SpinPark, &mut || Ok(()))? {
-                Handed::Delivered => return Ok(()),
-                Handed::NoneWaiting => return Err(RdvSendError::NoReceiver),
-                Handed::ReceiverDied => continue,
+            match self.hand_to_waiting(msg, deadline, WaitStrategy::SpinPark, &mut || Ok(())) {
+                Ok(Handed::Delivered) => return Ok(()),
+                Ok(Handed::NoneWaiting) | Err(RdvSendError::Timeout) => {
+                    return Err(RdvSendError::NoReceiver)
+                }
+                Ok(Handed::ReceiverDied) => continue,
+                Err(e) => return Err(e),
             }
         }
     }

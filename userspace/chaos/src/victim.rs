@@ -38,10 +38,21 @@ pub fn send_err<M>(e: &SendError<M>) -> &'static str {
         SendError::Disconnected(_) => "disconnected",
         SendError::TooLarge { .. } => "too-large",
         SendError::MemoryLimit { .. } => "memory-limit",
-        SendError::Corrupt(_) => "corrupt",
+        SendError::Corrupt(c) => {
+            show_corruption(c);
+            "corrupt"
+        }
         SendError::NoSuchMember { .. } => "no-such-member",
         SendError::MemberGone { .. } => "member-gone",
         SendError::LinkFailed { .. } => "link-failed",
+    }
+}
+
+/// With HWLINK_CHAOS_CORRUPT set, a victim prints each corruption it is
+/// told of to its stderr (HWLINK_CHAOS_STDERR keeps that in a file).
+fn show_corruption(c: &impl std::fmt::Display) {
+    if std::env::var_os("HWLINK_CHAOS_CORRUPT").is_some() {
+        eprintln!("corrupt: {c}");
     }
 }
 
@@ -52,7 +63,10 @@ pub fn recv_err(e: &RecvError) -> &'static str {
         RecvError::Disconnected => "disconnected",
         RecvError::BufferTooSmall { .. } => "buffer-too-small",
         RecvError::Unavailable { .. } => "unavailable",
-        RecvError::Corrupt(_) => "corrupt",
+        RecvError::Corrupt(c) => {
+            show_corruption(c);
+            "corrupt"
+        }
         RecvError::NoSuchMember { .. } => "no-such-member",
         RecvError::MemberGone { .. } => "member-gone",
         RecvError::LinkFailed { .. } => "link-failed",
