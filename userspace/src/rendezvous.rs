@@ -392,7 +392,7 @@ impl<M: RdvMem> Rdv<M> {
         // microseconds; one that does not take it by then (descheduled for
         // long, or a cell a hostile process forged as waiting) gets it
         // withdrawn, and the try reports nobody waiting: never delivered.
-        let deadline = Some(Instant::now() + TRY_HANDOFF);
+        let deadline = crate::wait::deadline_after(TRY_HANDOFF);
         loop {
             match self.hand_to_waiting(msg, deadline, WaitStrategy::SpinPark, &mut || Ok(())) {
                 Ok(Handed::Delivered) => return Ok(()),
