@@ -283,6 +283,27 @@ fn past(deadline: Option<Instant>) -> bool {
     deadline.is_some_and(|d| Instant::now() >= d)
 }
 
+/// A party past its point of no return, whose counterpart has held the
+/// cell since `since`: why to take the cell back now (past the deadline,
+/// or the caller's hook failed, looked at on slice ticks), or None while
+/// the counterpart's `TAKE_GRACE` lasts (and on polls).
+fn overdue<E>(
+    tick: Tick,
+    since: Instant,
+    deadline: Option<Instant>,
+    peer_ok: &mut dyn FnMut() -> Result<(), E>,
+) -> Option<Stop<E>> {
+    if tick == Tick::Poll || since.elapsed() < TAKE_GRACE {
+        None
+    } else if past(deadline) {
+        Some(Stop::Timeout)
+    } else if tick == Tick::Slice {
+        peer_ok().err().map(Stop::Peer)
+    } else {
+        None
+    }
+}
+
 /// The result of offering a message to a registered receiver.
 enum Handed {
     Delivered,
@@ -560,16 +581,7 @@ impl<M: RdvMem> Rdv<M> {
                     // peer gone: take the message back (a real reader that
                     // finishes after all fails its ack: never delivered).
                     let since = *reading_since.get_or_insert_with(Instant::now);
-                    if tick == Tick::Poll || since.elapsed() < TAKE_GRACE {
-                        return Ok(None);
-                    }
-                    let stop = if past(deadline) {
-                        Some(Stop::Timeout)
-                    } else if tick == Tick::Slice {
-                        peer_ok().err().map(Stop::Peer)
-                    } else {
-                        None
-                    };
+                    let stop = overdue(tick, since, deadline, &mut *peer_ok);
                     return match stop {
                         Some(stop)
                             if state
@@ -679,21 +691,12 @@ impl<M: RdvMem> Rdv<M> {
                                 return Ok(None);
                             }
                         };
-                        if tick == Tick::Poll || since.elapsed() < TAKE_GRACE {
-                            return Ok(None);
-                        }
                         // Taking for too long, past our deadline or with
                         // the peer gone: take the message back. A real
                         // taker that finishes after all fails its ack and
                         // reports the cell out of turn: never delivered,
                         // as we report.
-                        let stop = if past(deadline) {
-                            Some(Stop::Timeout)
-                        } else if tick == Tick::Slice {
-                            peer_ok().err().map(Stop::Peer)
-                        } else {
-                            None
-                        };
+                        let stop = overdue(tick, since, deadline, &mut *peer_ok);
                         match stop {
                             Some(stop)
                                 if state
@@ -914,21 +917,12 @@ impl<M: RdvMem> Rdv<M> {
                                     return Ok(None);
                                 }
                             };
-                            if tick == Tick::Poll || since.elapsed() < TAKE_GRACE {
-                                return Ok(None);
-                            }
                             // Filling for too long, past our deadline or
                             // with the peer gone: give up on it. The cell
                             // stays ours (CLAIMED) while we live, so that a
                             // real filler still copying writes into no one
                             // else's message; its publish then fails.
-                            let stop = if past(deadline) {
-                                Some(Stop::Timeout)
-                            } else if tick == Tick::Slice {
-                                peer_ok().err().map(Stop::Peer)
-                            } else {
-                                None
-                            };
+                            let stop = overdue(tick, since, deadline, &mut *peer_ok);
                             match stop {
                                 Some(stop)
                                     if state
