@@ -15,8 +15,8 @@
 
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion};
-use hwlink::pingpong::{self, Config, Mechanism, PeerArgs, Session};
 use hwlink::{Backend, WaitStrategy};
+use hwlink_benches::pingpong::{self, Config, Mechanism, PeerArgs, Session};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;

@@ -1,9 +1,14 @@
-//! Benchmarks of hwlink, in criterion bench targets (this library holds no
-//! code).
+//! hwlink-benches: the cross-process comparison of hwlink against kernel IPC
+//! (`hwlink bench`, `hwlink pingpong`, `hwlink remote-pingpong`, the
+//! `exchange` check) and the criterion micro-benchmarks (`benches/`). It
+//! lives outside the `hwlink` library so that users' builds do not pull the
+//! harness's dependencies (io-uring, plotters, crossbeam-queue).
+//!
+//! Criterion bench targets:
 //!
 //! - `roundtrip`: round trips of an 8-byte message between two real
 //!   processes (this bench binary and a re-executed copy of it), through
-//!   [`hwlink::pingpong::Session`]. Group `rtt_two_cores` (CPUs 0 and 1):
+//!   [`pingpong::Session`]. Group `rtt_two_cores` (CPUs 0 and 1):
 //!   `floor` (two busy-polled cache lines, the physical floor),
 //!   `hwlink_poll` (busy-poll), `hwlink_park` (park on the doorbell at once)
 //!   and `pipe`. Group `rtt_one_core` (both on CPU 0): `hwlink_default`
@@ -33,3 +38,8 @@
 //! ```
 //!
 //! Links use the `auto` backend (2 MiB hugepages when free, else `/dev/shm`).
+
+pub mod bench;
+pub mod exchange;
+pub mod pingpong;
+pub mod remote_pingpong;

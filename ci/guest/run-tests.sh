@@ -53,9 +53,9 @@ trap cleanup EXIT
 echo "==> building hwlink static (glibc, crt-static) for the guest and the host side"
 target=x86_64-unknown-linux-gnu
 RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --quiet \
-  --target "$target" -p hwlink --bin hwlink
+  --target "$target" -p hwlink-cli --bin hwlink
 bin="$(RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --target "$target" \
-  -p hwlink --bin hwlink --message-format=json 2>/dev/null |
+  -p hwlink-cli --bin hwlink --message-format=json 2>/dev/null |
   sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n1)"
 [ -x "$bin" ] || { echo "could not find the static hwlink binary"; exit 1; }
 

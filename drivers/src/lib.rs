@@ -56,7 +56,7 @@ pub use ivshmem::IvshmemTarget;
 pub use ivshmem_server::{IvshmemClient, IvshmemServer};
 pub use name::{validate_name, MAX_NAME_LEN};
 pub use pci::{parse_bdf, PciDevice, IVSHMEM_DEVICE, IVSHMEM_VENDOR};
-pub use region::Region;
+pub use region::{silence_fallback_warning, Region};
 pub use registry::{list_regions, remove_region, RegionFile};
 pub use sysinfo::hugepages_free;
 pub use vfio::{Interrupt, VfioDevice};

@@ -6,6 +6,7 @@ use std::fs::{self, File, Metadata, OpenOptions, Permissions};
 use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Once;
 
 use crate::backend::{Backend, BackingKind, HUGEPAGE_SIZE, SHM_PAGE_SIZE};
@@ -503,10 +504,23 @@ fn round_up(min_size: usize, page: usize) -> Result<usize, MapError> {
         })
 }
 
+/// Set by [`silence_fallback_warning`].
+static FALLBACK_SILENT: AtomicBool = AtomicBool::new(false);
+
+/// Stops this process from printing the hugepage fallback warning: for
+/// helper processes (a benchmark's peers) whose parent has already told the
+/// user, so that one command prints it once, not once per peer.
+pub fn silence_fallback_warning() {
+    FALLBACK_SILENT.store(true, Ordering::Relaxed);
+}
+
 /// Tells the user, once per process, that `Backend::Auto` fell back to
 /// 4 KiB pages: because too few hugepages were free, or because of `why`.
 fn warn_fallback_once(need: u64, why: Option<&MapError>, shm_dir: &Path) {
     static WARNED: Once = Once::new();
+    if FALLBACK_SILENT.load(Ordering::Relaxed) {
+        return;
+    }
     WARNED.call_once(|| match why {
         None | Some(MapError::NoHugepages { .. }) => eprintln!(
             "hwlink: warning: no free 2 MiB hugepages (need {need}, free {}); using 4 KiB \

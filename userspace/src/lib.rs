@@ -41,23 +41,15 @@ pub mod shm;
 #[cfg(not(loom))]
 pub mod admin;
 #[cfg(not(loom))]
-pub mod bench;
-#[cfg(not(loom))]
 mod channel;
 #[cfg(not(loom))]
 mod domain;
-#[cfg(not(loom))]
-pub mod exchange;
 #[cfg(not(loom))]
 mod link;
 #[cfg(not(loom))]
 mod mailbox;
 #[cfg(not(loom))]
-pub mod pingpong;
-#[cfg(not(loom))]
 mod region;
-#[cfg(not(loom))]
-pub mod remote_pingpong;
 #[cfg(not(loom))]
 mod segments;
 

@@ -221,7 +221,7 @@ pub fn pin_to_cpu(cpu: usize) -> std::io::Result<()> {
 
 /// CPUs online in the machine (not the affinity mask of this thread, which
 /// `available_parallelism` would report).
-pub(crate) fn online_cpus() -> usize {
+pub fn online_cpus() -> usize {
     // SAFETY: sysconf has no memory-safety preconditions.
     let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
     usize::try_from(n).unwrap_or(1).max(1)

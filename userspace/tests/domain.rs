@@ -10,6 +10,7 @@
 //! serial group; with `cargo test`, pass `--test-threads=1`.
 
 mod common;
+mod hwlink_bin;
 
 use common::{check, fill, kill_later, shm_dir, Peer, Watchdog, MAX_MSG};
 use hwlink::{Backend, Domain, DomainBuilder, Member, RecvError, SendError, WaitStrategy};
@@ -390,7 +391,7 @@ fn join_shows_members_in_ls_and_leave_removes_everything() {
     assert_eq!(info.pid, pid);
     assert!(info.alive);
 
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hwlink"))
+    let out = std::process::Command::new(hwlink_bin::path())
         .arg("ls")
         .output()
         .unwrap();

@@ -689,32 +689,6 @@ fn outlives_its_creator_then_removed_by_rm() {
     assert!(Mailbox::open(&name, Access::Send).is_err());
 }
 
-/// `hwlink bench` removes the mailboxes a killed earlier bench left behind
-/// (named after its session, creator dead, nobody attached), and no other.
-#[test]
-fn bench_removes_only_the_mailboxes_a_killed_bench_left() {
-    let creator = spawn(
-        "create_send_exit",
-        &[("NAME", "hb{pid}-0-h0".into()), ("COUNT", "1".into())],
-    );
-    let left = format!("hb{}-0-h0", creator.id());
-    let _c = Cleanup(left.clone());
-    finish(creator, "bench-named creator");
-    let keep = unique("keep");
-    let _k = Cleanup(keep.clone());
-    finish(
-        spawn(
-            "create_send_exit",
-            &[("NAME", keep.clone()), ("COUNT", "1".into())],
-        ),
-        "creator",
-    );
-    let removed = hwlink::bench::remove_leftovers();
-    assert!(removed.contains(&format!("mbx.{left}")), "{removed:?}");
-    assert!(regions_of(&left).is_empty());
-    assert!(!regions_of(&keep).is_empty(), "a user's mailbox stays");
-}
-
 // ---------------------------------------------------------------------------
 // Zero capacity (rendezvous)
 // ---------------------------------------------------------------------------

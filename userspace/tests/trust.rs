@@ -30,6 +30,7 @@
 //! generous for a loaded two-core machine; each test prints what it saw.
 
 mod common;
+mod hwlink_bin;
 
 use common::{Ctx, Peer, RawRegion, PEER_WAIT};
 use hwlink::{
@@ -1237,7 +1238,7 @@ impl PrivateDir {
         v
     }
     fn hwlink(&self, args: &[&str]) -> String {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_hwlink"))
+        let out = std::process::Command::new(hwlink_bin::path())
             .args(args)
             .env("HWLINK_SHM_DIR", &self.0)
             .output()

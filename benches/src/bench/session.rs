@@ -4,7 +4,7 @@ use super::{
     check, cpu_time_ns, eventfd, fd, fill, hw, mq, pipeline, seq_of, uring, BenchError, CpuTotals,
     Mechanism, Options, RoundTrips, Streamed, Transport, Workload, STOP,
 };
-use crate::liveness::pin_to_cpu;
+use hwlink::liveness::pin_to_cpu;
 use hwlink_drivers::Backend;
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -160,7 +160,7 @@ fn session_pid(name: &str) -> Option<u32> {
 /// them): those named after a bench session whose process, the creator, is
 /// gone, with no live process attached. Returns the regions removed.
 pub fn remove_leftovers() -> Vec<String> {
-    let Ok(all) = crate::admin::list() else {
+    let Ok(all) = hwlink::admin::list() else {
         return Vec::new();
     };
     let mut removed = Vec::new();
@@ -170,7 +170,7 @@ pub fn remove_leftovers() -> Vec<String> {
         let left = named_by == Some(r.creator_pid)
             && !r.creator_alive
             && m.attachments.iter().all(|a| !a.alive);
-        if left && crate::admin::remove(&r.name).is_ok() {
+        if left && hwlink::admin::remove(&r.name).is_ok() {
             removed.push(r.name);
         }
     }
@@ -197,9 +197,15 @@ fn setup_parent(spec: &PeerSpec, opts: &Options) -> Result<ParentSide, BenchErro
         | Mechanism::Tcp => fd::parent(spec),
         Mechanism::Eventfd => eventfd::parent(spec),
         Mechanism::PosixMq | Mechanism::SysvMq => mq::parent(spec),
-        Mechanism::UringPipe | Mechanism::UringUnix | Mechanism::UringUnixSqpoll => {
+        Mechanism::UringUnixSqpoll => {
+            let used = match opts.cpus {
+                Some((a, b)) if a == b => 1,
+                _ => 2,
+            };
+            uring::sqpoll_fits(2, used)?;
             uring::parent(spec)
         }
+        Mechanism::UringPipe | Mechanism::UringUnix => uring::parent(spec),
     }
 }
 

@@ -3,8 +3,8 @@
 mod device_cmds;
 
 use clap::{Parser, Subcommand};
-use hwlink::pingpong::{self, Config, Mechanism, Session, Stats};
 use hwlink::{admin, Backend, WaitStrategy};
+use hwlink_benches::pingpong::{self, Config, Mechanism, Session, Stats};
 use std::process::{Command, ExitCode};
 
 #[derive(Parser)]
@@ -102,7 +102,7 @@ struct BufferingArgs {
 }
 
 fn buffering_cmd(args: BufferingArgs) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let figs = hwlink::bench::buffering::run(
+    let figs = hwlink_benches::bench::buffering::run(
         args.count,
         args.rounds.max(1),
         args.wait,
@@ -162,7 +162,7 @@ struct MpmcArgs {
 }
 
 fn mpmc_cmd(args: MpmcArgs) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    use hwlink::bench::mpmc::{median, run, MpmcConfig};
+    use hwlink_benches::bench::mpmc::{median, run, MpmcConfig};
     let cfg = MpmcConfig {
         producers: args.producers,
         consumers: args.consumers,
@@ -249,7 +249,7 @@ struct BenchArgs {
     /// floor, pipe, unix-stream, unix-dgram, unix-seqpacket, eventfd,
     /// posix-mq, sysv-mq, tcp, uring-pipe, uring-unix, uring-unix-sqpoll.
     #[arg(long, value_delimiter = ',')]
-    mechanisms: Option<Vec<hwlink::bench::Mechanism>>,
+    mechanisms: Option<Vec<hwlink_benches::bench::Mechanism>>,
     /// Workloads, comma separated, from round-trip, stream and pipeline.
     /// Default: all three.
     #[arg(long, value_delimiter = ',', value_enum)]
@@ -341,7 +341,7 @@ fn backend_used(backend: Backend) -> Result<&'static str, BoxError> {
 }
 
 fn bench_cmd(args: BenchArgs) -> Result<(), BoxError> {
-    use hwlink::bench::{plan, report, Mechanism};
+    use hwlink_benches::bench::{plan, report, Mechanism};
     use std::io::IsTerminal;
     if args.backend == Backend::Ivshmem {
         return device_cmds::bench_ivshmem(
@@ -404,7 +404,7 @@ fn bench_cmd(args: BenchArgs) -> Result<(), BoxError> {
         pipeline_cpus,
         pipeline_size,
     };
-    for name in hwlink::bench::remove_leftovers() {
+    for name in hwlink_benches::bench::remove_leftovers() {
         eprintln!("hwlink bench: removed {name}, left by an earlier hwlink bench that was killed");
     }
     let machine = report::Machine::detect(backend_used(args.backend)?);
@@ -439,7 +439,7 @@ fn bench_cmd(args: BenchArgs) -> Result<(), BoxError> {
         println!("\nwrote {}", path.display());
     }
     if let Some(dir) = &args.plots {
-        for file in hwlink::bench::plot::write_plots(dir, &results)? {
+        for file in hwlink_benches::bench::plot::write_plots(dir, &results)? {
             println!("wrote {}", file.display());
         }
     }
@@ -722,16 +722,29 @@ fn ls_cmd() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Cmd::BenchPeer { .. }
+            | Cmd::BenchBufferingPeer { .. }
+            | Cmd::BenchMpmcPeer { .. }
+            | Cmd::PingpongPeer { .. }
+    ) {
+        // A benchmark's peer: the measuring process has told the user once
+        // already if hugepages ran out; twenty peers must not repeat it.
+        hwlink_drivers::silence_fallback_warning();
+    }
     let result = match cli.command {
         Cmd::Bench(args) => bench_cmd(args),
-        Cmd::BenchPeer { args } => hwlink::bench::peer_main(&args).map_err(Into::into),
+        Cmd::BenchPeer { args } => hwlink_benches::bench::peer_main(&args).map_err(Into::into),
         Cmd::Pingpong(args) => pingpong_cmd(args),
         Cmd::BenchMpmc(args) => mpmc_cmd(args),
         Cmd::BenchBuffering(args) => buffering_cmd(args),
         Cmd::BenchBufferingPeer { args } => {
-            hwlink::bench::buffering::peer_main(&args).map_err(Into::into)
+            hwlink_benches::bench::buffering::peer_main(&args).map_err(Into::into)
         }
-        Cmd::BenchMpmcPeer { args } => hwlink::bench::mpmc::peer_main(&args).map_err(Into::into),
+        Cmd::BenchMpmcPeer { args } => {
+            hwlink_benches::bench::mpmc::peer_main(&args).map_err(Into::into)
+        }
         Cmd::PingpongPeer { args } => pingpong::peer_main(&args),
         Cmd::Ls => ls_cmd(),
         Cmd::Exchange(args) => device_cmds::exchange_cmd(args),

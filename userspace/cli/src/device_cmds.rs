@@ -3,9 +3,9 @@
 //! bind|unbind`, `ivshmem-server`, and round trips over ivshmem
 //! (`pingpong --backend ivshmem` and its `pingpong-echo`).
 
-use hwlink::exchange::{Exchange, Role};
-use hwlink::remote_pingpong::RemoteLinks;
 use hwlink::WaitStrategy;
+use hwlink_benches::exchange::{Exchange, Role};
+use hwlink_benches::remote_pingpong::RemoteLinks;
 use hwlink_drivers::{IvshmemTarget, PciDevice};
 use std::sync::Arc;
 use std::time::Duration;
@@ -254,7 +254,7 @@ pub(crate) fn pingpong_ivshmem(
         "hwlink pingpong over ivshmem: {count} round trips of {size} bytes with \
          `hwlink pingpong-echo` on the other side"
     );
-    let stats = hwlink::remote_pingpong::summarise(links.measure(count, size)?)?;
+    let stats = hwlink_benches::remote_pingpong::summarise(links.measure(count, size)?)?;
     crate::print_stats(&format!("hwlink ivshmem ({wait})"), &stats, None);
     print_doorbell(&links);
     if json {
@@ -272,12 +272,12 @@ pub(crate) fn pingpong_ivshmem(
 pub(crate) fn bench_ivshmem(
     device: Option<IvshmemTarget>,
     sizes: Option<Vec<usize>>,
-    mechanisms: Option<Vec<hwlink::bench::Mechanism>>,
+    mechanisms: Option<Vec<hwlink_benches::bench::Mechanism>>,
     duration: Option<f64>,
     quick: bool,
     json: Option<std::path::PathBuf>,
 ) -> Result<(), BoxError> {
-    use hwlink::bench::Mechanism;
+    use hwlink_benches::bench::Mechanism;
     let device = device.ok_or(
         "--backend ivshmem needs --device: the VM's memory file or server:SOCKET on the \
          host, vfio:BDF or pci:BDF in the guest",
@@ -311,10 +311,10 @@ pub(crate) fn bench_ivshmem(
     );
     let mut rows = Vec::new();
     for &size in &sizes {
-        session.round_trips(size, hwlink::remote_pingpong::WARMUP, None)?;
+        session.round_trips(size, hwlink_benches::remote_pingpong::WARMUP, None)?;
         let samples = session.round_trips(size, 1_000_000, Some(per_size))?;
         let n = samples.len();
-        let stats = hwlink::remote_pingpong::summarise(samples)?;
+        let stats = hwlink_benches::remote_pingpong::summarise(samples)?;
         crate::print_stats(&format!("{size} B ({n} round trips)"), &stats, None);
         rows.push(format!(
             r#"{{"size":{size},"count":{n},"rtt_ns":{}}}"#,

@@ -4,7 +4,7 @@
 //! messages by name, in alternating rounds of one run.
 
 use super::BenchError;
-use crate::{Backend, Buffering, Domain, WaitStrategy};
+use hwlink::{Backend, Buffering, Domain, WaitStrategy};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -69,7 +69,7 @@ pub fn run(
             samples: Vec::new(),
         })
         .collect();
-    crate::liveness::pin_to_cpu(cpus.0).map_err(|e| BenchError::io("pinning", e))?;
+    hwlink::liveness::pin_to_cpu(cpus.0).map_err(|e| BenchError::io("pinning", e))?;
     let exe = std::env::current_exe().map_err(|e| BenchError::io("current_exe", e))?;
     for round in 0..rounds {
         for fig in &mut out {
@@ -145,7 +145,7 @@ pub fn peer_main(args: &[String]) -> Result<(), BenchError> {
         .parse()
         .map_err(|_| BenchError::Peer(format!("bad cpu {cpu}")))?;
     let backend: Backend = backend.parse().map_err(domain_err)?;
-    crate::liveness::pin_to_cpu(cpu).map_err(|e| BenchError::io("pinning", e))?;
+    hwlink::liveness::pin_to_cpu(cpu).map_err(|e| BenchError::io("pinning", e))?;
     let mut me = Domain::builder(domain)
         .backend(backend)
         .wait(wait)

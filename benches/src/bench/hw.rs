@@ -1,8 +1,8 @@
 //! Shared-memory transports without the kernel: hwlink SPSC links and the cache-line floor.
 
 use super::{BenchError, Mechanism, Options, ParentSide, PeerSpec, Transport, Workload};
-use crate::link::{LinkBuilder, Receiver, Sender};
-use crate::wait::WaitStrategy;
+use hwlink::WaitStrategy;
+use hwlink::{LinkBuilder, Receiver, Sender};
 use hwlink_drivers::Region;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -268,8 +268,8 @@ pub(super) fn floor_child(spec: &PeerSpec) -> Result<Box<dyn Transport>, BenchEr
 /// One end of a pair of mailboxes (the reverse one is absent when
 /// streaming): the MPMC transport, one sender and one receiver on each.
 struct Mailboxes {
-    tx: Option<crate::Mailbox>,
-    rx: Option<crate::Mailbox>,
+    tx: Option<hwlink::Mailbox>,
+    rx: Option<hwlink::Mailbox>,
 }
 
 impl Transport for Mailboxes {
@@ -301,9 +301,9 @@ impl Transport for Mailboxes {
     }
 }
 
-fn mailbox_builder(spec: &PeerSpec) -> crate::MailboxBuilder {
-    crate::MailboxBuilder::new()
-        .buffering(crate::Buffering::Bounded(link_capacity(spec.size)))
+fn mailbox_builder(spec: &PeerSpec) -> hwlink::MailboxBuilder {
+    hwlink::MailboxBuilder::new()
+        .buffering(hwlink::Buffering::Bounded(link_capacity(spec.size)))
         .slot_size(spec.size as u32)
         .backend(spec.backend)
         .wait(WaitStrategy::SpinPark)
@@ -311,7 +311,7 @@ fn mailbox_builder(spec: &PeerSpec) -> crate::MailboxBuilder {
 
 /// Removes a mailbox when the measuring side is done with it (mailboxes
 /// outlive their creator otherwise).
-pub(super) struct Owned(Option<crate::Mailbox>);
+pub(super) struct Owned(Option<hwlink::Mailbox>);
 
 impl Drop for Owned {
     fn drop(&mut self) {
@@ -336,7 +336,7 @@ impl Transport for OwnedMailboxes {
 }
 
 pub(super) fn mailbox_parent(spec: &PeerSpec) -> Result<ParentSide, BenchError> {
-    use crate::Access;
+    use hwlink::Access;
     let b = mailbox_builder(spec);
     let tx = b
         .clone()
@@ -379,7 +379,7 @@ pub(super) fn mailbox_chain(spec: &PeerSpec, stages: usize) -> Result<Vec<Owned>
         .map(|k| {
             mailbox_builder(spec)
                 .name(format!("{}-h{k}", spec.name))
-                .create(crate::Access::SendRecv)
+                .create(hwlink::Access::SendRecv)
                 .map(|m| Owned(Some(m)))
                 .map_err(link_err)
         })
@@ -393,7 +393,7 @@ pub(super) fn mailbox_chain_end(
     stage: usize,
     stages: usize,
 ) -> Result<Box<dyn Transport>, BenchError> {
-    use crate::Access;
+    use hwlink::Access;
     let b = mailbox_builder(spec).ready_timeout(Duration::from_secs(5));
     let prev = (stage + stages - 1) % stages;
     let rx = b
@@ -409,7 +409,7 @@ pub(super) fn mailbox_chain_end(
 }
 
 pub(super) fn mailbox_child(spec: &PeerSpec) -> Result<Box<dyn Transport>, BenchError> {
-    use crate::Access;
+    use hwlink::Access;
     let b = mailbox_builder(spec).ready_timeout(Duration::from_secs(5));
     let rx = b
         .open(&format!("{}-ma", spec.name), Access::Recv)

@@ -4,8 +4,8 @@
 //! alternating rounds of one run (`hwlink bench-mpmc`).
 
 use super::BenchError;
-use crate::{Access, Backend, Buffering, MailboxBuilder, RecvError, WaitStrategy};
 use crossbeam_queue::ArrayQueue;
+use hwlink::{Access, Backend, Buffering, MailboxBuilder, RecvError, WaitStrategy};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -78,7 +78,7 @@ pub fn run(cfg: &MpmcConfig) -> Result<MpmcReport, BenchError> {
 
 fn mailbox_round(cfg: &MpmcConfig, round: u32) -> Result<f64, BenchError> {
     let name = format!("bench-mpmc-{}-{round}", std::process::id());
-    let link = |e: crate::OpenError| BenchError::Link(e.to_string());
+    let link = |e: hwlink::OpenError| BenchError::Link(e.to_string());
     let mut mbx = MailboxBuilder::new()
         .name(&name)
         .buffering(Buffering::Bounded(cfg.capacity))

@@ -12,6 +12,23 @@ const SQPOLL_IDLE_MS: u32 = 50;
 /// "Use the file position": right for pipes and sockets alike.
 const NO_OFFSET: u64 = u64::MAX;
 
+/// SQPOLL gives each process's ring a kernel thread that busy-polls its
+/// submission queue: it only helps with a core of its own. On a machine
+/// without one spare CPU per ring beside the `cpus_used` the measured
+/// `processes` run on, those threads steal the measured processes' time
+/// (8 to 80 ms per trip on two CPUs), so the row is skipped with the reason.
+pub(super) fn sqpoll_fits(processes: usize, cpus_used: usize) -> Result<(), BenchError> {
+    let online = hwlink::liveness::online_cpus();
+    let needed = cpus_used.saturating_add(processes);
+    if online < needed {
+        return Err(BenchError::Unsupported(format!(
+            "each of the {processes} processes' SQPOLL kernel threads needs a spare core beside \
+             the {cpus_used} CPU(s) measured ({needed} CPUs in all); this machine has {online}"
+        )));
+    }
+    Ok(())
+}
+
 fn ring_for(m: Mechanism) -> Result<IoUring, BenchError> {
     if m == Mechanism::UringUnixSqpoll {
         IoUring::builder()

@@ -11,9 +11,9 @@
 //! from it; the receiver checks that number `i` arrives `i`-th, once, with
 //! the right payload.
 
-use crate::error::{OpenError, RecvError, SendError};
-use crate::link::LinkBuilder;
-use crate::wait::WaitStrategy;
+use hwlink::LinkBuilder;
+use hwlink::WaitStrategy;
+use hwlink::{OpenError, RecvError, SendError};
 use hwlink_drivers::DeviceMemory;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -297,7 +297,7 @@ const IN_PLACE_CHUNK: usize = 1024;
 
 /// Writes message `seq` in place into a slot of shared memory, a chunk at
 /// a time (no message-sized buffer, no reference into the slot).
-pub(crate) fn fill_shm(dst: &mut crate::ShmSliceMut<'_>, seq: u64) {
+pub(crate) fn fill_shm(dst: &mut hwlink::ShmSliceMut<'_>, seq: u64) {
     let mut chunk = [0u8; IN_PLACE_CHUNK];
     let mut start = 0;
     while start < dst.len() {
@@ -309,7 +309,7 @@ pub(crate) fn fill_shm(dst: &mut crate::ShmSliceMut<'_>, seq: u64) {
 }
 
 /// The sequence number of a message in shared memory (STOP if too short).
-pub(crate) fn seq_of_shm(src: crate::ShmSlice<'_>) -> u64 {
+pub(crate) fn seq_of_shm(src: hwlink::ShmSlice<'_>) -> u64 {
     let mut b = [0u8; 8];
     if src.read_at(0, &mut b) {
         u64::from_le_bytes(b)
@@ -320,7 +320,7 @@ pub(crate) fn seq_of_shm(src: crate::ShmSlice<'_>) -> u64 {
 
 /// [`verify`] for a message in shared memory, checked in place a chunk at
 /// a time.
-pub(crate) fn verify_shm(src: crate::ShmSlice<'_>, expected: u64) -> Result<(), BenchError> {
+pub(crate) fn verify_shm(src: hwlink::ShmSlice<'_>, expected: u64) -> Result<(), BenchError> {
     let seq = seq_of_shm(src);
     if seq != expected {
         return Err(BenchError::Verify(format!(

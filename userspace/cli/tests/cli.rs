@@ -1,5 +1,6 @@
 //! The `hwlink` command line: pingpong with JSON output, ls, rm.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 mod run_hwlink;
 

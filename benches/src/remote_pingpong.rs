@@ -10,10 +10,10 @@
 //! checks every answer, so the round trips also prove exactly-once
 //! delivery. The echo side stops when the measuring side closes.
 
-use crate::error::{OpenError, RecvError, SendError};
-use crate::link::{LinkBuilder, Receiver, Sender};
 use crate::pingpong::Stats;
-use crate::wait::WaitStrategy;
+use hwlink::WaitStrategy;
+use hwlink::{LinkBuilder, Receiver, Sender};
+use hwlink::{OpenError, RecvError, SendError};
 use hwlink_drivers::{DeviceMemory, IvshmemDoorbell};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

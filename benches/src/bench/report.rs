@@ -34,7 +34,7 @@ impl Machine {
             .unwrap_or_else(|_| "unknown".into());
         Machine {
             cpu_model,
-            cpus: crate::liveness::online_cpus(),
+            cpus: hwlink::liveness::online_cpus(),
             kernel,
             backend: backend.to_string(),
         }

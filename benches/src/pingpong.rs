@@ -7,9 +7,9 @@
 //! `hwlink` binary re-executes itself; a benchmark re-executes its own
 //! binary), passing [`PeerArgs`] on the command line.
 
-use crate::link::{LinkBuilder, Receiver, Sender};
-use crate::liveness::pin_to_cpu;
-use crate::wait::WaitStrategy;
+use hwlink::liveness::pin_to_cpu;
+use hwlink::WaitStrategy;
+use hwlink::{LinkBuilder, Receiver, Sender};
 use hwlink_drivers::{Backend, Region};
 use std::error::Error;
 use std::io::{Read, Write};
@@ -318,7 +318,7 @@ pub fn peer_main(args: &[String]) -> Result<(), BoxError> {
             loop {
                 match rx.recv_into(&mut buf) {
                     Ok(n) => tx.send(&buf[..n]).map_err(|e| e.to_string())?,
-                    Err(crate::RecvError::Disconnected) => return Ok(()),
+                    Err(hwlink::RecvError::Disconnected) => return Ok(()),
                     Err(e) => return Err(e.into()),
                 }
             }

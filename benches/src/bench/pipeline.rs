@@ -14,7 +14,7 @@ use super::{
     cpu_time_ns, eventfd, fd, fill, hw, mq, seq_of, uring, verify, BenchError, Launcher, Mechanism,
     Options, PeerSpec, Transport, Workload, STOP,
 };
-use crate::liveness::pin_to_cpu;
+use hwlink::liveness::pin_to_cpu;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -188,6 +188,13 @@ pub fn pipeline(
     launch: Launcher<'_>,
 ) -> Result<Pipelined, BenchError> {
     let kind = kind_of(mechanism)?;
+    if mechanism == Mechanism::UringUnixSqpoll {
+        let used = match opts.cpus {
+            Some((a, b)) if a == b => 1,
+            _ => 2,
+        };
+        uring::sqpoll_fits(STAGES, used)?;
+    }
     if size < 8 {
         return Err(BenchError::Unsupported(
             "messages must be at least 8 bytes (the sequence number); pick a larger size".into(),
