@@ -11,6 +11,7 @@
 use crate::error::{RecvError, SendError};
 use crate::link::{Receiver, Sender};
 use crate::mailbox::Mailbox;
+use crate::wait::Alive;
 use std::time::Instant;
 
 /// The sending half of one direction of a link.
@@ -40,28 +41,20 @@ pub(crate) enum ChannelReceiver {
 
 impl ChannelSender {
     /// Sends `msg`: with `block`, waiting for space until `deadline` (none:
-    /// for ever); without, failing with `Full` at once.
+    /// for ever) while `alive` (looked at on slow looks) says the receiver
+    /// is there; without, failing with `Full` at once.
     pub(crate) fn send<M: AsRef<[u8]>>(
         &mut self,
         msg: M,
         deadline: Option<Instant>,
         block: bool,
+        alive: Alive<'_>,
     ) -> Result<(), SendError<M>> {
         match self {
-            ChannelSender::Bounded(tx) => match (block, deadline) {
-                (false, _) => tx.try_send(msg),
-                (true, None) => tx.send(msg),
-                (true, Some(d)) => {
-                    tx.send_timeout(msg, d.saturating_duration_since(Instant::now()))
-                }
-            },
+            ChannelSender::Bounded(tx) => tx.send_deadline(msg, deadline, block, alive),
             // Unbounded never reports Full (the chain grows, or the byte
             // limit says no at once); zero waits for a receiver.
-            ChannelSender::Queue(q) => match (block, deadline) {
-                (false, _) => q.try_send(msg),
-                (true, None) => q.send(msg),
-                (true, Some(d)) => q.send_timeout(msg, d.saturating_duration_since(Instant::now())),
-            },
+            ChannelSender::Queue(q) => q.send_until(msg, deadline, block, alive),
         }
     }
 
@@ -76,23 +69,17 @@ impl ChannelSender {
 
 impl ChannelReceiver {
     /// Receives one message: with `block`, waiting until `deadline` (none:
-    /// for ever); without, failing with `Empty` at once.
+    /// for ever) while `alive` (looked at on slow looks) says the sender is
+    /// there; without, failing with `Empty` at once.
     pub(crate) fn recv(
         &mut self,
         deadline: Option<Instant>,
         block: bool,
+        alive: Alive<'_>,
     ) -> Result<Vec<u8>, RecvError> {
         match self {
-            ChannelReceiver::Bounded(rx) => match (block, deadline) {
-                (false, _) => rx.try_recv(),
-                (true, None) => rx.recv(),
-                (true, Some(d)) => rx.recv_timeout(d.saturating_duration_since(Instant::now())),
-            },
-            ChannelReceiver::Queue(q) => match (block, deadline) {
-                (false, _) => q.try_recv(),
-                (true, None) => q.recv(),
-                (true, Some(d)) => q.recv_timeout(d.saturating_duration_since(Instant::now())),
-            },
+            ChannelReceiver::Bounded(rx) => rx.recv_deadline(deadline, block, alive),
+            ChannelReceiver::Queue(q) => q.recv_until(|b, _| b.to_vec(), deadline, block, alive),
         }
     }
 

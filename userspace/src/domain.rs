@@ -23,7 +23,7 @@ use crate::region::{
 };
 use crate::spsc::Geometry;
 use crate::sync::{fence, Ordering};
-use crate::wait::WaitStrategy;
+use crate::wait::{always, past, SpinPolicy, Tick, Wait, WaitStrategy, SLEEP_SLICE};
 use hwlink_drivers::{Backend, BackingKind, MapError};
 use hwlink_hw::{
     HWL_DOMAIN_BUF_BOUNDED, HWL_DOMAIN_BUF_UNBOUNDED, HWL_DOMAIN_BUF_ZERO, HWL_DOMAIN_CLOSED,
@@ -34,6 +34,7 @@ use hwlink_hw::{
 };
 use std::cell::RefCell;
 use std::collections::HashSet;
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -49,16 +50,9 @@ pub const DEFAULT_MAX_MEMBERS: u32 = HWL_DOMAIN_MAX_MEMBERS;
 const DEFAULT_LINK_CAPACITY: u32 = 256;
 /// Largest message on a link, by default.
 const DEFAULT_LINK_SLOT_SIZE: u32 = 1016;
-/// A blocked send or receive on one link looks at the directory (and the
-/// peer's process) this often, for a peer that never attached to the link.
-const CHECK_SLICE: Duration = Duration::from_millis(20);
-/// `recv_any` sleeps at most this long before checking its peers.
-const SLEEP_SLICE: Duration = Duration::from_millis(50);
 /// How often a `recv_from` waiting for its member to join looks at the
 /// directory.
 const JOIN_POLL: Duration = Duration::from_millis(10);
-/// How long `recv_any` with SpinPark polls before it sleeps.
-const SPIN_BEFORE_PARK: Duration = Duration::from_micros(60);
 const SC: Ordering = Ordering::SeqCst;
 
 const NAME_WORDS: usize = HWL_MEMBER_NAME_LEN as usize / 8;
@@ -566,6 +560,7 @@ impl DomainBuilder {
                         geometry,
                         link_backend,
                         wait: self.wait,
+                        policy: SpinPolicy::new(),
                         ready_timeout: self.ready_timeout,
                         links: Vec::new(),
                         next: 0,
@@ -773,6 +768,20 @@ struct Link {
     gone_reported: bool,
 }
 
+/// Whether directory entry `slot` still holds the member of generation
+/// `gen`, alive (a system call: its liveness lock); a dead one is reaped.
+fn member_alive(dom: &DomainParts, domain: &str, slot: usize, gen: u32) -> bool {
+    let e = read_entry(dom, slot);
+    if e.state != HWL_MEMBER_ACTIVE || e.gen != gen {
+        return false;
+    }
+    if liveness::is_alive(e.token) {
+        return true;
+    }
+    reap_if_dead(dom, domain, slot);
+    false
+}
+
 /// A process's membership in a domain: send to and receive from other
 /// members by name. Leaves the domain when dropped. `Send` but not `Sync`.
 #[derive(Debug)]
@@ -786,6 +795,8 @@ pub struct Member {
     geometry: Geometry,
     link_backend: Backend,
     wait: WaitStrategy,
+    /// Spin-then-park policy of `recv_any` (the one wait engine's).
+    policy: SpinPolicy,
     ready_timeout: Duration,
     links: Vec<Link>,
     next: usize,
@@ -869,15 +880,7 @@ impl Member {
     /// reaps it if it died.
     fn peer_alive(&self, k: usize) -> bool {
         let l = &self.links[k];
-        let e = read_entry(&self.dom, l.slot);
-        if e.state != HWL_MEMBER_ACTIVE || e.gen != l.gen {
-            return false;
-        }
-        if liveness::is_alive(e.token) {
-            return true;
-        }
-        reap_if_dead(&self.dom, &self.domain, l.slot);
-        false
+        member_alive(&self.dom, &self.domain, l.slot, l.gen)
     }
 
     /// Closes link `k` and unlinks its region.
@@ -1135,15 +1138,6 @@ impl Member {
             let peer_token = read_entry(&self.dom, slot).token;
             let mut tx = Box::new(open(out, Access::Send)?);
             tx.watch_peer(peer_token);
-            if zero {
-                // A waiting zero-capacity send wakes the peer's inbox, so
-                // that its recv_any finds the offer.
-                let inbox = self.dom.inbox(slot);
-                tx.set_offer_hook(Box::new(move || {
-                    fence(SC);
-                    inbox.notify();
-                }));
-            }
             let tx = ChannelSender::Queue(tx);
             let mut rx = Box::new(open(inc, Access::Recv)?);
             rx.watch_peer(peer_token);
@@ -1269,40 +1263,37 @@ impl Member {
             Ok(k) => k,
             Err(e) => return Err(e.send_error(msg, to)),
         };
-        let mut msg = match self.links[k].tx.send(msg, None, false) {
-            Ok(()) => return self.sent(k),
-            Err(SendError::Full(m)) if block => m,
-            Err(e) => return self.send_failed(k, e),
+        // One wait, to the caller's deadline: the link's own wait engine
+        // also looks (on its slow looks) at whether the peer is still a
+        // member, since it may never attach to the link; a zero-capacity
+        // send also wakes the peer's inbox then, so that its recv_any finds
+        // the offer.
+        let Member {
+            links, dom, domain, ..
+        } = self;
+        let Link {
+            tx,
+            inbox,
+            slot,
+            gen,
+            ..
+        } = &mut links[k];
+        let offers = matches!(tx, ChannelSender::Queue(_));
+        let (slot, gen) = (*slot, *gen);
+        let inbox = &*inbox;
+        let mut alive = || {
+            if offers {
+                fence(SC);
+                inbox.notify();
+            }
+            member_alive(dom, domain, slot, gen)
         };
-        // Full: wait in slices, checking between them that the peer is
-        // still a member (it may never attach to the link).
-        loop {
-            let now = Instant::now();
-            if deadline.is_some_and(|d| now >= d) {
-                return Err(SendError::Timeout(msg));
-            }
-            let slice = crate::wait::later(now, CHECK_SLICE);
-            let until = deadline.map_or(slice, |d| d.min(slice));
-            match self.links[k].tx.send(msg, Some(until), true) {
-                Ok(()) => return self.sent(k),
-                Err(SendError::Timeout(m)) => {
-                    if !self.peer_alive(k) {
-                        self.links[k].gone_reported = true;
-                        return Err(SendError::MemberGone {
-                            msg: m,
-                            name: to.to_string(),
-                        });
-                    }
-                    msg = m;
-                }
-                Err(e) => return self.send_failed(k, e),
-            }
+        match tx.send(msg, deadline, block, &mut alive) {
+            Ok(()) => self.sent(k),
+            Err(e) => self.send_failed(k, e),
         }
     }
 
-    /// After a message was published on link `k`: wake the peer if it
-    /// sleeps in `recv_any` (one load when it does not).
-    #[inline]
     fn sent<M>(&mut self, k: usize) -> Result<(), SendError<M>> {
         fence(SC);
         self.links[k].inbox.notify();
@@ -1438,7 +1429,7 @@ impl Member {
                 Err(Unreachable::NoSuchMember) if block => {}
                 Err(e) => return Err(e.recv_error(from)),
             }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
+            if past(deadline) {
                 return Err(RecvError::Timeout);
             }
             // A joiner that links to us posts our inbox; one that does not
@@ -1446,11 +1437,11 @@ impl Member {
             let until = crate::wait::later(Instant::now(), JOIN_POLL);
             let until = deadline.map_or(until, |d| d.min(until));
             let pending = self.dom.member(self.me).pending_links();
-            let _: Result<_, ()> = self.inbox.sleep_until(
-                |_| Ok((pending.load(Ordering::Acquire) != 0).then_some(())),
-                Some(until),
-                None,
-            );
+            let _ = Wait::new(&self.inbox, WaitStrategy::Park, Some(until))
+                .slice(JOIN_POLL)
+                .until(&mut SpinPolicy::new(), |_, _| {
+                    Ok::<_, Infallible>((pending.load(Ordering::Acquire) != 0).then_some(()))
+                });
         }
     }
 
@@ -1461,54 +1452,37 @@ impl Member {
         block: bool,
     ) -> Result<Vec<u8>, RecvError> {
         let k = self.recv_link_waiting(from, deadline, block)?;
-        match self.links[k].rx.recv(None, false) {
-            Ok(m) => return Ok(m),
-            Err(RecvError::Empty) if block => {}
-            Err(RecvError::Empty) => {
-                return if self.peer_listed(k) {
-                    Err(RecvError::Empty)
-                } else if self.links[k].rx.has_message_now() {
+        if !block {
+            return match self.links[k].rx.recv(None, false, &mut always) {
+                Ok(m) => Ok(m),
+                Err(RecvError::Empty) if self.peer_listed(k) => Err(RecvError::Empty),
+                Err(RecvError::Empty) if self.links[k].rx.has_message_now() => {
                     // It published, then left: take what it sent first.
-                    let r = self.links[k].rx.recv(None, false);
+                    let r = self.links[k].rx.recv(None, false, &mut always);
                     r.or_else(|e| self.recv_failed(k, e))
-                } else {
+                }
+                Err(RecvError::Empty) => {
                     self.drop_link(k);
                     Err(RecvError::MemberGone {
                         name: from.to_string(),
                     })
-                };
-            }
-            Err(e) => return self.recv_failed(k, e),
-        }
-        loop {
-            let now = Instant::now();
-            if deadline.is_some_and(|d| now >= d) {
-                return Err(RecvError::Timeout);
-            }
-            let slice = crate::wait::later(now, CHECK_SLICE);
-            let until = deadline.map_or(slice, |d| d.min(slice));
-            match self.links[k].rx.recv(Some(until), true) {
-                Ok(m) => return Ok(m),
-                Err(RecvError::Timeout) => {
-                    if !self.peer_alive(k) {
-                        // Gone (and reaped: its link is marked removed). Take
-                        // what it left now, or report it gone now, rather
-                        // than on some later call.
-                        match self.links[k].rx.recv(None, false) {
-                            Ok(m) => return Ok(m),
-                            Err(RecvError::Empty) if self.links[k].rx.has_message_now() => {}
-                            Err(RecvError::Empty) => {
-                                self.drop_link(k);
-                                return Err(RecvError::MemberGone {
-                                    name: from.to_string(),
-                                });
-                            }
-                            Err(e) => return self.recv_failed(k, e),
-                        }
-                    }
                 }
-                Err(e) => return self.recv_failed(k, e),
-            }
+                Err(e) => self.recv_failed(k, e),
+            };
+        }
+        // One wait, to the caller's deadline; on its slow looks the link's
+        // wait engine also asks whether the peer is still a member (it may
+        // never attach to the link). Once it is gone, what it sent is still
+        // received, then MemberGone (recv_failed).
+        let Member {
+            links, dom, domain, ..
+        } = self;
+        let Link { rx, slot, gen, .. } = &mut links[k];
+        let (slot, gen) = (*slot, *gen);
+        let mut alive = || member_alive(dom, domain, slot, gen);
+        match rx.recv(deadline, true, &mut alive) {
+            Ok(m) => Ok(m),
+            Err(e) => self.recv_failed(k, e),
         }
     }
 
@@ -1560,7 +1534,7 @@ impl Member {
             if self.links[k].rx.has_message_now() {
                 self.next = k.wrapping_add(1);
                 let peer = self.links[k].peer.clone();
-                return Some(match self.links[k].rx.recv(None, false) {
+                return Some(match self.links[k].rx.recv(None, false, &mut always) {
                     Ok(m) => Ok((peer, m)),
                     Err(RecvError::Empty) => continue,
                     Err(e) => match self.recv_failed::<()>(k, e) {
@@ -1593,7 +1567,7 @@ impl Member {
         block: bool,
     ) -> Result<(String, Vec<u8>), RecvError> {
         let mut check_process = false;
-        let mut spin_until: Option<Instant> = None;
+        let mut last_check = Instant::now();
         loop {
             self.accept_pending();
             if let Some(r) = self.poll_links(check_process) {
@@ -1603,50 +1577,30 @@ impl Member {
             if !block {
                 return Err(RecvError::Empty);
             }
-            let now = Instant::now();
-            if deadline.is_some_and(|d| now >= d) {
+            if past(deadline) {
                 return Err(RecvError::Timeout);
             }
-            let spinning = match self.wait {
-                WaitStrategy::BusyPoll => true,
-                WaitStrategy::SpinPark => {
-                    *spin_until.get_or_insert(crate::wait::later(now, SPIN_BEFORE_PARK)) > now
-                }
-                WaitStrategy::Park => false,
-            };
+            // Wait on our inbox: every sender posts it after publishing
+            // (when we wait), and every new link sets a pending bit first.
+            // On slow looks, at most once per SLEEP_SLICE, also ask the
+            // kernel about each peer's process (poll_links).
             let pending = self.dom.member(self.me).pending_links();
             let links = &self.links;
-            let ready = || {
-                pending.load(Ordering::Acquire) != 0 || links.iter().any(|l| l.rx.has_message_now())
-            };
-            if spinning {
-                let slice_end = crate::wait::later(now, SLEEP_SLICE);
-                let mut polls = 0u32;
-                while !ready() {
-                    crate::sync::spin_loop();
-                    polls = polls.wrapping_add(1);
-                    if polls % 1024 == 0 && Instant::now() >= slice_end {
-                        check_process = true;
-                        break;
+            let waited =
+                Wait::new(&self.inbox, self.wait, deadline).until(&mut self.policy, |tick, _| {
+                    if pending.load(Ordering::Acquire) != 0
+                        || links.iter().any(|l| l.rx.has_message_now())
+                    {
+                        return Ok::<_, Infallible>(Some(false));
                     }
-                }
-                continue;
-            }
-            // Sleep on our inbox: every sender posts it after publishing
-            // (when we wait), and every new link sets a pending bit first.
-            let slept = self.inbox.sleep_until(
-                |slice_elapsed| {
-                    if ready() || slice_elapsed {
-                        Ok::<_, ()>(Some(slice_elapsed))
-                    } else {
-                        Ok(None)
+                    if tick == Tick::Slice && last_check.elapsed() >= SLEEP_SLICE {
+                        last_check = Instant::now();
+                        return Ok(Some(true));
                     }
-                },
-                deadline,
-                Some(SLEEP_SLICE),
-            );
-            if let Ok(crate::doorbell::Slept::Ready(true)) = slept {
-                check_process = true;
+                    Ok(None)
+                });
+            if let Ok(Some(slow)) = waited {
+                check_process = slow;
             }
         }
     }

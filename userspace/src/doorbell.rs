@@ -147,7 +147,9 @@ impl Doorbell {
     ///
     /// `slice` bounds each futex sleep; `ready(true)` is called after a
     /// slice elapsed, so it can do expensive checks (peer liveness) then
-    /// only. An error from `ready` ends the sleep.
+    /// only. An error from `ready` ends the sleep. (The library waits
+    /// through the wait engine, `wait::Wait`; tests use this directly.)
+    #[cfg(test)]
     pub(crate) fn sleep_until<T, E>(
         &self,
         ready: impl FnMut(bool) -> Result<Option<T>, E>,

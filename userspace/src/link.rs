@@ -2,33 +2,19 @@
 //! region, with blocking, timed, non-blocking and zero-copy operations.
 #![warn(clippy::arithmetic_side_effects)]
 
-use crate::doorbell::{Doorbell, Slept};
+use crate::doorbell::Doorbell;
 use crate::error::{Corruption, OpenError, RecvError, SendError, Side};
 use crate::hw_doorbell;
 use crate::liveness::PeerWatch;
 use crate::region::{self, Endpoint, RingParts};
 use crate::shm::{ShmSlice, ShmSliceMut};
 use crate::spsc::{Consumer, Geometry, Producer, RawSlots};
-use crate::sync::spin_loop;
-use crate::wait::{Prelude, SpinPolicy, WaitStrategy};
+use crate::wait::{always, Alive, SpinPolicy, Tick, Wait, WaitStrategy};
 use hwlink_drivers::{Backend, DeviceMemory, IvshmemDoorbell};
 use hwlink_hw::{HWL_EP_ATTACHED, HWL_EP_FREE, HWL_WAIT_MAY_SLEEP, HWL_WAIT_POLL};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Longest single futex sleep; between sleeps the peer's liveness is checked.
-const SLEEP_SLICE: Duration = Duration::from_millis(50);
-/// Polls of the ring before a wait looks at the clock or the peer.
-const FAST_SPINS: u32 = 256;
-/// How long spin-then-park spins before it also yields between polls.
-const YIELD_AFTER: Duration = Duration::from_micros(1);
-/// Busy-poll iterations between cheap checks (deadline, peer state word);
-/// a busy-polling end also yields once after each such run (tens of
-/// microseconds without a message).
-const POLL_CHECK_EVERY: u32 = 1 << 10;
-/// The same for spin-then-park, which looks at the clock more often: it
-/// starts yielding after YIELD_AFTER.
-const SPIN_CHECK_EVERY: u32 = 1 << 6;
 /// Sends on the fast path between full checks (the receiver's wait mode,
 /// corruption of `head`, the receiver's liveness word).
 const FULL_CHECK_EVERY: u32 = 1 << 8;
@@ -319,12 +305,6 @@ impl EndState {
         Ok(end)
     }
 
-    /// Whether waits start with a short busy spin.
-    #[inline]
-    fn spins_first(&self) -> bool {
-        self.strategy != WaitStrategy::Park && !self.policy.shared_core()
-    }
-
     fn poison(&mut self, c: Corruption) -> Corruption {
         self.me.close();
         self.poisoned = Some(c.clone());
@@ -334,15 +314,21 @@ impl EndState {
     /// The corruption to report if another process shrank the region file
     /// under us (its lost pages read as zeros now).
     fn truncation(&self) -> Result<(), Corruption> {
-        if self.parts.map().truncated() {
-            return Err(Corruption::new(
-                "region size (the file was truncated by another process)",
-                0,
-                self.parts.map().len() as u64,
-            ));
-        }
-        Ok(())
+        truncation(&self.parts)
     }
+}
+
+/// The corruption to report if another process shrank the region file of
+/// `parts` under us (its lost pages read as zeros now).
+fn truncation(parts: &RingParts) -> Result<(), Corruption> {
+    if parts.map().truncated() {
+        return Err(Corruption::new(
+            "region size (the file was truncated by another process)",
+            0,
+            parts.map().len() as u64,
+        ));
+    }
+    Ok(())
 }
 
 /// Why a wait ended without the ring becoming ready.
@@ -353,129 +339,52 @@ enum WaitEnd {
 }
 
 /// Waits until `ready(audit)` (a read of shared memory that does not change
-/// any cache) returns true, following the end's wait strategy. Re-checks the
-/// ring after the peer is seen gone, since it publishes before it closes.
-/// `audit` asks `ready` to also validate the peer's index, which the hot
-/// polling loop skips: it is set at every periodic check.
+/// any cache) returns true, through the one wait engine ([`Wait`]) with the
+/// end's strategy. Re-checks the ring after the peer is seen gone, since it
+/// publishes before it closes. `audit` asks `ready` to also validate the
+/// peer's index, which the hot polling loop skips: it is set at every
+/// periodic look. `alive`: the caller's own check that the peer is still
+/// there (a domain's directory), made on slow looks; false ends the wait
+/// as if the peer closed.
 fn wait_ready(
     end: &mut EndState,
     bell: &Doorbell,
     deadline: Option<Instant>,
+    alive: Alive<'_>,
     ready: impl Fn(bool) -> Result<bool, Corruption>,
 ) -> Result<WaitEnd, Corruption> {
-    let gone_or_ready = |end: &mut EndState, check: bool| -> Result<Option<WaitEnd>, Corruption> {
-        end.truncation()?;
-        if ready(true)? {
-            return Ok(Some(WaitEnd::Ready));
-        }
-        if end.peer.status(&mut end.policy, check) == Peer::Gone {
-            return Ok(Some(if ready(false)? {
-                WaitEnd::Ready
-            } else {
-                WaitEnd::PeerGone
-            }));
-        }
-        Ok(None)
-    };
-    if let Some(done) = gone_or_ready(end, false)? {
-        return Ok(done);
-    }
-    let mut prelude = end.policy.prelude(end.strategy);
-    let spin_start = Instant::now();
-    loop {
-        match prelude {
-            Prelude::Spin(limit) => {
-                // A busy-polling end that shares its only CPU with the peer
-                // still never sleeps, but it yields between polls: spinning
-                // would hold the CPU the peer needs until preempted.
-                // Spin-then-park also yields between polls once it has
-                // spun a few microseconds: a reply that has not come by then
-                // waits on another process, which may need this CPU (more
-                // processes than CPUs, as in a pipeline). When nothing else
-                // is runnable, a yield returns at once.
-                let yield_between = end.policy.shared_core()
-                    || (end.strategy == WaitStrategy::SpinPark
-                        && spin_start.elapsed() >= YIELD_AFTER);
-                // A yield is a system call: look at the clock (spin limit,
-                // deadline) after a few of them, not after a thousand.
-                let polls = if yield_between {
-                    4
-                } else if end.strategy == WaitStrategy::SpinPark {
-                    SPIN_CHECK_EVERY
-                } else {
-                    POLL_CHECK_EVERY
-                };
-                for _ in 0..polls {
-                    if ready(false)? {
-                        if end.strategy == WaitStrategy::SpinPark {
-                            end.policy.record(true);
-                        }
-                        return Ok(WaitEnd::Ready);
-                    }
-                    if yield_between {
-                        std::thread::yield_now();
-                    } else {
-                        spin_loop();
-                    }
-                }
-                if !yield_between && end.strategy == WaitStrategy::BusyPoll {
-                    // Still never sleeps, but lets any process waiting for
-                    // this CPU run now and then: with more busy-polling
-                    // processes than CPUs (a pipeline), the one this end
-                    // waits for may be among them.
-                    std::thread::yield_now();
-                }
-                if let Some(done) = gone_or_ready(end, true)? {
-                    return Ok(done);
-                }
-                let now = Instant::now();
-                if deadline.is_some_and(|d| now >= d) {
-                    return Ok(WaitEnd::TimedOut);
-                }
-                if now.duration_since(spin_start) >= limit {
-                    end.policy.record(false);
-                    prelude = Prelude::None;
-                }
-            }
-            Prelude::Yield(n) => {
-                for _ in 0..n {
-                    std::thread::yield_now();
-                    if ready(false)? {
-                        return Ok(WaitEnd::Ready);
-                    }
-                }
-                prelude = Prelude::None;
-            }
-            Prelude::None => break,
-        }
-    }
-    // Park on the doorbell, re-checking the ring and the peer after every
-    // wake-up, and the peer's process between sleep slices.
-    let EndState { peer, policy, .. } = end;
+    let EndState {
+        parts,
+        peer,
+        strategy,
+        policy,
+        ..
+    } = end;
     // Also woken by the kernel when the peer dies (its liveness word).
     let watched = peer.watch.as_ref().and_then(PeerWatch::shared);
-    let slept = bell.sleep_until_or_death(
-        |slice_elapsed| {
-            if ready(slice_elapsed)? {
+    Wait::new(bell, *strategy, deadline)
+        .death(watched.as_deref().and_then(|w| w.lock_word()))
+        .run(policy, |tick, policy| {
+            if tick == Tick::Poll {
+                return Ok(ready(false)?.then_some(WaitEnd::Ready));
+            }
+            truncation(parts)?;
+            if ready(true)? {
                 return Ok(Some(WaitEnd::Ready));
             }
-            if peer.status(policy, slice_elapsed) == Peer::Gone {
+            // The peer's liveness lock (a system call, at most every
+            // LOCK_CHECK_EVERY) and the caller's own check only on slow
+            // looks.
+            let slow = tick == Tick::Slice;
+            if peer.status(policy, slow) == Peer::Gone || (slow && !alive()) {
                 return Ok(Some(if ready(false)? {
                     WaitEnd::Ready
                 } else {
                     WaitEnd::PeerGone
                 }));
             }
-            Ok(None)
-        },
-        deadline,
-        Some(SLEEP_SLICE),
-        watched.as_deref().and_then(|w| w.lock_word()),
-    )?;
-    Ok(match slept {
-        Slept::Ready(w) => w,
-        Slept::TimedOut => WaitEnd::TimedOut,
-    })
+            Ok(crate::wait::past(deadline).then_some(WaitEnd::TimedOut))
+        })
 }
 
 /// The sending end of a link. `Send` but not `Sync`: one thread sends.
@@ -607,17 +516,13 @@ impl Sender {
     }
 
     /// Blocks (per the wait strategy) until a slot is free.
-    fn wait_slot(&mut self, deadline: Option<Instant>) -> Result<u32, SendError<()>> {
+    fn wait_slot(
+        &mut self,
+        deadline: Option<Instant>,
+        alive: Alive<'_>,
+    ) -> Result<u32, SendError<()>> {
         if self.ring.cached_free() > 0 {
             return self.ready_slots();
-        }
-        if self.end.spins_first() {
-            for _ in 0..FAST_SPINS {
-                if self.ring.has_room_now() {
-                    break;
-                }
-                spin_loop();
-            }
         }
         loop {
             match self.ready_slots() {
@@ -628,7 +533,7 @@ impl Sender {
             // has_room_now reads `head` itself: a corrupt one ends the wait
             // and is reported by the next free().
             let ready = |_audit: bool| Ok(ring.has_room_now());
-            match wait_ready(&mut self.end, &ring.words.not_full, deadline, ready) {
+            match wait_ready(&mut self.end, &ring.words.not_full, deadline, alive, ready) {
                 Ok(WaitEnd::Ready) => {}
                 Ok(WaitEnd::TimedOut) => return Err(SendError::Timeout(())),
                 Ok(WaitEnd::PeerGone) => return Err(SendError::Disconnected(())),
@@ -638,11 +543,15 @@ impl Sender {
     }
 
     #[inline(always)]
-    fn send_deadline<M: AsRef<[u8]>>(
+    /// The one send: without `block`, fails with `Full` at once; with it,
+    /// waits until `deadline` (none: for ever), and while `alive` (the
+    /// caller's own check on slow looks) says the receiver is there.
+    pub(crate) fn send_deadline<M: AsRef<[u8]>>(
         &mut self,
         msg: M,
         deadline: Option<Instant>,
         block: bool,
+        alive: Alive<'_>,
     ) -> Result<(), SendError<M>> {
         let len = msg.as_ref().len();
         if self.fast_slot(len) {
@@ -651,7 +560,7 @@ impl Sender {
             self.ring.publish(1);
             return Ok(());
         }
-        self.send_slow(msg, deadline, block)
+        self.send_slow(msg, deadline, block, alive)
     }
 
     /// Everything but the fast path: full checks, waiting, errors.
@@ -662,6 +571,7 @@ impl Sender {
         msg: M,
         deadline: Option<Instant>,
         block: bool,
+        alive: Alive<'_>,
     ) -> Result<(), SendError<M>> {
         let len = msg.as_ref().len();
         if len > self.max_message() {
@@ -672,7 +582,7 @@ impl Sender {
             });
         }
         let got = if block {
-            self.wait_slot(deadline)
+            self.wait_slot(deadline, alive)
         } else {
             self.ready_slots()
         };
@@ -688,7 +598,7 @@ impl Sender {
 
     /// Sends a message, waiting for space per the wait strategy.
     pub fn send<M: AsRef<[u8]>>(&mut self, msg: M) -> Result<(), SendError<M>> {
-        self.send_deadline(msg, None, true)
+        self.send_deadline(msg, None, true, &mut always)
     }
     /// Sends a message, waiting at most `timeout` for space.
     pub fn send_timeout<M: AsRef<[u8]>>(
@@ -696,11 +606,11 @@ impl Sender {
         msg: M,
         timeout: Duration,
     ) -> Result<(), SendError<M>> {
-        self.send_deadline(msg, crate::wait::deadline_after(timeout), true)
+        self.send_deadline(msg, crate::wait::deadline_after(timeout), true, &mut always)
     }
     /// Sends a message if a slot is free now; hands it back in `Full` if not.
     pub fn try_send<M: AsRef<[u8]>>(&mut self, msg: M) -> Result<(), SendError<M>> {
-        self.send_deadline(msg, None, false)
+        self.send_deadline(msg, None, false, &mut always)
     }
 
     /// Reserves a slot for an in-place write of up to `len` bytes, waiting
@@ -733,7 +643,7 @@ impl Sender {
             });
         }
         if block {
-            self.wait_slot(deadline)?
+            self.wait_slot(deadline, &mut always)?
         } else {
             self.ready_slots()?
         };
@@ -743,7 +653,7 @@ impl Sender {
     /// Starts a batch of up to `max` messages written in place and published
     /// with one store; waits until at least one slot is free.
     pub fn write_batch(&mut self, max: usize) -> Result<WriteBatch<'_>, SendError<()>> {
-        let free = self.wait_slot(None)?;
+        let free = self.wait_slot(None, &mut always)?;
         Ok(WriteBatch {
             limit: free.min(max.min(u32::MAX as usize) as u32),
             written: 0,
@@ -977,21 +887,13 @@ impl Receiver {
     }
 
     #[inline(never)]
-    fn wait_message(&mut self, deadline: Option<Instant>) -> Result<u32, RecvError> {
+    fn wait_message(
+        &mut self,
+        deadline: Option<Instant>,
+        alive: Alive<'_>,
+    ) -> Result<u32, RecvError> {
         // Waiting anyway: a good moment to learn whether the sender polls.
         self.ring.refresh_peer_mode();
-        if self.end.spins_first() && self.end.poisoned.is_none() {
-            // Fast path: poll the slot at head a few times with nothing else
-            // on the way (no clock, no peer check): a polling peer's reply
-            // usually lands here.
-            for _ in 0..FAST_SPINS {
-                let n = self.ring.available();
-                if n > 0 {
-                    return Ok(n);
-                }
-                spin_loop();
-            }
-        }
         loop {
             match self.ready_messages() {
                 Err(RecvError::Empty) => {}
@@ -1007,7 +909,7 @@ impl Receiver {
                 }
                 Ok(false)
             };
-            match wait_ready(&mut self.end, &ring.words.not_empty, deadline, ready) {
+            match wait_ready(&mut self.end, &ring.words.not_empty, deadline, alive, ready) {
                 Ok(WaitEnd::Ready) => {}
                 Ok(WaitEnd::TimedOut) => return Err(RecvError::Timeout),
                 Ok(WaitEnd::PeerGone) => return Err(RecvError::Disconnected),
@@ -1036,9 +938,26 @@ impl Receiver {
     /// shared memory: [`ShmSlice`] copies out what `f` needs).
     pub fn recv_with<R>(&mut self, f: impl FnOnce(ShmSlice<'_>) -> R) -> Result<R, RecvError> {
         if !self.fast_ready() {
-            self.wait_message(None)?;
+            self.wait_message(None, &mut always)?;
         }
         self.take_with(f)
+    }
+    /// The one receive into a new vector: without `block`, fails with
+    /// `Empty` at once; with it, waits until `deadline` (none: for ever),
+    /// and while `alive` (the caller's own check on slow looks) says the
+    /// sender is there.
+    pub(crate) fn recv_deadline(
+        &mut self,
+        deadline: Option<Instant>,
+        block: bool,
+        alive: Alive<'_>,
+    ) -> Result<Vec<u8>, RecvError> {
+        if !block {
+            self.ready_messages()?;
+        } else if !self.fast_ready() {
+            self.wait_message(deadline, alive)?;
+        }
+        self.take_with(|b| b.to_vec())
     }
     /// Receives one message into a new vector.
     pub fn recv(&mut self) -> Result<Vec<u8>, RecvError> {
@@ -1046,7 +965,7 @@ impl Receiver {
     }
     /// Receives one message, waiting at most `timeout`.
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Vec<u8>, RecvError> {
-        self.wait_message(crate::wait::deadline_after(timeout))?;
+        self.wait_message(crate::wait::deadline_after(timeout), &mut always)?;
         self.take_with(|b| b.to_vec())
     }
     /// Receives one message if one is ready now.
@@ -1064,7 +983,7 @@ impl Receiver {
     #[inline]
     pub fn recv_into(&mut self, buf: &mut [u8]) -> Result<usize, RecvError> {
         if !self.fast_ready() {
-            self.wait_message(None)?;
+            self.wait_message(None, &mut always)?;
         }
         let cap = buf.len();
         let copied = self.ring.read(0, |p, len| {
@@ -1096,7 +1015,7 @@ impl Receiver {
     /// Borrows the next message in place, waiting for one. It stays queued
     /// until [`ReadSlot::release`].
     pub fn peek(&mut self) -> Result<ReadSlot<'_>, RecvError> {
-        self.wait_message(None)?;
+        self.wait_message(None, &mut always)?;
         self.peek_ready()
     }
     /// Like [`peek`](Self::peek), without waiting.
@@ -1128,7 +1047,7 @@ impl Receiver {
     /// Borrows up to `max` ready messages in place, waiting for at least one;
     /// they are released together by [`ReadBatch::release`].
     pub fn read_batch(&mut self, max: usize) -> Result<ReadBatch<'_>, RecvError> {
-        self.wait_message(None)?;
+        self.wait_message(None, &mut always)?;
         let n = self.count_ready()?;
         Ok(ReadBatch {
             count: n.min(max.min(u32::MAX as usize) as u32),

@@ -22,14 +22,15 @@ use crate::rendezvous::{RdvRecvError, RdvSendError};
 use crate::segments::RegionStore;
 use crate::shm::ShmSlice;
 use crate::sync::{fence, Ordering};
-use crate::wait::WaitStrategy;
+use crate::wait::{always, Alive, SpinPolicy, Tick, Wait, WaitStrategy};
 use hwlink_drivers::{Backend, BackingKind};
 use hwlink_hw::{
     HWL_ACCESS_RECV, HWL_ACCESS_SEND, HWL_BUF_BOUNDED, HWL_BUF_UNBOUNDED, HWL_BUF_ZERO,
     HWL_FEAT_FUTEX_DOORBELL, HWL_FEAT_MAILBOX, HWL_FEAT_MPMC_RING, HWL_MAX_ATTACHMENTS,
     HWL_OBJ_MAILBOX, HWL_OBJ_MPMC_RING,
 };
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::convert::Infallible;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -110,6 +111,16 @@ impl fmt::Display for MailboxId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:016x}", self.0)
     }
+}
+
+/// How a mailbox wait ended.
+enum Waited {
+    /// The attempt may succeed now.
+    Ready,
+    /// The deadline passed.
+    TimedOut,
+    /// The caller's own check says the other side is gone.
+    Abandoned,
 }
 
 /// Creates or opens mailboxes.
@@ -541,27 +552,14 @@ pub struct Mailbox {
     /// messages, and the owner tag of the slots we hold).
     entry: u32,
     created: bool,
-    /// Pinned to one CPU: a peer may share it, so waiting yields between
-    /// polls instead of spinning on it.
-    pinned: bool,
-    /// Called while a zero-capacity send waits for a receiver (before it
-    /// parks, then once per slice): a domain link wakes the receiver's
-    /// inbox with it, so that `recv_any` finds the offer.
-    on_offer: Option<OfferHook>,
+    /// This handle's spin-then-park policy (the adaptive spin budget and
+    /// whether the machine has one CPU), shared with the wait engine.
+    policy: Cell<SpinPolicy>,
     attached: Attached,
     /// One direction of a domain link: the process at the other end. Once
     /// it is dead, a receive that finds nothing more says Disconnected,
     /// and a send says so at once.
     peer: Option<PeerWatch>,
-}
-
-/// See [`Mailbox::set_offer_hook`].
-struct OfferHook(Box<dyn Fn() + Send>);
-
-impl fmt::Debug for OfferHook {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("OfferHook")
-    }
 }
 
 impl Mailbox {
@@ -710,8 +708,7 @@ impl Mailbox {
             access,
             entry,
             created: false,
-            pinned: crate::liveness::cpu_mask().count_ones() == 1,
-            on_offer: None,
+            policy: Cell::new(SpinPolicy::new()),
             attached,
             peer: None,
         };
@@ -793,11 +790,6 @@ impl Mailbox {
     /// Whether the linked peer is gone (one load).
     fn peer_gone(&self) -> bool {
         self.peer.as_ref().is_some_and(PeerWatch::died)
-    }
-
-    /// Sets the hook a zero-capacity send calls while it waits.
-    pub(crate) fn set_offer_hook(&mut self, hook: Box<dyn Fn() + Send>) {
-        self.on_offer = Some(OfferHook(hook));
     }
 
     /// Whether a receive could make progress now, from memory alone (a
@@ -886,11 +878,15 @@ impl Mailbox {
         sent
     }
 
-    fn send_until<M: AsRef<[u8]>>(
+    /// The one send: without `block`, fails with `Full` at once; with it,
+    /// waits until `deadline` (none: for ever), and while `alive` (the
+    /// caller's own check, on slow looks) says the receiving side is there.
+    pub(crate) fn send_until<M: AsRef<[u8]>>(
         &mut self,
         msg: M,
         deadline: Option<Instant>,
         block: bool,
+        alive: Alive<'_>,
     ) -> Result<(), SendError<M>> {
         if let (Queue::Zero(r), true) = (&self.queue, block) {
             if !self.can(HWL_ACCESS_SEND) || self.removed() {
@@ -898,12 +894,9 @@ impl Mailbox {
             }
             let ctl = &self.ctl;
             let peer = &self.peer;
-            let on_offer = &self.on_offer;
             let mut still_there = || {
-                if let Some(OfferHook(hook)) = on_offer {
-                    hook();
-                }
-                if ctl.removed().load(Ordering::Acquire) != 0
+                if !alive()
+                    || ctl.removed().load(Ordering::Acquire) != 0
                     || peer.as_ref().is_some_and(PeerWatch::died)
                 {
                     Err(())
@@ -923,8 +916,10 @@ impl Mailbox {
                 Err(SendError::Full(())) if block => {}
                 Err(e) => return Err(e.with_msg(msg)),
             }
-            if !self.wait_for(false, deadline, fruitless) {
-                return Err(SendError::Timeout(msg));
+            match self.wait_for(false, deadline, fruitless, alive) {
+                Waited::Ready => {}
+                Waited::TimedOut => return Err(SendError::Timeout(msg)),
+                Waited::Abandoned => return Err(SendError::Disconnected(msg)),
             }
             fruitless = fruitless.saturating_add(1);
         }
@@ -932,7 +927,7 @@ impl Mailbox {
 
     /// Sends `msg`, waiting while the mailbox is full.
     pub fn send<M: AsRef<[u8]>>(&mut self, msg: M) -> Result<(), SendError<M>> {
-        self.send_until(msg, None, true)
+        self.send_until(msg, None, true, &mut always)
     }
     /// Sends `msg`, waiting at most `timeout` for room.
     pub fn send_timeout<M: AsRef<[u8]>>(
@@ -940,11 +935,11 @@ impl Mailbox {
         msg: M,
         timeout: Duration,
     ) -> Result<(), SendError<M>> {
-        self.send_until(msg, crate::wait::deadline_after(timeout), true)
+        self.send_until(msg, crate::wait::deadline_after(timeout), true, &mut always)
     }
     /// Sends `msg` if there is room now.
     pub fn try_send<M: AsRef<[u8]>>(&mut self, msg: M) -> Result<(), SendError<M>> {
-        self.send_until(msg, None, false)
+        self.send_until(msg, None, false, &mut always)
     }
 
     /// One attempt. `f` is consumed only when a message is received.
@@ -1012,11 +1007,17 @@ impl Mailbox {
         got
     }
 
-    fn recv_until<R>(
+    /// The one receive: without `block`, fails with `Empty` at once; with
+    /// it, waits until `deadline` (none: for ever), and while `alive` (the
+    /// caller's own check, on slow looks) says the sending side is there:
+    /// once it says no, what is queued is still delivered, then
+    /// `Disconnected`.
+    pub(crate) fn recv_until<R>(
         &mut self,
         f: impl FnOnce(ShmSlice<'_>, u32) -> R,
         deadline: Option<Instant>,
         block: bool,
+        alive: Alive<'_>,
     ) -> Result<R, RecvError> {
         if let (Queue::Zero(r), true) = (&self.queue, block) {
             if !self.can(HWL_ACCESS_RECV) {
@@ -1025,7 +1026,8 @@ impl Mailbox {
             let ctl = &self.ctl;
             let peer = &self.peer;
             let mut still_there = || {
-                if ctl.removed().load(Ordering::Acquire) != 0
+                if !alive()
+                    || ctl.removed().load(Ordering::Acquire) != 0
                     || peer.as_ref().is_some_and(PeerWatch::died)
                 {
                     Err(())
@@ -1041,26 +1043,37 @@ impl Mailbox {
         // The closure is consumed only when a message was claimed.
         let mut f = Some(f);
         let mut fruitless = 0u32;
+        let mut abandoned = false;
         loop {
             match self.try_recv_raw(&mut f) {
                 Ok(v) => return Ok(v),
+                Err(RecvError::Empty) if abandoned => return Err(RecvError::Disconnected),
                 Err(RecvError::Empty) if block && f.is_some() => {}
                 Err(e) => return Err(e),
             }
-            if !self.wait_for(true, deadline, fruitless) {
-                return Err(RecvError::Timeout);
+            match self.wait_for(true, deadline, fruitless, alive) {
+                Waited::Ready => {}
+                Waited::TimedOut => return Err(RecvError::Timeout),
+                Waited::Abandoned => abandoned = true,
             }
             fruitless = fruitless.saturating_add(1);
         }
     }
 
-    /// Waits (per the wait strategy) until a receive (`receiving`) or a
-    /// send could make progress, judged exactly as the attempt judges it,
-    /// or the deadline passes (false). `fruitless`: rounds in a row this
-    /// call waited for and then found nothing (another process was
-    /// quicker, or a hostile one keeps changing the words): after a few,
-    /// a parked end naps between looks rather than spin.
-    fn wait_for(&self, receiving: bool, deadline: Option<Instant>, fruitless: u32) -> bool {
+    /// Waits (per the wait strategy, through the one wait engine) until a
+    /// receive (`receiving`) or a send could make progress, judged exactly
+    /// as the attempt judges it, the deadline passes, or `alive` says no.
+    /// `fruitless`: rounds in a row this call waited for and then found
+    /// nothing (another process was quicker, or a hostile one keeps
+    /// changing the words): after a few, a parked end naps between looks
+    /// rather than spin.
+    fn wait_for(
+        &self,
+        receiving: bool,
+        deadline: Option<Instant>,
+        fruitless: u32,
+        alive: Alive<'_>,
+    ) -> Waited {
         let check = |m: &Mailbox| {
             if receiving {
                 m.has_message_now()
@@ -1074,20 +1087,30 @@ impl Mailbox {
             &self.not_full
         };
         let watched = self.peer.as_ref().and_then(PeerWatch::shared);
-        crate::wait::wait_until(
-            bell,
-            self.wait,
-            self.pinned,
-            deadline,
-            fruitless,
-            watched.as_deref().and_then(|w| w.lock_word()),
-            || check(self) || self.peer_gone(),
-        )
+        let mut policy = self.policy.get();
+        let waited = Wait::new(bell, self.wait, deadline)
+            .death(watched.as_deref().and_then(|w| w.lock_word()))
+            .fruitless(fruitless)
+            .until(&mut policy, |tick, _| {
+                Ok::<_, Infallible>(if check(self) || self.peer_gone() {
+                    Some(Waited::Ready)
+                } else if tick == Tick::Slice && !alive() {
+                    Some(Waited::Abandoned)
+                } else {
+                    None
+                })
+            });
+        self.policy.set(policy);
+        match waited {
+            Ok(Some(w)) => w,
+            Ok(None) => Waited::TimedOut,
+            Err(never) => match never {},
+        }
     }
 
     /// Receives the next message, waiting for one.
     pub fn recv(&mut self) -> Result<Vec<u8>, RecvError> {
-        self.recv_until(|b, _| b.to_vec(), None, true)
+        self.recv_until(|b, _| b.to_vec(), None, true, &mut always)
     }
     /// Receives the next message, waiting at most `timeout`.
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Vec<u8>, RecvError> {
@@ -1095,16 +1118,17 @@ impl Mailbox {
             |b, _| b.to_vec(),
             crate::wait::deadline_after(timeout),
             true,
+            &mut always,
         )
     }
     /// Receives a message if one is queued now.
     pub fn try_recv(&mut self) -> Result<Vec<u8>, RecvError> {
-        self.recv_until(|b, _| b.to_vec(), None, false)
+        self.recv_until(|b, _| b.to_vec(), None, false, &mut always)
     }
     /// Receives the next message and runs `f` on it in place (no copy, no
     /// allocation), with the sender's attachment number.
     pub fn recv_with<R>(&mut self, f: impl FnOnce(ShmSlice<'_>, u32) -> R) -> Result<R, RecvError> {
-        self.recv_until(f, None, true)
+        self.recv_until(f, None, true, &mut always)
     }
     /// [`recv_with`](Self::recv_with) with a timeout.
     pub fn recv_with_timeout<R>(
@@ -1112,14 +1136,14 @@ impl Mailbox {
         timeout: Duration,
         f: impl FnOnce(ShmSlice<'_>, u32) -> R,
     ) -> Result<R, RecvError> {
-        self.recv_until(f, crate::wait::deadline_after(timeout), true)
+        self.recv_until(f, crate::wait::deadline_after(timeout), true, &mut always)
     }
     /// [`recv_with`](Self::recv_with) if a message is queued now.
     pub fn try_recv_with<R>(
         &mut self,
         f: impl FnOnce(ShmSlice<'_>, u32) -> R,
     ) -> Result<R, RecvError> {
-        self.recv_until(f, None, false)
+        self.recv_until(f, None, false, &mut always)
     }
 
     /// Removes the mailbox: attached processes see it gone (senders get

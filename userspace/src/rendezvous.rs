@@ -18,11 +18,11 @@
 #![cfg_attr(any(not(test), loom), allow(dead_code))]
 #![warn(clippy::arithmetic_side_effects)]
 
-use crate::doorbell::{Doorbell, Slept};
+use crate::doorbell::Doorbell;
 use crate::error::Corruption;
 use crate::shm::ShmSlice;
-use crate::sync::{fence, spin_loop, AtomicU32, AtomicU64, Ordering};
-use crate::wait::{Prelude, SpinPolicy, WaitStrategy};
+use crate::sync::{fence, AtomicU32, AtomicU64, Ordering};
+use crate::wait::{past, SpinPolicy, Tick, Wait, WaitStrategy};
 use hwlink_hw::{
     hwl_rendezvous, HWL_CACHELINE, HWL_RDV_ACKED, HWL_RDV_CELL_HDR_SIZE, HWL_RDV_CLAIMED,
     HWL_RDV_FILLED, HWL_RDV_FILLING, HWL_RDV_FREE, HWL_RDV_MAX_CELLS, HWL_RDV_READING,
@@ -50,8 +50,8 @@ pub(crate) const RDV_CONTROL_BYTES: u64 = {
     size.div_ceil(line) * line
 };
 
-/// Longest futex sleep between checks of the other party's liveness and of
-/// the caller's hook (hw/SPEC.md §8.8).
+/// How often a waiting party checks the other party's liveness and the
+/// caller's hook (hw/SPEC.md §8.8): the slow look of the wait engine.
 const SLICE: Duration = Duration::from_millis(20);
 
 /// How long a sender past its deadline (or with its peer gone) lets a
@@ -68,10 +68,6 @@ const TRY_HANDOFF: Duration = if cfg!(loom) {
 /// Sleep slice while every cell is busy: waiters of different kinds share
 /// `cells_bell`, so a wake-up may go to the wrong one; they re-scan this often.
 const FULL_SLICE: Duration = Duration::from_millis(2);
-/// Shortest sleep slice when a deadline is near (or past, while committed).
-const MIN_SLICE: Duration = Duration::from_micros(200);
-/// Polls between clock checks while spinning.
-const POLL_CHECK_EVERY: u32 = 64;
 
 /// Bytes per cell for payloads of at most `slot_size` bytes: the 64-byte
 /// `struct hwl_rdv_cell` plus the payload, rounded up to a cache line.
@@ -268,19 +264,6 @@ pub(crate) trait RdvMem {
     /// reached with Acquire) and `len <= slot_size`.
     unsafe fn read_payload<R>(&self, cell: u32, len: usize, f: impl FnOnce(ShmSlice<'_>) -> R)
         -> R;
-}
-
-/// How often a wait looks at what: shared memory only, also the clock, or
-/// also liveness and the caller's hook (slow, once per slice).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Tick {
-    Poll,
-    Clock,
-    Slice,
-}
-
-fn past(deadline: Option<Instant>) -> bool {
-    deadline.is_some_and(|d| Instant::now() >= d)
 }
 
 /// A party past its point of no return, whose counterpart has held the
@@ -1157,11 +1140,11 @@ impl<M: RdvMem> Rdv<M> {
 
     // ----- waiting -------------------------------------------------------
 
-    /// Waits until `step` yields a value, following `wait`: spin (BusyPoll
-    /// never stops spinning), then sleep on `bell` in slices of at most
-    /// `slice`. `step` sees each look tagged with how much to check; the
-    /// deadline is only `step`'s business (it may be past the point of no
-    /// return), and the sleeps merely wake up in time for it.
+    /// Waits until `step` yields a value, through the one wait engine
+    /// ([`Wait::run`]) with strategy `wait`, sleeping on `bell` in slices
+    /// of at most `slice`. `step` sees each look tagged with how much to
+    /// check; the deadline is only `step`'s business (it may be past the
+    /// point of no return), and the sleeps merely wake up in time for it.
     fn wait_for<T, X>(
         &self,
         bell: &Doorbell,
@@ -1170,92 +1153,10 @@ impl<M: RdvMem> Rdv<M> {
         slice: Duration,
         mut step: impl FnMut(Tick) -> Result<Option<T>, X>,
     ) -> Result<T, X> {
-        if let Some(v) = step(Tick::Clock)? {
-            return Ok(v);
-        }
-        let start = Instant::now();
-        let mut last_slow = start;
-        match self.policy.prelude(wait) {
-            Prelude::Spin(limit) => {
-                let yield_between = self.policy.shared_core();
-                loop {
-                    for _ in 0..POLL_CHECK_EVERY {
-                        if let Some(v) = step(Tick::Poll)? {
-                            return Ok(v);
-                        }
-                        if yield_between {
-                            std::thread::yield_now();
-                        } else {
-                            spin_loop();
-                        }
-                    }
-                    let now = Instant::now();
-                    let tick = if now.duration_since(last_slow) >= slice {
-                        last_slow = now;
-                        Tick::Slice
-                    } else {
-                        Tick::Clock
-                    };
-                    if let Some(v) = step(tick)? {
-                        return Ok(v);
-                    }
-                    if now.duration_since(start) >= limit {
-                        break;
-                    }
-                }
-            }
-            Prelude::Yield(n) => {
-                for _ in 0..n {
-                    std::thread::yield_now();
-                    if let Some(v) = step(Tick::Poll)? {
-                        return Ok(v);
-                    }
-                }
-            }
-            Prelude::None => {}
-        }
-        // One full check before parking: a dead party is found now, not a
-        // slice later.
-        last_slow = Instant::now();
-        if let Some(v) = step(Tick::Slice)? {
-            return Ok(v);
-        }
-        loop {
-            let now = Instant::now();
-            let left = deadline.map(|d| d.saturating_duration_since(now));
-            let this_slice = left.map_or(slice, |l| l.clamp(MIN_SLICE, slice));
-            // The sleep ends at the deadline, not at the end of a slice that
-            // began before it (`step` then sees the deadline passed). Past
-            // the deadline (`step` still committed), it sleeps in short
-            // slices until `step` is done.
-            let until = deadline.filter(|&d| d > now);
-            // Loom's futex model has no timeouts: sleep until woken.
-            let (this_slice, until) = if cfg!(loom) {
-                (None, None)
-            } else {
-                (Some(this_slice), until)
-            };
-            let slept = bell.sleep_until(
-                |elapsed| {
-                    let tick = if !elapsed {
-                        Tick::Clock
-                    } else if last_slow.elapsed() >= slice {
-                        last_slow = Instant::now();
-                        Tick::Slice
-                    } else {
-                        Tick::Clock
-                    };
-                    step(tick)
-                },
-                until,
-                this_slice,
-            )?;
-            if let Slept::Ready(v) = slept {
-                return Ok(v);
-            }
-            // Timed out: the next round's first look (a clock tick) sees
-            // the deadline passed.
-        }
+        let mut policy = self.policy;
+        Wait::new(bell, wait, deadline)
+            .slice(slice)
+            .run(&mut policy, |tick, _| step(tick))
     }
 }
 

@@ -60,7 +60,7 @@ const MIN_SPIN: Duration = Duration::from_micros(45);
 const SHARED_CORE_YIELDS: u32 = 2;
 
 /// Per-end state of the spin-then-park policy.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct SpinPolicy {
     /// How long to spin before parking now.
     budget: Duration,
@@ -129,88 +129,283 @@ pub(crate) fn later(now: Instant, d: Duration) -> Instant {
     now.checked_add(d).unwrap_or(now)
 }
 
-/// How long a queue's spin-then-park end spins before it sleeps.
-const QUEUE_SPIN: Duration = Duration::from_micros(50);
-/// Longest sleep of a queue's waiting end before it looks again on its own
-/// (a lost or stale wake-up costs at most this).
-const QUEUE_SLEEP_SLICE: Duration = Duration::from_millis(50);
+/// Longest sleep between two slow checks (a peer's process, a directory):
+/// a lost or stale wake-up costs at most this.
+pub(crate) const SLEEP_SLICE: Duration = Duration::from_millis(50);
+/// Shortest sleep slice when a deadline is near (or past, for a caller
+/// still committed to finishing a hand-off).
+const MIN_SLICE: Duration = Duration::from_micros(200);
+/// How long spin-then-park spins before it also yields between polls: a
+/// reply not there by then waits on another process, which may need this
+/// CPU (more processes than CPUs, as in a pipeline). When nothing else is
+/// runnable a yield returns at once.
+const YIELD_AFTER: Duration = Duration::from_micros(1);
+/// Polls before a wait first looks at the clock or the peer.
+const FAST_SPINS: u32 = 256;
+/// Busy-poll polls between two clock looks; a busy-polling end also yields
+/// once after each such run (tens of microseconds without a message).
+const POLL_CHECK_EVERY: u32 = 1 << 10;
+/// The same for spin-then-park, which looks at the clock more often.
+const SPIN_CHECK_EVERY: u32 = 1 << 6;
+/// The same between yields: a yield is a system call.
+const YIELD_CHECK_EVERY: u32 = 4;
 /// Rounds in a row a waiter was told "ready" and then found nothing, after
 /// which an end that may sleep naps between looks.
 const FRUITLESS_BEFORE_NAPS: u32 = 8;
 /// The nap.
 const NAP: Duration = Duration::from_millis(1);
 
-/// Waits per `strategy` until `ready()` or `deadline` (then false; `ready`
-/// is looked at on every path first). Busy-poll spins (yielding between
-/// polls when `pinned`, since the peer may share the CPU); spin-then-park
-/// spins a while, then sleeps on `bell`; park sleeps at once. Sleeps come
-/// in slices and re-check `ready` after every wake-up, so a post may be a
-/// hint. `fruitless` counts the caller's rounds in a row that waited and
-/// then made no progress (another process was quicker, or a hostile one
-/// keeps changing the words `ready` reads): past a few, an end that may
-/// sleep naps between looks instead of spinning. `peer`: a peer's liveness
-/// word; a sleep also ends when the kernel marks that peer's death.
-pub(crate) fn wait_until(
-    bell: &Doorbell,
+/// A caller's own check that the party it waits for is still there (a
+/// domain's directory entry for a peer that never attached), made on slow
+/// looks only: false ends the wait as if that party had closed.
+pub(crate) type Alive<'a> = &'a mut dyn FnMut() -> bool;
+
+/// The [`Alive`] check of a caller with nothing to add.
+pub(crate) fn always() -> bool {
+    true
+}
+
+/// How much one look at the awaited condition checks, cheapest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Tick {
+    /// A hot poll while spinning: the condition only (loads, no clock).
+    Poll,
+    /// Every few dozen polls and after every wake-up: also the deadline
+    /// and cheap state words.
+    Clock,
+    /// Once per slice, and once before parking: also the slow checks (a
+    /// peer's process, a directory; possibly a system call).
+    Slice,
+}
+
+/// Whether `deadline` has passed.
+pub(crate) fn past(deadline: Option<Instant>) -> bool {
+    deadline.is_some_and(|d| Instant::now() >= d)
+}
+
+/// One wait: where to sleep and until when, besides the condition.
+#[derive(Debug)]
+pub(crate) struct Wait<'a> {
+    bell: &'a Doorbell,
     strategy: WaitStrategy,
-    pinned: bool,
     deadline: Option<Instant>,
+    slice: Duration,
+    death: Option<&'a crate::sync::AtomicU32>,
     fruitless: u32,
-    peer: Option<&crate::sync::AtomicU32>,
-    mut ready: impl FnMut() -> bool,
-) -> bool {
-    let start = Instant::now();
-    // Callers try before they wait: past the deadline, a `ready` that
-    // keeps saying yes (a count or turn a peer wrote, while the slot says
-    // no) must not keep the caller trying.
-    if deadline.is_some_and(|d| start >= d) {
-        return false;
-    }
-    if fruitless >= FRUITLESS_BEFORE_NAPS && strategy != WaitStrategy::BusyPoll {
-        let nap = deadline.map_or(NAP, |d| d.saturating_duration_since(start).min(NAP));
-        std::thread::sleep(nap);
-        return ready() || deadline.map_or(true, |d| Instant::now() < d);
-    }
-    let spin_until = match strategy {
-        WaitStrategy::BusyPoll => deadline,
-        WaitStrategy::SpinPark => Some(start + QUEUE_SPIN),
-        WaitStrategy::Park => Some(start),
-    };
-    let backoff = crossbeam_utils::Backoff::new();
-    let mut polls = 0u32;
-    loop {
-        if ready() {
-            return true;
+}
+
+impl<'a> Wait<'a> {
+    /// Waits per `strategy` on `bell` (the doorbell the other side posts
+    /// after it publishes), sleeping past `deadline` only while the
+    /// condition's step says it is not done (a committed hand-off).
+    pub(crate) fn new(
+        bell: &'a Doorbell,
+        strategy: WaitStrategy,
+        deadline: Option<Instant>,
+    ) -> Self {
+        Wait {
+            bell,
+            strategy,
+            deadline,
+            slice: SLEEP_SLICE,
+            death: None,
+            fruitless: 0,
         }
-        if strategy == WaitStrategy::Park {
-            break;
+    }
+    /// The time between slow checks ([`Tick::Slice`]) and the longest
+    /// sleep (default [`SLEEP_SLICE`]).
+    pub(crate) fn slice(mut self, slice: Duration) -> Self {
+        self.slice = slice;
+        self
+    }
+    /// A peer's liveness word: a sleep also ends when the kernel marks
+    /// that peer's death in it.
+    pub(crate) fn death(mut self, word: Option<&'a crate::sync::AtomicU32>) -> Self {
+        self.death = word;
+        self
+    }
+    /// Rounds in a row the caller waited, was told ready and then claimed
+    /// nothing (another process was quicker, or a hostile one keeps
+    /// changing the words the condition reads): past a few, an end that
+    /// may sleep naps once before it looks again, instead of spinning.
+    pub(crate) fn fruitless(mut self, rounds: u32) -> Self {
+        self.fruitless = rounds;
+        self
+    }
+
+    /// The wait engine: every waiting end of every flavour comes here.
+    ///
+    /// Looks at `step` until it yields a value: first once ([`Tick::Clock`]);
+    /// then, per the strategy and `policy`, spins (busy-poll never stops;
+    /// spin-then-park spins for the adaptive budget and yields between
+    /// polls after [`YIELD_AFTER`]; on a shared core it yields instead),
+    /// then registers as a sleeper on the doorbell, re-checks and parks, in
+    /// slices, waking also on the peer's death. `step` decides everything
+    /// else, the deadline included (see [`Wait::until`] for the common
+    /// case): the engine only keeps its sleeps within the deadline.
+    #[inline]
+    pub(crate) fn run<T, X>(
+        self,
+        policy: &mut SpinPolicy,
+        mut step: impl FnMut(Tick, &mut SpinPolicy) -> Result<Option<T>, X>,
+    ) -> Result<T, X> {
+        let prelude = policy.prelude(self.strategy);
+        if matches!(prelude, Prelude::Spin(_)) && !policy.shared_core() {
+            // Fast path: a few polls with nothing else on the way (no
+            // clock, no peer check): a polling peer's reply usually lands
+            // here.
+            for _ in 0..FAST_SPINS {
+                if let Some(v) = step(Tick::Poll, policy)? {
+                    return Ok(v);
+                }
+                crate::sync::spin_loop();
+            }
         }
-        polls = polls.wrapping_add(1);
-        if polls % 64 == 0 {
+        if let Some(v) = step(Tick::Clock, policy)? {
+            return Ok(v);
+        }
+        let Wait {
+            bell,
+            strategy,
+            deadline,
+            slice,
+            death,
+            fruitless,
+        } = self;
+        if fruitless >= FRUITLESS_BEFORE_NAPS && strategy != WaitStrategy::BusyPoll {
+            let nap = deadline.map_or(NAP, |d| {
+                d.saturating_duration_since(Instant::now()).min(NAP)
+            });
+            std::thread::sleep(nap);
+            if let Some(v) = step(Tick::Clock, policy)? {
+                return Ok(v);
+            }
+        }
+        let start = Instant::now();
+        let mut last_slow = start;
+        match prelude {
+            Prelude::Spin(limit) => loop {
+                // Busy-poll on a shared core still never sleeps, but it
+                // yields between polls: spinning would hold the CPU the
+                // peer needs until preempted.
+                let yield_between = policy.shared_core()
+                    || (strategy == WaitStrategy::SpinPark && start.elapsed() >= YIELD_AFTER);
+                let polls = if yield_between {
+                    YIELD_CHECK_EVERY
+                } else if strategy == WaitStrategy::SpinPark {
+                    SPIN_CHECK_EVERY
+                } else {
+                    POLL_CHECK_EVERY
+                };
+                for _ in 0..polls {
+                    if let Some(v) = step(Tick::Poll, policy)? {
+                        if strategy == WaitStrategy::SpinPark {
+                            policy.record(true);
+                        }
+                        return Ok(v);
+                    }
+                    if yield_between {
+                        std::thread::yield_now();
+                    } else {
+                        crate::sync::spin_loop();
+                    }
+                }
+                if !yield_between && strategy == WaitStrategy::BusyPoll {
+                    // Lets a process waiting for this CPU run now and then:
+                    // with more busy-polling processes than CPUs (a
+                    // pipeline), the one this end waits for may be among
+                    // them.
+                    std::thread::yield_now();
+                }
+                let now = Instant::now();
+                let tick = if now.duration_since(last_slow) >= slice {
+                    last_slow = now;
+                    Tick::Slice
+                } else {
+                    Tick::Clock
+                };
+                if let Some(v) = step(tick, policy)? {
+                    return Ok(v);
+                }
+                if now.duration_since(start) >= limit {
+                    policy.record(false);
+                    break;
+                }
+            },
+            Prelude::Yield(n) => {
+                for _ in 0..n {
+                    std::thread::yield_now();
+                    if let Some(v) = step(Tick::Poll, policy)? {
+                        return Ok(v);
+                    }
+                }
+            }
+            Prelude::None => {}
+        }
+        // One full look before parking: a dead party is found now, not a
+        // slice later.
+        last_slow = Instant::now();
+        if let Some(v) = step(Tick::Slice, policy)? {
+            return Ok(v);
+        }
+        loop {
             let now = Instant::now();
-            if deadline.is_some_and(|d| now >= d) {
-                return false;
+            let left = deadline.map(|d| d.saturating_duration_since(now));
+            let this_slice = left.map_or(slice, |l| l.clamp(MIN_SLICE, slice.max(MIN_SLICE)));
+            // The sleep ends at the deadline, not at the end of a slice
+            // begun before it (`step` then sees the deadline passed); past
+            // it (`step` still committed), in short slices.
+            let until = deadline.filter(|&d| d > now);
+            // Loom's futex model has no timeouts: sleep until woken.
+            let (this_slice, until) = if cfg!(loom) {
+                (None, None)
+            } else {
+                (Some(this_slice), until)
+            };
+            let slept = bell.sleep_until_or_death(
+                |elapsed| {
+                    let tick = if elapsed && last_slow.elapsed() >= slice {
+                        last_slow = Instant::now();
+                        Tick::Slice
+                    } else {
+                        Tick::Clock
+                    };
+                    step(tick, policy)
+                },
+                until,
+                this_slice,
+                death,
+            )?;
+            if let Slept::Ready(v) = slept {
+                return Ok(v);
             }
-            if strategy != WaitStrategy::BusyPoll && spin_until.is_some_and(|s| now >= s) {
-                break;
-            }
-        }
-        if pinned {
-            // A peer pinned to our CPU cannot run while we spin.
-            std::thread::yield_now();
-        } else {
-            // Spin, then yield between polls: with more processes than
-            // CPUs, the one that must move next may be waiting for ours.
-            backoff.snooze();
+            // The deadline passed: the next look (a clock tick) sees it.
         }
     }
-    let slept: Result<_, ()> = bell.sleep_until_or_death(
-        |_| Ok(ready().then_some(())),
-        deadline,
-        Some(QUEUE_SLEEP_SLICE),
-        peer,
-    );
-    matches!(slept, Ok(Slept::Ready(())))
+
+    /// [`run`](Self::run) for a condition with no hand-off to finish:
+    /// None once the deadline has passed (looked at on every tick but
+    /// polls, before the condition's slow checks would run again).
+    #[inline]
+    pub(crate) fn until<T, X>(
+        self,
+        policy: &mut SpinPolicy,
+        mut ready: impl FnMut(Tick, &mut SpinPolicy) -> Result<Option<T>, X>,
+    ) -> Result<Option<T>, X> {
+        let deadline = self.deadline;
+        // Callers try before they wait: past the deadline, a condition that
+        // keeps saying yes (a count a peer wrote, while the slot says no)
+        // must not keep the caller trying.
+        if past(deadline) {
+            return Ok(None);
+        }
+        self.run(policy, |tick, policy| {
+            if let Some(v) = ready(tick, policy)? {
+                return Ok(Some(Some(v)));
+            }
+            Ok((tick != Tick::Poll && past(deadline)).then_some(None))
+        })
+    }
 }
 
 #[cfg(test)]
