@@ -9,16 +9,34 @@
 //! with the roles below). `.config/nextest.toml` runs this binary in the
 //! serial group; with `cargo test`, pass `--test-threads=1`.
 
-mod common;
+mod common {
+    pub mod child;
+    pub mod drive;
+    pub mod kill;
+    pub mod msg;
+    pub mod peer;
+    pub mod peer_pid;
+    pub mod raw;
+    pub mod raw64;
+    pub mod raw_read;
+    pub mod raw_write;
+    pub mod shm_dir;
+    pub mod watchdog;
+}
 
-use common::{check, fill, kill_later, shm_dir, Peer, Watchdog, MAX_MSG};
+use common::child::{Ctx, PEER_WAIT};
+use common::kill::kill_later;
+use common::msg::{check, fill, MAX_MSG};
+use common::peer::Peer;
+use common::raw::RawRegion;
+use common::shm_dir::shm_dir;
+use common::watchdog::Watchdog;
 use hwlink::{Backend, Domain, DomainBuilder, Member, RecvError, SendError, WaitStrategy};
 use std::collections::BTreeMap;
-use std::io::{BufRead, Write};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const T: Duration = Duration::from_secs(60);
+/// The bound on any single wait (a peer's too).
+const T: Duration = PEER_WAIT;
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -117,7 +135,7 @@ fn go_command() -> String {
 /// Waits for a `go <instant>` command, then spins until that instant so
 /// that every process released by it starts within microseconds.
 fn barrier(ctx: &Ctx) {
-    let c = ctx.command();
+    let c = next(ctx);
     let at: u128 = c
         .strip_prefix("go ")
         .and_then(|t| t.parse().ok())
@@ -137,94 +155,54 @@ fn member_names(m: &Member) -> Vec<String> {
 // Peer side
 // ---------------------------------------------------------------------------
 
-struct Ctx {
-    commands: mpsc::Receiver<String>,
-}
-
-impl Ctx {
-    fn var(&self, key: &str) -> String {
-        std::env::var(format!("HWLINK_TEST_{key}"))
-            .unwrap_or_else(|_| panic!("peer: HWLINK_TEST_{key} is not set"))
-    }
-    fn var_or(&self, key: &str, default: &str) -> String {
-        std::env::var(format!("HWLINK_TEST_{key}")).unwrap_or_else(|_| default.into())
-    }
-    fn u64(&self, key: &str) -> u64 {
-        self.var(key).parse().expect("a number")
-    }
-    fn report(&self, line: &str) {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "\n@{line}")
-            .and_then(|()| out.flush())
-            .expect("stdout");
-    }
-    fn command(&self) -> String {
-        self.commands
-            .recv_timeout(T)
-            .unwrap_or_else(|e| panic!("peer: no command within {T:?}: {e}"))
-    }
-    fn expect(&self, word: &str) {
-        let c = self.command();
-        assert_eq!(c, word, "peer: unexpected command");
-    }
-    fn builder(&self) -> DomainBuilder {
-        builder(
-            &self.var("DOMAIN"),
-            self.var_or("WAIT", "spin-park").parse().expect("wait"),
-            self.var_or("CAP", "256").parse().expect("capacity"),
-        )
-    }
-    fn join(&self) -> Member {
-        if self.var_or("AUTO", "0") == "1" {
-            return Domain::join(&self.var("DOMAIN"), &self.var("NAME")).expect("join");
-        }
-        self.builder().join(&self.var("NAME")).expect("join")
-    }
-}
-
 #[test]
 fn peer_entry() {
-    let Ok(role) = std::env::var("HWLINK_TEST_PEER") else {
-        return;
-    };
-    // SAFETY: prctl(PR_SET_PDEATHSIG) takes plain integers.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-    std::thread::spawn(|| {
-        std::thread::sleep(Duration::from_secs(180));
-        eprintln!("peer: still running after 180 s: giving up");
-        std::process::exit(4);
-    });
-    let (tx, commands) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::stdin().lock().lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
+    common::child::peer_entry_with(|role, ctx| {
+        match role {
+            "join_wait" => role_join_wait(ctx),
+            "join_race" => role_join_race(ctx),
+            "stream_send" => role_stream_send(ctx),
+            "first_send_race" => role_first_send_race(ctx),
+            "receive_count" => role_receive_count(ctx),
+            "idle_any" => role_idle_any(ctx),
+            "send_and_leave" => role_send_and_leave(ctx),
+            _ => return false,
         }
+        true
     });
-    let ctx = Ctx { commands };
-    match role.as_str() {
-        "join_wait" => role_join_wait(&ctx),
-        "join_race" => role_join_race(&ctx),
-        "stream_send" => role_stream_send(&ctx),
-        "first_send_race" => role_first_send_race(&ctx),
-        "receive_count" => role_receive_count(&ctx),
-        "idle_any" => role_idle_any(&ctx),
-        "send_and_leave" => role_send_and_leave(&ctx),
-        other => panic!("unknown role {other}"),
+}
+
+/// The next command from the parent.
+fn next(ctx: &Ctx) -> String {
+    ctx.next_command(T)
+        .unwrap_or_else(|| panic!("peer: no command within {T:?}"))
+}
+
+/// The builder of the peer's domain: DOMAIN, WAIT, CAP.
+fn peer_builder(ctx: &Ctx) -> DomainBuilder {
+    builder(
+        &ctx.var("DOMAIN"),
+        ctx.wait(),
+        ctx.var_or("CAP", "256").parse().expect("capacity"),
+    )
+}
+
+/// Joins the peer's domain as NAME (AUTO=1: with the default backend).
+fn join(ctx: &Ctx) -> Member {
+    if ctx.var_or("AUTO", "0") == "1" {
+        return Domain::join(&ctx.var("DOMAIN"), &ctx.name()).expect("join");
     }
-    std::process::exit(0);
+    peer_builder(ctx).join(&ctx.name()).expect("join")
 }
 
 /// Joins, reports JOINED, then follows commands: `leave` (leave, report
 /// LEFT, wait for `exit`), `exit`.
 fn role_join_wait(ctx: &Ctx) {
-    let m = ctx.join();
+    let m = join(ctx);
     ctx.report(&format!("JOINED {}", std::process::id()));
     let mut m = Some(m);
     loop {
-        match ctx.command().as_str() {
+        match next(ctx).as_str() {
             "leave" => {
                 m.take().expect("joined").leave();
                 ctx.report("LEFT");
@@ -244,13 +222,13 @@ fn role_join_wait(ctx: &Ctx) {
 /// Waits for `go`, joins under NAME, reports RESULT WON or TAKEN; the winner
 /// waits for `leave`.
 fn role_join_race(ctx: &Ctx) {
-    let b = ctx.builder();
+    let b = peer_builder(ctx);
     ctx.report("READY");
     barrier(ctx);
-    match b.join(&ctx.var("NAME")) {
+    match b.join(&ctx.name()) {
         Ok(m) => {
             ctx.report("RESULT WON");
-            ctx.expect("leave");
+            ctx.command("leave", T);
             m.leave();
             ctx.report("LEFT");
         }
@@ -262,7 +240,7 @@ fn role_join_race(ctx: &Ctx) {
 /// Sends messages 0..COUNT to TO with MODE (block, try, timeout), then
 /// waits for an `ack` message back from TO, reports DONE and leaves.
 fn role_stream_send(ctx: &Ctx) {
-    let mut m = ctx.join();
+    let mut m = join(ctx);
     let to = ctx.var("TO");
     let count = ctx.u64("COUNT");
     let mode = ctx.var("MODE");
@@ -302,9 +280,9 @@ fn role_stream_send(ctx: &Ctx) {
 /// waits for `leave`, leaves and reports LEFT.
 fn role_first_send_race(ctx: &Ctx) {
     let peer = ctx.var("OTHER");
-    let me = ctx.var("NAME");
+    let me = ctx.name();
     for round in 0..ctx.u64("ROUNDS") {
-        let mut m = ctx.join();
+        let mut m = join(ctx);
         ctx.report("JOINED");
         barrier(ctx);
         let msg = format!("{me} {round}");
@@ -315,7 +293,7 @@ fn role_first_send_race(ctx: &Ctx) {
             .unwrap_or_else(|e| panic!("peer: round {round}: recv: {e}"));
         assert_eq!(got, format!("{peer} {round}").as_bytes());
         ctx.report(&format!("LINKS {}", m.link_names().join(",")));
-        ctx.expect("leave");
+        ctx.command("leave", T);
         m.leave();
         ctx.report("LEFT");
     }
@@ -324,10 +302,10 @@ fn role_first_send_race(ctx: &Ctx) {
 /// Joins, reports JOINED, waits for `drain`, then receives COUNT messages
 /// from FROM (in order, checked), reports GOT and waits for `exit`.
 fn role_receive_count(ctx: &Ctx) {
-    let mut m = ctx.join();
+    let mut m = join(ctx);
     let from = ctx.var("FROM");
     ctx.report("JOINED");
-    ctx.expect("drain");
+    ctx.command("drain", T);
     let mut scratch = [0u8; MAX_MSG];
     for seq in 0..ctx.u64("COUNT") {
         let msg = m
@@ -336,13 +314,13 @@ fn role_receive_count(ctx: &Ctx) {
         check(seq, &msg, &mut scratch).unwrap_or_else(|e| panic!("peer: {e}"));
     }
     ctx.report("GOT");
-    ctx.expect("exit");
+    ctx.command("exit", T);
 }
 
 /// Joins, sends messages 0..COUNT to TO (which does not receive yet),
 /// leaves, and reports LEFT.
 fn role_send_and_leave(ctx: &Ctx) {
-    let mut m = ctx.join();
+    let mut m = join(ctx);
     let to = ctx.var("TO");
     let mut buf = [0u8; MAX_MSG];
     for seq in 0..ctx.u64("COUNT") {
@@ -356,15 +334,15 @@ fn role_send_and_leave(ctx: &Ctx) {
 /// Joins, reports JOINED, then waits in recv_any_timeout(MILLIS) and
 /// reports what came: TIMEOUT or MSG <sender>.
 fn role_idle_any(ctx: &Ctx) {
-    let mut m = ctx.join();
+    let mut m = join(ctx);
     ctx.report(&format!("JOINED {}", member_names(&m).join(",")));
-    ctx.expect("go");
-    match m.recv_any_timeout(Duration::from_millis(ctx.u64("MILLIS"))) {
+    ctx.command("go", T);
+    match m.recv_any_timeout(ctx.millis("MILLIS")) {
         Err(RecvError::Timeout) => ctx.report("TIMEOUT"),
         Ok((from, _)) => ctx.report(&format!("MSG {from}")),
         Err(e) => panic!("peer: recv_any: {e}"),
     }
-    ctx.expect("exit");
+    ctx.command("exit", T);
 }
 
 // ---------------------------------------------------------------------------
@@ -1002,7 +980,7 @@ fn corrupt_directory_is_refused_with_a_clear_error() {
     let me = builder(&d, WaitStrategy::SpinPark, 64).join("p").unwrap();
     // The domain object is the region's first object, at offset 4096;
     // max_members is its first word.
-    let raw = common::RawRegion::open(&d);
+    let raw = RawRegion::open(&d);
     let good = raw.get32(4096);
     raw.set32(4096, 1000);
     match builder(&d, WaitStrategy::SpinPark, 64).join("q") {
