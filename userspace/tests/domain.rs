@@ -541,124 +541,28 @@ fn stream(
     assert_no_files(&d);
 }
 
-#[test]
-fn blocking_send_and_recv_from_100k_in_order() {
-    stream(
-        "blk",
-        WaitStrategy::SpinPark,
-        &["tx"],
-        "block",
-        100_000,
-        "from",
-    );
+/// One `#[test]` per streaming case: `name(tag): (wait, senders, how they
+/// send, messages per sender, how the parent receives)`.
+macro_rules! stream_tests {
+    ($($name:ident($tag:literal): ($wait:ident, $senders:expr, $mode:literal, $count:expr, $recv:literal),)*) => {$(
+        #[test]
+        fn $name() {
+            stream($tag, WaitStrategy::$wait, &$senders, $mode, $count, $recv);
+        }
+    )*};
 }
 
-#[test]
-fn polling_send_and_recv_from_100k_in_order() {
-    stream(
-        "poll",
-        WaitStrategy::BusyPoll,
-        &["tx"],
-        "block",
-        100_000,
-        "from",
-    );
-}
-
-#[test]
-fn try_send_and_try_recv_from_100k_in_order() {
-    stream(
-        "try",
-        WaitStrategy::SpinPark,
-        &["tx"],
-        "try",
-        100_000,
-        "try_from",
-    );
-}
-
-#[test]
-fn timeout_send_and_recv_from_100k_in_order() {
-    stream(
-        "tmo",
-        WaitStrategy::Park,
-        &["tx"],
-        "timeout",
-        100_000,
-        "from_timeout",
-    );
-}
-
-#[test]
-fn recv_from_two_senders_picks_the_named_one() {
-    stream(
-        "from2",
-        WaitStrategy::SpinPark,
-        &["a", "b"],
-        "block",
-        50_000,
-        "from",
-    );
-}
-
-#[test]
-fn recv_any_blocking_from_two_senders() {
-    stream(
-        "any",
-        WaitStrategy::SpinPark,
-        &["a", "b"],
-        "block",
-        50_000,
-        "any",
-    );
-}
-
-#[test]
-fn recv_any_parked_from_three_senders() {
-    stream(
-        "anypark",
-        WaitStrategy::Park,
-        &["a", "b", "c"],
-        "timeout",
-        20_000,
-        "any",
-    );
-}
-
-#[test]
-fn recv_any_polling_from_two_senders() {
-    stream(
-        "anypoll",
-        WaitStrategy::BusyPoll,
-        &["a", "b"],
-        "block",
-        50_000,
-        "any",
-    );
-}
-
-#[test]
-fn try_recv_any_from_two_senders() {
-    stream(
-        "tryany",
-        WaitStrategy::SpinPark,
-        &["a", "b"],
-        "try",
-        50_000,
-        "try_any",
-    );
-}
-
-#[test]
-fn recv_any_timeout_from_two_senders() {
-    stream(
-        "anytmo",
-        WaitStrategy::SpinPark,
-        &["a", "b"],
-        "timeout",
-        50_000,
-        "any_timeout",
-    );
+stream_tests! {
+    blocking_send_and_recv_from_100k_in_order("blk"): (SpinPark, ["tx"], "block", 100_000, "from"),
+    polling_send_and_recv_from_100k_in_order("poll"): (BusyPoll, ["tx"], "block", 100_000, "from"),
+    try_send_and_try_recv_from_100k_in_order("try"): (SpinPark, ["tx"], "try", 100_000, "try_from"),
+    timeout_send_and_recv_from_100k_in_order("tmo"): (Park, ["tx"], "timeout", 100_000, "from_timeout"),
+    recv_from_two_senders_picks_the_named_one("from2"): (SpinPark, ["a", "b"], "block", 50_000, "from"),
+    recv_any_blocking_from_two_senders("any"): (SpinPark, ["a", "b"], "block", 50_000, "any"),
+    recv_any_parked_from_three_senders("anypark"): (Park, ["a", "b", "c"], "timeout", 20_000, "any"),
+    recv_any_polling_from_two_senders("anypoll"): (BusyPoll, ["a", "b"], "block", 50_000, "any"),
+    try_recv_any_from_two_senders("tryany"): (SpinPark, ["a", "b"], "try", 50_000, "try_any"),
+    recv_any_timeout_from_two_senders("anytmo"): (SpinPark, ["a", "b"], "timeout", 50_000, "any_timeout"),
 }
 
 #[test]

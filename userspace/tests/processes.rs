@@ -609,20 +609,22 @@ fn kill_producer(tag: &str, wait: WaitStrategy) {
     }
 }
 
-#[test]
-fn disconnect_producer_killed_busypoll() {
-    kill_producer("kbp", WaitStrategy::BusyPoll);
+/// One `#[test]` per wait strategy of a body `fn(tag, wait)`:
+/// `name(tag): Strategy`.
+macro_rules! per_strategy {
+    ($body:ident { $($name:ident($tag:literal): $wait:ident,)* }) => {$(
+        #[test]
+        fn $name() {
+            $body($tag, WaitStrategy::$wait);
+        }
+    )*};
 }
 
-#[test]
-fn disconnect_producer_killed_spinpark() {
-    kill_producer("ksp", WaitStrategy::SpinPark);
-}
-
-#[test]
-fn disconnect_producer_killed_park() {
-    kill_producer("kpk", WaitStrategy::Park);
-}
+per_strategy!(kill_producer {
+    disconnect_producer_killed_busypoll("kbp"): BusyPoll,
+    disconnect_producer_killed_spinpark("ksp"): SpinPark,
+    disconnect_producer_killed_park("kpk"): Park,
+});
 
 /// A consumer process is SIGKILLed while the parent's `send()` blocks on a
 /// full ring: `send` returns `Disconnected` with the message.
@@ -1130,8 +1132,10 @@ fn every_message_length() {
 
 /// A stream in batches: the child publishes with `write_batch` (one `tail`
 /// store per batch, after the slots' headers), the parent receives with
-/// `read_batch`, which counts through `tail` while it may lag the headers.
-fn batch_stream(tag: &str, wait: WaitStrategy, count: u64) {
+/// `read_batch`, which counts through `tail` while it may lag the headers;
+/// 2,000,000 messages.
+fn batch_stream(tag: &str, wait: WaitStrategy) {
+    let count: u64 = 2_000_000;
     let name = unique(tag);
     let _cleanup = Cleanup(name.clone());
     let mut rx = link(&name, wait).create_receiver().unwrap();
@@ -1180,15 +1184,10 @@ fn batch_stream(tag: &str, wait: WaitStrategy, count: u64) {
     assert_no_regions(&name);
 }
 
-#[test]
-fn batch_stream_busypoll() {
-    batch_stream("bbp", WaitStrategy::BusyPoll, 2_000_000);
-}
-
-#[test]
-fn batch_stream_spinpark() {
-    batch_stream("bsp", WaitStrategy::SpinPark, 2_000_000);
-}
+per_strategy!(batch_stream {
+    batch_stream_busypoll("bbp"): BusyPoll,
+    batch_stream_spinpark("bsp"): SpinPark,
+});
 
 /// A producer creates a link, sends three messages and is SIGKILLed before
 /// any receiver attaches. Its region is left behind (stale); a receiver
