@@ -224,7 +224,12 @@ fn stream(tag: &str, dir: Dir, wait: WaitStrategy, child_wait: WaitStrategy, cou
     // A sender closes after its last message: the receiver (a consumer
     // child) then sees Disconnected.
     drop(end);
-    let (their_h, their_count) = parse_checksum(&peer.expect("CHECKSUM", Duration::from_secs(60)));
+    // A consumer child reports once it has seen the close.
+    let report_wait = match dir {
+        Dir::ChildToParent(_) => Duration::from_secs(30),
+        Dir::ParentToChild => Duration::from_secs(60),
+    };
+    let (their_h, their_count) = parse_checksum(&peer.expect("CHECKSUM", report_wait));
     drop(dog);
     assert_eq!(their_count, count);
     assert_eq!(their_h, h, "sender and receiver checksums differ");

@@ -5,6 +5,7 @@
 use super::child::PEER_WAIT;
 use super::message::message;
 use hwlink::{RecvError, SendError};
+use std::time::Duration;
 
 /// Rounds of the zero-copy script.
 const ZC_ROUNDS: u64 = 20;
@@ -143,7 +144,7 @@ pub fn reader_side(mut rx: hwlink::Receiver, ch: &mut impl Chan) {
     ch.hear("WRITTEN");
     assert_eq!(rx.try_recv(), Err(RecvError::Empty), "after the script");
     ch.tell("CHECKED");
-    match rx.recv_timeout(PEER_WAIT) {
+    match rx.recv_timeout(Duration::from_secs(10)) {
         Err(RecvError::Disconnected) => {}
         other => panic!("after the writer closed: {other:?}"),
     }
