@@ -36,7 +36,7 @@ use common::names::{assert_no_regions, unique, Cleanup};
 use common::peer::Peer;
 use common::raw::{region, RawRegion};
 use common::shm_dir::shm_dir;
-use common::stream::{checksum, CHECKSUM_INIT};
+use common::stream::{checksum, consume, produce, CHECKSUM_INIT};
 use common::watchdog::Watchdog;
 use common::zc::{reader_side, writer_side, Chan};
 use hwlink::{LinkBuilder, RecvError, SendError, WaitStrategy};
@@ -255,36 +255,18 @@ enum End {
 /// Receives messages `0..count` with `api`, checking each, then expects
 /// `Disconnected`; returns their checksum.
 fn recv_stream(rx: &mut hwlink::Receiver, api: RecvApi, count: u64) -> u64 {
-    let mut scratch = [0u8; MAX_MSG];
-    let mut buf = [0u8; SLOT as usize];
-    let mut h = CHECKSUM_INIT;
-    for seq in 0..count {
-        let checked = match api {
-            RecvApi::With => rx.recv_with(|m| {
-                // The bytes stay in shared memory: copied out to be checked.
-                let mut b = [0u8; SLOT as usize];
-                let n = m.copy_to(&mut b);
-                check(seq, &b[..n], &mut scratch)?;
-                h = checksum(h, &b[..n]);
-                Ok::<(), String>(())
-            }),
-            RecvApi::Into => rx.recv_into(&mut buf).map(|n| {
-                check(seq, &buf[..n], &mut scratch)?;
-                h = checksum(h, &buf[..n]);
-                Ok::<(), String>(())
-            }),
+    let h = consume(count, |seq, buf| {
+        let got = match api {
+            // The bytes stay in shared memory: copied out to be checked.
+            RecvApi::With => rx.recv_with(|m| m.copy_to(buf)),
+            RecvApi::Into => rx.recv_into(buf),
             RecvApi::Vec => rx.recv().map(|m| {
-                check(seq, &m, &mut scratch)?;
-                h = checksum(h, &m);
-                Ok::<(), String>(())
+                buf[..m.len()].copy_from_slice(&m);
+                m.len()
             }),
         };
-        match checked {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => panic!("{e}"),
-            Err(e) => panic!("receiving message #{seq}: {e:?} ({e})"),
-        }
-    }
+        got.unwrap_or_else(|e| panic!("receiving message #{seq}: {e:?} ({e})"))
+    });
     // The producer closes after its last message.
     match rx.recv_timeout(Duration::from_secs(30)) {
         Err(RecvError::Disconnected) => {}
@@ -296,16 +278,11 @@ fn recv_stream(rx: &mut hwlink::Receiver, api: RecvApi, count: u64) -> u64 {
 /// Sends messages `0..count` with the blocking `send`; returns their
 /// checksum.
 fn send_stream(tx: &mut hwlink::Sender, count: u64) -> u64 {
-    let mut buf = [0u8; MAX_MSG];
-    let mut h = CHECKSUM_INIT;
-    for seq in 0..count {
-        let len = fill(seq, &mut buf);
-        h = checksum(h, &buf[..len]);
-        if let Err(e) = tx.send(&buf[..len]) {
+    produce(count, |seq, m| {
+        if let Err(e) = tx.send(m) {
             panic!("sending message #{seq}: {e:?} ({e}); the consumer's stderr is above");
         }
-    }
-    h
+    })
 }
 
 /// One `#[test]` per streaming case: `name(tag): (direction, parent wait,

@@ -5,7 +5,7 @@ use super::child::{Ctx, PEER_WAIT};
 use super::message::message;
 use super::msg::{check, fill, MAX_MSG};
 use super::raw::region;
-use super::stream::{checksum, CHECKSUM_INIT};
+use super::stream::{checksum, consume, produce, CHECKSUM_INIT};
 use super::zc::{reader_side, writer_side, Chan};
 use hwlink::{LinkBuilder, RecvError};
 use std::time::{Duration, Instant};
@@ -39,15 +39,11 @@ fn role_produce(ctx: &Ctx) {
         .wait(ctx.wait())
         .open_sender()
         .expect("open_sender");
-    let mut buf = [0u8; MAX_MSG];
-    let mut h = CHECKSUM_INIT;
-    for seq in 0..count {
-        let len = fill(seq, &mut buf);
-        h = checksum(h, &buf[..len]);
-        if let Err(e) = tx.send_timeout(&buf[..len], PEER_WAIT) {
+    let h = produce(count, |seq, m| {
+        if let Err(e) = tx.send_timeout(m, PEER_WAIT) {
             panic!("producer: sending message #{seq} failed: {e:?} ({e})");
         }
-    }
+    });
     ctx.report(&format!("CHECKSUM {h:016x} {count}"));
     drop(tx);
 }
@@ -60,33 +56,25 @@ fn role_consume(ctx: &Ctx) {
         .wait(ctx.wait())
         .open_receiver()
         .expect("open_receiver");
-    let mut scratch = [0u8; MAX_MSG];
-    let mut buf = [0u8; 256];
-    let mut h = CHECKSUM_INIT;
-    for seq in 0..count {
-        // Alternate the receive calls; each has a timeout.
-        let got = if seq % 2 == 0 {
+    let h = consume(count, |seq, buf| {
+        let recv_vec = |rx: &mut hwlink::Receiver, buf: &mut [u8]| {
             rx.recv_timeout(PEER_WAIT).map(|v| {
                 let n = v.len();
                 buf[..n].copy_from_slice(&v);
                 n
             })
+        };
+        // Alternate the receive calls; each has a timeout.
+        let got = if seq % 2 == 0 {
+            recv_vec(&mut rx, buf)
         } else {
-            match rx.try_recv_with(|m| m.copy_to(&mut buf[..])) {
-                Err(RecvError::Empty) => rx.recv_timeout(PEER_WAIT).map(|v| {
-                    let n = v.len();
-                    buf[..n].copy_from_slice(&v);
-                    n
-                }),
+            match rx.try_recv_with(|m| m.copy_to(buf)) {
+                Err(RecvError::Empty) => recv_vec(&mut rx, buf),
                 other => other,
             }
         };
-        let n = got.unwrap_or_else(|e| panic!("consumer: message #{seq}: {e:?} ({e})"));
-        if let Err(e) = check(seq, &buf[..n], &mut scratch) {
-            panic!("consumer: {e}");
-        }
-        h = checksum(h, &buf[..n]);
-    }
+        got.unwrap_or_else(|e| panic!("consumer: message #{seq}: {e:?} ({e})"))
+    });
     match rx.recv_timeout(PEER_WAIT) {
         Err(RecvError::Disconnected) => {}
         other => panic!("consumer: after {count} messages expected Disconnected, got {other:?}"),

@@ -1,4 +1,7 @@
-//! Running checksums of streams of messages.
+//! Streams of generated messages and their running checksums: one
+//! producing and one consuming body, run by the parent or by a child.
+
+use super::msg::{check, fill, MAX_MSG};
 
 /// Initial value of the running checksum.
 pub const CHECKSUM_INIT: u64 = 0xcbf2_9ce4_8422_2325;
@@ -18,6 +21,36 @@ pub fn checksum(mut h: u64, msg: &[u8]) -> u64 {
         let mut w = [0u8; 8];
         w[..rest.len()].copy_from_slice(rest);
         h = (h ^ u64::from_le_bytes(w)).wrapping_mul(PRIME);
+    }
+    h
+}
+
+/// Produces messages `0..count`, handing each to `send` (which panics if
+/// it cannot send); returns their checksum.
+pub fn produce(count: u64, mut send: impl FnMut(u64, &[u8])) -> u64 {
+    let mut buf = [0u8; MAX_MSG];
+    let mut h = CHECKSUM_INIT;
+    for seq in 0..count {
+        let len = fill(seq, &mut buf);
+        h = checksum(h, &buf[..len]);
+        send(seq, &buf[..len]);
+    }
+    h
+}
+
+/// Consumes messages `0..count`: `recv` copies message `seq` into the
+/// buffer and returns its length (or panics); each is checked (sequence,
+/// length, contents). Returns their checksum.
+pub fn consume(count: u64, mut recv: impl FnMut(u64, &mut [u8]) -> usize) -> u64 {
+    let mut scratch = [0u8; MAX_MSG];
+    let mut buf = [0u8; 256];
+    let mut h = CHECKSUM_INIT;
+    for seq in 0..count {
+        let n = recv(seq, &mut buf);
+        if let Err(e) = check(seq, &buf[..n], &mut scratch) {
+            panic!("{e}");
+        }
+        h = checksum(h, &buf[..n]);
     }
     h
 }
