@@ -49,13 +49,6 @@ fn peer_entry() {
     common::child::peer_entry_with(common::roles::run);
 }
 
-/// Every wait strategy.
-const STRATEGIES: [WaitStrategy; 3] = [
-    WaitStrategy::BusyPoll,
-    WaitStrategy::SpinPark,
-    WaitStrategy::Park,
-];
-
 /// The checksum of messages `0..count`, computed locally.
 fn expected_checksum(count: u64) -> u64 {
     let mut buf = [0u8; MAX_MSG];
@@ -318,6 +311,16 @@ stream_tests! {
     stream_mixed_park_parent_spinpark_child("mx4"): (Dir::ChildToParent(RecvApi::Into), Park, SpinPark, 1_000_000),
 }
 
+/// One `#[test]` per wait strategy of a body `fn(wait)`: `name: Strategy`.
+macro_rules! per_wait {
+    ($body:ident { $($name:ident: $wait:ident,)* }) => {$(
+        #[test]
+        fn $name() {
+            $body(WaitStrategy::$wait);
+        }
+    )*};
+}
+
 // ---------------------------------------------------------------------------
 // Full and empty rings
 // ---------------------------------------------------------------------------
@@ -326,154 +329,160 @@ stream_tests! {
 /// `send_timeout` in `Timeout` after about the timeout, while a receiver in
 /// another process is attached but does not read. Then it reads, and
 /// everything arrives.
-#[test]
-fn full_ring_try_send_and_send_timeout() {
+fn full_ring_try_send_and_send_timeout(wait: WaitStrategy) {
     const SMALL: u32 = 8;
-    for wait in STRATEGIES {
-        let name = unique(&format!("full-{wait}"));
-        let _cleanup = Cleanup(name.clone());
-        let mut tx = LinkBuilder::new(&name)
-            .capacity(SMALL)
-            .slot_size(MAX_MSG as u32)
-            .wait(wait)
-            .create_sender()
-            .unwrap();
-        let mut peer = Peer::spawn(
-            "idle_receiver",
-            &[
-                ("NAME", name.clone()),
-                ("WAIT", wait.to_string()),
-                ("COUNT", SMALL.to_string()),
-            ],
-        );
-        peer.expect("READY", PEER_WAIT);
-        for seq in 0..u64::from(SMALL) {
-            tx.try_send(message(seq))
-                .unwrap_or_else(|e| panic!("{wait}: try_send #{seq}: {e:?}"));
-        }
-        let extra = message(1000);
-        // Many times, so that the periodic liveness check runs too.
-        for i in 0..1000 {
-            match tx.try_send(extra.clone()) {
-                Err(SendError::Full(back)) => assert_eq!(back, extra, "{wait}: Full hands back"),
-                other => panic!("{wait}: try_send #{i} on a full ring: {other:?}"),
-            }
-        }
-        assert!(!tx.is_disconnected(), "{wait}: the receiver is alive");
-        let timeout = Duration::from_millis(300);
-        let t0 = Instant::now();
-        match tx.send_timeout(extra.clone(), timeout) {
-            Err(SendError::Timeout(back)) => assert_eq!(back, extra),
-            other => panic!("{wait}: send_timeout on a full ring: {other:?}"),
-        }
-        let took = t0.elapsed();
-        assert!(
-            took >= timeout,
-            "{wait}: send_timeout returned after {took:?}"
-        );
-        assert!(
-            took < Duration::from_secs(5),
-            "{wait}: send_timeout took {took:?}"
-        );
-        // A message too large for a slot is handed back too.
-        let big = vec![7u8; MAX_MSG + 1];
-        match tx.try_send(big.clone()) {
-            Err(SendError::TooLarge { msg, len, max }) => {
-                assert_eq!((msg, len, max), (big, MAX_MSG + 1, MAX_MSG))
-            }
-            other => panic!("{wait}: too large: {other:?}"),
-        }
-        // Now the receiver drains: exactly the first SMALL messages arrive.
-        peer.say("drain");
-        let (h, _) = parse_checksum(&format!("{} 0", peer.expect("DRAINED", PEER_WAIT)));
-        assert_eq!(h, expected_checksum(u64::from(SMALL)), "{wait}: drained");
-        // Space again.
-        tx.send_timeout(message(SMALL.into()), Duration::from_secs(10))
-            .unwrap_or_else(|e| panic!("{wait}: send after the drain: {e:?}"));
-        peer.say("exit");
-        peer.wait_success(PEER_WAIT);
-        drop(tx);
-        assert_no_regions(&name);
+    let name = unique(&format!("full-{wait}"));
+    let _cleanup = Cleanup(name.clone());
+    let mut tx = LinkBuilder::new(&name)
+        .capacity(SMALL)
+        .slot_size(MAX_MSG as u32)
+        .wait(wait)
+        .create_sender()
+        .unwrap();
+    let mut peer = Peer::spawn(
+        "idle_receiver",
+        &[
+            ("NAME", name.clone()),
+            ("WAIT", wait.to_string()),
+            ("COUNT", SMALL.to_string()),
+        ],
+    );
+    peer.expect("READY", PEER_WAIT);
+    for seq in 0..u64::from(SMALL) {
+        tx.try_send(message(seq))
+            .unwrap_or_else(|e| panic!("{wait}: try_send #{seq}: {e:?}"));
     }
+    let extra = message(1000);
+    // Many times, so that the periodic liveness check runs too.
+    for i in 0..1000 {
+        match tx.try_send(extra.clone()) {
+            Err(SendError::Full(back)) => assert_eq!(back, extra, "{wait}: Full hands back"),
+            other => panic!("{wait}: try_send #{i} on a full ring: {other:?}"),
+        }
+    }
+    assert!(!tx.is_disconnected(), "{wait}: the receiver is alive");
+    let timeout = Duration::from_millis(300);
+    let t0 = Instant::now();
+    match tx.send_timeout(extra.clone(), timeout) {
+        Err(SendError::Timeout(back)) => assert_eq!(back, extra),
+        other => panic!("{wait}: send_timeout on a full ring: {other:?}"),
+    }
+    let took = t0.elapsed();
+    assert!(
+        took >= timeout,
+        "{wait}: send_timeout returned after {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "{wait}: send_timeout took {took:?}"
+    );
+    // A message too large for a slot is handed back too.
+    let big = vec![7u8; MAX_MSG + 1];
+    match tx.try_send(big.clone()) {
+        Err(SendError::TooLarge { msg, len, max }) => {
+            assert_eq!((msg, len, max), (big, MAX_MSG + 1, MAX_MSG))
+        }
+        other => panic!("{wait}: too large: {other:?}"),
+    }
+    // Now the receiver drains: exactly the first SMALL messages arrive.
+    peer.say("drain");
+    let (h, _) = parse_checksum(&format!("{} 0", peer.expect("DRAINED", PEER_WAIT)));
+    assert_eq!(h, expected_checksum(u64::from(SMALL)), "{wait}: drained");
+    // Space again.
+    tx.send_timeout(message(SMALL.into()), Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{wait}: send after the drain: {e:?}"));
+    peer.say("exit");
+    peer.wait_success(PEER_WAIT);
+    drop(tx);
+    assert_no_regions(&name);
 }
+
+per_wait!(full_ring_try_send_and_send_timeout {
+    full_ring_try_send_and_send_timeout_busypoll: BusyPoll,
+    full_ring_try_send_and_send_timeout_spinpark: SpinPark,
+    full_ring_try_send_and_send_timeout_park: Park,
+});
 
 /// `try_recv` on an empty ring is `Empty` and `recv_timeout` is `Timeout`
 /// after about the timeout, with a sender attached in another process that
 /// sends nothing yet; then a message it sends arrives.
-#[test]
-fn empty_ring_try_recv_and_recv_timeout() {
-    for wait in STRATEGIES {
-        let name = unique(&format!("empty-{wait}"));
-        let _cleanup = Cleanup(name.clone());
-        let mut rx = LinkBuilder::new(&name)
-            .capacity(8)
-            .slot_size(MAX_MSG as u32)
-            .wait(wait)
-            .create_receiver()
-            .unwrap();
-        let mut peer = Peer::spawn(
-            "idle_sender",
-            &[("NAME", name.clone()), ("WAIT", wait.to_string())],
-        );
-        peer.expect("READY", PEER_WAIT);
-        for i in 0..1000 {
-            match rx.try_recv() {
-                Err(RecvError::Empty) => {}
-                other => panic!("{wait}: try_recv #{i} on an empty ring: {other:?}"),
-            }
+fn empty_ring_try_recv_and_recv_timeout(wait: WaitStrategy) {
+    let name = unique(&format!("empty-{wait}"));
+    let _cleanup = Cleanup(name.clone());
+    let mut rx = LinkBuilder::new(&name)
+        .capacity(8)
+        .slot_size(MAX_MSG as u32)
+        .wait(wait)
+        .create_receiver()
+        .unwrap();
+    let mut peer = Peer::spawn(
+        "idle_sender",
+        &[("NAME", name.clone()), ("WAIT", wait.to_string())],
+    );
+    peer.expect("READY", PEER_WAIT);
+    for i in 0..1000 {
+        match rx.try_recv() {
+            Err(RecvError::Empty) => {}
+            other => panic!("{wait}: try_recv #{i} on an empty ring: {other:?}"),
         }
-        assert!(
-            matches!(rx.try_peek(), Err(RecvError::Empty)),
-            "{wait}: try_peek"
-        );
-        assert!(
-            matches!(rx.try_read_batch(4), Err(RecvError::Empty)),
-            "{wait}: try_read_batch"
-        );
-        assert_eq!(rx.len(), 0, "{wait}: len");
-        assert!(rx.is_empty(), "{wait}: is_empty");
-        let timeout = Duration::from_millis(300);
-        let t0 = Instant::now();
-        match rx.recv_timeout(timeout) {
-            Err(RecvError::Timeout) => {}
-            other => panic!("{wait}: recv_timeout on an empty ring: {other:?}"),
-        }
-        let took = t0.elapsed();
-        assert!(
-            took >= timeout,
-            "{wait}: recv_timeout returned after {took:?}"
-        );
-        assert!(
-            took < Duration::from_secs(5),
-            "{wait}: recv_timeout took {took:?}"
-        );
-        // The sender sends two: they arrive, in order.
-        peer.say("send 2");
-        peer.expect("SENT", PEER_WAIT);
-        assert_eq!(rx.len(), 2, "{wait}: len after two sends");
-        let mut small = [0u8; 4];
-        match rx.recv_into(&mut small) {
-            Err(RecvError::BufferTooSmall { len, cap }) => {
-                assert_eq!((len, cap), (msg_len(0), 4));
-            }
-            other => panic!("{wait}: recv_into a small buffer: {other:?}"),
-        }
-        assert_eq!(
-            rx.recv_timeout(Duration::from_secs(10)).unwrap(),
-            message(0)
-        );
-        assert_eq!(rx.try_recv().unwrap(), message(1));
-        assert!(matches!(rx.try_recv(), Err(RecvError::Empty)));
-        peer.say("exit");
-        peer.wait_success(PEER_WAIT);
-        match rx.recv_timeout(Duration::from_secs(10)) {
-            Err(RecvError::Disconnected) => {}
-            other => panic!("{wait}: after the sender exited: {other:?}"),
-        }
-        drop(rx);
-        assert_no_regions(&name);
     }
+    assert!(
+        matches!(rx.try_peek(), Err(RecvError::Empty)),
+        "{wait}: try_peek"
+    );
+    assert!(
+        matches!(rx.try_read_batch(4), Err(RecvError::Empty)),
+        "{wait}: try_read_batch"
+    );
+    assert_eq!(rx.len(), 0, "{wait}: len");
+    assert!(rx.is_empty(), "{wait}: is_empty");
+    let timeout = Duration::from_millis(300);
+    let t0 = Instant::now();
+    match rx.recv_timeout(timeout) {
+        Err(RecvError::Timeout) => {}
+        other => panic!("{wait}: recv_timeout on an empty ring: {other:?}"),
+    }
+    let took = t0.elapsed();
+    assert!(
+        took >= timeout,
+        "{wait}: recv_timeout returned after {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "{wait}: recv_timeout took {took:?}"
+    );
+    // The sender sends two: they arrive, in order.
+    peer.say("send 2");
+    peer.expect("SENT", PEER_WAIT);
+    assert_eq!(rx.len(), 2, "{wait}: len after two sends");
+    let mut small = [0u8; 4];
+    match rx.recv_into(&mut small) {
+        Err(RecvError::BufferTooSmall { len, cap }) => {
+            assert_eq!((len, cap), (msg_len(0), 4));
+        }
+        other => panic!("{wait}: recv_into a small buffer: {other:?}"),
+    }
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(10)).unwrap(),
+        message(0)
+    );
+    assert_eq!(rx.try_recv().unwrap(), message(1));
+    assert!(matches!(rx.try_recv(), Err(RecvError::Empty)));
+    peer.say("exit");
+    peer.wait_success(PEER_WAIT);
+    match rx.recv_timeout(Duration::from_secs(10)) {
+        Err(RecvError::Disconnected) => {}
+        other => panic!("{wait}: after the sender exited: {other:?}"),
+    }
+    drop(rx);
+    assert_no_regions(&name);
 }
+
+per_wait!(empty_ring_try_recv_and_recv_timeout {
+    empty_ring_try_recv_and_recv_timeout_busypoll: BusyPoll,
+    empty_ring_try_recv_and_recv_timeout_spinpark: SpinPark,
+    empty_ring_try_recv_and_recv_timeout_park: Park,
+});
 
 // ---------------------------------------------------------------------------
 // Disconnection
@@ -610,180 +619,189 @@ per_strategy!(kill_producer {
 
 /// A consumer process is SIGKILLed while the parent's `send()` blocks on a
 /// full ring: `send` returns `Disconnected` with the message.
-#[test]
-fn disconnect_consumer_killed_while_send_blocks() {
-    for wait in STRATEGIES {
-        let name = unique(&format!("kc-{wait}"));
-        let _cleanup = Cleanup(name.clone());
-        let mut tx = LinkBuilder::new(&name)
-            .capacity(16)
-            .slot_size(MAX_MSG as u32)
-            .wait(wait)
-            .create_sender()
-            .unwrap();
-        let mut peer = Peer::spawn(
-            "idle_receiver",
-            &[("NAME", name.clone()), ("WAIT", wait.to_string())],
-        );
-        peer.expect("READY", PEER_WAIT);
-        let mut sent = 0;
-        while tx.try_send(message(sent)).is_ok() {
-            sent += 1;
-        }
-        assert_eq!(sent, 16, "{wait}: the ring holds its capacity");
-        let killer = kill_later(peer.pid(), Duration::from_millis(300));
-        let msg = message(sent);
-        let dog = Watchdog::new(
-            Duration::from_secs(20),
-            format!("kc {wait}: blocked send()"),
-        );
-        let r = tx.send(msg.clone());
-        let at = Instant::now();
-        drop(dog);
-        let killed_at = killer.join().unwrap();
-        match r {
-            Err(SendError::Disconnected(back)) => assert_eq!(back, msg, "{wait}"),
-            other => panic!("{wait}: send to a killed consumer: {other:?}"),
-        }
-        let lag = at.saturating_duration_since(killed_at);
-        eprintln!("kc {wait}: Disconnected {lag:?} after the SIGKILL");
-        assert!(lag < Duration::from_secs(10), "{wait}: {lag:?}");
-        assert!(matches!(tx.try_send(b"x"), Err(SendError::Disconnected(_))));
-        assert!(matches!(
-            tx.send_timeout(b"x", Duration::from_millis(10)),
-            Err(SendError::Disconnected(_))
-        ));
-        assert!(tx.is_disconnected());
-        peer.wait(PEER_WAIT);
-        drop(tx);
-        assert_no_regions(&name);
+fn disconnect_consumer_killed_while_send_blocks(wait: WaitStrategy) {
+    let name = unique(&format!("kc-{wait}"));
+    let _cleanup = Cleanup(name.clone());
+    let mut tx = LinkBuilder::new(&name)
+        .capacity(16)
+        .slot_size(MAX_MSG as u32)
+        .wait(wait)
+        .create_sender()
+        .unwrap();
+    let mut peer = Peer::spawn(
+        "idle_receiver",
+        &[("NAME", name.clone()), ("WAIT", wait.to_string())],
+    );
+    peer.expect("READY", PEER_WAIT);
+    let mut sent = 0;
+    while tx.try_send(message(sent)).is_ok() {
+        sent += 1;
     }
+    assert_eq!(sent, 16, "{wait}: the ring holds its capacity");
+    let killer = kill_later(peer.pid(), Duration::from_millis(300));
+    let msg = message(sent);
+    let dog = Watchdog::new(
+        Duration::from_secs(20),
+        format!("kc {wait}: blocked send()"),
+    );
+    let r = tx.send(msg.clone());
+    let at = Instant::now();
+    drop(dog);
+    let killed_at = killer.join().unwrap();
+    match r {
+        Err(SendError::Disconnected(back)) => assert_eq!(back, msg, "{wait}"),
+        other => panic!("{wait}: send to a killed consumer: {other:?}"),
+    }
+    let lag = at.saturating_duration_since(killed_at);
+    eprintln!("kc {wait}: Disconnected {lag:?} after the SIGKILL");
+    assert!(lag < Duration::from_secs(10), "{wait}: {lag:?}");
+    assert!(matches!(tx.try_send(b"x"), Err(SendError::Disconnected(_))));
+    assert!(matches!(
+        tx.send_timeout(b"x", Duration::from_millis(10)),
+        Err(SendError::Disconnected(_))
+    ));
+    assert!(tx.is_disconnected());
+    peer.wait(PEER_WAIT);
+    drop(tx);
+    assert_no_regions(&name);
 }
+
+per_wait!(disconnect_consumer_killed_while_send_blocks {
+    disconnect_consumer_killed_while_send_blocks_busypoll: BusyPoll,
+    disconnect_consumer_killed_while_send_blocks_spinpark: SpinPark,
+    disconnect_consumer_killed_while_send_blocks_park: Park,
+});
 
 /// The sender process closes its end cleanly after N messages (and stays
 /// alive): the receiver, asleep in `recv()`, gets all N, then
 /// `Disconnected`.
-#[test]
-fn disconnect_sender_closes_cleanly() {
+fn disconnect_sender_closes_cleanly(wait: WaitStrategy) {
     const N: u64 = 1000;
-    for wait in STRATEGIES {
-        let name = unique(&format!("cc-{wait}"));
-        let _cleanup = Cleanup(name.clone());
-        let mut rx = link(&name, wait).create_receiver().unwrap();
-        let mut peer = Peer::spawn(
-            "send_then_close",
-            &[
-                ("NAME", name.clone()),
-                ("WAIT", wait.to_string()),
-                ("COUNT", N.to_string()),
-                ("PAUSE_MS", "300".to_string()),
-            ],
-        );
-        let (received, _) = drain_until_disconnected(&mut rx, 0, &format!("cc {wait}"));
-        assert_eq!(received, N, "{wait}");
-        peer.expect("CLOSED", PEER_WAIT);
-        assert!(
-            peer.try_wait().is_none(),
-            "{wait}: the sender process must still run: the close alone disconnects"
-        );
-        assert_eq!(rx.try_recv(), Err(RecvError::Disconnected));
-        assert_eq!(
-            rx.recv_timeout(Duration::from_secs(1)),
-            Err(RecvError::Disconnected)
-        );
-        peer.say("exit");
-        peer.wait_success(PEER_WAIT);
-        drop(rx);
-        assert_no_regions(&name);
-    }
+    let name = unique(&format!("cc-{wait}"));
+    let _cleanup = Cleanup(name.clone());
+    let mut rx = link(&name, wait).create_receiver().unwrap();
+    let mut peer = Peer::spawn(
+        "send_then_close",
+        &[
+            ("NAME", name.clone()),
+            ("WAIT", wait.to_string()),
+            ("COUNT", N.to_string()),
+            ("PAUSE_MS", "300".to_string()),
+        ],
+    );
+    let (received, _) = drain_until_disconnected(&mut rx, 0, &format!("cc {wait}"));
+    assert_eq!(received, N, "{wait}");
+    peer.expect("CLOSED", PEER_WAIT);
+    assert!(
+        peer.try_wait().is_none(),
+        "{wait}: the sender process must still run: the close alone disconnects"
+    );
+    assert_eq!(rx.try_recv(), Err(RecvError::Disconnected));
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(1)),
+        Err(RecvError::Disconnected)
+    );
+    peer.say("exit");
+    peer.wait_success(PEER_WAIT);
+    drop(rx);
+    assert_no_regions(&name);
 }
+
+per_wait!(disconnect_sender_closes_cleanly {
+    disconnect_sender_closes_cleanly_busypoll: BusyPoll,
+    disconnect_sender_closes_cleanly_spinpark: SpinPark,
+    disconnect_sender_closes_cleanly_park: Park,
+});
 
 /// The receiver process closes its end (and stays alive): a `send()`
 /// blocked on a full ring returns `Disconnected`, and so does every send
 /// after, handing the message back.
-#[test]
-fn disconnect_receiver_drops() {
-    for wait in STRATEGIES {
-        // (a) while send() blocks on a full ring
-        let name = unique(&format!("rd-{wait}"));
-        let _cleanup = Cleanup(name.clone());
-        let mut tx = LinkBuilder::new(&name)
-            .capacity(16)
-            .slot_size(MAX_MSG as u32)
-            .wait(wait)
-            .create_sender()
-            .unwrap();
-        let mut peer = Peer::spawn(
-            "idle_receiver",
-            &[
-                ("NAME", name.clone()),
-                ("WAIT", wait.to_string()),
-                ("DROP_AFTER_MS", "400".to_string()),
-            ],
-        );
-        peer.expect("READY", PEER_WAIT);
-        for seq in 0..16 {
-            tx.try_send(message(seq)).unwrap();
-        }
-        let msg = message(16);
-        let dog = Watchdog::new(
-            Duration::from_secs(20),
-            format!("rd {wait}: blocked send()"),
-        );
-        match tx.send(msg.clone()) {
-            Err(SendError::Disconnected(back)) => assert_eq!(back, msg),
-            other => panic!("{wait}: blocked send when the receiver drops: {other:?}"),
-        }
-        drop(dog);
-        peer.expect("DROPPED", PEER_WAIT);
-        assert!(peer.try_wait().is_none(), "{wait}: the receiver still runs");
-        match tx.try_send(msg.clone()) {
-            Err(SendError::Disconnected(back)) => assert_eq!(back, msg),
-            other => panic!("{wait}: try_send after the drop: {other:?}"),
-        }
-        peer.say("exit");
-        peer.wait_success(PEER_WAIT);
-        drop(tx);
-        assert_no_regions(&name);
-
-        // (b) the receiver reads some, drops; then sends fail
-        let name = unique(&format!("rd2-{wait}"));
-        let _cleanup = Cleanup(name.clone());
-        let mut tx = link(&name, wait).create_sender().unwrap();
-        let mut peer = Peer::spawn(
-            "recv_then_close",
-            &[
-                ("NAME", name.clone()),
-                ("WAIT", wait.to_string()),
-                ("COUNT", "100".to_string()),
-            ],
-        );
-        for seq in 0..100 {
-            tx.send(message(seq)).unwrap();
-        }
-        peer.expect("DROPPED", PEER_WAIT);
-        let msg = message(100);
-        let dog = Watchdog::new(Duration::from_secs(20), format!("rd2 {wait}: send()"));
-        match tx.send(msg.clone()) {
-            Err(SendError::Disconnected(back)) => assert_eq!(back, msg),
-            other => panic!("{wait}: send after the receiver dropped: {other:?}"),
-        }
-        drop(dog);
-        match tx.send_timeout(msg.clone(), Duration::from_millis(100)) {
-            Err(SendError::Disconnected(back)) => assert_eq!(back, msg),
-            other => panic!("{wait}: send_timeout after the receiver dropped: {other:?}"),
-        }
-        assert!(matches!(tx.reserve(8), Err(SendError::Disconnected(()))));
-        assert!(matches!(
-            tx.write_batch(8),
-            Err(SendError::Disconnected(()))
-        ));
-        peer.say("exit");
-        peer.wait_success(PEER_WAIT);
-        drop(tx);
-        assert_no_regions(&name);
+fn disconnect_receiver_drops(wait: WaitStrategy) {
+    // (a) while send() blocks on a full ring
+    let name = unique(&format!("rd-{wait}"));
+    let _cleanup = Cleanup(name.clone());
+    let mut tx = LinkBuilder::new(&name)
+        .capacity(16)
+        .slot_size(MAX_MSG as u32)
+        .wait(wait)
+        .create_sender()
+        .unwrap();
+    let mut peer = Peer::spawn(
+        "idle_receiver",
+        &[
+            ("NAME", name.clone()),
+            ("WAIT", wait.to_string()),
+            ("DROP_AFTER_MS", "400".to_string()),
+        ],
+    );
+    peer.expect("READY", PEER_WAIT);
+    for seq in 0..16 {
+        tx.try_send(message(seq)).unwrap();
     }
+    let msg = message(16);
+    let dog = Watchdog::new(
+        Duration::from_secs(20),
+        format!("rd {wait}: blocked send()"),
+    );
+    match tx.send(msg.clone()) {
+        Err(SendError::Disconnected(back)) => assert_eq!(back, msg),
+        other => panic!("{wait}: blocked send when the receiver drops: {other:?}"),
+    }
+    drop(dog);
+    peer.expect("DROPPED", PEER_WAIT);
+    assert!(peer.try_wait().is_none(), "{wait}: the receiver still runs");
+    match tx.try_send(msg.clone()) {
+        Err(SendError::Disconnected(back)) => assert_eq!(back, msg),
+        other => panic!("{wait}: try_send after the drop: {other:?}"),
+    }
+    peer.say("exit");
+    peer.wait_success(PEER_WAIT);
+    drop(tx);
+    assert_no_regions(&name);
+
+    // (b) the receiver reads some, drops; then sends fail
+    let name = unique(&format!("rd2-{wait}"));
+    let _cleanup = Cleanup(name.clone());
+    let mut tx = link(&name, wait).create_sender().unwrap();
+    let mut peer = Peer::spawn(
+        "recv_then_close",
+        &[
+            ("NAME", name.clone()),
+            ("WAIT", wait.to_string()),
+            ("COUNT", "100".to_string()),
+        ],
+    );
+    for seq in 0..100 {
+        tx.send(message(seq)).unwrap();
+    }
+    peer.expect("DROPPED", PEER_WAIT);
+    let msg = message(100);
+    let dog = Watchdog::new(Duration::from_secs(20), format!("rd2 {wait}: send()"));
+    match tx.send(msg.clone()) {
+        Err(SendError::Disconnected(back)) => assert_eq!(back, msg),
+        other => panic!("{wait}: send after the receiver dropped: {other:?}"),
+    }
+    drop(dog);
+    match tx.send_timeout(msg.clone(), Duration::from_millis(100)) {
+        Err(SendError::Disconnected(back)) => assert_eq!(back, msg),
+        other => panic!("{wait}: send_timeout after the receiver dropped: {other:?}"),
+    }
+    assert!(matches!(tx.reserve(8), Err(SendError::Disconnected(()))));
+    assert!(matches!(
+        tx.write_batch(8),
+        Err(SendError::Disconnected(()))
+    ));
+    peer.say("exit");
+    peer.wait_success(PEER_WAIT);
+    drop(tx);
+    assert_no_regions(&name);
 }
+
+per_wait!(disconnect_receiver_drops {
+    disconnect_receiver_drops_busypoll: BusyPoll,
+    disconnect_receiver_drops_spinpark: SpinPark,
+    disconnect_receiver_drops_park: Park,
+});
 
 // ---------------------------------------------------------------------------
 // Zero-copy and batch APIs
