@@ -1358,138 +1358,197 @@ fn send_then_leave_from_a_process_races_a_waiting_receiver() {
 /// streaming to this member, checked in order. With zero capacity a try
 /// on both sides can never meet, so the receiver blocks when the sender
 /// tries.
-#[test]
-fn unbounded_and_zero_links_in_every_form() {
-    let _dog = Watchdog::new(Duration::from_secs(240), "buffering forms");
-    for (b, kind) in [
-        (
-            hwlink::Buffering::Unbounded {
-                byte_limit: 64 << 20,
-            },
-            "u",
-        ),
-        (hwlink::Buffering::Zero, "z"),
-    ] {
-        for form in ["block", "try", "poll", "timeout"] {
-            let d = unique(&format!("f{kind}{form}"));
-            let _c = Cleanup(d.clone());
-            let wait = if form == "poll" {
-                WaitStrategy::BusyPoll
-            } else {
-                WaitStrategy::SpinPark
-            };
-            let mut me = Domain::builder(&d)
-                .backend(Backend::Shm)
-                .slot_size(256)
-                .buffering(b)
-                .wait(wait)
-                .join("rx")
-                .unwrap();
-            let count = 3_000u64;
-            let mode = match form {
-                "poll" => "block",
-                other => other,
-            };
-            let mut tx = spawn(
-                "stream_send",
-                &d,
-                "tx",
-                &[
-                    ("TO", "rx".into()),
-                    ("COUNT", count.to_string()),
-                    ("MODE", mode.into()),
-                    ("WAIT", wait.to_string()),
-                ],
-            );
-            tx.expect("JOINED", T);
-            let mut scratch = [0u8; MAX_MSG];
-            for seq in 0..count {
-                let m = match (form, kind) {
-                    ("timeout", _) => me.recv_from_timeout("tx", T),
-                    ("try", "u") => {
-                        let deadline = Instant::now() + T;
-                        loop {
-                            match me.try_recv_from("tx") {
-                                Err(RecvError::Empty) if Instant::now() < deadline => {
-                                    std::hint::spin_loop()
-                                }
-                                other => break other,
-                            }
+fn buffering_form(kind: &str, b: hwlink::Buffering, form: &str) {
+    let _dog = Watchdog::new(Duration::from_secs(240), format!("buffering {kind}/{form}"));
+    let d = unique(&format!("f{kind}{form}"));
+    let _c = Cleanup(d.clone());
+    let wait = if form == "poll" {
+        WaitStrategy::BusyPoll
+    } else {
+        WaitStrategy::SpinPark
+    };
+    let mut me = Domain::builder(&d)
+        .backend(Backend::Shm)
+        .slot_size(256)
+        .buffering(b)
+        .wait(wait)
+        .join("rx")
+        .unwrap();
+    let count = 3_000u64;
+    let mode = match form {
+        "poll" => "block",
+        other => other,
+    };
+    let mut tx = spawn(
+        "stream_send",
+        &d,
+        "tx",
+        &[
+            ("TO", "rx".into()),
+            ("COUNT", count.to_string()),
+            ("MODE", mode.into()),
+            ("WAIT", wait.to_string()),
+        ],
+    );
+    tx.expect("JOINED", T);
+    let mut scratch = [0u8; MAX_MSG];
+    for seq in 0..count {
+        let m = match (form, kind) {
+            ("timeout", _) => me.recv_from_timeout("tx", T),
+            ("try", "u") => {
+                let deadline = Instant::now() + T;
+                loop {
+                    match me.try_recv_from("tx") {
+                        Err(RecvError::Empty) if Instant::now() < deadline => {
+                            std::hint::spin_loop()
                         }
+                        other => break other,
                     }
-                    _ => me.recv_from("tx"),
                 }
-                .unwrap_or_else(|e| panic!("{kind}/{form}: #{seq}: {e}"));
-                check(seq, &m, &mut scratch).unwrap_or_else(|e| panic!("{kind}/{form}: {e}"));
             }
-            me.send_timeout("tx", b"ack", T).unwrap();
-            tx.expect("DONE", T);
-            tx.wait_success(T);
-            me.leave();
-            assert_no_files(&d);
+            _ => me.recv_from("tx"),
         }
+        .unwrap_or_else(|e| panic!("{kind}/{form}: #{seq}: {e}"));
+        check(seq, &m, &mut scratch).unwrap_or_else(|e| panic!("{kind}/{form}: {e}"));
     }
+    me.send_timeout("tx", b"ack", T).unwrap();
+    tx.expect("DONE", T);
+    tx.wait_success(T);
+    me.leave();
+    assert_no_files(&d);
+}
+
+#[test]
+fn unbounded_links_block() {
+    buffering_form(
+        "u",
+        hwlink::Buffering::Unbounded {
+            byte_limit: 64 << 20,
+        },
+        "block",
+    );
+}
+
+#[test]
+fn unbounded_links_try() {
+    buffering_form(
+        "u",
+        hwlink::Buffering::Unbounded {
+            byte_limit: 64 << 20,
+        },
+        "try",
+    );
+}
+
+#[test]
+fn unbounded_links_poll() {
+    buffering_form(
+        "u",
+        hwlink::Buffering::Unbounded {
+            byte_limit: 64 << 20,
+        },
+        "poll",
+    );
+}
+
+#[test]
+fn unbounded_links_timeout() {
+    buffering_form(
+        "u",
+        hwlink::Buffering::Unbounded {
+            byte_limit: 64 << 20,
+        },
+        "timeout",
+    );
+}
+
+#[test]
+fn zero_links_block() {
+    buffering_form("z", hwlink::Buffering::Zero, "block");
+}
+
+#[test]
+fn zero_links_try() {
+    buffering_form("z", hwlink::Buffering::Zero, "try");
+}
+
+#[test]
+fn zero_links_poll() {
+    buffering_form("z", hwlink::Buffering::Zero, "poll");
+}
+
+#[test]
+fn zero_links_timeout() {
+    buffering_form("z", hwlink::Buffering::Zero, "timeout");
 }
 
 /// A member killed after its messages were drained, over each buffering:
 /// a receiver polling `recv_from_timeout` with short deadlines learns it is
 /// gone (MemberGone) within a few polls, not never.
-#[test]
-fn killed_sender_is_noticed_by_short_timed_receives() {
-    for (tag, buffering) in [
-        ("kb", hwlink::Buffering::Bounded(64)),
-        (
-            "ku",
-            hwlink::Buffering::Unbounded {
-                byte_limit: 64 << 20,
-            },
-        ),
-        ("kz", hwlink::Buffering::Zero),
-    ] {
-        let d = unique(tag);
-        let _c = Cleanup(d.clone());
-        let _dog = Watchdog::new(Duration::from_secs(60), "killed sender");
-        let mut me = Domain::builder(&d)
-            .backend(Backend::Shm)
-            .slot_size(256)
-            .buffering(buffering)
-            .join("rx")
-            .unwrap();
-        let count = 100u64;
-        let mut tx = spawn(
-            "stream_send",
-            &d,
-            "tx",
-            &[
-                ("TO", "rx".into()),
-                ("COUNT", count.to_string()),
-                ("MODE", "block".into()),
-            ],
-        );
-        tx.expect("JOINED", T);
-        let mut scratch = [0u8; MAX_MSG];
-        for seq in 0..count {
-            let m = me.recv_from_timeout("tx", T).unwrap();
-            check(seq, &m, &mut scratch).unwrap();
-        }
-        kill_later(tx.pid(), Duration::ZERO).join().unwrap();
-        let killed = Instant::now();
-        let err = loop {
-            match me.recv_from_timeout("tx", Duration::from_millis(20)) {
-                Err(RecvError::Timeout) => assert!(
-                    killed.elapsed() < Duration::from_secs(2),
-                    "{tag}: still Timeout {:?} after the kill",
-                    killed.elapsed()
-                ),
-                other => break other,
-            }
-        };
-        assert!(
-            matches!(err, Err(RecvError::MemberGone { ref name }) if name == "tx"),
-            "{tag}: {err:?}"
-        );
-        me.leave();
-        tx.wait(T);
-        assert_no_files(&d);
+fn killed_sender_is_noticed(tag: &str, buffering: hwlink::Buffering) {
+    let d = unique(tag);
+    let _c = Cleanup(d.clone());
+    let _dog = Watchdog::new(Duration::from_secs(60), "killed sender");
+    let mut me = Domain::builder(&d)
+        .backend(Backend::Shm)
+        .slot_size(256)
+        .buffering(buffering)
+        .join("rx")
+        .unwrap();
+    let count = 100u64;
+    let mut tx = spawn(
+        "stream_send",
+        &d,
+        "tx",
+        &[
+            ("TO", "rx".into()),
+            ("COUNT", count.to_string()),
+            ("MODE", "block".into()),
+        ],
+    );
+    tx.expect("JOINED", T);
+    let mut scratch = [0u8; MAX_MSG];
+    for seq in 0..count {
+        let m = me.recv_from_timeout("tx", T).unwrap();
+        check(seq, &m, &mut scratch).unwrap();
     }
+    kill_later(tx.pid(), Duration::ZERO).join().unwrap();
+    let killed = Instant::now();
+    let err = loop {
+        match me.recv_from_timeout("tx", Duration::from_millis(20)) {
+            Err(RecvError::Timeout) => assert!(
+                killed.elapsed() < Duration::from_secs(2),
+                "{tag}: still Timeout {:?} after the kill",
+                killed.elapsed()
+            ),
+            other => break other,
+        }
+    };
+    assert!(
+        matches!(err, Err(RecvError::MemberGone { ref name }) if name == "tx"),
+        "{tag}: {err:?}"
+    );
+    me.leave();
+    tx.wait(T);
+    assert_no_files(&d);
+}
+
+#[test]
+fn killed_sender_is_noticed_by_short_timed_receives_bounded() {
+    killed_sender_is_noticed("kb", hwlink::Buffering::Bounded(64));
+}
+
+#[test]
+fn killed_sender_is_noticed_by_short_timed_receives_unbounded() {
+    killed_sender_is_noticed(
+        "ku",
+        hwlink::Buffering::Unbounded {
+            byte_limit: 64 << 20,
+        },
+    );
+}
+
+#[test]
+fn killed_sender_is_noticed_by_short_timed_receives_zero() {
+    killed_sender_is_noticed("kz", hwlink::Buffering::Zero);
 }
