@@ -9,17 +9,35 @@
 //! with the roles below). `.config/nextest.toml` runs this binary in the
 //! serial group; with `cargo test`, pass `--test-threads=1`.
 
-mod common;
+mod common {
+    pub mod child;
+    pub mod drive;
+    pub mod kill;
+    pub mod msg;
+    pub mod peer;
+    pub mod peer_pid;
+    pub mod raw;
+    pub mod raw64;
+    pub mod raw_read;
+    pub mod raw_write;
+    pub mod shm_dir;
+    pub mod watchdog;
+}
 mod hwlink_bin;
 
-use common::{check, fill, kill_later, shm_dir, Peer, Watchdog, MAX_MSG};
+use common::child::{Ctx, PEER_WAIT};
+use common::kill::kill_later;
+use common::msg::{check, fill, MAX_MSG};
+use common::peer::Peer;
+use common::raw::RawRegion;
+use common::shm_dir::shm_dir;
+use common::watchdog::Watchdog;
 use hwlink::{Backend, Domain, DomainBuilder, Member, RecvError, SendError, WaitStrategy};
 use std::collections::BTreeMap;
-use std::io::{BufRead, Write};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const T: Duration = Duration::from_secs(60);
+/// The bound on any single wait (a peer's too).
+const T: Duration = PEER_WAIT;
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -118,7 +136,7 @@ fn go_command() -> String {
 /// Waits for a `go <instant>` command, then spins until that instant so
 /// that every process released by it starts within microseconds.
 fn barrier(ctx: &Ctx) {
-    let c = ctx.command();
+    let c = next(ctx);
     let at: u128 = c
         .strip_prefix("go ")
         .and_then(|t| t.parse().ok())
@@ -138,94 +156,54 @@ fn member_names(m: &Member) -> Vec<String> {
 // Peer side
 // ---------------------------------------------------------------------------
 
-struct Ctx {
-    commands: mpsc::Receiver<String>,
-}
-
-impl Ctx {
-    fn var(&self, key: &str) -> String {
-        std::env::var(format!("HWLINK_TEST_{key}"))
-            .unwrap_or_else(|_| panic!("peer: HWLINK_TEST_{key} is not set"))
-    }
-    fn var_or(&self, key: &str, default: &str) -> String {
-        std::env::var(format!("HWLINK_TEST_{key}")).unwrap_or_else(|_| default.into())
-    }
-    fn u64(&self, key: &str) -> u64 {
-        self.var(key).parse().expect("a number")
-    }
-    fn report(&self, line: &str) {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "\n@{line}")
-            .and_then(|()| out.flush())
-            .expect("stdout");
-    }
-    fn command(&self) -> String {
-        self.commands
-            .recv_timeout(T)
-            .unwrap_or_else(|e| panic!("peer: no command within {T:?}: {e}"))
-    }
-    fn expect(&self, word: &str) {
-        let c = self.command();
-        assert_eq!(c, word, "peer: unexpected command");
-    }
-    fn builder(&self) -> DomainBuilder {
-        builder(
-            &self.var("DOMAIN"),
-            self.var_or("WAIT", "spin-park").parse().expect("wait"),
-            self.var_or("CAP", "256").parse().expect("capacity"),
-        )
-    }
-    fn join(&self) -> Member {
-        if self.var_or("AUTO", "0") == "1" {
-            return Domain::join(&self.var("DOMAIN"), &self.var("NAME")).expect("join");
-        }
-        self.builder().join(&self.var("NAME")).expect("join")
-    }
-}
-
 #[test]
 fn peer_entry() {
-    let Ok(role) = std::env::var("HWLINK_TEST_PEER") else {
-        return;
-    };
-    // SAFETY: prctl(PR_SET_PDEATHSIG) takes plain integers.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-    std::thread::spawn(|| {
-        std::thread::sleep(Duration::from_secs(180));
-        eprintln!("peer: still running after 180 s: giving up");
-        std::process::exit(4);
-    });
-    let (tx, commands) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::stdin().lock().lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
+    common::child::peer_entry_with(|role, ctx| {
+        match role {
+            "join_wait" => role_join_wait(ctx),
+            "join_race" => role_join_race(ctx),
+            "stream_send" => role_stream_send(ctx),
+            "first_send_race" => role_first_send_race(ctx),
+            "receive_count" => role_receive_count(ctx),
+            "idle_any" => role_idle_any(ctx),
+            "send_and_leave" => role_send_and_leave(ctx),
+            _ => return false,
         }
+        true
     });
-    let ctx = Ctx { commands };
-    match role.as_str() {
-        "join_wait" => role_join_wait(&ctx),
-        "join_race" => role_join_race(&ctx),
-        "stream_send" => role_stream_send(&ctx),
-        "first_send_race" => role_first_send_race(&ctx),
-        "receive_count" => role_receive_count(&ctx),
-        "idle_any" => role_idle_any(&ctx),
-        "send_and_leave" => role_send_and_leave(&ctx),
-        other => panic!("unknown role {other}"),
+}
+
+/// The next command from the parent.
+fn next(ctx: &Ctx) -> String {
+    ctx.next_command(T)
+        .unwrap_or_else(|| panic!("peer: no command within {T:?}"))
+}
+
+/// The builder of the peer's domain: DOMAIN, WAIT, CAP.
+fn peer_builder(ctx: &Ctx) -> DomainBuilder {
+    builder(
+        &ctx.var("DOMAIN"),
+        ctx.wait(),
+        ctx.var_or("CAP", "256").parse().expect("capacity"),
+    )
+}
+
+/// Joins the peer's domain as NAME (AUTO=1: with the default backend).
+fn join(ctx: &Ctx) -> Member {
+    if ctx.var_or("AUTO", "0") == "1" {
+        return Domain::join(&ctx.var("DOMAIN"), &ctx.name()).expect("join");
     }
-    std::process::exit(0);
+    peer_builder(ctx).join(&ctx.name()).expect("join")
 }
 
 /// Joins, reports JOINED, then follows commands: `leave` (leave, report
 /// LEFT, wait for `exit`), `exit`.
 fn role_join_wait(ctx: &Ctx) {
-    let m = ctx.join();
+    let m = join(ctx);
     ctx.report(&format!("JOINED {}", std::process::id()));
     let mut m = Some(m);
     loop {
-        match ctx.command().as_str() {
+        match next(ctx).as_str() {
             "leave" => {
                 m.take().expect("joined").leave();
                 ctx.report("LEFT");
@@ -245,13 +223,13 @@ fn role_join_wait(ctx: &Ctx) {
 /// Waits for `go`, joins under NAME, reports RESULT WON or TAKEN; the winner
 /// waits for `leave`.
 fn role_join_race(ctx: &Ctx) {
-    let b = ctx.builder();
+    let b = peer_builder(ctx);
     ctx.report("READY");
     barrier(ctx);
-    match b.join(&ctx.var("NAME")) {
+    match b.join(&ctx.name()) {
         Ok(m) => {
             ctx.report("RESULT WON");
-            ctx.expect("leave");
+            ctx.command("leave", T);
             m.leave();
             ctx.report("LEFT");
         }
@@ -263,7 +241,7 @@ fn role_join_race(ctx: &Ctx) {
 /// Sends messages 0..COUNT to TO with MODE (block, try, timeout), then
 /// waits for an `ack` message back from TO, reports DONE and leaves.
 fn role_stream_send(ctx: &Ctx) {
-    let mut m = ctx.join();
+    let mut m = join(ctx);
     let to = ctx.var("TO");
     let count = ctx.u64("COUNT");
     let mode = ctx.var("MODE");
@@ -303,9 +281,9 @@ fn role_stream_send(ctx: &Ctx) {
 /// waits for `leave`, leaves and reports LEFT.
 fn role_first_send_race(ctx: &Ctx) {
     let peer = ctx.var("OTHER");
-    let me = ctx.var("NAME");
+    let me = ctx.name();
     for round in 0..ctx.u64("ROUNDS") {
-        let mut m = ctx.join();
+        let mut m = join(ctx);
         ctx.report("JOINED");
         barrier(ctx);
         let msg = format!("{me} {round}");
@@ -316,7 +294,7 @@ fn role_first_send_race(ctx: &Ctx) {
             .unwrap_or_else(|e| panic!("peer: round {round}: recv: {e}"));
         assert_eq!(got, format!("{peer} {round}").as_bytes());
         ctx.report(&format!("LINKS {}", m.link_names().join(",")));
-        ctx.expect("leave");
+        ctx.command("leave", T);
         m.leave();
         ctx.report("LEFT");
     }
@@ -325,10 +303,10 @@ fn role_first_send_race(ctx: &Ctx) {
 /// Joins, reports JOINED, waits for `drain`, then receives COUNT messages
 /// from FROM (in order, checked), reports GOT and waits for `exit`.
 fn role_receive_count(ctx: &Ctx) {
-    let mut m = ctx.join();
+    let mut m = join(ctx);
     let from = ctx.var("FROM");
     ctx.report("JOINED");
-    ctx.expect("drain");
+    ctx.command("drain", T);
     let mut scratch = [0u8; MAX_MSG];
     for seq in 0..ctx.u64("COUNT") {
         let msg = m
@@ -337,13 +315,13 @@ fn role_receive_count(ctx: &Ctx) {
         check(seq, &msg, &mut scratch).unwrap_or_else(|e| panic!("peer: {e}"));
     }
     ctx.report("GOT");
-    ctx.expect("exit");
+    ctx.command("exit", T);
 }
 
 /// Joins, sends messages 0..COUNT to TO (which does not receive yet),
 /// leaves, and reports LEFT.
 fn role_send_and_leave(ctx: &Ctx) {
-    let mut m = ctx.join();
+    let mut m = join(ctx);
     let to = ctx.var("TO");
     let mut buf = [0u8; MAX_MSG];
     for seq in 0..ctx.u64("COUNT") {
@@ -357,15 +335,15 @@ fn role_send_and_leave(ctx: &Ctx) {
 /// Joins, reports JOINED, then waits in recv_any_timeout(MILLIS) and
 /// reports what came: TIMEOUT or MSG <sender>.
 fn role_idle_any(ctx: &Ctx) {
-    let mut m = ctx.join();
+    let mut m = join(ctx);
     ctx.report(&format!("JOINED {}", member_names(&m).join(",")));
-    ctx.expect("go");
-    match m.recv_any_timeout(Duration::from_millis(ctx.u64("MILLIS"))) {
+    ctx.command("go", T);
+    match m.recv_any_timeout(ctx.millis("MILLIS")) {
         Err(RecvError::Timeout) => ctx.report("TIMEOUT"),
         Ok((from, _)) => ctx.report(&format!("MSG {from}")),
         Err(e) => panic!("peer: recv_any: {e}"),
     }
-    ctx.expect("exit");
+    ctx.command("exit", T);
 }
 
 // ---------------------------------------------------------------------------
@@ -564,124 +542,28 @@ fn stream(
     assert_no_files(&d);
 }
 
-#[test]
-fn blocking_send_and_recv_from_100k_in_order() {
-    stream(
-        "blk",
-        WaitStrategy::SpinPark,
-        &["tx"],
-        "block",
-        100_000,
-        "from",
-    );
+/// One `#[test]` per streaming case: `name(tag): (wait, senders, how they
+/// send, messages per sender, how the parent receives)`.
+macro_rules! stream_tests {
+    ($($name:ident($tag:literal): ($wait:ident, $senders:expr, $mode:literal, $count:expr, $recv:literal),)*) => {$(
+        #[test]
+        fn $name() {
+            stream($tag, WaitStrategy::$wait, &$senders, $mode, $count, $recv);
+        }
+    )*};
 }
 
-#[test]
-fn polling_send_and_recv_from_100k_in_order() {
-    stream(
-        "poll",
-        WaitStrategy::BusyPoll,
-        &["tx"],
-        "block",
-        100_000,
-        "from",
-    );
-}
-
-#[test]
-fn try_send_and_try_recv_from_100k_in_order() {
-    stream(
-        "try",
-        WaitStrategy::SpinPark,
-        &["tx"],
-        "try",
-        100_000,
-        "try_from",
-    );
-}
-
-#[test]
-fn timeout_send_and_recv_from_100k_in_order() {
-    stream(
-        "tmo",
-        WaitStrategy::Park,
-        &["tx"],
-        "timeout",
-        100_000,
-        "from_timeout",
-    );
-}
-
-#[test]
-fn recv_from_two_senders_picks_the_named_one() {
-    stream(
-        "from2",
-        WaitStrategy::SpinPark,
-        &["a", "b"],
-        "block",
-        50_000,
-        "from",
-    );
-}
-
-#[test]
-fn recv_any_blocking_from_two_senders() {
-    stream(
-        "any",
-        WaitStrategy::SpinPark,
-        &["a", "b"],
-        "block",
-        50_000,
-        "any",
-    );
-}
-
-#[test]
-fn recv_any_parked_from_three_senders() {
-    stream(
-        "anypark",
-        WaitStrategy::Park,
-        &["a", "b", "c"],
-        "timeout",
-        20_000,
-        "any",
-    );
-}
-
-#[test]
-fn recv_any_polling_from_two_senders() {
-    stream(
-        "anypoll",
-        WaitStrategy::BusyPoll,
-        &["a", "b"],
-        "block",
-        50_000,
-        "any",
-    );
-}
-
-#[test]
-fn try_recv_any_from_two_senders() {
-    stream(
-        "tryany",
-        WaitStrategy::SpinPark,
-        &["a", "b"],
-        "try",
-        50_000,
-        "try_any",
-    );
-}
-
-#[test]
-fn recv_any_timeout_from_two_senders() {
-    stream(
-        "anytmo",
-        WaitStrategy::SpinPark,
-        &["a", "b"],
-        "timeout",
-        50_000,
-        "any_timeout",
-    );
+stream_tests! {
+    blocking_send_and_recv_from_100k_in_order("blk"): (SpinPark, ["tx"], "block", 100_000, "from"),
+    polling_send_and_recv_from_100k_in_order("poll"): (BusyPoll, ["tx"], "block", 100_000, "from"),
+    try_send_and_try_recv_from_100k_in_order("try"): (SpinPark, ["tx"], "try", 100_000, "try_from"),
+    timeout_send_and_recv_from_100k_in_order("tmo"): (Park, ["tx"], "timeout", 100_000, "from_timeout"),
+    recv_from_two_senders_picks_the_named_one("from2"): (SpinPark, ["a", "b"], "block", 50_000, "from"),
+    recv_any_blocking_from_two_senders("any"): (SpinPark, ["a", "b"], "block", 50_000, "any"),
+    recv_any_parked_from_three_senders("anypark"): (Park, ["a", "b", "c"], "timeout", 20_000, "any"),
+    recv_any_polling_from_two_senders("anypoll"): (BusyPoll, ["a", "b"], "block", 50_000, "any"),
+    try_recv_any_from_two_senders("tryany"): (SpinPark, ["a", "b"], "try", 50_000, "try_any"),
+    recv_any_timeout_from_two_senders("anytmo"): (SpinPark, ["a", "b"], "timeout", 50_000, "any_timeout"),
 }
 
 #[test]
@@ -1003,7 +885,7 @@ fn corrupt_directory_is_refused_with_a_clear_error() {
     let me = builder(&d, WaitStrategy::SpinPark, 64).join("p").unwrap();
     // The domain object is the region's first object, at offset 4096;
     // max_members is its first word.
-    let raw = common::RawRegion::open(&d);
+    let raw = RawRegion::open(&d);
     let good = raw.get32(4096);
     raw.set32(4096, 1000);
     match builder(&d, WaitStrategy::SpinPark, 64).join("q") {
@@ -1477,138 +1359,197 @@ fn send_then_leave_from_a_process_races_a_waiting_receiver() {
 /// streaming to this member, checked in order. With zero capacity a try
 /// on both sides can never meet, so the receiver blocks when the sender
 /// tries.
-#[test]
-fn unbounded_and_zero_links_in_every_form() {
-    let _dog = Watchdog::new(Duration::from_secs(240), "buffering forms");
-    for (b, kind) in [
-        (
-            hwlink::Buffering::Unbounded {
-                byte_limit: 64 << 20,
-            },
-            "u",
-        ),
-        (hwlink::Buffering::Zero, "z"),
-    ] {
-        for form in ["block", "try", "poll", "timeout"] {
-            let d = unique(&format!("f{kind}{form}"));
-            let _c = Cleanup(d.clone());
-            let wait = if form == "poll" {
-                WaitStrategy::BusyPoll
-            } else {
-                WaitStrategy::SpinPark
-            };
-            let mut me = Domain::builder(&d)
-                .backend(Backend::Shm)
-                .slot_size(256)
-                .buffering(b)
-                .wait(wait)
-                .join("rx")
-                .unwrap();
-            let count = 3_000u64;
-            let mode = match form {
-                "poll" => "block",
-                other => other,
-            };
-            let mut tx = spawn(
-                "stream_send",
-                &d,
-                "tx",
-                &[
-                    ("TO", "rx".into()),
-                    ("COUNT", count.to_string()),
-                    ("MODE", mode.into()),
-                    ("WAIT", wait.to_string()),
-                ],
-            );
-            tx.expect("JOINED", T);
-            let mut scratch = [0u8; MAX_MSG];
-            for seq in 0..count {
-                let m = match (form, kind) {
-                    ("timeout", _) => me.recv_from_timeout("tx", T),
-                    ("try", "u") => {
-                        let deadline = Instant::now() + T;
-                        loop {
-                            match me.try_recv_from("tx") {
-                                Err(RecvError::Empty) if Instant::now() < deadline => {
-                                    std::hint::spin_loop()
-                                }
-                                other => break other,
-                            }
+fn buffering_form(kind: &str, b: hwlink::Buffering, form: &str) {
+    let _dog = Watchdog::new(Duration::from_secs(240), format!("buffering {kind}/{form}"));
+    let d = unique(&format!("f{kind}{form}"));
+    let _c = Cleanup(d.clone());
+    let wait = if form == "poll" {
+        WaitStrategy::BusyPoll
+    } else {
+        WaitStrategy::SpinPark
+    };
+    let mut me = Domain::builder(&d)
+        .backend(Backend::Shm)
+        .slot_size(256)
+        .buffering(b)
+        .wait(wait)
+        .join("rx")
+        .unwrap();
+    let count = 3_000u64;
+    let mode = match form {
+        "poll" => "block",
+        other => other,
+    };
+    let mut tx = spawn(
+        "stream_send",
+        &d,
+        "tx",
+        &[
+            ("TO", "rx".into()),
+            ("COUNT", count.to_string()),
+            ("MODE", mode.into()),
+            ("WAIT", wait.to_string()),
+        ],
+    );
+    tx.expect("JOINED", T);
+    let mut scratch = [0u8; MAX_MSG];
+    for seq in 0..count {
+        let m = match (form, kind) {
+            ("timeout", _) => me.recv_from_timeout("tx", T),
+            ("try", "u") => {
+                let deadline = Instant::now() + T;
+                loop {
+                    match me.try_recv_from("tx") {
+                        Err(RecvError::Empty) if Instant::now() < deadline => {
+                            std::hint::spin_loop()
                         }
+                        other => break other,
                     }
-                    _ => me.recv_from("tx"),
                 }
-                .unwrap_or_else(|e| panic!("{kind}/{form}: #{seq}: {e}"));
-                check(seq, &m, &mut scratch).unwrap_or_else(|e| panic!("{kind}/{form}: {e}"));
             }
-            me.send_timeout("tx", b"ack", T).unwrap();
-            tx.expect("DONE", T);
-            tx.wait_success(T);
-            me.leave();
-            assert_no_files(&d);
+            _ => me.recv_from("tx"),
         }
+        .unwrap_or_else(|e| panic!("{kind}/{form}: #{seq}: {e}"));
+        check(seq, &m, &mut scratch).unwrap_or_else(|e| panic!("{kind}/{form}: {e}"));
     }
+    me.send_timeout("tx", b"ack", T).unwrap();
+    tx.expect("DONE", T);
+    tx.wait_success(T);
+    me.leave();
+    assert_no_files(&d);
+}
+
+#[test]
+fn unbounded_links_block() {
+    buffering_form(
+        "u",
+        hwlink::Buffering::Unbounded {
+            byte_limit: 64 << 20,
+        },
+        "block",
+    );
+}
+
+#[test]
+fn unbounded_links_try() {
+    buffering_form(
+        "u",
+        hwlink::Buffering::Unbounded {
+            byte_limit: 64 << 20,
+        },
+        "try",
+    );
+}
+
+#[test]
+fn unbounded_links_poll() {
+    buffering_form(
+        "u",
+        hwlink::Buffering::Unbounded {
+            byte_limit: 64 << 20,
+        },
+        "poll",
+    );
+}
+
+#[test]
+fn unbounded_links_timeout() {
+    buffering_form(
+        "u",
+        hwlink::Buffering::Unbounded {
+            byte_limit: 64 << 20,
+        },
+        "timeout",
+    );
+}
+
+#[test]
+fn zero_links_block() {
+    buffering_form("z", hwlink::Buffering::Zero, "block");
+}
+
+#[test]
+fn zero_links_try() {
+    buffering_form("z", hwlink::Buffering::Zero, "try");
+}
+
+#[test]
+fn zero_links_poll() {
+    buffering_form("z", hwlink::Buffering::Zero, "poll");
+}
+
+#[test]
+fn zero_links_timeout() {
+    buffering_form("z", hwlink::Buffering::Zero, "timeout");
 }
 
 /// A member killed after its messages were drained, over each buffering:
 /// a receiver polling `recv_from_timeout` with short deadlines learns it is
 /// gone (MemberGone) within a few polls, not never.
-#[test]
-fn killed_sender_is_noticed_by_short_timed_receives() {
-    for (tag, buffering) in [
-        ("kb", hwlink::Buffering::Bounded(64)),
-        (
-            "ku",
-            hwlink::Buffering::Unbounded {
-                byte_limit: 64 << 20,
-            },
-        ),
-        ("kz", hwlink::Buffering::Zero),
-    ] {
-        let d = unique(tag);
-        let _c = Cleanup(d.clone());
-        let _dog = Watchdog::new(Duration::from_secs(60), "killed sender");
-        let mut me = Domain::builder(&d)
-            .backend(Backend::Shm)
-            .slot_size(256)
-            .buffering(buffering)
-            .join("rx")
-            .unwrap();
-        let count = 100u64;
-        let mut tx = spawn(
-            "stream_send",
-            &d,
-            "tx",
-            &[
-                ("TO", "rx".into()),
-                ("COUNT", count.to_string()),
-                ("MODE", "block".into()),
-            ],
-        );
-        tx.expect("JOINED", T);
-        let mut scratch = [0u8; MAX_MSG];
-        for seq in 0..count {
-            let m = me.recv_from_timeout("tx", T).unwrap();
-            check(seq, &m, &mut scratch).unwrap();
-        }
-        kill_later(tx.pid(), Duration::ZERO).join().unwrap();
-        let killed = Instant::now();
-        let err = loop {
-            match me.recv_from_timeout("tx", Duration::from_millis(20)) {
-                Err(RecvError::Timeout) => assert!(
-                    killed.elapsed() < Duration::from_secs(2),
-                    "{tag}: still Timeout {:?} after the kill",
-                    killed.elapsed()
-                ),
-                other => break other,
-            }
-        };
-        assert!(
-            matches!(err, Err(RecvError::MemberGone { ref name }) if name == "tx"),
-            "{tag}: {err:?}"
-        );
-        me.leave();
-        tx.wait(T);
-        assert_no_files(&d);
+fn killed_sender_is_noticed(tag: &str, buffering: hwlink::Buffering) {
+    let d = unique(tag);
+    let _c = Cleanup(d.clone());
+    let _dog = Watchdog::new(Duration::from_secs(60), "killed sender");
+    let mut me = Domain::builder(&d)
+        .backend(Backend::Shm)
+        .slot_size(256)
+        .buffering(buffering)
+        .join("rx")
+        .unwrap();
+    let count = 100u64;
+    let mut tx = spawn(
+        "stream_send",
+        &d,
+        "tx",
+        &[
+            ("TO", "rx".into()),
+            ("COUNT", count.to_string()),
+            ("MODE", "block".into()),
+        ],
+    );
+    tx.expect("JOINED", T);
+    let mut scratch = [0u8; MAX_MSG];
+    for seq in 0..count {
+        let m = me.recv_from_timeout("tx", T).unwrap();
+        check(seq, &m, &mut scratch).unwrap();
     }
+    kill_later(tx.pid(), Duration::ZERO).join().unwrap();
+    let killed = Instant::now();
+    let err = loop {
+        match me.recv_from_timeout("tx", Duration::from_millis(20)) {
+            Err(RecvError::Timeout) => assert!(
+                killed.elapsed() < Duration::from_secs(2),
+                "{tag}: still Timeout {:?} after the kill",
+                killed.elapsed()
+            ),
+            other => break other,
+        }
+    };
+    assert!(
+        matches!(err, Err(RecvError::MemberGone { ref name }) if name == "tx"),
+        "{tag}: {err:?}"
+    );
+    me.leave();
+    tx.wait(T);
+    assert_no_files(&d);
+}
+
+#[test]
+fn killed_sender_is_noticed_by_short_timed_receives_bounded() {
+    killed_sender_is_noticed("kb", hwlink::Buffering::Bounded(64));
+}
+
+#[test]
+fn killed_sender_is_noticed_by_short_timed_receives_unbounded() {
+    killed_sender_is_noticed(
+        "ku",
+        hwlink::Buffering::Unbounded {
+            byte_limit: 64 << 20,
+        },
+    );
+}
+
+#[test]
+fn killed_sender_is_noticed_by_short_timed_receives_zero() {
+    killed_sender_is_noticed("kz", hwlink::Buffering::Zero);
 }

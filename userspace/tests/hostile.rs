@@ -2,15 +2,131 @@
 //! writes bad values into the header, the ring or a slot. Every case must
 //! give a clear error, never a crash, a hang or an out-of-bounds access.
 
-mod common;
+mod common {
+    pub mod child;
+    pub mod drive;
+    pub mod layout;
+    pub mod message;
+    pub mod msg;
+    pub mod names;
+    pub mod peer;
+    pub mod raw;
+    pub mod raw64;
+    pub mod raw_read;
+    pub mod raw_write;
+    pub mod watchdog;
+}
 
-use common::*;
+use common::child::{Ctx, PEER_WAIT};
+use common::layout::{hdr, ring, slot, RING};
+use common::message::message;
+use common::msg::{check, MAX_MSG};
+use common::names::{assert_no_regions, unique, Cleanup};
+use common::peer::Peer;
+use common::raw::RawRegion;
+use common::watchdog::Watchdog;
 use hwlink::{LinkBuilder, OpenError, RecvError, SendError};
 use std::time::{Duration, Instant};
 
 #[test]
 fn peer_entry() {
-    common::peer_entry();
+    common::child::peer_entry_with(|role, ctx| {
+        match role {
+            "corrupt_victim" => role_corrupt_victim(ctx),
+            "open_and_report" => role_open_and_report(ctx),
+            _ => return false,
+        }
+        true
+    });
+}
+
+/// The fields of `struct hwl_spsc_ring` and `struct hwl_slot` that only
+/// these tests write (`common/ring.rs` has the rest).
+mod ring_state {
+    use core::mem::offset_of;
+    use hwlink_hw::{hwl_endpoint, hwl_slot, hwl_spsc_ring};
+    pub const FLAGS: usize = offset_of!(hwl_spsc_ring, flags);
+    pub const PRODUCER_STATE: usize =
+        offset_of!(hwl_spsc_ring, producer) + offset_of!(hwl_endpoint, state);
+    pub const CONSUMER_STATE: usize =
+        offset_of!(hwl_spsc_ring, consumer) + offset_of!(hwl_endpoint, state);
+    pub const SLOT_LEN: usize = offset_of!(hwl_slot, len);
+}
+
+impl RawRegion {
+    /// Writes a ring field (offset from the ring object).
+    fn set_ring32(&self, field: usize, v: u32) {
+        self.set32(RING + field, v)
+    }
+
+    /// The length of the mapping.
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Hostile peers
+// ---------------------------------------------------------------------------
+
+/// A short name for a receive result, for reports.
+fn recv_kind(r: &Result<Vec<u8>, RecvError>) -> String {
+    match r {
+        Ok(m) => format!("Ok({})", m.len()),
+        Err(RecvError::Corrupt(c)) => format!("Corrupt({})", c.what.replace(' ', "_")),
+        Err(e) => format!("{e:?}"),
+    }
+}
+
+/// Opens the receiver of NAME, receives COUNT messages, reports READY and
+/// waits for `go`; then reports what the next three receives return, and
+/// the Display of the first error.
+fn role_corrupt_victim(ctx: &Ctx) {
+    let mut rx = LinkBuilder::new(ctx.name())
+        .wait(ctx.wait())
+        .open_receiver()
+        .expect("open_receiver");
+    let mut scratch = [0u8; MAX_MSG];
+    for seq in 0..ctx.u64("COUNT") {
+        let m = rx.recv_timeout(PEER_WAIT).expect("recv");
+        check(seq, &m, &mut scratch).unwrap();
+    }
+    ctx.report("READY");
+    ctx.command("go", PEER_WAIT);
+    let first = rx.recv_timeout(Duration::from_secs(5));
+    let second = rx.try_recv();
+    let third = rx.recv_timeout(Duration::from_millis(50));
+    ctx.report(&format!(
+        "RESULT {} {} {}",
+        recv_kind(&first),
+        recv_kind(&second),
+        recv_kind(&third)
+    ));
+    if let Err(e) = &first {
+        ctx.report(&format!("DISPLAY {e}"));
+    }
+    ctx.command("exit", PEER_WAIT);
+    drop(rx);
+}
+
+/// Opens the receiver of NAME with READY_MS as the ready timeout and
+/// reports `OPEN <variant>` and `DISPLAY <text>`.
+fn role_open_and_report(ctx: &Ctx) {
+    let r = LinkBuilder::new(ctx.name())
+        .ready_timeout(ctx.millis("READY_MS"))
+        .open_receiver();
+    match r {
+        Ok(rx) => {
+            ctx.report("OPEN Ok");
+            drop(rx);
+        }
+        Err(e) => {
+            let dbg = format!("{e:?}");
+            let variant = dbg.split([' ', '(', '{']).next().unwrap_or("");
+            ctx.report(&format!("OPEN {variant}"));
+            ctx.report(&format!("DISPLAY {e}"));
+        }
+    }
 }
 
 const CAP: u32 = 16;
@@ -303,8 +419,8 @@ fn corrupt_slot_length() {
     let mut p = pair("len", 4);
     let head = p.raw.ring32(ring::HEAD);
     let slot = p.raw.slot_offset(head);
-    p.raw.set32(slot + common::slot::LEN, 1 << 30);
-    p.raw.set32(slot + common::slot::SEQ, head + 1);
+    p.raw.set32(slot + ring_state::SLOT_LEN, 1 << 30);
+    p.raw.set32(slot + slot::SEQ, head + 1);
     p.raw.set_ring32(ring::TAIL, head + 1);
     let c = assert_recv_corrupt(p.rx.try_recv(), "try_recv");
     assert_eq!(
@@ -336,8 +452,8 @@ fn corrupt_slot_length_every_api() {
         let mut p = pair(&format!("len-{api}"), 2);
         let head = p.raw.ring32(ring::HEAD);
         let slot = p.raw.slot_offset(head);
-        p.raw.set32(slot + common::slot::LEN, SLOT + 1);
-        p.raw.set32(slot + common::slot::SEQ, head + 1);
+        p.raw.set32(slot + ring_state::SLOT_LEN, SLOT + 1);
+        p.raw.set32(slot + slot::SEQ, head + 1);
         p.raw.set_ring32(ring::TAIL, head + 1);
         let dog = Watchdog::new(Duration::from_secs(20), format!("corrupt length, {api}"));
         let r: Result<(), RecvError> = match api {
@@ -375,8 +491,8 @@ fn corrupt_tail_seen_by_read_batch() {
     let mut p = pair("tailb", 2);
     let head = p.raw.ring32(ring::HEAD);
     let slot = p.raw.slot_offset(head);
-    p.raw.set32(slot + common::slot::LEN, 8);
-    p.raw.set32(slot + common::slot::SEQ, head + 1);
+    p.raw.set32(slot + ring_state::SLOT_LEN, 8);
+    p.raw.set32(slot + slot::SEQ, head + 1);
     p.raw.set_ring32(ring::TAIL, head + CAP + 7);
     let dog = Watchdog::new(Duration::from_secs(20), "read_batch on a corrupt tail");
     match p.rx.read_batch(4) {
@@ -481,8 +597,8 @@ fn corrupt_slot_length_seen_by_child() {
     let head = raw.ring32(ring::HEAD);
     assert_eq!(head, 5);
     let slot = raw.slot_offset(head);
-    raw.set32(slot + common::slot::LEN, SLOT + 1);
-    raw.set32(slot + common::slot::SEQ, head + 1);
+    raw.set32(slot + ring_state::SLOT_LEN, SLOT + 1);
+    raw.set32(slot + slot::SEQ, head + 1);
     raw.set_ring32(ring::TAIL, head + 1);
     peer.say("go");
     let result = peer.expect("RESULT", PEER_WAIT);
@@ -508,17 +624,17 @@ fn corrupt_slot_length_seen_by_child() {
 #[test]
 fn garbage_endpoint_state() {
     let mut p = pair("epst", 1);
-    p.raw.set_ring32(ring::CONSUMER_STATE, 77);
+    p.raw.set_ring32(ring_state::CONSUMER_STATE, 77);
     assert!(matches!(
         p.tx.send_timeout(b"x", Duration::from_secs(5)),
         Err(SendError::Disconnected(_))
     ));
-    p.raw.set_ring32(ring::PRODUCER_STATE, 0xffff_ffff);
+    p.raw.set_ring32(ring_state::PRODUCER_STATE, 0xffff_ffff);
     let dog = Watchdog::new(Duration::from_secs(20), "recv with a garbage sender state");
     assert_eq!(p.rx.recv(), Err(RecvError::Disconnected));
     drop(dog);
     // Ring flags are reserved: a region with any set is refused on open.
-    let e = open_after("rflags", |r| r.set_ring32(ring::FLAGS, 1));
+    let e = open_after("rflags", |r| r.set_ring32(ring_state::FLAGS, 1));
     assert!(matches!(e, OpenError::UnsupportedFeatures { .. }), "{e:?}");
     finish(p);
 }

@@ -29,10 +29,20 @@
 //! returns are correctness bounds (the defects were seconds to forever),
 //! generous for a loaded two-core machine; each test prints what it saw.
 
-mod common;
+mod common {
+    pub mod child;
+    pub mod drive;
+    pub mod peer;
+    pub mod raw;
+    pub mod raw64;
+    pub mod raw_read;
+    pub mod raw_write;
+}
 mod hwlink_bin;
 
-use common::{Ctx, Peer, RawRegion, PEER_WAIT};
+use common::child::{Ctx, PEER_WAIT};
+use common::peer::Peer;
+use common::raw::{region, RawRegion};
 use hwlink::{
     admin, Access, Backend, Buffering, Domain, Mailbox, MailboxBuilder, RecvError, SendError,
     WaitStrategy,
@@ -47,7 +57,24 @@ use std::time::{Duration, Instant};
 
 #[test]
 fn peer_entry() {
-    common::peer_entry_with(run_role);
+    common::child::peer_entry_with(run_role);
+}
+
+/// Offset of the ring object in a link region.
+const RING: usize = hwlink_hw::HWL_REGION_HDR_SIZE as usize;
+
+impl Peer {
+    /// The next report line if one has arrived, without waiting.
+    fn poll(&mut self) -> Option<String> {
+        self.lines.try_recv().ok()
+    }
+}
+
+impl RawRegion {
+    /// The length of the mapping.
+    fn len(&self) -> usize {
+        self.map.len()
+    }
 }
 
 /// How late a timed call may return here: the defects made it seconds or
@@ -148,10 +175,10 @@ fn thread_cpu() -> Duration {
 
 /// Offsets of the region's objects of `kind`.
 fn objects(raw: &RawRegion, kind: u32) -> Vec<usize> {
-    let count = raw.get32(common::hdr::OBJECT_COUNT) as usize;
+    let count = raw.get32(offset_of!(hwlink_hw::hwl_region, object_count)) as usize;
     (0..count)
         .filter_map(|i| {
-            let at = common::hdr::OBJECTS + i * size_of::<hwl_object>();
+            let at = offset_of!(hwlink_hw::hwl_region, objects) + i * size_of::<hwl_object>();
             (raw.get32(at + offset_of!(hwl_object, kind)) == kind)
                 .then(|| raw.get64(at + offset_of!(hwl_object, offset)) as usize)
         })
@@ -722,7 +749,7 @@ fn d2_doorbell_flood_keeps_no_call_past_its_deadline() {
         .unwrap();
     timed_victim("link-recv", &name, 100, || {
         Some(Flood::start(&name, |_| {
-            vec![common::RING + offset_of!(hwl_spsc_ring, not_empty) + COUNT]
+            vec![RING + offset_of!(hwl_spsc_ring, not_empty) + COUNT]
         }))
     });
     drop(tx);
@@ -736,7 +763,7 @@ fn d2_doorbell_flood_keeps_no_call_past_its_deadline() {
         .unwrap();
     timed_victim("link-send", &name, 100, || {
         Some(Flood::start(&name, |_| {
-            vec![common::RING + offset_of!(hwl_spsc_ring, not_full) + COUNT]
+            vec![RING + offset_of!(hwl_spsc_ring, not_full) + COUNT]
         }))
     });
     drop(rx);
@@ -1056,7 +1083,7 @@ fn d5_truncated_region_is_corrupt_not_sigbus() {
             &[("KIND", "link-recv".into()), ("NAME", name.clone())],
         );
         p.expect("READY", PEER_WAIT);
-        let path = common::region(&name).unwrap().path;
+        let path = region(&name).unwrap().path;
         // tmpfs: the ring is cut off; hugetlbfs (whose pages are 2 MiB, so
         // the whole link is one): all of it.
         let page = if backend == Backend::Hugepage {
@@ -1101,7 +1128,7 @@ fn d5_truncated_region_is_corrupt_not_sigbus() {
             &[("KIND", "mailbox".into()), ("NAME", name.clone())],
         );
         p.expect("READY", PEER_WAIT);
-        truncate(&common::region(&format!("mbx.{name}")).unwrap().path, page);
+        truncate(&region(&format!("mbx.{name}")).unwrap().path, page);
         let ended = p.expect("ENDED", PEER_WAIT);
         p.wait_success(PEER_WAIT);
         let mine = kind(&mbx.try_recv());
