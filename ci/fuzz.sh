@@ -10,12 +10,5 @@
 #   ci/fuzz.sh --minutes N            run for N minutes (default 1)
 #   ci/fuzz.sh --seconds N --seed S   any `hwlink-chaos fuzz` options
 #
-# Built with the `chaos` profile: optimised, with overflow checks and debug
-# assertions on, so an unchecked arithmetic on a shared value panics.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-cargo build -q --profile chaos -p hwlink-chaos
-if [ "$#" -eq 0 ]; then
-  set -- --minutes 1
-fi
-exec target/chaos/hwlink-chaos fuzz "$@"
+# Built with the `chaos` profile (ci/chaos.sh).
+exec "$(dirname "$0")/chaos.sh" fuzz --minutes 1 -- "$@"

@@ -8,10 +8,4 @@
 #
 #   ci/sweep.sh --trials N            N trials (default 100)
 #   ci/sweep.sh --trials N --seed S   any `hwlink-chaos sweep` options
-set -euo pipefail
-cd "$(dirname "$0")/.."
-cargo build -q --profile chaos -p hwlink-chaos
-if [ "$#" -eq 0 ]; then
-  set -- --trials 100
-fi
-exec target/chaos/hwlink-chaos sweep "$@"
+exec "$(dirname "$0")/chaos.sh" sweep --trials 100 -- "$@"

@@ -378,6 +378,12 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// p50, p90, p99, p99.9, max and mean, in µs: the columns every
+    /// latency table prints.
+    pub fn micros(&self) -> [f64; 6] {
+        [self.p50, self.p90, self.p99, self.p999, self.max, self.mean].map(|ns| ns as f64 / 1000.0)
+    }
+
     /// Summarises samples (sorted in place). None if empty.
     pub fn from_samples(samples: &mut [u64]) -> Option<Stats> {
         if samples.is_empty() {

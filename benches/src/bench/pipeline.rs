@@ -7,9 +7,7 @@
 //! streams with a window of messages in flight, verifying at the sink that
 //! every message came back exactly once, in order and intact.
 
-use super::session::{
-    collect_report, current_mask, session_name, spawn_peer, watch_peer, REPORT_TAG,
-};
+use super::session::{collect_report, current_mask, session_name, spawn_peer, watch_peer};
 use super::{
     cpu_time_ns, eventfd, fd, fill, hw, mq, seq_of, uring, verify, BenchError, Launcher, Mechanism,
     Options, PeerSpec, Transport, Workload, STOP,
@@ -425,11 +423,6 @@ pub(super) fn stage_main(spec: &PeerSpec) -> Result<(), BenchError> {
         }
         next += 1;
     }
-    let (t0, cpu0) = started.expect("received at least the stop message");
-    println!(
-        "{REPORT_TAG}msgs={next} elapsed_ns={} cpu_ns={}",
-        t0.elapsed().as_nanos(),
-        cpu_time_ns() - cpu0
-    );
+    super::session::report_stream(next, started);
     Ok(())
 }

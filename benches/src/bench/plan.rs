@@ -174,6 +174,51 @@ fn cdf_points(sorted: &[u64]) -> Vec<u64> {
 /// A step done, for progress reporting: (steps done, steps in all, label).
 pub type Progress<'a> = &'a mut dyn FnMut(usize, usize, &str);
 
+/// A cell of the plan: mechanism, message size, CPU pair.
+type CellKey = (Mechanism, usize, (usize, usize));
+
+/// Measures every cell of `cells` on each CPU pair of `passes` (in that
+/// order), `rounds` times over, reporting each step to `progress`:
+/// `measure(index, mechanism, size, options)`.
+#[allow(clippy::too_many_arguments)]
+fn in_rounds(
+    cells: &[CellKey],
+    passes: &[(usize, usize)],
+    rounds: usize,
+    what: &str,
+    done: &mut usize,
+    total: usize,
+    progress: &mut dyn FnMut(usize, usize, &str),
+    mut measure: impl FnMut(usize, Mechanism, usize, &Options),
+    backend: Backend,
+) {
+    for pass in passes {
+        for round in 0..rounds {
+            for (i, &(m, size, cpus)) in cells.iter().enumerate() {
+                if cpus != *pass {
+                    continue;
+                }
+                *done += 1;
+                progress(
+                    *done,
+                    total,
+                    &format!(
+                        "{what} {m} {size} B CPUs {},{} round {}",
+                        cpus.0,
+                        cpus.1,
+                        round + 1
+                    ),
+                );
+                let opts = Options {
+                    backend,
+                    cpus: Some(cpus),
+                };
+                measure(i, m, size, &opts);
+            }
+        }
+    }
+}
+
 /// Runs the plan. Failures are recorded in the results, not returned.
 pub fn run(plan: &Plan, launch: Launcher<'_>, progress: Progress<'_>) -> Results {
     let rounds = plan.rounds.max(1);
@@ -200,41 +245,29 @@ pub fn run(plan: &Plan, launch: Launcher<'_>, progress: Progress<'_>) -> Results
     // Round trips: samples gathered over the rounds.
     let mut acc: Vec<RoundTripAcc> = vec![Ok((Vec::new(), CpuTotals::default())); rt_cells.len()];
     let max_share = plan.max_round_trips.div_ceil(rounds).max(1);
-    for pass in plan.round_trip_cpus.iter() {
-        for round in 0..rounds {
-            for (i, &(m, size, cpus)) in rt_cells.iter().enumerate() {
-                if cpus != *pass {
-                    continue;
+    in_rounds(
+        &rt_cells,
+        &plan.round_trip_cpus,
+        rounds,
+        "round trip",
+        &mut done,
+        total,
+        progress,
+        |i, m, size, opts| {
+            let Ok((samples, cpu)) = &mut acc[i] else {
+                return;
+            };
+            let warmup = (max_share / 20).clamp(20, 2000);
+            match round_trip(m, size, opts, warmup, per_round, max_share, launch) {
+                Ok(r) => {
+                    samples.extend(r.samples);
+                    cpu.add(&r.cpu);
                 }
-                done += 1;
-                progress(
-                    done,
-                    total,
-                    &format!(
-                        "round trip {m} {size} B CPUs {},{} round {}",
-                        cpus.0,
-                        cpus.1,
-                        round + 1
-                    ),
-                );
-                let Ok((samples, cpu)) = &mut acc[i] else {
-                    continue;
-                };
-                let opts = Options {
-                    backend: plan.backend,
-                    cpus: Some(cpus),
-                };
-                let warmup = (max_share / 20).clamp(20, 2000);
-                match round_trip(m, size, &opts, warmup, per_round, max_share, launch) {
-                    Ok(r) => {
-                        samples.extend(r.samples);
-                        cpu.add(&r.cpu);
-                    }
-                    Err(e) => acc[i] = Err(status_of(e)),
-                }
+                Err(e) => acc[i] = Err(status_of(e)),
             }
-        }
-    }
+        },
+        plan.backend,
+    );
     for (&(mechanism, size, cpus), a) in rt_cells.iter().zip(acc) {
         let status = match a {
             Ok((mut samples, cpu)) => match Stats::from_samples(&mut samples) {
@@ -259,37 +292,25 @@ pub fn run(plan: &Plan, launch: Launcher<'_>, progress: Progress<'_>) -> Results
     // Streams: totals summed over the rounds.
     let mut acc: Vec<Result<Streamed, Status<Streamed>>> =
         vec![Ok(Streamed::default()); st_cells.len()];
-    for pass in plan.stream_cpus.iter() {
-        for round in 0..rounds {
-            for (i, &(m, size, cpus)) in st_cells.iter().enumerate() {
-                if cpus != *pass {
-                    continue;
-                }
-                done += 1;
-                progress(
-                    done,
-                    total,
-                    &format!(
-                        "stream {m} {size} B CPUs {},{} round {}",
-                        cpus.0,
-                        cpus.1,
-                        round + 1
-                    ),
-                );
-                let Ok(total_so_far) = &mut acc[i] else {
-                    continue;
-                };
-                let opts = Options {
-                    backend: plan.backend,
-                    cpus: Some(cpus),
-                };
-                match stream(m, size, &opts, per_round, launch) {
-                    Ok(s) => total_so_far.add(&s),
-                    Err(e) => acc[i] = Err(status_of(e)),
-                }
+    in_rounds(
+        &st_cells,
+        &plan.stream_cpus,
+        rounds,
+        "stream",
+        &mut done,
+        total,
+        progress,
+        |i, m, size, opts| {
+            let Ok(total_so_far) = &mut acc[i] else {
+                return;
+            };
+            match stream(m, size, opts, per_round, launch) {
+                Ok(s) => total_so_far.add(&s),
+                Err(e) => acc[i] = Err(status_of(e)),
             }
-        }
-    }
+        },
+        plan.backend,
+    );
     for (&(mechanism, size, cpus), a) in st_cells.iter().zip(acc) {
         res.stream.push(Cell {
             mechanism,

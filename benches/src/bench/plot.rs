@@ -2,6 +2,7 @@
 
 use super::plan::{Results, Status};
 use super::BenchError;
+use plotters::coord::ranged1d::ValueFormatter;
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};
 
@@ -84,29 +85,13 @@ fn latency_cdf(
         .y_label_area_size(55)
         .build_cartesian_2d((lo * 0.9..hi * 1.1).log_scale(), 0f64..1f64)
         .map_err(|e| e.to_string())?;
-    chart
-        .configure_mesh()
-        .x_desc("round trip (µs, log scale)")
-        .y_desc("fraction of round trips")
-        .draw()
-        .map_err(|e| e.to_string())?;
-    for (i, (name, pts)) in lines.into_iter().enumerate() {
-        let color = Palette99::pick(i);
-        chart
-            .draw_series(LineSeries::new(pts, color.stroke_width(2)))
-            .map_err(|e| e.to_string())?
-            .label(name)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| e.to_string())?;
+    draw_lines(
+        &mut chart,
+        "round trip (µs, log scale)",
+        "fraction of round trips",
+        lines,
+        SeriesLabelPosition::LowerRight,
+    )?;
     root.present().map_err(|e| e.to_string())?;
     Ok(true)
 }
@@ -151,10 +136,34 @@ fn throughput(path: &Path, res: &Results, cpus: (usize, usize)) -> Result<bool, 
             (ylo * 0.8..yhi * 1.25).log_scale(),
         )
         .map_err(|e| e.to_string())?;
+    draw_lines(
+        &mut chart,
+        "message size (bytes, log scale)",
+        "GB/s (log scale)",
+        lines,
+        SeriesLabelPosition::UpperLeft,
+    )?;
+    root.present().map_err(|e| e.to_string())?;
+    Ok(true)
+}
+
+/// Axes with their descriptions, one line per mechanism, and the legend at
+/// `legend`: the part every plot shares.
+fn draw_lines<'a, X, Y>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, Y>>,
+    x_desc: &str,
+    y_desc: &str,
+    lines: Vec<(&'a str, Vec<(f64, f64)>)>,
+    legend: SeriesLabelPosition,
+) -> Result<(), String>
+where
+    X: Ranged<ValueType = f64> + ValueFormatter<f64>,
+    Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
     chart
         .configure_mesh()
-        .x_desc("message size (bytes, log scale)")
-        .y_desc("GB/s (log scale)")
+        .x_desc(x_desc)
+        .y_desc(y_desc)
         .draw()
         .map_err(|e| e.to_string())?;
     for (i, (name, pts)) in lines.into_iter().enumerate() {
@@ -169,11 +178,9 @@ fn throughput(path: &Path, res: &Results, cpus: (usize, usize)) -> Result<bool, 
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(legend)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .draw()
-        .map_err(|e| e.to_string())?;
-    root.present().map_err(|e| e.to_string())?;
-    Ok(true)
+        .map_err(|e| e.to_string())
 }

@@ -51,11 +51,6 @@ fn ratio(x: f64) -> String {
         format!("{x:.4}x")
     }
 }
-
-fn us(ns: u64) -> f64 {
-    ns as f64 / 1000.0
-}
-
 /// The round-trip table, one block per CPU pair.
 pub fn round_trip_table(res: &Results) -> String {
     let mut out = String::new();
@@ -178,15 +173,8 @@ fn p50_versus(m: Mechanism, p50: u64, reference: Option<(Mechanism, u64)>) -> St
 
 /// p50, p90, p99, p99.9, max and mean in µs, as the latency tables align them.
 fn latency_columns(s: &Stats) -> String {
-    format!(
-        "{:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>10.3} {:>9.3}",
-        us(s.p50),
-        us(s.p90),
-        us(s.p99),
-        us(s.p999),
-        us(s.max),
-        us(s.mean)
-    )
+    let [p50, p90, p99, p999, max, mean] = s.micros();
+    format!("{p50:>9.3} {p90:>9.3} {p99:>9.3} {p999:>9.3} {max:>10.3} {mean:>9.3}")
 }
 
 /// The pipeline table: four processes in a chain, measured end to end.

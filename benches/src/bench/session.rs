@@ -588,14 +588,19 @@ pub fn peer_main(args: &[String]) -> Result<(), BenchError> {
         }
         received += 1;
     }
-    let msgs = received.saturating_sub(warmup);
+    report_stream(received.saturating_sub(warmup), started);
+    Ok(())
+}
+
+/// Prints a stream receiver's report line: messages counted, time and CPU
+/// time since `started` (when the first counted message came).
+pub(super) fn report_stream(msgs: u64, started: Option<(Instant, u64)>) {
     let (t0, cpu0) = started.expect("received at least the stop message");
     println!(
         "{REPORT_TAG}msgs={msgs} elapsed_ns={} cpu_ns={}",
         t0.elapsed().as_nanos(),
         cpu_time_ns() - cpu0
     );
-    Ok(())
 }
 
 #[cfg(test)]

@@ -15,7 +15,6 @@ use crate::attack;
 use crate::proto::{self, env, Kind, Rng, WAITS};
 use crate::spawn::{Exit, Victim};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// How long past its deadline a call may return.
@@ -119,16 +118,6 @@ pub fn run(opts: &Options) -> (BTreeMap<Kind, Totals>, Vec<String>) {
     (totals, failures)
 }
 
-fn private_dir(trial: u64) -> PathBuf {
-    let dir = PathBuf::from(format!(
-        "/dev/shm/hwlink-chaos.{}.{trial}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create the trial's region directory");
-    dir
-}
-
 fn parse_report(line: &str) -> BTreeMap<String, String> {
     line.split_whitespace()
         .skip(1)
@@ -141,7 +130,7 @@ pub fn run_trial(opts: &Options, trial: u64) -> Trial {
     let seed = proto::trial_seed(opts.seed, trial);
     let mut rng = Rng::new(seed);
     let kind = rng.pick(&opts.kinds);
-    let dir = private_dir(trial);
+    let dir = crate::spawn::private_dir("chaos", trial);
     let writes_planned = rng.pick(&[1u64, 4, 16, 64, 256, 1024, 2048]);
     let run_ms = 250u64;
     let blocking = !kind.is_mailbox() && rng.chance(30);

@@ -7,7 +7,7 @@
 use crate::proto::now_ns;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -194,4 +194,17 @@ impl Drop for Victim {
             self.reap(Duration::from_secs(2));
         }
     }
+}
+
+/// A fresh directory `/dev/shm/hwlink-<kind>.<pid>.<trial>` for the
+/// regions and liveness files of one trial (HWLINK_SHM_DIR of its
+/// processes), emptied first.
+pub fn private_dir(kind: &str, trial: u64) -> PathBuf {
+    let dir = PathBuf::from(format!(
+        "/dev/shm/hwlink-{kind}.{}.{trial}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create the trial's region directory");
+    dir
 }

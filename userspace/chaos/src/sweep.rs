@@ -10,7 +10,6 @@ use crate::proto::{self, env, Kind, Rng, WAITS};
 use crate::spawn::{Exit, Victim};
 use hwlink::WaitStrategy;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::PathBuf;
 use std::time::Duration;
 
 pub struct Options {
@@ -77,16 +76,6 @@ pub fn run(opts: &Options) -> Outcome {
     out
 }
 
-fn private_dir(trial: u64) -> PathBuf {
-    let dir = PathBuf::from(format!(
-        "/dev/shm/hwlink-sweep.{}.{trial}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create the trial's region directory");
-    dir
-}
-
 /// Who sends and who receives in a trial.
 struct Cast {
     senders: Vec<usize>,
@@ -97,7 +86,7 @@ fn run_trial(opts: &Options, trial: u64, out: &mut Outcome) -> (Kind, Vec<String
     let seed = proto::trial_seed(opts.seed ^ 0x5eed, trial);
     let mut rng = Rng::new(seed);
     let kind = rng.pick(&opts.kinds);
-    let dir = private_dir(trial);
+    let dir = crate::spawn::private_dir("sweep", trial);
     let big = rng.chance(25);
     let size = if big {
         1 << 20

@@ -513,7 +513,6 @@ fn run_interleaved(args: &PingpongArgs, mechanisms: &[Mechanism]) -> Result<Vec<
 }
 
 fn print_stats(label: &str, s: &Stats, reference: Option<&Stats>) {
-    let us = |ns: u64| ns as f64 / 1000.0;
     let ratio = reference.map_or(String::new(), |r| {
         let ratio = s.p50 as f64 / r.p50.max(1) as f64;
         if ratio < 0.1 {
@@ -522,14 +521,9 @@ fn print_stats(label: &str, s: &Stats, reference: Option<&Stats>) {
             format!("  ({ratio:.2}x hwlink p50)")
         }
     });
+    let [p50, p90, p99, p999, max, mean] = s.micros();
     println!(
-        "{label:<28} p50 {:>9.3}  p90 {:>9.3}  p99 {:>9.3}  p99.9 {:>9.3}  max {:>10.3}  mean {:>9.3} µs{ratio}",
-        us(s.p50),
-        us(s.p90),
-        us(s.p99),
-        us(s.p999),
-        us(s.max),
-        us(s.mean)
+        "{label:<28} p50 {p50:>9.3}  p90 {p90:>9.3}  p99 {p99:>9.3}  p99.9 {p999:>9.3}  max {max:>10.3}  mean {mean:>9.3} µs{ratio}"
     );
 }
 
