@@ -362,10 +362,14 @@ impl<S: SegmentStore> Chain<S> {
             .store
             .bytes_in_use()
             .fetch_add(estimate, Ordering::AcqRel);
-        if before.saturating_add(estimate) > budget {
+        // Gives the estimate back when no segment comes of it.
+        let give_back = || {
             self.store
                 .bytes_in_use()
-                .fetch_sub(estimate, Ordering::AcqRel);
+                .fetch_sub(estimate, Ordering::AcqRel)
+        };
+        if before.saturating_add(estimate) > budget {
+            give_back();
             return Err(SendError::MemoryLimit {
                 msg: (),
                 limit,
@@ -378,9 +382,7 @@ impl<S: SegmentStore> Chain<S> {
         let mut last = word.load(Ordering::Acquire);
         let id = loop {
             let Some(id) = last.checked_add(1).filter(|&id| id < CLOSED) else {
-                self.store
-                    .bytes_in_use()
-                    .fetch_sub(estimate, Ordering::AcqRel);
+                give_back();
                 return Err(SendError::Corrupt(Corruption::new(
                     "last segment number",
                     last,
@@ -395,9 +397,7 @@ impl<S: SegmentStore> Chain<S> {
         let new = match self.store.create(id, &geometry) {
             Ok(s) => s,
             Err(reason) => {
-                self.store
-                    .bytes_in_use()
-                    .fetch_sub(estimate, Ordering::AcqRel);
+                give_back();
                 return Err(SendError::MemoryLimit {
                     msg: (),
                     limit,

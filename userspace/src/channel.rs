@@ -40,9 +40,8 @@ pub(crate) enum ChannelReceiver {
 }
 
 impl ChannelSender {
-    /// Sends `msg`: with `block`, waiting for space until `deadline` (none:
-    /// for ever) while `alive` (looked at on slow looks) says the receiver
-    /// is there; without, failing with `Full` at once.
+    /// Sends `msg` through this direction's flavour (see
+    /// `Sender::send_deadline`, `Mailbox::send_deadline`).
     pub(crate) fn send<M: AsRef<[u8]>>(
         &mut self,
         msg: M,
@@ -54,7 +53,7 @@ impl ChannelSender {
             ChannelSender::Bounded(tx) => tx.send_deadline(msg, deadline, block, alive),
             // Unbounded never reports Full (the chain grows, or the byte
             // limit says no at once); zero waits for a receiver.
-            ChannelSender::Queue(q) => q.send_until(msg, deadline, block, alive),
+            ChannelSender::Queue(q) => q.send_deadline(msg, deadline, block, alive),
         }
     }
 
@@ -68,9 +67,8 @@ impl ChannelSender {
 }
 
 impl ChannelReceiver {
-    /// Receives one message: with `block`, waiting until `deadline` (none:
-    /// for ever) while `alive` (looked at on slow looks) says the sender is
-    /// there; without, failing with `Empty` at once.
+    /// Receives one message through this direction's flavour (see
+    /// `Receiver::recv_deadline`, `Mailbox::recv_until`).
     pub(crate) fn recv(
         &mut self,
         deadline: Option<Instant>,

@@ -433,14 +433,14 @@ impl DomainBuilder {
             join_timeout: Duration::from_secs(10),
         }
     }
-    /// Memory for the domain and its links (used by the creator; links
-    /// follow the domain: hugepages if the domain is on hugepages, else shm).
-    /// A domain on a hugepage memfd (no writable hugetlbfs mount) can only
-    /// be opened while its creator runs, like any memfd region.
-    pub fn backend(mut self, backend: Backend) -> Self {
-        self.backend = backend;
-        self
+    setters! {
+        /// Memory for the domain and its links (used by the creator; links
+        /// follow the domain: hugepages if the domain is on hugepages, else shm).
+        /// A domain on a hugepage memfd (no writable hugetlbfs mount) can only
+        /// be opened while its creator runs, like any memfd region.
+        backend: Backend;
     }
+
     /// Bounded buffering: messages queued per direction of a link before a
     /// sender waits (a power of two). Used on creation. Same as
     /// `buffering(Buffering::Bounded(slots))`.
@@ -460,36 +460,22 @@ impl DomainBuilder {
         self.buffering = buffering;
         self
     }
-    /// Largest message in bytes. Used on creation.
-    pub fn slot_size(mut self, bytes: u32) -> Self {
-        self.slot_size = bytes;
-        self
-    }
-    /// Directory entries, 1 to 64. Used on creation.
-    pub fn max_members(mut self, n: u32) -> Self {
-        self.max_members = n;
-        self
-    }
-    /// How this member waits in blocking calls (BusyPoll: the polling form).
-    pub fn wait(mut self, wait: WaitStrategy) -> Self {
-        self.wait = wait;
-        self
-    }
-    /// How long to wait for a region (domain or link) that another process
-    /// is still initialising.
-    pub fn ready_timeout(mut self, t: Duration) -> Self {
-        self.ready_timeout = t;
-        self
-    }
+    setters! {
+        /// Largest message in bytes. Used on creation.
+        slot_size: u32;
+        /// Directory entries, 1 to 64. Used on creation.
+        max_members: u32;
+        /// How this member waits in blocking calls (BusyPoll: the polling form).
+        wait: WaitStrategy;
+        /// How long to wait for a region (domain or link) that another process
+        /// is still initialising.
+        ready_timeout: Duration;
 
-    /// How long `join` keeps trying while the domain is being closed by its
-    /// last member, or a process joining under the same name has not
-    /// finished.
-    pub fn join_timeout(mut self, t: Duration) -> Self {
-        self.join_timeout = t;
-        self
+        /// How long `join` keeps trying while the domain is being closed by its
+        /// last member, or a process joining under the same name has not
+        /// finished.
+        join_timeout: Duration;
     }
-
     fn config(&self) -> Result<DomainConfig, OpenError> {
         if self.max_members == 0 || self.max_members > HWL_DOMAIN_MAX_MEMBERS {
             return Err(OpenError::InvalidConfig(format!(

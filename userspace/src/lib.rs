@@ -23,6 +23,45 @@
 //! ```
 #![deny(missing_docs)]
 
+/// The public send forms of a flavour, over its one
+/// `send_deadline(msg, deadline, block, alive)`.
+macro_rules! send_forms {
+    () => {
+        /// Sends `msg`, waiting per the wait strategy until it is accepted.
+        pub fn send<M: AsRef<[u8]>>(&mut self, msg: M) -> Result<(), SendError<M>> {
+            self.send_deadline(msg, None, true, &mut crate::wait::always)
+        }
+        /// Sends `msg`, waiting at most `timeout` until it is accepted.
+        pub fn send_timeout<M: AsRef<[u8]>>(
+            &mut self,
+            msg: M,
+            timeout: std::time::Duration,
+        ) -> Result<(), SendError<M>> {
+            let deadline = crate::wait::deadline_after(timeout);
+            self.send_deadline(msg, deadline, true, &mut crate::wait::always)
+        }
+        /// Sends `msg` if it can be accepted now (a free slot; with zero
+        /// capacity, a receiver waiting); hands it back in `Full` if not.
+        pub fn try_send<M: AsRef<[u8]>>(&mut self, msg: M) -> Result<(), SendError<M>> {
+            self.send_deadline(msg, None, false, &mut crate::wait::always)
+        }
+    };
+}
+
+/// Builder setters: `name: Type;` (with its doc comment) becomes
+/// `pub fn name(mut self, name: Type) -> Self`, storing into field `name`.
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty;)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(mut self, $name: $ty) -> Self {
+                self.$name = $name;
+                self
+            }
+        )*
+    };
+}
+
 mod chain;
 mod doorbell;
 mod error;

@@ -8,7 +8,7 @@ use crate::hw_doorbell;
 use crate::liveness::PeerWatch;
 use crate::region::{self, Endpoint, RingParts};
 use crate::shm::{ShmSlice, ShmSliceMut};
-use crate::spsc::{Consumer, Geometry, Producer, RawSlots};
+use crate::spsc::{Consumer, Geometry, Producer, RawSlots, RingWords};
 use crate::wait::{always, Alive, SpinPolicy, Tick, Wait, WaitStrategy};
 use hwlink_drivers::{Backend, DeviceMemory, IvshmemDoorbell};
 use hwlink_hw::{HWL_EP_ATTACHED, HWL_EP_FREE, HWL_WAIT_MAY_SLEEP, HWL_WAIT_POLL};
@@ -55,30 +55,17 @@ impl LinkBuilder {
             doorbell: None,
         }
     }
-    /// Slots in the ring (a power of two); used on creation.
-    pub fn capacity(mut self, slots: u32) -> Self {
-        self.capacity = slots;
-        self
-    }
-    /// Largest message in bytes; used on creation.
-    pub fn slot_size(mut self, bytes: u32) -> Self {
-        self.slot_size = bytes;
-        self
-    }
-    /// Which memory to use (hugepages, /dev/shm, or auto with fallback).
-    pub fn backend(mut self, backend: Backend) -> Self {
-        self.backend = backend;
-        self
-    }
-    /// How this end waits.
-    pub fn wait(mut self, wait: WaitStrategy) -> Self {
-        self.wait = wait;
-        self
-    }
-    /// How long `open_*` waits for a creator that is still initialising.
-    pub fn ready_timeout(mut self, t: Duration) -> Self {
-        self.ready_timeout = t;
-        self
+    setters! {
+        /// Slots in the ring (a power of two); used on creation.
+        capacity: u32;
+        /// Largest message in bytes; used on creation.
+        slot_size: u32;
+        /// Which memory to use (hugepages, /dev/shm, or auto with fallback).
+        backend: Backend;
+        /// How this end waits.
+        wait: WaitStrategy;
+        /// How long `open_*` waits for a creator that is still initialising.
+        ready_timeout: Duration;
     }
 
     /// Puts the link on device memory shared with another kernel (an
@@ -331,6 +318,21 @@ fn truncation(parts: &RingParts) -> Result<(), Corruption> {
     Ok(())
 }
 
+/// On device memory with a doorbell register: both of the ring's doorbells
+/// wake through `bell` instead of a futex.
+fn wake_through(
+    bell: Option<&Arc<dyn IvshmemDoorbell>>,
+    side: Side,
+    parts: &RingParts,
+    words: &mut RingWords,
+) {
+    if let Some(bell) = bell {
+        let wake = hw_doorbell::wake(bell, side, parts);
+        words.not_empty.set_wake(wake.clone());
+        words.not_full.set_wake(wake);
+    }
+}
+
 /// Why a wait ended without the ring becoming ready.
 enum WaitEnd {
     Ready,
@@ -413,11 +415,7 @@ impl Sender {
         let mut ring = Producer::new(parts.words(), parts.slots(), parts.geometry())
             .map_err(|c| parts.corrupt(c))?;
         let end = EndState::new(parts, Side::Sender, strategy, bell)?;
-        if let Some(bell) = bell {
-            let wake = hw_doorbell::wake(bell, Side::Sender, &end.parts);
-            ring.words.not_empty.set_wake(wake.clone());
-            ring.words.not_full.set_wake(wake);
-        }
+        wake_through(bell, Side::Sender, &end.parts, &mut ring.words);
         let max = ring.geometry().slot_size as usize;
         Ok(Sender {
             ring,
@@ -596,22 +594,7 @@ impl Sender {
         }
     }
 
-    /// Sends a message, waiting for space per the wait strategy.
-    pub fn send<M: AsRef<[u8]>>(&mut self, msg: M) -> Result<(), SendError<M>> {
-        self.send_deadline(msg, None, true, &mut always)
-    }
-    /// Sends a message, waiting at most `timeout` for space.
-    pub fn send_timeout<M: AsRef<[u8]>>(
-        &mut self,
-        msg: M,
-        timeout: Duration,
-    ) -> Result<(), SendError<M>> {
-        self.send_deadline(msg, crate::wait::deadline_after(timeout), true, &mut always)
-    }
-    /// Sends a message if a slot is free now; hands it back in `Full` if not.
-    pub fn try_send<M: AsRef<[u8]>>(&mut self, msg: M) -> Result<(), SendError<M>> {
-        self.send_deadline(msg, None, false, &mut always)
-    }
+    send_forms!();
 
     /// Reserves a slot for an in-place write of up to `len` bytes, waiting
     /// for space. Nothing is sent until [`WriteSlot::commit`].
@@ -809,11 +792,7 @@ impl Receiver {
         let mut ring = Consumer::new(parts.words(), parts.slots(), parts.geometry())
             .map_err(|c| parts.corrupt(c))?;
         let end = EndState::new(parts, Side::Receiver, strategy, bell)?;
-        if let Some(bell) = bell {
-            let wake = hw_doorbell::wake(bell, Side::Receiver, &end.parts);
-            ring.words.not_empty.set_wake(wake.clone());
-            ring.words.not_full.set_wake(wake);
-        }
+        wake_through(bell, Side::Receiver, &end.parts, &mut ring.words);
         Ok(Receiver { ring, end })
     }
 

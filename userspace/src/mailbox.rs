@@ -113,6 +113,25 @@ impl fmt::Display for MailboxId {
     }
 }
 
+/// What a zero-capacity hand-off checks on its slow looks: the caller's own
+/// `alive`, the mailbox not removed, the watched peer's process alive.
+fn still_there<'a>(
+    ctl: &'a MailboxParts,
+    peer: &'a Option<PeerWatch>,
+    alive: Alive<'a>,
+) -> impl FnMut() -> Result<(), ()> + 'a {
+    move || {
+        if !alive()
+            || ctl.removed().load(Ordering::Acquire) != 0
+            || peer.as_ref().is_some_and(PeerWatch::died)
+        {
+            Err(())
+        } else {
+            Ok(())
+        }
+    }
+}
+
 /// How a mailbox wait ended.
 enum Waited {
     /// The attempt may succeed now.
@@ -163,42 +182,29 @@ impl MailboxBuilder {
         self.name = Some(name.into());
         self
     }
-    /// How messages are buffered.
-    pub fn buffering(mut self, buffering: Buffering) -> Self {
-        self.buffering = buffering;
-        self
+    setters! {
+        /// How messages are buffered.
+        buffering: Buffering;
+        /// Most bytes of one message.
+        slot_size: u32;
+        /// Where the memory comes from.
+        backend: Backend;
+        /// How this process's handle waits.
+        wait: WaitStrategy;
     }
-    /// Most bytes of one message.
-    pub fn slot_size(mut self, bytes: u32) -> Self {
-        self.slot_size = bytes;
-        self
-    }
-    /// Where the memory comes from.
-    pub fn backend(mut self, backend: Backend) -> Self {
-        self.backend = backend;
-        self
-    }
-    /// How this process's handle waits.
-    pub fn wait(mut self, wait: WaitStrategy) -> Self {
-        self.wait = wait;
-        self
-    }
+
     /// File mode of the mailbox's files (e.g. `0o660` to let the group
     /// attach): the kernel's own check on who may map it.
     pub fn file_mode(mut self, mode: u32) -> Self {
         self.file_mode = mode & 0o777;
         self
     }
-    /// How long `open` waits for a mailbox another process is still
-    /// creating.
-    pub fn ready_timeout(mut self, t: Duration) -> Self {
-        self.ready_timeout = t;
-        self
-    }
-    /// What openers may attach for; checked on every open.
-    pub fn allow(mut self, access: Access) -> Self {
-        self.allow = access;
-        self
+    setters! {
+        /// How long `open` waits for a mailbox another process is still
+        /// creating.
+        ready_timeout: Duration;
+        /// What openers may attach for; checked on every open.
+        allow: Access;
     }
 
     fn region_name(&self, id: MailboxId) -> Result<String, OpenError> {
@@ -881,7 +887,7 @@ impl Mailbox {
     /// The one send: without `block`, fails with `Full` at once; with it,
     /// waits until `deadline` (none: for ever), and while `alive` (the
     /// caller's own check, on slow looks) says the receiving side is there.
-    pub(crate) fn send_until<M: AsRef<[u8]>>(
+    pub(crate) fn send_deadline<M: AsRef<[u8]>>(
         &mut self,
         msg: M,
         deadline: Option<Instant>,
@@ -892,18 +898,7 @@ impl Mailbox {
             if !self.can(HWL_ACCESS_SEND) || self.removed() {
                 return Err(SendError::Disconnected(msg));
             }
-            let ctl = &self.ctl;
-            let peer = &self.peer;
-            let mut still_there = || {
-                if !alive()
-                    || ctl.removed().load(Ordering::Acquire) != 0
-                    || peer.as_ref().is_some_and(PeerWatch::died)
-                {
-                    Err(())
-                } else {
-                    Ok(())
-                }
-            };
+            let mut still_there = still_there(&self.ctl, &self.peer, alive);
             return r
                 .rdv()
                 .send(msg.as_ref(), deadline, self.wait, &mut still_there)
@@ -925,22 +920,7 @@ impl Mailbox {
         }
     }
 
-    /// Sends `msg`, waiting while the mailbox is full.
-    pub fn send<M: AsRef<[u8]>>(&mut self, msg: M) -> Result<(), SendError<M>> {
-        self.send_until(msg, None, true, &mut always)
-    }
-    /// Sends `msg`, waiting at most `timeout` for room.
-    pub fn send_timeout<M: AsRef<[u8]>>(
-        &mut self,
-        msg: M,
-        timeout: Duration,
-    ) -> Result<(), SendError<M>> {
-        self.send_until(msg, crate::wait::deadline_after(timeout), true, &mut always)
-    }
-    /// Sends `msg` if there is room now.
-    pub fn try_send<M: AsRef<[u8]>>(&mut self, msg: M) -> Result<(), SendError<M>> {
-        self.send_until(msg, None, false, &mut always)
-    }
+    send_forms!();
 
     /// One attempt. `f` is consumed only when a message is received.
     fn try_recv_raw<R>(
@@ -1023,18 +1003,7 @@ impl Mailbox {
             if !self.can(HWL_ACCESS_RECV) {
                 return Err(RecvError::Disconnected);
             }
-            let ctl = &self.ctl;
-            let peer = &self.peer;
-            let mut still_there = || {
-                if !alive()
-                    || ctl.removed().load(Ordering::Acquire) != 0
-                    || peer.as_ref().is_some_and(PeerWatch::died)
-                {
-                    Err(())
-                } else {
-                    Ok(())
-                }
-            };
+            let mut still_there = still_there(&self.ctl, &self.peer, alive);
             return r
                 .rdv()
                 .recv_with(|m| f(m, 0), deadline, self.wait, &mut still_there)

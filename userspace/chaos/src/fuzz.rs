@@ -137,16 +137,8 @@ pub fn run_trial(opts: &Options, trial: u64) -> Trial {
     let size = rng.pick(&[32usize, 200, 1000]);
     let name = format!("f{trial}");
     let common = |id: u32, wait: hwlink::WaitStrategy, peers: &str| {
-        vec![
-            (env::KIND, kind.name().to_string()),
-            (env::WAIT, wait.to_string()),
-            (env::NAME, name.clone()),
-            (env::ID, id.to_string()),
-            (env::SEED, seed.to_string()),
-            (env::SIZE, size.to_string()),
-            (env::RUN_MS, run_ms.to_string()),
-            (env::PEERS, peers.to_string()),
-        ]
+        let extra = [(env::RUN_MS, run_ms.to_string())];
+        crate::spawn::victim_env(kind, wait, &name, id, seed, size, peers, &extra)
     };
     let mut victims: Vec<Victim> = Vec::new();
     // (index of the victim whose blocking call is checked, index of its peer)

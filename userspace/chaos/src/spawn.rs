@@ -208,3 +208,31 @@ pub fn private_dir(kind: &str, trial: u64) -> PathBuf {
     std::fs::create_dir_all(&dir).expect("create the trial's region directory");
     dir
 }
+
+/// The environment every victim gets: its object's kind and name, its own
+/// id and wait strategy, the trial's seed and message size, its peers; the
+/// command's own settings follow in `extra`.
+#[allow(clippy::too_many_arguments)]
+pub fn victim_env(
+    kind: crate::proto::Kind,
+    wait: hwlink::WaitStrategy,
+    name: &str,
+    id: u32,
+    seed: u64,
+    size: usize,
+    peers: &str,
+    extra: &[(&'static str, String)],
+) -> Vec<(&'static str, String)> {
+    use crate::proto::env;
+    let mut v = vec![
+        (env::KIND, kind.name().to_string()),
+        (env::WAIT, wait.to_string()),
+        (env::NAME, name.to_string()),
+        (env::ID, id.to_string()),
+        (env::SEED, seed.to_string()),
+        (env::SIZE, size.to_string()),
+        (env::PEERS, peers.to_string()),
+    ];
+    v.extend_from_slice(extra);
+    v
+}

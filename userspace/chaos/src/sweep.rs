@@ -103,17 +103,11 @@ fn run_trial(opts: &Options, trial: u64, out: &mut Outcome) -> (Kind, Vec<String
     let mut spawn =
         |victims: &mut Vec<Victim>, role: &str, id: u32, peers: &str, wait: WaitStrategy| {
             waits.push(wait);
-            let env = vec![
-                (env::KIND, kind.name().to_string()),
-                (env::WAIT, wait.to_string()),
-                (env::NAME, name.clone()),
-                (env::ID, id.to_string()),
-                (env::SEED, seed.to_string()),
-                (env::SIZE, size.to_string()),
+            let extra = [
                 (env::COUNT, count.to_string()),
-                (env::PEERS, peers.to_string()),
                 (env::LOAN, if loan { "1" } else { "0" }.to_string()),
             ];
+            let env = crate::spawn::victim_env(kind, wait, &name, id, seed, size, peers, &extra);
             victims.push(Victim::spawn(&dir, role, &env));
         };
     let cast = if kind.is_mailbox() {
