@@ -39,6 +39,7 @@
 //!
 //! Links use the `auto` backend (2 MiB hugepages when free, else `/dev/shm`).
 
+pub mod affinity;
 pub mod bench;
 pub mod exchange;
 pub mod pingpong;

@@ -7,14 +7,16 @@
 //! `hwlink` binary re-executes itself; a benchmark re-executes its own
 //! binary), passing [`PeerArgs`] on the command line.
 
+use crate::affinity::Pinned;
+use crate::bench::{Floor, Transport};
 use hwlink::liveness::pin_to_cpu;
 use hwlink::WaitStrategy;
 use hwlink::{LinkBuilder, Receiver, Sender};
-use hwlink_drivers::{Backend, Region};
+use hwlink_drivers::Backend;
 use std::error::Error;
 use std::io::{Read, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 type BoxError = Box<dyn Error + Send + Sync>;
@@ -77,7 +79,7 @@ static SESSIONS: AtomicU32 = AtomicU32::new(0);
 enum Channel {
     Hwlink { tx: Box<Sender>, rx: Box<Receiver> },
     Pipe { to: ChildStdin, from: ChildStdout },
-    Floor { region: Region },
+    Floor(Floor),
 }
 
 /// A running experiment: this process and its peer.
@@ -86,28 +88,12 @@ pub struct Session {
     child: Child,
     buf: Vec<u8>,
     seq: u64,
-    saved_mask: Option<libc::cpu_set_t>,
+    /// This thread's CPU mask before the session, restored after it.
+    pinned: Option<Pinned>,
 }
 
-const FLOOR_PING: usize = 0;
-const FLOOR_PONG: usize = 128;
+/// The floor's stop message (no round trip carries this number).
 const FLOOR_STOP: u64 = u64::MAX;
-
-fn floor_word(region: &Region, offset: usize) -> &AtomicU64 {
-    assert!(region.len() >= offset + 8);
-    // SAFETY: the region is page aligned and at least offset + 8 bytes; both
-    // processes access these words only atomically.
-    unsafe { &*region.as_ptr().add(offset).cast::<AtomicU64>() }
-}
-
-fn current_mask() -> Option<libc::cpu_set_t> {
-    // SAFETY: zeroed cpu_set_t is a valid empty set, filled by the call.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: pointer and size describe `set`.
-    let rc =
-        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
-    (rc == 0).then_some(set)
-}
 
 impl Session {
     /// Sets up the channel, pins this thread, and spawns the peer with
@@ -116,10 +102,8 @@ impl Session {
         if cfg.size < 8 {
             return Err("message size must be at least 8 bytes (the sequence number)".into());
         }
-        let saved_mask = current_mask();
-        if let Some((mine, _)) = cfg.cpus {
-            pin_to_cpu(mine).map_err(|e| format!("cannot pin to CPU {mine}: {e}"))?;
-        }
+        let pinned = Pinned::to(cfg.cpus.map(|c| c.0))
+            .map_err(|e| format!("cannot pin to CPU {:?}: {e}", cfg.cpus))?;
         let base = format!(
             "pp{}-{}",
             std::process::id(),
@@ -169,9 +153,9 @@ impl Session {
                 (Channel::Pipe { to, from }, child)
             }
             Mechanism::Floor => {
-                let region = Region::create(&format!("{base}-floor"), 4096, cfg.backend)?;
+                let floor = Floor::create(&base, cfg.backend)?;
                 let child = cmd.spawn()?;
-                (Channel::Floor { region }, child)
+                (Channel::Floor(floor), child)
             }
         };
         let mut s = Session {
@@ -179,7 +163,7 @@ impl Session {
             child,
             buf: vec![0u8; cfg.size],
             seq: 0,
-            saved_mask,
+            pinned: Some(pinned),
         };
         // The first round trip also waits for the peer to attach.
         s.round_trip()?;
@@ -201,20 +185,9 @@ impl Session {
                 to.write_all(&self.buf)?;
                 from.read_exact(&mut self.buf)?;
             }
-            Channel::Floor { region } => {
-                floor_word(region, FLOOR_PING).store(seq, Ordering::Release);
-                let pong = floor_word(region, FLOOR_PONG);
-                let mut spins = 0u32;
-                while pong.load(Ordering::Acquire) != seq {
-                    core::hint::spin_loop();
-                    spins = spins.wrapping_add(1);
-                    if spins == 0 {
-                        if let Ok(Some(status)) = self.child.try_wait() {
-                            return Err(format!("floor peer exited: {status}").into());
-                        }
-                    }
-                }
-                return Ok(());
+            Channel::Floor(floor) => {
+                floor.send(&self.buf[..8])?;
+                floor.recv(&mut self.buf[..8])?;
             }
         }
         let echoed = u64::from_le_bytes(self.buf[..8].try_into().expect("8 bytes"));
@@ -251,17 +224,12 @@ impl Session {
 
     fn stop(&mut self) -> Result<(), BoxError> {
         match self.channel.take() {
-            Some(Channel::Floor { region }) => {
-                floor_word(&region, FLOOR_PING).store(FLOOR_STOP, Ordering::Release)
-            }
+            Some(Channel::Floor(mut floor)) => floor.send(&FLOOR_STOP.to_le_bytes())?,
             Some(other) => drop(other),
             None => return Ok(()),
         }
         let status = self.child.wait()?;
-        if let Some(set) = self.saved_mask.take() {
-            // SAFETY: restores a mask read from the kernel.
-            unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
-        }
+        self.pinned = None;
         if !status.success() {
             return Err(format!("peer process failed: {status}").into());
         }
@@ -338,23 +306,14 @@ pub fn peer_main(args: &[String]) -> Result<(), BoxError> {
             }
         }
         Mechanism::Floor => {
-            let region = Region::open(&format!("{name}-floor"), backend)?;
-            let (ping, pong) = (
-                floor_word(&region, FLOOR_PING),
-                floor_word(&region, FLOOR_PONG),
-            );
-            let mut last = 0;
+            let mut floor = Floor::open(&name, backend)?;
+            let mut seq = [0u8; 8];
             loop {
-                let v = ping.load(Ordering::Acquire);
-                if v == FLOOR_STOP {
+                floor.recv(&mut seq)?;
+                if u64::from_le_bytes(seq) == FLOOR_STOP {
                     return Ok(());
                 }
-                if v != last {
-                    pong.store(v, Ordering::Release);
-                    last = v;
-                } else {
-                    core::hint::spin_loop();
-                }
+                floor.send(&seq)?;
             }
         }
     }

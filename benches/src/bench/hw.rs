@@ -186,8 +186,9 @@ const PONG: usize = 128;
 const FLOOR_PATIENCE: Duration = Duration::from_secs(10);
 
 /// One side of the floor: writes its flag, spins on the other's. Only the
-/// sequence number travels, whatever the message size.
-struct Floor {
+/// sequence number travels, whatever the message size. The one floor of
+/// both harnesses (`hwlink bench` and `pingpong`).
+pub(crate) struct Floor {
     region: Region,
     mine: usize,
     theirs: usize,
@@ -195,6 +196,28 @@ struct Floor {
 }
 
 impl Floor {
+    /// Creates the flags' region `NAME-floor`: the measuring side.
+    pub(crate) fn create(name: &str, backend: hwlink::Backend) -> Result<Floor, BenchError> {
+        let region = Region::create(&format!("{name}-floor"), 4096, backend).map_err(link_err)?;
+        Ok(Floor {
+            region,
+            mine: PING,
+            theirs: PONG,
+            last: 0,
+        })
+    }
+
+    /// Opens the flags' region `NAME-floor`: the echoing side.
+    pub(crate) fn open(name: &str, backend: hwlink::Backend) -> Result<Floor, BenchError> {
+        let region = Region::open(&format!("{name}-floor"), backend).map_err(link_err)?;
+        Ok(Floor {
+            region,
+            mine: PONG,
+            theirs: PING,
+            last: 0,
+        })
+    }
+
     fn word(&self, offset: usize) -> &AtomicU64 {
         assert!(self.region.len() >= offset + 8);
         // SAFETY: the region is page aligned and at least offset + 8 bytes
@@ -245,24 +268,11 @@ pub(super) fn floor_parent(spec: &PeerSpec, opts: &Options) -> Result<ParentSide
             "busy-polling flags on one shared core measure only the scheduler; use two CPUs".into(),
         ));
     }
-    let region =
-        Region::create(&format!("{}-floor", spec.name), 4096, spec.backend).map_err(link_err)?;
-    Ok(ParentSide::new(Floor {
-        region,
-        mine: PING,
-        theirs: PONG,
-        last: 0,
-    }))
+    Ok(ParentSide::new(Floor::create(&spec.name, spec.backend)?))
 }
 
 pub(super) fn floor_child(spec: &PeerSpec) -> Result<Box<dyn Transport>, BenchError> {
-    let region = Region::open(&format!("{}-floor", spec.name), spec.backend).map_err(link_err)?;
-    Ok(Box::new(Floor {
-        region,
-        mine: PONG,
-        theirs: PING,
-        last: 0,
-    }))
+    Ok(Box::new(Floor::open(&spec.name, spec.backend)?))
 }
 
 /// One end of a pair of mailboxes (the reverse one is absent when

@@ -31,6 +31,7 @@ pub mod report;
 mod session;
 mod uring;
 
+pub(crate) use hw::Floor;
 pub use pipeline::{pipeline, Pipelined, STAGES};
 pub use session::{peer_main, remove_leftovers, round_trip, stream, Launcher};
 pub(crate) use session::{ParentSide, PeerSpec};

@@ -7,12 +7,12 @@
 //! streams with a window of messages in flight, verifying at the sink that
 //! every message came back exactly once, in order and intact.
 
-use super::session::{collect_report, current_mask, session_name, spawn_peer, watch_peer};
+use super::session::{collect_report, session_name, spawn_peer, watch_peer};
 use super::{
     cpu_time_ns, eventfd, fd, fill, hw, mq, seq_of, uring, verify, BenchError, Launcher, Mechanism,
     Options, PeerSpec, Transport, Workload, STOP,
 };
-use hwlink::liveness::pin_to_cpu;
+use crate::affinity::Pinned;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -146,7 +146,9 @@ fn window_for(size: usize) -> usize {
 struct Chain {
     children: Vec<Child>,
     ending: Arc<AtomicBool>,
-    saved_mask: Option<libc::cpu_set_t>,
+    /// This thread's CPU mask before the run, restored after the stages
+    /// are gone.
+    _pinned: Pinned,
 }
 
 impl Drop for Chain {
@@ -157,10 +159,6 @@ impl Drop for Chain {
                 let _ = c.kill();
                 let _ = c.wait();
             }
-        }
-        if let Some(set) = self.saved_mask.take() {
-            // SAFETY: restores a mask read from the kernel.
-            unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
         }
     }
 }
@@ -213,12 +211,10 @@ pub fn pipeline(
     let mut chain = Chain {
         children: Vec::new(),
         ending: Arc::new(AtomicBool::new(false)),
-        saved_mask: current_mask(),
+        // Pin first: an hwlink end records its CPU mask when it attaches.
+        _pinned: Pinned::to(cpu_of(opts, 0))
+            .map_err(|e| BenchError::io(format!("pinning to CPU {:?}", cpu_of(opts, 0)), e))?,
     };
-    // Pin first: an hwlink end records its CPU mask when it attaches.
-    if let Some(cpu) = cpu_of(opts, 0) {
-        pin_to_cpu(cpu).map_err(|e| BenchError::io(format!("pinning to CPU {cpu}"), e))?;
-    }
     // Hop k carries messages from stage k to stage k + 1 (mod 4): its
     // write end, then its read end.
     let mut wr: Vec<Option<OwnedFd>> = Vec::new();

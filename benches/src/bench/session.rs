@@ -4,6 +4,7 @@ use super::{
     check, cpu_time_ns, eventfd, fd, fill, hw, mq, pipeline, seq_of, uring, BenchError, CpuTotals,
     Mechanism, Options, RoundTrips, Streamed, Transport, Workload, STOP,
 };
+use crate::affinity::Pinned;
 use hwlink::liveness::pin_to_cpu;
 use hwlink_drivers::Backend;
 use std::io::Read;
@@ -230,22 +231,14 @@ fn open_child(spec: &PeerSpec) -> Result<Box<dyn Transport>, BenchError> {
     }
 }
 
-pub(super) fn current_mask() -> Option<libc::cpu_set_t> {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set, filled by the call.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: pointer and size describe `set`.
-    let rc =
-        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
-    (rc == 0).then_some(set)
-}
-
 /// A running session: this side of the channel and the peer process.
 struct Session {
     transport: Box<dyn Transport>,
     child: Child,
     /// Set once this side no longer needs the peer (see [`watch_peer`]).
     ending: Arc<AtomicBool>,
-    saved_mask: Option<libc::cpu_set_t>,
+    /// This thread's CPU mask before the session, restored after it.
+    _pinned: Pinned,
     buf: Vec<u8>,
 }
 
@@ -276,34 +269,16 @@ impl Session {
         };
         // Pin first: an hwlink end records its CPU mask when it attaches,
         // and the peer uses it to tell whether the two share a core.
-        let saved_mask = current_mask();
-        let restore = |m: &Option<libc::cpu_set_t>| {
-            if let Some(set) = m {
-                // SAFETY: restores a mask read from the kernel.
-                unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) };
-            }
-        };
-        let spawned = (|| {
-            if let Some((mine, _)) = opts.cpus {
-                pin_to_cpu(mine)
-                    .map_err(|e| BenchError::io(format!("pinning to CPU {mine}"), e))?;
-            }
-            let side = setup_parent(&spec, opts)?;
-            spec.fds = side.child_fds.iter().map(AsRawFd::as_raw_fd).collect();
-            spec.id = side.id;
-            let child = spawn_peer(&spec, launch, "spawning the peer process")?;
-            // The peer has its copies: close ours, so that a dead peer shows
-            // as end-of-file.
-            drop(side.child_fds);
-            Ok((side.transport, child))
-        })();
-        let (transport, child) = match spawned {
-            Ok(v) => v,
-            Err(e) => {
-                restore(&saved_mask);
-                return Err(e);
-            }
-        };
+        let pinned = Pinned::to(opts.cpus.map(|c| c.0))
+            .map_err(|e| BenchError::io(format!("pinning to CPU {:?}", opts.cpus), e))?;
+        let side = setup_parent(&spec, opts)?;
+        spec.fds = side.child_fds.iter().map(AsRawFd::as_raw_fd).collect();
+        spec.id = side.id;
+        let child = spawn_peer(&spec, launch, "spawning the peer process")?;
+        // The peer has its copies: close ours, so that a dead peer shows as
+        // end-of-file.
+        drop(side.child_fds);
+        let transport = side.transport;
         let mut buf = vec![0u8; size];
         fill(&mut buf, 0);
         let ending = Arc::new(AtomicBool::new(false));
@@ -312,7 +287,7 @@ impl Session {
             transport,
             child,
             ending,
-            saved_mask,
+            _pinned: pinned,
             buf,
         })
     }
@@ -363,10 +338,6 @@ impl Drop for Session {
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
             let _ = self.child.wait();
-        }
-        if let Some(set) = self.saved_mask.take() {
-            // SAFETY: restores a mask read from the kernel.
-            unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
         }
     }
 }
