@@ -16,7 +16,7 @@ use crate::channel::{ChannelReceiver, ChannelSender};
 use crate::error::{Corruption, OpenError, RecvError, SendError};
 use crate::link::{Receiver, Sender};
 use crate::liveness::{self, my_token};
-use crate::mailbox::{Access, Buffering, Mailbox, QueueLayout, QueuePlace, QUEUE_CTL_BYTES};
+use crate::mailbox::{Access, Buffering, Mailbox, QueueLayout, QueuePlace};
 use crate::region::{
     self, DomainConfig, DomainParts, Inbox, ObjectInit, ObjectSpec, RegionInfo, RegionMap,
     RingParts,
@@ -1073,9 +1073,8 @@ impl Member {
         let layout = QueueLayout::new(buffering, first, cfg.slot_size, Access::SendRecv)?;
         let queue_kind = layout.kind();
         let made = if create {
-            let (qcfg, ring_bytes) = (layout.config, layout.queue_bytes);
-            let page = |b: u64| b.checked_next_multiple_of(4096).unwrap_or(u64::MAX);
-            let own = page(QUEUE_CTL_BYTES).saturating_add(page(ring_bytes));
+            let qcfg = layout.config;
+            let own = layout.objects_bytes();
             let init_ctl = move |o: ObjectInit| region::init_mailbox(o, qcfg, own);
             let init_ring = layout.init_queue();
             let peer = peer_name.unwrap_or("");
@@ -1084,22 +1083,7 @@ impl Member {
             } else {
                 (peer, self.name.as_str())
             };
-            let objects = [lo, hi].map(|who| {
-                [
-                    ObjectSpec {
-                        kind: HWL_OBJ_MAILBOX,
-                        name: who,
-                        size: QUEUE_CTL_BYTES,
-                        init: &init_ctl,
-                    },
-                    ObjectSpec {
-                        kind: queue_kind,
-                        name: who,
-                        size: ring_bytes,
-                        init: &*init_ring,
-                    },
-                ]
-            });
+            let objects = [lo, hi].map(|who| layout.object_specs(who, &init_ctl, &*init_ring));
             let [a, b] = objects;
             self.create_link_region(
                 &file,

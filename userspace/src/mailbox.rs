@@ -313,7 +313,7 @@ pub(crate) struct QueueLayout {
 }
 
 /// Bytes of a queue control block object.
-pub(crate) const QUEUE_CTL_BYTES: u64 = core::mem::size_of::<hwlink_hw::hwl_mailbox>() as u64;
+pub(crate) const QUEUE_CTL_BYTES: u64 = hwlink_hw::MAILBOX_CONTROL_BYTES;
 
 /// Rendezvous cells of a zero-capacity mailbox: senders posting plus
 /// receivers waiting at one moment.
@@ -375,6 +375,38 @@ impl QueueLayout {
             Some(_) => HWL_FEAT_MPMC_RING,
             None => hwlink_hw::HWL_FEAT_RENDEZVOUS,
         }
+    }
+
+    /// Bytes the queue's two objects (control block and queue object) take
+    /// in a region, each rounded up to whole objects (`HWL_OBJ_ALIGN`): the
+    /// mailbox's share of a region it shares with other objects.
+    pub(crate) fn objects_bytes(&self) -> u64 {
+        let whole = |b: u64| hwlink_hw::object_bytes(b).unwrap_or(u64::MAX);
+        whole(QUEUE_CTL_BYTES).saturating_add(whole(self.queue_bytes))
+    }
+
+    /// The queue's two objects, both named `name`: its control block
+    /// (initialised by `init_ctl`) and its queue object (`init_queue`).
+    pub(crate) fn object_specs<'a>(
+        &self,
+        name: &'a str,
+        init_ctl: &'a dyn Fn(ObjectInit),
+        init_queue: &'a dyn Fn(ObjectInit),
+    ) -> [ObjectSpec<'a>; 2] {
+        [
+            ObjectSpec {
+                kind: HWL_OBJ_MAILBOX,
+                name,
+                size: QUEUE_CTL_BYTES,
+                init: init_ctl,
+            },
+            ObjectSpec {
+                kind: self.kind(),
+                name,
+                size: self.queue_bytes,
+                init: init_queue,
+            },
+        ]
     }
 
     /// Initialises the queue object.

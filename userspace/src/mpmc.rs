@@ -43,26 +43,13 @@ pub(crate) const MAX_OWNERS: u32 = 64;
 /// Rounds one call may take before a ring whose words keep changing under
 /// it (a hostile peer rewriting them) is reported as corrupt.
 const MAX_ROUNDS: u32 = 1 << 16;
-/// Bytes of the control block (`struct hwl_mpmc_ring`): six cache lines.
-pub(crate) const CONTROL_BYTES: u64 = 384;
+/// Bytes of the control block (`struct hwl_mpmc_ring`), and the layout
+/// arithmetic of a ring object: computed in `hwlink_hw`.
+pub(crate) use hwlink_hw::{
+    mpmc_ring_bytes as ring_bytes, mpmc_slot_stride as slot_stride,
+    MPMC_CONTROL_BYTES as CONTROL_BYTES,
+};
 const SLOT_HDR: u64 = HWL_MPMC_SLOT_HDR_SIZE as u64;
-
-/// Bytes per slot for payloads of at most `slot_size`: header plus payload,
-/// rounded up to a cache line. None if it does not fit in a u32.
-pub(crate) fn slot_stride(slot_size: u32) -> Option<u32> {
-    let bytes = u64::from(slot_size)
-        .checked_add(SLOT_HDR)?
-        .checked_next_multiple_of(64)?;
-    u32::try_from(bytes).ok()
-}
-
-/// Bytes of a whole ring object: control block and slots.
-pub(crate) fn ring_bytes(capacity: u32, slot_size: u32) -> Option<u64> {
-    let stride = slot_stride(slot_size)?;
-    u64::from(capacity)
-        .checked_mul(u64::from(stride))?
-        .checked_add(CONTROL_BYTES)
-}
 
 /// The shape of an MPMC ring, validated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -18,7 +18,7 @@ use hwlink_hw::{
     HWL_FEAT_MPMC_RING, HWL_FEAT_SPSC_RING, HWL_MAX_ATTACHMENTS, HWL_MAX_OBJECTS,
     HWL_MEMBER_NAME_LEN, HWL_NAME_LEN, HWL_OBJ_ALIGN, HWL_OBJ_DOMAIN, HWL_OBJ_MAILBOX,
     HWL_OBJ_MPMC_RING, HWL_OBJ_SPSC_RING, HWL_REGION_CLAIMED, HWL_REGION_F_DEVICE,
-    HWL_REGION_F_HUGEPAGE, HWL_REGION_HDR_SIZE, HWL_REGION_MAGIC,
+    HWL_REGION_F_HUGEPAGE, HWL_REGION_MAGIC,
 };
 use std::ptr::addr_of_mut;
 use std::sync::Arc;
@@ -31,8 +31,8 @@ pub(crate) const KNOWN_FEATURES: u32 = HWL_FEAT_SPSC_RING
     | HWL_FEAT_MPMC_RING
     | HWL_FEAT_MAILBOX
     | HWL_FEAT_DOMAIN;
-const HDR: u64 = HWL_REGION_HDR_SIZE as u64;
-const RING_CTL: u64 = core::mem::size_of::<hwl_spsc_ring>() as u64;
+const HDR: u64 = hwlink_hw::REGION_HDR_BYTES;
+const RING_CTL: u64 = hwlink_hw::RING_CONTROL_BYTES;
 
 /// A mapped region; shared by every handle that points into it.
 #[derive(Debug)]
@@ -163,10 +163,6 @@ fn name_string(bytes: &[u8]) -> String {
     String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
-fn round_up(x: u64, to: u64) -> Option<u64> {
-    x.checked_next_multiple_of(to)
-}
-
 /// One object a creator puts into a new region.
 #[derive(Clone, Copy)]
 pub(crate) struct ObjectSpec<'a> {
@@ -217,11 +213,10 @@ pub(crate) fn create_region(
         )));
     }
     debug_assert_eq!(features & !KNOWN_FEATURES, 0);
-    let align = u64::from(HWL_OBJ_ALIGN);
     let mut offsets = Vec::with_capacity(objects.len());
     let mut end = HDR;
     for o in objects {
-        let size = round_up(o.size.max(1), align)
+        let size = hwlink_hw::object_bytes(o.size)
             .ok_or_else(|| OpenError::InvalidConfig("object size overflows".into()))?;
         offsets.push((end, size));
         end = end
@@ -315,8 +310,7 @@ pub(crate) fn init_spsc_ring(obj: ObjectInit, geometry: Geometry) {
 /// the ring rounded up to whole objects.
 fn ring_region_size(geometry: Geometry) -> Result<u64, OpenError> {
     hwlink_hw::ring_bytes(geometry.capacity, geometry.stride)
-        .and_then(|s| round_up(s, u64::from(HWL_OBJ_ALIGN)))
-        .and_then(|s| s.checked_add(HDR))
+        .and_then(hwlink_hw::single_object_region_bytes)
         .filter(|&s| s <= usize::MAX as u64)
         .ok_or_else(|| OpenError::InvalidConfig("capacity * slot size overflows".into()))
 }
@@ -983,8 +977,8 @@ impl Endpoint {
 // Domains: the directory object (struct hwl_domain + struct hwl_member[])
 // ---------------------------------------------------------------------------
 
-const DOMAIN_HDR: u64 = core::mem::size_of::<hwl_domain>() as u64;
-const MEMBER_BYTES: u64 = core::mem::size_of::<hwl_member>() as u64;
+const DOMAIN_HDR: u64 = hwlink_hw::DOMAIN_HDR_BYTES;
+const MEMBER_BYTES: u64 = hwlink_hw::MEMBER_BYTES;
 
 /// A domain's configuration, copied out of shared memory once and
 /// validated (or asked for by a creator).
@@ -999,9 +993,7 @@ pub(crate) struct DomainConfig {
 
 /// Bytes a domain object with `max_members` entries needs.
 pub(crate) fn domain_object_bytes(max_members: u32) -> u64 {
-    u64::from(max_members)
-        .saturating_mul(MEMBER_BYTES)
-        .saturating_add(DOMAIN_HDR)
+    hwlink_hw::domain_bytes(max_members)
 }
 
 /// Writes a domain's configuration into a zero-filled object being
@@ -1234,8 +1226,7 @@ impl<'a> MemberWords<'a> {
 }
 
 /// Bytes of the MPMC ring control block.
-const MPMC_CTL: u64 = crate::mpmc::CONTROL_BYTES;
-const _: () = assert!(core::mem::size_of::<hwl_mpmc_ring>() as u64 == MPMC_CTL);
+const MPMC_CTL: u64 = hwlink_hw::MPMC_CONTROL_BYTES;
 
 /// Writes the configuration and initial turns of an MPMC ring into a
 /// zero-filled object being created.
@@ -1361,7 +1352,7 @@ pub(crate) struct MailboxConfig {
     pub byte_limit: u64,
 }
 
-const MAILBOX_BYTES: u64 = core::mem::size_of::<hwl_mailbox>() as u64;
+const MAILBOX_BYTES: u64 = hwlink_hw::MAILBOX_CONTROL_BYTES;
 
 /// Writes a mailbox's configuration into a zero-filled object being
 /// created. `bytes_in_use` starts at `first_bytes` (the region itself).

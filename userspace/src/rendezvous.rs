@@ -42,13 +42,9 @@ const SEND_WAITING: u32 = HWL_RDV_SEND_WAITING;
 const TAKING: u32 = HWL_RDV_TAKING;
 const TAKEN: u32 = HWL_RDV_TAKEN;
 
-/// Bytes of the control block (`struct hwl_rendezvous`) rounded up to a
-/// cache line: 704. The standard `cells_offset`.
-pub(crate) const RDV_CONTROL_BYTES: u64 = {
-    let line = HWL_CACHELINE as u64;
-    let size = core::mem::size_of::<hwl_rendezvous>() as u64;
-    size.div_ceil(line) * line
-};
+/// The layout arithmetic of a rendezvous object (control block bytes, cell
+/// stride, object bytes): computed in `hwlink_hw`.
+pub(crate) use hwlink_hw::{rdv_cell_stride as cell_stride, rendezvous_bytes, RDV_CONTROL_BYTES};
 
 /// Longest futex sleep between checks of the other party's liveness and of
 /// the caller's hook (hw/SPEC.md §8.8).
@@ -72,33 +68,6 @@ const FULL_SLICE: Duration = Duration::from_millis(2);
 const MIN_SLICE: Duration = Duration::from_micros(200);
 /// Polls between clock checks while spinning.
 const POLL_CHECK_EVERY: u32 = 64;
-
-/// Bytes per cell for payloads of at most `slot_size` bytes: the 64-byte
-/// `struct hwl_rdv_cell` plus the payload, rounded up to a cache line.
-pub(crate) const fn cell_stride(slot_size: u32) -> Option<u32> {
-    let Some(bytes) = slot_size.checked_add(HWL_RDV_CELL_HDR_SIZE) else {
-        return None;
-    };
-    let Some(padded) = bytes.checked_add(HWL_CACHELINE - 1) else {
-        return None;
-    };
-    Some(
-        padded
-            .wrapping_div(HWL_CACHELINE)
-            .wrapping_mul(HWL_CACHELINE),
-    )
-}
-
-/// Bytes of a rendezvous object with `cells` cells of `slot_size` payload
-/// bytes, laid out the standard way (cells at [`RDV_CONTROL_BYTES`]). `None`
-/// for a shape an opener would refuse.
-pub(crate) fn rendezvous_bytes(cells: u32, slot_size: u32) -> Option<u64> {
-    if cells == 0 || cells > HWL_RDV_MAX_CELLS || slot_size > HWL_RING_MAX_SLOT_SIZE {
-        return None;
-    }
-    let stride = cell_stride(slot_size)?;
-    RDV_CONTROL_BYTES.checked_add(u64::from(cells).checked_mul(u64::from(stride))?)
-}
 
 /// A state word: `HWL_RDV_*` in the low half, a process token in the high
 /// half.
