@@ -399,7 +399,7 @@ mod tests {
             MAILBOX_CONTROL_BYTES,
             core::mem::size_of::<hwl_mailbox>() as u64
         );
-        assert!(MAILBOX_CONTROL_BYTES <= OBJ_ALIGN * 4);
+        assert_eq!(object_bytes(MAILBOX_CONTROL_BYTES), Some(OBJ_ALIGN));
         assert_eq!(DOMAIN_HDR_BYTES % u64::from(HWL_CACHELINE), 0);
         assert_eq!(MEMBER_BYTES % 8, 0);
         assert_eq!(domain_bytes(0), DOMAIN_HDR_BYTES);

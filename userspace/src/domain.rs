@@ -17,10 +17,9 @@ use crate::error::{Corruption, OpenError, RecvError, SendError};
 use crate::link::{Receiver, Sender};
 use crate::liveness::{self, my_token};
 use crate::mailbox::{Access, Buffering, Mailbox, QueueLayout, QueuePlace};
-use crate::region::{
-    self, DomainConfig, DomainParts, Inbox, ObjectInit, ObjectSpec, RegionInfo, RegionMap,
-    RingParts,
-};
+use crate::objects::domain::Inbox;
+use crate::objects::{self, DomainConfig, DomainParts, RingParts};
+use crate::region::{self, ObjectInit, ObjectSpec, RegionInfo, RegionMap};
 use crate::spsc::Geometry;
 use crate::sync::{fence, Ordering};
 use crate::wait::WaitStrategy;
@@ -153,7 +152,7 @@ fn mark_queues_removed(file: &str) -> bool {
     };
     let mut attached = false;
     for obj in info.objects.iter().filter(|o| o.kind == HWL_OBJ_MAILBOX) {
-        if let Ok(ctl) = region::MailboxParts::locate_object(map.clone(), obj) {
+        if let Ok(ctl) = objects::MailboxParts::locate_object(map.clone(), obj) {
             crate::mailbox::mark_removed(&ctl);
             attached |= crate::mailbox::others_attached(&ctl, 0);
         }
@@ -626,7 +625,7 @@ impl DomainBuilder {
             for (file, _) in link_files(&domain) {
                 let _ = crate::segments::remove_with_segments(&file);
             }
-            region::init_domain(obj, cfg, first_generation);
+            objects::init_domain(obj, cfg, first_generation);
         };
         let map = region::create_region(
             &self.domain,
@@ -635,7 +634,7 @@ impl DomainBuilder {
             &[ObjectSpec {
                 kind: HWL_OBJ_DOMAIN,
                 name: "directory",
-                size: region::domain_object_bytes(cfg.max_members),
+                size: objects::domain_object_bytes(cfg.max_members),
                 init: &init,
             }],
             true,
@@ -912,8 +911,8 @@ impl Member {
         }
         let made = if create {
             let g = self.geometry;
-            let init = move |o: ObjectInit| region::init_spsc_ring(o, g);
-            let bytes = region::spsc_ring_bytes(&g)?;
+            let init = move |o: ObjectInit| objects::init_spsc_ring(o, g);
+            let bytes = objects::spsc_ring_bytes(&g)?;
             let peer = peer_name.unwrap_or("");
             let (lo, hi) = if self.me < slot {
                 (self.name.as_str(), peer)
@@ -1075,7 +1074,7 @@ impl Member {
         let made = if create {
             let qcfg = layout.config;
             let own = layout.objects_bytes();
-            let init_ctl = move |o: ObjectInit| region::init_mailbox(o, qcfg, own);
+            let init_ctl = move |o: ObjectInit| objects::init_mailbox(o, qcfg, own);
             let init_ring = layout.init_queue();
             let peer = peer_name.unwrap_or("");
             let (lo, hi) = if self.me < slot {

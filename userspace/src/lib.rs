@@ -53,6 +53,8 @@ mod link;
 #[cfg(not(loom))]
 mod mailbox;
 #[cfg(not(loom))]
+mod objects;
+#[cfg(not(loom))]
 pub mod pingpong;
 #[cfg(not(loom))]
 mod region;

@@ -227,6 +227,39 @@ pub(crate) fn online_cpus() -> usize {
     usize::try_from(n).unwrap_or(1).max(1)
 }
 
+/// Child processes for tests of real processes sharing memory.
+#[cfg(all(test, not(miri), not(loom)))]
+pub(crate) mod test_process {
+    /// Forks a child that runs `f` and exits with its result as status.
+    pub(crate) fn fork_child(f: impl FnOnce() -> bool) -> libc::pid_t {
+        // SAFETY: fork has no memory preconditions; the child only runs `f`
+        // and `_exit`s, never returning into the test harness.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(false);
+            // SAFETY: ends the child without running the parent's atexit
+            // handlers or destructors.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        pid
+    }
+
+    /// Waits for our child `pid` to end; its wait status.
+    pub(crate) fn reap(pid: libc::pid_t) -> libc::c_int {
+        let mut status = 0;
+        // SAFETY: `status` is a live c_int; `pid` is our child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        status
+    }
+
+    /// Sends SIGKILL to our child `pid`.
+    pub(crate) fn kill(pid: libc::pid_t) {
+        // SAFETY: plain syscall on our own child.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

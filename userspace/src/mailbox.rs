@@ -14,10 +14,8 @@ use crate::doorbell::Doorbell;
 use crate::error::{OpenError, RecvError, SendError};
 use crate::liveness::PeerWatch;
 use crate::mpmc::{self, Head, MpmcGeometry, Owners, PopError, PushError, MAX_OWNERS};
-use crate::region::{
-    self, MailboxConfig, MailboxParts, MpmcParts, ObjectInit, ObjectSpec, RegionMap,
-    RendezvousParts,
-};
+use crate::objects::{self, MailboxConfig, MailboxParts, MpmcParts, RendezvousParts};
+use crate::region::{self, ObjectInit, ObjectSpec, RegionMap};
 use crate::rendezvous::{RdvRecvError, RdvSendError};
 use crate::segments::RegionStore;
 use crate::shm::ShmSlice;
@@ -213,7 +211,7 @@ impl MailboxBuilder {
         let config = layout.config;
         let init_ctl = move |obj: ObjectInit| {
             let len = obj.region_len();
-            region::init_mailbox(obj, config, len)
+            objects::init_mailbox(obj, config, len)
         };
         let init_queue = layout.init_queue();
         let map = region::create_region(
@@ -412,10 +410,10 @@ impl QueueLayout {
     /// Initialises the queue object.
     pub(crate) fn init_queue(&self) -> Box<dyn Fn(ObjectInit)> {
         match self.geometry {
-            Some(g) => Box::new(move |o| region::init_mpmc_ring(o, g, 0)),
+            Some(g) => Box::new(move |o| objects::init_mpmc_ring(o, g, 0)),
             None => {
                 let (cells, slot) = (self.config.capacity, self.config.slot_size);
-                Box::new(move |o| region::init_rendezvous(o, cells, slot))
+                Box::new(move |o| objects::init_rendezvous(o, cells, slot))
             }
         }
     }

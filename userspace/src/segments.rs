@@ -9,7 +9,8 @@
 use crate::chain::{Segment, SegmentStore, StoreError};
 use crate::error::{Corruption, OpenError};
 use crate::mpmc::{self, MpmcGeometry, MpmcRing, RawMpmc};
-use crate::region::{self, MailboxParts, MpmcParts, ObjectInit, ObjectSpec};
+use crate::objects::{self, MailboxParts, MpmcParts};
+use crate::region::{self, ObjectInit, ObjectSpec};
 use crate::sync::AtomicU64;
 use hwlink_drivers::{Backend, MapError};
 use hwlink_hw::{HWL_FEAT_MPMC_RING, HWL_OBJ_MPMC_RING, HWL_REGION_MAGIC};
@@ -127,7 +128,7 @@ impl SegmentStore for RegionStore {
 
     fn create(&self, id: u64, geometry: &MpmcGeometry) -> Result<Arc<MpmcParts>, String> {
         let geometry = *geometry;
-        let init = move |obj: ObjectInit| region::init_mpmc_ring(obj, geometry, id);
+        let init = move |obj: ObjectInit| objects::init_mpmc_ring(obj, geometry, id);
         let size = mpmc::ring_bytes(geometry.capacity, geometry.slot_size)
             .ok_or_else(|| "segment size overflows".to_string())?;
         let map = region::create_region(
