@@ -22,25 +22,38 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![deny(missing_docs)]
+// `unsafe` is allowed only in the modules that wrap what needs it: the
+// mapping (region), raw views of shared memory (shm), system calls (futex,
+// liveness) and the loom-switchable atomics and fences (sync).
+#![deny(unsafe_code)]
+#![warn(missing_debug_implementations)]
+#![warn(clippy::unnecessary_safety_comment)]
 
 mod chain;
 mod doorbell;
 mod error;
+#[allow(unsafe_code)]
 mod futex;
 #[cfg(not(loom))]
 mod hw_doorbell;
+#[allow(unsafe_code)]
 pub mod liveness;
 mod mpmc;
 mod spsc;
+#[allow(unsafe_code)]
 mod sync;
 mod wait;
 // Zero-capacity (rendezvous) hand-off; wired into mailboxes and links later.
 mod rendezvous;
+#[allow(unsafe_code)]
 pub mod shm;
 
 #[cfg(not(loom))]
 pub mod admin;
+// Being moved out of the library (benchmark harness), unsafe, std atomics
+// and all.
 #[cfg(not(loom))]
+#[allow(unsafe_code, clippy::disallowed_types)]
 pub mod bench;
 #[cfg(not(loom))]
 mod channel;
@@ -54,9 +67,12 @@ mod link;
 mod mailbox;
 #[cfg(not(loom))]
 mod objects;
+// Being moved out of the library, unsafe, std atomics and all.
 #[cfg(not(loom))]
+#[allow(unsafe_code, missing_debug_implementations, clippy::disallowed_types)]
 pub mod pingpong;
 #[cfg(not(loom))]
+#[allow(unsafe_code)]
 mod region;
 #[cfg(not(loom))]
 pub mod remote_pingpong;
@@ -101,6 +117,7 @@ pub mod bench_support {
 
     /// A semaphore doorbell on heap words (the same code as the doorbells
     /// in shared memory).
+    #[derive(Debug)]
     pub struct Doorbell(crate::doorbell::HeapDoorbell);
 
     impl Default for Doorbell {

@@ -106,9 +106,29 @@ pub fn pid_of(token: u32) -> u32 {
     watch(token).map_or(0, |w| w.pid())
 }
 
+/// A peer's liveness file (`Watch`), whose robust lock word reads as one of
+/// this crate's atomics.
+#[derive(Debug)]
+pub(crate) struct Watched(Watch);
+
+impl std::ops::Deref for Watched {
+    type Target = Watch;
+    fn deref(&self) -> &Watch {
+        &self.0
+    }
+}
+
+impl Watched {
+    /// `Watch::lock_word`, as a `crate::sync` atomic.
+    #[cfg(not(loom))]
+    pub(crate) fn lock_word(&self) -> Option<&crate::sync::AtomicU32> {
+        self.0.lock_word().map(crate::sync::AtomicU32::from_core)
+    }
+}
+
 /// Watches shared by every handle of this process, one per token.
-fn watch(token: u32) -> Option<Arc<Watch>> {
-    static CACHE: Mutex<Option<HashMap<u32, Weak<Watch>>>> = Mutex::new(None);
+fn watch(token: u32) -> Option<Arc<Watched>> {
+    static CACHE: Mutex<Option<HashMap<u32, Weak<Watched>>>> = Mutex::new(None);
     if token == 0 {
         return None;
     }
@@ -129,13 +149,13 @@ fn watch(token: u32) -> Option<Arc<Watch>> {
         }
     }
     let Some(mut cache) = cache else {
-        return Watch::open(token).map(Arc::new);
+        return Watch::open(token).map(|w| Arc::new(Watched(w)));
     };
     let map = cache.get_or_insert_with(HashMap::new);
     if let Some(w) = map.get(&token).and_then(Weak::upgrade) {
         return Some(w);
     }
-    let w = Arc::new(Watch::open(token)?);
+    let w = Arc::new(Watched(Watch::open(token)?));
     if map.len() > 1024 {
         map.retain(|_, w| w.strong_count() > 0);
     }
@@ -147,7 +167,7 @@ fn watch(token: u32) -> Option<Arc<Watch>> {
 #[derive(Debug, Clone)]
 pub(crate) struct PeerWatch {
     /// None: no liveness file (the process is gone, or never was).
-    watch: Option<Arc<Watch>>,
+    watch: Option<Arc<Watched>>,
 }
 
 impl PeerWatch {
@@ -160,7 +180,7 @@ impl PeerWatch {
 
     /// The watched process's liveness file, to sleep on its robust word
     /// (`Watch::lock_word`) beside a doorbell.
-    pub(crate) fn shared(&self) -> Option<Arc<Watch>> {
+    pub(crate) fn shared(&self) -> Option<Arc<Watched>> {
         self.watch.clone()
     }
 

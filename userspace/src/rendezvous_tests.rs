@@ -668,10 +668,10 @@ mod loom_models {
     fn loom_rendezvous_blocking_handoff() {
         let mut builder = loom::model::Builder::new();
         builder.preemption_bound = Some(3);
-        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let runs = Arc::new(crate::sync::unmodelled::AtomicUsize::new(0));
         let counter = runs.clone();
         builder.check(move || {
-            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            counter.fetch_add(1, crate::sync::unmodelled::Ordering::Relaxed);
             let w = words(2);
             let seen = Arc::new(AtomicU32::new(0));
             let (w2, seen2) = (w.clone(), seen.clone());
@@ -710,16 +710,16 @@ mod loom_models {
     fn loom_rendezvous_timeout_races_take() {
         let mut builder = loom::model::Builder::new();
         builder.preemption_bound = Some(3);
-        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let runs = Arc::new(crate::sync::unmodelled::AtomicUsize::new(0));
         let counter = runs.clone();
         // Which outcomes the model reached: [not delivered, delivered].
         let outcomes = Arc::new([
-            std::sync::atomic::AtomicBool::new(false),
-            std::sync::atomic::AtomicBool::new(false),
+            crate::sync::unmodelled::AtomicBool::new(false),
+            crate::sync::unmodelled::AtomicBool::new(false),
         ]);
         let reached = outcomes.clone();
         builder.check(move || {
-            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            counter.fetch_add(1, crate::sync::unmodelled::Ordering::Relaxed);
             let w = words(2);
             let w2 = w.clone();
             let t = loom::thread::spawn(move || {
@@ -746,7 +746,7 @@ mod loom_models {
             if let Some(m) = got {
                 assert_eq!(m, b"xy");
             }
-            reached[usize::from(sent)].store(true, std::sync::atomic::Ordering::Relaxed);
+            reached[usize::from(sent)].store(true, crate::sync::unmodelled::Ordering::Relaxed);
             for s in &w.states {
                 assert_eq!(s.load(Ordering::Relaxed), 0, "cell left busy");
             }
@@ -755,7 +755,7 @@ mod loom_models {
         assert!(
             outcomes
                 .iter()
-                .all(|o| o.load(std::sync::atomic::Ordering::Relaxed)),
+                .all(|o| o.load(crate::sync::unmodelled::Ordering::Relaxed)),
             "the model must reach both a delivery and a withdrawal"
         );
     }
@@ -769,12 +769,12 @@ mod loom_models {
     fn loom_rendezvous_try_send_races_receiver_timeout() {
         let mut builder = loom::model::Builder::new();
         builder.preemption_bound = Some(3);
-        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let runs = Arc::new(crate::sync::unmodelled::AtomicUsize::new(0));
         let counter = runs.clone();
-        let delivered = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let delivered = Arc::new(crate::sync::unmodelled::AtomicBool::new(false));
         let seen_delivery = delivered.clone();
         builder.check(move || {
-            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            counter.fetch_add(1, crate::sync::unmodelled::Ordering::Relaxed);
             let w = words(2);
             let w2 = w.clone();
             let t = loom::thread::spawn(move || match handle(&w2, 2).try_send(b"t") {
@@ -796,14 +796,14 @@ mod loom_models {
             let sent = t.join().unwrap();
             assert_eq!(sent, got.is_some(), "delivered {sent} but received {got:?}");
             if got.is_some() {
-                seen_delivery.store(true, std::sync::atomic::Ordering::Relaxed);
+                seen_delivery.store(true, crate::sync::unmodelled::Ordering::Relaxed);
             }
             for s in &w.states {
                 assert_eq!(s.load(Ordering::Relaxed), 0, "cell left busy");
             }
         });
         assert!(
-            delivered.load(std::sync::atomic::Ordering::Relaxed),
+            delivered.load(crate::sync::unmodelled::Ordering::Relaxed),
             "the model never explored a delivery"
         );
         eprintln!("loom_rendezvous_try_send_races_receiver_timeout: {runs:?} executions");
@@ -816,16 +816,16 @@ mod loom_models {
     fn loom_rendezvous_two_receivers_one_sender() {
         let mut builder = loom::model::Builder::new();
         builder.preemption_bound = Some(2);
-        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let runs = Arc::new(crate::sync::unmodelled::AtomicUsize::new(0));
         let counter = runs.clone();
         // Which receiver got the message: [the blocking one, the late one].
         let outcomes = Arc::new([
-            std::sync::atomic::AtomicBool::new(false),
-            std::sync::atomic::AtomicBool::new(false),
+            crate::sync::unmodelled::AtomicBool::new(false),
+            crate::sync::unmodelled::AtomicBool::new(false),
         ]);
         let reached = outcomes.clone();
         builder.check(move || {
-            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            counter.fetch_add(1, crate::sync::unmodelled::Ordering::Relaxed);
             let w = words(2);
             let w2 = w.clone();
             let late = loom::thread::spawn(move || {
@@ -847,7 +847,7 @@ mod loom_models {
             let rx = handle(&w, 2);
             let late_got = late.join().unwrap();
             reached[usize::from(late_got.is_some())]
-                .store(true, std::sync::atomic::Ordering::Relaxed);
+                .store(true, crate::sync::unmodelled::Ordering::Relaxed);
             if late_got.is_none() {
                 let got = rx
                     .recv_with(|m| m.to_vec(), None, WaitStrategy::Park, &mut ok)
@@ -865,7 +865,7 @@ mod loom_models {
         assert!(
             outcomes
                 .iter()
-                .all(|o| o.load(std::sync::atomic::Ordering::Relaxed)),
+                .all(|o| o.load(crate::sync::unmodelled::Ordering::Relaxed)),
             "the model must reach a delivery to each receiver"
         );
     }

@@ -21,6 +21,8 @@
 //! (`PR_SET_PDEATHSIG`), and a peer exits on its own after
 //! `HWLINK_TEST_PEER_TIMEOUT` seconds whatever happens.
 #![allow(dead_code)]
+// Test code: std atomics (the clippy.toml rule is for the library).
+#![allow(clippy::disallowed_types)]
 
 use hwlink::{admin, LinkBuilder, RecvError, SendError, WaitStrategy};
 use std::io::{BufRead, BufReader, Write};
