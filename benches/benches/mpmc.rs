@@ -14,6 +14,9 @@
 //! ```text
 //! cargo bench -p hwlink-benches --bench mpmc
 //! ```
+// The workspace's clippy.toml steers `hwlink` to its loom-switchable atomics
+// (its `sync` module); this crate is never model-checked and uses std's.
+#![allow(clippy::disallowed_types)]
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use crossbeam_queue::ArrayQueue;

@@ -15,8 +15,11 @@
 //! drivers and the userspace library implement on top of this layout.
 //!
 //! Besides the bindings, the crate has a few typed helpers — [`slot_stride`],
-//! [`ring_bytes`], [`slot_offset`] — which are the one place where the sizes
-//! and offsets derived from the header are computed. They are pure
+//! [`ring_bytes`], [`slot_offset`], [`object_bytes`],
+//! [`single_object_region_bytes`], [`mpmc_ring_bytes`],
+//! [`rendezvous_bytes`], [`domain_bytes`] and the `*_BYTES` constants —
+//! which are the one place where the sizes, strides and offsets of objects
+//! derived from the header are computed. They are pure
 //! arithmetic on values the caller passes: they neither read nor validate a
 //! mapped region, and they never panic.
 //!
@@ -156,9 +159,260 @@ pub const fn slot_offset(
     slots_offset.checked_add(within)
 }
 
+/// Rounds `x` up to a multiple of `to` (a power of two); `None` on overflow.
+const fn round_up(x: u64, to: u64) -> Option<u64> {
+    let Some(padded) = x.checked_add(to - 1) else {
+        return None;
+    };
+    Some(padded / to * to)
+}
+
+/// [`HWL_OBJ_ALIGN`] as a `u64`: every object starts on this boundary.
+pub const OBJ_ALIGN: u64 = HWL_OBJ_ALIGN as u64;
+
+/// [`HWL_REGION_HDR_SIZE`] as a `u64`: the header before the first object.
+pub const REGION_HDR_BYTES: u64 = HWL_REGION_HDR_SIZE as u64;
+
+/// Bytes an object of `size` bytes occupies in a region: `size` (at least
+/// one byte) rounded up to [`HWL_OBJ_ALIGN`], so that the next object starts
+/// on its own boundary. `None` on overflow.
+///
+/// ```
+/// assert_eq!(hwlink_hw::object_bytes(0), Some(4096));
+/// assert_eq!(hwlink_hw::object_bytes(4097), Some(8192));
+/// ```
+pub const fn object_bytes(size: u64) -> Option<u64> {
+    let size = if size == 0 { 1 } else { size };
+    round_up(size, OBJ_ALIGN)
+}
+
+/// Bytes of a region holding one object of `size` bytes: the header, then
+/// the object rounded up to [`HWL_OBJ_ALIGN`] (what a link's region, or one
+/// segment of an unbounded queue, is). `None` on overflow.
+///
+/// ```
+/// assert_eq!(hwlink_hw::single_object_region_bytes(100), Some(4096 + 4096));
+/// ```
+pub const fn single_object_region_bytes(size: u64) -> Option<u64> {
+    let Some(object) = object_bytes(size) else {
+        return None;
+    };
+    REGION_HDR_BYTES.checked_add(object)
+}
+
+/// Bytes of the MPMC ring control block (`struct hwl_mpmc_ring`): 384, six
+/// cache lines. The only valid `slots_offset` of an MPMC ring.
+pub const MPMC_CONTROL_BYTES: u64 = core::mem::size_of::<hwl_mpmc_ring>() as u64;
+
+const _: () = assert!(MPMC_CONTROL_BYTES == 384);
+const _: () = assert!(MPMC_CONTROL_BYTES % HWL_CACHELINE as u64 == 0);
+const _: () = assert!(core::mem::size_of::<hwl_spsc_ring>() as u64 == RING_CONTROL_BYTES);
+
+/// Bytes per MPMC slot for payloads of at most `slot_size`: the
+/// [`HWL_MPMC_SLOT_HDR_SIZE`] header plus `slot_size`, rounded up to a
+/// cache line. `None` if it does not fit in a `u32`.
+///
+/// ```
+/// assert_eq!(hwlink_hw::mpmc_slot_stride(48), Some(64));
+/// assert_eq!(hwlink_hw::mpmc_slot_stride(49), Some(128));
+/// ```
+pub const fn mpmc_slot_stride(slot_size: u32) -> Option<u32> {
+    let Some(bytes) = (slot_size as u64).checked_add(HWL_MPMC_SLOT_HDR_SIZE as u64) else {
+        return None;
+    };
+    let Some(padded) = round_up(bytes, HWL_CACHELINE as u64) else {
+        return None;
+    };
+    if padded > u32::MAX as u64 {
+        return None;
+    }
+    Some(padded as u32)
+}
+
+/// Bytes of a whole MPMC ring object: control block
+/// ([`MPMC_CONTROL_BYTES`]) and `capacity` slots of
+/// [`mpmc_slot_stride`]`(slot_size)` bytes. `None` on overflow.
+///
+/// ```
+/// assert_eq!(hwlink_hw::mpmc_ring_bytes(4, 8), Some(384 + 4 * 64));
+/// ```
+pub const fn mpmc_ring_bytes(capacity: u32, slot_size: u32) -> Option<u64> {
+    let Some(stride) = mpmc_slot_stride(slot_size) else {
+        return None;
+    };
+    let Some(slots) = (capacity as u64).checked_mul(stride as u64) else {
+        return None;
+    };
+    slots.checked_add(MPMC_CONTROL_BYTES)
+}
+
+/// Bytes of the rendezvous control block (`struct hwl_rendezvous`) rounded
+/// up to a cache line: 704. The only valid `cells_offset`.
+pub const RDV_CONTROL_BYTES: u64 = {
+    let line = HWL_CACHELINE as u64;
+    let size = core::mem::size_of::<hwl_rendezvous>() as u64;
+    size.div_ceil(line) * line
+};
+
+const _: () = assert!(RDV_CONTROL_BYTES == 704);
+const _: () = assert!(core::mem::size_of::<hwl_rdv_cell>() == HWL_RDV_CELL_HDR_SIZE as usize);
+
+/// Bytes per rendezvous cell for payloads of at most `slot_size` bytes: the
+/// 64-byte `struct hwl_rdv_cell` plus the payload, rounded up to a cache
+/// line. `None` if it does not fit in a `u32`.
+///
+/// ```
+/// assert_eq!(hwlink_hw::rdv_cell_stride(0), Some(64));
+/// assert_eq!(hwlink_hw::rdv_cell_stride(1), Some(128));
+/// ```
+pub const fn rdv_cell_stride(slot_size: u32) -> Option<u32> {
+    let Some(bytes) = slot_size.checked_add(HWL_RDV_CELL_HDR_SIZE) else {
+        return None;
+    };
+    let Some(padded) = bytes.checked_add(HWL_CACHELINE - 1) else {
+        return None;
+    };
+    Some(padded / HWL_CACHELINE * HWL_CACHELINE)
+}
+
+/// Bytes of a rendezvous object with `cells` cells of `slot_size` payload
+/// bytes, laid out the standard way (cells at [`RDV_CONTROL_BYTES`]).
+/// `None` for a shape an opener would refuse: no cells, more than
+/// [`HWL_RDV_MAX_CELLS`], or a slot above [`HWL_RING_MAX_SLOT_SIZE`].
+///
+/// ```
+/// assert_eq!(hwlink_hw::rendezvous_bytes(2, 16), Some(704 + 2 * 128));
+/// assert_eq!(hwlink_hw::rendezvous_bytes(0, 16), None);
+/// ```
+pub const fn rendezvous_bytes(cells: u32, slot_size: u32) -> Option<u64> {
+    if cells == 0 || cells > HWL_RDV_MAX_CELLS || slot_size > HWL_RING_MAX_SLOT_SIZE {
+        return None;
+    }
+    let Some(stride) = rdv_cell_stride(slot_size) else {
+        return None;
+    };
+    let Some(all) = (cells as u64).checked_mul(stride as u64) else {
+        return None;
+    };
+    RDV_CONTROL_BYTES.checked_add(all)
+}
+
+/// Bytes of the mailbox control block object (`struct hwl_mailbox`).
+pub const MAILBOX_CONTROL_BYTES: u64 = core::mem::size_of::<hwl_mailbox>() as u64;
+
+/// Bytes of the domain directory header (`struct hwl_domain`): the
+/// `members_offset` a creator writes.
+pub const DOMAIN_HDR_BYTES: u64 = core::mem::size_of::<hwl_domain>() as u64;
+
+/// Bytes of one domain directory entry (`struct hwl_member`).
+pub const MEMBER_BYTES: u64 = core::mem::size_of::<hwl_member>() as u64;
+
+/// Bytes a domain object with `max_members` entries needs: the header,
+/// then the entries (saturating: `max_members` is at most
+/// [`HWL_DOMAIN_MAX_MEMBERS`] in practice).
+///
+/// ```
+/// let one = hwlink_hw::domain_bytes(1);
+/// assert_eq!(hwlink_hw::domain_bytes(2) - one, hwlink_hw::MEMBER_BYTES);
+/// ```
+pub const fn domain_bytes(max_members: u32) -> u64 {
+    (max_members as u64)
+        .saturating_mul(MEMBER_BYTES)
+        .saturating_add(DOMAIN_HDR_BYTES)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn object_and_region_bytes() {
+        assert_eq!(OBJ_ALIGN, 4096);
+        assert_eq!(REGION_HDR_BYTES, 4096);
+        assert_eq!(object_bytes(0), Some(4096));
+        assert_eq!(object_bytes(1), Some(4096));
+        assert_eq!(object_bytes(4096), Some(4096));
+        assert_eq!(object_bytes(4097), Some(8192));
+        assert_eq!(object_bytes(u64::MAX - 4094), None);
+        assert_eq!(object_bytes(u64::MAX - 4095), Some(u64::MAX - 4095));
+        assert_eq!(single_object_region_bytes(1), Some(8192));
+        assert_eq!(single_object_region_bytes(512 + 64), Some(8192));
+        assert_eq!(single_object_region_bytes(8193), Some(4096 + 12288));
+        assert_eq!(single_object_region_bytes(u64::MAX - 4095), None);
+        // A link of 1024 slots of 100 bytes.
+        let ring = ring_bytes(1024, slot_stride(100).unwrap()).unwrap();
+        assert_eq!(
+            single_object_region_bytes(ring),
+            Some(4096 + 512 + 1024 * 128 + 3584)
+        );
+    }
+
+    #[test]
+    fn mpmc_layout() {
+        assert_eq!(MPMC_CONTROL_BYTES, 384);
+        assert_eq!(mpmc_slot_stride(0), Some(64));
+        assert_eq!(mpmc_slot_stride(48), Some(64));
+        assert_eq!(mpmc_slot_stride(49), Some(128));
+        assert_eq!(
+            mpmc_slot_stride(HWL_RING_MAX_SLOT_SIZE),
+            Some((1 << 30) + 64)
+        );
+        assert_eq!(mpmc_slot_stride(u32::MAX - 16), None);
+        assert_eq!(mpmc_slot_stride(u32::MAX), None);
+        for size in 0..=1000u32 {
+            let stride = mpmc_slot_stride(size).unwrap();
+            assert_eq!(stride % HWL_CACHELINE, 0);
+            assert!(stride >= size + HWL_MPMC_SLOT_HDR_SIZE);
+            assert!(stride - (size + HWL_MPMC_SLOT_HDR_SIZE) < HWL_CACHELINE);
+        }
+        assert_eq!(mpmc_ring_bytes(4, 8), Some(384 + 256));
+        assert_eq!(mpmc_ring_bytes(256, 1000), Some(384 + 256 * 1024));
+        assert_eq!(mpmc_ring_bytes(u32::MAX, u32::MAX), None);
+        assert_eq!(
+            mpmc_ring_bytes(u32::MAX, HWL_RING_MAX_SLOT_SIZE),
+            Some(384 + u64::from(u32::MAX) * ((1 << 30) + 64))
+        );
+    }
+
+    #[test]
+    fn rendezvous_layout() {
+        assert_eq!(RDV_CONTROL_BYTES, 704);
+        assert_eq!(rdv_cell_stride(0), Some(64));
+        assert_eq!(rdv_cell_stride(1), Some(128));
+        assert_eq!(rdv_cell_stride(64), Some(128));
+        assert_eq!(rdv_cell_stride(u32::MAX - 64), None);
+        assert_eq!(rendezvous_bytes(1, 0), Some(704 + 64));
+        assert_eq!(rendezvous_bytes(2, 16), Some(704 + 256));
+        assert_eq!(
+            rendezvous_bytes(HWL_RDV_MAX_CELLS, 64),
+            Some(704 + u64::from(HWL_RDV_MAX_CELLS) * 128)
+        );
+        assert_eq!(rendezvous_bytes(0, 16), None);
+        assert_eq!(rendezvous_bytes(HWL_RDV_MAX_CELLS + 1, 16), None);
+        assert_eq!(rendezvous_bytes(1, HWL_RING_MAX_SLOT_SIZE + 1), None);
+        assert!(rendezvous_bytes(1, HWL_RING_MAX_SLOT_SIZE).is_some());
+    }
+
+    #[test]
+    fn mailbox_and_domain_layout() {
+        assert_eq!(
+            MAILBOX_CONTROL_BYTES,
+            core::mem::size_of::<hwl_mailbox>() as u64
+        );
+        assert_eq!(object_bytes(MAILBOX_CONTROL_BYTES), Some(OBJ_ALIGN));
+        assert_eq!(DOMAIN_HDR_BYTES % u64::from(HWL_CACHELINE), 0);
+        assert_eq!(MEMBER_BYTES % 8, 0);
+        assert_eq!(domain_bytes(0), DOMAIN_HDR_BYTES);
+        assert_eq!(domain_bytes(3), DOMAIN_HDR_BYTES + 3 * MEMBER_BYTES);
+        assert_eq!(
+            domain_bytes(HWL_DOMAIN_MAX_MEMBERS),
+            DOMAIN_HDR_BYTES + u64::from(HWL_DOMAIN_MAX_MEMBERS) * MEMBER_BYTES
+        );
+        assert_eq!(
+            domain_bytes(u32::MAX),
+            DOMAIN_HDR_BYTES + u64::from(u32::MAX) * MEMBER_BYTES
+        );
+    }
 
     #[test]
     fn magic_constants() {

@@ -4,7 +4,8 @@
 
 use crate::error::{OpenError, Side};
 use crate::liveness::is_alive;
-use crate::region::{self, RegionMap, RingParts};
+use crate::objects::{self, RingParts};
+use crate::region::{self, RegionMap};
 use hwlink_drivers::{Backend, BackingKind, MapError, Region};
 use hwlink_hw::{HWL_EP_ATTACHED, HWL_EP_CLOSED, HWL_EP_FREE};
 use std::path::PathBuf;
@@ -161,7 +162,7 @@ fn endpoint_status(parts: &RingParts, side: Side) -> EndpointStatus {
 fn segment_of(name: &str, map: &Arc<RegionMap>, info: &region::RegionInfo) -> Option<String> {
     let (root, k) = crate::segments::segment_root(name)?;
     let obj = info.objects.first()?;
-    let parts = region::MpmcParts::locate_object(map.clone(), obj).ok()?;
+    let parts = objects::MpmcParts::locate_object(map.clone(), obj).ok()?;
     (info.objects.len() == 1 && parts.segment() == k).then_some(root)
 }
 
@@ -268,7 +269,7 @@ fn rendezvous_status(map: &Arc<RegionMap>, info: &region::RegionInfo) -> Option<
         .iter()
         .filter(|o| o.kind == hwlink_hw::HWL_OBJ_RENDEZVOUS)
     {
-        let Ok(parts) = region::RendezvousParts::locate_object(map.clone(), obj) else {
+        let Ok(parts) = objects::RendezvousParts::locate_object(map.clone(), obj) else {
             continue;
         };
         let (cells, senders, receivers, busy) = parts.rdv().census();
@@ -307,7 +308,7 @@ pub fn remove(name: &str) -> Result<(), MapError> {
             let rings: Vec<_> = objects(hwlink_hw::HWL_OBJ_MPMC_RING).collect();
             let mut attached = false;
             for (k, obj) in objects(hwlink_hw::HWL_OBJ_MAILBOX).enumerate() {
-                if let Ok(ctl) = region::MailboxParts::locate_object(map.clone(), obj) {
+                if let Ok(ctl) = objects::MailboxParts::locate_object(map.clone(), obj) {
                     crate::mailbox::mark_removed(&ctl);
                     if let Some(ring) = rings.get(k) {
                         crate::mailbox::seal_bounded(&map, &ctl, ring);

@@ -7,6 +7,7 @@ use crate::chain::{Chain, Segment, SegmentStore, StoreError};
 #[cfg(not(loom))]
 use crate::error::{RecvError, SendError};
 use crate::mpmc::{MpmcGeometry, MpmcMem, MpmcRing};
+use crate::shm::{ShmCells, ShmSlice, ShmSliceMut};
 use crate::sync::AtomicU64;
 #[cfg(not(loom))]
 use crate::sync::Ordering;
@@ -24,40 +25,16 @@ const CONSUMER: u32 = 40;
 /// Payload bytes per slot in these tests.
 const SLOT: usize = 8;
 
-#[cfg(loom)]
-type Cell8 = loom::cell::UnsafeCell<[u8; SLOT]>;
-
-/// `loom::cell::UnsafeCell`'s interface over a std cell.
-#[cfg(not(loom))]
-struct Cell8(std::cell::UnsafeCell<[u8; SLOT]>);
-
-#[cfg(not(loom))]
-impl Cell8 {
-    fn new(v: [u8; SLOT]) -> Self {
-        Cell8(std::cell::UnsafeCell::new(v))
-    }
-    fn with<R>(&self, f: impl FnOnce(*const [u8; SLOT]) -> R) -> R {
-        f(self.0.get())
-    }
-    fn with_mut<R>(&self, f: impl FnOnce(*mut [u8; SLOT]) -> R) -> R {
-        f(self.0.get())
-    }
-}
-
 /// A segment's ring words and slots on the heap.
 pub(crate) struct SegMem {
     enq: AtomicU64,
     deq: AtomicU64,
     seq: Vec<AtomicU64>,
     meta: Vec<AtomicU64>,
-    payload: Vec<Cell8>,
+    /// Payload cells (loom cells under loom: loom checks that the ring
+    /// protocol orders every access).
+    payload: ShmCells,
 }
-
-// SAFETY: the payload cells are only touched under the ring protocol,
-// whose orderings these tests (and loom) check.
-unsafe impl Sync for SegMem {}
-// SAFETY: as above.
-unsafe impl Send for SegMem {}
 
 /// One MPMC ring's words and payload cells on the heap (loom cells under
 /// loom); also used by the MPMC ring's own loom models.
@@ -71,7 +48,7 @@ pub(crate) fn cell_mem(cap: usize) -> MemRef {
         deq: AtomicU64::new(0),
         seq: (0..cap).map(|_| AtomicU64::new(0)).collect(),
         meta: (0..cap).map(|_| AtomicU64::new(0)).collect(),
-        payload: (0..cap).map(|_| Cell8::new([0; SLOT])).collect(),
+        payload: ShmCells::new(cap, SLOT),
     }))
 }
 
@@ -88,11 +65,11 @@ impl MpmcMem for MemRef {
     fn meta(&self, index: u32) -> &AtomicU64 {
         &self.0.meta[index as usize]
     }
-    fn with_payload_mut<R>(&self, index: u32, f: impl FnOnce(*mut u8) -> R) -> R {
-        self.0.payload[index as usize].with_mut(|p| f(p.cast()))
+    fn with_payload_mut<R>(&self, index: u32, f: impl FnOnce(ShmSliceMut<'_>) -> R) -> R {
+        self.0.payload.with_mut(index as usize, f)
     }
-    fn with_payload<R>(&self, index: u32, f: impl FnOnce(*const u8) -> R) -> R {
-        self.0.payload[index as usize].with(|p| f(p.cast()))
+    fn with_payload<R>(&self, index: u32, f: impl FnOnce(ShmSlice<'_>) -> R) -> R {
+        self.0.payload.with(index as usize, f)
     }
 }
 

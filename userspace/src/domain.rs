@@ -16,11 +16,10 @@ use crate::channel::{ChannelReceiver, ChannelSender};
 use crate::error::{Corruption, OpenError, RecvError, SendError};
 use crate::link::{Receiver, Sender};
 use crate::liveness::{self, my_token};
-use crate::mailbox::{Access, Buffering, Mailbox, QueueLayout, QueuePlace, QUEUE_CTL_BYTES};
-use crate::region::{
-    self, DomainConfig, DomainParts, Inbox, ObjectInit, ObjectSpec, RegionInfo, RegionMap,
-    RingParts,
-};
+use crate::mailbox::{Access, Buffering, Mailbox, QueueLayout, QueuePlace};
+use crate::objects::domain::Inbox;
+use crate::objects::{self, DomainConfig, DomainParts, RingParts};
+use crate::region::{self, ObjectInit, ObjectSpec, RegionInfo, RegionMap};
 use crate::spsc::Geometry;
 use crate::sync::{fence, Ordering};
 use crate::wait::{always, past, SpinPolicy, Tick, Wait, WaitStrategy, SLEEP_SLICE};
@@ -147,7 +146,7 @@ fn mark_queues_removed(file: &str) -> bool {
     };
     let mut attached = false;
     for obj in info.objects.iter().filter(|o| o.kind == HWL_OBJ_MAILBOX) {
-        if let Ok(ctl) = region::MailboxParts::locate_object(map.clone(), obj) {
+        if let Ok(ctl) = objects::MailboxParts::locate_object(map.clone(), obj) {
             crate::mailbox::mark_removed(&ctl);
             attached |= crate::mailbox::others_attached(&ctl, 0);
         }
@@ -607,7 +606,7 @@ impl DomainBuilder {
             for (file, _) in link_files(&domain) {
                 let _ = crate::segments::remove_with_segments(&file);
             }
-            region::init_domain(obj, cfg, first_generation);
+            objects::init_domain(obj, cfg, first_generation);
         };
         let map = region::create_region(
             &self.domain,
@@ -616,7 +615,7 @@ impl DomainBuilder {
             &[ObjectSpec {
                 kind: HWL_OBJ_DOMAIN,
                 name: "directory",
-                size: region::domain_object_bytes(cfg.max_members),
+                size: objects::domain_object_bytes(cfg.max_members),
                 init: &init,
             }],
             true,
@@ -901,8 +900,8 @@ impl Member {
         }
         let made = if create {
             let g = self.geometry;
-            let init = move |o: ObjectInit| region::init_spsc_ring(o, g);
-            let bytes = region::spsc_ring_bytes(&g)?;
+            let init = move |o: ObjectInit| objects::init_spsc_ring(o, g);
+            let bytes = objects::spsc_ring_bytes(&g)?;
             let peer = peer_name.unwrap_or("");
             let (lo, hi) = if self.me < slot {
                 (self.name.as_str(), peer)
@@ -1062,10 +1061,9 @@ impl Member {
         let layout = QueueLayout::new(buffering, first, cfg.slot_size, Access::SendRecv)?;
         let queue_kind = layout.kind();
         let made = if create {
-            let (qcfg, ring_bytes) = (layout.config, layout.queue_bytes);
-            let page = |b: u64| b.checked_next_multiple_of(4096).unwrap_or(u64::MAX);
-            let own = page(QUEUE_CTL_BYTES).saturating_add(page(ring_bytes));
-            let init_ctl = move |o: ObjectInit| region::init_mailbox(o, qcfg, own);
+            let qcfg = layout.config;
+            let own = layout.objects_bytes();
+            let init_ctl = move |o: ObjectInit| objects::init_mailbox(o, qcfg, own);
             let init_ring = layout.init_queue();
             let peer = peer_name.unwrap_or("");
             let (lo, hi) = if self.me < slot {
@@ -1073,22 +1071,7 @@ impl Member {
             } else {
                 (peer, self.name.as_str())
             };
-            let objects = [lo, hi].map(|who| {
-                [
-                    ObjectSpec {
-                        kind: HWL_OBJ_MAILBOX,
-                        name: who,
-                        size: QUEUE_CTL_BYTES,
-                        init: &init_ctl,
-                    },
-                    ObjectSpec {
-                        kind: queue_kind,
-                        name: who,
-                        size: ring_bytes,
-                        init: &*init_ring,
-                    },
-                ]
-            });
+            let objects = [lo, hi].map(|who| layout.object_specs(who, &init_ctl, &*init_ring));
             let [a, b] = objects;
             self.create_link_region(
                 &file,

@@ -6,8 +6,10 @@
 #![warn(clippy::arithmetic_side_effects)]
 
 use crate::futex;
+#[cfg(not(loom))]
+use crate::shm::ShmView;
+use crate::shm::ShmWord;
 use crate::sync::{fence, AtomicU32, Ordering};
-use core::ptr::NonNull;
 use hwlink_hw::HWL_PROCESS_OWNER_DIED;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,17 +34,11 @@ const FLOOD_NAP: Duration = Duration::from_millis(1);
 /// A doorbell living in shared (or, for tests, heap) memory.
 #[derive(Debug)]
 pub(crate) struct Doorbell {
-    count: NonNull<AtomicU32>,
-    waiters: NonNull<AtomicU32>,
+    count: ShmWord,
+    waiters: ShmWord,
     /// None: the futex on `count`.
     wake: Option<Arc<dyn Wake>>,
 }
-
-// SAFETY: the doorbell only hands out shared references to atomics, which are
-// Sync; the memory is kept alive by whoever built it (see `from_raw`).
-unsafe impl Send for Doorbell {}
-// SAFETY: as above: every access is atomic.
-unsafe impl Sync for Doorbell {}
 
 /// How a sleep ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -54,18 +50,20 @@ pub(crate) enum Slept<T> {
 }
 
 impl Doorbell {
-    /// Builds a doorbell over two words.
-    ///
-    /// # Safety
-    /// `count` and `waiters` must be valid, aligned and only ever accessed
-    /// atomically, for as long as the returned value (or anything derived
-    /// from it) lives.
-    pub(crate) unsafe fn from_raw(count: *const AtomicU32, waiters: *const AtomicU32) -> Self {
+    /// Builds a doorbell over two words (each keeps its memory alive).
+    pub(crate) fn new(count: ShmWord, waiters: ShmWord) -> Self {
         Doorbell {
-            count: NonNull::new(count.cast_mut()).expect("doorbell count is null"),
-            waiters: NonNull::new(waiters.cast_mut()).expect("doorbell waiters is null"),
+            count,
+            waiters,
             wake: None,
         }
+    }
+
+    /// The doorbell whose count and waiters words are at these offsets of
+    /// `view` (panics if either is outside it or misaligned).
+    #[cfg(not(loom))]
+    pub(crate) fn at(view: &ShmView, count: usize, waiters: usize) -> Self {
+        Doorbell::new(ShmWord::at(view, count), ShmWord::at(view, waiters))
     }
 
     /// Sleeps and wakes through `wake` instead of the futex.
@@ -74,13 +72,11 @@ impl Doorbell {
     }
 
     fn count(&self) -> &AtomicU32 {
-        // SAFETY: valid for our lifetime by the contract of `from_raw`.
-        unsafe { self.count.as_ref() }
+        self.count.get()
     }
 
     fn waiters(&self) -> &AtomicU32 {
-        // SAFETY: valid for our lifetime by the contract of `from_raw`.
-        unsafe { self.waiters.as_ref() }
+        self.waiters.get()
     }
 
     /// V: adds one token and wakes one sleeper, with no system call when
@@ -274,6 +270,7 @@ impl Doorbell {
 
 /// A doorbell in its own heap allocation, for tests, models and the
 /// micro-benchmarks.
+#[derive(Debug)]
 pub(crate) struct HeapDoorbell {
     words: std::sync::Arc<[AtomicU32; 2]>,
     pub(crate) bell: Doorbell,
@@ -282,17 +279,21 @@ pub(crate) struct HeapDoorbell {
 impl HeapDoorbell {
     pub(crate) fn new() -> Self {
         let words = std::sync::Arc::new([AtomicU32::new(0), AtomicU32::new(0)]);
-        // SAFETY: the Arc keeps both words alive as long as this value, and
-        // they are only accessed atomically.
-        let bell = unsafe { Doorbell::from_raw(&words[0], &words[1]) };
+        let bell = Self::bell(&words);
         HeapDoorbell { words, bell }
     }
 
     pub(crate) fn share(&self) -> Self {
         let words = self.words.clone();
-        // SAFETY: as in `new`: the cloned Arc keeps the words alive.
-        let bell = unsafe { Doorbell::from_raw(&words[0], &words[1]) };
+        let bell = Self::bell(&words);
         HeapDoorbell { words, bell }
+    }
+
+    fn bell(words: &Arc<[AtomicU32; 2]>) -> Doorbell {
+        Doorbell::new(
+            ShmWord::owned(words.clone(), |w| &w[0]),
+            ShmWord::owned(words.clone(), |w| &w[1]),
+        )
     }
 }
 

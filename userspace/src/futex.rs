@@ -61,8 +61,9 @@ pub(crate) fn wait_either(
     }
     /// FUTEX2_SIZE_U32; no FUTEX2_PRIVATE: the words are process-shared.
     const FUTEX2_SIZE_U32: u32 = 0x02;
-    static UNSUPPORTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    if UNSUPPORTED.load(std::sync::atomic::Ordering::Relaxed) {
+    use crate::sync::unmodelled::{AtomicBool, Ordering};
+    static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
+    if UNSUPPORTED.load(Ordering::Relaxed) {
         return wait(word, expected, timeout);
     }
     let waiters = [
@@ -116,7 +117,7 @@ pub(crate) fn wait_either(
         match std::io::Error::last_os_error().raw_os_error() {
             Some(libc::ETIMEDOUT) => return false,
             Some(libc::ENOSYS) => {
-                UNSUPPORTED.store(true, std::sync::atomic::Ordering::Relaxed);
+                UNSUPPORTED.store(true, Ordering::Relaxed);
                 return wait(word, expected, timeout);
             }
             _ => {}

@@ -12,7 +12,7 @@
 
 use crate::doorbell::Wake;
 use crate::error::Side;
-use crate::region::{Endpoint, RingParts};
+use crate::objects::{Endpoint, RingParts};
 use crate::sync::{AtomicU32, Ordering};
 use hwlink_drivers::IvshmemDoorbell;
 use hwlink_hw::HWL_EP_DOORBELL_IVSHMEM;

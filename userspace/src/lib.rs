@@ -22,6 +22,12 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![deny(missing_docs)]
+// `unsafe` is allowed only in the modules that wrap what needs it: the
+// mapping (region), raw views of shared memory (shm), system calls (futex,
+// liveness) and the loom-switchable atomics and fences (sync).
+#![deny(unsafe_code)]
+#![warn(missing_debug_implementations)]
+#![warn(clippy::unnecessary_safety_comment)]
 
 /// The public send forms of a flavour, over its one
 /// `send_deadline(msg, deadline, block, alive)`.
@@ -65,16 +71,20 @@ macro_rules! setters {
 mod chain;
 mod doorbell;
 mod error;
+#[allow(unsafe_code)]
 mod futex;
 #[cfg(not(loom))]
 mod hw_doorbell;
+#[allow(unsafe_code)]
 pub mod liveness;
 mod mpmc;
 mod spsc;
+#[allow(unsafe_code)]
 mod sync;
 mod wait;
 // Zero-capacity (rendezvous) hand-off; wired into mailboxes and links later.
 mod rendezvous;
+#[allow(unsafe_code)]
 pub mod shm;
 
 #[cfg(not(loom))]
@@ -88,6 +98,9 @@ mod link;
 #[cfg(not(loom))]
 mod mailbox;
 #[cfg(not(loom))]
+mod objects;
+#[cfg(not(loom))]
+#[allow(unsafe_code)]
 mod region;
 #[cfg(not(loom))]
 mod segments;
@@ -130,6 +143,7 @@ pub mod bench_support {
 
     /// A semaphore doorbell on heap words (the same code as the doorbells
     /// in shared memory).
+    #[derive(Debug)]
     pub struct Doorbell(crate::doorbell::HeapDoorbell);
 
     impl Default for Doorbell {

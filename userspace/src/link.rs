@@ -6,7 +6,8 @@ use crate::doorbell::Doorbell;
 use crate::error::{Corruption, OpenError, RecvError, SendError, Side};
 use crate::hw_doorbell;
 use crate::liveness::PeerWatch;
-use crate::region::{self, Endpoint, RingParts};
+use crate::objects::{Endpoint, RingParts};
+use crate::region;
 use crate::shm::{ShmSlice, ShmSliceMut};
 use crate::spsc::{Consumer, Geometry, Producer, RawSlots, RingWords};
 use crate::wait::{always, Alive, SpinPolicy, Tick, Wait, WaitStrategy};
@@ -700,10 +701,10 @@ impl WriteSlot<'_> {
     /// so they are written by copy (see [`ShmSliceMut`]), never through a
     /// Rust reference.
     pub fn bytes_mut(&mut self) -> ShmSliceMut<'_> {
-        // SAFETY: the slot is free and owned by this producer until
-        // publish; it holds at least `len` <= slot_size payload bytes; the
-        // `&mut self` borrow keeps the view exclusive in this process.
-        unsafe { ShmSliceMut::new(self.sender.ring.payload_ptr(0), self.len) }
+        // The slot is free and owned by this producer until publish; it
+        // holds at least `len` <= slot_size payload bytes; the `&mut self`
+        // borrow keeps the view exclusive in this process.
+        self.sender.ring.payload_mut(0, self.len)
     }
     /// Copies `src` to `offset` of the reserved bytes; false (nothing
     /// written) if it does not fit.
@@ -757,9 +758,9 @@ impl WriteBatch<'_> {
         let k = self.written;
         self.sender.ring.set_len(k, len as u32);
         self.written = self.written.saturating_add(1);
-        // SAFETY: slot k is free and ours until publish, and holds `len`
-        // payload bytes; the borrow of self keeps it exclusive.
-        Some(unsafe { ShmSliceMut::new(self.sender.ring.payload_ptr(k), len) })
+        // Slot k is free and ours until publish, and holds `len` payload
+        // bytes; the borrow of self keeps it exclusive.
+        Some(self.sender.ring.payload_mut(k, len))
     }
     /// Publishes every message of the batch with one release store; returns
     /// how many.
@@ -898,11 +899,9 @@ impl Receiver {
     }
 
     fn take_with<R>(&mut self, f: impl FnOnce(ShmSlice<'_>) -> R) -> Result<R, RecvError> {
-        let r = self.ring.read(0, |p, len| {
-            // SAFETY: `read` checked len <= slot_size; the slot is published
-            // and not reused before our release below.
-            f(unsafe { ShmSlice::new(p, len) })
-        });
+        // `read` checked len <= slot_size; the slot is published and not
+        // reused before our release below.
+        let r = self.ring.read(0, f);
         match r {
             Ok(r) => {
                 self.ring.release(1);
@@ -965,13 +964,14 @@ impl Receiver {
             self.wait_message(None, &mut always)?;
         }
         let cap = buf.len();
-        let copied = self.ring.read(0, |p, len| {
+        let copied = self.ring.read(0, |m| {
+            let len = m.len();
             if len > cap {
                 return Err(len);
             }
-            // SAFETY: `read` checked len <= slot_size; the slot is published
-            // and stays ours until the release below; `buf` holds len bytes.
-            unsafe { crate::spsc::copy_bytes(p, buf.as_mut_ptr(), len) };
+            // `read` checked len <= slot_size; the slot is published and
+            // stays ours until the release below; `buf` holds len bytes.
+            m.copy_to(buf);
             Ok(len)
         });
         match copied {
@@ -1012,13 +1012,12 @@ impl Receiver {
     }
 
     fn peek_ready(&mut self) -> Result<ReadSlot<'_>, RecvError> {
-        let (ptr, len) = self
+        let len = self
             .ring
-            .read(0, |p, len| (p, len))
+            .read(0, |m| m.len())
             .map_err(|c| RecvError::Corrupt(self.end.poison(c)))?;
         Ok(ReadSlot {
             receiver: self,
-            ptr,
             len,
         })
     }
@@ -1058,16 +1057,15 @@ impl Drop for Receiver {
 #[derive(Debug)]
 pub struct ReadSlot<'a> {
     receiver: &'a mut Receiver,
-    ptr: *const u8,
     len: usize,
 }
 
 impl ReadSlot<'_> {
     /// The message's bytes, in place.
     pub fn bytes(&self) -> ShmSlice<'_> {
-        // SAFETY: `read` checked len <= slot_size; the slot stays published
-        // and unreleased while this borrow of the receiver lives.
-        unsafe { ShmSlice::new(self.ptr, self.len) }
+        // `read` checked len <= slot_size; the slot stays published and
+        // unreleased while this borrow of the receiver lives.
+        self.receiver.ring.payload(0, self.len)
     }
     /// The message's length.
     pub fn len(&self) -> usize {
@@ -1111,11 +1109,9 @@ impl ReadBatch<'_> {
             "batch index {i} out of range {}",
             self.len()
         );
-        self.receiver.ring.read(i as u32, |p, len| {
-            // SAFETY: checked length, published slot, not released while the
-            // batch borrows the receiver.
-            unsafe { ShmSlice::new(p, len) }
-        })
+        // Checked length, published slot, not released while the batch
+        // borrows the receiver.
+        self.receiver.ring.read_slice(i as u32)
     }
     /// Iterates over the batch's messages.
     pub fn iter(&self) -> impl Iterator<Item = Result<ShmSlice<'_>, Corruption>> + '_ {

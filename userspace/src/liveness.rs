@@ -106,9 +106,29 @@ pub fn pid_of(token: u32) -> u32 {
     watch(token).map_or(0, |w| w.pid())
 }
 
+/// A peer's liveness file (`Watch`), whose robust lock word reads as one of
+/// this crate's atomics.
+#[derive(Debug)]
+pub(crate) struct Watched(Watch);
+
+impl std::ops::Deref for Watched {
+    type Target = Watch;
+    fn deref(&self) -> &Watch {
+        &self.0
+    }
+}
+
+impl Watched {
+    /// `Watch::lock_word`, as a `crate::sync` atomic.
+    #[cfg(not(loom))]
+    pub(crate) fn lock_word(&self) -> Option<&crate::sync::AtomicU32> {
+        self.0.lock_word().map(crate::sync::AtomicU32::from_core)
+    }
+}
+
 /// Watches shared by every handle of this process, one per token.
-fn watch(token: u32) -> Option<Arc<Watch>> {
-    static CACHE: Mutex<Option<HashMap<u32, Weak<Watch>>>> = Mutex::new(None);
+fn watch(token: u32) -> Option<Arc<Watched>> {
+    static CACHE: Mutex<Option<HashMap<u32, Weak<Watched>>>> = Mutex::new(None);
     if token == 0 {
         return None;
     }
@@ -129,13 +149,13 @@ fn watch(token: u32) -> Option<Arc<Watch>> {
         }
     }
     let Some(mut cache) = cache else {
-        return Watch::open(token).map(Arc::new);
+        return Watch::open(token).map(|w| Arc::new(Watched(w)));
     };
     let map = cache.get_or_insert_with(HashMap::new);
     if let Some(w) = map.get(&token).and_then(Weak::upgrade) {
         return Some(w);
     }
-    let w = Arc::new(Watch::open(token)?);
+    let w = Arc::new(Watched(Watch::open(token)?));
     if map.len() > 1024 {
         map.retain(|_, w| w.strong_count() > 0);
     }
@@ -147,7 +167,7 @@ fn watch(token: u32) -> Option<Arc<Watch>> {
 #[derive(Debug, Clone)]
 pub(crate) struct PeerWatch {
     /// None: no liveness file (the process is gone, or never was).
-    watch: Option<Arc<Watch>>,
+    watch: Option<Arc<Watched>>,
 }
 
 impl PeerWatch {
@@ -160,7 +180,7 @@ impl PeerWatch {
 
     /// The watched process's liveness file, to sleep on its robust word
     /// (`Watch::lock_word`) beside a doorbell.
-    pub(crate) fn shared(&self) -> Option<Arc<Watch>> {
+    pub(crate) fn shared(&self) -> Option<Arc<Watched>> {
         self.watch.clone()
     }
 
@@ -225,6 +245,39 @@ pub fn online_cpus() -> usize {
     // SAFETY: sysconf has no memory-safety preconditions.
     let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
     usize::try_from(n).unwrap_or(1).max(1)
+}
+
+/// Child processes for tests of real processes sharing memory.
+#[cfg(all(test, not(miri), not(loom)))]
+pub(crate) mod test_process {
+    /// Forks a child that runs `f` and exits with its result as status.
+    pub(crate) fn fork_child(f: impl FnOnce() -> bool) -> libc::pid_t {
+        // SAFETY: fork has no memory preconditions; the child only runs `f`
+        // and `_exit`s, never returning into the test harness.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(false);
+            // SAFETY: ends the child without running the parent's atexit
+            // handlers or destructors.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        pid
+    }
+
+    /// Waits for our child `pid` to end; its wait status.
+    pub(crate) fn reap(pid: libc::pid_t) -> libc::c_int {
+        let mut status = 0;
+        // SAFETY: `status` is a live c_int; `pid` is our child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        status
+    }
+
+    /// Sends SIGKILL to our child `pid`.
+    pub(crate) fn kill(pid: libc::pid_t) {
+        // SAFETY: plain syscall on our own child.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
 }
 
 #[cfg(test)]

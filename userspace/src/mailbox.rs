@@ -14,10 +14,8 @@ use crate::doorbell::Doorbell;
 use crate::error::{OpenError, RecvError, SendError};
 use crate::liveness::PeerWatch;
 use crate::mpmc::{self, Head, MpmcGeometry, Owners, PopError, PushError, MAX_OWNERS};
-use crate::region::{
-    self, MailboxConfig, MailboxParts, MpmcParts, ObjectInit, ObjectSpec, RegionMap,
-    RendezvousParts,
-};
+use crate::objects::{self, MailboxConfig, MailboxParts, MpmcParts, RendezvousParts};
+use crate::region::{self, ObjectInit, ObjectSpec, RegionMap};
 use crate::rendezvous::{RdvRecvError, RdvSendError};
 use crate::segments::RegionStore;
 use crate::shm::ShmSlice;
@@ -230,7 +228,7 @@ impl MailboxBuilder {
         let config = layout.config;
         let init_ctl = move |obj: ObjectInit| {
             let len = obj.region_len();
-            region::init_mailbox(obj, config, len)
+            objects::init_mailbox(obj, config, len)
         };
         let init_queue = layout.init_queue();
         let map = region::create_region(
@@ -330,7 +328,7 @@ pub(crate) struct QueueLayout {
 }
 
 /// Bytes of a queue control block object.
-pub(crate) const QUEUE_CTL_BYTES: u64 = core::mem::size_of::<hwlink_hw::hwl_mailbox>() as u64;
+pub(crate) const QUEUE_CTL_BYTES: u64 = hwlink_hw::MAILBOX_CONTROL_BYTES;
 
 /// Rendezvous cells of a zero-capacity mailbox: senders posting plus
 /// receivers waiting at one moment.
@@ -394,13 +392,45 @@ impl QueueLayout {
         }
     }
 
+    /// Bytes the queue's two objects (control block and queue object) take
+    /// in a region, each rounded up to whole objects (`HWL_OBJ_ALIGN`): the
+    /// mailbox's share of a region it shares with other objects.
+    pub(crate) fn objects_bytes(&self) -> u64 {
+        let whole = |b: u64| hwlink_hw::object_bytes(b).unwrap_or(u64::MAX);
+        whole(QUEUE_CTL_BYTES).saturating_add(whole(self.queue_bytes))
+    }
+
+    /// The queue's two objects, both named `name`: its control block
+    /// (initialised by `init_ctl`) and its queue object (`init_queue`).
+    pub(crate) fn object_specs<'a>(
+        &self,
+        name: &'a str,
+        init_ctl: &'a dyn Fn(ObjectInit),
+        init_queue: &'a dyn Fn(ObjectInit),
+    ) -> [ObjectSpec<'a>; 2] {
+        [
+            ObjectSpec {
+                kind: HWL_OBJ_MAILBOX,
+                name,
+                size: QUEUE_CTL_BYTES,
+                init: init_ctl,
+            },
+            ObjectSpec {
+                kind: self.kind(),
+                name,
+                size: self.queue_bytes,
+                init: init_queue,
+            },
+        ]
+    }
+
     /// Initialises the queue object.
     pub(crate) fn init_queue(&self) -> Box<dyn Fn(ObjectInit)> {
         match self.geometry {
-            Some(g) => Box::new(move |o| region::init_mpmc_ring(o, g, 0)),
+            Some(g) => Box::new(move |o| objects::init_mpmc_ring(o, g, 0)),
             None => {
                 let (cells, slot) = (self.config.capacity, self.config.slot_size);
-                Box::new(move |o| region::init_rendezvous(o, cells, slot))
+                Box::new(move |o| objects::init_rendezvous(o, cells, slot))
             }
         }
     }

@@ -17,9 +17,10 @@
 #![warn(clippy::arithmetic_side_effects)]
 
 use crate::error::Corruption;
-use crate::shm::ShmSlice;
+#[cfg(not(loom))]
+use crate::shm::ShmView;
+use crate::shm::{ShmSlice, ShmSliceMut};
 use crate::sync::{AtomicU64, Ordering};
-use core::ptr::NonNull;
 use hwlink_hw::{
     HWL_MPMC_POS_LIMIT, HWL_MPMC_SEALED, HWL_MPMC_SEQ_OWNER_MASK, HWL_MPMC_SEQ_OWNER_SHIFT,
     HWL_MPMC_SEQ_READING, HWL_MPMC_SEQ_TAG_MASK, HWL_MPMC_SEQ_VOID, HWL_MPMC_SEQ_WRITING,
@@ -43,26 +44,13 @@ pub(crate) const MAX_OWNERS: u32 = 64;
 /// Rounds one call may take before a ring whose words keep changing under
 /// it (a hostile peer rewriting them) is reported as corrupt.
 const MAX_ROUNDS: u32 = 1 << 16;
-/// Bytes of the control block (`struct hwl_mpmc_ring`): six cache lines.
-pub(crate) const CONTROL_BYTES: u64 = 384;
+/// Bytes of the control block (`struct hwl_mpmc_ring`), and the layout
+/// arithmetic of a ring object: computed in `hwlink_hw`.
+pub(crate) use hwlink_hw::{
+    mpmc_ring_bytes as ring_bytes, mpmc_slot_stride as slot_stride,
+    MPMC_CONTROL_BYTES as CONTROL_BYTES,
+};
 const SLOT_HDR: u64 = HWL_MPMC_SLOT_HDR_SIZE as u64;
-
-/// Bytes per slot for payloads of at most `slot_size`: header plus payload,
-/// rounded up to a cache line. None if it does not fit in a u32.
-pub(crate) fn slot_stride(slot_size: u32) -> Option<u32> {
-    let bytes = u64::from(slot_size)
-        .checked_add(SLOT_HDR)?
-        .checked_next_multiple_of(64)?;
-    u32::try_from(bytes).ok()
-}
-
-/// Bytes of a whole ring object: control block and slots.
-pub(crate) fn ring_bytes(capacity: u32, slot_size: u32) -> Option<u64> {
-    let stride = slot_stride(slot_size)?;
-    u64::from(capacity)
-        .checked_mul(u64::from(stride))?
-        .checked_add(CONTROL_BYTES)
-}
 
 /// The shape of an MPMC ring, validated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -135,86 +123,96 @@ pub(crate) trait MpmcMem {
     fn seq(&self, index: u32) -> &AtomicU64;
     /// The `len | sender << 32` word of slot `index`.
     fn meta(&self, index: u32) -> &AtomicU64;
-    /// Runs `f` with the payload of slot `index`, for writing.
-    fn with_payload_mut<R>(&self, index: u32, f: impl FnOnce(*mut u8) -> R) -> R;
-    /// Runs `f` with the payload of slot `index`, for reading.
-    fn with_payload<R>(&self, index: u32, f: impl FnOnce(*const u8) -> R) -> R;
+    /// Runs `f` with the payload bytes of slot `index` (at least
+    /// `slot_size`), for writing.
+    fn with_payload_mut<R>(&self, index: u32, f: impl FnOnce(ShmSliceMut<'_>) -> R) -> R;
+    /// Runs `f` with the payload bytes of slot `index`, for reading.
+    fn with_payload<R>(&self, index: u32, f: impl FnOnce(ShmSlice<'_>) -> R) -> R;
 }
 
-/// A ring control block and its slots at a fixed address.
+/// A ring control block and its slots in a view of memory (a mapped
+/// region's object, or the heap).
+#[cfg(not(loom))]
 #[derive(Debug)]
 pub(crate) struct RawMpmc {
-    base: NonNull<u8>,
+    view: ShmView,
     stride: usize,
 }
 
-// SAFETY: a pointer into memory its owner keeps mapped (contract of `new`);
-// only atomics and the slot protocol are used through it.
-unsafe impl Send for RawMpmc {}
-// SAFETY: as above; concurrent use is what the algorithm is for.
-unsafe impl Sync for RawMpmc {}
-
+#[cfg(not(loom))]
 impl RawMpmc {
-    /// # Safety
-    /// `base` must point to a ring object of `geometry` (control block and
-    /// slots, `ring_bytes` long), 64-byte aligned, that stays mapped and
-    /// writable for the life of the value, whose words are only accessed
-    /// atomically.
-    pub(crate) unsafe fn new(base: *mut u8, geometry: &MpmcGeometry) -> Self {
+    /// The ring object of `geometry` at the start of `view`, which must
+    /// hold its control block and every slot (panics otherwise).
+    pub(crate) fn new(view: ShmView, geometry: &MpmcGeometry) -> Self {
+        let need = ring_bytes(geometry.capacity, geometry.slot_size);
+        assert!(
+            need.is_some_and(|n| n <= view.len() as u64),
+            "mpmc ring object smaller than its geometry"
+        );
         RawMpmc {
-            base: NonNull::new(base).expect("mpmc base is null"),
+            view,
             stride: geometry.stride as usize,
         }
     }
 
+    /// Offset of slot `index` (masked, < capacity) in the object.
     #[inline(always)]
-    fn slot(&self, index: u32) -> *mut u8 {
-        // SAFETY: `index` is masked (< capacity), so the slot lies inside the
-        // ring object promised in `new`.
+    fn slot(&self, index: u32) -> usize {
         // No overflow: index < capacity <= 2^24 and stride <= 2^30 + 64
         // (validated geometry).
-        unsafe {
-            self.base.as_ptr().add(
-                (index as usize)
-                    .wrapping_mul(self.stride)
-                    .wrapping_add(CONTROL_BYTES as usize),
-            )
-        }
+        (index as usize)
+            .wrapping_mul(self.stride)
+            .wrapping_add(CONTROL_BYTES as usize)
     }
 
     #[inline(always)]
-    fn word(&self, p: *mut u8) -> &AtomicU64 {
-        // SAFETY: callers pass an 8-aligned word inside the ring object
-        // (control block offsets 0/128, slot offsets 0/8 of a 64-aligned
-        // slot), accessed only atomically (contract of `new`).
-        unsafe { &*p.cast::<AtomicU64>() }
+    fn payload_len(&self) -> usize {
+        self.stride.saturating_sub(SLOT_HDR as usize)
     }
 }
 
+#[cold]
+#[inline(never)]
+#[cfg(not(loom))]
+fn outside_ring(index: u32) -> ! {
+    panic!("mpmc slot {index} outside its ring object")
+}
+
+#[cfg(not(loom))]
 impl MpmcMem for RawMpmc {
     #[inline(always)]
     fn enqueue(&self) -> &AtomicU64 {
-        self.word(self.base.as_ptr())
+        self.view
+            .u64_at(core::mem::offset_of!(hwlink_hw::hwl_mpmc_ring, enqueue_pos))
     }
     #[inline(always)]
     fn dequeue(&self) -> &AtomicU64 {
-        self.word(self.base.as_ptr().wrapping_add(128))
+        self.view
+            .u64_at(core::mem::offset_of!(hwlink_hw::hwl_mpmc_ring, dequeue_pos))
     }
     #[inline(always)]
     fn seq(&self, index: u32) -> &AtomicU64 {
-        self.word(self.slot(index))
+        self.view.u64_at(self.slot(index))
     }
     #[inline(always)]
     fn meta(&self, index: u32) -> &AtomicU64 {
-        self.word(self.slot(index).wrapping_add(8))
+        self.view.u64_at(self.slot(index).wrapping_add(8))
     }
     #[inline(always)]
-    fn with_payload_mut<R>(&self, index: u32, f: impl FnOnce(*mut u8) -> R) -> R {
-        f(self.slot(index).wrapping_add(SLOT_HDR as usize))
+    fn with_payload_mut<R>(&self, index: u32, f: impl FnOnce(ShmSliceMut<'_>) -> R) -> R {
+        let at = self.slot(index).wrapping_add(SLOT_HDR as usize);
+        match self.view.slice_mut(at, self.payload_len()) {
+            Some(p) => f(p),
+            None => outside_ring(index),
+        }
     }
     #[inline(always)]
-    fn with_payload<R>(&self, index: u32, f: impl FnOnce(*const u8) -> R) -> R {
-        f(self.slot(index).wrapping_add(SLOT_HDR as usize))
+    fn with_payload<R>(&self, index: u32, f: impl FnOnce(ShmSlice<'_>) -> R) -> R {
+        let at = self.slot(index).wrapping_add(SLOT_HDR as usize);
+        match self.view.slice(at, self.payload_len()) {
+            Some(p) => f(p),
+            None => outside_ring(index),
+        }
     }
 }
 
@@ -575,11 +573,12 @@ impl<M: MpmcMem> MpmcRing<M> {
     /// was taken from us (we were judged dead: only a hostile write can do
     /// that to a live process), the message was not delivered.
     fn write(&self, index: u32, pos: u64, mine: u64, msg: &[u8], me: u32) -> Result<(), PushError> {
-        self.mem.with_payload_mut(index, |dst| {
-            // SAFETY: the slot is ours until we publish it (we hold its
-            // turn); the payload has slot_size >= msg.len() bytes.
-            unsafe { crate::spsc::copy_bytes(msg.as_ptr(), dst, msg.len()) }
-        });
+        // The slot is ours until we publish it (we hold its turn); the
+        // payload has slot_size >= msg.len() bytes.
+        let written = self
+            .mem
+            .with_payload_mut(index, |mut dst| dst.write_at(0, msg));
+        assert!(written, "message longer than an mpmc slot");
         let meta = msg.len() as u64 | u64::from(me) << 32;
         self.mem.meta(index).store(meta, Ordering::Relaxed);
         // M0 (release): publishes the payload and meta.
@@ -812,10 +811,14 @@ impl<M: MpmcMem> MpmcRing<M> {
                 self.geometry.slot_size.into(),
             )))
         } else {
+            // The slot is ours until we release it below; `len` was checked
+            // against the payload size.
             Ok(self.mem.with_payload(index, |src| {
-                // SAFETY: the slot is ours until we release it below; `len`
-                // was checked against the payload size.
-                f(unsafe { ShmSlice::new(src, len as usize) }, sender)
+                let msg = src.sub(0, len as usize);
+                f(
+                    msg.expect("message length checked against the slot"),
+                    sender,
+                )
             }))
         };
         guard.done = true;

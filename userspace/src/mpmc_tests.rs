@@ -19,12 +19,13 @@ fn geometry(capacity: u32, slot_size: u32) -> MpmcGeometry {
 #[cfg(not(loom))]
 mod heap {
     use super::*;
+    use crate::shm::ShmView;
     use crate::sync::{AtomicU64, Ordering};
     use std::sync::Arc;
 
-    /// A ring object on the heap, 64-byte aligned, zero-filled.
+    /// A ring object on the heap, page aligned, zero-filled.
     struct HeapRing {
-        words: Vec<[AtomicU64; 8]>,
+        view: ShmView,
         geometry: MpmcGeometry,
     }
 
@@ -32,28 +33,20 @@ mod heap {
         fn new(capacity: u32, slot_size: u32) -> Arc<HeapRing> {
             let g = geometry(capacity, slot_size);
             let bytes = crate::mpmc::ring_bytes(capacity, slot_size).unwrap() as usize;
-            let lines = bytes.div_ceil(64);
-            let words = (0..lines).map(|_| Default::default()).collect();
-            let heap = Arc::new(HeapRing { words, geometry: g });
+            let view = ShmView::heap(bytes);
+            let heap = Arc::new(HeapRing { view, geometry: g });
             heap.ring().init();
             heap
         }
-        fn base(&self) -> *mut u8 {
-            self.words.as_ptr().cast_mut().cast()
-        }
         fn ring(&self) -> MpmcRing<RawMpmc> {
-            // SAFETY: `words` holds ring_bytes of 64-aligned (AtomicU64 x 8
-            // is 64 bytes, aligned 8; the Vec's buffer is 8-aligned — the
-            // slots only need 8-byte alignment for their atomics), and every
-            // test keeps the Arc alive while it uses the ring.
             MpmcRing::new(
-                unsafe { RawMpmc::new(self.base(), &self.geometry) },
+                RawMpmc::new(self.view.clone(), &self.geometry),
                 self.geometry,
             )
         }
         /// The word at byte `offset` of the object.
         fn word(&self, offset: usize) -> &AtomicU64 {
-            &self.words[offset / 64][(offset % 64) / 8]
+            self.view.u64_at(offset)
         }
         fn slot_word(&self, index: usize, word: usize) -> &AtomicU64 {
             self.word(CONTROL_BYTES as usize + index * self.geometry.stride as usize + word * 8)

@@ -23,6 +23,7 @@ use crate::error::Corruption;
 use crate::shm::ShmSlice;
 use crate::sync::{fence, AtomicU32, AtomicU64, Ordering};
 use crate::wait::{past, SpinPolicy, Tick, Wait, WaitStrategy};
+#[cfg_attr(loom, allow(unused_imports))]
 use hwlink_hw::{
     hwl_rendezvous, HWL_CACHELINE, HWL_RDV_ACKED, HWL_RDV_CELL_HDR_SIZE, HWL_RDV_CLAIMED,
     HWL_RDV_FILLED, HWL_RDV_FILLING, HWL_RDV_FREE, HWL_RDV_MAX_CELLS, HWL_RDV_READING,
@@ -42,13 +43,10 @@ const SEND_WAITING: u32 = HWL_RDV_SEND_WAITING;
 const TAKING: u32 = HWL_RDV_TAKING;
 const TAKEN: u32 = HWL_RDV_TAKEN;
 
-/// Bytes of the control block (`struct hwl_rendezvous`) rounded up to a
-/// cache line: 704. The standard `cells_offset`.
-pub(crate) const RDV_CONTROL_BYTES: u64 = {
-    let line = HWL_CACHELINE as u64;
-    let size = core::mem::size_of::<hwl_rendezvous>() as u64;
-    size.div_ceil(line) * line
-};
+/// The layout arithmetic of a rendezvous object (control block bytes, cell
+/// stride, object bytes): computed in `hwlink_hw`.
+#[cfg_attr(loom, allow(unused_imports))]
+pub(crate) use hwlink_hw::{rdv_cell_stride as cell_stride, rendezvous_bytes, RDV_CONTROL_BYTES};
 
 /// How often a waiting party checks the other party's liveness and the
 /// caller's hook (hw/SPEC.md §8.8): the slow look of the wait engine.
@@ -68,33 +66,6 @@ const TRY_HANDOFF: Duration = if cfg!(loom) {
 /// Sleep slice while every cell is busy: waiters of different kinds share
 /// `cells_bell`, so a wake-up may go to the wrong one; they re-scan this often.
 const FULL_SLICE: Duration = Duration::from_millis(2);
-
-/// Bytes per cell for payloads of at most `slot_size` bytes: the 64-byte
-/// `struct hwl_rdv_cell` plus the payload, rounded up to a cache line.
-pub(crate) const fn cell_stride(slot_size: u32) -> Option<u32> {
-    let Some(bytes) = slot_size.checked_add(HWL_RDV_CELL_HDR_SIZE) else {
-        return None;
-    };
-    let Some(padded) = bytes.checked_add(HWL_CACHELINE - 1) else {
-        return None;
-    };
-    Some(
-        padded
-            .wrapping_div(HWL_CACHELINE)
-            .wrapping_mul(HWL_CACHELINE),
-    )
-}
-
-/// Bytes of a rendezvous object with `cells` cells of `slot_size` payload
-/// bytes, laid out the standard way (cells at [`RDV_CONTROL_BYTES`]). `None`
-/// for a shape an opener would refuse.
-pub(crate) fn rendezvous_bytes(cells: u32, slot_size: u32) -> Option<u64> {
-    if cells == 0 || cells > HWL_RDV_MAX_CELLS || slot_size > HWL_RING_MAX_SLOT_SIZE {
-        return None;
-    }
-    let stride = cell_stride(slot_size)?;
-    RDV_CONTROL_BYTES.checked_add(u64::from(cells).checked_mul(u64::from(stride))?)
-}
 
 /// A state word: `HWL_RDV_*` in the low half, a process token in the high
 /// half.
@@ -251,19 +222,14 @@ pub(crate) trait RdvMem {
     fn owner_bell(&self, cell: u32) -> &Doorbell;
     /// The doorbell on `peer_count` / `peer_waiters` of `cell`.
     fn peer_bell(&self, cell: u32) -> &Doorbell;
-    /// Copies `msg` into the payload of `cell`.
-    ///
-    /// # Safety
-    /// The caller holds `cell` for writing (CLAIMED or FILLING by this
-    /// party) and `msg.len() <= slot_size`.
-    unsafe fn write_payload(&self, cell: u32, msg: &[u8]);
-    /// Runs `f` on the first `len` payload bytes of `cell`.
-    ///
-    /// # Safety
-    /// The caller holds `cell` for reading (READING or TAKING by this party,
-    /// reached with Acquire) and `len <= slot_size`.
-    unsafe fn read_payload<R>(&self, cell: u32, len: usize, f: impl FnOnce(ShmSlice<'_>) -> R)
-        -> R;
+    /// Copies `msg` into the payload of `cell`. The caller holds `cell`
+    /// for writing (CLAIMED or FILLING by this party) and checked
+    /// `msg.len() <= slot_size` (else this panics).
+    fn write_payload(&self, cell: u32, msg: &[u8]);
+    /// Runs `f` on the first `len` payload bytes of `cell`. The caller holds
+    /// `cell` for reading (READING or TAKING by this party, reached with
+    /// Acquire) and checked `len <= slot_size` (else this panics).
+    fn read_payload<R>(&self, cell: u32, len: usize, f: impl FnOnce(ShmSlice<'_>) -> R) -> R;
 }
 
 /// A party past its point of no return, whose counterpart has held the
@@ -468,9 +434,9 @@ impl<M: RdvMem> Rdv<M> {
                 continue;
             }
             let owner = self.mem.field(cell, Field::Owner).load(Ordering::Relaxed);
-            // SAFETY: the cell is FILLING by us; msg.len() <= slot_size
-            // (checked by every caller).
-            unsafe { self.mem.write_payload(cell, msg) };
+            // The cell is FILLING by us; msg.len() <= slot_size (checked
+            // by every caller).
+            self.mem.write_payload(cell, msg);
             self.mem
                 .field(cell, Field::Len)
                 .store(msg.len() as u32, Ordering::Relaxed);
@@ -612,8 +578,8 @@ impl<M: RdvMem> Rdv<M> {
         wait: WaitStrategy,
         peer_ok: &mut dyn FnMut() -> Result<(), E>,
     ) -> Result<(), RdvSendError<E>> {
-        // SAFETY: the cell is CLAIMED by us; msg.len() <= slot_size.
-        unsafe { self.mem.write_payload(cell, msg) };
+        // The cell is CLAIMED by us; msg.len() <= slot_size.
+        self.mem.write_payload(cell, msg);
         self.mem
             .field(cell, Field::Len)
             .store(msg.len() as u32, Ordering::Relaxed);
@@ -809,9 +775,9 @@ impl<M: RdvMem> Rdv<M> {
             ));
         }
         let f = f.take().expect("a receive runs its closure once");
-        // SAFETY: we hold the cell for reading (TAKING or READING, reached
-        // with Acquire after the writer's Release) and len <= slot_size.
-        Ok(unsafe { self.mem.read_payload(cell, len as usize, f) })
+        // We hold the cell for reading (TAKING or READING, reached with
+        // Acquire after the writer's Release) and len <= slot_size.
+        Ok(self.mem.read_payload(cell, len as usize, f))
     }
 
     /// Registers our CLAIMED `cell` as RECV_WAITING and waits for a sender
@@ -1169,16 +1135,16 @@ pub(crate) use raw::{init, HeapRendezvous, Rendezvous};
 #[cfg(not(loom))]
 mod raw {
     use super::*;
+    use crate::shm::ShmView;
     use core::mem::offset_of;
-    use core::ptr::NonNull;
     use hwlink_hw::hwl_rdv_cell;
 
     /// A rendezvous object in a mapping.
     pub(crate) type Rendezvous = Rdv<RawMem>;
 
-    /// The words and cells of a rendezvous object at a fixed address.
+    /// The words and cells of a rendezvous object in a view of memory.
     pub(crate) struct RawMem {
-        base: NonNull<u8>,
+        view: ShmView,
         cells: u32,
         cells_offset: usize,
         stride: usize,
@@ -1187,21 +1153,7 @@ mod raw {
         peer_bells: Box<[Doorbell]>,
     }
 
-    // SAFETY: only atomics and payload bytes whose access the protocol
-    // coordinates are reached through the pointer; the mapping outlives the
-    // value (contract of `from_raw`).
-    unsafe impl Send for RawMem {}
-    // SAFETY: as above.
-    unsafe impl Sync for RawMem {}
-
     impl RawMem {
-        #[inline(always)]
-        fn at(&self, offset: usize) -> *mut u8 {
-            // SAFETY: every caller passes an offset inside the validated
-            // object: a control-block field, or a cell below `cells`.
-            unsafe { self.base.as_ptr().add(offset) }
-        }
-
         #[inline(always)]
         fn cell_offset(&self, cell: u32) -> usize {
             assert!(cell < self.cells, "rendezvous cell index out of range");
@@ -1212,29 +1164,21 @@ mod raw {
         }
 
         #[inline(always)]
-        fn u32_at(&self, offset: usize) -> &AtomicU32 {
-            // SAFETY: a 4-aligned u32 inside the object (the base is
-            // 64-aligned and the offsets come from the generated layout),
-            // only ever accessed atomically.
-            unsafe { &*self.at(offset).cast::<AtomicU32>() }
-        }
-
-        #[inline(always)]
-        fn u64_at(&self, offset: usize) -> &AtomicU64 {
-            // SAFETY: as in `u32_at`, 8-aligned.
-            unsafe { &*self.at(offset).cast::<AtomicU64>() }
+        fn payload_offset(&self, cell: u32) -> usize {
+            self.cell_offset(cell)
+                .wrapping_add(HWL_RDV_CELL_HDR_SIZE as usize)
         }
     }
 
     impl RdvMem for RawMem {
         fn state(&self, cell: u32) -> &AtomicU64 {
             assert!(cell < self.cells, "rendezvous cell index out of range");
-            self.u64_at(
+            self.view.u64_at(
                 offset_of!(hwl_rendezvous, state).wrapping_add(8usize.wrapping_mul(cell as usize)),
             )
         }
         fn next_ticket(&self) -> &AtomicU32 {
-            self.u32_at(offset_of!(hwl_rendezvous, next_ticket))
+            self.view.u32_at(offset_of!(hwl_rendezvous, next_ticket))
         }
         fn field(&self, cell: u32, field: Field) -> &AtomicU32 {
             let within = match field {
@@ -1242,7 +1186,8 @@ mod raw {
                 Field::Len => offset_of!(hwl_rdv_cell, len),
                 Field::Ticket => offset_of!(hwl_rdv_cell, ticket),
             };
-            self.u32_at(self.cell_offset(cell).wrapping_add(within))
+            self.view
+                .u32_at(self.cell_offset(cell).wrapping_add(within))
         }
         fn cells_bell(&self) -> &Doorbell {
             &self.cells_bell
@@ -1253,28 +1198,25 @@ mod raw {
         fn peer_bell(&self, cell: u32) -> &Doorbell {
             &self.peer_bells[cell as usize]
         }
-        unsafe fn write_payload(&self, cell: u32, msg: &[u8]) {
-            let dst = self.at(self
-                .cell_offset(cell)
-                .wrapping_add(HWL_RDV_CELL_HDR_SIZE as usize));
-            // SAFETY: the payload area has slot_size >= msg.len() bytes
-            // (caller), inside the object; the caller holds the cell, so no
+        fn write_payload(&self, cell: u32, msg: &[u8]) {
+            // The payload area has slot_size >= msg.len() bytes (caller),
+            // inside the object; the caller holds the cell, so no
             // well-behaved party accesses these bytes meanwhile.
-            unsafe { crate::spsc::copy_bytes(msg.as_ptr(), dst, msg.len()) }
+            let mut dst = self
+                .view
+                .slice_mut(self.payload_offset(cell), msg.len())
+                .expect("rendezvous payload inside its object");
+            dst.copy_from(msg);
         }
-        unsafe fn read_payload<R>(
-            &self,
-            cell: u32,
-            len: usize,
-            f: impl FnOnce(ShmSlice<'_>) -> R,
-        ) -> R {
-            let src = self.at(self
-                .cell_offset(cell)
-                .wrapping_add(HWL_RDV_CELL_HDR_SIZE as usize));
-            // SAFETY: len <= slot_size bytes of the payload area (caller);
-            // the writer finished before its Release, which we acquired, and
+        fn read_payload<R>(&self, cell: u32, len: usize, f: impl FnOnce(ShmSlice<'_>) -> R) -> R {
+            // len <= slot_size bytes of the payload area (caller); the
+            // writer finished before its Release, which we acquired, and
             // does not write again until the cell is freed after our ack.
-            f(unsafe { ShmSlice::new(src, len) })
+            let src = self
+                .view
+                .slice(self.payload_offset(cell), len)
+                .expect("rendezvous payload inside its object");
+            f(src)
         }
     }
 
@@ -1282,18 +1224,17 @@ mod raw {
         Corruption::new(what, value, limit)
     }
 
+    fn misaligned(view: &ShmView) -> Option<Corruption> {
+        let off = view.addr().checked_rem(HWL_CACHELINE as usize).unwrap_or(0);
+        (off != 0).then(|| bad("rendezvous address misalignment", off as u64, 0))
+    }
+
     /// Lays out a rendezvous object of `cells` cells of `slot_size` bytes in
-    /// `len` bytes at `ctl` (creator side, before the region is published):
-    /// configuration, FREE states, zeroed headers and doorbells.
-    ///
-    /// # Safety
-    /// `ctl` must point to `len` writable bytes that no other party uses yet.
-    pub(crate) unsafe fn init(
-        ctl: *mut u8,
-        len: usize,
-        cells: u32,
-        slot_size: u32,
-    ) -> Result<(), Corruption> {
+    /// `view` (creator side, before the region is published: nobody else
+    /// uses the bytes yet): configuration, FREE states, zeroed headers and
+    /// doorbells.
+    pub(crate) fn init(view: &ShmView, cells: u32, slot_size: u32) -> Result<(), Corruption> {
+        let len = view.len();
         let need = rendezvous_bytes(cells, slot_size).ok_or_else(|| {
             if cells == 0 || cells > HWL_RDV_MAX_CELLS {
                 bad(
@@ -1316,14 +1257,8 @@ mod raw {
                 0,
             ));
         }
-        if ctl.is_null() || (ctl as usize).checked_rem(HWL_CACHELINE as usize) != Some(0) {
-            return Err(bad(
-                "rendezvous address misalignment",
-                (ctl as usize)
-                    .checked_rem(HWL_CACHELINE as usize)
-                    .unwrap_or(0) as u64,
-                0,
-            ));
+        if let Some(e) = misaligned(view) {
+            return Err(e);
         }
         let stride = cell_stride(slot_size).expect("checked by rendezvous_bytes");
         let config = hwl_rendezvous {
@@ -1333,40 +1268,29 @@ mod raw {
             cells_offset: RDV_CONTROL_BYTES,
             ..Default::default()
         };
-        // SAFETY: `need <= len` bytes at the 64-aligned `ctl` are ours to
-        // write (caller); the control block and every cell header lie inside.
-        unsafe {
-            core::ptr::write_bytes(ctl, 0, RDV_CONTROL_BYTES as usize);
-            ctl.cast::<hwl_rendezvous>().write(config);
-            for cell in 0..cells as usize {
-                let at = ctl.add(
-                    cell.wrapping_mul(stride as usize)
-                        .wrapping_add(RDV_CONTROL_BYTES as usize),
-                );
-                core::ptr::write_bytes(at, 0, HWL_RDV_CELL_HDR_SIZE as usize);
-            }
+        // `need <= len` bytes of the 64-aligned view are ours to write; the
+        // control block and every cell header lie inside.
+        let mut ok = view.zero(0, RDV_CONTROL_BYTES as usize) && view.write(0, config);
+        for cell in 0..cells as usize {
+            let at = cell
+                .wrapping_mul(stride as usize)
+                .wrapping_add(RDV_CONTROL_BYTES as usize);
+            ok &= view.zero(at, HWL_RDV_CELL_HDR_SIZE as usize);
         }
+        assert!(ok, "rendezvous layout inside its checked size");
         Ok(())
     }
 
     impl Rdv<RawMem> {
-        /// Opens the rendezvous object at `ctl`, reading its configuration
-        /// once and validating it against `len`, the bytes of the object.
-        ///
-        /// # Safety
-        /// `ctl` must point to `len` bytes that stay mapped, readable and
-        /// writable for the life of the value, and that other parties access
-        /// only as the rendezvous protocol says (atomics for every word).
-        pub(crate) unsafe fn from_raw(ctl: *mut u8, len: usize) -> Result<Self, Corruption> {
-            let base = NonNull::new(ctl).ok_or_else(|| bad("rendezvous address (null)", 0, 0))?;
-            if (ctl as usize).checked_rem(HWL_CACHELINE as usize) != Some(0) {
-                return Err(bad(
-                    "rendezvous address misalignment",
-                    (ctl as usize)
-                        .checked_rem(HWL_CACHELINE as usize)
-                        .unwrap_or(0) as u64,
-                    0,
-                ));
+        /// Opens the rendezvous object in `view` (its whole object),
+        /// reading its configuration once and validating it against the
+        /// view's length. Other parties must access the bytes only as the
+        /// rendezvous protocol says (atomics for every word); the view
+        /// keeps them mapped.
+        pub(crate) fn from_view(view: ShmView) -> Result<Self, Corruption> {
+            let len = view.len();
+            if let Some(e) = misaligned(&view) {
+                return Err(e);
             }
             if (len as u64) < RDV_CONTROL_BYTES {
                 return Err(bad(
@@ -1375,29 +1299,13 @@ mod raw {
                     0,
                 ));
             }
-            let probe = RawMem {
-                base,
-                cells: 0,
-                cells_offset: 0,
-                stride: 0,
-                cells_bell: bell(base, offset_of!(hwl_rendezvous, cells_bell)),
-                owner_bells: Box::new([]),
-                peer_bells: Box::new([]),
-            };
+            let word = |offset| view.u32_at(offset).load(Ordering::Relaxed);
             // Read every configuration word once.
-            let cells = probe
-                .u32_at(offset_of!(hwl_rendezvous, cells))
-                .load(Ordering::Relaxed);
-            let slot_size = probe
-                .u32_at(offset_of!(hwl_rendezvous, slot_size))
-                .load(Ordering::Relaxed);
-            let stride = probe
-                .u32_at(offset_of!(hwl_rendezvous, cell_stride))
-                .load(Ordering::Relaxed);
-            let flags = probe
-                .u32_at(offset_of!(hwl_rendezvous, flags))
-                .load(Ordering::Relaxed);
-            let cells_offset = probe
+            let cells = word(offset_of!(hwl_rendezvous, cells));
+            let slot_size = word(offset_of!(hwl_rendezvous, slot_size));
+            let stride = word(offset_of!(hwl_rendezvous, cell_stride));
+            let flags = word(offset_of!(hwl_rendezvous, flags));
+            let cells_offset = view
                 .u64_at(offset_of!(hwl_rendezvous, cells_offset))
                 .load(Ordering::Relaxed);
             if cells == 0 || cells > HWL_RDV_MAX_CELLS {
@@ -1448,18 +1356,20 @@ mod raw {
                             .wrapping_mul(stride)
                             .wrapping_add(RDV_CONTROL_BYTES as usize)
                             .wrapping_add(field);
-                        bell(base, at)
+                        bell(&view, at)
                     })
                     .collect()
             };
+            let owner_bells = cell_bells(offset_of!(hwl_rdv_cell, owner_count));
+            let peer_bells = cell_bells(offset_of!(hwl_rdv_cell, peer_count));
             let mem = RawMem {
-                base,
                 cells,
                 cells_offset: RDV_CONTROL_BYTES as usize,
                 stride,
-                cells_bell: probe.cells_bell,
-                owner_bells: cell_bells(offset_of!(hwl_rdv_cell, owner_count)),
-                peer_bells: cell_bells(offset_of!(hwl_rdv_cell, peer_count)),
+                cells_bell: bell(&view, offset_of!(hwl_rendezvous, cells_bell)),
+                owner_bells,
+                peer_bells,
+                view,
             };
             Ok(Rdv::with_parts(
                 mem,
@@ -1473,58 +1383,36 @@ mod raw {
 
     /// A doorbell whose count word is at `offset` and whose waiters word
     /// follows it (the layout of `hwl_doorbell` and of the cell bells).
-    fn bell(base: NonNull<u8>, offset: usize) -> Doorbell {
-        // SAFETY: the offset is a count/waiters pair inside the validated
-        // object (4-aligned); both words are only ever accessed atomically
-        // and outlive the doorbell (contract of `from_raw`).
-        unsafe {
-            let count = base.as_ptr().add(offset).cast::<AtomicU32>();
-            Doorbell::from_raw(count, count.add(1))
-        }
+    fn bell(view: &ShmView, offset: usize) -> Doorbell {
+        Doorbell::at(view, offset, offset.wrapping_add(4))
     }
 
     /// A rendezvous object in its own heap allocation (tests, Miri).
     pub(crate) struct HeapRendezvous {
         rdv: Rendezvous,
-        mem: *mut u8,
-        layout: std::alloc::Layout,
+        view: ShmView,
     }
-
-    // SAFETY: the allocation is only reached through `rdv`, which is Sync.
-    unsafe impl Send for HeapRendezvous {}
-    // SAFETY: as above.
-    unsafe impl Sync for HeapRendezvous {}
 
     impl HeapRendezvous {
         /// Allocates and initialises an object of `cells` cells of
         /// `slot_size` bytes. Panics on an invalid shape.
         pub(crate) fn new(cells: u32, slot_size: u32) -> Self {
             let len = rendezvous_bytes(cells, slot_size).expect("valid rendezvous shape") as usize;
-            let layout = std::alloc::Layout::from_size_align(len, 64).expect("layout");
-            // SAFETY: len > 0 (the control block alone is 704 bytes).
-            let mem = unsafe { std::alloc::alloc_zeroed(layout) };
-            assert!(!mem.is_null(), "out of memory");
-            // SAFETY: `len` fresh bytes that nobody else uses yet.
-            unsafe { init(mem, len, cells, slot_size) }.expect("valid rendezvous shape");
-            // SAFETY: the allocation lives as long as `self`, which drops
-            // `rdv` first; every access goes through the protocol.
-            let rdv = unsafe { Rdv::from_raw(mem, len) }.expect("freshly initialised");
-            HeapRendezvous { rdv, mem, layout }
+            let view = ShmView::heap(len);
+            init(&view, cells, slot_size).expect("valid rendezvous shape");
+            let rdv = Rdv::from_view(view.clone()).expect("freshly initialised");
+            HeapRendezvous { rdv, view }
         }
 
         /// The object's bytes (tests that scribble on it).
-        pub(crate) fn base(&self) -> *mut u8 {
-            self.mem
+        pub(crate) fn view(&self) -> &ShmView {
+            &self.view
         }
 
         /// Another handle on the same object, as another process would open
         /// it (tests).
-        ///
-        /// # Safety
-        /// The handle must not outlive `self`.
-        pub(crate) unsafe fn open_again(&self) -> Result<Rendezvous, Corruption> {
-            // SAFETY: the allocation outlives the handle (caller).
-            unsafe { Rdv::from_raw(self.mem, self.layout.size()) }
+        pub(crate) fn open_again(&self) -> Result<Rendezvous, Corruption> {
+            Rdv::from_view(self.view.clone())
         }
     }
 
@@ -1532,14 +1420,6 @@ mod raw {
         type Target = Rendezvous;
         fn deref(&self) -> &Rendezvous {
             &self.rdv
-        }
-    }
-
-    impl Drop for HeapRendezvous {
-        fn drop(&mut self) {
-            // SAFETY: allocated in `new` with this layout; `rdv` is no longer
-            // used (we are being dropped and it has no other owner).
-            unsafe { std::alloc::dealloc(self.mem, self.layout) }
         }
     }
 }

@@ -4,9 +4,12 @@
 
 #[cfg(not(loom))]
 mod heap {
+    #[cfg(not(miri))]
+    use crate::liveness::test_process::{fork_child, kill, reap};
     use crate::rendezvous::{
         init, HeapRendezvous, RdvRecvError, RdvSendError, Rendezvous, RDV_CONTROL_BYTES,
     };
+    use crate::shm::ShmView;
     use crate::sync::{AtomicU32, AtomicU64, Ordering};
     use crate::wait::WaitStrategy;
     use hwlink_hw::{
@@ -19,16 +22,12 @@ mod heap {
     const STATE: usize = core::mem::offset_of!(hwl_rendezvous, state);
 
     fn state(h: &HeapRendezvous, cell: usize) -> &AtomicU64 {
-        // SAFETY: state[cell] of the live heap object: 8-aligned, inside it,
-        // only ever accessed atomically.
-        unsafe { &*h.base().add(STATE + 8 * cell).cast::<AtomicU64>() }
+        h.view().u64_at(STATE + 8 * cell)
     }
 
     /// A 32-bit word of the object at `offset` (tests that scribble).
     fn word32(h: &HeapRendezvous, offset: usize) -> &AtomicU32 {
-        // SAFETY: callers pass 4-aligned offsets inside the live object; the
-        // word is only ever accessed atomically.
-        unsafe { &*h.base().add(offset).cast::<AtomicU32>() }
+        h.view().u32_at(offset)
     }
 
     fn kinds(h: &HeapRendezvous, cells: usize) -> Vec<u32> {
@@ -368,22 +367,11 @@ mod heap {
     fn rendezvous_bad_config_is_refused() {
         let cells = 2u32;
         let len = crate::rendezvous::rendezvous_bytes(cells, 16).unwrap() as usize;
-        let layout = std::alloc::Layout::from_size_align(len + 64, 64).unwrap();
-        // SAFETY: non-zero size.
-        let mem = unsafe { std::alloc::alloc_zeroed(layout) };
-        assert!(!mem.is_null());
-        let word = |offset: usize| -> &AtomicU32 {
-            // SAFETY: 4-aligned config words inside the allocation, which
-            // outlives this closure; accessed atomically only.
-            unsafe { &*mem.add(offset).cast::<AtomicU32>() }
-        };
-        let open = |len: usize| {
-            // SAFETY: the allocation holds `len` (<= its size) bytes and
-            // outlives the handle, which is dropped at once.
-            unsafe { Rendezvous::from_raw(mem, len) }.map(drop)
-        };
-        // SAFETY: `len` fresh bytes nobody else uses.
-        unsafe { init(mem, len, cells, 16) }.unwrap();
+        let mem = ShmView::heap(len + 64);
+        let word = |offset: usize| -> &AtomicU32 { mem.u32_at(offset) };
+        let open = |len: usize| Rendezvous::from_view(mem.sub(0, len).unwrap()).map(drop);
+        let whole = mem.sub(0, len).unwrap();
+        init(&whole, cells, 16).unwrap();
         open(len).unwrap();
         assert!(open(len - 1).is_err(), "object too short for its cells");
         assert!(open(100).is_err(), "object too short for the control block");
@@ -401,17 +389,14 @@ mod heap {
         tamper(offset_of!(hwl_rendezvous, cell_stride), 64, "stride");
         tamper(offset_of!(hwl_rendezvous, flags), 1, "flags");
         tamper(offset_of!(hwl_rendezvous, cells_offset), 64, "cells offset");
-        // Misaligned and wrong-shape creation.
-        // SAFETY: as above; these fail before writing anything.
-        unsafe {
-            assert!(init(mem.add(8), len, cells, 16).is_err());
-            assert!(init(mem, len, 0, 16).is_err());
-            assert!(init(mem, len, 65, 16).is_err());
-            assert!(init(mem, len, cells, 1000).is_err());
-            assert!(Rendezvous::from_raw(mem.add(8), len).is_err());
-        }
-        // SAFETY: allocated above with this layout; no handle is left.
-        unsafe { std::alloc::dealloc(mem, layout) };
+        // Misaligned and wrong-shape creation (these fail before writing
+        // anything).
+        let misaligned = mem.sub(8, len).unwrap();
+        assert!(init(&misaligned, cells, 16).is_err());
+        assert!(init(&whole, 0, 16).is_err());
+        assert!(init(&whole, 65, 16).is_err());
+        assert!(init(&whole, cells, 1000).is_err());
+        assert!(Rendezvous::from_view(misaligned).is_err());
     }
 
     /// A process token that names no running process: no liveness file
@@ -474,64 +459,10 @@ mod heap {
         assert_eq!(r.join().unwrap().unwrap(), b"reaped");
     }
 
-    /// Shared anonymous memory that a forked child shares with us.
+    /// Opens the rendezvous object in a shared mapping.
     #[cfg(not(miri))]
-    struct SharedMap(*mut u8, usize);
-
-    #[cfg(not(miri))]
-    impl SharedMap {
-        fn new(len: usize) -> Self {
-            // SAFETY: a fresh anonymous shared mapping; no pointer is passed in.
-            let p = unsafe {
-                libc::mmap(
-                    core::ptr::null_mut(),
-                    len,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                    -1,
-                    0,
-                )
-            };
-            assert_ne!(p, libc::MAP_FAILED);
-            SharedMap(p.cast(), len)
-        }
-        fn open(&self) -> Rendezvous {
-            // SAFETY: the mapping lives until `self` drops, after every
-            // handle of the test (they are dropped first).
-            unsafe { Rendezvous::from_raw(self.0, self.1) }.unwrap()
-        }
-    }
-
-    #[cfg(not(miri))]
-    impl Drop for SharedMap {
-        fn drop(&mut self) {
-            // SAFETY: our own mapping, no handle left.
-            unsafe { libc::munmap(self.0.cast(), self.1) };
-        }
-    }
-
-    /// Forks a child that runs `f` and exits with its result as status.
-    #[cfg(not(miri))]
-    fn fork_child(f: impl FnOnce() -> bool) -> libc::pid_t {
-        // SAFETY: fork has no memory preconditions; the child only runs `f`
-        // and `_exit`s, never returning into the test harness.
-        let pid = unsafe { libc::fork() };
-        assert!(pid >= 0, "fork failed");
-        if pid == 0 {
-            let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(false);
-            // SAFETY: ends the child without running the parent's atexit
-            // handlers or destructors.
-            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
-        }
-        pid
-    }
-
-    #[cfg(not(miri))]
-    fn reap(pid: libc::pid_t) -> libc::c_int {
-        let mut status = 0;
-        // SAFETY: `status` is a live c_int; `pid` is our child.
-        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-        status
+    fn open_shared(map: &ShmView) -> Rendezvous {
+        Rendezvous::from_view(map.clone()).unwrap()
     }
 
     /// Real processes: a forked receiver takes 200 messages in order (each
@@ -544,12 +475,12 @@ mod heap {
     fn rendezvous_across_processes_and_a_killed_receiver() {
         let cells = 4;
         let len = crate::rendezvous::rendezvous_bytes(cells, 64).unwrap() as usize;
-        let map = SharedMap::new(len);
-        // SAFETY: fresh mapping, nobody else uses it yet.
-        unsafe { init(map.0, len, cells, 64) }.unwrap();
+        let map = ShmView::shared_anonymous(len);
+        // A fresh mapping: nobody else uses it yet.
+        init(&map, cells, 64).unwrap();
         let n = 200u32;
         let child = fork_child(|| {
-            let rdv = map.open();
+            let rdv = open_shared(&map);
             let deadline = Some(Instant::now() + Duration::from_secs(20));
             (0..n).all(|i| {
                 rdv.recv_with(
@@ -560,7 +491,7 @@ mod heap {
                 ) == Ok(true)
             })
         });
-        let rdv = map.open();
+        let rdv = open_shared(&map);
         let deadline = Some(Instant::now() + Duration::from_secs(20));
         for i in 0..n {
             assert_eq!(
@@ -572,7 +503,7 @@ mod heap {
 
         // A receiver that dies inside its closure, before acknowledging.
         let child = fork_child(|| {
-            let rdv = map.open();
+            let rdv = open_shared(&map);
             let _ = rdv.recv_with(
                 |_| loop {
                     std::thread::sleep(Duration::from_secs(1));
@@ -585,8 +516,7 @@ mod heap {
         });
         let killer = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(200));
-            // SAFETY: plain syscall on our own child.
-            unsafe { libc::kill(child, libc::SIGKILL) };
+            kill(child);
             reap(child)
         });
         let t0 = Instant::now();
@@ -601,8 +531,7 @@ mod heap {
         assert!(libc::WIFSIGNALED(status), "the child was killed");
         let states = core::mem::offset_of!(hwl_rendezvous, state);
         for cell in 0..cells as usize {
-            // SAFETY: state words of the live mapping, read atomically.
-            let w = unsafe { &*map.0.add(states + 8 * cell).cast::<AtomicU64>() };
+            let w = map.u64_at(states + 8 * cell);
             assert_eq!(w.load(Ordering::SeqCst), 0, "cell {cell} left busy");
         }
         drop(rdv);
@@ -614,8 +543,7 @@ mod heap {
         let h = Arc::new(HeapRendezvous::new(2, 16));
         let h2 = h.clone();
         let r = std::thread::spawn(move || {
-            // SAFETY: `h2` (and so the allocation) outlives `other`.
-            let other = unsafe { h2.open_again() }.unwrap();
+            let other = h2.open_again().unwrap();
             other.recv_with(|m| m.to_vec(), None, WaitStrategy::SpinPark, &mut ok)
         });
         h.send(b"across", None, WaitStrategy::SpinPark, &mut ok)
@@ -628,10 +556,10 @@ mod heap {
 mod loom_models {
     use crate::doorbell::Doorbell;
     use crate::rendezvous::{Field, Rdv, RdvMem, RdvRecvError, RdvSendError};
+    use crate::shm::{ShmCells, ShmWord};
     use crate::sync::{AtomicU32, AtomicU64, Ordering};
     use crate::wait::WaitStrategy;
     use crate::ShmSlice;
-    use loom::cell::UnsafeCell;
     use std::sync::Arc;
     use std::time::Instant;
 
@@ -646,7 +574,7 @@ mod loom_models {
         /// count/waiters.
         fields: Vec<[AtomicU32; 7]>,
         bell: [AtomicU32; 2],
-        payload: Vec<UnsafeCell<[u8; PAYLOAD]>>,
+        payload: ShmCells,
     }
 
     struct ModelMem {
@@ -658,13 +586,18 @@ mod loom_models {
 
     fn model_mem(words: &Arc<Words>) -> ModelMem {
         let w = words.clone();
-        // SAFETY: every word lives in the Arc, which ModelMem keeps; the
-        // words are only accessed atomically.
-        let bell = |c: &AtomicU32, n: &AtomicU32| unsafe { Doorbell::from_raw(c, n) };
+        // Every word lives in the Arc, which each doorbell keeps.
+        let word = |pick: fn(&Words) -> &AtomicU32| ShmWord::owned(w.clone(), pick);
+        let cell_word = |c: usize, i: usize| ShmWord::owned(w.clone(), move |w| &w.fields[c][i]);
+        let cells = w.fields.len();
         ModelMem {
-            cells_bell: bell(&w.bell[0], &w.bell[1]),
-            owner: w.fields.iter().map(|f| bell(&f[3], &f[4])).collect(),
-            peer: w.fields.iter().map(|f| bell(&f[5], &f[6])).collect(),
+            cells_bell: Doorbell::new(word(|w| &w.bell[0]), word(|w| &w.bell[1])),
+            owner: (0..cells)
+                .map(|c| Doorbell::new(cell_word(c, 3), cell_word(c, 4)))
+                .collect(),
+            peer: (0..cells)
+                .map(|c| Doorbell::new(cell_word(c, 5), cell_word(c, 6)))
+                .collect(),
             words: w,
         }
     }
@@ -693,21 +626,17 @@ mod loom_models {
         fn peer_bell(&self, cell: u32) -> &Doorbell {
             &self.peer[cell as usize]
         }
-        unsafe fn write_payload(&self, cell: u32, msg: &[u8]) {
-            self.words.payload[cell as usize].with_mut(|p| {
-                // SAFETY: loom checks this access is exclusive.
-                unsafe { (&mut *p)[..msg.len()].copy_from_slice(msg) }
+        fn write_payload(&self, cell: u32, msg: &[u8]) {
+            // loom checks this access is exclusive.
+            self.words.payload.with_mut(cell as usize, |mut p| {
+                assert!(p.write_at(0, msg), "message longer than a cell")
             })
         }
-        unsafe fn read_payload<R>(
-            &self,
-            cell: u32,
-            len: usize,
-            f: impl FnOnce(ShmSlice<'_>) -> R,
-        ) -> R {
-            // SAFETY: loom checks this access is ordered after the write.
-            self.words.payload[cell as usize]
-                .with(|p| f(unsafe { crate::shm::ShmSlice::new(p.cast(), len) }))
+        fn read_payload<R>(&self, cell: u32, len: usize, f: impl FnOnce(ShmSlice<'_>) -> R) -> R {
+            // loom checks this access is ordered after the write.
+            self.words.payload.with(cell as usize, |p| {
+                f(p.sub(0, len).expect("length within a cell"))
+            })
         }
     }
 
@@ -717,7 +646,7 @@ mod loom_models {
             ticket: AtomicU32::new(0),
             fields: (0..cells).map(|_| Default::default()).collect(),
             bell: Default::default(),
-            payload: (0..cells).map(|_| UnsafeCell::new([0; PAYLOAD])).collect(),
+            payload: ShmCells::new(cells, PAYLOAD),
         })
     }
 
@@ -739,10 +668,10 @@ mod loom_models {
     fn loom_rendezvous_blocking_handoff() {
         let mut builder = loom::model::Builder::new();
         builder.preemption_bound = Some(3);
-        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let runs = Arc::new(crate::sync::unmodelled::AtomicUsize::new(0));
         let counter = runs.clone();
         builder.check(move || {
-            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            counter.fetch_add(1, crate::sync::unmodelled::Ordering::Relaxed);
             let w = words(2);
             let seen = Arc::new(AtomicU32::new(0));
             let (w2, seen2) = (w.clone(), seen.clone());
@@ -781,16 +710,16 @@ mod loom_models {
     fn loom_rendezvous_timeout_races_take() {
         let mut builder = loom::model::Builder::new();
         builder.preemption_bound = Some(3);
-        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let runs = Arc::new(crate::sync::unmodelled::AtomicUsize::new(0));
         let counter = runs.clone();
         // Which outcomes the model reached: [not delivered, delivered].
         let outcomes = Arc::new([
-            std::sync::atomic::AtomicBool::new(false),
-            std::sync::atomic::AtomicBool::new(false),
+            crate::sync::unmodelled::AtomicBool::new(false),
+            crate::sync::unmodelled::AtomicBool::new(false),
         ]);
         let reached = outcomes.clone();
         builder.check(move || {
-            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            counter.fetch_add(1, crate::sync::unmodelled::Ordering::Relaxed);
             let w = words(2);
             let w2 = w.clone();
             let t = loom::thread::spawn(move || {
@@ -817,7 +746,7 @@ mod loom_models {
             if let Some(m) = got {
                 assert_eq!(m, b"xy");
             }
-            reached[usize::from(sent)].store(true, std::sync::atomic::Ordering::Relaxed);
+            reached[usize::from(sent)].store(true, crate::sync::unmodelled::Ordering::Relaxed);
             for s in &w.states {
                 assert_eq!(s.load(Ordering::Relaxed), 0, "cell left busy");
             }
@@ -826,7 +755,7 @@ mod loom_models {
         assert!(
             outcomes
                 .iter()
-                .all(|o| o.load(std::sync::atomic::Ordering::Relaxed)),
+                .all(|o| o.load(crate::sync::unmodelled::Ordering::Relaxed)),
             "the model must reach both a delivery and a withdrawal"
         );
     }
@@ -840,12 +769,12 @@ mod loom_models {
     fn loom_rendezvous_try_send_races_receiver_timeout() {
         let mut builder = loom::model::Builder::new();
         builder.preemption_bound = Some(3);
-        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let runs = Arc::new(crate::sync::unmodelled::AtomicUsize::new(0));
         let counter = runs.clone();
-        let delivered = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let delivered = Arc::new(crate::sync::unmodelled::AtomicBool::new(false));
         let seen_delivery = delivered.clone();
         builder.check(move || {
-            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            counter.fetch_add(1, crate::sync::unmodelled::Ordering::Relaxed);
             let w = words(2);
             let w2 = w.clone();
             let t = loom::thread::spawn(move || match handle(&w2, 2).try_send(b"t") {
@@ -867,14 +796,14 @@ mod loom_models {
             let sent = t.join().unwrap();
             assert_eq!(sent, got.is_some(), "delivered {sent} but received {got:?}");
             if got.is_some() {
-                seen_delivery.store(true, std::sync::atomic::Ordering::Relaxed);
+                seen_delivery.store(true, crate::sync::unmodelled::Ordering::Relaxed);
             }
             for s in &w.states {
                 assert_eq!(s.load(Ordering::Relaxed), 0, "cell left busy");
             }
         });
         assert!(
-            delivered.load(std::sync::atomic::Ordering::Relaxed),
+            delivered.load(crate::sync::unmodelled::Ordering::Relaxed),
             "the model never explored a delivery"
         );
         eprintln!("loom_rendezvous_try_send_races_receiver_timeout: {runs:?} executions");
@@ -887,16 +816,16 @@ mod loom_models {
     fn loom_rendezvous_two_receivers_one_sender() {
         let mut builder = loom::model::Builder::new();
         builder.preemption_bound = Some(2);
-        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let runs = Arc::new(crate::sync::unmodelled::AtomicUsize::new(0));
         let counter = runs.clone();
         // Which receiver got the message: [the blocking one, the late one].
         let outcomes = Arc::new([
-            std::sync::atomic::AtomicBool::new(false),
-            std::sync::atomic::AtomicBool::new(false),
+            crate::sync::unmodelled::AtomicBool::new(false),
+            crate::sync::unmodelled::AtomicBool::new(false),
         ]);
         let reached = outcomes.clone();
         builder.check(move || {
-            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            counter.fetch_add(1, crate::sync::unmodelled::Ordering::Relaxed);
             let w = words(2);
             let w2 = w.clone();
             let late = loom::thread::spawn(move || {
@@ -918,7 +847,7 @@ mod loom_models {
             let rx = handle(&w, 2);
             let late_got = late.join().unwrap();
             reached[usize::from(late_got.is_some())]
-                .store(true, std::sync::atomic::Ordering::Relaxed);
+                .store(true, crate::sync::unmodelled::Ordering::Relaxed);
             if late_got.is_none() {
                 let got = rx
                     .recv_with(|m| m.to_vec(), None, WaitStrategy::Park, &mut ok)
@@ -936,7 +865,7 @@ mod loom_models {
         assert!(
             outcomes
                 .iter()
-                .all(|o| o.load(std::sync::atomic::Ordering::Relaxed)),
+                .all(|o| o.load(crate::sync::unmodelled::Ordering::Relaxed)),
             "the model must reach a delivery to each receiver"
         );
     }

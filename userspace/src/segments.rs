@@ -9,10 +9,11 @@
 use crate::chain::{Segment, SegmentStore, StoreError};
 use crate::error::{Corruption, OpenError};
 use crate::mpmc::{self, MpmcGeometry, MpmcRing, RawMpmc};
-use crate::region::{self, MailboxParts, MpmcParts, ObjectInit, ObjectSpec};
+use crate::objects::{self, MailboxParts, MpmcParts};
+use crate::region::{self, ObjectInit, ObjectSpec};
 use crate::sync::AtomicU64;
 use hwlink_drivers::{Backend, MapError};
-use hwlink_hw::{HWL_FEAT_MPMC_RING, HWL_OBJ_MPMC_RING, HWL_REGION_HDR_SIZE, HWL_REGION_MAGIC};
+use hwlink_hw::{HWL_FEAT_MPMC_RING, HWL_OBJ_MPMC_RING, HWL_REGION_MAGIC};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -90,13 +91,10 @@ impl SegmentStore for RegionStore {
     }
 
     fn estimate(&self, geometry: &MpmcGeometry) -> u64 {
-        let page = (self.first.map().page_size() as u64).max(4096);
+        let page = (self.first.map().page_size() as u64).max(hwlink_hw::OBJ_ALIGN);
         let ring = mpmc::ring_bytes(geometry.capacity, geometry.slot_size).unwrap_or(u64::MAX);
-        let round = |b: u64, to: u64| b.checked_next_multiple_of(to).unwrap_or(u64::MAX);
-        round(
-            round(ring, 4096).saturating_add(u64::from(HWL_REGION_HDR_SIZE)),
-            page,
-        )
+        let region = hwlink_hw::single_object_region_bytes(ring).unwrap_or(u64::MAX);
+        region.checked_next_multiple_of(page).unwrap_or(u64::MAX)
     }
 
     fn open(&self, id: u64) -> Result<Option<Arc<MpmcParts>>, StoreError> {
@@ -130,7 +128,7 @@ impl SegmentStore for RegionStore {
 
     fn create(&self, id: u64, geometry: &MpmcGeometry) -> Result<Arc<MpmcParts>, String> {
         let geometry = *geometry;
-        let init = move |obj: ObjectInit| region::init_mpmc_ring(obj, geometry, id);
+        let init = move |obj: ObjectInit| objects::init_mpmc_ring(obj, geometry, id);
         let size = mpmc::ring_bytes(geometry.capacity, geometry.slot_size)
             .ok_or_else(|| "segment size overflows".to_string())?;
         let map = region::create_region(

@@ -17,8 +17,10 @@
 
 use crate::doorbell::Doorbell;
 use crate::error::Corruption;
+#[cfg(not(loom))]
+use crate::shm::ShmView;
+use crate::shm::{ShmSlice, ShmSliceMut, ShmWord};
 use crate::sync::{fence, AtomicU32, AtomicU64, Ordering};
-use core::ptr::NonNull;
 use hwlink_hw::{HWL_RING_MAX_CAPACITY, HWL_RING_MAX_SLOT_SIZE, HWL_SLOT_HDR_SIZE, HWL_WAIT_POLL};
 
 /// How many slots ahead the producer prefetches for writing (of `tail`)
@@ -101,15 +103,15 @@ impl Geometry {
 
 /// Where a ring's slot bytes live.
 pub(crate) trait SlotMem {
-    /// Runs `f` with a pointer to the first byte of slot `index` (already
-    /// masked, `< capacity`), for writing `stride` bytes.
-    fn with_slot_mut<R>(&self, index: u32, f: impl FnOnce(*mut u8) -> R) -> R;
-    /// Runs `f` with a pointer to the first byte of slot `index`, for reading.
-    fn with_slot<R>(&self, index: u32, f: impl FnOnce(*const u8) -> R) -> R;
+    /// Runs `f` with the `stride` bytes of slot `index` (already masked,
+    /// `< capacity`), for writing.
+    fn with_slot_mut<R>(&self, index: u32, f: impl FnOnce(ShmSliceMut<'_>) -> R) -> R;
+    /// Runs `f` with the bytes of slot `index`, for reading.
+    fn with_slot<R>(&self, index: u32, f: impl FnOnce(ShmSlice<'_>) -> R) -> R;
     /// The header of slot `index` (`struct hwl_slot`: `len` in the low
     /// and `seq` in the high half of one little-endian u64), only ever
     /// accessed atomically and as a whole; the payload after it is accessed
-    /// through the pointers.
+    /// through the views.
     fn header(&self, index: u32) -> &AtomicU64;
     /// Hints that slot `index` is about to be written: fetches its first
     /// cache lines for ownership. Only a hint; the default does nothing.
@@ -121,88 +123,96 @@ pub(crate) trait SlotMem {
     fn prefetch_for_read(&self, _index: u32) {}
 }
 
-/// Slots at a fixed address: a mapped region, or a heap buffer.
+/// Slots in a view of memory: a mapped region, or a heap buffer.
+#[cfg(not(loom))]
 #[derive(Debug)]
 pub(crate) struct RawSlots {
-    base: NonNull<u8>,
+    view: ShmView,
     stride: usize,
 }
 
-// SAFETY: RawSlots is a pointer into memory whose owner outlives it (see
-// `new`); sending it to another thread moves no data.
-unsafe impl Send for RawSlots {}
-
+#[cfg(not(loom))]
 impl RawSlots {
-    /// # Safety
-    /// `base` must point to `geometry.capacity * geometry.stride` bytes that
-    /// stay mapped and writable for the life of the value, aligned to 8.
-    pub(crate) unsafe fn new(base: *mut u8, geometry: &Geometry) -> Self {
+    /// The slots of a ring of `geometry` at the start of `view`, which must
+    /// hold all of them (panics otherwise).
+    pub(crate) fn new(view: ShmView, geometry: &Geometry) -> Self {
+        let bytes = (geometry.capacity as usize).checked_mul(geometry.stride as usize);
+        assert!(
+            bytes.is_some_and(|b| b <= view.len()),
+            "slot area smaller than the ring"
+        );
         RawSlots {
-            base: NonNull::new(base).expect("slot base is null"),
+            view,
             stride: geometry.stride as usize,
         }
     }
 
+    /// Offset of slot `index` (masked, < capacity) in the view.
     #[inline(always)]
-    pub(crate) fn slot_ptr(&self, index: u32) -> *mut u8 {
-        // SAFETY: callers pass a masked index < capacity, so the offset stays
-        // inside the slot area promised in `new`.
+    fn offset(&self, index: u32) -> usize {
         // No overflow: index < capacity <= 2^24, stride <= 2^30 + 64.
-        unsafe {
-            self.base
-                .as_ptr()
-                .add((index as usize).wrapping_mul(self.stride))
+        (index as usize).wrapping_mul(self.stride)
+    }
+
+    /// The first `len` payload bytes of slot `index` (masked), writable;
+    /// panics if `len` exceeds the slot.
+    #[inline(always)]
+    pub(crate) fn payload_mut(&self, index: u32, len: usize) -> ShmSliceMut<'_> {
+        let at = self.offset(index).wrapping_add(HWL_SLOT_HDR_SIZE as usize);
+        match self.view.slice_mut(at, len) {
+            Some(s) if len <= self.stride.saturating_sub(HWL_SLOT_HDR_SIZE as usize) => s,
+            _ => outside_slot(len),
+        }
+    }
+
+    /// The first `len` payload bytes of slot `index` (masked), readable;
+    /// panics if `len` exceeds the slot.
+    #[inline(always)]
+    pub(crate) fn payload(&self, index: u32, len: usize) -> ShmSlice<'_> {
+        let at = self.offset(index).wrapping_add(HWL_SLOT_HDR_SIZE as usize);
+        match self.view.slice(at, len) {
+            Some(s) if len <= self.stride.saturating_sub(HWL_SLOT_HDR_SIZE as usize) => s,
+            _ => outside_slot(len),
         }
     }
 }
 
+#[cold]
+#[inline(never)]
+#[cfg(not(loom))]
+fn outside_slot(len: usize) -> ! {
+    panic!("{len} payload bytes do not fit a slot")
+}
+
+#[cfg(not(loom))]
 impl SlotMem for RawSlots {
     #[inline(always)]
-    fn with_slot_mut<R>(&self, index: u32, f: impl FnOnce(*mut u8) -> R) -> R {
-        f(self.slot_ptr(index))
+    fn with_slot_mut<R>(&self, index: u32, f: impl FnOnce(ShmSliceMut<'_>) -> R) -> R {
+        match self.view.slice_mut(self.offset(index), self.stride) {
+            Some(slot) => f(slot),
+            None => outside_slot(self.stride),
+        }
     }
     #[inline(always)]
-    fn with_slot<R>(&self, index: u32, f: impl FnOnce(*const u8) -> R) -> R {
-        f(self.slot_ptr(index))
+    fn with_slot<R>(&self, index: u32, f: impl FnOnce(ShmSlice<'_>) -> R) -> R {
+        match self.view.slice(self.offset(index), self.stride) {
+            Some(slot) => f(slot),
+            None => outside_slot(self.stride),
+        }
     }
     #[inline(always)]
     fn header(&self, index: u32) -> &AtomicU64 {
-        // SAFETY: the header is the first 8 bytes of the slot, which is
-        // 64-byte aligned and inside the slot area (contract of `new`);
-        // every access to it is atomic and 8 bytes wide.
-        unsafe { &*self.slot_ptr(index).cast::<AtomicU64>() }
+        // The header is the first 8 bytes of the 64-aligned slot.
+        self.view.u64_at(self.offset(index))
     }
     #[inline(always)]
     fn prefetch_for_write(&self, index: u32) {
-        prefetch_slot::<true>(self.slot_ptr(index), self.stride);
+        self.view.prefetch::<true>(self.offset(index), self.stride);
     }
     #[inline(always)]
     fn prefetch_for_read(&self, index: u32) {
-        prefetch_slot::<false>(self.slot_ptr(index), self.stride);
+        self.view.prefetch::<false>(self.offset(index), self.stride);
     }
-}
-
-/// Prefetches the first cache lines of a slot (the header's line and the
-/// next: a small message's whole slot), for ownership (`WRITE`: PREFETCHW)
-/// or for reading (PREFETCHT0). Only a hint; nothing under Miri or off x86.
-#[inline(always)]
-fn prefetch_slot<const WRITE: bool>(slot: *mut u8, stride: usize) {
-    #[cfg(all(target_arch = "x86_64", not(miri)))]
-    for line in 0..stride.min(128) / 64 {
-        let p = slot.wrapping_add(line.wrapping_mul(64));
-        // SAFETY: a prefetch only hints the cache: it cannot fault, and CPUs
-        // without PREFETCHW treat it as a NOP. The address is inside the
-        // slot all the same (line * 64 < stride).
-        unsafe {
-            if WRITE {
-                core::arch::asm!("prefetchw [{p}]", p = in(reg) p, options(nostack, preserves_flags, readonly));
-            } else {
-                core::arch::asm!("prefetcht0 [{p}]", p = in(reg) p, options(nostack, preserves_flags, readonly));
-            }
-        }
-    }
-    #[cfg(not(all(target_arch = "x86_64", not(miri))))]
-    let _ = (slot, stride);
 }
 
 /// The slot header word: `len` low, `seq` high (`struct hwl_slot` read as
@@ -212,66 +222,14 @@ fn header_word(len: u32, seq: u32) -> u64 {
     u64::from(len) | (u64::from(seq) << 32)
 }
 
-/// Copies `len` bytes. Messages are often a few bytes long, where a call
-/// into `memcpy` costs more than the copy: up to 64 bytes are moved inline
-/// with (possibly overlapping) unaligned loads and stores.
-///
-/// # Safety
-/// As for `core::ptr::copy_nonoverlapping`.
-#[inline(always)]
-pub(crate) unsafe fn copy_bytes(src: *const u8, dst: *mut u8, len: usize) {
-    // SAFETY: the caller guarantees `len` readable bytes at `src` and
-    // writable bytes at `dst`, not overlapping; each access below, in every
-    // arm, stays within the first `len` bytes.
-    unsafe {
-        if (8..=16).contains(&len) {
-            let a = src.cast::<u64>().read_unaligned();
-            let b = src.add(len.wrapping_sub(8)).cast::<u64>().read_unaligned();
-            dst.cast::<u64>().write_unaligned(a);
-            dst.add(len.wrapping_sub(8))
-                .cast::<u64>()
-                .write_unaligned(b);
-        } else if (17..=32).contains(&len) {
-            let a = src.cast::<u128>().read_unaligned();
-            let b = src
-                .add(len.wrapping_sub(16))
-                .cast::<u128>()
-                .read_unaligned();
-            dst.cast::<u128>().write_unaligned(a);
-            dst.add(len.wrapping_sub(16))
-                .cast::<u128>()
-                .write_unaligned(b);
-        } else if (33..=64).contains(&len) {
-            let a = src.cast::<[u128; 2]>().read_unaligned();
-            let b = src
-                .add(len.wrapping_sub(32))
-                .cast::<[u128; 2]>()
-                .read_unaligned();
-            dst.cast::<[u128; 2]>().write_unaligned(a);
-            dst.add(len.wrapping_sub(32))
-                .cast::<[u128; 2]>()
-                .write_unaligned(b);
-        } else if (4..8).contains(&len) {
-            let a = src.cast::<u32>().read_unaligned();
-            let b = src.add(len.wrapping_sub(4)).cast::<u32>().read_unaligned();
-            dst.cast::<u32>().write_unaligned(a);
-            dst.add(len.wrapping_sub(4))
-                .cast::<u32>()
-                .write_unaligned(b);
-        } else {
-            core::ptr::copy_nonoverlapping(src, dst, len);
-        }
-    }
-}
-
 /// The shared words of one ring: indices, doorbells and the two endpoints'
 /// advertised wait modes.
 #[derive(Debug)]
 pub(crate) struct RingWords {
-    tail: NonNull<AtomicU32>,
-    head: NonNull<AtomicU32>,
-    producer_wait_mode: NonNull<AtomicU32>,
-    consumer_wait_mode: NonNull<AtomicU32>,
+    tail: ShmWord,
+    head: ShmWord,
+    producer_wait_mode: ShmWord,
+    consumer_wait_mode: ShmWord,
     pub(crate) not_empty: Doorbell,
     pub(crate) not_full: Doorbell,
     /// The ring lives in write-combining memory: every publishing store is
@@ -280,29 +238,21 @@ pub(crate) struct RingWords {
     store_fences: bool,
 }
 
-// SAFETY: only atomics are reached through these pointers.
-unsafe impl Send for RingWords {}
-// SAFETY: as above.
-unsafe impl Sync for RingWords {}
-
 impl RingWords {
-    /// # Safety
-    /// Every pointer must be valid, aligned, accessed only atomically, and
-    /// outlive the value.
-    pub(crate) unsafe fn new(
-        tail: *const AtomicU32,
-        head: *const AtomicU32,
-        producer_wait_mode: *const AtomicU32,
-        consumer_wait_mode: *const AtomicU32,
+    /// The ring's words (each keeps its memory alive).
+    pub(crate) fn new(
+        tail: ShmWord,
+        head: ShmWord,
+        producer_wait_mode: ShmWord,
+        consumer_wait_mode: ShmWord,
         not_empty: Doorbell,
         not_full: Doorbell,
     ) -> Self {
-        let nn = |p: *const AtomicU32| NonNull::new(p.cast_mut()).expect("ring word is null");
         RingWords {
-            tail: nn(tail),
-            head: nn(head),
-            producer_wait_mode: nn(producer_wait_mode),
-            consumer_wait_mode: nn(consumer_wait_mode),
+            tail,
+            head,
+            producer_wait_mode,
+            consumer_wait_mode,
             not_empty,
             not_full,
             store_fences: false,
@@ -325,23 +275,19 @@ impl RingWords {
 
     #[inline(always)]
     pub(crate) fn tail(&self) -> &AtomicU32 {
-        // SAFETY: valid for our lifetime (contract of `new`).
-        unsafe { self.tail.as_ref() }
+        self.tail.get()
     }
     #[inline(always)]
     pub(crate) fn head(&self) -> &AtomicU32 {
-        // SAFETY: valid for our lifetime (contract of `new`).
-        unsafe { self.head.as_ref() }
+        self.head.get()
     }
     #[inline(always)]
     pub(crate) fn producer_wait_mode(&self) -> &AtomicU32 {
-        // SAFETY: valid for our lifetime (contract of `new`).
-        unsafe { self.producer_wait_mode.as_ref() }
+        self.producer_wait_mode.get()
     }
     #[inline(always)]
     pub(crate) fn consumer_wait_mode(&self) -> &AtomicU32 {
-        // SAFETY: valid for our lifetime (contract of `new`).
-        unsafe { self.consumer_wait_mode.as_ref() }
+        self.consumer_wait_mode.get()
     }
 
     /// Messages in the ring as seen from outside (diagnostics), checked.
@@ -479,18 +425,13 @@ impl<M: SlotMem> Producer<M> {
     pub(crate) fn write(&mut self, k: u32, msg: &[u8]) {
         debug_assert!(k < self.cached_free() && msg.len() <= self.geometry.slot_size as usize);
         let index = self.tail.wrapping_add(k) & self.geometry.mask();
-        self.slots.with_slot_mut(index, |slot| {
-            // SAFETY: the slot is free (k < free), so the consumer does not
-            // read its payload until we publish; it has stride >= 8 +
-            // slot_size bytes, so the payload fits after the header.
-            unsafe {
-                copy_bytes(
-                    msg.as_ptr(),
-                    slot.add(HWL_SLOT_HDR_SIZE as usize),
-                    msg.len(),
-                )
-            }
+        // The slot is free (k < free), so the consumer does not read its
+        // payload until we publish; it has stride >= 8 + slot_size bytes, so
+        // the payload fits after the header.
+        let written = self.slots.with_slot_mut(index, |mut slot| {
+            slot.write_at(HWL_SLOT_HDR_SIZE as usize, msg)
         });
+        assert!(written, "message longer than a slot");
         self.lens[k as usize] = msg.len() as u32;
     }
 
@@ -526,21 +467,17 @@ impl<M: SlotMem> Producer<M> {
         }
     }
 
-    /// Pointer to the payload of the `k`-th free slot, for in-place writes,
-    /// and the slot index it maps to.
+    /// The first `len` (<= slot_size) payload bytes of the `k`-th free
+    /// slot, for in-place writes: free and ours until published, so the
+    /// borrow of `self` keeps the view exclusive in this process.
+    #[cfg(not(loom))]
     #[inline(always)]
-    pub(crate) fn payload_ptr(&self, k: u32) -> *mut u8
+    pub(crate) fn payload_mut(&self, k: u32, len: usize) -> ShmSliceMut<'_>
     where
         M: AsRawSlots,
     {
         let index = self.tail.wrapping_add(k) & self.geometry.mask();
-        // SAFETY: the slot has HWL_SLOT_HDR_SIZE + slot_size bytes.
-        unsafe {
-            self.slots
-                .raw()
-                .slot_ptr(index)
-                .add(HWL_SLOT_HDR_SIZE as usize)
-        }
+        self.slots.raw().payload_mut(index, len)
     }
 
     /// Sets the length of the `k`-th free slot after an in-place write.
@@ -665,20 +602,13 @@ impl<M: SlotMem> Consumer<M> {
         self.probe()
     }
 
-    /// Reads the `k`-th ready message (`k < available()`), passing its
-    /// payload to `f`. The header is read once (A0'); its `seq` must name
-    /// this position and its `len` fit the slot before the payload is
-    /// touched.
+    /// Reads the header of the `k`-th ready message once (A0'): its slot
+    /// index and `len`, if its `seq` names this position.
     #[inline(always)]
-    pub(crate) fn read<R>(
-        &self,
-        k: u32,
-        f: impl FnOnce(*const u8, usize) -> R,
-    ) -> Result<R, Corruption> {
+    fn ready_header(&self, k: u32) -> Result<(u32, u32), Corruption> {
         debug_assert!(k < self.cached_available());
         let position = self.head.wrapping_add(k);
         let index = position & self.geometry.mask();
-        let slot_size = self.geometry.slot_size;
         let header = self.slots.header(index).load(Ordering::Acquire);
         let (len, seq) = (header as u32, (header >> 32) as u32);
         if seq != position.wrapping_add(1) {
@@ -688,18 +618,73 @@ impl<M: SlotMem> Consumer<M> {
                 0,
             ));
         }
+        Ok((index, len))
+    }
+
+    /// The error for a message length beyond the slot.
+    #[inline(always)]
+    fn check_len(&self, len: u32) -> Result<usize, Corruption> {
+        let slot_size = self.geometry.slot_size;
+        if len > slot_size {
+            return Err(Corruption::new(
+                "message length",
+                len.into(),
+                slot_size.into(),
+            ));
+        }
+        Ok(len as usize)
+    }
+
+    /// Reads the `k`-th ready message (`k < available()`), passing its
+    /// payload to `f`. The header is read once (A0'); its `seq` must name
+    /// this position and its `len` fit the slot before the payload is
+    /// touched.
+    #[inline(always)]
+    pub(crate) fn read<R>(
+        &self,
+        k: u32,
+        f: impl FnOnce(ShmSlice<'_>) -> R,
+    ) -> Result<R, Corruption> {
+        let (index, len) = self.ready_header(k)?;
         self.slots.with_slot(index, |slot| {
-            if len > slot_size {
-                return Err(Corruption::new(
+            let len = self.check_len(len)?;
+            // len <= slot_size, and the slot holds header + slot_size.
+            match slot.sub(HWL_SLOT_HDR_SIZE as usize, len) {
+                Some(payload) => Ok(f(payload)),
+                None => Err(Corruption::new(
                     "message length",
-                    len.into(),
-                    slot_size.into(),
-                ));
+                    len as u64,
+                    self.geometry.slot_size.into(),
+                )),
             }
-            // SAFETY: len <= slot_size, and the slot holds header + slot_size.
-            let payload = unsafe { slot.add(HWL_SLOT_HDR_SIZE as usize) };
-            Ok(f(payload, len as usize))
         })
+    }
+
+    /// The `k`-th ready message in place (`k < available()`), checked like
+    /// [`read`](Self::read): published, and not reused before the release
+    /// that the borrow of `self` keeps from happening.
+    #[cfg(not(loom))]
+    #[inline(always)]
+    pub(crate) fn read_slice(&self, k: u32) -> Result<ShmSlice<'_>, Corruption>
+    where
+        M: AsRawSlots,
+    {
+        let (index, len) = self.ready_header(k)?;
+        let len = self.check_len(len)?;
+        Ok(self.slots.raw().payload(index, len))
+    }
+
+    /// The first `len` (<= slot_size) payload bytes of the `k`-th ready
+    /// message, whose length `read` checked: a view kept valid by the
+    /// borrow of `self` (no release meanwhile).
+    #[cfg(not(loom))]
+    #[inline(always)]
+    pub(crate) fn payload(&self, k: u32, len: usize) -> ShmSlice<'_>
+    where
+        M: AsRawSlots,
+    {
+        let index = self.head.wrapping_add(k) & self.geometry.mask();
+        self.slots.raw().payload(index, len)
     }
 
     /// Hands the next `n` read slots back to the producer (R1) and wakes it
@@ -725,11 +710,13 @@ impl<M: SlotMem> Consumer<M> {
     }
 }
 
-/// Slot memory that can hand out raw pointers for zero-copy access.
+/// Slot memory that can hand out views for zero-copy access.
+#[cfg(not(loom))]
 pub(crate) trait AsRawSlots {
     fn raw(&self) -> &RawSlots;
 }
 
+#[cfg(not(loom))]
 impl AsRawSlots for RawSlots {
     fn raw(&self) -> &RawSlots {
         self

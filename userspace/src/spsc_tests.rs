@@ -3,6 +3,7 @@
 //! doorbells.
 
 use crate::doorbell::Doorbell;
+use crate::shm::ShmWord;
 use crate::spsc::{Consumer, Geometry, Producer, RingWords, SlotMem};
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -37,20 +38,15 @@ impl HeapWords {
     }
 
     fn ring_words(&self) -> (RingWords, Arc<[AtomicU32; 8]>) {
-        let w = &self.0;
-        // SAFETY: the returned Arc clone is kept next to the RingWords by
-        // every caller (in the same struct or stack frame), so the words
-        // outlive it; they are only accessed atomically.
-        let words = unsafe {
-            RingWords::new(
-                &w[TAIL],
-                &w[HEAD],
-                &w[PWM],
-                &w[CWM],
-                Doorbell::from_raw(&w[NE_COUNT], &w[NE_WAITERS]),
-                Doorbell::from_raw(&w[NF_COUNT], &w[NF_WAITERS]),
-            )
-        };
+        let w = |i: usize| ShmWord::owned(self.0.clone(), move |w| &w[i]);
+        let words = RingWords::new(
+            w(TAIL),
+            w(HEAD),
+            w(PWM),
+            w(CWM),
+            Doorbell::new(w(NE_COUNT), w(NE_WAITERS)),
+            Doorbell::new(w(NF_COUNT), w(NF_WAITERS)),
+        );
         (words, self.0.clone())
     }
 }
@@ -58,73 +54,22 @@ impl HeapWords {
 #[cfg(not(loom))]
 mod heap {
     use super::*;
-    use crate::spsc::{AsRawSlots, RawSlots};
-    use std::alloc::{alloc_zeroed, dealloc, Layout};
-
-    /// Slot bytes on the heap, freed when the last user drops.
-    pub(super) struct HeapSlots {
-        ptr: *mut u8,
-        layout: Layout,
-    }
-
-    // SAFETY: a plain heap allocation; access is coordinated by the ring.
-    unsafe impl Send for HeapSlots {}
-    // SAFETY: as above.
-    unsafe impl Sync for HeapSlots {}
-
-    impl Drop for HeapSlots {
-        fn drop(&mut self) {
-            // SAFETY: allocated in `ring` with this layout.
-            unsafe { dealloc(self.ptr, self.layout) }
-        }
-    }
-
-    /// RawSlots plus the allocation they point into.
-    pub(super) struct OwnedSlots {
-        raw: RawSlots,
-        _mem: Arc<HeapSlots>,
-    }
-
-    impl SlotMem for OwnedSlots {
-        fn with_slot_mut<R>(&self, index: u32, f: impl FnOnce(*mut u8) -> R) -> R {
-            self.raw.with_slot_mut(index, f)
-        }
-        fn with_slot<R>(&self, index: u32, f: impl FnOnce(*const u8) -> R) -> R {
-            self.raw.with_slot(index, f)
-        }
-        fn header(&self, index: u32) -> &AtomicU64 {
-            self.raw.header(index)
-        }
-    }
-
-    impl AsRawSlots for OwnedSlots {
-        fn raw(&self) -> &RawSlots {
-            &self.raw
-        }
-    }
+    use crate::shm::ShmView;
+    use crate::spsc::RawSlots;
 
     pub(super) struct Ends {
-        pub p: Producer<OwnedSlots>,
-        pub c: Consumer<OwnedSlots>,
+        pub p: Producer<RawSlots>,
+        pub c: Consumer<RawSlots>,
         pub words: Arc<[AtomicU32; 8]>,
-        pub mem: Arc<HeapSlots>,
+        pub mem: ShmView,
         _keep: [Arc<[AtomicU32; 8]>; 2],
     }
 
     /// A heap ring with indices starting at `start`.
     pub(super) fn ring(capacity: u32, slot_size: u32, start: u32) -> Ends {
         let g = geometry(capacity, slot_size);
-        let layout = Layout::from_size_align((g.capacity * g.stride) as usize, 64).unwrap();
-        // SAFETY: non-zero size (capacity >= 1, stride >= 64).
-        let ptr = unsafe { alloc_zeroed(layout) };
-        assert!(!ptr.is_null());
-        let mem = Arc::new(HeapSlots { ptr, layout });
-        let slots = || OwnedSlots {
-            // SAFETY: `mem` holds capacity * stride bytes, 64-aligned, and
-            // every OwnedSlots keeps it alive.
-            raw: unsafe { RawSlots::new(mem.ptr, &g) },
-            _mem: mem.clone(),
-        };
+        let mem = ShmView::heap((g.capacity * g.stride) as usize);
+        let slots = || RawSlots::new(mem.clone(), &g);
         // Positions start at `start`, not 0: mark every slot "previous lap".
         let probe = slots();
         for p in (0..capacity).map(|k| start.wrapping_add(k)) {
@@ -142,12 +87,6 @@ mod heap {
             words: w.0.clone(),
             mem: mem.clone(),
             _keep: [k1, k2],
-        }
-    }
-
-    impl HeapSlots {
-        pub(super) fn ptr(&self) -> *mut u8 {
-            self.ptr
         }
     }
 }
@@ -170,10 +109,7 @@ mod tests {
         if c.available() == 0 {
             return None;
         }
-        let v = c.read(0, |p, len| {
-            // SAFETY: checked by read().
-            unsafe { std::slice::from_raw_parts(p, len) }.to_vec()
-        });
+        let v = c.read(0, |m| m.to_vec());
         c.release(1);
         Some(v.unwrap())
     }
@@ -264,10 +200,7 @@ mod tests {
         assert_eq!(r.c.available(), 1, "the probe finds the first message");
         assert_eq!(r.c.refresh_available().unwrap(), 5, "tail counts the batch");
         for k in 0..5 {
-            let b = r.c.read(k, |p, len| {
-                // SAFETY: checked by read().
-                unsafe { std::slice::from_raw_parts(p, len) }.to_vec()
-            });
+            let b = r.c.read(k, |m| m.to_vec());
             assert_eq!(b.unwrap(), [k as u8]);
         }
         r.c.release(5);
@@ -327,14 +260,13 @@ mod tests {
         // right (position 0 -> 1), len grows past the slot.
         header0(&r).store((1 << 32) | 17, Ordering::Release);
         assert_eq!(r.c.available(), 1);
-        let e = r.c.read(0, |_, _| ()).unwrap_err();
+        let e = r.c.read(0, |_| ()).unwrap_err();
         assert_eq!((e.what, e.value, e.limit), ("message length", 17, 16));
     }
 
     fn header0(r: &super::heap::Ends) -> &AtomicU64 {
-        // SAFETY: slot 0's header word: 64-byte aligned, inside the live
-        // allocation, and only ever accessed atomically.
-        unsafe { &*r.mem.ptr().cast::<AtomicU64>() }
+        // Slot 0's header word: the first 8 bytes of the slot area.
+        r.mem.u64_at(0)
     }
 
     #[test]
@@ -345,7 +277,7 @@ mod tests {
         // name position 0.
         header0(&r).store((7 << 32) | 5, Ordering::Release);
         assert_eq!(r.c.refresh_available().unwrap(), 1);
-        let e = r.c.read(0, |_, _| ()).unwrap_err();
+        let e = r.c.read(0, |_| ()).unwrap_err();
         assert_eq!(e.what, "slot sequence behind tail (seq - position - 1)");
     }
 
@@ -382,22 +314,33 @@ mod tests {
     }
 
     /// The inline copies (up to 64 bytes) and the memcpy beyond them move
-    /// exactly `len` bytes, whatever the length and alignment.
+    /// exactly `len` bytes, whatever the length and alignment, into shared
+    /// memory and out of it.
     #[test]
     fn copy_bytes_moves_exactly_len_bytes() {
         let src: Vec<u8> = (0..200u8).collect();
         for len in 0..=130 {
             for offset in [0, 1, 7] {
-                let mut dst = vec![0xEEu8; 200];
-                // SAFETY: both buffers hold offset + len bytes and do not
-                // overlap.
-                unsafe {
-                    crate::spsc::copy_bytes(
-                        src.as_ptr().add(offset),
-                        dst.as_mut_ptr().add(offset),
-                        len,
-                    )
-                };
+                // Into shared memory.
+                let shm = crate::shm::ShmView::heap(200);
+                shm.slice_mut(0, 200).unwrap().fill(0xEE);
+                let copied = shm
+                    .slice_mut(offset, len)
+                    .unwrap()
+                    .copy_from(&src[offset..offset + len]);
+                assert_eq!(copied, len);
+                let dst = shm.slice(0, 200).unwrap().to_vec();
+                assert_eq!(dst[offset..offset + len], src[offset..offset + len]);
+                assert!(dst[..offset].iter().all(|&b| b == 0xEE), "len {len}");
+                assert!(dst[offset + len..].iter().all(|&b| b == 0xEE), "len {len}");
+                // Out of it.
+                shm.slice_mut(0, 200).unwrap().copy_from(&src);
+                let mut dst = [0xEEu8; 200];
+                let copied = shm
+                    .slice(offset, len)
+                    .unwrap()
+                    .copy_to(&mut dst[offset..offset + len]);
+                assert_eq!(copied, len);
                 assert_eq!(dst[offset..offset + len], src[offset..offset + len]);
                 assert!(dst[..offset].iter().all(|&b| b == 0xEE), "len {len}");
                 assert!(dst[offset + len..].iter().all(|&b| b == 0xEE), "len {len}");
@@ -446,10 +389,7 @@ mod tests {
                         _ => {
                             let n = r.c.refresh_available().unwrap().min(arg as u32 % 5);
                             for k in 0..n {
-                                let got = r.c.read(k, |p, len| {
-                                    // SAFETY: checked by read().
-                                    unsafe { std::slice::from_raw_parts(p, len) }.to_vec()
-                                }).unwrap();
+                                let got = r.c.read(k, |m| m.to_vec()).unwrap();
                                 prop_assert_eq!(Some(got), model.pop_front());
                             }
                             r.c.release(n);
@@ -467,13 +407,13 @@ mod tests {
 #[cfg(loom)]
 mod loom_models {
     use super::*;
-    use loom::cell::UnsafeCell;
+    use crate::shm::{ShmCells, ShmSlice, ShmSliceMut};
 
     const STRIDE: usize = 64;
 
     /// Slots in loom cells, so loom reports any unsynchronised access, with
     /// their header words as loom atomics beside them.
-    struct CellSlots(Arc<Vec<UnsafeCell<[u8; STRIDE]>>>, Arc<Vec<AtomicU64>>);
+    struct CellSlots(Arc<ShmCells>, Arc<Vec<AtomicU64>>);
 
     fn cell_slots(n: usize, start: u32) -> CellSlots {
         let seqs: Vec<AtomicU64> = (0..n).map(|_| AtomicU64::new(0)).collect();
@@ -481,10 +421,7 @@ mod loom_models {
             let previous_lap = p.wrapping_sub(n as u32).wrapping_add(1);
             seqs[(p as usize) & (n - 1)].store(u64::from(previous_lap) << 32, Ordering::Relaxed);
         }
-        CellSlots(
-            Arc::new((0..n).map(|_| UnsafeCell::new([0u8; STRIDE])).collect()),
-            Arc::new(seqs),
-        )
+        CellSlots(Arc::new(ShmCells::new(n, STRIDE)), Arc::new(seqs))
     }
 
     impl CellSlots {
@@ -497,11 +434,11 @@ mod loom_models {
         fn header(&self, index: u32) -> &AtomicU64 {
             &self.1[index as usize]
         }
-        fn with_slot_mut<R>(&self, index: u32, f: impl FnOnce(*mut u8) -> R) -> R {
-            self.0[index as usize].with_mut(|p| f(p.cast()))
+        fn with_slot_mut<R>(&self, index: u32, f: impl FnOnce(ShmSliceMut<'_>) -> R) -> R {
+            self.0.with_mut(index as usize, f)
         }
-        fn with_slot<R>(&self, index: u32, f: impl FnOnce(*const u8) -> R) -> R {
-            self.0[index as usize].with(|p| f(p.cast()))
+        fn with_slot<R>(&self, index: u32, f: impl FnOnce(ShmSlice<'_>) -> R) -> R {
+            self.0.with(index as usize, f)
         }
     }
 
@@ -523,12 +460,7 @@ mod loom_models {
     fn recv_blocking(c: &mut Consumer<CellSlots>) -> Vec<u8> {
         loop {
             if c.available() > 0 {
-                let v = c
-                    .read(0, |p, len| {
-                        // SAFETY: checked by read().
-                        unsafe { std::slice::from_raw_parts(p, len) }.to_vec()
-                    })
-                    .unwrap();
+                let v = c.read(0, |m| m.to_vec()).unwrap();
                 c.release(1);
                 return v;
             }
@@ -593,13 +525,7 @@ mod loom_models {
                 let n = c.refresh_available().unwrap();
                 assert!(n == 0 || n == 3, "a batch's tail is published at once");
                 for k in 0..n {
-                    got.push(
-                        c.read(k, |p, len| {
-                            // SAFETY: checked by read().
-                            unsafe { std::slice::from_raw_parts(p, len) }.to_vec()
-                        })
-                        .unwrap(),
-                    );
+                    got.push(c.read(k, |m| m.to_vec()).unwrap());
                 }
                 c.release(n);
                 if n == 0 {

@@ -1,12 +1,190 @@
 //! The one place atomics come from: `core` normally, `loom` under `--cfg loom`,
 //! so every concurrent algorithm in this crate can be model-checked unchanged.
+//!
+//! Outside loom the atomics are thin `repr(transparent)` wrappers of
+//! `core`'s, so that clippy's `disallowed-types` (clippy.toml) can catch a
+//! `std::sync::atomic` type used anywhere else in the crate: one would
+//! escape the model checker. [`unmodelled`] has the few that must stay
+//! outside the model even under loom.
+// The shim is the one module that may name the std atomics.
+#![allow(clippy::disallowed_types)]
 
 #[cfg(loom)]
 #[allow(unused_imports)] // AtomicU64 is used by region code, which loom builds leave out.
 pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
 #[cfg(not(loom))]
-pub(crate) use core::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+pub(crate) use core::sync::atomic::{fence, Ordering};
+
+/// A `repr(transparent)` wrapper of a `core` atomic with the same methods.
+macro_rules! atomic {
+    ($(#[$doc:meta])* $name:ident, $inner:ty, $value:ty) => {
+        $(#[$doc])*
+        #[repr(transparent)]
+        #[derive(Default)]
+        pub(crate) struct $name($inner);
+
+        impl core::fmt::Debug for $name {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        #[allow(dead_code)]
+        impl $name {
+            #[inline(always)]
+            pub(crate) const fn new(value: $value) -> Self {
+                Self(<$inner>::new(value))
+            }
+            #[inline(always)]
+            pub(crate) fn load(&self, order: Ordering) -> $value {
+                self.0.load(order)
+            }
+            #[inline(always)]
+            pub(crate) fn store(&self, value: $value, order: Ordering) {
+                self.0.store(value, order)
+            }
+            #[inline(always)]
+            pub(crate) fn swap(&self, value: $value, order: Ordering) -> $value {
+                self.0.swap(value, order)
+            }
+            #[inline(always)]
+            pub(crate) fn compare_exchange(
+                &self,
+                current: $value,
+                new: $value,
+                success: Ordering,
+                failure: Ordering,
+            ) -> Result<$value, $value> {
+                self.0.compare_exchange(current, new, success, failure)
+            }
+            #[inline(always)]
+            pub(crate) fn compare_exchange_weak(
+                &self,
+                current: $value,
+                new: $value,
+                success: Ordering,
+                failure: Ordering,
+            ) -> Result<$value, $value> {
+                self.0.compare_exchange_weak(current, new, success, failure)
+            }
+            #[inline(always)]
+            pub(crate) fn fetch_update<F>(
+                &self,
+                set_order: Ordering,
+                fetch_order: Ordering,
+                f: F,
+            ) -> Result<$value, $value>
+            where
+                F: FnMut($value) -> Option<$value>,
+            {
+                self.0.fetch_update(set_order, fetch_order, f)
+            }
+            #[inline(always)]
+            pub(crate) fn into_inner(self) -> $value {
+                self.0.into_inner()
+            }
+            #[inline(always)]
+            pub(crate) fn get_mut(&mut self) -> &mut $value {
+                self.0.get_mut()
+            }
+            #[inline(always)]
+            pub(crate) fn as_ptr(&self) -> *mut $value {
+                self.0.as_ptr()
+            }
+        }
+    };
+}
+
+/// The arithmetic and bit operations of an integer atomic.
+macro_rules! integer_ops {
+    ($name:ident, $value:ty) => {
+        #[allow(dead_code)]
+        impl $name {
+            #[inline(always)]
+            pub(crate) fn fetch_add(&self, value: $value, order: Ordering) -> $value {
+                self.0.fetch_add(value, order)
+            }
+            #[inline(always)]
+            pub(crate) fn fetch_sub(&self, value: $value, order: Ordering) -> $value {
+                self.0.fetch_sub(value, order)
+            }
+            #[inline(always)]
+            pub(crate) fn fetch_and(&self, value: $value, order: Ordering) -> $value {
+                self.0.fetch_and(value, order)
+            }
+            #[inline(always)]
+            pub(crate) fn fetch_or(&self, value: $value, order: Ordering) -> $value {
+                self.0.fetch_or(value, order)
+            }
+            #[inline(always)]
+            pub(crate) fn fetch_xor(&self, value: $value, order: Ordering) -> $value {
+                self.0.fetch_xor(value, order)
+            }
+            #[inline(always)]
+            pub(crate) fn fetch_max(&self, value: $value, order: Ordering) -> $value {
+                self.0.fetch_max(value, order)
+            }
+            #[inline(always)]
+            pub(crate) fn fetch_min(&self, value: $value, order: Ordering) -> $value {
+                self.0.fetch_min(value, order)
+            }
+        }
+    };
+}
+
+#[cfg(not(loom))]
+atomic!(
+    /// `core::sync::atomic::AtomicU32` (loom's under `--cfg loom`).
+    AtomicU32,
+    core::sync::atomic::AtomicU32,
+    u32
+);
+#[cfg(not(loom))]
+integer_ops!(AtomicU32, u32);
+
+#[cfg(not(loom))]
+impl AtomicU32 {
+    /// A `core` atomic (one another crate hands out, e.g. a liveness
+    /// file's lock word) seen as ours.
+    #[inline(always)]
+    pub(crate) fn from_core(word: &core::sync::atomic::AtomicU32) -> &AtomicU32 {
+        // SAFETY: AtomicU32 is a repr(transparent) wrapper of the core type:
+        // same layout, and the reference keeps the same lifetime.
+        unsafe { &*(word as *const core::sync::atomic::AtomicU32).cast::<AtomicU32>() }
+    }
+}
+#[cfg(not(loom))]
+atomic!(
+    /// `core::sync::atomic::AtomicU64` (loom's under `--cfg loom`).
+    AtomicU64,
+    core::sync::atomic::AtomicU64,
+    u64
+);
+#[cfg(not(loom))]
+integer_ops!(AtomicU64, u64);
+
+/// Atomics that stay outside the model checker even under loom: process
+/// wide flags (in statics, which loom atomics cannot be) and counters of
+/// the model's own runs.
+pub(crate) mod unmodelled {
+    #[allow(unused_imports)]
+    pub(crate) use core::sync::atomic::Ordering;
+
+    atomic!(
+        /// `core::sync::atomic::AtomicBool`, never loom's.
+        AtomicBool,
+        core::sync::atomic::AtomicBool,
+        bool
+    );
+    atomic!(
+        /// `core::sync::atomic::AtomicUsize`, never loom's.
+        AtomicUsize,
+        core::sync::atomic::AtomicUsize,
+        usize
+    );
+    integer_ops!(AtomicUsize, usize);
+}
 
 /// One iteration of a busy-wait loop (a `pause` instruction, or a yield to
 /// the model checker).

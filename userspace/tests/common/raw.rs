@@ -2,6 +2,9 @@
 //! corrupt its words the way a broken or hostile peer process would. The
 //! accessors are in `raw_read.rs`, `raw_write.rs` and `raw64.rs`, so that
 //! a test binary includes only those it uses.
+// Raw words of a region file, as another program sees them: std atomics,
+// not the library's loom-switchable shim.
+#![allow(clippy::disallowed_types)]
 
 use hwlink::admin;
 use std::sync::atomic::AtomicU32;

@@ -1,4 +1,7 @@
 //! The 64-bit words of a [`RawRegion`].
+// Raw words of a region file, as another program sees them: std atomics,
+// not the library's loom-switchable shim.
+#![allow(clippy::disallowed_types)]
 
 use super::raw::RawRegion;
 use std::sync::atomic::{AtomicU64, Ordering};
