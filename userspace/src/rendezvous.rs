@@ -57,9 +57,12 @@ const SLICE: Duration = Duration::from_millis(20);
 const TAKE_GRACE: Duration = Duration::from_millis(5);
 /// How long `try_send` waits for the receiver it handed a message to
 /// (under loom: no time at all, so that every branch is decided by the
-/// model's schedule, never by the clock).
+/// model's schedule, never by the clock; under Miri, which runs a thousand
+/// times slower, long enough for the receiver's thread to be scheduled).
 const TRY_HANDOFF: Duration = if cfg!(loom) {
     Duration::ZERO
+} else if cfg!(miri) {
+    Duration::from_secs(2)
 } else {
     Duration::from_millis(5)
 };
