@@ -1,0 +1,376 @@
+//! Sending to a member by name and receiving from one or from any, each as one
+//! wait through the wait engine.
+
+use super::*;
+
+impl Member {
+    pub(super) fn send_impl<M: AsRef<[u8]>>(
+        &mut self,
+        to: &str,
+        msg: M,
+        deadline: Option<Instant>,
+        block: bool,
+    ) -> Result<(), SendError<M>> {
+        let k = match self.link_to(to) {
+            Ok(k) => k,
+            Err(e) => return Err(e.send_error(msg, to)),
+        };
+        // One wait, to the caller's deadline: the link's own wait engine
+        // also looks (on its slow looks) at whether the peer is still a
+        // member, since it may never attach to the link; a zero-capacity
+        // send also wakes the peer's inbox then, so that its recv_any finds
+        // the offer.
+        let Member {
+            links, dom, domain, ..
+        } = self;
+        let Link {
+            tx,
+            inbox,
+            slot,
+            gen,
+            ..
+        } = &mut links[k];
+        let offers = matches!(tx, ChannelSender::Queue(_));
+        let (slot, gen) = (*slot, *gen);
+        let inbox = &*inbox;
+        let mut alive = || {
+            if offers {
+                fence(SC);
+                inbox.notify();
+            }
+            member_alive(dom, domain, slot, gen)
+        };
+        match tx.send(msg, deadline, block, &mut alive) {
+            Ok(()) => self.sent(k),
+            Err(e) => self.send_failed(k, e),
+        }
+    }
+
+    pub(super) fn sent<M>(&mut self, k: usize) -> Result<(), SendError<M>> {
+        fence(SC);
+        self.links[k].inbox.notify();
+        Ok(())
+    }
+
+    pub(super) fn send_failed<M>(&mut self, k: usize, e: SendError<M>) -> Result<(), SendError<M>> {
+        let name = self.links[k].peer.clone();
+        match e {
+            SendError::Disconnected(msg) => {
+                // Its process may have died: reap it, which unlinks its files.
+                reap_if_dead(&self.dom, &self.domain, self.links[k].slot);
+                self.links[k].gone_reported = true;
+                if !self.links[k].rx.has_message_now() {
+                    self.drop_link(k);
+                }
+                Err(SendError::MemberGone { msg, name })
+            }
+            SendError::Corrupt(c) => {
+                self.drop_link(k);
+                Err(SendError::Corrupt(c))
+            }
+            other => Err(other),
+        }
+    }
+
+    /// Sends `msg` to the member named `to`, waiting (per the wait strategy)
+    /// while its link is full. The link is set up on first use.
+    pub fn send<M: AsRef<[u8]>>(&mut self, to: &str, msg: M) -> Result<(), SendError<M>> {
+        self.send_impl(to, msg, None, true)
+    }
+    /// Sends `msg` to `to` if its link has room now; hands it back in
+    /// `Full` if not.
+    pub fn try_send<M: AsRef<[u8]>>(&mut self, to: &str, msg: M) -> Result<(), SendError<M>> {
+        self.send_impl(to, msg, None, false)
+    }
+    /// Sends `msg` to `to`, waiting at most `timeout` for room.
+    pub fn send_timeout<M: AsRef<[u8]>>(
+        &mut self,
+        to: &str,
+        msg: M,
+        timeout: Duration,
+    ) -> Result<(), SendError<M>> {
+        self.send_impl(to, msg, crate::wait::deadline_after(timeout), true)
+    }
+
+    /// A link from `from` with a message ready now (even from a departed
+    /// incarnation).
+    pub(super) fn ready_link(&self, from: &str) -> Option<usize> {
+        self.links
+            .iter()
+            .position(|l| l.peer == from && l.rx.has_message_now())
+    }
+
+    /// Among the links from `from`: the current member's, or one that still
+    /// holds messages. Links of departed incarnations found drained are
+    /// dropped (returns whether there were any).
+    pub(super) fn scan_links_from(&mut self, from: &str) -> Result<usize, bool> {
+        let mut gone = false;
+        let mut k = 0;
+        while k < self.links.len() {
+            if self.links[k].peer == from {
+                if self.peer_listed(k) {
+                    return Ok(k);
+                }
+                // Not listed any more. It published before it announced
+                // LEAVING, and that Acquire load saw LEAVING (or later):
+                // every message it sent is visible now. Drain first.
+                if self.links[k].rx.has_message_now() {
+                    return Ok(k);
+                }
+                gone = true;
+                self.drop_link(k);
+                continue;
+            }
+            k = k.saturating_add(1);
+        }
+        Err(gone)
+    }
+
+    /// The link to receive from `from` on: one with a message ready (even
+    /// from a departed incarnation), else the current member's.
+    ///
+    /// `from` may link to us, send and leave at any moment, also while we
+    /// look it up or set up the link ourselves. Before concluding that it
+    /// is gone (or was never here), look at our pending bits once more: it
+    /// sets its bit before it sends, and we only conclude after seeing its
+    /// entry no longer ACTIVE, which it stores after that (SeqCst), so its
+    /// bit (and the link file it keeps for us) is visible by then.
+    pub(super) fn recv_link(&mut self, from: &str) -> Result<usize, Unreachable> {
+        if !self.links.iter().any(|l| l.peer == from) {
+            self.accept_pending();
+        }
+        if let Some(k) = self.ready_link(from) {
+            return Ok(k);
+        }
+        let mut gone = match self.scan_links_from(from) {
+            Ok(k) => return Ok(k),
+            Err(gone) => gone,
+        };
+        match self.link_to(from) {
+            Ok(k) => return Ok(k),
+            Err(Unreachable::Gone) => gone = true,
+            Err(Unreachable::NoSuchMember) => {}
+            Err(e @ Unreachable::Failed(_)) => return Err(e),
+        }
+        self.accept_pending();
+        if let Some(k) = self.ready_link(from) {
+            return Ok(k);
+        }
+        match self.scan_links_from(from) {
+            Ok(k) => Ok(k),
+            Err(g) if gone || g => Err(Unreachable::Gone),
+            Err(_) => Err(Unreachable::NoSuchMember),
+        }
+    }
+
+    /// The link to receive from `from` on, waiting (with `block`, until
+    /// `deadline`) for a member of that name to join if there is none yet.
+    pub(super) fn recv_link_waiting(
+        &mut self,
+        from: &str,
+        deadline: Option<Instant>,
+        block: bool,
+    ) -> Result<usize, RecvError> {
+        loop {
+            match self.recv_link(from) {
+                Ok(k) => return Ok(k),
+                // It was here, and is not any more.
+                Err(Unreachable::NoSuchMember) if self.known.borrow().contains(from) => {
+                    return Err(Unreachable::Gone.recv_error(from))
+                }
+                Err(Unreachable::NoSuchMember) if block => {}
+                Err(e) => return Err(e.recv_error(from)),
+            }
+            if past(deadline) {
+                return Err(RecvError::Timeout);
+            }
+            // A joiner that links to us posts our inbox; one that does not
+            // (yet) is seen in the directory within a slice.
+            let until = crate::wait::later(Instant::now(), JOIN_POLL);
+            let until = deadline.map_or(until, |d| d.min(until));
+            let pending = self.dom.member(self.me).pending_links();
+            let _ = Wait::new(&self.inbox, WaitStrategy::Park, Some(until))
+                .slice(JOIN_POLL)
+                .until(&mut SpinPolicy::new(), |_, _| {
+                    Ok::<_, Infallible>((pending.load(Ordering::Acquire) != 0).then_some(()))
+                });
+        }
+    }
+
+    pub(super) fn recv_from_impl(
+        &mut self,
+        from: &str,
+        deadline: Option<Instant>,
+        block: bool,
+    ) -> Result<Vec<u8>, RecvError> {
+        let k = self.recv_link_waiting(from, deadline, block)?;
+        if !block {
+            return match self.links[k].rx.recv(None, false, &mut always) {
+                Ok(m) => Ok(m),
+                Err(RecvError::Empty) if self.peer_listed(k) => Err(RecvError::Empty),
+                Err(RecvError::Empty) if self.links[k].rx.has_message_now() => {
+                    // It published, then left: take what it sent first.
+                    let r = self.links[k].rx.recv(None, false, &mut always);
+                    r.or_else(|e| self.recv_failed(k, e))
+                }
+                Err(RecvError::Empty) => {
+                    self.drop_link(k);
+                    Err(RecvError::MemberGone {
+                        name: from.to_string(),
+                    })
+                }
+                Err(e) => self.recv_failed(k, e),
+            };
+        }
+        // One wait, to the caller's deadline; on its slow looks the link's
+        // wait engine also asks whether the peer is still a member (it may
+        // never attach to the link). Once it is gone, what it sent is still
+        // received, then MemberGone (recv_failed).
+        let Member {
+            links, dom, domain, ..
+        } = self;
+        let Link { rx, slot, gen, .. } = &mut links[k];
+        let (slot, gen) = (*slot, *gen);
+        let mut alive = || member_alive(dom, domain, slot, gen);
+        match rx.recv(deadline, true, &mut alive) {
+            Ok(m) => Ok(m),
+            Err(e) => self.recv_failed(k, e),
+        }
+    }
+
+    pub(super) fn recv_failed<T>(&mut self, k: usize, e: RecvError) -> Result<T, RecvError> {
+        let name = self.links[k].peer.clone();
+        match e {
+            // The ring end reports Disconnected only after it saw the sender
+            // closed and then found the ring empty (link.rs): drained.
+            RecvError::Disconnected => {
+                reap_if_dead(&self.dom, &self.domain, self.links[k].slot);
+                self.drop_link(k);
+                Err(RecvError::MemberGone { name })
+            }
+            RecvError::Corrupt(c) => {
+                self.drop_link(k);
+                Err(RecvError::Corrupt(c))
+            }
+            other => Err(other),
+        }
+    }
+
+    /// Receives the next message from the member named `from` only, waiting
+    /// per the wait strategy (also for a member of that name to join, if
+    /// none has yet). Messages it sent before it left are still received;
+    /// then [`RecvError::MemberGone`].
+    pub fn recv_from(&mut self, from: &str) -> Result<Vec<u8>, RecvError> {
+        self.recv_from_impl(from, None, true)
+    }
+    /// Receives a message from `from` if one is queued now.
+    pub fn try_recv_from(&mut self, from: &str) -> Result<Vec<u8>, RecvError> {
+        self.recv_from_impl(from, None, false)
+    }
+    /// Receives a message from `from`, waiting at most `timeout`.
+    pub fn recv_from_timeout(
+        &mut self,
+        from: &str,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, RecvError> {
+        self.recv_from_impl(from, crate::wait::deadline_after(timeout), true)
+    }
+
+    /// One message from any link with one ready, round robin; `None` if
+    /// none has. Drops links whose peer has gone and that are drained
+    /// (`check_process`: also asks the kernel about each peer's process).
+    pub(super) fn poll_links(
+        &mut self,
+        check_process: bool,
+    ) -> Option<Result<(String, Vec<u8>), RecvError>> {
+        let n = self.links.len();
+        for i in 0..n {
+            let k = self.next.wrapping_add(i).checked_rem(n).unwrap_or(0);
+            if self.links[k].rx.has_message_now() {
+                self.next = k.wrapping_add(1);
+                let peer = self.links[k].peer.clone();
+                return Some(match self.links[k].rx.recv(None, false, &mut always) {
+                    Ok(m) => Ok((peer, m)),
+                    Err(RecvError::Empty) => continue,
+                    Err(e) => match self.recv_failed::<()>(k, e) {
+                        Err(RecvError::MemberGone { .. }) => continue,
+                        Err(e) => Err(e),
+                        Ok(()) => continue,
+                    },
+                });
+            }
+        }
+        let mut k = 0;
+        while k < self.links.len() {
+            let listed = if check_process {
+                self.peer_alive(k)
+            } else {
+                self.peer_listed(k)
+            };
+            if !listed && !self.links[k].rx.has_message_now() {
+                self.drop_link(k);
+                continue;
+            }
+            k = k.saturating_add(1);
+        }
+        None
+    }
+
+    pub(super) fn recv_any_impl(
+        &mut self,
+        deadline: Option<Instant>,
+        block: bool,
+    ) -> Result<(String, Vec<u8>), RecvError> {
+        let mut check_process = false;
+        let mut last_check = Instant::now();
+        loop {
+            self.accept_pending();
+            if let Some(r) = self.poll_links(check_process) {
+                return r;
+            }
+            check_process = false;
+            if !block {
+                return Err(RecvError::Empty);
+            }
+            if past(deadline) {
+                return Err(RecvError::Timeout);
+            }
+            // Wait on our inbox: every sender posts it after publishing
+            // (when we wait), and every new link sets a pending bit first.
+            // On slow looks, at most once per SLEEP_SLICE, also ask the
+            // kernel about each peer's process (poll_links).
+            let pending = self.dom.member(self.me).pending_links();
+            let links = &self.links;
+            let waited =
+                Wait::new(&self.inbox, self.wait, deadline).until(&mut self.policy, |tick, _| {
+                    if pending.load(Ordering::Acquire) != 0
+                        || links.iter().any(|l| l.rx.has_message_now())
+                    {
+                        return Ok::<_, Infallible>(Some(false));
+                    }
+                    if tick == Tick::Slice && last_check.elapsed() >= SLEEP_SLICE {
+                        last_check = Instant::now();
+                        return Ok(Some(true));
+                    }
+                    Ok(None)
+                });
+            if let Ok(Some(slow)) = waited {
+                check_process = slow;
+            }
+        }
+    }
+
+    /// Receives the next message from any member, waiting per the wait
+    /// strategy; returns the sender's name with it.
+    pub fn recv_any(&mut self) -> Result<(String, Vec<u8>), RecvError> {
+        self.recv_any_impl(None, true)
+    }
+    /// Receives a message from any member if one is queued now.
+    pub fn try_recv_any(&mut self) -> Result<(String, Vec<u8>), RecvError> {
+        self.recv_any_impl(None, false)
+    }
+    /// Receives a message from any member, waiting at most `timeout`.
+    pub fn recv_any_timeout(&mut self, timeout: Duration) -> Result<(String, Vec<u8>), RecvError> {
+        self.recv_any_impl(crate::wait::deadline_after(timeout), true)
+    }
+}

@@ -1,0 +1,396 @@
+//! Links: the public `Sender` and `Receiver` ends of an SPSC ring in a named
+//! region, with blocking, timed, non-blocking and zero-copy operations.
+#![warn(clippy::arithmetic_side_effects)]
+
+use crate::doorbell::Doorbell;
+use crate::error::{Corruption, OpenError, RecvError, SendError, Side};
+use crate::hw_doorbell;
+use crate::liveness::PeerWatch;
+use crate::objects::{Endpoint, RingParts};
+use crate::region;
+use crate::shm::{ShmSlice, ShmSliceMut};
+use crate::spsc::{Consumer, Geometry, Producer, RawSlots, RingWords};
+use crate::wait::{always, Alive, SpinPolicy, Tick, Wait, WaitStrategy};
+use hwlink_drivers::{Backend, DeviceMemory, IvshmemDoorbell};
+use hwlink_hw::{HWL_EP_ATTACHED, HWL_EP_FREE, HWL_WAIT_MAY_SLEEP, HWL_WAIT_POLL};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+mod receiver;
+mod sender;
+pub use self::receiver::*;
+pub use self::sender::*;
+
+/// Sends on the fast path between full checks (the receiver's wait mode,
+/// corruption of `head`, the receiver's liveness word).
+const FULL_CHECK_EVERY: u32 = 1 << 8;
+/// Shortest time between two checks of the peer's liveness lock (a system
+/// call) while an end waits. A killed peer is noticed sooner, from its
+/// robust word; the lock only catches one that overwrote that word.
+const LOCK_CHECK_EVERY: Duration = Duration::from_millis(50);
+
+/// Default slots per ring.
+pub const DEFAULT_CAPACITY: u32 = 1024;
+/// Default largest message, chosen so a default ring fills one 2 MiB page.
+pub const DEFAULT_SLOT_SIZE: u32 = 1016;
+
+/// Creates or opens one end of a link.
+#[derive(Debug, Clone)]
+pub struct LinkBuilder {
+    name: String,
+    capacity: u32,
+    slot_size: u32,
+    backend: Backend,
+    wait: WaitStrategy,
+    ready_timeout: Duration,
+    device: Option<Arc<DeviceMemory>>,
+    doorbell: Option<Arc<dyn IvshmemDoorbell>>,
+}
+
+impl LinkBuilder {
+    /// A link named `name`: letters, digits, `_`, `-` and `.`, up to 48.
+    pub fn new(name: impl Into<String>) -> Self {
+        LinkBuilder {
+            name: name.into(),
+            capacity: DEFAULT_CAPACITY,
+            slot_size: DEFAULT_SLOT_SIZE,
+            backend: Backend::Auto,
+            wait: WaitStrategy::default(),
+            ready_timeout: Duration::from_secs(1),
+            device: None,
+            doorbell: None,
+        }
+    }
+    setters! {
+        /// Slots in the ring (a power of two); used on creation.
+        capacity: u32;
+        /// Largest message in bytes; used on creation.
+        slot_size: u32;
+        /// Which memory to use (hugepages, /dev/shm, or auto with fallback).
+        backend: Backend;
+        /// How this end waits.
+        wait: WaitStrategy;
+        /// How long `open_*` waits for a creator that is still initialising.
+        ready_timeout: Duration;
+    }
+
+    /// Puts the link on device memory shared with another kernel (an
+    /// ivshmem BAR in a guest, or the host file behind it) instead of a
+    /// named region file; `backend` is then ignored. Several links share
+    /// one device memory, found by name.
+    pub fn on_device(mut self, memory: Arc<DeviceMemory>) -> Self {
+        self.device = Some(memory);
+        self
+    }
+
+    /// Sleeps and wakes through an ivshmem hardware doorbell (with
+    /// [`on_device`](Self::on_device)): blocking operations then work
+    /// between host and guest, unchanged.
+    pub fn ivshmem_doorbell(mut self, bell: Arc<dyn IvshmemDoorbell>) -> Self {
+        self.doorbell = Some(bell);
+        self
+    }
+
+    /// Futexes do not cross kernels: on device memory an end that may sleep
+    /// needs the hardware doorbell.
+    fn check_wake_path(&self) -> Result<(), OpenError> {
+        if self.device.is_some() && self.doorbell.is_none() && self.wait != WaitStrategy::BusyPoll {
+            return Err(OpenError::InvalidConfig(format!(
+                "wait strategy {} sleeps, and a futex cannot wake a process in another kernel: \
+                 use busy-polling (WaitStrategy::BusyPoll, --wait poll) or give the link an \
+                 ivshmem doorbell",
+                self.wait
+            )));
+        }
+        Ok(())
+    }
+
+    fn geometry(&self) -> Result<Geometry, OpenError> {
+        let stride = hwlink_hw::slot_stride(self.slot_size).ok_or_else(|| {
+            OpenError::InvalidConfig(format!("slot size {} is too large", self.slot_size))
+        })?;
+        let object = hwlink_hw::ring_bytes(self.capacity, stride).unwrap_or(u64::MAX);
+        let slots_offset =
+            object.saturating_sub(u64::from(self.capacity).saturating_mul(u64::from(stride)));
+        Geometry::validate(self.capacity, self.slot_size, stride, slots_offset, object).map_err(|c| {
+            OpenError::InvalidConfig(format!(
+                "{} {} is not allowed (limit {}): capacity must be a power of two up to 2^24 slots, slot size up to 1 GiB",
+                c.what, c.value, c.limit
+            ))
+        })
+    }
+
+    fn create(&self) -> Result<RingParts, OpenError> {
+        self.check_wake_path()?;
+        let map = match &self.device {
+            Some(device) => {
+                region::create_on_device(device, &self.name, self.geometry()?, self.ready_timeout)?
+            }
+            None => region::create_ring_region(&self.name, self.geometry()?, self.backend)?,
+        };
+        let info = region::validate(&map)?;
+        RingParts::locate(map, &info)
+    }
+
+    fn open(&self) -> Result<RingParts, OpenError> {
+        self.check_wake_path()?;
+        let (map, info) = match &self.device {
+            Some(device) => region::open_on_device(device, &self.name, self.ready_timeout)?,
+            None => region::open_region(&self.name, self.backend, self.ready_timeout)?,
+        };
+        RingParts::locate(map, &info)
+    }
+
+    /// Creates the link's region and returns its sending end. The region's
+    /// file is removed when this end is dropped (processes that have it
+    /// open keep using it).
+    pub fn create_sender(&self) -> Result<Sender, OpenError> {
+        Sender::attach(self.create()?, self.wait, self.doorbell.as_ref())
+    }
+    /// Creates the link's region and returns its receiving end.
+    pub fn create_receiver(&self) -> Result<Receiver, OpenError> {
+        Receiver::attach(self.create()?, self.wait, self.doorbell.as_ref())
+    }
+    /// Opens the sending end of an existing link.
+    pub fn open_sender(&self) -> Result<Sender, OpenError> {
+        Sender::attach(self.open()?, self.wait, self.doorbell.as_ref())
+    }
+    /// Opens the receiving end of an existing link.
+    pub fn open_receiver(&self) -> Result<Receiver, OpenError> {
+        Receiver::attach(self.open()?, self.wait, self.doorbell.as_ref())
+    }
+}
+
+/// What the peer end is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Peer {
+    /// Not attached yet: messages wait for it.
+    Absent,
+    /// Attached.
+    Present,
+    /// Closed, or its process died.
+    Gone,
+}
+
+/// Tracks the peer endpoint: its state word, and its process through its
+/// liveness file once it attached.
+#[derive(Debug)]
+struct PeerTracker {
+    ep: Endpoint,
+    /// False when the peer may run under another kernel (device memory):
+    /// then only its state word tells whether it is there.
+    by_process: bool,
+    watch: Option<PeerWatch>,
+    gone: bool,
+    /// When the peer's liveness lock was last checked (a system call).
+    last_lock_check: Option<Instant>,
+}
+
+impl PeerTracker {
+    /// Reads the peer's state word and the robust word of its liveness
+    /// file: two loads, no system call. With `waiting` (the end waits
+    /// anyway), also checks the peer's liveness lock, at most every
+    /// LOCK_CHECK_EVERY: that catches a peer that wrote over its robust
+    /// word before it died.
+    fn status(&mut self, policy: &mut SpinPolicy, waiting: bool) -> Peer {
+        if self.gone {
+            return Peer::Gone;
+        }
+        if !waiting {
+            if let Some(w) = &self.watch {
+                if self.ep.state_now() == HWL_EP_ATTACHED {
+                    // Hot path: a line that only changes on attach/close,
+                    // and one the kernel writes only when the peer dies.
+                    if w.died() {
+                        self.gone = true;
+                        return Peer::Gone;
+                    }
+                    return Peer::Present;
+                }
+            }
+        }
+        let snap = self.ep.snapshot();
+        match snap.state {
+            HWL_EP_FREE => Peer::Absent,
+            HWL_EP_ATTACHED if !self.by_process => Peer::Present,
+            HWL_EP_ATTACHED => {
+                let watch = self.watch.get_or_insert_with(|| {
+                    policy.set_masks(crate::liveness::cpu_mask(), snap.cpu_mask);
+                    PeerWatch::new(snap.token)
+                });
+                let lock_due = waiting
+                    && self
+                        .last_lock_check
+                        .map_or(true, |t| t.elapsed() >= LOCK_CHECK_EVERY);
+                if lock_due {
+                    self.last_lock_check = Some(Instant::now());
+                }
+                if watch.died() || (lock_due && !watch.is_alive()) {
+                    self.gone = true;
+                    return Peer::Gone;
+                }
+                Peer::Present
+            }
+            // HWL_EP_CLOSED, or garbage: either way nobody will come.
+            _ => {
+                self.gone = true;
+                Peer::Gone
+            }
+        }
+    }
+
+    /// Asks the kernel now, whatever the last check: for
+    /// [`Sender::is_disconnected`].
+    fn status_now(&mut self, policy: &mut SpinPolicy) -> Peer {
+        self.last_lock_check = None;
+        self.status(policy, true)
+    }
+}
+
+/// Everything an end needs besides its half of the ring.
+#[derive(Debug)]
+struct EndState {
+    parts: RingParts,
+    me: Endpoint,
+    peer: PeerTracker,
+    strategy: WaitStrategy,
+    policy: SpinPolicy,
+    poisoned: Option<Corruption>,
+}
+
+impl EndState {
+    fn new(
+        parts: RingParts,
+        side: Side,
+        strategy: WaitStrategy,
+        bell: Option<&Arc<dyn IvshmemDoorbell>>,
+    ) -> Result<EndState, OpenError> {
+        let me = parts.endpoint(side);
+        let wait_mode = if strategy == WaitStrategy::BusyPoll {
+            HWL_WAIT_POLL
+        } else {
+            HWL_WAIT_MAY_SLEEP
+        };
+        let doorbell = bell.map_or(0, |b| {
+            hw_doorbell::endpoint_word(&**b, hw_doorbell::vector_for(side, &**b))
+        });
+        me.attach(parts.map().name(), side, wait_mode, doorbell)?;
+        let other = match side {
+            Side::Sender => Side::Receiver,
+            Side::Receiver => Side::Sender,
+        };
+        let peer = PeerTracker {
+            ep: parts.endpoint(other),
+            by_process: !parts.map().spans_kernels(),
+            watch: None,
+            gone: false,
+            last_lock_check: None,
+        };
+        let mut end = EndState {
+            parts,
+            me,
+            peer,
+            strategy,
+            policy: SpinPolicy::new(),
+            poisoned: None,
+        };
+        end.peer.status(&mut end.policy, false);
+        Ok(end)
+    }
+
+    fn poison(&mut self, c: Corruption) -> Corruption {
+        self.me.close();
+        self.poisoned = Some(c.clone());
+        c
+    }
+
+    /// The corruption to report if another process shrank the region file
+    /// under us (its lost pages read as zeros now).
+    fn truncation(&self) -> Result<(), Corruption> {
+        truncation(&self.parts)
+    }
+}
+
+/// The corruption to report if another process shrank the region file of
+/// `parts` under us (its lost pages read as zeros now).
+fn truncation(parts: &RingParts) -> Result<(), Corruption> {
+    if parts.map().truncated() {
+        return Err(Corruption::new(
+            "region size (the file was truncated by another process)",
+            0,
+            parts.map().len() as u64,
+        ));
+    }
+    Ok(())
+}
+
+/// On device memory with a doorbell register: both of the ring's doorbells
+/// wake through `bell` instead of a futex.
+fn wake_through(
+    bell: Option<&Arc<dyn IvshmemDoorbell>>,
+    side: Side,
+    parts: &RingParts,
+    words: &mut RingWords,
+) {
+    if let Some(bell) = bell {
+        let wake = hw_doorbell::wake(bell, side, parts);
+        words.not_empty.set_wake(wake.clone());
+        words.not_full.set_wake(wake);
+    }
+}
+
+/// Why a wait ended without the ring becoming ready.
+enum WaitEnd {
+    Ready,
+    TimedOut,
+    PeerGone,
+}
+
+/// Waits until `ready(audit)` (a read of shared memory that does not change
+/// any cache) returns true, through the one wait engine ([`Wait`]) with the
+/// end's strategy. Re-checks the ring after the peer is seen gone, since it
+/// publishes before it closes. `audit` asks `ready` to also validate the
+/// peer's index, which the hot polling loop skips: it is set at every
+/// periodic look. `alive`: the caller's own check that the peer is still
+/// there (a domain's directory), made on slow looks; false ends the wait
+/// as if the peer closed.
+fn wait_ready(
+    end: &mut EndState,
+    bell: &Doorbell,
+    deadline: Option<Instant>,
+    alive: Alive<'_>,
+    ready: impl Fn(bool) -> Result<bool, Corruption>,
+) -> Result<WaitEnd, Corruption> {
+    let EndState {
+        parts,
+        peer,
+        strategy,
+        policy,
+        ..
+    } = end;
+    // Also woken by the kernel when the peer dies (its liveness word).
+    let watched = peer.watch.as_ref().and_then(PeerWatch::shared);
+    Wait::new(bell, *strategy, deadline)
+        .death(watched.as_deref().and_then(|w| w.lock_word()))
+        .run(policy, |tick, policy| {
+            if tick == Tick::Poll {
+                return Ok(ready(false)?.then_some(WaitEnd::Ready));
+            }
+            truncation(parts)?;
+            if ready(true)? {
+                return Ok(Some(WaitEnd::Ready));
+            }
+            // The peer's liveness lock (a system call, at most every
+            // LOCK_CHECK_EVERY) and the caller's own check only on slow
+            // looks.
+            let slow = tick == Tick::Slice;
+            if peer.status(policy, slow) == Peer::Gone || (slow && !alive()) {
+                return Ok(Some(if ready(false)? {
+                    WaitEnd::Ready
+                } else {
+                    WaitEnd::PeerGone
+                }));
+            }
+            Ok(crate::wait::past(deadline).then_some(WaitEnd::TimedOut))
+        })
+}

@@ -1,0 +1,299 @@
+//! Sending and receiving on a mailbox, every flavour (bounded MPMC ring,
+//! unbounded chain, zero-capacity rendezvous) through the one wait engine.
+#![warn(clippy::arithmetic_side_effects)]
+
+use super::*;
+
+impl Mailbox {
+    /// One attempt; errors carry no message.
+    pub(super) fn try_send_raw(&mut self, msg: &[u8]) -> Result<(), SendError<()>> {
+        if !self.can(HWL_ACCESS_SEND) || self.removed() || self.peer_gone() {
+            return Err(SendError::Disconnected(()));
+        }
+        if let Some(c) = self.truncation() {
+            return Err(SendError::Corrupt(c));
+        }
+        let sent = match &mut self.queue {
+            Queue::Bounded(p) => p
+                .ring()
+                .try_push(msg, self.entry, &self.attached)
+                .map_err(|e| match e {
+                    PushError::Full => SendError::Full(()),
+                    PushError::Sealed => SendError::Disconnected(()),
+                    PushError::TooLarge => SendError::TooLarge {
+                        msg: (),
+                        len: msg.len(),
+                        max: p.ring().geometry().slot_size as usize,
+                    },
+                    PushError::Corrupt(c) => SendError::Corrupt(c),
+                }),
+            Queue::Unbounded(c) => c.try_push(msg, self.entry, &self.attached),
+            Queue::Zero(r) => r.rdv().try_send(msg).map_err(rdv_send_error),
+        };
+        // Shrunk under the attempt: what it read or wrote was zero pages.
+        if let Some(c) = self.truncation() {
+            return Err(SendError::Corrupt(c));
+        }
+        if matches!(self.queue, Queue::Zero(_)) {
+            return sent;
+        }
+        if sent.is_ok() {
+            // F0: publish (the slot's turn) before reading the waiter count.
+            fence(Ordering::SeqCst);
+            self.not_empty.notify();
+        }
+        sent
+    }
+
+    /// The one send: without `block`, fails with `Full` at once; with it,
+    /// waits until `deadline` (none: for ever), and while `alive` (the
+    /// caller's own check, on slow looks) says the receiving side is there.
+    pub(crate) fn send_deadline<M: AsRef<[u8]>>(
+        &mut self,
+        msg: M,
+        deadline: Option<Instant>,
+        block: bool,
+        alive: Alive<'_>,
+    ) -> Result<(), SendError<M>> {
+        if let (Queue::Zero(r), true) = (&self.queue, block) {
+            if !self.can(HWL_ACCESS_SEND) || self.removed() {
+                return Err(SendError::Disconnected(msg));
+            }
+            let mut still_there = still_there(&self.ctl, &self.peer, alive);
+            return r
+                .rdv()
+                .send(msg.as_ref(), deadline, self.wait, &mut still_there)
+                .map_err(|e| rdv_send_error(e).with_msg(msg));
+        }
+        let mut fruitless = 0u32;
+        loop {
+            match self.try_send_raw(msg.as_ref()) {
+                Ok(()) => return Ok(()),
+                Err(SendError::Full(())) if block => {}
+                Err(e) => return Err(e.with_msg(msg)),
+            }
+            match self.wait_for(false, deadline, fruitless, alive) {
+                Waited::Ready => {}
+                Waited::TimedOut => return Err(SendError::Timeout(msg)),
+                Waited::Abandoned => return Err(SendError::Disconnected(msg)),
+            }
+            fruitless = fruitless.saturating_add(1);
+        }
+    }
+
+    send_forms!();
+
+    /// One attempt. `f` is consumed only when a message is received.
+    pub(super) fn try_recv_raw<R>(
+        &mut self,
+        f: &mut Option<impl FnOnce(ShmSlice<'_>, u32) -> R>,
+    ) -> Result<R, RecvError> {
+        if !self.can(HWL_ACCESS_RECV) {
+            return Err(RecvError::Disconnected);
+        }
+        if let Some(c) = self.truncation() {
+            return Err(RecvError::Corrupt(c));
+        }
+        let removed = self.removed();
+        let take = |f: &mut Option<_>| f.take().expect("the receive closure runs once");
+        let got = match &mut self.queue {
+            Queue::Bounded(p) => {
+                let ring = p.ring();
+                let mut claim = ring.try_claim(self.entry, &self.attached);
+                if removed && matches!(claim, Err(PopError::Empty)) {
+                    // Removed: seal, so that Empty and Drained tell exactly
+                    // whether anything accepted is left.
+                    ring.seal();
+                    claim = ring.try_claim(self.entry, &self.attached);
+                }
+                match claim {
+                    Ok(c) => ring.read(c, take(f)),
+                    Err(e) => Err(e),
+                }
+                .map_err(|e| match e {
+                    PopError::Empty => RecvError::Empty,
+                    PopError::Drained => RecvError::Disconnected,
+                    PopError::Corrupt(c) => RecvError::Corrupt(c),
+                })
+            }
+            Queue::Unbounded(c) => c.try_pop(self.entry, &self.attached, removed, f),
+            Queue::Zero(r) => {
+                let f = take(f);
+                match r.rdv().try_recv_with(|m| f(m, 0)).map_err(rdv_recv_error) {
+                    Err(RecvError::Empty) if removed => Err(RecvError::Disconnected),
+                    other => other,
+                }
+            }
+        };
+        if got.is_err() {
+            // Shrunk under the attempt: what it read was zero pages.
+            if let Some(c) = self.truncation() {
+                return Err(RecvError::Corrupt(c));
+            }
+        }
+        if got.is_ok() && matches!(self.queue, Queue::Bounded(_)) {
+            // F2: release the slot before reading the waiter count.
+            fence(Ordering::SeqCst);
+            self.not_full.notify();
+        }
+        if matches!(got, Err(RecvError::Empty)) && self.peer_gone() {
+            // The sender is dead: what it published is all there is (its
+            // holes are stepped over); once drained, it is gone.
+            return if self.has_message_now() && f.is_some() {
+                Err(RecvError::Empty)
+            } else {
+                Err(RecvError::Disconnected)
+            };
+        }
+        got
+    }
+
+    /// The one receive: without `block`, fails with `Empty` at once; with
+    /// it, waits until `deadline` (none: for ever), and while `alive` (the
+    /// caller's own check, on slow looks) says the sending side is there:
+    /// once it says no, what is queued is still delivered, then
+    /// `Disconnected`.
+    pub(crate) fn recv_until<R>(
+        &mut self,
+        f: impl FnOnce(ShmSlice<'_>, u32) -> R,
+        deadline: Option<Instant>,
+        block: bool,
+        alive: Alive<'_>,
+    ) -> Result<R, RecvError> {
+        if let (Queue::Zero(r), true) = (&self.queue, block) {
+            if !self.can(HWL_ACCESS_RECV) {
+                return Err(RecvError::Disconnected);
+            }
+            let mut still_there = still_there(&self.ctl, &self.peer, alive);
+            return r
+                .rdv()
+                .recv_with(|m| f(m, 0), deadline, self.wait, &mut still_there)
+                .map_err(rdv_recv_error);
+        }
+        // The closure is consumed only when a message was claimed.
+        let mut f = Some(f);
+        let mut fruitless = 0u32;
+        let mut abandoned = false;
+        loop {
+            match self.try_recv_raw(&mut f) {
+                Ok(v) => return Ok(v),
+                Err(RecvError::Empty) if abandoned => return Err(RecvError::Disconnected),
+                Err(RecvError::Empty) if block && f.is_some() => {}
+                Err(e) => return Err(e),
+            }
+            match self.wait_for(true, deadline, fruitless, alive) {
+                Waited::Ready => {}
+                Waited::TimedOut => return Err(RecvError::Timeout),
+                Waited::Abandoned => abandoned = true,
+            }
+            fruitless = fruitless.saturating_add(1);
+        }
+    }
+
+    /// Waits (per the wait strategy, through the one wait engine) until a
+    /// receive (`receiving`) or a send could make progress, judged exactly
+    /// as the attempt judges it, the deadline passes, or `alive` says no.
+    /// `fruitless`: rounds in a row this call waited for and then found
+    /// nothing (another process was quicker, or a hostile one keeps
+    /// changing the words): after a few, a parked end naps between looks
+    /// rather than spin.
+    pub(super) fn wait_for(
+        &self,
+        receiving: bool,
+        deadline: Option<Instant>,
+        fruitless: u32,
+        alive: Alive<'_>,
+    ) -> Waited {
+        let check = |m: &Mailbox| {
+            if receiving {
+                m.has_message_now()
+            } else {
+                m.has_room_now()
+            }
+        };
+        let bell = if receiving {
+            &self.not_empty
+        } else {
+            &self.not_full
+        };
+        let watched = self.peer.as_ref().and_then(PeerWatch::shared);
+        let mut policy = self.policy.get();
+        let waited = Wait::new(bell, self.wait, deadline)
+            .death(watched.as_deref().and_then(|w| w.lock_word()))
+            .fruitless(fruitless)
+            .until(&mut policy, |tick, _| {
+                Ok::<_, Infallible>(if check(self) || self.peer_gone() {
+                    Some(Waited::Ready)
+                } else if tick == Tick::Slice && !alive() {
+                    Some(Waited::Abandoned)
+                } else {
+                    None
+                })
+            });
+        self.policy.set(policy);
+        match waited {
+            Ok(Some(w)) => w,
+            Ok(None) => Waited::TimedOut,
+            Err(never) => match never {},
+        }
+    }
+
+    /// Receives the next message, waiting for one.
+    pub fn recv(&mut self) -> Result<Vec<u8>, RecvError> {
+        self.recv_until(|b, _| b.to_vec(), None, true, &mut always)
+    }
+    /// Receives the next message, waiting at most `timeout`.
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Vec<u8>, RecvError> {
+        self.recv_until(
+            |b, _| b.to_vec(),
+            crate::wait::deadline_after(timeout),
+            true,
+            &mut always,
+        )
+    }
+    /// Receives a message if one is queued now.
+    pub fn try_recv(&mut self) -> Result<Vec<u8>, RecvError> {
+        self.recv_until(|b, _| b.to_vec(), None, false, &mut always)
+    }
+    /// Receives the next message and runs `f` on it in place (no copy, no
+    /// allocation), with the sender's attachment number.
+    pub fn recv_with<R>(&mut self, f: impl FnOnce(ShmSlice<'_>, u32) -> R) -> Result<R, RecvError> {
+        self.recv_until(f, None, true, &mut always)
+    }
+    /// [`recv_with`](Self::recv_with) with a timeout.
+    pub fn recv_with_timeout<R>(
+        &mut self,
+        timeout: Duration,
+        f: impl FnOnce(ShmSlice<'_>, u32) -> R,
+    ) -> Result<R, RecvError> {
+        self.recv_until(f, crate::wait::deadline_after(timeout), true, &mut always)
+    }
+    /// [`recv_with`](Self::recv_with) if a message is queued now.
+    pub fn try_recv_with<R>(
+        &mut self,
+        f: impl FnOnce(ShmSlice<'_>, u32) -> R,
+    ) -> Result<R, RecvError> {
+        self.recv_until(f, None, false, &mut always)
+    }
+
+    /// Removes the mailbox: attached processes see it gone (senders get
+    /// `Disconnected` at once; receivers drain what is queued, then get
+    /// `Disconnected`) and new opens fail. Its files are unlinked once no
+    /// other process is attached (the last one to detach unlinks them), so
+    /// that receivers can still reach every segment. Only its creator may.
+    pub fn remove(self) -> Result<(), OpenError> {
+        if !self.created {
+            return Err(OpenError::InvalidConfig(format!(
+                "only the creator of mailbox `{}` removes it; or run `hwlink rm {MAILBOX_PREFIX}{}`",
+                self.name, self.name
+            )));
+        }
+        mark_removed(&self.ctl);
+        if let Queue::Bounded(p) = &self.queue {
+            p.ring().seal();
+        }
+        // Detaching (Drop) unlinks the files if nobody else is attached.
+        drop(self);
+        Ok(())
+    }
+}
