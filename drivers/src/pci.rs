@@ -253,16 +253,7 @@ impl PciDevice {
                 self.driver().unwrap_or_else(|| "none".into())
             )));
         }
-        let blocking: Vec<String> = self
-            .iommu_group_members()
-            .into_iter()
-            .filter(|m| {
-                PciDevice::by_address(m)
-                    .ok()
-                    .and_then(|d| d.driver())
-                    .is_some_and(|d| d != "vfio-pci" && d != "pcieport")
-            })
-            .collect();
+        let blocking = self.group_members_not_on(&["vfio-pci", "pcieport"], false);
         if !blocking.is_empty() {
             return Err(DeviceError::GroupNotViable {
                 bdf: self.bdf.clone(),
@@ -271,6 +262,21 @@ impl PciDevice {
             });
         }
         Ok(group)
+    }
+
+    /// The members of this device's IOMMU group bound to a driver other
+    /// than those in `allowed` (and, with `unbound_too`, those bound to
+    /// none): what keeps the group from being viable for VFIO.
+    pub(crate) fn group_members_not_on(&self, allowed: &[&str], unbound_too: bool) -> Vec<String> {
+        self.iommu_group_members()
+            .into_iter()
+            .filter(
+                |m| match PciDevice::by_address(m).ok().and_then(|d| d.driver()) {
+                    Some(d) => !allowed.contains(&d.as_str()),
+                    None => unbound_too,
+                },
+            )
+            .collect()
     }
 
     /// Gives the device back to the kernel's default driver: clears

@@ -138,18 +138,7 @@ impl VfioDevice {
             "check the group file",
         ))?;
         if status.flags & VFIO_GROUP_FLAGS_VIABLE == 0 {
-            let members = pci
-                .iommu_group_members()
-                .into_iter()
-                .filter(|m| {
-                    PciDevice::by_address(m)
-                        .ok()
-                        .and_then(|d| d.driver())
-                        .as_deref()
-                        != Some("vfio-pci")
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
+            let members = pci.group_members_not_on(&["vfio-pci"], true).join(", ");
             return Err(DeviceError::GroupNotViable {
                 bdf,
                 group: group_no,

@@ -23,6 +23,9 @@ use hwlink::{Domain, Member};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+mod common;
+use common::arg;
+
 const T: Duration = Duration::from_secs(30);
 
 fn now_ns() -> u64 {
@@ -151,14 +154,6 @@ fn sink(domain: &str) -> Result<(), Box<dyn std::error::Error>> {
 fn pin(stage: usize) {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let _ = hwlink::liveness::pin_to_cpu(stage % cpus);
-}
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map_or(default, |v| v.parse().expect("a number"))
 }
 
 fn send(me: &mut Member, m: &[u8]) -> Result<(), Box<dyn std::error::Error>> {

@@ -14,6 +14,9 @@ use hwlink::{Access, Buffering, Mailbox, MailboxBuilder};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+mod common;
+use common::arg;
+
 /// A job: its number and the range of integers whose squares to sum.
 fn job(id: u64) -> [u8; 24] {
     let mut b = [0u8; 24];
@@ -49,14 +52,6 @@ fn worker(tag: &str) -> Result<(), Box<dyn std::error::Error>> {
         r[16..].copy_from_slice(&u64::from(me).to_le_bytes());
         results.send(r)?;
     }
-}
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map_or(default, |v| v.parse().expect("a number"))
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

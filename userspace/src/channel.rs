@@ -11,8 +11,7 @@
 use crate::error::{RecvError, SendError};
 use crate::link::{Receiver, Sender};
 use crate::mailbox::Mailbox;
-use crate::wait::Alive;
-use std::time::Instant;
+use crate::wait::Patience;
 
 /// The sending half of one direction of a link.
 // The bounded variant is the hot path: kept inline, not behind a box.
@@ -45,15 +44,13 @@ impl ChannelSender {
     pub(crate) fn send<M: AsRef<[u8]>>(
         &mut self,
         msg: M,
-        deadline: Option<Instant>,
-        block: bool,
-        alive: Alive<'_>,
+        p: Patience<'_>,
     ) -> Result<(), SendError<M>> {
         match self {
-            ChannelSender::Bounded(tx) => tx.send_deadline(msg, deadline, block, alive),
+            ChannelSender::Bounded(tx) => tx.send_deadline(msg, p),
             // Unbounded never reports Full (the chain grows, or the byte
             // limit says no at once); zero waits for a receiver.
-            ChannelSender::Queue(q) => q.send_deadline(msg, deadline, block, alive),
+            ChannelSender::Queue(q) => q.send_deadline(msg, p),
         }
     }
 
@@ -69,15 +66,10 @@ impl ChannelSender {
 impl ChannelReceiver {
     /// Receives one message through this direction's flavour (see
     /// `Receiver::recv_deadline`, `Mailbox::recv_until`).
-    pub(crate) fn recv(
-        &mut self,
-        deadline: Option<Instant>,
-        block: bool,
-        alive: Alive<'_>,
-    ) -> Result<Vec<u8>, RecvError> {
+    pub(crate) fn recv(&mut self, p: Patience<'_>) -> Result<Vec<u8>, RecvError> {
         match self {
-            ChannelReceiver::Bounded(rx) => rx.recv_deadline(deadline, block, alive),
-            ChannelReceiver::Queue(q) => q.recv_until(|b, _| b.to_vec(), deadline, block, alive),
+            ChannelReceiver::Bounded(rx) => rx.recv_deadline(p),
+            ChannelReceiver::Queue(q) => q.recv_until(|b, _| b.to_vec(), p),
         }
     }
 

@@ -30,12 +30,12 @@
 #![warn(clippy::unnecessary_safety_comment)]
 
 /// The public send forms of a flavour, over its one
-/// `send_deadline(msg, deadline, block, alive)`.
+/// `send_deadline(msg, patience)`.
 macro_rules! send_forms {
     () => {
         /// Sends `msg`, waiting per the wait strategy until it is accepted.
         pub fn send<M: AsRef<[u8]>>(&mut self, msg: M) -> Result<(), SendError<M>> {
-            self.send_deadline(msg, None, true, &mut crate::wait::always)
+            self.send_deadline(msg, crate::wait::Patience::new(None, true))
         }
         /// Sends `msg`, waiting at most `timeout` until it is accepted.
         pub fn send_timeout<M: AsRef<[u8]>>(
@@ -44,12 +44,12 @@ macro_rules! send_forms {
             timeout: std::time::Duration,
         ) -> Result<(), SendError<M>> {
             let deadline = crate::wait::deadline_after(timeout);
-            self.send_deadline(msg, deadline, true, &mut crate::wait::always)
+            self.send_deadline(msg, crate::wait::Patience::new(deadline, true))
         }
         /// Sends `msg` if it can be accepted now (a free slot; with zero
         /// capacity, a receiver waiting); hands it back in `Full` if not.
         pub fn try_send<M: AsRef<[u8]>>(&mut self, msg: M) -> Result<(), SendError<M>> {
-            self.send_deadline(msg, None, false, &mut crate::wait::always)
+            self.send_deadline(msg, crate::wait::Patience::new(None, false))
         }
     };
 }

@@ -48,26 +48,7 @@ macro_rules! atomic {
             pub(crate) fn swap(&self, value: $value, order: Ordering) -> $value {
                 self.0.swap(value, order)
             }
-            #[inline(always)]
-            pub(crate) fn compare_exchange(
-                &self,
-                current: $value,
-                new: $value,
-                success: Ordering,
-                failure: Ordering,
-            ) -> Result<$value, $value> {
-                self.0.compare_exchange(current, new, success, failure)
-            }
-            #[inline(always)]
-            pub(crate) fn compare_exchange_weak(
-                &self,
-                current: $value,
-                new: $value,
-                success: Ordering,
-                failure: Ordering,
-            ) -> Result<$value, $value> {
-                self.0.compare_exchange_weak(current, new, success, failure)
-            }
+            compare_exchanges!($value, compare_exchange compare_exchange_weak);
             #[inline(always)]
             pub(crate) fn fetch_update<F>(
                 &self,
@@ -96,39 +77,39 @@ macro_rules! atomic {
     };
 }
 
-/// The arithmetic and bit operations of an integer atomic.
+/// `compare_exchange` and `compare_exchange_weak`, forwarded to core's.
+macro_rules! compare_exchanges {
+    ($value:ty, $($op:ident)*) => {
+        $(
+            #[inline(always)]
+            pub(crate) fn $op(
+                &self,
+                current: $value,
+                new: $value,
+                success: Ordering,
+                failure: Ordering,
+            ) -> Result<$value, $value> {
+                self.0.$op(current, new, success, failure)
+            }
+        )*
+    };
+}
+
+/// The arithmetic and bit operations of an integer atomic: each forwards
+/// to core's of the same name.
 macro_rules! integer_ops {
     ($name:ident, $value:ty) => {
+        integer_ops!($name, $value, fetch_add fetch_sub fetch_and fetch_or fetch_xor fetch_max fetch_min);
+    };
+    ($name:ident, $value:ty, $($op:ident)*) => {
         #[allow(dead_code)]
         impl $name {
-            #[inline(always)]
-            pub(crate) fn fetch_add(&self, value: $value, order: Ordering) -> $value {
-                self.0.fetch_add(value, order)
-            }
-            #[inline(always)]
-            pub(crate) fn fetch_sub(&self, value: $value, order: Ordering) -> $value {
-                self.0.fetch_sub(value, order)
-            }
-            #[inline(always)]
-            pub(crate) fn fetch_and(&self, value: $value, order: Ordering) -> $value {
-                self.0.fetch_and(value, order)
-            }
-            #[inline(always)]
-            pub(crate) fn fetch_or(&self, value: $value, order: Ordering) -> $value {
-                self.0.fetch_or(value, order)
-            }
-            #[inline(always)]
-            pub(crate) fn fetch_xor(&self, value: $value, order: Ordering) -> $value {
-                self.0.fetch_xor(value, order)
-            }
-            #[inline(always)]
-            pub(crate) fn fetch_max(&self, value: $value, order: Ordering) -> $value {
-                self.0.fetch_max(value, order)
-            }
-            #[inline(always)]
-            pub(crate) fn fetch_min(&self, value: $value, order: Ordering) -> $value {
-                self.0.fetch_min(value, order)
-            }
+            $(
+                #[inline(always)]
+                pub(crate) fn $op(&self, value: $value, order: Ordering) -> $value {
+                    self.0.$op(value, order)
+                }
+            )*
         }
     };
 }

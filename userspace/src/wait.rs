@@ -165,6 +165,36 @@ pub(crate) fn always() -> bool {
     true
 }
 
+/// How long one operation may wait, in the one shape every flavour's
+/// send and receive take: not at all (`block` false: the `try_` forms),
+/// or until `deadline` (none: for ever), while `alive` says the other
+/// side is there.
+pub(crate) struct Patience<'a> {
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) block: bool,
+    pub(crate) alive: Alive<'a>,
+}
+
+impl Patience<'static> {
+    /// With no check of the caller's own.
+    pub(crate) fn new(deadline: Option<Instant>, block: bool) -> Self {
+        // A function item is a zero-sized constant: this borrow lives for
+        // ever and costs nothing.
+        Patience::with(deadline, block, Box::leak(Box::new(always)))
+    }
+}
+
+impl<'a> Patience<'a> {
+    /// With the caller's own `alive` check on slow looks.
+    pub(crate) fn with(deadline: Option<Instant>, block: bool, alive: Alive<'a>) -> Self {
+        Patience {
+            deadline,
+            block,
+            alive,
+        }
+    }
+}
+
 /// How much one look at the awaited condition checks, cheapest first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Tick {

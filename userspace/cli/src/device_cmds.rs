@@ -238,13 +238,9 @@ pub(crate) fn pingpong_echo_cmd(args: PingpongEchoArgs) -> Result<(), BoxError> 
 
 /// `hwlink pingpong --backend ivshmem --device X`: the measuring side, the
 /// echo side being `hwlink pingpong-echo` on the other side of the VM.
-pub(crate) fn pingpong_ivshmem(
-    device: Option<IvshmemTarget>,
-    count: usize,
-    size: usize,
-    wait: WaitStrategy,
-    json: bool,
-) -> Result<(), BoxError> {
+pub(crate) fn pingpong_ivshmem(args: super::PingpongArgs) -> Result<(), BoxError> {
+    let (device, count, size, wait) = (args.device, args.count, args.size, args.wait);
+    let json = args.json;
     let device = device.ok_or(
         "--backend ivshmem needs --device: the VM's memory file or server:SOCKET on the \
          host, vfio:BDF or pci:BDF in the guest",
@@ -269,14 +265,9 @@ pub(crate) fn pingpong_ivshmem(
 /// `hwlink bench --backend ivshmem --device X`: round trips at each size
 /// against `hwlink pingpong-echo` on the other side of the VM, over one
 /// session, with the wait strategy of the one hwlink mechanism given.
-pub(crate) fn bench_ivshmem(
-    device: Option<IvshmemTarget>,
-    sizes: Option<Vec<usize>>,
-    mechanisms: Option<Vec<hwlink_benches::bench::Mechanism>>,
-    duration: Option<f64>,
-    quick: bool,
-    json: Option<std::path::PathBuf>,
-) -> Result<(), BoxError> {
+pub(crate) fn bench_ivshmem(args: super::BenchArgs) -> Result<(), BoxError> {
+    let (device, sizes, mechanisms) = (args.device, args.sizes, args.mechanisms);
+    let (duration, quick, json) = (args.duration, args.quick, args.json);
     use hwlink_benches::bench::Mechanism;
     let device = device.ok_or(
         "--backend ivshmem needs --device: the VM's memory file or server:SOCKET on the \

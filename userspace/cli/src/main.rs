@@ -344,14 +344,7 @@ fn bench_cmd(args: BenchArgs) -> Result<(), BoxError> {
     use hwlink_benches::bench::{plan, report, Mechanism};
     use std::io::IsTerminal;
     if args.backend == Backend::Ivshmem {
-        return device_cmds::bench_ivshmem(
-            args.device,
-            args.sizes,
-            args.mechanisms,
-            args.duration,
-            args.quick,
-            args.json,
-        );
+        return device_cmds::bench_ivshmem(args);
     }
     let mechanisms: Vec<Mechanism> = match args.mechanisms {
         Some(m) => m,
@@ -529,13 +522,7 @@ fn print_stats(label: &str, s: &Stats, reference: Option<&Stats>) {
 
 fn pingpong_cmd(args: PingpongArgs) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     if args.backend == Backend::Ivshmem {
-        return device_cmds::pingpong_ivshmem(
-            args.device,
-            args.count,
-            args.size,
-            args.wait,
-            args.json,
-        );
+        return device_cmds::pingpong_ivshmem(args);
     }
     let backend_used = {
         // Report the memory the links really use (auto may fall back).
@@ -568,21 +555,18 @@ fn pingpong_cmd(args: PingpongArgs) -> Result<(), Box<dyn std::error::Error + Se
     let hw = stats[0];
     print_stats(&format!("hwlink ({})", args.wait), &hw, None);
     let mut extra = String::new();
-    if let Some(pipe) = stats.get(1) {
-        print_stats("pipe", pipe, Some(&hw));
-        extra.push_str(&format!(r#","pipe_rtt_ns":{}"#, pipe.to_json()));
-        println!(
-            "pipe p50 / hwlink p50 = {:.2}",
-            pipe.p50 as f64 / hw.p50.max(1) as f64
-        );
-    }
-    if let Some(floor) = stats.get(2) {
-        print_stats("cache-line floor", floor, Some(&hw));
-        extra.push_str(&format!(r#","floor_rtt_ns":{}"#, floor.to_json()));
-        println!(
-            "hwlink p50 / floor p50 = {:.2}",
-            hw.p50 as f64 / floor.p50.max(1) as f64
-        );
+    // The baselines after hwlink: pipe (slower: pipe / hwlink), then the
+    // floor (faster: hwlink / floor).
+    for (i, label, key) in [(1, "pipe", "pipe"), (2, "cache-line floor", "floor")] {
+        let Some(other) = stats.get(i) else { continue };
+        print_stats(label, other, Some(&hw));
+        extra.push_str(&format!(r#","{key}_rtt_ns":{}"#, other.to_json()));
+        let (slow, fast, text) = if i == 1 {
+            (other.p50, hw.p50, "pipe p50 / hwlink p50")
+        } else {
+            (hw.p50, other.p50, "hwlink p50 / floor p50")
+        };
+        println!("{text} = {:.2}", slow as f64 / fast.max(1) as f64);
     }
     if args.json {
         println!(

@@ -40,7 +40,7 @@ impl Member {
             }
             member_alive(dom, domain, slot, gen)
         };
-        match tx.send(msg, deadline, block, &mut alive) {
+        match tx.send(msg, Patience::with(deadline, block, &mut alive)) {
             Ok(()) => self.sent(k),
             Err(e) => self.send_failed(k, e),
         }
@@ -205,12 +205,12 @@ impl Member {
     ) -> Result<Vec<u8>, RecvError> {
         let k = self.recv_link_waiting(from, deadline, block)?;
         if !block {
-            return match self.links[k].rx.recv(None, false, &mut always) {
+            return match self.links[k].rx.recv(Patience::new(None, false)) {
                 Ok(m) => Ok(m),
                 Err(RecvError::Empty) if self.peer_listed(k) => Err(RecvError::Empty),
                 Err(RecvError::Empty) if self.links[k].rx.has_message_now() => {
                     // It published, then left: take what it sent first.
-                    let r = self.links[k].rx.recv(None, false, &mut always);
+                    let r = self.links[k].rx.recv(Patience::new(None, false));
                     r.or_else(|e| self.recv_failed(k, e))
                 }
                 Err(RecvError::Empty) => {
@@ -232,7 +232,7 @@ impl Member {
         let Link { rx, slot, gen, .. } = &mut links[k];
         let (slot, gen) = (*slot, *gen);
         let mut alive = || member_alive(dom, domain, slot, gen);
-        match rx.recv(deadline, true, &mut alive) {
+        match rx.recv(Patience::with(deadline, true, &mut alive)) {
             Ok(m) => Ok(m),
             Err(e) => self.recv_failed(k, e),
         }
@@ -289,7 +289,7 @@ impl Member {
             if self.links[k].rx.has_message_now() {
                 self.next = k.wrapping_add(1);
                 let peer = self.links[k].peer.clone();
-                return Some(match self.links[k].rx.recv(None, false, &mut always) {
+                return Some(match self.links[k].rx.recv(Patience::new(None, false)) {
                     Ok(m) => Ok((peer, m)),
                     Err(RecvError::Empty) => continue,
                     Err(e) => match self.recv_failed::<()>(k, e) {

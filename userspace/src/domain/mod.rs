@@ -22,7 +22,7 @@ use crate::objects::{self, DomainConfig, DomainParts, RingParts};
 use crate::region::{self, ObjectInit, ObjectSpec, RegionInfo, RegionMap};
 use crate::spsc::Geometry;
 use crate::sync::{fence, Ordering};
-use crate::wait::{always, past, SpinPolicy, Tick, Wait, WaitStrategy, SLEEP_SLICE};
+use crate::wait::{past, Patience, SpinPolicy, Tick, Wait, WaitStrategy, SLEEP_SLICE};
 use hwlink_drivers::{Backend, BackingKind, MapError};
 use hwlink_hw::{
     HWL_DOMAIN_BUF_BOUNDED, HWL_DOMAIN_BUF_UNBOUNDED, HWL_DOMAIN_BUF_ZERO, HWL_DOMAIN_CLOSED,

@@ -158,12 +158,8 @@ impl Receiver {
     /// `Empty` at once; with it, waits until `deadline` (none: for ever),
     /// and while `alive` (the caller's own check on slow looks) says the
     /// sender is there.
-    pub(crate) fn recv_deadline(
-        &mut self,
-        deadline: Option<Instant>,
-        block: bool,
-        alive: Alive<'_>,
-    ) -> Result<Vec<u8>, RecvError> {
+    pub(crate) fn recv_deadline(&mut self, p: Patience<'_>) -> Result<Vec<u8>, RecvError> {
+        let (deadline, block, alive) = (p.deadline, p.block, p.alive);
         if !block {
             self.ready_messages()?;
         } else if !self.fast_ready() {

@@ -154,16 +154,15 @@ impl Sender {
         }
     }
 
+    /// The link's one send (every public form comes here): the fast path
+    /// (a cached free slot), else [`send_slow`](Self::send_slow), which
+    /// fails with `Full` at once without `p.block`, and otherwise waits for
+    /// a slot per `p`.
     #[inline(always)]
-    /// The one send: without `block`, fails with `Full` at once; with it,
-    /// waits until `deadline` (none: for ever), and while `alive` (the
-    /// caller's own check on slow looks) says the receiver is there.
     pub(crate) fn send_deadline<M: AsRef<[u8]>>(
         &mut self,
         msg: M,
-        deadline: Option<Instant>,
-        block: bool,
-        alive: Alive<'_>,
+        p: Patience<'_>,
     ) -> Result<(), SendError<M>> {
         let len = msg.as_ref().len();
         if self.fast_slot(len) {
@@ -172,7 +171,7 @@ impl Sender {
             self.ring.publish(1);
             return Ok(());
         }
-        self.send_slow(msg, deadline, block, alive)
+        self.send_slow(msg, p)
     }
 
     /// Everything but the fast path: full checks, waiting, errors.
@@ -181,10 +180,9 @@ impl Sender {
     pub(super) fn send_slow<M: AsRef<[u8]>>(
         &mut self,
         msg: M,
-        deadline: Option<Instant>,
-        block: bool,
-        alive: Alive<'_>,
+        p: Patience<'_>,
     ) -> Result<(), SendError<M>> {
+        let (deadline, block, alive) = (p.deadline, p.block, p.alive);
         let len = msg.as_ref().len();
         if len > self.max_message() {
             return Err(SendError::TooLarge {

@@ -20,7 +20,7 @@ use crate::rendezvous::{RdvRecvError, RdvSendError};
 use crate::segments::RegionStore;
 use crate::shm::ShmSlice;
 use crate::sync::{fence, Ordering};
-use crate::wait::{always, Alive, SpinPolicy, Tick, Wait, WaitStrategy};
+use crate::wait::{Alive, Patience, SpinPolicy, Tick, Wait, WaitStrategy};
 use hwlink_drivers::{Backend, BackingKind};
 use hwlink_hw::{
     HWL_ACCESS_RECV, HWL_ACCESS_SEND, HWL_BUF_BOUNDED, HWL_BUF_UNBOUNDED, HWL_BUF_ZERO,

@@ -51,10 +51,9 @@ impl Mailbox {
     pub(crate) fn send_deadline<M: AsRef<[u8]>>(
         &mut self,
         msg: M,
-        deadline: Option<Instant>,
-        block: bool,
-        alive: Alive<'_>,
+        p: Patience<'_>,
     ) -> Result<(), SendError<M>> {
+        let (deadline, block, alive) = (p.deadline, p.block, p.alive);
         if let (Queue::Zero(r), true) = (&self.queue, block) {
             if !self.can(HWL_ACCESS_SEND) || self.removed() {
                 return Err(SendError::Disconnected(msg));
@@ -156,10 +155,9 @@ impl Mailbox {
     pub(crate) fn recv_until<R>(
         &mut self,
         f: impl FnOnce(ShmSlice<'_>, u32) -> R,
-        deadline: Option<Instant>,
-        block: bool,
-        alive: Alive<'_>,
+        p: Patience<'_>,
     ) -> Result<R, RecvError> {
+        let (deadline, block, alive) = (p.deadline, p.block, p.alive);
         if let (Queue::Zero(r), true) = (&self.queue, block) {
             if !self.can(HWL_ACCESS_RECV) {
                 return Err(RecvError::Disconnected);
@@ -240,25 +238,23 @@ impl Mailbox {
 
     /// Receives the next message, waiting for one.
     pub fn recv(&mut self) -> Result<Vec<u8>, RecvError> {
-        self.recv_until(|b, _| b.to_vec(), None, true, &mut always)
+        self.recv_until(|b, _| b.to_vec(), Patience::new(None, true))
     }
     /// Receives the next message, waiting at most `timeout`.
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Vec<u8>, RecvError> {
         self.recv_until(
             |b, _| b.to_vec(),
-            crate::wait::deadline_after(timeout),
-            true,
-            &mut always,
+            Patience::new(crate::wait::deadline_after(timeout), true),
         )
     }
     /// Receives a message if one is queued now.
     pub fn try_recv(&mut self) -> Result<Vec<u8>, RecvError> {
-        self.recv_until(|b, _| b.to_vec(), None, false, &mut always)
+        self.recv_until(|b, _| b.to_vec(), Patience::new(None, false))
     }
     /// Receives the next message and runs `f` on it in place (no copy, no
     /// allocation), with the sender's attachment number.
     pub fn recv_with<R>(&mut self, f: impl FnOnce(ShmSlice<'_>, u32) -> R) -> Result<R, RecvError> {
-        self.recv_until(f, None, true, &mut always)
+        self.recv_until(f, Patience::new(None, true))
     }
     /// [`recv_with`](Self::recv_with) with a timeout.
     pub fn recv_with_timeout<R>(
@@ -266,14 +262,14 @@ impl Mailbox {
         timeout: Duration,
         f: impl FnOnce(ShmSlice<'_>, u32) -> R,
     ) -> Result<R, RecvError> {
-        self.recv_until(f, crate::wait::deadline_after(timeout), true, &mut always)
+        self.recv_until(f, Patience::new(crate::wait::deadline_after(timeout), true))
     }
     /// [`recv_with`](Self::recv_with) if a message is queued now.
     pub fn try_recv_with<R>(
         &mut self,
         f: impl FnOnce(ShmSlice<'_>, u32) -> R,
     ) -> Result<R, RecvError> {
-        self.recv_until(f, None, false, &mut always)
+        self.recv_until(f, Patience::new(None, false))
     }
 
     /// Removes the mailbox: attached processes see it gone (senders get

@@ -279,6 +279,21 @@ enum Turn {
     Void(u64),
 }
 
+/// Moves `position` past `pos` for whoever claimed `pos` and has not moved
+/// it yet; returns the position now (`pos + 1`, or what another moved it
+/// to).
+fn move_past(position: &AtomicU64, pos: u64) -> u64 {
+    match position.compare_exchange(
+        pos,
+        pos.wrapping_add(1),
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    ) {
+        Ok(_) => pos.wrapping_add(1),
+        Err(now) => now,
+    }
+}
+
 fn decode(s: u64) -> Turn {
     let pos = s & !(TAG_MASK | OWNER_MASK);
     let owner = ((s & OWNER_MASK) >> OWNER_SHIFT) as u32;
@@ -456,15 +471,7 @@ impl<M: MpmcMem> MpmcRing<M> {
                 );
                 return Ok(());
             }
-            p = match position.compare_exchange(
-                pos,
-                pos.wrapping_add(1),
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => pos.wrapping_add(1),
-                Err(now) => now,
-            };
+            p = move_past(position, pos);
         }
         let new = match decode(s) {
             Turn::Writing { .. } => VOID | pos,

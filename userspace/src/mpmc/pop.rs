@@ -69,15 +69,7 @@ impl<M: MpmcMem> MpmcRing<M> {
                 // Claimed by another consumer that has not moved the
                 // position yet: move it for them.
                 Turn::Reading { pos: p, .. } if p == pos => {
-                    pos = match self.mem.dequeue().compare_exchange(
-                        pos,
-                        pos.wrapping_add(1),
-                        Ordering::AcqRel,
-                        Ordering::Acquire,
-                    ) {
-                        Ok(_) => pos.wrapping_add(1),
-                        Err(now) => now,
-                    };
+                    pos = move_past(self.mem.dequeue(), pos);
                     continue;
                 }
                 // Being written. If its producer died, void the position:

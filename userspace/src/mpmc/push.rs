@@ -41,11 +41,7 @@ impl<M: MpmcMem> MpmcRing<M> {
             match decode(s) {
                 // Free for pos: claim the slot, then move the position.
                 Turn::Plain(t) if t == pos => {
-                    let mine = held(WRITING, me, pos);
-                    if seq
-                        .compare_exchange(pos, mine, Ordering::Acquire, Ordering::Relaxed)
-                        .is_ok()
-                    {
+                    if let Some(mine) = hold_for_writing(seq, pos, me) {
                         match self.advance_enqueue(pos) {
                             Ok(()) => return self.write(index, pos, mine, msg, me),
                             Err(e) => {
@@ -65,15 +61,7 @@ impl<M: MpmcMem> MpmcRing<M> {
                 // Claimed by another producer that has not moved the
                 // position yet: move it for them.
                 Turn::Writing { pos: p, .. } if p == pos => {
-                    pos = match self.mem.enqueue().compare_exchange(
-                        pos,
-                        pos.wrapping_add(1),
-                        Ordering::AcqRel,
-                        Ordering::Acquire,
-                    ) {
-                        Ok(_) => pos.wrapping_add(1),
-                        Err(now) => now,
-                    };
+                    pos = move_past(self.mem.enqueue(), pos);
                     continue;
                 }
                 // The previous lap is being read by a consumer: full, unless
@@ -142,22 +130,13 @@ impl<M: MpmcMem> MpmcRing<M> {
             let s = seq.load(Ordering::Acquire);
             match decode(s) {
                 Turn::Plain(t) if t == pos => {
-                    let mine = held(WRITING, me, pos);
-                    if seq
-                        .compare_exchange(pos, mine, Ordering::Acquire, Ordering::Relaxed)
-                        .is_ok()
-                    {
+                    if hold_for_writing(seq, pos, me).is_some() {
                         self.advance_enqueue(pos)?;
                         return Ok(pos);
                     }
                 }
                 Turn::Writing { pos: p, .. } if p == pos => {
-                    let _ = self.mem.enqueue().compare_exchange(
-                        pos,
-                        pos.wrapping_add(1),
-                        Ordering::AcqRel,
-                        Ordering::Acquire,
-                    );
+                    move_past(self.mem.enqueue(), pos);
                 }
                 Turn::Plain(t) if t < pos => return Err(PushError::Full),
                 _ => crate::sync::spin_loop(),
@@ -247,4 +226,14 @@ impl<M: MpmcMem> MpmcRing<M> {
             ))),
         }
     }
+}
+
+/// Holds the slot whose turn says free for `pos` for producer `me` (M1:
+/// acquire, after the consumer's release of the old message): the turn
+/// becomes `WRITING(me, pos)`, returned; None if another was quicker.
+fn hold_for_writing(seq: &AtomicU64, pos: u64, me: u32) -> Option<u64> {
+    let mine = held(WRITING, me, pos);
+    seq.compare_exchange(pos, mine, Ordering::Acquire, Ordering::Relaxed)
+        .is_ok()
+        .then_some(mine)
 }
