@@ -66,6 +66,10 @@ pub(crate) struct SpinPolicy {
     budget: Duration,
     /// Both ends may only run on the same single CPU.
     shared_core: bool,
+    /// This thread may run on one CPU only, and the peers it waits for are
+    /// unknown (a mailbox's): one of them may share that CPU, so the wait
+    /// polls only briefly before it yields between polls.
+    pinned_alone: bool,
 }
 
 /// What to do before parking.
@@ -84,6 +88,16 @@ impl SpinPolicy {
         SpinPolicy {
             budget: MAX_SPIN,
             shared_core: crate::liveness::online_cpus() == 1,
+            pinned_alone: false,
+        }
+    }
+
+    /// For an end whose peers' CPUs are unknown (a mailbox, a rendezvous):
+    /// if this thread is pinned to one CPU, a peer may share it.
+    pub(crate) fn for_unknown_peers() -> Self {
+        SpinPolicy {
+            pinned_alone: crate::liveness::cpu_mask().count_ones() == 1,
+            ..SpinPolicy::new()
         }
     }
 
@@ -142,6 +156,8 @@ const MIN_SLICE: Duration = Duration::from_micros(200);
 const YIELD_AFTER: Duration = Duration::from_micros(1);
 /// Polls before a wait first looks at the clock or the peer.
 const FAST_SPINS: u32 = 256;
+/// The same for an end pinned to one CPU with peers it does not know.
+const PINNED_FAST_SPINS: u32 = 16;
 /// Busy-poll polls between two clock looks; a busy-polling end also yields
 /// once after each such run (tens of microseconds without a message).
 const POLL_CHECK_EVERY: u32 = 1 << 10;
@@ -283,8 +299,14 @@ impl<'a> Wait<'a> {
         if matches!(prelude, Prelude::Spin(_)) && !policy.shared_core() {
             // Fast path: a few polls with nothing else on the way (no
             // clock, no peer check): a polling peer's reply usually lands
-            // here.
-            for _ in 0..FAST_SPINS {
+            // here. Pinned alone, only a few: a peer on this CPU cannot
+            // answer until this thread yields.
+            let fast = if policy.pinned_alone {
+                PINNED_FAST_SPINS
+            } else {
+                FAST_SPINS
+            };
+            for _ in 0..fast {
                 if let Some(v) = step(Tick::Poll, policy)? {
                     return Ok(v);
                 }
@@ -319,6 +341,7 @@ impl<'a> Wait<'a> {
                 // yields between polls: spinning would hold the CPU the
                 // peer needs until preempted.
                 let yield_between = policy.shared_core()
+                    || policy.pinned_alone
                     || (strategy == WaitStrategy::SpinPark && start.elapsed() >= YIELD_AFTER);
                 let polls = if yield_between {
                     YIELD_CHECK_EVERY

@@ -5,7 +5,7 @@
 use crate::doorbell::Doorbell;
 use crate::error::{Corruption, OpenError, RecvError, SendError, Side};
 use crate::hw_doorbell;
-use crate::liveness::PeerWatch;
+use crate::liveness::{PeerWatch, Watched};
 use crate::objects::{Endpoint, RingParts};
 use crate::region;
 use crate::shm::{ShmSlice, ShmSliceMut};
@@ -256,6 +256,10 @@ struct EndState {
     strategy: WaitStrategy,
     policy: SpinPolicy,
     poisoned: Option<Corruption>,
+    /// The peer's liveness watch, taken from `peer` once it exists: what a
+    /// parked wait also sleeps on. Kept here so that a wait borrows it
+    /// (no reference count touched on the hot path).
+    death: Option<Arc<Watched>>,
 }
 
 impl EndState {
@@ -293,6 +297,7 @@ impl EndState {
             strategy,
             policy: SpinPolicy::new(),
             poisoned: None,
+            death: None,
         };
         end.peer.status(&mut end.policy, false);
         Ok(end)
@@ -361,17 +366,21 @@ fn wait_ready(
     alive: Alive<'_>,
     ready: impl Fn(bool) -> Result<bool, Corruption>,
 ) -> Result<WaitEnd, Corruption> {
+    if end.death.is_none() {
+        // Once per end: the watch exists once the peer attached.
+        end.death = end.peer.watch.as_ref().and_then(PeerWatch::shared);
+    }
     let EndState {
         parts,
         peer,
         strategy,
         policy,
+        death,
         ..
     } = end;
     // Also woken by the kernel when the peer dies (its liveness word).
-    let watched = peer.watch.as_ref().and_then(PeerWatch::shared);
     Wait::new(bell, *strategy, deadline)
-        .death(watched.as_deref().and_then(|w| w.lock_word()))
+        .death(death.as_deref().and_then(|w| w.lock_word()))
         .run(policy, |tick, policy| {
             if tick == Tick::Poll {
                 return Ok(ready(false)?.then_some(WaitEnd::Ready));

@@ -455,7 +455,7 @@ impl Mailbox {
             access,
             entry,
             created: false,
-            policy: Cell::new(SpinPolicy::new()),
+            policy: Cell::new(SpinPolicy::for_unknown_peers()),
             attached,
             peer: None,
         };

@@ -311,7 +311,7 @@ impl<M: RdvMem> Rdv<M> {
             slot_size,
             token: me,
             alive,
-            policy: SpinPolicy::new(),
+            policy: SpinPolicy::for_unknown_peers(),
         }
     }
 
