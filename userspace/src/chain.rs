@@ -30,6 +30,12 @@ const MAX_SEGMENT_BYTES: u64 = 64 << 20;
 /// reports the chain as corrupt (each step needs another process to have
 /// sealed a segment, so a long walk means a hostile peer).
 const MAX_STEPS: u32 = 1 << 16;
+/// Receive steps (segments sealed, given back or stepped over) in a row
+/// without a message, across calls, before the chain counts as corrupt: a
+/// real chain has a message within a few segments of the last one taken.
+const MAX_WALK: u32 = 1 << 12;
+/// Longest one receive walks the chain before it reports nothing for now.
+const WALK_BUDGET: std::time::Duration = std::time::Duration::from_millis(2);
 /// `next_segment` of the last segment of a removed queue: no segment will
 /// ever follow.
 pub(crate) const CLOSED: u64 = u64::MAX;
@@ -156,6 +162,8 @@ pub(crate) struct Chain<S: SegmentStore> {
     base: MpmcGeometry,
     push_seg: Arc<S::Seg>,
     pop_seg: Arc<S::Seg>,
+    /// Receive steps walked since the last message taken, across calls.
+    walked: u32,
 }
 
 impl<S: SegmentStore> Chain<S> {
@@ -169,6 +177,7 @@ impl<S: SegmentStore> Chain<S> {
             base,
             push_seg: first.clone(),
             pop_seg: first,
+            walked: 0,
         };
         chain.push_seg = chain.restart(Restart::Tail)?;
         chain.pop_seg = chain.restart(Restart::Head)?;
@@ -456,16 +465,29 @@ impl<S: SegmentStore> Chain<S> {
         removed: bool,
         f: &mut Option<impl FnOnce(ShmSlice<'_>, u32) -> R>,
     ) -> Result<R, RecvError> {
-        for _ in 0..MAX_STEPS {
+        let start = std::time::Instant::now();
+        while self.walked < MAX_WALK {
+            self.walked = self.walked.saturating_add(1);
             match self.pop_step(me, owners, removed, f)? {
-                Step::Got(r) => return Ok(r),
+                Step::Got(r) => {
+                    self.walked = 0;
+                    return Ok(r);
+                }
                 Step::Again => {}
+            }
+            // Each step may open a segment file: a chain a hostile process
+            // keeps relinking must not hold one receive for thousands of
+            // opens. Past the budget, report nothing now; the walk so far
+            // is kept (pop_seg, walked), and a waiting caller looks again
+            // by its own deadline.
+            if self.walked % 64 == 0 && start.elapsed() >= WALK_BUDGET {
+                return Err(RecvError::Empty);
             }
         }
         Err(RecvError::Corrupt(Corruption::new(
-            "segment chain walk",
-            MAX_STEPS.into(),
-            MAX_STEPS.into(),
+            "segment chain walk (steps without a message)",
+            MAX_WALK.into(),
+            MAX_WALK.into(),
         )))
     }
 
