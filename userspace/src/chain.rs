@@ -30,9 +30,9 @@ const MAX_SEGMENT_BYTES: u64 = 64 << 20;
 /// reports the chain as corrupt (each step needs another process to have
 /// sealed a segment, so a long walk means a hostile peer).
 const MAX_STEPS: u32 = 1 << 16;
-/// Receive steps (segments sealed, given back or stepped over) in a row
-/// without a message, across calls, before the chain counts as corrupt: a
-/// real chain has a message within a few segments of the last one taken.
+/// Receive steps (segments sealed, given back or stepped over) in a row,
+/// across calls cut short by [`WALK_BUDGET`], without the walk ending in a
+/// message, an empty ring or an error, before the chain counts as corrupt.
 const MAX_WALK: u32 = 1 << 12;
 /// Longest one receive walks the chain before it reports nothing for now.
 const WALK_BUDGET: std::time::Duration = std::time::Duration::from_millis(2);
@@ -467,13 +467,18 @@ impl<S: SegmentStore> Chain<S> {
     ) -> Result<R, RecvError> {
         let start = std::time::Instant::now();
         while self.walked < MAX_WALK {
-            self.walked = self.walked.saturating_add(1);
-            match self.pop_step(me, owners, removed, f)? {
-                Step::Got(r) => {
+            match self.pop_step(me, owners, removed, f) {
+                Ok(Step::Again) => self.walked = self.walked.saturating_add(1),
+                // A message, or the walk ended (empty, drained, an error):
+                // the next receive walks afresh.
+                Ok(Step::Got(r)) => {
                     self.walked = 0;
                     return Ok(r);
                 }
-                Step::Again => {}
+                Err(e) => {
+                    self.walked = 0;
+                    return Err(e);
+                }
             }
             // Each step may open a segment file: a chain a hostile process
             // keeps relinking must not hold one receive for thousands of

@@ -188,6 +188,29 @@ fn msg(p: u8, i: u32) -> [u8; 5] {
 mod heap {
     use super::*;
 
+    /// A receiver that polls an empty chain many times (a worker waiting
+    /// for jobs) never trips the walk limit: only steps of one walk count.
+    #[test]
+    fn polling_an_empty_chain_for_long_is_not_a_corrupt_walk() {
+        let store = queue(2, u64::MAX);
+        let mut tx = handle(&store, 2);
+        let mut rx = handle(&store, 2);
+        let polls = if cfg!(miri) { 100 } else { 10_000 };
+        for round in 0..3u32 {
+            for _ in 0..polls {
+                assert_eq!(
+                    rx.try_pop_with(CONSUMER, &(), false, |b, _| b.to_vec()),
+                    Err(RecvError::Empty)
+                );
+            }
+            tx.try_push(&msg(1, round), 1, &()).unwrap();
+            assert_eq!(
+                rx.try_pop_with(CONSUMER, &(), false, |b, _| b.to_vec()),
+                Ok(msg(1, round).to_vec())
+            );
+        }
+    }
+
     #[test]
     fn grows_past_full_segments_then_retires_them() {
         let store = queue(2, u64::MAX);
