@@ -145,7 +145,7 @@ pub(crate) fn later(now: Instant, d: Duration) -> Instant {
 
 /// Longest sleep between two slow checks (a peer's process, a directory):
 /// a lost or stale wake-up costs at most this.
-pub(crate) const SLEEP_SLICE: Duration = Duration::from_millis(50);
+pub(crate) const SLEEP_SLICE: Duration = Duration::from_millis(20);
 /// Shortest sleep slice when a deadline is near (or past, for a caller
 /// still committed to finishing a hand-off).
 const MIN_SLICE: Duration = Duration::from_micros(200);
