@@ -465,10 +465,15 @@ impl<S: SegmentStore> Chain<S> {
         removed: bool,
         f: &mut Option<impl FnOnce(ShmSlice<'_>, u32) -> R>,
     ) -> Result<R, RecvError> {
-        let start = std::time::Instant::now();
+        // The clock is read only once a receive walks (never on a plain
+        // pop or an empty ring).
+        let mut start = None;
         while self.walked < MAX_WALK {
             match self.pop_step(me, owners, removed, f) {
-                Ok(Step::Again) => self.walked = self.walked.saturating_add(1),
+                Ok(Step::Again) => {
+                    self.walked = self.walked.saturating_add(1);
+                    start.get_or_insert_with(std::time::Instant::now);
+                }
                 // A message, or the walk ended (empty, drained, an error):
                 // the next receive walks afresh.
                 Ok(Step::Got(r)) => {
@@ -485,7 +490,7 @@ impl<S: SegmentStore> Chain<S> {
             // opens. Past the budget, report nothing now; the walk so far
             // is kept (pop_seg, walked), and a waiting caller looks again
             // by its own deadline.
-            if self.walked % 64 == 0 && start.elapsed() >= WALK_BUDGET {
+            if self.walked % 64 == 0 && start.is_some_and(|t| t.elapsed() >= WALK_BUDGET) {
                 return Err(RecvError::Empty);
             }
         }
