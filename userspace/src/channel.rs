@@ -2,7 +2,7 @@
 //!
 //! A domain link is two channels, one per direction, in one region. Each
 //! buffering kind is one flavour, matched in every method (the way
-//! crossbeam's `SenderFlavor` is): bounded(n) is a link.rs
+//! crossbeam's `SenderFlavor` is): bounded(n) is a link's
 //! `Sender`/`Receiver` pair over one SPSC ring; unbounded (chained
 //! segments) and zero capacity (a rendezvous) are queues of the mailbox
 //! machinery, attached one way. The domain code only talks to these enums.

@@ -1,5 +1,6 @@
-//! Wait strategies: how an end waits when its ring is empty (receiver) or
-//! full (sender), and the adaptive spin policy behind spin-then-park.
+//! Waiting: the wait strategies, the adaptive spin policy behind
+//! spin-then-park, and the one wait engine ([`Wait`]) through which every
+//! end of every flavour waits (hw/SPEC.md §8.9).
 
 use crate::doorbell::{Doorbell, Slept};
 use std::fmt;
@@ -188,25 +189,26 @@ pub(crate) fn always() -> bool {
 pub(crate) struct Patience<'a> {
     pub(crate) deadline: Option<Instant>,
     pub(crate) block: bool,
-    pub(crate) alive: Alive<'a>,
-}
-
-impl Patience<'static> {
-    /// With no check of the caller's own.
-    pub(crate) fn new(deadline: Option<Instant>, block: bool) -> Self {
-        // A function item is a zero-sized constant: this borrow lives for
-        // ever and costs nothing.
-        Patience::with(deadline, block, Box::leak(Box::new(always)))
-    }
+    /// None: nothing to check beyond the end's own peer.
+    pub(crate) alive: Option<Alive<'a>>,
 }
 
 impl<'a> Patience<'a> {
+    /// With no check of the caller's own.
+    pub(crate) fn new(deadline: Option<Instant>, block: bool) -> Self {
+        Patience {
+            deadline,
+            block,
+            alive: None,
+        }
+    }
+
     /// With the caller's own `alive` check on slow looks.
     pub(crate) fn with(deadline: Option<Instant>, block: bool, alive: Alive<'a>) -> Self {
         Patience {
             deadline,
             block,
-            alive,
+            alive: Some(alive),
         }
     }
 }

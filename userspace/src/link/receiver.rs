@@ -175,7 +175,9 @@ impl Receiver {
     /// and while `alive` (the caller's own check on slow looks) says the
     /// sender is there.
     pub(crate) fn recv_deadline(&mut self, p: Patience<'_>) -> Result<Vec<u8>, RecvError> {
-        let (deadline, block, alive) = (p.deadline, p.block, p.alive);
+        let (deadline, block) = (p.deadline, p.block);
+        let mut always = crate::wait::always;
+        let alive: Alive<'_> = p.alive.unwrap_or(&mut always);
         if !block {
             self.ready_messages()?;
         } else if !self.fast_ready() {

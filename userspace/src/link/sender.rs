@@ -182,7 +182,9 @@ impl Sender {
         msg: M,
         p: Patience<'_>,
     ) -> Result<(), SendError<M>> {
-        let (deadline, block, alive) = (p.deadline, p.block, p.alive);
+        let (deadline, block) = (p.deadline, p.block);
+        let mut always = crate::wait::always;
+        let alive: Alive<'_> = p.alive.unwrap_or(&mut always);
         let len = msg.as_ref().len();
         if len > self.max_message() {
             return Err(SendError::TooLarge {

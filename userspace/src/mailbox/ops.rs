@@ -53,7 +53,9 @@ impl Mailbox {
         msg: M,
         p: Patience<'_>,
     ) -> Result<(), SendError<M>> {
-        let (deadline, block, alive) = (p.deadline, p.block, p.alive);
+        let (deadline, block) = (p.deadline, p.block);
+        let mut always = crate::wait::always;
+        let alive: Alive<'_> = p.alive.unwrap_or(&mut always);
         if let (Queue::Zero(r), true) = (&self.queue, block) {
             if !self.can(HWL_ACCESS_SEND) || self.removed() {
                 return Err(SendError::Disconnected(msg));
@@ -157,7 +159,9 @@ impl Mailbox {
         f: impl FnOnce(ShmSlice<'_>, u32) -> R,
         p: Patience<'_>,
     ) -> Result<R, RecvError> {
-        let (deadline, block, alive) = (p.deadline, p.block, p.alive);
+        let (deadline, block) = (p.deadline, p.block);
+        let mut always = crate::wait::always;
+        let alive: Alive<'_> = p.alive.unwrap_or(&mut always);
         if let (Queue::Zero(r), true) = (&self.queue, block) {
             if !self.can(HWL_ACCESS_RECV) {
                 return Err(RecvError::Disconnected);
