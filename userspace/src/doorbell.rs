@@ -32,7 +32,7 @@ const FLOOD_HINTS: u32 = 64;
 const FLOOD_NAP: Duration = Duration::from_millis(1);
 
 /// A doorbell living in shared (or, for tests, heap) memory.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Doorbell {
     count: ShmWord,
     waiters: ShmWord,
@@ -71,12 +71,18 @@ impl Doorbell {
         self.wake = Some(wake);
     }
 
-    fn count(&self) -> &AtomicU32 {
+    pub(crate) fn count(&self) -> &AtomicU32 {
         self.count.get()
     }
 
-    fn waiters(&self) -> &AtomicU32 {
+    pub(crate) fn waiters(&self) -> &AtomicU32 {
         self.waiters.get()
+    }
+
+    /// Whether sleepers sleep on the futex of the count word (not on a
+    /// device's doorbell register).
+    pub(crate) fn is_futex(&self) -> bool {
+        self.wake.is_none()
     }
 
     /// V: adds one token and wakes one sleeper, with no system call when
@@ -220,7 +226,8 @@ pub(crate) fn sleep_all<T, E>(
     let mut slice_start = Instant::now();
     // Liveness words not yet seen marked dead.
     let mut deaths: Vec<&AtomicU32> = deaths.to_vec();
-    let mut words: Vec<(&AtomicU32, u32)> = Vec::with_capacity(bells.len().saturating_add(deaths.len()));
+    let mut words: Vec<(&AtomicU32, u32)> =
+        Vec::with_capacity(bells.len().saturating_add(deaths.len()));
     let mut force_tick = false;
     let outcome = loop {
         let slice_elapsed = force_tick || slice.is_some_and(|s| slice_start.elapsed() >= s);

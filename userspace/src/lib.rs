@@ -101,6 +101,9 @@ mod mailbox;
 mod objects;
 #[cfg(not(loom))]
 #[allow(unsafe_code)]
+mod readiness;
+#[cfg(not(loom))]
+#[allow(unsafe_code)]
 mod region;
 #[cfg(not(loom))]
 mod segments;
@@ -133,6 +136,9 @@ pub use mailbox::{
     Access, AttachmentInfo, Buffering, Mailbox, MailboxBuilder, MailboxId, MailboxInfo,
     DEFAULT_MAILBOX_CAPACITY, DEFAULT_MAILBOX_SLOT_SIZE, MAX_MAILBOX_NAME,
 };
+#[cfg(not(loom))]
+#[cfg(not(loom))]
+pub use readiness::ReadinessError;
 #[cfg(not(loom))]
 pub use select::{Outcome, Select, SelectError, SelectRecv, SelectSend, Selected};
 pub use shm::{ShmSlice, ShmSliceMut};

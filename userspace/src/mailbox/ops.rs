@@ -34,6 +34,9 @@ impl Mailbox {
         if let Some(c) = self.truncation() {
             return Err(SendError::Corrupt(c));
         }
+        if matches!(sent, Err(SendError::Full(()))) && self.readiness.is_some() {
+            self.arm_readiness(false);
+        }
         if matches!(self.queue, Queue::Zero(_)) {
             return sent;
         }
@@ -136,6 +139,9 @@ impl Mailbox {
             // F2: release the slot before reading the waiter count.
             fence(Ordering::SeqCst);
             self.not_full.notify();
+        }
+        if matches!(got, Err(RecvError::Empty)) && self.readiness.is_some() {
+            self.arm_readiness(true);
         }
         if matches!(got, Err(RecvError::Empty)) && self.peer_gone() {
             // The sender is dead: what it published is all there is (its
@@ -272,6 +278,43 @@ impl Mailbox {
     /// This handle's wait strategy.
     pub fn wait_strategy(&self) -> WaitStrategy {
         self.wait
+    }
+
+    /// A descriptor for `epoll`, `poll`, mio, tokio's `AsyncFd` or
+    /// io_uring's `POLL_ADD`: readable when a receive may find a message
+    /// (a handle that may receive), else when a send may find room; also
+    /// when the mailbox is removed or the peer (a domain link's) is gone.
+    /// It is armed now and again whenever an attempt finds nothing to do
+    /// (`Empty`, `Full`), and stays readable until then. Costs nothing
+    /// while unused: senders ring only an armed receiver. Not for
+    /// busy-polling handles.
+    pub fn as_fd(&mut self) -> Result<std::os::fd::BorrowedFd<'_>, crate::ReadinessError> {
+        if self.wait == WaitStrategy::BusyPoll {
+            return Err(crate::ReadinessError::BusyPoll);
+        }
+        if self.readiness.is_none() {
+            let receiving = self.can(HWL_ACCESS_RECV);
+            let r = crate::readiness::Readiness::new(self.doorbell(receiving), false)?;
+            self.readiness = Some((Box::new(r), receiving));
+            self.arm_readiness(receiving);
+        }
+        match &self.readiness {
+            Some((r, _)) => Ok(r.fd()),
+            None => Err(crate::ReadinessError::BusyPoll),
+        }
+    }
+
+    /// An attempt (`receiving` or a send) found nothing to do: arm the
+    /// descriptor if it follows that direction.
+    #[cold]
+    fn arm_readiness(&mut self, receiving: bool) {
+        if let Some((mut r, dir)) = self.readiness.take() {
+            if dir == receiving {
+                let death = self.death_watch();
+                r.arm(death, || self.ready_now(receiving));
+            }
+            self.readiness = Some((r, dir));
+        }
     }
 
     /// Receives the next message, waiting for one.

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 mod ends;
 
-pub use self::ends::{SelectRecv, SelectSend};
 use self::ends::{End, Kind};
+pub use self::ends::{SelectRecv, SelectSend};
 
 /// What a selected operation did.
 #[derive(Debug)]
