@@ -24,7 +24,8 @@
 #![deny(missing_docs)]
 // `unsafe` is allowed only in the modules that wrap what needs it: the
 // mapping (region), raw views of shared memory (shm), system calls (futex,
-// liveness) and the loom-switchable atomics and fences (sync).
+// liveness, readiness), the runtime registration of a descriptor (tokio)
+// and the loom-switchable atomics and fences (sync).
 #![deny(unsafe_code)]
 #![warn(missing_debug_implementations)]
 #![warn(clippy::unnecessary_safety_comment)]
@@ -109,6 +110,9 @@ mod region;
 mod segments;
 #[cfg(not(loom))]
 mod select;
+#[cfg(all(feature = "tokio", not(loom)))]
+#[allow(unsafe_code)]
+pub mod tokio;
 
 #[cfg(test)]
 mod chain_tests;

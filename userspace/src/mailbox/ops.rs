@@ -34,7 +34,7 @@ impl Mailbox {
         if let Some(c) = self.truncation() {
             return Err(SendError::Corrupt(c));
         }
-        if matches!(sent, Err(SendError::Full(()))) && self.readiness.is_some() {
+        if matches!(sent, Err(SendError::Full(()))) && self.readiness[0].is_some() {
             self.arm_readiness(false);
         }
         if matches!(self.queue, Queue::Zero(_)) {
@@ -140,7 +140,7 @@ impl Mailbox {
             fence(Ordering::SeqCst);
             self.not_full.notify();
         }
-        if matches!(got, Err(RecvError::Empty)) && self.readiness.is_some() {
+        if matches!(got, Err(RecvError::Empty)) && self.readiness[1].is_some() {
             self.arm_readiness(true);
         }
         if matches!(got, Err(RecvError::Empty)) && self.peer_gone() {
@@ -281,39 +281,51 @@ impl Mailbox {
     }
 
     /// A descriptor for `epoll`, `poll`, mio, tokio's `AsyncFd` or
-    /// io_uring's `POLL_ADD`: readable when a receive may find a message
-    /// (a handle that may receive), else when a send may find room; also
-    /// when the mailbox is removed or the peer (a domain link's) is gone.
-    /// It is armed now and again whenever an attempt finds nothing to do
-    /// (`Empty`, `Full`), and stays readable until then. Costs nothing
-    /// while unused: senders ring only an armed receiver. Not for
-    /// busy-polling handles.
+    /// io_uring's `POLL_ADD`: readable when a receive may find a message,
+    /// or the mailbox is removed or the peer (a domain link's) is gone.
+    /// For a handle that may only send, the same as
+    /// [`as_send_fd`](Self::as_send_fd). It is armed now and again whenever
+    /// an attempt finds nothing to do (`Empty`), and stays readable until
+    /// then. Costs nothing while unused: senders ring only an armed
+    /// receiver. Not for busy-polling handles.
     pub fn as_fd(&mut self) -> Result<std::os::fd::BorrowedFd<'_>, crate::ReadinessError> {
+        self.readiness_fd(self.can(HWL_ACCESS_RECV))
+    }
+
+    /// A descriptor readable when a send may find room (or fail at once):
+    /// as [`as_fd`](Self::as_fd), for sends (armed by a `Full` attempt).
+    pub fn as_send_fd(&mut self) -> Result<std::os::fd::BorrowedFd<'_>, crate::ReadinessError> {
+        self.readiness_fd(false)
+    }
+
+    fn readiness_fd(
+        &mut self,
+        receiving: bool,
+    ) -> Result<std::os::fd::BorrowedFd<'_>, crate::ReadinessError> {
         if self.wait == WaitStrategy::BusyPoll {
             return Err(crate::ReadinessError::BusyPoll);
         }
-        if self.readiness.is_none() {
-            let receiving = self.can(HWL_ACCESS_RECV);
+        let k = usize::from(receiving);
+        if self.readiness[k].is_none() {
             let r = crate::readiness::Readiness::new(self.doorbell(receiving), false)?;
-            self.readiness = Some((Box::new(r), receiving));
+            self.readiness[k] = Some(Box::new(r));
             self.arm_readiness(receiving);
         }
-        match &self.readiness {
-            Some((r, _)) => Ok(r.fd()),
+        match &self.readiness[k] {
+            Some(r) => Ok(r.fd()),
             None => Err(crate::ReadinessError::BusyPoll),
         }
     }
 
-    /// An attempt (`receiving` or a send) found nothing to do: arm the
-    /// descriptor if it follows that direction.
+    /// An attempt (`receiving` or a send) found nothing to do: arm that
+    /// direction's descriptor, if any.
     #[cold]
     fn arm_readiness(&mut self, receiving: bool) {
-        if let Some((mut r, dir)) = self.readiness.take() {
-            if dir == receiving {
-                let death = self.death_watch();
-                r.arm(death, || self.ready_now(receiving));
-            }
-            self.readiness = Some((r, dir));
+        let k = usize::from(receiving);
+        if let Some(mut r) = self.readiness[k].take() {
+            let death = self.death_watch();
+            r.arm(death, || self.ready_now(receiving));
+            self.readiness[k] = Some(r);
         }
     }
 

@@ -83,7 +83,7 @@ pub enum SelectError {
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use hwlink::{LinkBuilder, Mailbox, Access, Outcome, Select};
 /// let mut data = LinkBuilder::new("stage-in").open_receiver()?;
-/// let mut control = Mailbox::open("stage-control", Access::Receive)?;
+/// let mut control = Mailbox::open("stage-control", Access::Recv)?;
 /// loop {
 ///     let mut sel = Select::new();
 ///     let d = sel.recv(&mut data);
