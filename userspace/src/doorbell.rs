@@ -462,4 +462,38 @@ mod loom_models {
             t.join().unwrap();
         });
     }
+
+    /// A select's park (`sleep_all`) over two doorbells, each notified by
+    /// its own publisher: the sleeper registers with both, re-checks and
+    /// sleeps on both count words, and must always wake and see a flag.
+    #[test]
+    fn sleeping_on_two_doorbells_never_misses_either() {
+        loom::model(|| {
+            let a = HeapDoorbell::new();
+            let b = HeapDoorbell::new();
+            let (a2, b2) = (a.share(), b.share());
+            let flags = std::sync::Arc::new([AtomicU32::new(0), AtomicU32::new(0)]);
+            let f = flags.clone();
+            // One publisher on `b` (the second end): whichever end gets
+            // the message, the sleeper must not miss it.
+            let t = loom::thread::spawn(move || {
+                f[1].store(1, Ordering::Release);
+                fence(Ordering::SeqCst);
+                b2.bell.notify();
+                drop(a2);
+            });
+            let got: Result<_, ()> = sleep_all(
+                &[&a.bell, &b.bell],
+                |_| Ok(flags.iter().position(|f| f.load(Ordering::Acquire) == 1)),
+                true,
+                None,
+                None,
+                &[],
+            );
+            assert_eq!(got, Ok(Slept::Ready(1)));
+            t.join().unwrap();
+            assert_eq!(a.bell.waiting(), 0);
+            assert_eq!(b.bell.waiting(), 0);
+        });
+    }
 }
