@@ -91,6 +91,9 @@ fn peer_entry() {
     common::child::peer_entry_with(roles);
 }
 
+/// One send of a peer's role.
+type SendFn = Box<dyn FnMut(&[u8])>;
+
 fn roles(role: &str, ctx: &Ctx) -> bool {
     if let Ok(cpu) = ctx.var_or("PIN", "").parse::<usize>() {
         pin(cpu);
@@ -98,7 +101,7 @@ fn roles(role: &str, ctx: &Ctx) -> bool {
     let id = ctx.u64("ID") as u32;
     let count = ctx.u64("COUNT");
     let pace = Duration::from_micros(ctx.var_or("PACE_US", "0").parse().unwrap());
-    let mut send: Box<dyn FnMut(&[u8])> = match role {
+    let mut send: SendFn = match role {
         "link" => {
             let mut tx = link(&ctx.name(), ctx.wait())
                 .open_sender()
