@@ -242,9 +242,14 @@ pub fn pin_to_cpu(cpu: usize) -> std::io::Result<()> {
 /// CPUs online in the machine (not the affinity mask of this thread, which
 /// `available_parallelism` would report).
 pub fn online_cpus() -> usize {
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
-    usize::try_from(n).unwrap_or(1).max(1)
+    // Asked once per process: glibc reads a sysfs file for it, and ends
+    // and selects are made on hot paths.
+    static ONLINE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *ONLINE.get_or_init(|| {
+        // SAFETY: sysconf has no memory-safety preconditions.
+        let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+        usize::try_from(n).unwrap_or(1).max(1)
+    })
 }
 
 /// Child processes for tests of real processes sharing memory.

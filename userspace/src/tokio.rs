@@ -52,7 +52,14 @@ impl Waiter {
     /// `fd`: the end's descriptor, which must stay open and the same for
     /// as long as this waiter lives (the end owns it, and every wrapper
     /// below holds the end after its waiter, so the waiter drops first).
-    fn new(strategy: WaitStrategy, fd: Option<RawFd>) -> Result<Waiter, ReadinessError> {
+    /// `pinned_alone`: this thread may run on one CPU only and its peers
+    /// are unknown: then no spin (a peer on this CPU cannot answer while
+    /// we hold it), as the blocking forms yield instead.
+    fn new(
+        strategy: WaitStrategy,
+        fd: Option<RawFd>,
+        pinned_alone: bool,
+    ) -> Result<Waiter, ReadinessError> {
         let fd = match fd {
             // SAFETY: `raw` is the open descriptor of the end's readiness
             // ring, which the end keeps (never replaced) for its whole
@@ -67,16 +74,17 @@ impl Waiter {
         Ok(Waiter {
             fd,
             spin: match strategy {
-                WaitStrategy::SpinPark => ASYNC_SPIN,
+                WaitStrategy::SpinPark if !pinned_alone => ASYNC_SPIN,
                 _ => Duration::ZERO,
             },
         })
     }
 
     /// Spins on `ready` (memory only) for the spin budget: true if it
-    /// turned ready.
-    fn spin(&self, ready: impl Fn() -> bool) -> bool {
-        if self.spin.is_zero() {
+    /// turned ready. Not when the peer shares this thread's only CPU
+    /// (`shared_core`): it cannot answer while we hold the CPU.
+    fn spin(&self, shared_core: bool, ready: impl Fn() -> bool) -> bool {
+        if self.spin.is_zero() || shared_core {
             return false;
         }
         let start = Instant::now();
@@ -128,7 +136,7 @@ impl AsyncReceiver {
             _ => Some(rx.as_fd()?.as_raw_fd()),
         };
         Ok(AsyncReceiver {
-            waiter: Waiter::new(strategy, fd)?,
+            waiter: Waiter::new(strategy, fd, false)?,
             rx,
         })
     }
@@ -147,7 +155,10 @@ impl AsyncReceiver {
                 other => return other,
             }
             let rx = &self.rx;
-            if self.waiter.spin(|| rx.ready_now()) {
+            if self
+                .waiter
+                .spin(rx.shares_core_with_peer(), || rx.ready_now())
+            {
                 continue;
             }
             self.waiter.park().await.map_err(io_to_recv)?;
@@ -181,7 +192,7 @@ impl AsyncSender {
             _ => Some(tx.as_fd()?.as_raw_fd()),
         };
         Ok(AsyncSender {
-            waiter: Waiter::new(strategy, fd)?,
+            waiter: Waiter::new(strategy, fd, false)?,
             tx,
         })
     }
@@ -196,7 +207,10 @@ impl AsyncSender {
                 other => return other,
             }
             let tx = &self.tx;
-            if self.waiter.spin(|| tx.ready_now()) {
+            if self
+                .waiter
+                .spin(tx.shares_core_with_peer(), || tx.ready_now())
+            {
                 continue;
             }
             if self.waiter.park().await.is_err() {
@@ -237,7 +251,7 @@ impl AsyncMailbox {
             } else {
                 Some(mailbox.as_fd()?.as_raw_fd())
             };
-            Some(Waiter::new(strategy, fd)?)
+            Some(Waiter::new(strategy, fd, pinned_alone())?)
         } else {
             None
         };
@@ -247,7 +261,7 @@ impl AsyncMailbox {
             } else {
                 Some(mailbox.as_send_fd()?.as_raw_fd())
             };
-            Some(Waiter::new(strategy, fd)?)
+            Some(Waiter::new(strategy, fd, pinned_alone())?)
         } else {
             None
         };
@@ -269,7 +283,7 @@ impl AsyncMailbox {
                 return Err(RecvError::Disconnected);
             };
             let mailbox = &self.mailbox;
-            if waiter.spin(|| mailbox.ready_now(true)) {
+            if waiter.spin(false, || mailbox.ready_now(true)) {
                 continue;
             }
             waiter.park().await.map_err(io_to_recv)?;
@@ -288,7 +302,7 @@ impl AsyncMailbox {
                 return Err(SendError::Disconnected(msg));
             };
             let mailbox = &self.mailbox;
-            if waiter.spin(|| mailbox.ready_now(false)) {
+            if waiter.spin(false, || mailbox.ready_now(false)) {
                 continue;
             }
             if waiter.park().await.is_err() {
@@ -327,7 +341,7 @@ impl AsyncMember {
             _ => Some(member.as_fd()?.as_raw_fd()),
         };
         Ok(AsyncMember {
-            waiter: Waiter::new(strategy, fd)?,
+            waiter: Waiter::new(strategy, fd, pinned_alone())?,
             member,
         })
     }
@@ -341,7 +355,7 @@ impl AsyncMember {
                 other => return other,
             }
             let member = &self.member;
-            if self.waiter.spin(|| member.recv_ready_now(None)) {
+            if self.waiter.spin(false, || member.recv_ready_now(None)) {
                 continue;
             }
             self.waiter.park().await.map_err(io_to_recv)?;
@@ -357,7 +371,10 @@ impl AsyncMember {
                 other => return other,
             }
             let member = &self.member;
-            if self.waiter.spin(|| member.recv_ready_now(Some(from))) {
+            if self
+                .waiter
+                .spin(false, || member.recv_ready_now(Some(from)))
+            {
                 continue;
             }
             self.waiter.park().await.map_err(io_to_recv)?;
@@ -388,6 +405,12 @@ impl AsyncMember {
     pub fn into_inner(self) -> Member {
         self.member
     }
+}
+
+/// This thread may run on one CPU only, and the peers it waits for are
+/// unknown (a mailbox's, a member's): one of them may share that CPU.
+fn pinned_alone() -> bool {
+    crate::liveness::cpu_mask().count_ones() == 1
 }
 
 /// The runtime failed to watch the descriptor: no receive can wait.

@@ -102,6 +102,14 @@ impl SpinPolicy {
         }
     }
 
+    /// For a wait whose peers' CPUs are known (a select over link ends):
+    /// `shared` says whether any of them shares this end's only CPU.
+    pub(crate) fn for_known_peers(shared: bool) -> Self {
+        let mut p = SpinPolicy::new();
+        p.shared_core |= shared;
+        p
+    }
+
     /// Re-decides whether the two ends share one CPU, from their CPU masks.
     pub(crate) fn set_masks(&mut self, mine: u64, peer: u64) {
         self.shared_core =

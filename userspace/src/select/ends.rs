@@ -39,6 +39,11 @@ pub(crate) trait End {
     fn death_watch(&mut self, kind: &Kind<'_>) -> Option<Arc<Watched>>;
     /// The slow look of a waiter (may make a system call).
     fn look_slowly(&mut self, _kind: &Kind<'_>) {}
+    /// Whether the end's peer shares this thread's only CPU; None when
+    /// its peers' CPUs are unknown (a mailbox, a member).
+    fn shares_core(&self) -> Option<bool> {
+        None
+    }
     /// Other processes may take from or put into this end (a mailbox):
     /// a wake-up taken but not used is passed on.
     fn shared_with_others(&self, _kind: &Kind<'_>) -> bool {
@@ -102,6 +107,9 @@ impl End for Receiver {
     fn strategy(&self) -> WaitStrategy {
         self.wait_strategy()
     }
+    fn shares_core(&self) -> Option<bool> {
+        Some(self.shares_core_with_peer())
+    }
     fn ready_now(&self, _: &Kind<'_>) -> bool {
         Receiver::ready_now(self)
     }
@@ -122,6 +130,9 @@ impl End for Receiver {
 impl End for Sender {
     fn strategy(&self) -> WaitStrategy {
         self.wait_strategy()
+    }
+    fn shares_core(&self) -> Option<bool> {
+        Some(self.shares_core_with_peer())
     }
     fn ready_now(&self, _: &Kind<'_>) -> bool {
         Sender::ready_now(self)

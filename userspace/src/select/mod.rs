@@ -102,7 +102,9 @@ pub struct Select<'a> {
     /// Where the next round of attempts starts: after the end served last.
     next: usize,
     strategy: Option<WaitStrategy>,
-    policy: SpinPolicy,
+    /// Made at the first wait (a select that never waits makes no
+    /// system call for it).
+    policy: Option<SpinPolicy>,
 }
 
 impl std::fmt::Debug for Select<'_> {
@@ -132,7 +134,7 @@ impl<'a> Select<'a> {
             ops: Vec::new(),
             next: 0,
             strategy: None,
-            policy: SpinPolicy::for_unknown_peers(),
+            policy: None,
         }
     }
 
@@ -347,6 +349,16 @@ impl<'a> Select<'a> {
         deadline: Option<Instant>,
         fruitless: u32,
     ) -> Option<bool> {
+        if self.policy.is_none() {
+            // Link ends know whether their peer shares this CPU; with any
+            // other end, a peer may (and the wait yields sooner).
+            let known: Option<Vec<bool>> = self.ops.iter().map(|op| op.end.shares_core()).collect();
+            self.policy = Some(match known {
+                Some(shared) => SpinPolicy::for_known_peers(shared.contains(&true)),
+                None => SpinPolicy::for_unknown_peers(),
+            });
+        }
+        let mut policy = self.policy.unwrap_or_else(SpinPolicy::new);
         let watches: Vec<Arc<Watched>> = self
             .ops
             .iter_mut()
@@ -359,7 +371,7 @@ impl<'a> Select<'a> {
         let waited = Wait::any(&bells, strategy, deadline)
             .deaths(&deaths)
             .fruitless(fruitless)
-            .until(&mut self.policy, |tick, _| {
+            .until(&mut policy, |tick, _| {
                 if ops.iter().any(|op| op.end.ready_now(&op.kind)) {
                     return Ok::<_, std::convert::Infallible>(Some(false));
                 }
@@ -369,6 +381,7 @@ impl<'a> Select<'a> {
                 }
                 Ok(None)
             });
+        self.policy = Some(policy);
         match waited {
             Ok(w) => w,
             Err(never) => match never {},

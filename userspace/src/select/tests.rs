@@ -3,8 +3,8 @@
 //! gone. Between processes: `tests/readiness.rs`.
 
 use super::*;
-use crate::{LinkBuilder, Receiver, Sender};
 use crate::sync::{AtomicU32 as Counter, Ordering as O};
+use crate::{LinkBuilder, Receiver, Sender};
 
 fn links(tag: &str, n: usize, wait: WaitStrategy) -> (Vec<Sender>, Vec<Receiver>) {
     static NEXT: Counter = Counter::new(0);
