@@ -14,11 +14,14 @@
 //! Both processes measure their own CPU time (`getrusage`) around the
 //! measured phase; the peer prints its figures as one line on its stdout.
 //! Each family of mechanisms lives in its own module (`hw`, `fd`,
-//! `eventfd`, `mq`, `uring`); `session` runs one measurement, [`plan`]
+//! `eventfd`, `mq`, `uring`, `async_rt`; `epoll` waits for readiness);
+//! `session` runs one measurement, [`plan`]
 //! interleaves many in rounds, [`report`] prints and serialises them and
 //! [`plot`] draws them.
 
+mod async_rt;
 pub mod buffering;
+mod epoll;
 mod eventfd;
 mod fd;
 mod hw;
@@ -61,12 +64,20 @@ pub enum Mechanism {
     Pipe,
     /// A Unix stream socketpair.
     UnixStream,
+    /// A non-blocking Unix stream socketpair, each side waiting in
+    /// `epoll_wait` before it reads.
+    UnixEpoll,
+    /// A Unix stream socketpair as tokio `UnixStream`s, each side on a
+    /// current-thread runtime.
+    TokioUnix,
     /// A Unix datagram socketpair.
     UnixDgram,
     /// A Unix seqpacket socketpair.
     UnixSeqpacket,
     /// eventfd doorbells with the payload in shared memory.
     Eventfd,
+    /// As `eventfd`, with non-blocking eventfds waited on in `epoll_wait`.
+    EventfdEpoll,
     /// POSIX message queues.
     PosixMq,
     /// A System V message queue.
@@ -83,7 +94,7 @@ pub enum Mechanism {
 
 impl Mechanism {
     /// Every mechanism, in report order.
-    pub const ALL: [Mechanism; 17] = [
+    pub const ALL: [Mechanism; 20] = [
         Mechanism::HwlinkPoll,
         Mechanism::HwlinkSpinPark,
         Mechanism::HwlinkPark,
@@ -92,9 +103,12 @@ impl Mechanism {
         Mechanism::Floor,
         Mechanism::Pipe,
         Mechanism::UnixStream,
+        Mechanism::UnixEpoll,
+        Mechanism::TokioUnix,
         Mechanism::UnixDgram,
         Mechanism::UnixSeqpacket,
         Mechanism::Eventfd,
+        Mechanism::EventfdEpoll,
         Mechanism::PosixMq,
         Mechanism::SysvMq,
         Mechanism::Tcp,
@@ -114,9 +128,12 @@ impl Mechanism {
             Mechanism::Floor => "floor",
             Mechanism::Pipe => "pipe",
             Mechanism::UnixStream => "unix-stream",
+            Mechanism::UnixEpoll => "unix-epoll",
+            Mechanism::TokioUnix => "tokio-unix",
             Mechanism::UnixDgram => "unix-dgram",
             Mechanism::UnixSeqpacket => "unix-seqpacket",
             Mechanism::Eventfd => "eventfd",
+            Mechanism::EventfdEpoll => "eventfd-epoll",
             Mechanism::PosixMq => "posix-mq",
             Mechanism::SysvMq => "sysv-mq",
             Mechanism::Tcp => "tcp",
