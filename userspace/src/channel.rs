@@ -8,6 +8,7 @@
 //! machinery, attached one way. The domain code only talks to these enums.
 #![warn(clippy::arithmetic_side_effects)]
 
+use crate::doorbell::Doorbell;
 use crate::error::{RecvError, SendError};
 use crate::link::{Receiver, Sender};
 use crate::mailbox::Mailbox;
@@ -59,6 +60,25 @@ impl ChannelSender {
         match self {
             ChannelSender::Bounded(tx) => tx.awaits_receiver(),
             ChannelSender::Queue(q) => !q.is_empty(),
+        }
+    }
+}
+
+impl ChannelSender {
+    /// Whether a send could make progress now, or fail at once (memory
+    /// only): for a select.
+    pub(crate) fn ready_now(&self) -> bool {
+        match self {
+            ChannelSender::Bounded(tx) => tx.ready_now(),
+            ChannelSender::Queue(q) => q.ready_now(false),
+        }
+    }
+
+    /// The doorbell rung when a send may make progress.
+    pub(crate) fn doorbell(&self) -> &Doorbell {
+        match self {
+            ChannelSender::Bounded(tx) => tx.doorbell(),
+            ChannelSender::Queue(q) => q.doorbell(false),
         }
     }
 }

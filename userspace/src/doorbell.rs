@@ -155,106 +155,23 @@ impl Doorbell {
         self.sleep(ready, true, deadline, slice, None)
     }
 
-    /// [`sleep_until`](Self::sleep_until) that also wakes when `peer`, a
-    /// peer's liveness word, changes: the kernel marks the peer's death in
-    /// it and wakes one sleeper, which wakes the rest (`ready` then sees
-    /// the death at once, not a slice later).
-    pub(crate) fn sleep_until_or_death<T, E>(
-        &self,
-        ready: impl FnMut(bool) -> Result<Option<T>, E>,
-        deadline: Option<Instant>,
-        slice: Option<Duration>,
-        peer: Option<&AtomicU32>,
-    ) -> Result<Slept<T>, E> {
-        self.sleep(ready, true, deadline, slice, peer)
-    }
-
     fn sleep<T, E>(
         &self,
-        mut ready: impl FnMut(bool) -> Result<Option<T>, E>,
+        ready: impl FnMut(bool) -> Result<Option<T>, E>,
         tokens_are_hints: bool,
         deadline: Option<Instant>,
         slice: Option<Duration>,
         peer: Option<&AtomicU32>,
     ) -> Result<Slept<T>, E> {
-        self.waiters().fetch_add(1, Ordering::Relaxed);
-        // Tokens taken in a row without the condition becoming true: more
-        // than a few means the count is being flooded (a hostile peer keeps
-        // writing it), and a futex wait on a non-zero count would return at
-        // once: then the sleeper naps instead, so that it neither spins nor
-        // overstays its deadline.
-        let mut hints = 0u32;
-        let mut slice_start = Instant::now();
-        let mut peer = peer;
-        let mut force_tick = false;
-        let outcome = loop {
-            let slice_elapsed = force_tick || slice.is_some_and(|s| slice_start.elapsed() >= s);
-            if slice_elapsed {
-                slice_start = Instant::now();
-                force_tick = false;
-            }
-            // F1/F3: pairs with the fence a poster executes between
-            // publishing and reading `waiters`: either it sees us registered,
-            // or we see what it published.
-            fence(Ordering::SeqCst);
-            match ready(slice_elapsed) {
-                Ok(Some(value)) => break Ok(Slept::Ready(value)),
-                Ok(None) => {}
-                Err(e) => break Err(e),
-            }
-            // Every path looks at the deadline: no count, flooded or not,
-            // keeps a sleeper past it.
-            let left = match deadline {
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        break Ok(Slept::TimedOut);
-                    }
-                    Some(left)
-                }
-                None => None,
-            };
-            let timeout = match (left, slice) {
-                (None, None) => None,
-                (Some(l), s) => Some(s.map_or(l, |s| s.min(l))),
-                (None, Some(s)) => Some(s),
-            };
-            if tokens_are_hints && hints < FLOOD_HINTS && self.try_wait() {
-                hints = hints.saturating_add(1);
-                continue;
-            }
-            if hints >= FLOOD_HINTS && self.count().load(Ordering::Relaxed) != 0 {
-                // Flooded: nap, then look again (a real post is seen by
-                // that look), for the rest of this sleep.
-                std::thread::sleep(timeout.map_or(FLOOD_NAP, |t| t.min(FLOOD_NAP)));
-                continue;
-            }
-            match (&self.wake, peer) {
-                (None, Some(word)) => {
-                    let seen = word.load(Ordering::Acquire);
-                    if seen & HWL_PROCESS_OWNER_DIED != 0 {
-                        // The peer died: wake whoever else sleeps on its
-                        // word (the kernel woke one), and look now, with the
-                        // full checks of a slice's end.
-                        futex::wake(word, i32::MAX as u32);
-                        peer = None;
-                        force_tick = true;
-                        continue;
-                    }
-                    futex::wait_either(self.count(), 0, word, seen, timeout);
-                }
-                (None, None) => {
-                    futex::wait(self.count(), 0, timeout);
-                }
-                (Some(w), _) => {
-                    w.sleep(self.count(), timeout);
-                }
-            }
-        };
-        self.waiters().fetch_sub(1, Ordering::Relaxed);
-        outcome
+        sleep_all(
+            &[self],
+            ready,
+            tokens_are_hints,
+            deadline,
+            slice,
+            peer.as_slice(),
+        )
     }
-
     /// Tokens currently pending (diagnostics only).
     #[cfg(test)]
     pub(crate) fn pending(&self) -> u32 {
@@ -266,6 +183,122 @@ impl Doorbell {
     pub(crate) fn waiting(&self) -> u32 {
         self.waiters().load(Ordering::Relaxed)
     }
+}
+
+/// Sleeps on every doorbell of `bells` at once until `ready` yields a
+/// value, re-checking it after every wake-up: registered as a waiter on
+/// each, so a post on any of them wakes the sleeper (one `futex_waitv`
+/// over their count words and the liveness words in `deaths`, which the
+/// kernel changes and wakes when that peer dies; `ready` then sees the
+/// death at once, not a slice later). One doorbell is the usual case; a
+/// select passes one per end.
+///
+/// `tokens_are_hints`: tokens are taken and the condition looked at again
+/// (rings, whose posts are hints); without it (a semaphore's `wait`), the
+/// caller's `ready` takes them. `slice` bounds each futex sleep;
+/// `ready(true)` is called after a slice elapsed, so it can do expensive
+/// checks (peer liveness) then only. An error from `ready` ends the sleep.
+/// A hardware doorbell (`Wake`) is slept on through its own path when it is
+/// the only one; among several, the sleeper naps in short slices.
+pub(crate) fn sleep_all<T, E>(
+    bells: &[&Doorbell],
+    mut ready: impl FnMut(bool) -> Result<Option<T>, E>,
+    tokens_are_hints: bool,
+    deadline: Option<Instant>,
+    slice: Option<Duration>,
+    deaths: &[&AtomicU32],
+) -> Result<Slept<T>, E> {
+    for b in bells {
+        b.waiters().fetch_add(1, Ordering::Relaxed);
+    }
+    // Tokens taken in a row without the condition becoming true: more
+    // than a few means a count is being flooded (a hostile peer keeps
+    // writing it), and a futex wait on a non-zero count would return at
+    // once: then the sleeper naps instead, so that it neither spins nor
+    // overstays its deadline.
+    let mut hints = 0u32;
+    let mut slice_start = Instant::now();
+    // Liveness words not yet seen marked dead.
+    let mut deaths: Vec<&AtomicU32> = deaths.to_vec();
+    let mut words: Vec<(&AtomicU32, u32)> = Vec::with_capacity(bells.len().saturating_add(deaths.len()));
+    let mut force_tick = false;
+    let outcome = loop {
+        let slice_elapsed = force_tick || slice.is_some_and(|s| slice_start.elapsed() >= s);
+        if slice_elapsed {
+            slice_start = Instant::now();
+            force_tick = false;
+        }
+        // F1/F3: pairs with the fence a poster executes between
+        // publishing and reading `waiters`: either it sees us registered,
+        // or we see what it published.
+        fence(Ordering::SeqCst);
+        match ready(slice_elapsed) {
+            Ok(Some(value)) => break Ok(Slept::Ready(value)),
+            Ok(None) => {}
+            Err(e) => break Err(e),
+        }
+        // Every path looks at the deadline: no count, flooded or not,
+        // keeps a sleeper past it.
+        let left = match deadline {
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break Ok(Slept::TimedOut);
+                }
+                Some(left)
+            }
+            None => None,
+        };
+        let timeout = match (left, slice) {
+            (None, None) => None,
+            (Some(l), s) => Some(s.map_or(l, |s| s.min(l))),
+            (None, Some(s)) => Some(s),
+        };
+        if tokens_are_hints && hints < FLOOD_HINTS && bells.iter().any(|b| b.try_wait()) {
+            hints = hints.saturating_add(1);
+            continue;
+        }
+        if hints >= FLOOD_HINTS && bells.iter().any(|b| b.count().load(Ordering::Relaxed) != 0) {
+            // Flooded: nap, then look again (a real post is seen by
+            // that look), for the rest of this sleep.
+            std::thread::sleep(timeout.map_or(FLOOD_NAP, |t| t.min(FLOOD_NAP)));
+            continue;
+        }
+        if let [only] = bells {
+            if let Some(w) = &only.wake {
+                w.sleep(only.count(), timeout);
+                continue;
+            }
+        } else if bells.iter().any(|b| b.wake.is_some()) {
+            // No one system call sleeps on a device's doorbell and a futex.
+            std::thread::sleep(timeout.map_or(FLOOD_NAP, |t| t.min(FLOOD_NAP)));
+            continue;
+        }
+        words.clear();
+        words.extend(bells.iter().map(|b| (b.count(), 0)));
+        let mut died = None;
+        for (i, word) in deaths.iter().enumerate() {
+            let seen = word.load(Ordering::Acquire);
+            if seen & HWL_PROCESS_OWNER_DIED != 0 {
+                died = Some(i);
+                break;
+            }
+            words.push((word, seen));
+        }
+        if let Some(i) = died {
+            // A peer died: wake whoever else sleeps on its word (the kernel
+            // woke one), and look now, with the full checks of a slice's
+            // end.
+            futex::wake(deaths.swap_remove(i), i32::MAX as u32);
+            force_tick = true;
+            continue;
+        }
+        futex::wait_any(&words, timeout);
+    };
+    for b in bells {
+        b.waiters().fetch_sub(1, Ordering::Relaxed);
+    }
+    outcome
 }
 
 /// A doorbell in its own heap allocation, for tests, models and the

@@ -408,6 +408,29 @@ impl SendError<()> {
 }
 
 impl<M> SendError<M> {
+    /// The same error without its message (handed back to nobody).
+    pub fn without_msg(self) -> SendError<()> {
+        match self {
+            SendError::Full(_) => SendError::Full(()),
+            SendError::Timeout(_) => SendError::Timeout(()),
+            SendError::Disconnected(_) => SendError::Disconnected(()),
+            SendError::TooLarge { len, max, .. } => SendError::TooLarge { msg: (), len, max },
+            SendError::MemoryLimit { limit, reason, .. } => SendError::MemoryLimit {
+                msg: (),
+                limit,
+                reason,
+            },
+            SendError::Corrupt(c) => SendError::Corrupt(c),
+            SendError::NoSuchMember { name, .. } => SendError::NoSuchMember { msg: (), name },
+            SendError::MemberGone { name, .. } => SendError::MemberGone { msg: (), name },
+            SendError::LinkFailed { peer, reason, .. } => SendError::LinkFailed {
+                msg: (),
+                peer,
+                reason,
+            },
+        }
+    }
+
     /// The message, if the error carries it back.
     pub fn into_inner(self) -> Option<M> {
         match self {

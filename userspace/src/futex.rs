@@ -39,19 +39,18 @@ pub(crate) fn wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -
     !(rc == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ETIMEDOUT))
 }
 
-/// Sleeps while `*word == expected` and `*also == also_expected`, until
-/// either changes, a wake on either, or `timeout` (false if it elapsed).
-/// One `futex_waitv` (Linux 5.16): a waiter sleeps on its doorbell and on a
-/// peer's liveness word at once, so that the kernel wakes it when it marks
-/// the peer's death. Without `futex_waitv`, a plain wait on `word`.
+/// Most words one `futex_waitv` takes (the kernel's `FUTEX_WAITV_MAX`).
+pub(crate) const WAIT_ANY_MAX: usize = 128;
+
+/// Sleeps while every `(word, expected)` pair still holds, until one word
+/// changes, a wake on any of them, or `timeout` (false if it elapsed). One
+/// `futex_waitv` (Linux 5.16): a waiter sleeps on several doorbells and
+/// peers' liveness words at once (a select, or one end and its peer's
+/// death). Past [`WAIT_ANY_MAX`] words, or without `futex_waitv`, a wait
+/// on the first word of at most a millisecond: the caller looks at the
+/// others when it returns.
 #[cfg(not(loom))]
-pub(crate) fn wait_either(
-    word: &AtomicU32,
-    expected: u32,
-    also: &AtomicU32,
-    also_expected: u32,
-    timeout: Option<Duration>,
-) -> bool {
+pub(crate) fn wait_any(words: &[(&AtomicU32, u32)], timeout: Option<Duration>) -> bool {
     #[repr(C)]
     struct FutexWaitv {
         val: u64,
@@ -63,23 +62,37 @@ pub(crate) fn wait_either(
     const FUTEX2_SIZE_U32: u32 = 0x02;
     use crate::sync::unmodelled::{AtomicBool, Ordering};
     static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
-    if UNSUPPORTED.load(Ordering::Relaxed) {
-        return wait(word, expected, timeout);
+    let Some(&(first, first_expected)) = words.first() else {
+        std::thread::sleep(timeout.unwrap_or(Duration::from_millis(1)));
+        return false;
+    };
+    let capped = |t: Option<Duration>| {
+        Some(t.map_or(Duration::from_millis(1), |t| {
+            t.min(Duration::from_millis(1))
+        }))
+    };
+    if words.len() == 1 {
+        return wait(first, first_expected, timeout);
     }
-    let waiters = [
+    if words.len() > WAIT_ANY_MAX || UNSUPPORTED.load(Ordering::Relaxed) {
+        return wait(first, first_expected, capped(timeout));
+    }
+    let mut waiters = [const {
         FutexWaitv {
+            val: 0,
+            uaddr: 0,
+            flags: 0,
+            reserved: 0,
+        }
+    }; WAIT_ANY_MAX];
+    for (w, &(word, expected)) in waiters.iter_mut().zip(words) {
+        *w = FutexWaitv {
             val: u64::from(expected),
             uaddr: word.as_ptr() as u64,
             flags: FUTEX2_SIZE_U32,
             reserved: 0,
-        },
-        FutexWaitv {
-            val: u64::from(also_expected),
-            uaddr: also.as_ptr() as u64,
-            flags: FUTEX2_SIZE_U32,
-            reserved: 0,
-        },
-    ];
+        };
+    }
     // futex_waitv takes an absolute CLOCK_MONOTONIC time.
     let deadline = timeout.map(|t| {
         let mut now = libc::timespec {
@@ -100,14 +113,15 @@ pub(crate) fn wait_either(
     let ts_ptr = deadline
         .as_ref()
         .map_or(core::ptr::null(), |t| t as *const libc::timespec);
-    // SAFETY: two valid futex_waitv entries on our stack naming 4-aligned
-    // u32 words that stay valid for the call (borrowed); `ts_ptr` is null or
-    // a live timespec on our stack.
+    // SAFETY: the first `words.len()` (<= WAIT_ANY_MAX) entries of
+    // `waiters`, on our stack, are valid futex_waitv entries naming
+    // 4-aligned u32 words that stay valid for the call (borrowed); `ts_ptr`
+    // is null or a live timespec on our stack.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_futex_waitv,
             waiters.as_ptr(),
-            2u32,
+            words.len() as u32,
             0u32,
             ts_ptr,
             libc::CLOCK_MONOTONIC,
@@ -118,7 +132,7 @@ pub(crate) fn wait_either(
             Some(libc::ETIMEDOUT) => return false,
             Some(libc::ENOSYS) => {
                 UNSUPPORTED.store(true, Ordering::Relaxed);
-                return wait(word, expected, timeout);
+                return wait(first, first_expected, capped(timeout));
             }
             _ => {}
         }
@@ -166,15 +180,19 @@ pub(crate) fn wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -
     true
 }
 
+/// See the kernel version: sleeps until any word differs from its
+/// expected value and a wake follows.
 #[cfg(loom)]
-pub(crate) fn wait_either(
-    word: &AtomicU32,
-    expected: u32,
-    _also: &AtomicU32,
-    _also_expected: u32,
-    timeout: Option<Duration>,
-) -> bool {
-    wait(word, expected, timeout)
+pub(crate) fn wait_any(words: &[(&AtomicU32, u32)], timeout: Option<Duration>) -> bool {
+    use crate::sync::Ordering;
+    assert!(timeout.is_none(), "loom models must sleep without timeouts");
+    let (lock, cv) = &*model::BUCKET;
+    let guard = lock.lock().unwrap();
+    if words.iter().any(|(w, e)| w.load(Ordering::SeqCst) != *e) {
+        return true;
+    }
+    drop(cv.wait(guard).unwrap());
+    true
 }
 
 #[cfg(loom)]

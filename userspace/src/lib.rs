@@ -104,6 +104,8 @@ mod objects;
 mod region;
 #[cfg(not(loom))]
 mod segments;
+#[cfg(not(loom))]
+mod select;
 
 #[cfg(test)]
 mod chain_tests;
@@ -131,6 +133,8 @@ pub use mailbox::{
     Access, AttachmentInfo, Buffering, Mailbox, MailboxBuilder, MailboxId, MailboxInfo,
     DEFAULT_MAILBOX_CAPACITY, DEFAULT_MAILBOX_SLOT_SIZE, MAX_MAILBOX_NAME,
 };
+#[cfg(not(loom))]
+pub use select::{Outcome, Select, SelectError, SelectRecv, SelectSend, Selected};
 pub use shm::{ShmSlice, ShmSliceMut};
 pub use wait::WaitStrategy;
 

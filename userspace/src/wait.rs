@@ -234,11 +234,14 @@ pub(crate) fn past(deadline: Option<Instant>) -> bool {
 /// One wait: where to sleep and until when, besides the condition.
 #[derive(Debug)]
 pub(crate) struct Wait<'a> {
-    bell: &'a Doorbell,
+    /// The doorbell (`one`) or doorbells the other side posts.
+    one: Option<&'a Doorbell>,
+    bells: &'a [&'a Doorbell],
     strategy: WaitStrategy,
     deadline: Option<Instant>,
     slice: Duration,
     death: Option<&'a crate::sync::AtomicU32>,
+    deaths: &'a [&'a crate::sync::AtomicU32],
     fruitless: u32,
 }
 
@@ -246,17 +249,27 @@ impl<'a> Wait<'a> {
     /// Waits per `strategy` on `bell` (the doorbell the other side posts
     /// after it publishes), sleeping past `deadline` only while the
     /// condition's step says it is not done (a committed hand-off).
-    pub(crate) fn new(
-        bell: &'a Doorbell,
+    pub(crate) fn new(bell: &'a Doorbell, strategy: WaitStrategy, deadline: Option<Instant>) -> Self {
+        Wait {
+            one: Some(bell),
+            ..Wait::any(&[], strategy, deadline)
+        }
+    }
+    /// Waits on every doorbell of `bells` at once (a select): parked, a
+    /// post on any of them wakes the waiter.
+    pub(crate) fn any(
+        bells: &'a [&'a Doorbell],
         strategy: WaitStrategy,
         deadline: Option<Instant>,
     ) -> Self {
         Wait {
-            bell,
+            one: None,
+            bells,
             strategy,
             deadline,
             slice: SLEEP_SLICE,
             death: None,
+            deaths: &[],
             fruitless: 0,
         }
     }
@@ -270,6 +283,12 @@ impl<'a> Wait<'a> {
     /// that peer's death in it.
     pub(crate) fn death(mut self, word: Option<&'a crate::sync::AtomicU32>) -> Self {
         self.death = word;
+        self
+    }
+    /// Several peers' liveness words (a select): a sleep also ends when the
+    /// kernel marks any of them dead.
+    pub(crate) fn deaths(mut self, words: &'a [&'a crate::sync::AtomicU32]) -> Self {
+        self.deaths = words;
         self
     }
     /// Rounds in a row the caller waited, was told ready and then claimed
@@ -319,13 +338,31 @@ impl<'a> Wait<'a> {
             return Ok(v);
         }
         let Wait {
-            bell,
+            one,
+            bells,
             strategy,
             deadline,
             slice,
             death,
+            deaths,
             fruitless,
         } = self;
+        let one_bell: [&Doorbell; 1];
+        let bells = match one {
+            Some(b) => {
+                one_bell = [b];
+                &one_bell[..]
+            }
+            None => bells,
+        };
+        let one_death: [&crate::sync::AtomicU32; 1];
+        let deaths = match death {
+            Some(d) => {
+                one_death = [d];
+                &one_death[..]
+            }
+            None => deaths,
+        };
         if fruitless >= FRUITLESS_BEFORE_NAPS && strategy != WaitStrategy::BusyPoll {
             let nap = deadline.map_or(NAP, |d| {
                 d.saturating_duration_since(Instant::now()).min(NAP)
@@ -417,7 +454,8 @@ impl<'a> Wait<'a> {
             } else {
                 (Some(this_slice), until)
             };
-            let slept = bell.sleep_until_or_death(
+            let slept = crate::doorbell::sleep_all(
+                bells,
                 |elapsed| {
                     let tick = if elapsed && last_slow.elapsed() >= slice {
                         last_slow = Instant::now();
@@ -427,9 +465,10 @@ impl<'a> Wait<'a> {
                     };
                     step(tick, policy)
                 },
+                true,
                 until,
                 this_slice,
-                death,
+                deaths,
             )?;
             if let Slept::Ready(v) = slept {
                 return Ok(v);

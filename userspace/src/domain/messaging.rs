@@ -374,3 +374,42 @@ impl Member {
         self.recv_any_impl(crate::wait::deadline_after(timeout), true)
     }
 }
+
+/// What a select (`crate::select`) needs of a member: whether a receive or
+/// a send could make progress now (memory only), and the doorbells to
+/// sleep on.
+impl Member {
+    /// A receive from `from` (None: from anyone) could make progress now:
+    /// a message queued, or a new link to accept.
+    pub(crate) fn recv_ready_now(&self, from: Option<&str>) -> bool {
+        if self.dom.member(self.me).pending_links().load(Ordering::Acquire) != 0 {
+            return true;
+        }
+        match from {
+            Some(from) => self.ready_link(from).is_some(),
+            None => self.links.iter().any(|l| l.rx.has_message_now()),
+        }
+    }
+
+    /// Every sender to this member rings it after it publishes.
+    pub(crate) fn inbox_bell(&self) -> &crate::doorbell::Doorbell {
+        &self.inbox
+    }
+
+    /// A send to `to` could make progress now (or fail at once); true
+    /// while there is no link yet (the attempt sets it up).
+    pub(crate) fn send_ready_now(&self, to: &str) -> bool {
+        self.links
+            .iter()
+            .find(|l| l.peer == to)
+            .map_or(true, |l| l.tx.ready_now())
+    }
+
+    /// The doorbell rung when a send to `to` may make progress.
+    pub(crate) fn send_bell(&self, to: &str) -> Option<&crate::doorbell::Doorbell> {
+        self.links
+            .iter()
+            .find(|l| l.peer == to)
+            .map(|l| l.tx.doorbell())
+    }
+}

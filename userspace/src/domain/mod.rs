@@ -509,6 +509,10 @@ impl Unreachable {
 }
 
 impl Member {
+    /// This member's wait strategy.
+    pub fn wait_strategy(&self) -> WaitStrategy {
+        self.wait
+    }
     /// This member's name.
     pub fn name(&self) -> &str {
         &self.name

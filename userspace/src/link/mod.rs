@@ -403,3 +403,57 @@ fn wait_ready(
             Ok(crate::wait::past(deadline).then_some(WaitEnd::TimedOut))
         })
 }
+
+/// What a select (`crate::select`) and a readiness descriptor
+/// (`crate::readiness`) need of an end: its doorbell, its peer's death, a
+/// look from memory alone and a slow look.
+impl EndState {
+    /// Whether the peer is known gone from memory alone (its state word,
+    /// the kernel's mark in its liveness word): no system call.
+    fn peer_gone_now(&self) -> bool {
+        self.peer.gone
+            || self.peer.ep.state_now() > HWL_EP_ATTACHED
+            || self.peer.watch.as_ref().is_some_and(PeerWatch::died)
+    }
+
+    /// The peer's liveness watch, once it attached: what a sleep also
+    /// watches, so that the kernel's mark of its death wakes it.
+    fn death_watch(&mut self) -> Option<Arc<Watched>> {
+        if self.death.is_none() {
+            self.death = self.peer.watch.as_ref().and_then(PeerWatch::shared);
+        }
+        self.death.clone()
+    }
+
+    /// The slow look of a waiter: the peer's state and, at most every
+    /// LOCK_CHECK_EVERY, its liveness lock (a system call).
+    fn look_slowly(&mut self) {
+        self.peer.status(&mut self.policy, true);
+    }
+}
+
+macro_rules! waitable_end {
+    ($ty:ty, $bell:ident, $ready:ident) => {
+        impl $ty {
+            /// Whether the operation could make progress now, or would fail
+            /// at once (peer gone, end poisoned), judged from memory alone.
+            pub(crate) fn ready_now(&self) -> bool {
+                self.end.poisoned.is_some() || self.ring.$ready() || self.end.peer_gone_now()
+            }
+            /// The doorbell the peer rings when this end may make progress.
+            pub(crate) fn doorbell(&self) -> &Doorbell {
+                &self.ring.words.$bell
+            }
+            /// See `EndState::death_watch`.
+            pub(crate) fn death_watch(&mut self) -> Option<Arc<Watched>> {
+                self.end.death_watch()
+            }
+            /// See `EndState::look_slowly`.
+            pub(crate) fn look_slowly(&mut self) {
+                self.end.look_slowly()
+            }
+        }
+    };
+}
+waitable_end!(Receiver, not_empty, has_data_now);
+waitable_end!(Sender, not_full, has_room_now);

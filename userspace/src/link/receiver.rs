@@ -6,8 +6,8 @@ use super::*;
 /// The receiving end of a link. `Send` but not `Sync`: one thread receives.
 #[derive(Debug)]
 pub struct Receiver {
-    ring: Consumer<RawSlots>,
-    end: EndState,
+    pub(super) ring: Consumer<RawSlots>,
+    pub(super) end: EndState,
 }
 
 impl Receiver {

@@ -6,8 +6,8 @@ use super::*;
 /// The sending end of a link. `Send` but not `Sync`: one thread sends.
 #[derive(Debug)]
 pub struct Sender {
-    ring: Producer<RawSlots>,
-    end: EndState,
+    pub(super) ring: Producer<RawSlots>,
+    pub(super) end: EndState,
     /// Largest message (the slot size), kept here for the fast path.
     max: usize,
     /// Sends left before the fast path defers to a full check (peer

@@ -240,6 +240,40 @@ impl Mailbox {
         }
     }
 
+    /// For a select or a readiness descriptor: whether a receive
+    /// (`receiving`) or a send could make progress now, or fail at once,
+    /// from memory alone.
+    pub(crate) fn ready_now(&self, receiving: bool) -> bool {
+        if receiving {
+            return self.has_message_now() || self.peer_gone() || !self.can(HWL_ACCESS_RECV);
+        }
+        let room = match &self.queue {
+            Queue::Zero(r) => r.rdv().receiver_waiting(),
+            _ => self.has_room_now(),
+        };
+        room || self.peer_gone() || self.removed() || !self.can(HWL_ACCESS_SEND)
+    }
+
+    /// The doorbell rung when a receive (`receiving`) or a send may make
+    /// progress.
+    pub(crate) fn doorbell(&self, receiving: bool) -> &Doorbell {
+        match (&self.queue, receiving) {
+            (Queue::Zero(r), _) => r.rdv().offers_bell(),
+            (_, true) => &self.not_empty,
+            (_, false) => &self.not_full,
+        }
+    }
+
+    /// The peer's liveness watch (one direction of a domain link).
+    pub(crate) fn death_watch(&self) -> Option<std::sync::Arc<crate::liveness::Watched>> {
+        self.peer.as_ref().and_then(PeerWatch::shared)
+    }
+
+    /// This handle's wait strategy.
+    pub fn wait_strategy(&self) -> WaitStrategy {
+        self.wait
+    }
+
     /// Receives the next message, waiting for one.
     pub fn recv(&mut self) -> Result<Vec<u8>, RecvError> {
         self.recv_until(|b, _| b.to_vec(), Patience::new(None, true))

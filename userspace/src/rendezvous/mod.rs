@@ -326,6 +326,19 @@ impl<M: RdvMem> Rdv<M> {
         self.oldest(SEND_WAITING).map_or(true, |c| c.is_some())
     }
 
+    /// Whether a receiver is waiting for a message now (memory only: what
+    /// a select's zero-capacity send polls). A corrupt state word counts
+    /// as "look closer".
+    pub(crate) fn receiver_waiting(&self) -> bool {
+        self.oldest(RECV_WAITING).map_or(true, |c| c.is_some())
+    }
+
+    /// The doorbell rung when a sender posts a message or a receiver
+    /// registers (and when a cell frees): what a select sleeps on.
+    pub(crate) fn offers_bell(&self) -> &Doorbell {
+        self.mem.cells_bell()
+    }
+
     /// What the cells hold now (for `hwlink ls`): cells, senders offering,
     /// receivers waiting, cells in the middle of a hand-off. A state word
     /// out of range counts as busy.
