@@ -14,7 +14,8 @@
 //! Both processes measure their own CPU time (`getrusage`) around the
 //! measured phase; the peer prints its figures as one line on its stdout.
 //! Each family of mechanisms lives in its own module (`hw`, `fd`,
-//! `eventfd`, `mq`, `uring`, `async_rt`; `epoll` waits for readiness);
+//! `eventfd`, `mq`, `uring`, `async_rt`, `hw_select`; `epoll` waits for
+//! readiness);
 //! `session` runs one measurement, [`plan`]
 //! interleaves many in rounds, [`report`] prints and serialises them and
 //! [`plot`] draws them.
@@ -25,6 +26,7 @@ mod epoll;
 mod eventfd;
 mod fd;
 mod hw;
+mod hw_select;
 pub mod mpmc;
 mod mq;
 mod pipeline;
@@ -58,6 +60,12 @@ pub enum Mechanism {
     HwlinkZeroCopy,
     /// hwlink MPMC mailbox, one sender and one receiver.
     HwlinkMailbox,
+    /// hwlink SPSC links, all busy-polling; the echo side selects over
+    /// four links (`hwlink::Select`), the measuring side sends on each in
+    /// turn.
+    HwlinkSelectPoll,
+    /// As `hwlink-select-poll`, every end parking on its doorbell.
+    HwlinkSelectPark,
     /// Two busy-polled flags on separate cache lines: the physical floor.
     Floor,
     /// A pipe each way.
@@ -94,12 +102,14 @@ pub enum Mechanism {
 
 impl Mechanism {
     /// Every mechanism, in report order.
-    pub const ALL: [Mechanism; 20] = [
+    pub const ALL: [Mechanism; 22] = [
         Mechanism::HwlinkPoll,
         Mechanism::HwlinkSpinPark,
         Mechanism::HwlinkPark,
         Mechanism::HwlinkZeroCopy,
         Mechanism::HwlinkMailbox,
+        Mechanism::HwlinkSelectPoll,
+        Mechanism::HwlinkSelectPark,
         Mechanism::Floor,
         Mechanism::Pipe,
         Mechanism::UnixStream,
@@ -125,6 +135,8 @@ impl Mechanism {
             Mechanism::HwlinkPark => "hwlink-park",
             Mechanism::HwlinkZeroCopy => "hwlink-zero-copy",
             Mechanism::HwlinkMailbox => "hwlink-mailbox",
+            Mechanism::HwlinkSelectPoll => "hwlink-select-poll",
+            Mechanism::HwlinkSelectPark => "hwlink-select-park",
             Mechanism::Floor => "floor",
             Mechanism::Pipe => "pipe",
             Mechanism::UnixStream => "unix-stream",
@@ -152,6 +164,8 @@ impl Mechanism {
                 | Mechanism::HwlinkPark
                 | Mechanism::HwlinkZeroCopy
                 | Mechanism::HwlinkMailbox
+                | Mechanism::HwlinkSelectPoll
+                | Mechanism::HwlinkSelectPark
         )
     }
 }

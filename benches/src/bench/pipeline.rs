@@ -81,16 +81,18 @@ fn kind_of(m: Mechanism) -> Result<Kind, BenchError> {
             "each stage copies a message from one link to the next, which is hwlink-spin-park's pipeline"
                 .into(),
         )),
-        Mechanism::UnixEpoll | Mechanism::TokioUnix | Mechanism::EventfdEpoll => {
-            Err(not_piped(m))
-        }
+        Mechanism::UnixEpoll
+        | Mechanism::TokioUnix
+        | Mechanism::EventfdEpoll
+        | Mechanism::HwlinkSelectPoll
+        | Mechanism::HwlinkSelectPark => Err(not_piped(m)),
     }
 }
 
 /// Why a mechanism that compares ways of waiting has no pipeline.
 fn not_piped(m: Mechanism) -> BenchError {
     BenchError::Unsupported(format!(
-        "{m} compares ways of waiting, in round trips and streams; the pipeline compares transports"
+        "{m} compares ways of waiting, not transports: the pipeline runs the transports' own rows"
     ))
 }
 

@@ -72,6 +72,25 @@ fn hwlink_links_carry_and_verify() {
     exercise(Mechanism::HwlinkPoll, 1 << 20);
 }
 
+/// A select over four links on the echo side, busy-polling and parked:
+/// round trips only (streams refused with the reason).
+#[test]
+fn select_over_links_round_trips() {
+    let o = opts();
+    for m in [Mechanism::HwlinkSelectPoll, Mechanism::HwlinkSelectPark] {
+        for size in [8, 4096] {
+            let rt = bench::round_trip(m, size, &o, 5, Duration::from_millis(20), 200, &launcher)
+                .unwrap_or_else(|e| panic!("{m} round trip of {size} B: {e}"));
+            assert!(!rt.samples.is_empty(), "{m}");
+            assert_eq!(rt.cpu.peer_msgs, rt.warmup + rt.samples.len() as u64, "{m}");
+        }
+        match bench::stream(m, 64, &o, Duration::from_millis(10), &launcher) {
+            Err(BenchError::Unsupported(r)) => assert!(r.contains("round trips only"), "{r}"),
+            other => panic!("{m} stream: expected a skip, got {other:?}"),
+        }
+    }
+}
+
 /// Zero copy: streams written and checked in place, every message verified
 /// by the peer; round trips are refused with a reason.
 #[test]
@@ -223,10 +242,13 @@ fn pipeline_carries_every_message_in_order() {
                 assert!(r.contains("hwlink-spin-park"), "{r}");
                 continue;
             }
-            // Rows that compare ways of waiting run round trips and
-            // streams only.
+            // Rows that compare ways of waiting have no pipeline.
             (
-                Mechanism::EventfdEpoll | Mechanism::UnixEpoll | Mechanism::TokioUnix,
+                Mechanism::EventfdEpoll
+                | Mechanism::UnixEpoll
+                | Mechanism::TokioUnix
+                | Mechanism::HwlinkSelectPoll
+                | Mechanism::HwlinkSelectPark,
                 Err(BenchError::Unsupported(r)),
             ) => {
                 assert!(r.contains("ways of waiting"), "{m}: {r}");
