@@ -14,7 +14,7 @@
 //! Both processes measure their own CPU time (`getrusage`) around the
 //! measured phase; the peer prints its figures as one line on its stdout.
 //! Each family of mechanisms lives in its own module (`hw`, `fd`,
-//! `eventfd`, `mq`, `uring`, `async_rt`, `hw_select`; `epoll` waits for
+//! `eventfd`, `mq`, `uring`, `async_rt`, `hw_wait`; `epoll` waits for
 //! readiness);
 //! `session` runs one measurement, [`plan`]
 //! interleaves many in rounds, [`report`] prints and serialises them and
@@ -26,7 +26,7 @@ mod epoll;
 mod eventfd;
 mod fd;
 mod hw;
-mod hw_select;
+mod hw_wait;
 pub mod mpmc;
 mod mq;
 mod pipeline;

@@ -1,7 +1,7 @@
 //! One measurement: set up a channel, spawn and pin the peer, run a workload, collect both sides' figures.
 
 use super::{
-    async_rt, check, cpu_time_ns, eventfd, fd, fill, hw, hw_select, mq, pipeline, seq_of, uring,
+    async_rt, check, cpu_time_ns, eventfd, fd, fill, hw, hw_wait, mq, pipeline, seq_of, uring,
     BenchError, CpuTotals, Mechanism, Options, RoundTrips, Streamed, Transport, Workload, STOP,
 };
 use crate::affinity::Pinned;
@@ -186,7 +186,7 @@ fn setup_parent(spec: &PeerSpec, opts: &Options) -> Result<ParentSide, BenchErro
     }
     match spec.mechanism {
         Mechanism::HwlinkMailbox => hw::mailbox_parent(spec),
-        Mechanism::HwlinkSelectPoll | Mechanism::HwlinkSelectPark => hw_select::select_parent(spec),
+        Mechanism::HwlinkSelectPoll | Mechanism::HwlinkSelectPark => hw_wait::select_parent(spec),
         Mechanism::HwlinkPoll
         | Mechanism::HwlinkSpinPark
         | Mechanism::HwlinkPark
@@ -216,7 +216,7 @@ fn setup_parent(spec: &PeerSpec, opts: &Options) -> Result<ParentSide, BenchErro
 fn open_child(spec: &PeerSpec) -> Result<Box<dyn Transport>, BenchError> {
     match spec.mechanism {
         Mechanism::HwlinkMailbox => hw::mailbox_child(spec),
-        Mechanism::HwlinkSelectPoll | Mechanism::HwlinkSelectPark => hw_select::select_child(spec),
+        Mechanism::HwlinkSelectPoll | Mechanism::HwlinkSelectPark => hw_wait::select_child(spec),
         Mechanism::HwlinkPoll
         | Mechanism::HwlinkSpinPark
         | Mechanism::HwlinkPark
