@@ -34,19 +34,21 @@ ci/check-bindings.sh
 step "tests (real processes, real hugepages where reserved)"
 if cargo nextest --version >/dev/null 2>&1; then
   # nextest fails when no test runs at all, so an empty suite is caught.
-  cargo nextest run --workspace --no-fail-fast
+  # The async front end (feature `tokio`, off by default) is tested too.
+  cargo nextest run --workspace --features hwlink/tokio --no-fail-fast
 else
   echo "cargo-nextest not found: using cargo test"
-  cargo test --workspace --no-fail-fast -- --test-threads=1
+  cargo test --workspace --features hwlink/tokio --no-fail-fast -- --test-threads=1
 fi
 
 step "examples run (small counts; each checks every message)"
 cargo run -q --profile test -p hwlink --example pipeline -- --count 20000 --paced 2000
 cargo run -q --profile test -p hwlink --example workers -- --jobs 20000
 cargo run -q --profile test -p hwlink --example rpc -- --calls 20000
+cargo run -q --profile test -p hwlink --features tokio --example async_gateway -- --self-test 2000
 
 step "doctests"
-cargo test --workspace --doc
+cargo test --workspace --features hwlink/tokio --doc
 
 step "loom models"
 ci/loom.sh

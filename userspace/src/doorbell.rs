@@ -32,7 +32,7 @@ const FLOOD_HINTS: u32 = 64;
 const FLOOD_NAP: Duration = Duration::from_millis(1);
 
 /// A doorbell living in shared (or, for tests, heap) memory.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Doorbell {
     count: ShmWord,
     waiters: ShmWord,
@@ -71,12 +71,18 @@ impl Doorbell {
         self.wake = Some(wake);
     }
 
-    fn count(&self) -> &AtomicU32 {
+    pub(crate) fn count(&self) -> &AtomicU32 {
         self.count.get()
     }
 
-    fn waiters(&self) -> &AtomicU32 {
+    pub(crate) fn waiters(&self) -> &AtomicU32 {
         self.waiters.get()
+    }
+
+    /// Whether sleepers sleep on the futex of the count word (not on a
+    /// device's doorbell register).
+    pub(crate) fn is_futex(&self) -> bool {
+        self.wake.is_none()
     }
 
     /// V: adds one token and wakes one sleeper, with no system call when
@@ -220,7 +226,8 @@ pub(crate) fn sleep_all<T, E>(
     let mut slice_start = Instant::now();
     // Liveness words not yet seen marked dead.
     let mut deaths: Vec<&AtomicU32> = deaths.to_vec();
-    let mut words: Vec<(&AtomicU32, u32)> = Vec::with_capacity(bells.len().saturating_add(deaths.len()));
+    let mut words: Vec<(&AtomicU32, u32)> =
+        Vec::with_capacity(bells.len().saturating_add(deaths.len()));
     let mut force_tick = false;
     let outcome = loop {
         let slice_elapsed = force_tick || slice.is_some_and(|s| slice_start.elapsed() >= s);
@@ -453,6 +460,40 @@ mod loom_models {
             );
             assert_eq!(got, Ok(Slept::Ready(())));
             t.join().unwrap();
+        });
+    }
+
+    /// A select's park (`sleep_all`) over two doorbells, each notified by
+    /// its own publisher: the sleeper registers with both, re-checks and
+    /// sleeps on both count words, and must always wake and see a flag.
+    #[test]
+    fn sleeping_on_two_doorbells_never_misses_either() {
+        loom::model(|| {
+            let a = HeapDoorbell::new();
+            let b = HeapDoorbell::new();
+            let (a2, b2) = (a.share(), b.share());
+            let flags = std::sync::Arc::new([AtomicU32::new(0), AtomicU32::new(0)]);
+            let f = flags.clone();
+            // One publisher on `b` (the second end): whichever end gets
+            // the message, the sleeper must not miss it.
+            let t = loom::thread::spawn(move || {
+                f[1].store(1, Ordering::Release);
+                fence(Ordering::SeqCst);
+                b2.bell.notify();
+                drop(a2);
+            });
+            let got: Result<_, ()> = sleep_all(
+                &[&a.bell, &b.bell],
+                |_| Ok(flags.iter().position(|f| f.load(Ordering::Acquire) == 1)),
+                true,
+                None,
+                None,
+                &[],
+            );
+            assert_eq!(got, Ok(Slept::Ready(1)));
+            t.join().unwrap();
+            assert_eq!(a.bell.waiting(), 0);
+            assert_eq!(b.bell.waiting(), 0);
         });
     }
 }

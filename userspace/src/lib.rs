@@ -24,7 +24,8 @@
 #![deny(missing_docs)]
 // `unsafe` is allowed only in the modules that wrap what needs it: the
 // mapping (region), raw views of shared memory (shm), system calls (futex,
-// liveness) and the loom-switchable atomics and fences (sync).
+// liveness, readiness), the runtime registration of a descriptor (tokio)
+// and the loom-switchable atomics and fences (sync).
 #![deny(unsafe_code)]
 #![warn(missing_debug_implementations)]
 #![warn(clippy::unnecessary_safety_comment)]
@@ -101,11 +102,17 @@ mod mailbox;
 mod objects;
 #[cfg(not(loom))]
 #[allow(unsafe_code)]
+mod readiness;
+#[cfg(not(loom))]
+#[allow(unsafe_code)]
 mod region;
 #[cfg(not(loom))]
 mod segments;
 #[cfg(not(loom))]
 mod select;
+#[cfg(all(feature = "tokio", not(loom)))]
+#[allow(unsafe_code)]
+pub mod tokio;
 
 #[cfg(test)]
 mod chain_tests;
@@ -133,6 +140,9 @@ pub use mailbox::{
     Access, AttachmentInfo, Buffering, Mailbox, MailboxBuilder, MailboxId, MailboxInfo,
     DEFAULT_MAILBOX_CAPACITY, DEFAULT_MAILBOX_SLOT_SIZE, MAX_MAILBOX_NAME,
 };
+#[cfg(not(loom))]
+#[cfg(not(loom))]
+pub use readiness::ReadinessError;
 #[cfg(not(loom))]
 pub use select::{Outcome, Select, SelectError, SelectRecv, SelectSend, Selected};
 pub use shm::{ShmSlice, ShmSliceMut};

@@ -249,7 +249,11 @@ impl<'a> Wait<'a> {
     /// Waits per `strategy` on `bell` (the doorbell the other side posts
     /// after it publishes), sleeping past `deadline` only while the
     /// condition's step says it is not done (a committed hand-off).
-    pub(crate) fn new(bell: &'a Doorbell, strategy: WaitStrategy, deadline: Option<Instant>) -> Self {
+    pub(crate) fn new(
+        bell: &'a Doorbell,
+        strategy: WaitStrategy,
+        deadline: Option<Instant>,
+    ) -> Self {
         Wait {
             one: Some(bell),
             ..Wait::any(&[], strategy, deadline)

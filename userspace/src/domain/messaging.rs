@@ -207,7 +207,10 @@ impl Member {
         if !block {
             return match self.links[k].rx.recv(Patience::new(None, false)) {
                 Ok(m) => Ok(m),
-                Err(RecvError::Empty) if self.peer_listed(k) => Err(RecvError::Empty),
+                Err(RecvError::Empty) if self.peer_listed(k) => {
+                    self.arm_readiness();
+                    Err(RecvError::Empty)
+                }
                 Err(RecvError::Empty) if self.links[k].rx.has_message_now() => {
                     // It published, then left: take what it sent first.
                     let r = self.links[k].rx.recv(Patience::new(None, false));
@@ -330,6 +333,7 @@ impl Member {
             }
             check_process = false;
             if !block {
+                self.arm_readiness();
                 return Err(RecvError::Empty);
             }
             if past(deadline) {
@@ -382,12 +386,46 @@ impl Member {
     /// A receive from `from` (None: from anyone) could make progress now:
     /// a message queued, or a new link to accept.
     pub(crate) fn recv_ready_now(&self, from: Option<&str>) -> bool {
-        if self.dom.member(self.me).pending_links().load(Ordering::Acquire) != 0 {
+        if self
+            .dom
+            .member(self.me)
+            .pending_links()
+            .load(Ordering::Acquire)
+            != 0
+        {
             return true;
         }
         match from {
             Some(from) => self.ready_link(from).is_some(),
             None => self.links.iter().any(|l| l.rx.has_message_now()),
+        }
+    }
+
+    /// A descriptor for `epoll`, `poll`, mio, tokio's `AsyncFd` or
+    /// io_uring's `POLL_ADD`: readable when a receive (from any member, or
+    /// from one) may find a message or a new link. It is armed now and
+    /// again whenever a receive finds nothing (`Empty`), and stays
+    /// readable until then. Not for busy-polling members.
+    pub fn as_fd(&mut self) -> Result<std::os::fd::BorrowedFd<'_>, crate::ReadinessError> {
+        if self.wait == WaitStrategy::BusyPoll {
+            return Err(crate::ReadinessError::BusyPoll);
+        }
+        if self.readiness.is_none() {
+            let r = crate::readiness::Readiness::new(&self.inbox, false)?;
+            self.readiness = Some(Box::new(r));
+            self.arm_readiness();
+        }
+        match &self.readiness {
+            Some(r) => Ok(r.fd()),
+            None => Err(crate::ReadinessError::BusyPoll),
+        }
+    }
+
+    /// A receive found nothing: arm the descriptor, if any.
+    fn arm_readiness(&mut self) {
+        if let Some(mut r) = self.readiness.take() {
+            r.arm(None, || self.recv_ready_now(None));
+            self.readiness = Some(r);
         }
     }
 

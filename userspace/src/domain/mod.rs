@@ -238,6 +238,7 @@ impl DomainBuilder {
                         next: 0,
                         left: false,
                         known: RefCell::new(HashSet::new()),
+                        readiness: None,
                     });
                 }
                 None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
@@ -476,6 +477,8 @@ pub struct Member {
     /// Names of members this one has seen in the directory or linked to:
     /// a `recv_from` waits for a name to join only if it was never here.
     known: RefCell<HashSet<String>>,
+    /// The pollable descriptor of receives, once asked for (`as_fd`).
+    readiness: Option<Box<crate::readiness::Readiness>>,
 }
 
 /// Why a peer could not be reached.

@@ -452,6 +452,41 @@ macro_rules! waitable_end {
             pub(crate) fn look_slowly(&mut self) {
                 self.end.look_slowly()
             }
+
+            /// A descriptor for `epoll`, `poll`, mio, tokio's `AsyncFd` or
+            /// io_uring's `POLL_ADD`: readable when this end may make
+            /// progress (see the type's documentation), or its peer is
+            /// gone. It is armed now and again whenever an attempt finds
+            /// nothing to do, and stays readable until then: after it
+            /// reads ready, try until the attempt says `Empty` (`Full`).
+            /// Costs nothing while unused: the peer rings only an armed
+            /// end. Not for busy-polling ends (their peer never rings).
+            pub fn as_fd(&mut self) -> Result<std::os::fd::BorrowedFd<'_>, crate::ReadinessError> {
+                if self.end.strategy == WaitStrategy::BusyPoll {
+                    return Err(crate::ReadinessError::BusyPoll);
+                }
+                if self.readiness.is_none() {
+                    let r = crate::readiness::Readiness::new(&self.ring.words.$bell, true)?;
+                    self.readiness = Some(Box::new(r));
+                    self.arm_readiness();
+                }
+                match &self.readiness {
+                    Some(r) => Ok(r.fd()),
+                    None => Err(crate::ReadinessError::BusyPoll),
+                }
+            }
+
+            /// An attempt found nothing to do: arm the descriptor, if any.
+            #[cold]
+            fn arm_readiness(&mut self) {
+                if let Some(r) = &mut self.readiness {
+                    // Sets up the peer's watch once it attached.
+                    self.end.peer.status(&mut self.end.policy, false);
+                    let death = self.end.death_watch();
+                    let (ring, end) = (&self.ring, &self.end);
+                    r.arm(death, || ring.$ready() || end.peer_gone_now());
+                }
+            }
         }
     };
 }

@@ -8,6 +8,8 @@ use super::*;
 pub struct Receiver {
     pub(super) ring: Consumer<RawSlots>,
     pub(super) end: EndState,
+    /// The pollable descriptor, once asked for (`as_fd`).
+    pub(super) readiness: Option<Box<crate::readiness::Readiness>>,
 }
 
 impl Receiver {
@@ -25,7 +27,11 @@ impl Receiver {
             .map_err(|c| parts.corrupt(c))?;
         let end = EndState::new(parts, Side::Receiver, strategy, bell)?;
         wake_through(bell, Side::Receiver, &end.parts, &mut ring.words);
-        Ok(Receiver { ring, end })
+        Ok(Receiver {
+            ring,
+            end,
+            readiness: None,
+        })
     }
 
     /// The link's name.
@@ -93,6 +99,9 @@ impl Receiver {
                 Ok(n) => Ok(n),
                 Err(c) => Err(RecvError::Corrupt(self.end.poison(c))),
             };
+        }
+        if self.readiness.is_some() {
+            self.arm_readiness();
         }
         Err(RecvError::Empty)
     }

@@ -13,6 +13,8 @@ pub struct Sender {
     /// Sends left before the fast path defers to a full check (peer
     /// process liveness, corruption); 0 forces the slow path.
     fast_budget: u32,
+    /// The pollable descriptor, once asked for (`as_fd`).
+    pub(super) readiness: Option<Box<crate::readiness::Readiness>>,
 }
 
 impl Sender {
@@ -36,6 +38,7 @@ impl Sender {
             end,
             max,
             fast_budget: 0,
+            readiness: None,
         })
     }
 
@@ -114,6 +117,9 @@ impl Sender {
                 // Full: the receiver may have died with the ring full.
                 if self.end.peer.status(&mut self.end.policy, false) == Peer::Gone {
                     return Err(SendError::Disconnected(()));
+                }
+                if self.readiness.is_some() {
+                    self.arm_readiness();
                 }
                 Err(SendError::Full(()))
             }

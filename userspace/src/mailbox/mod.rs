@@ -307,6 +307,9 @@ pub struct Mailbox {
     /// it is dead, a receive that finds nothing more says Disconnected,
     /// and a send says so at once.
     peer: Option<PeerWatch>,
+    /// The pollable descriptors, once asked for: of sends ([0],
+    /// `as_send_fd`) and of receives ([1], `as_fd`).
+    readiness: [Option<Box<crate::readiness::Readiness>>; 2],
 }
 
 impl Mailbox {
@@ -458,6 +461,7 @@ impl Mailbox {
             policy: Cell::new(SpinPolicy::for_unknown_peers()),
             attached,
             peer: None,
+            readiness: [None, None],
         };
         if let Some(dead) = reaped {
             // The entry was a dead process's: take back the slots it held

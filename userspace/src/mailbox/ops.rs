@@ -34,6 +34,9 @@ impl Mailbox {
         if let Some(c) = self.truncation() {
             return Err(SendError::Corrupt(c));
         }
+        if matches!(sent, Err(SendError::Full(()))) && self.readiness[0].is_some() {
+            self.arm_readiness(false);
+        }
         if matches!(self.queue, Queue::Zero(_)) {
             return sent;
         }
@@ -136,6 +139,9 @@ impl Mailbox {
             // F2: release the slot before reading the waiter count.
             fence(Ordering::SeqCst);
             self.not_full.notify();
+        }
+        if matches!(got, Err(RecvError::Empty)) && self.readiness[1].is_some() {
+            self.arm_readiness(true);
         }
         if matches!(got, Err(RecvError::Empty)) && self.peer_gone() {
             // The sender is dead: what it published is all there is (its
@@ -272,6 +278,55 @@ impl Mailbox {
     /// This handle's wait strategy.
     pub fn wait_strategy(&self) -> WaitStrategy {
         self.wait
+    }
+
+    /// A descriptor for `epoll`, `poll`, mio, tokio's `AsyncFd` or
+    /// io_uring's `POLL_ADD`: readable when a receive may find a message,
+    /// or the mailbox is removed or the peer (a domain link's) is gone.
+    /// For a handle that may only send, the same as
+    /// [`as_send_fd`](Self::as_send_fd). It is armed now and again whenever
+    /// an attempt finds nothing to do (`Empty`), and stays readable until
+    /// then. Costs nothing while unused: senders ring only an armed
+    /// receiver. Not for busy-polling handles.
+    pub fn as_fd(&mut self) -> Result<std::os::fd::BorrowedFd<'_>, crate::ReadinessError> {
+        self.readiness_fd(self.can(HWL_ACCESS_RECV))
+    }
+
+    /// A descriptor readable when a send may find room (or fail at once):
+    /// as [`as_fd`](Self::as_fd), for sends (armed by a `Full` attempt).
+    pub fn as_send_fd(&mut self) -> Result<std::os::fd::BorrowedFd<'_>, crate::ReadinessError> {
+        self.readiness_fd(false)
+    }
+
+    fn readiness_fd(
+        &mut self,
+        receiving: bool,
+    ) -> Result<std::os::fd::BorrowedFd<'_>, crate::ReadinessError> {
+        if self.wait == WaitStrategy::BusyPoll {
+            return Err(crate::ReadinessError::BusyPoll);
+        }
+        let k = usize::from(receiving);
+        if self.readiness[k].is_none() {
+            let r = crate::readiness::Readiness::new(self.doorbell(receiving), false)?;
+            self.readiness[k] = Some(Box::new(r));
+            self.arm_readiness(receiving);
+        }
+        match &self.readiness[k] {
+            Some(r) => Ok(r.fd()),
+            None => Err(crate::ReadinessError::BusyPoll),
+        }
+    }
+
+    /// An attempt (`receiving` or a send) found nothing to do: arm that
+    /// direction's descriptor, if any.
+    #[cold]
+    fn arm_readiness(&mut self, receiving: bool) {
+        let k = usize::from(receiving);
+        if let Some(mut r) = self.readiness[k].take() {
+            let death = self.death_watch();
+            r.arm(death, || self.ready_now(receiving));
+            self.readiness[k] = Some(r);
+        }
     }
 
     /// Receives the next message, waiting for one.

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 mod ends;
 
-pub use self::ends::{SelectRecv, SelectSend};
 use self::ends::{End, Kind};
+pub use self::ends::{SelectRecv, SelectSend};
 
 /// What a selected operation did.
 #[derive(Debug)]
@@ -83,7 +83,7 @@ pub enum SelectError {
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use hwlink::{LinkBuilder, Mailbox, Access, Outcome, Select};
 /// let mut data = LinkBuilder::new("stage-in").open_receiver()?;
-/// let mut control = Mailbox::open("stage-control", Access::Receive)?;
+/// let mut control = Mailbox::open("stage-control", Access::Recv)?;
 /// loop {
 ///     let mut sel = Select::new();
 ///     let d = sel.recv(&mut data);

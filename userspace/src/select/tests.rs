@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::{LinkBuilder, Receiver, Sender};
-use std::sync::atomic::{AtomicU32 as Counter, Ordering as O};
+use crate::sync::{AtomicU32 as Counter, Ordering as O};
 
 fn links(tag: &str, n: usize, wait: WaitStrategy) -> (Vec<Sender>, Vec<Receiver>) {
     static NEXT: Counter = Counter::new(0);

@@ -330,6 +330,15 @@ impl core::fmt::Debug for ShmWord {
     }
 }
 
+impl Clone for ShmWord {
+    fn clone(&self) -> Self {
+        ShmWord {
+            ptr: self.ptr,
+            _keep: self._keep.clone(),
+        }
+    }
+}
+
 impl ShmWord {
     /// The word at `offset` of `view`; panics like [`ShmView::u32_at`].
     #[cfg(not(loom))]
