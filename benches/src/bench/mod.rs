@@ -66,6 +66,12 @@ pub enum Mechanism {
     HwlinkSelectPoll,
     /// As `hwlink-select-poll`, every end parking on its doorbell.
     HwlinkSelectPark,
+    /// hwlink SPSC links in spin-then-park; the echo side waits in
+    /// `epoll_wait` on its receiver's descriptor (`as_fd`).
+    HwlinkEpoll,
+    /// hwlink SPSC links in spin-then-park as `hwlink::tokio` async ends,
+    /// each side on a tokio current-thread runtime.
+    HwlinkAsync,
     /// Two busy-polled flags on separate cache lines: the physical floor.
     Floor,
     /// A pipe each way.
@@ -102,7 +108,7 @@ pub enum Mechanism {
 
 impl Mechanism {
     /// Every mechanism, in report order.
-    pub const ALL: [Mechanism; 22] = [
+    pub const ALL: [Mechanism; 24] = [
         Mechanism::HwlinkPoll,
         Mechanism::HwlinkSpinPark,
         Mechanism::HwlinkPark,
@@ -110,6 +116,8 @@ impl Mechanism {
         Mechanism::HwlinkMailbox,
         Mechanism::HwlinkSelectPoll,
         Mechanism::HwlinkSelectPark,
+        Mechanism::HwlinkEpoll,
+        Mechanism::HwlinkAsync,
         Mechanism::Floor,
         Mechanism::Pipe,
         Mechanism::UnixStream,
@@ -137,6 +145,8 @@ impl Mechanism {
             Mechanism::HwlinkMailbox => "hwlink-mailbox",
             Mechanism::HwlinkSelectPoll => "hwlink-select-poll",
             Mechanism::HwlinkSelectPark => "hwlink-select-park",
+            Mechanism::HwlinkEpoll => "hwlink-epoll",
+            Mechanism::HwlinkAsync => "hwlink-async",
             Mechanism::Floor => "floor",
             Mechanism::Pipe => "pipe",
             Mechanism::UnixStream => "unix-stream",
@@ -166,6 +176,8 @@ impl Mechanism {
                 | Mechanism::HwlinkMailbox
                 | Mechanism::HwlinkSelectPoll
                 | Mechanism::HwlinkSelectPark
+                | Mechanism::HwlinkEpoll
+                | Mechanism::HwlinkAsync
         )
     }
 }

@@ -85,7 +85,9 @@ fn kind_of(m: Mechanism) -> Result<Kind, BenchError> {
         | Mechanism::TokioUnix
         | Mechanism::EventfdEpoll
         | Mechanism::HwlinkSelectPoll
-        | Mechanism::HwlinkSelectPark => Err(not_piped(m)),
+        | Mechanism::HwlinkSelectPark
+        | Mechanism::HwlinkEpoll
+        | Mechanism::HwlinkAsync => Err(not_piped(m)),
     }
 }
 

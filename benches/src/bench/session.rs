@@ -187,6 +187,11 @@ fn setup_parent(spec: &PeerSpec, opts: &Options) -> Result<ParentSide, BenchErro
     match spec.mechanism {
         Mechanism::HwlinkMailbox => hw::mailbox_parent(spec),
         Mechanism::HwlinkSelectPoll | Mechanism::HwlinkSelectPark => hw_wait::select_parent(spec),
+        Mechanism::HwlinkEpoll => {
+            hw_wait::probe_readiness(spec)?;
+            hw::link_parent(spec)
+        }
+        Mechanism::HwlinkAsync => async_rt::hwlink_parent(spec),
         Mechanism::HwlinkPoll
         | Mechanism::HwlinkSpinPark
         | Mechanism::HwlinkPark
@@ -217,6 +222,8 @@ fn open_child(spec: &PeerSpec) -> Result<Box<dyn Transport>, BenchError> {
     match spec.mechanism {
         Mechanism::HwlinkMailbox => hw::mailbox_child(spec),
         Mechanism::HwlinkSelectPoll | Mechanism::HwlinkSelectPark => hw_wait::select_child(spec),
+        Mechanism::HwlinkEpoll => hw_wait::epoll_child(spec),
+        Mechanism::HwlinkAsync => async_rt::hwlink_child(spec),
         Mechanism::HwlinkPoll
         | Mechanism::HwlinkSpinPark
         | Mechanism::HwlinkPark

@@ -246,7 +246,8 @@ struct BenchArgs {
     sizes: Option<Vec<usize>>,
     /// Mechanisms, comma separated. Default: all of hwlink-poll,
     /// hwlink-spin-park, hwlink-park, hwlink-zero-copy, hwlink-mailbox,
-    /// hwlink-select-poll, hwlink-select-park, floor, pipe, unix-stream, unix-epoll, tokio-unix, unix-dgram,
+    /// hwlink-select-poll, hwlink-select-park, hwlink-epoll, hwlink-async,
+    /// floor, pipe, unix-stream, unix-epoll, tokio-unix, unix-dgram,
     /// unix-seqpacket, eventfd, eventfd-epoll, posix-mq, sysv-mq, tcp,
     /// uring-pipe, uring-unix, uring-unix-sqpoll.
     #[arg(long, value_delimiter = ',')]

@@ -91,6 +91,17 @@ fn select_over_links_round_trips() {
     }
 }
 
+/// hwlink ends waited on through their descriptor: in epoll on the echo
+/// side, and as tokio async ends on both sides (skipped with the reason
+/// where the kernel gives no descriptor).
+#[test]
+fn hwlink_descriptor_rows_carry_and_verify() {
+    for m in [Mechanism::HwlinkEpoll, Mechanism::HwlinkAsync] {
+        exercise_if_supported(m, 8);
+        exercise_if_supported(m, 64 << 10);
+    }
+}
+
 /// Zero copy: streams written and checked in place, every message verified
 /// by the peer; round trips are refused with a reason.
 #[test]
@@ -248,7 +259,9 @@ fn pipeline_carries_every_message_in_order() {
                 | Mechanism::UnixEpoll
                 | Mechanism::TokioUnix
                 | Mechanism::HwlinkSelectPoll
-                | Mechanism::HwlinkSelectPark,
+                | Mechanism::HwlinkSelectPark
+                | Mechanism::HwlinkEpoll
+                | Mechanism::HwlinkAsync,
                 Err(BenchError::Unsupported(r)),
             ) => {
                 assert!(r.contains("ways of waiting"), "{m}: {r}");
