@@ -165,6 +165,23 @@ impl Mechanism {
         }
     }
 
+    /// What a reader of the figures must know about how this row is
+    /// measured, where that is not what its name says (the JSON's `note`).
+    pub fn note(self) -> Option<&'static str> {
+        match self {
+            Mechanism::Floor => {
+                Some("two busy-polled cache-line flags: one 8-byte word moves at every size")
+            }
+            Mechanism::HwlinkSelectPoll | Mechanism::HwlinkSelectPark => Some(
+                "the echo side waits in one Select over four links, a new Select per message; the measuring side sends on each link in turn",
+            ),
+            Mechanism::HwlinkEpoll => Some(
+                "only the echo side (the stream's receiver) waits in epoll_wait on its receiver's descriptor; the measuring side receives with spin-then-park",
+            ),
+            _ => None,
+        }
+    }
+
     /// Whether this is one of hwlink's own transports.
     pub fn is_hwlink(self) -> bool {
         matches!(
