@@ -5,8 +5,14 @@
 //! free slots. The sender takes a free slot (read `empty`), copies the
 //! message in and posts `full`; the receiver does the reverse. The eventfd
 //! system calls order the copies.
+//!
+//! `eventfd` blocks in `read`. `eventfd-epoll` makes the eventfds
+//! non-blocking, and a take that finds the count at zero waits in
+//! `epoll_wait` (level-triggered, one epoll instance per eventfd waited
+//! on), then reads: the kernel's readiness path, as an event loop does.
 
-use super::{check, fd::inherited, BenchError, ParentSide, PeerSpec, Transport};
+use super::epoll::{would_block, Epoll};
+use super::{check, fd::inherited, BenchError, Mechanism, ParentSide, PeerSpec, Transport};
 use hwlink_drivers::Region;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
@@ -15,18 +21,26 @@ fn slots_for(size: usize) -> usize {
     ((4 << 20) / size.max(1)).clamp(4, 64)
 }
 
-fn eventfd(initial: u32) -> Result<OwnedFd, BenchError> {
+/// Whether a session's eventfds are non-blocking, waited on in epoll.
+fn in_epoll(spec: &PeerSpec) -> bool {
+    spec.mechanism == Mechanism::EventfdEpoll
+}
+
+/// A semaphore eventfd counting from `initial`; non-blocking if `nonblock`.
+fn eventfd(initial: u32, nonblock: bool) -> Result<OwnedFd, BenchError> {
+    let mut flags = libc::EFD_CLOEXEC | libc::EFD_SEMAPHORE;
+    if nonblock {
+        flags |= libc::EFD_NONBLOCK;
+    }
     // SAFETY: eventfd takes plain integers and returns a new descriptor.
-    let fd = check(
-        unsafe { libc::eventfd(initial, libc::EFD_CLOEXEC | libc::EFD_SEMAPHORE) },
-        "eventfd",
-    )?;
+    let fd = check(unsafe { libc::eventfd(initial, flags) }, "eventfd")?;
     // SAFETY: the descriptor is new and owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Takes one from a semaphore eventfd, waiting for it.
-fn take(fd: RawFd) -> Result<(), BenchError> {
+/// Takes one from a semaphore eventfd, waiting for it: in `read`, or, for
+/// a non-blocking eventfd, in `ready` (which watches it) before reading.
+fn take(fd: RawFd, ready: Option<&Epoll>) -> Result<(), BenchError> {
     let mut v = 0u64;
     loop {
         // SAFETY: reads 8 bytes into `v`.
@@ -35,8 +49,10 @@ fn take(fd: RawFd) -> Result<(), BenchError> {
             return Ok(());
         }
         let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(BenchError::io("read of an eventfd", e));
+        match ready {
+            Some(ep) if would_block(&e) => ep.wait()?,
+            _ if e.kind() == std::io::ErrorKind::Interrupted => {}
+            _ => return Err(BenchError::io("read of an eventfd", e)),
         }
     }
 }
@@ -64,6 +80,35 @@ struct Lane {
     /// Offset of this direction's first slot in the region.
     base: usize,
     next: usize,
+    /// With non-blocking eventfds: the epoll instance watching the one
+    /// this side takes from (`empty` when it sends on the lane, `full`
+    /// when it receives).
+    ready: Option<Epoll>,
+}
+
+impl Lane {
+    /// This side's view of a lane: it takes from `full` if it receives on
+    /// it (else from `empty`), through epoll if `epoll`.
+    fn new(
+        full: RawFd,
+        empty: RawFd,
+        base: usize,
+        receives: bool,
+        epoll: bool,
+    ) -> Result<Lane, BenchError> {
+        let taken = if receives { full } else { empty };
+        Ok(Lane {
+            full,
+            empty,
+            base,
+            next: 0,
+            ready: if epoll {
+                Some(Epoll::readable(taken)?)
+            } else {
+                None
+            },
+        })
+    }
 }
 
 struct EventfdChannel {
@@ -86,7 +131,7 @@ impl EventfdChannel {
 
 impl Transport for EventfdChannel {
     fn send(&mut self, msg: &[u8]) -> Result<(), BenchError> {
-        take(self.out.empty)?;
+        take(self.out.empty, self.out.ready.as_ref())?;
         let dst = self.slot(&self.out);
         // SAFETY: the slot holds `size` bytes (msg.len()) and is ours: the
         // receiver gave it back through `empty` and reads it only after our
@@ -96,7 +141,7 @@ impl Transport for EventfdChannel {
         post(self.out.full)
     }
     fn recv(&mut self, buf: &mut [u8]) -> Result<(), BenchError> {
-        take(self.inn.full)?;
+        take(self.inn.full, self.inn.ready.as_ref())?;
         let src = self.slot(&self.inn);
         // SAFETY: the slot holds `size` bytes, published by the sender's post
         // of `full`, and is not reused before our post of `empty`.
@@ -142,18 +187,17 @@ pub(super) fn chain_parent(spec: &PeerSpec, stages: usize) -> Result<ChainParent
     let lane_bytes = slots * spec.size;
     let region = Region::create(&region_name(spec), stages * lane_bytes, spec.backend)
         .map_err(|e| BenchError::Link(e.to_string()))?;
+    let epoll = in_epoll(spec);
     let mut fds = Vec::with_capacity(2 * stages);
     for _ in 0..stages {
-        fds.push(eventfd(0)?);
-        fds.push(eventfd(slots as u32)?);
+        fds.push(eventfd(0, epoll)?);
+        fds.push(eventfd(slots as u32, epoll)?);
     }
-    let lane = |k: usize| Lane {
-        full: fds[2 * k].as_raw_fd(),
-        empty: fds[2 * k + 1].as_raw_fd(),
-        base: k * lane_bytes,
-        next: 0,
+    let lane = |k: usize, receives| {
+        let (full, empty) = (fds[2 * k].as_raw_fd(), fds[2 * k + 1].as_raw_fd());
+        Lane::new(full, empty, k * lane_bytes, receives, epoll)
     };
-    let (out, inn) = (lane(0), lane(stages - 1));
+    let (out, inn) = (lane(0, false)?, lane(stages - 1, true)?);
     // The other stages get duplicates; this end keeps the originals.
     let dups = fds
         .iter()
@@ -184,22 +228,13 @@ pub(super) fn chain_child(spec: &PeerSpec, stage: usize) -> Result<Box<dyn Trans
     let lane_bytes = slots * spec.size;
     let region = Region::open(&region_name(spec), spec.backend)
         .map_err(|e| BenchError::Link(e.to_string()))?;
+    let epoll = in_epoll(spec);
     Ok(Box::new(EventfdChannel {
         region,
         size: spec.size,
         slots,
-        out: Lane {
-            full: raw[2],
-            empty: raw[3],
-            base: stage * lane_bytes,
-            next: 0,
-        },
-        inn: Lane {
-            full: raw[0],
-            empty: raw[1],
-            base: (stage - 1) * lane_bytes,
-            next: 0,
-        },
+        out: Lane::new(raw[2], raw[3], stage * lane_bytes, false, epoll)?,
+        inn: Lane::new(raw[0], raw[1], (stage - 1) * lane_bytes, true, epoll)?,
         _fds: fds,
     }))
 }

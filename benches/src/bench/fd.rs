@@ -1,5 +1,10 @@
 //! Kernel byte streams and datagrams over file descriptors: pipe, Unix sockets and loopback TCP.
+//!
+//! Each side blocks in `read` and `write`, except `unix-epoll`'s: its
+//! socket is non-blocking and a call that would block waits in
+//! `epoll_wait` (the readiness path of an event loop), then retries.
 
+use super::epoll::{would_block, Epoll};
 use super::{check, BenchError, Mechanism, ParentSide, PeerSpec, Transport};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
@@ -11,11 +16,21 @@ pub(crate) enum Kind {
     Datagrams,
 }
 
+/// The readiness waits of a non-blocking descriptor channel.
+struct Ready {
+    /// Input on `rd`.
+    rd: Epoll,
+    /// Room on `wr`.
+    wr: Epoll,
+}
+
 /// One side: reads from `rd`, writes to `wr` (the same socket, or two pipes).
 pub(crate) struct FdChannel {
     rd: RawFd,
     wr: RawFd,
     kind: Kind,
+    /// Set when the descriptors are non-blocking: wait in epoll.
+    ready: Option<Ready>,
     _owned: Vec<OwnedFd>,
 }
 
@@ -25,19 +40,49 @@ impl FdChannel {
             rd,
             wr,
             kind,
+            ready: None,
             _owned: owned,
         }
     }
+
+    /// A byte channel over non-blocking descriptors that waits in
+    /// `epoll_wait` whenever a read or a write would block.
+    fn with_epoll(rd: RawFd, wr: RawFd, owned: Vec<OwnedFd>) -> Result<FdChannel, BenchError> {
+        for fd in [rd, wr] {
+            set_nonblocking(fd)?;
+        }
+        let mut ch = FdChannel::new(rd, wr, Kind::Bytes, owned);
+        ch.ready = Some(Ready {
+            rd: Epoll::readable(rd)?,
+            wr: Epoll::writable(wr)?,
+        });
+        Ok(ch)
+    }
 }
 
-/// Writes all of `msg` to `fd`, retrying after signals and short writes.
-pub(crate) fn write_all(fd: RawFd, mut msg: &[u8]) -> Result<(), BenchError> {
+/// Sets O_NONBLOCK on `fd` (its open file description: shared with the
+/// peer's copy of it, if any).
+fn set_nonblocking(fd: RawFd) -> Result<(), BenchError> {
+    // SAFETY: fcntl on a descriptor we own, reading its status flags.
+    let flags = check(unsafe { libc::fcntl(fd, libc::F_GETFL) }, "fcntl(F_GETFL)")?;
+    // SAFETY: as above, adding O_NONBLOCK.
+    let rc = unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) };
+    check(rc, "fcntl(F_SETFL, O_NONBLOCK)").map(drop)
+}
+
+/// Writes all of `msg` to `fd`, retrying after signals and short writes;
+/// on a non-blocking `fd`, a write that would block waits in `ready` first.
+fn write_all(fd: RawFd, mut msg: &[u8], ready: Option<&Epoll>) -> Result<(), BenchError> {
     while !msg.is_empty() {
         // SAFETY: the pointer and length describe `msg`.
         let n = unsafe { libc::write(fd, msg.as_ptr().cast(), msg.len()) };
         if n < 0 {
             let e = std::io::Error::last_os_error();
             if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            if let (Some(ep), true) = (ready, would_block(&e)) {
+                ep.wait()?;
                 continue;
             }
             return Err(BenchError::io("write", e));
@@ -47,8 +92,9 @@ pub(crate) fn write_all(fd: RawFd, mut msg: &[u8]) -> Result<(), BenchError> {
     Ok(())
 }
 
-/// Fills all of `buf` from `fd`; end of file is an error.
-pub(crate) fn read_exact(fd: RawFd, buf: &mut [u8]) -> Result<(), BenchError> {
+/// Fills all of `buf` from `fd` (end of file is an error); on a
+/// non-blocking `fd`, a read that would block waits in `ready` first.
+fn read_exact(fd: RawFd, buf: &mut [u8], ready: Option<&Epoll>) -> Result<(), BenchError> {
     let mut at = 0;
     while at < buf.len() {
         let rest = &mut buf[at..];
@@ -57,6 +103,10 @@ pub(crate) fn read_exact(fd: RawFd, buf: &mut [u8]) -> Result<(), BenchError> {
         if n < 0 {
             let e = std::io::Error::last_os_error();
             if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            if let (Some(ep), true) = (ready, would_block(&e)) {
+                ep.wait()?;
                 continue;
             }
             return Err(BenchError::io("read", e));
@@ -72,7 +122,7 @@ pub(crate) fn read_exact(fd: RawFd, buf: &mut [u8]) -> Result<(), BenchError> {
 impl Transport for FdChannel {
     fn send(&mut self, msg: &[u8]) -> Result<(), BenchError> {
         match self.kind {
-            Kind::Bytes => write_all(self.wr, msg),
+            Kind::Bytes => write_all(self.wr, msg, self.ready.as_ref().map(|r| &r.wr)),
             Kind::Datagrams => loop {
                 // SAFETY: the pointer and length describe `msg`.
                 let n = unsafe { libc::send(self.wr, msg.as_ptr().cast(), msg.len(), 0) };
@@ -90,7 +140,7 @@ impl Transport for FdChannel {
     }
     fn recv(&mut self, buf: &mut [u8]) -> Result<(), BenchError> {
         match self.kind {
-            Kind::Bytes => read_exact(self.rd, buf),
+            Kind::Bytes => read_exact(self.rd, buf, self.ready.as_ref().map(|r| &r.rd)),
             Kind::Datagrams => loop {
                 // SAFETY: the pointer and length describe `buf`.
                 let n = unsafe { libc::recv(self.rd, buf.as_mut_ptr().cast(), buf.len(), 0) };
@@ -244,6 +294,13 @@ pub(super) fn parent(spec: &PeerSpec) -> Result<ParentSide, BenchError> {
             let (a, b) = socketpair(libc::SOCK_STREAM)?;
             (a, b, Kind::Bytes)
         }
+        Mechanism::UnixEpoll => {
+            let (a, b) = socketpair(libc::SOCK_STREAM)?;
+            let fd = a.as_raw_fd();
+            let mut side = ParentSide::new(FdChannel::with_epoll(fd, fd, vec![a])?);
+            side.child_fds = vec![b];
+            return Ok(side);
+        }
         Mechanism::UnixDgram => {
             let (a, b) = socketpair(libc::SOCK_DGRAM)?;
             probe_datagram(&a, &b, spec.size, "Unix datagram")?;
@@ -295,5 +352,8 @@ pub(super) fn child(spec: &PeerSpec) -> Result<Box<dyn Transport>, BenchError> {
     }
     let fds = inherited(spec, 1)?;
     let fd = fds[0].as_raw_fd();
+    if spec.mechanism == Mechanism::UnixEpoll {
+        return Ok(Box::new(FdChannel::with_epoll(fd, fd, fds)?));
+    }
     Ok(Box::new(FdChannel::new(fd, fd, kind, fds)))
 }

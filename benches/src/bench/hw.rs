@@ -21,13 +21,13 @@ pub(crate) fn link_capacity(size: usize) -> u32 {
 
 fn wait_of(m: Mechanism) -> WaitStrategy {
     match m {
-        Mechanism::HwlinkPoll => WaitStrategy::BusyPoll,
-        Mechanism::HwlinkPark => WaitStrategy::Park,
+        Mechanism::HwlinkPoll | Mechanism::HwlinkSelectPoll => WaitStrategy::BusyPoll,
+        Mechanism::HwlinkPark | Mechanism::HwlinkSelectPark => WaitStrategy::Park,
         _ => WaitStrategy::SpinPark,
     }
 }
 
-fn link_err(e: impl std::fmt::Display) -> BenchError {
+pub(super) fn link_err(e: impl std::fmt::Display) -> BenchError {
     BenchError::Link(e.to_string())
 }
 
@@ -106,7 +106,8 @@ impl Transport for Links {
     }
 }
 
-fn builder(spec: &PeerSpec, dir: &str) -> LinkBuilder {
+/// The link `<name>-<dir>` of a session, waiting as its mechanism says.
+pub(super) fn builder(spec: &PeerSpec, dir: &str) -> LinkBuilder {
     LinkBuilder::new(format!("{}-{dir}", spec.name))
         .capacity(link_capacity(spec.size))
         .slot_size(spec.size as u32)

@@ -14,14 +14,19 @@
 //! Both processes measure their own CPU time (`getrusage`) around the
 //! measured phase; the peer prints its figures as one line on its stdout.
 //! Each family of mechanisms lives in its own module (`hw`, `fd`,
-//! `eventfd`, `mq`, `uring`); `session` runs one measurement, [`plan`]
+//! `eventfd`, `mq`, `uring`, `async_rt`, `hw_wait`; `epoll` waits for
+//! readiness);
+//! `session` runs one measurement, [`plan`]
 //! interleaves many in rounds, [`report`] prints and serialises them and
 //! [`plot`] draws them.
 
+mod async_rt;
 pub mod buffering;
+mod epoll;
 mod eventfd;
 mod fd;
 mod hw;
+mod hw_wait;
 pub mod mpmc;
 mod mq;
 mod pipeline;
@@ -55,18 +60,38 @@ pub enum Mechanism {
     HwlinkZeroCopy,
     /// hwlink MPMC mailbox, one sender and one receiver.
     HwlinkMailbox,
+    /// hwlink SPSC links, all busy-polling; the echo side selects over
+    /// four links (`hwlink::Select`), the measuring side sends on each in
+    /// turn.
+    HwlinkSelectPoll,
+    /// As `hwlink-select-poll`, every end parking on its doorbell.
+    HwlinkSelectPark,
+    /// hwlink SPSC links in spin-then-park; the echo side waits in
+    /// `epoll_wait` on its receiver's descriptor (`as_fd`).
+    HwlinkEpoll,
+    /// hwlink SPSC links in spin-then-park as `hwlink::tokio` async ends,
+    /// each side on a tokio current-thread runtime.
+    HwlinkAsync,
     /// Two busy-polled flags on separate cache lines: the physical floor.
     Floor,
     /// A pipe each way.
     Pipe,
     /// A Unix stream socketpair.
     UnixStream,
+    /// A non-blocking Unix stream socketpair, each side waiting in
+    /// `epoll_wait` before it reads.
+    UnixEpoll,
+    /// A Unix stream socketpair as tokio `UnixStream`s, each side on a
+    /// current-thread runtime.
+    TokioUnix,
     /// A Unix datagram socketpair.
     UnixDgram,
     /// A Unix seqpacket socketpair.
     UnixSeqpacket,
     /// eventfd doorbells with the payload in shared memory.
     Eventfd,
+    /// As `eventfd`, with non-blocking eventfds waited on in `epoll_wait`.
+    EventfdEpoll,
     /// POSIX message queues.
     PosixMq,
     /// A System V message queue.
@@ -83,18 +108,25 @@ pub enum Mechanism {
 
 impl Mechanism {
     /// Every mechanism, in report order.
-    pub const ALL: [Mechanism; 17] = [
+    pub const ALL: [Mechanism; 24] = [
         Mechanism::HwlinkPoll,
         Mechanism::HwlinkSpinPark,
         Mechanism::HwlinkPark,
         Mechanism::HwlinkZeroCopy,
         Mechanism::HwlinkMailbox,
+        Mechanism::HwlinkSelectPoll,
+        Mechanism::HwlinkSelectPark,
+        Mechanism::HwlinkEpoll,
+        Mechanism::HwlinkAsync,
         Mechanism::Floor,
         Mechanism::Pipe,
         Mechanism::UnixStream,
+        Mechanism::UnixEpoll,
+        Mechanism::TokioUnix,
         Mechanism::UnixDgram,
         Mechanism::UnixSeqpacket,
         Mechanism::Eventfd,
+        Mechanism::EventfdEpoll,
         Mechanism::PosixMq,
         Mechanism::SysvMq,
         Mechanism::Tcp,
@@ -111,18 +143,42 @@ impl Mechanism {
             Mechanism::HwlinkPark => "hwlink-park",
             Mechanism::HwlinkZeroCopy => "hwlink-zero-copy",
             Mechanism::HwlinkMailbox => "hwlink-mailbox",
+            Mechanism::HwlinkSelectPoll => "hwlink-select-poll",
+            Mechanism::HwlinkSelectPark => "hwlink-select-park",
+            Mechanism::HwlinkEpoll => "hwlink-epoll",
+            Mechanism::HwlinkAsync => "hwlink-async",
             Mechanism::Floor => "floor",
             Mechanism::Pipe => "pipe",
             Mechanism::UnixStream => "unix-stream",
+            Mechanism::UnixEpoll => "unix-epoll",
+            Mechanism::TokioUnix => "tokio-unix",
             Mechanism::UnixDgram => "unix-dgram",
             Mechanism::UnixSeqpacket => "unix-seqpacket",
             Mechanism::Eventfd => "eventfd",
+            Mechanism::EventfdEpoll => "eventfd-epoll",
             Mechanism::PosixMq => "posix-mq",
             Mechanism::SysvMq => "sysv-mq",
             Mechanism::Tcp => "tcp",
             Mechanism::UringPipe => "uring-pipe",
             Mechanism::UringUnix => "uring-unix",
             Mechanism::UringUnixSqpoll => "uring-unix-sqpoll",
+        }
+    }
+
+    /// What a reader of the figures must know about how this row is
+    /// measured, where that is not what its name says (the JSON's `note`).
+    pub fn note(self) -> Option<&'static str> {
+        match self {
+            Mechanism::Floor => {
+                Some("two busy-polled cache-line flags: one 8-byte word moves at every size")
+            }
+            Mechanism::HwlinkSelectPoll | Mechanism::HwlinkSelectPark => Some(
+                "the echo side waits in one Select over four links, a new Select per message; the measuring side sends on each link in turn",
+            ),
+            Mechanism::HwlinkEpoll => Some(
+                "only the echo side (the stream's receiver) waits in epoll_wait on its receiver's descriptor; the measuring side receives with spin-then-park",
+            ),
+            _ => None,
         }
     }
 
@@ -135,6 +191,10 @@ impl Mechanism {
                 | Mechanism::HwlinkPark
                 | Mechanism::HwlinkZeroCopy
                 | Mechanism::HwlinkMailbox
+                | Mechanism::HwlinkSelectPoll
+                | Mechanism::HwlinkSelectPark
+                | Mechanism::HwlinkEpoll
+                | Mechanism::HwlinkAsync
         )
     }
 }

@@ -81,7 +81,21 @@ fn kind_of(m: Mechanism) -> Result<Kind, BenchError> {
             "each stage copies a message from one link to the next, which is hwlink-spin-park's pipeline"
                 .into(),
         )),
+        Mechanism::UnixEpoll
+        | Mechanism::TokioUnix
+        | Mechanism::EventfdEpoll
+        | Mechanism::HwlinkSelectPoll
+        | Mechanism::HwlinkSelectPark
+        | Mechanism::HwlinkEpoll
+        | Mechanism::HwlinkAsync => Err(not_piped(m)),
     }
+}
+
+/// Why a mechanism that compares ways of waiting has no pipeline.
+fn not_piped(m: Mechanism) -> BenchError {
+    BenchError::Unsupported(format!(
+        "{m} compares ways of waiting, not transports: the pipeline runs the transports' own rows"
+    ))
 }
 
 /// The descriptor mechanism of an io_uring mechanism's hops.

@@ -383,11 +383,10 @@ pub fn to_json(machine: &Machine, plan: &Plan, res: &Results) -> String {
                 .map(|c| pl_json(res, c))
                 .collect();
             let pl = format!(",\"pipeline\":[{}]", pl.join(","));
-            let note = if m == Mechanism::Floor {
-                r#","note":"two busy-polled cache-line flags: one 8-byte word moves at every size""#
-            } else {
-                ""
-            };
+            let note = m
+                .note()
+                .map(|n| format!(",\"note\":{}", js(n)))
+                .unwrap_or_default();
             format!(
                 r#"{{"name":{},"run":true{note},"round_trip":[{}],"stream":[{}]{pl}}}"#,
                 js(m.name()),

@@ -1,8 +1,8 @@
 //! One measurement: set up a channel, spawn and pin the peer, run a workload, collect both sides' figures.
 
 use super::{
-    check, cpu_time_ns, eventfd, fd, fill, hw, mq, pipeline, seq_of, uring, BenchError, CpuTotals,
-    Mechanism, Options, RoundTrips, Streamed, Transport, Workload, STOP,
+    async_rt, check, cpu_time_ns, eventfd, fd, fill, hw, hw_wait, mq, pipeline, seq_of, uring,
+    BenchError, CpuTotals, Mechanism, Options, RoundTrips, Streamed, Transport, Workload, STOP,
 };
 use crate::affinity::Pinned;
 use hwlink::liveness::pin_to_cpu;
@@ -186,6 +186,12 @@ fn setup_parent(spec: &PeerSpec, opts: &Options) -> Result<ParentSide, BenchErro
     }
     match spec.mechanism {
         Mechanism::HwlinkMailbox => hw::mailbox_parent(spec),
+        Mechanism::HwlinkSelectPoll | Mechanism::HwlinkSelectPark => hw_wait::select_parent(spec),
+        Mechanism::HwlinkEpoll => {
+            hw_wait::probe_readiness(spec)?;
+            hw::link_parent(spec)
+        }
+        Mechanism::HwlinkAsync => async_rt::hwlink_parent(spec),
         Mechanism::HwlinkPoll
         | Mechanism::HwlinkSpinPark
         | Mechanism::HwlinkPark
@@ -193,10 +199,12 @@ fn setup_parent(spec: &PeerSpec, opts: &Options) -> Result<ParentSide, BenchErro
         Mechanism::Floor => hw::floor_parent(spec, opts),
         Mechanism::Pipe
         | Mechanism::UnixStream
+        | Mechanism::UnixEpoll
         | Mechanism::UnixDgram
         | Mechanism::UnixSeqpacket
         | Mechanism::Tcp => fd::parent(spec),
-        Mechanism::Eventfd => eventfd::parent(spec),
+        Mechanism::TokioUnix => async_rt::unix_parent(spec),
+        Mechanism::Eventfd | Mechanism::EventfdEpoll => eventfd::parent(spec),
         Mechanism::PosixMq | Mechanism::SysvMq => mq::parent(spec),
         Mechanism::UringUnixSqpoll => {
             let used = match opts.cpus {
@@ -213,6 +221,9 @@ fn setup_parent(spec: &PeerSpec, opts: &Options) -> Result<ParentSide, BenchErro
 fn open_child(spec: &PeerSpec) -> Result<Box<dyn Transport>, BenchError> {
     match spec.mechanism {
         Mechanism::HwlinkMailbox => hw::mailbox_child(spec),
+        Mechanism::HwlinkSelectPoll | Mechanism::HwlinkSelectPark => hw_wait::select_child(spec),
+        Mechanism::HwlinkEpoll => hw_wait::epoll_child(spec),
+        Mechanism::HwlinkAsync => async_rt::hwlink_child(spec),
         Mechanism::HwlinkPoll
         | Mechanism::HwlinkSpinPark
         | Mechanism::HwlinkPark
@@ -220,10 +231,12 @@ fn open_child(spec: &PeerSpec) -> Result<Box<dyn Transport>, BenchError> {
         Mechanism::Floor => hw::floor_child(spec),
         Mechanism::Pipe
         | Mechanism::UnixStream
+        | Mechanism::UnixEpoll
         | Mechanism::UnixDgram
         | Mechanism::UnixSeqpacket
         | Mechanism::Tcp => fd::child(spec),
-        Mechanism::Eventfd => eventfd::child(spec),
+        Mechanism::TokioUnix => async_rt::unix_child(spec),
+        Mechanism::Eventfd | Mechanism::EventfdEpoll => eventfd::child(spec),
         Mechanism::PosixMq | Mechanism::SysvMq => mq::child(spec),
         Mechanism::UringPipe | Mechanism::UringUnix | Mechanism::UringUnixSqpoll => {
             uring::child(spec)

@@ -246,8 +246,10 @@ struct BenchArgs {
     sizes: Option<Vec<usize>>,
     /// Mechanisms, comma separated. Default: all of hwlink-poll,
     /// hwlink-spin-park, hwlink-park, hwlink-zero-copy, hwlink-mailbox,
-    /// floor, pipe, unix-stream, unix-dgram, unix-seqpacket, eventfd,
-    /// posix-mq, sysv-mq, tcp, uring-pipe, uring-unix, uring-unix-sqpoll.
+    /// hwlink-select-poll, hwlink-select-park, hwlink-epoll, hwlink-async,
+    /// floor, pipe, unix-stream, unix-epoll, tokio-unix, unix-dgram,
+    /// unix-seqpacket, eventfd, eventfd-epoll, posix-mq, sysv-mq, tcp,
+    /// uring-pipe, uring-unix, uring-unix-sqpoll.
     #[arg(long, value_delimiter = ',')]
     mechanisms: Option<Vec<hwlink_benches::bench::Mechanism>>,
     /// Workloads, comma separated, from round-trip, stream and pipeline.

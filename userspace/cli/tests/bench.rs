@@ -72,6 +72,36 @@ fn hwlink_links_carry_and_verify() {
     exercise(Mechanism::HwlinkPoll, 1 << 20);
 }
 
+/// A select over four links on the echo side, busy-polling and parked:
+/// round trips only (streams refused with the reason).
+#[test]
+fn select_over_links_round_trips() {
+    let o = opts();
+    for m in [Mechanism::HwlinkSelectPoll, Mechanism::HwlinkSelectPark] {
+        for size in [8, 4096] {
+            let rt = bench::round_trip(m, size, &o, 5, Duration::from_millis(20), 200, &launcher)
+                .unwrap_or_else(|e| panic!("{m} round trip of {size} B: {e}"));
+            assert!(!rt.samples.is_empty(), "{m}");
+            assert_eq!(rt.cpu.peer_msgs, rt.warmup + rt.samples.len() as u64, "{m}");
+        }
+        match bench::stream(m, 64, &o, Duration::from_millis(10), &launcher) {
+            Err(BenchError::Unsupported(r)) => assert!(r.contains("round trips only"), "{r}"),
+            other => panic!("{m} stream: expected a skip, got {other:?}"),
+        }
+    }
+}
+
+/// hwlink ends waited on through their descriptor: in epoll on the echo
+/// side, and as tokio async ends on both sides (skipped with the reason
+/// where the kernel gives no descriptor).
+#[test]
+fn hwlink_descriptor_rows_carry_and_verify() {
+    for m in [Mechanism::HwlinkEpoll, Mechanism::HwlinkAsync] {
+        exercise_if_supported(m, 8);
+        exercise_if_supported(m, 64 << 10);
+    }
+}
+
 /// Zero copy: streams written and checked in place, every message verified
 /// by the peer; round trips are refused with a reason.
 #[test]
@@ -152,6 +182,23 @@ fn eventfd_carries_and_verifies() {
     exercise(Mechanism::Eventfd, 64 << 10);
 }
 
+/// The kernel's readiness path: non-blocking descriptors waited on in
+/// epoll, and tokio's runtime; large messages make the non-blocking
+/// writes come up short and wait for room.
+#[test]
+fn readiness_baselines_carry_and_verify() {
+    for m in [
+        Mechanism::EventfdEpoll,
+        Mechanism::UnixEpoll,
+        Mechanism::TokioUnix,
+    ] {
+        exercise(m, 8);
+    }
+    exercise(Mechanism::EventfdEpoll, 64 << 10);
+    exercise(Mechanism::UnixEpoll, 1 << 20);
+    exercise(Mechanism::TokioUnix, 1 << 20);
+}
+
 #[test]
 fn message_queues_carry_and_verify() {
     exercise(Mechanism::PosixMq, 64);
@@ -204,6 +251,20 @@ fn pipeline_carries_every_message_in_order() {
             (Mechanism::Floor, other) => panic!("floor pipeline: expected a skip, got {other:?}"),
             (Mechanism::HwlinkZeroCopy, Err(BenchError::Unsupported(r))) => {
                 assert!(r.contains("hwlink-spin-park"), "{r}");
+                continue;
+            }
+            // Rows that compare ways of waiting have no pipeline.
+            (
+                Mechanism::EventfdEpoll
+                | Mechanism::UnixEpoll
+                | Mechanism::TokioUnix
+                | Mechanism::HwlinkSelectPoll
+                | Mechanism::HwlinkSelectPark
+                | Mechanism::HwlinkEpoll
+                | Mechanism::HwlinkAsync,
+                Err(BenchError::Unsupported(r)),
+            ) => {
+                assert!(r.contains("ways of waiting"), "{m}: {r}");
                 continue;
             }
             // A kernel may refuse io_uring (or SQPOLL); the reason says so.
