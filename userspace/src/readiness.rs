@@ -99,6 +99,10 @@ pub(crate) struct Readiness {
     /// The user data of the request in flight (never 0).
     tag: u64,
     one_peer: bool,
+    /// Armed by every attempt that finds nothing (a descriptor handed
+    /// out); else only when its owner is about to wait on it (the async
+    /// ends, which spin first).
+    pub(crate) auto: bool,
 }
 
 impl std::fmt::Debug for Readiness {
@@ -150,6 +154,7 @@ impl Readiness {
             armed: Armed::No,
             tag: 0,
             one_peer,
+            auto: true,
         })
     }
 
@@ -181,10 +186,16 @@ impl Readiness {
     /// may (a post on the doorbell, the peer's death), or now if `ready()`
     /// (looked at after the fence) says it already may. `death`: the peer's
     /// liveness watch, once it attached. A request still in flight stays.
-    pub(crate) fn arm(&mut self, death: Option<Arc<Watched>>, ready: impl FnOnce() -> bool) {
+    /// True if the end was found ready (the request is a no-op: the
+    /// descriptor reads ready at once).
+    pub(crate) fn arm_now(
+        &mut self,
+        death: Option<Arc<Watched>>,
+        ready: impl FnOnce() -> bool,
+    ) -> bool {
         self.reap();
         if self.armed != Armed::No {
-            return;
+            return false;
         }
         if death.is_some() {
             self.death = death;
@@ -203,7 +214,8 @@ impl Readiness {
         let dead = seen.is_some_and(|s| s & HWL_PROCESS_OWNER_DIED != 0);
         self.tag = self.tag.wrapping_add(1).max(1);
         let tag = self.tag;
-        let (entries, futex) = if ready() || dead {
+        let now = ready() || dead;
+        let (entries, futex) = if now {
             (vec![opcode::Nop::new().build().user_data(tag)], false)
         } else if count != 0 {
             // Flooded: a futex wait on it would return at once.
@@ -247,6 +259,7 @@ impl Readiness {
         } else if futex {
             self.bell.waiters().fetch_sub(1, Ordering::Relaxed);
         }
+        now
     }
 
     /// A timeout request of `after`: completes by itself.

@@ -135,6 +135,7 @@ impl AsyncReceiver {
             WaitStrategy::BusyPoll => None,
             _ => Some(rx.as_fd()?.as_raw_fd()),
         };
+        rx.arm_explicitly();
         Ok(AsyncReceiver {
             waiter: Waiter::new(strategy, fd, false)?,
             rx,
@@ -159,6 +160,9 @@ impl AsyncReceiver {
                 .waiter
                 .spin(rx.shares_core_with_peer(), || rx.ready_now())
             {
+                continue;
+            }
+            if self.rx.arm_for_wait() {
                 continue;
             }
             self.waiter.park().await.map_err(io_to_recv)?;
@@ -191,6 +195,7 @@ impl AsyncSender {
             WaitStrategy::BusyPoll => None,
             _ => Some(tx.as_fd()?.as_raw_fd()),
         };
+        tx.arm_explicitly();
         Ok(AsyncSender {
             waiter: Waiter::new(strategy, fd, false)?,
             tx,
@@ -211,6 +216,9 @@ impl AsyncSender {
                 .waiter
                 .spin(tx.shares_core_with_peer(), || tx.ready_now())
             {
+                continue;
+            }
+            if self.tx.arm_for_wait() {
                 continue;
             }
             if self.waiter.park().await.is_err() {
@@ -265,6 +273,7 @@ impl AsyncMailbox {
         } else {
             None
         };
+        mailbox.arm_explicitly();
         Ok(AsyncMailbox {
             recv_waiter,
             send_waiter,
@@ -286,6 +295,12 @@ impl AsyncMailbox {
             if waiter.spin(false, || mailbox.ready_now(true)) {
                 continue;
             }
+            if self.mailbox.arm_for_wait(true) {
+                continue;
+            }
+            let Some(waiter) = &self.recv_waiter else {
+                return Err(RecvError::Disconnected);
+            };
             waiter.park().await.map_err(io_to_recv)?;
         }
     }
@@ -305,6 +320,12 @@ impl AsyncMailbox {
             if waiter.spin(false, || mailbox.ready_now(false)) {
                 continue;
             }
+            if self.mailbox.arm_for_wait(false) {
+                continue;
+            }
+            let Some(waiter) = &self.send_waiter else {
+                return Err(SendError::Disconnected(msg));
+            };
             if waiter.park().await.is_err() {
                 return Err(SendError::Disconnected(msg));
             }
@@ -340,6 +361,7 @@ impl AsyncMember {
             WaitStrategy::BusyPoll => None,
             _ => Some(member.as_fd()?.as_raw_fd()),
         };
+        member.arm_explicitly();
         Ok(AsyncMember {
             waiter: Waiter::new(strategy, fd, pinned_alone())?,
             member,
@@ -356,6 +378,9 @@ impl AsyncMember {
             }
             let member = &self.member;
             if self.waiter.spin(false, || member.recv_ready_now(None)) {
+                continue;
+            }
+            if self.member.arm_for_wait() {
                 continue;
             }
             self.waiter.park().await.map_err(io_to_recv)?;
@@ -377,7 +402,16 @@ impl AsyncMember {
             {
                 continue;
             }
-            self.waiter.park().await.map_err(io_to_recv)?;
+            if self.member.arm_for_wait() {
+                continue;
+            }
+            // A member that has not joined yet rings nothing when it does:
+            // look again at least every slice.
+            if let Ok(woke) =
+                tokio::time::timeout(crate::wait::SLEEP_SLICE, self.waiter.park()).await
+            {
+                woke.map_err(io_to_recv)?;
+            }
         }
     }
 

@@ -421,11 +421,28 @@ impl Member {
         }
     }
 
-    /// A receive found nothing: arm the descriptor, if any.
+    /// A receive found nothing: arm the descriptor, if it arms itself.
     fn arm_readiness(&mut self) {
-        if let Some(mut r) = self.readiness.take() {
-            r.arm(None, || self.recv_ready_now(None));
-            self.readiness = Some(r);
+        if self.readiness.as_ref().is_some_and(|r| r.auto) {
+            self.arm_for_wait();
+        }
+    }
+
+    /// Arms the descriptor now (an async member about to await it); true
+    /// if a receive may find something instead.
+    pub(crate) fn arm_for_wait(&mut self) -> bool {
+        let Some(mut r) = self.readiness.take() else {
+            return true;
+        };
+        let now = r.arm_now(None, || self.recv_ready_now(None));
+        self.readiness = Some(r);
+        now
+    }
+
+    /// Hands the descriptor to an owner that arms it itself.
+    pub(crate) fn arm_explicitly(&mut self) {
+        if let Some(r) = &mut self.readiness {
+            r.auto = false;
         }
     }
 

@@ -476,15 +476,33 @@ macro_rules! waitable_end {
                 }
             }
 
-            /// An attempt found nothing to do: arm the descriptor, if any.
+            /// An attempt found nothing to do: arm the descriptor, if it
+            /// arms itself.
             #[cold]
             fn arm_readiness(&mut self) {
+                if self.readiness.as_ref().is_some_and(|r| r.auto) {
+                    self.arm_for_wait();
+                }
+            }
+
+            /// Arms the descriptor now (an async end about to await it);
+            /// true if the end was found ready instead.
+            pub(crate) fn arm_for_wait(&mut self) -> bool {
+                let Some(r) = &mut self.readiness else {
+                    return true;
+                };
+                // Sets up the peer's watch once it attached.
+                self.end.peer.status(&mut self.end.policy, false);
+                let death = self.end.death_watch();
+                let (ring, end) = (&self.ring, &self.end);
+                r.arm_now(death, || ring.$ready() || end.peer_gone_now())
+            }
+
+            /// Hands the descriptor to an owner that arms it itself
+            /// ([`arm_for_wait`](Self::arm_for_wait)) before it waits.
+            pub(crate) fn arm_explicitly(&mut self) {
                 if let Some(r) = &mut self.readiness {
-                    // Sets up the peer's watch once it attached.
-                    self.end.peer.status(&mut self.end.policy, false);
-                    let death = self.end.death_watch();
-                    let (ring, end) = (&self.ring, &self.end);
-                    r.arm(death, || ring.$ready() || end.peer_gone_now());
+                    r.auto = false;
                 }
             }
         }

@@ -318,14 +318,34 @@ impl Mailbox {
     }
 
     /// An attempt (`receiving` or a send) found nothing to do: arm that
-    /// direction's descriptor, if any.
+    /// direction's descriptor, if it arms itself.
     #[cold]
     fn arm_readiness(&mut self, receiving: bool) {
+        if self.readiness[usize::from(receiving)]
+            .as_ref()
+            .is_some_and(|r| r.auto)
+        {
+            self.arm_for_wait(receiving);
+        }
+    }
+
+    /// Arms that direction's descriptor now (an async end about to await
+    /// it); true if the end was found ready instead.
+    pub(crate) fn arm_for_wait(&mut self, receiving: bool) -> bool {
         let k = usize::from(receiving);
-        if let Some(mut r) = self.readiness[k].take() {
-            let death = self.death_watch();
-            r.arm(death, || self.ready_now(receiving));
-            self.readiness[k] = Some(r);
+        let Some(mut r) = self.readiness[k].take() else {
+            return true;
+        };
+        let death = self.death_watch();
+        let now = r.arm_now(death, || self.ready_now(receiving));
+        self.readiness[k] = Some(r);
+        now
+    }
+
+    /// Hands both descriptors to an owner that arms them itself.
+    pub(crate) fn arm_explicitly(&mut self) {
+        for r in self.readiness.iter_mut().flatten() {
+            r.auto = false;
         }
     }
 

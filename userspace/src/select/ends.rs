@@ -32,6 +32,12 @@ pub(crate) trait End {
     /// Whether the operation could make progress now, or fail at once,
     /// from memory alone (no system call).
     fn ready_now(&self, kind: &Kind<'_>) -> bool;
+    /// The hot poll of a spinning select: only whether a message (room)
+    /// is there, the fewest loads; the rest of [`ready_now`] is looked at
+    /// on the engine's clock ticks.
+    fn ready_hot(&self, kind: &Kind<'_>) -> bool {
+        self.ready_now(kind)
+    }
     /// The doorbell rung when the operation may make progress (None:
     /// none is known yet; slow looks find progress then).
     fn bell(&self, kind: &Kind<'_>) -> Option<&Doorbell>;
@@ -112,6 +118,9 @@ impl End for Receiver {
     }
     fn ready_now(&self, _: &Kind<'_>) -> bool {
         Receiver::ready_now(self)
+    }
+    fn ready_hot(&self, _: &Kind<'_>) -> bool {
+        self.has_message_now()
     }
     fn bell(&self, _: &Kind<'_>) -> Option<&Doorbell> {
         Some(self.doorbell())

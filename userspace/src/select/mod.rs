@@ -372,6 +372,10 @@ impl<'a> Select<'a> {
             .deaths(&deaths)
             .fruitless(fruitless)
             .until(&mut policy, |tick, _| {
+                if tick == Tick::Poll {
+                    let hot = ops.iter().any(|op| op.end.ready_hot(&op.kind));
+                    return Ok(hot.then_some(false));
+                }
                 if ops.iter().any(|op| op.end.ready_now(&op.kind)) {
                     return Ok::<_, std::convert::Infallible>(Some(false));
                 }
