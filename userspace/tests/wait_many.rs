@@ -101,6 +101,18 @@ fn roles(role: &str, ctx: &Ctx) -> bool {
     let id = ctx.u64("ID") as u32;
     let count = ctx.u64("COUNT");
     let pace = Duration::from_micros(ctx.var_or("PACE_US", "0").parse().unwrap());
+    if role == "link_recv" {
+        let mut rx = link(&ctx.name(), ctx.wait())
+            .open_receiver()
+            .expect("open link");
+        ctx.report("ready");
+        for seq in 0..count {
+            let m = rx.recv_timeout(PEER_WAIT).expect("link recv");
+            assert_eq!(decode(&m), (id, seq));
+        }
+        ctx.report("received");
+        return true;
+    }
     let mut send: SendFn = match role {
         "link" => {
             let mut tx = link(&ctx.name(), ctx.wait())
@@ -525,7 +537,7 @@ fn tokio_receives_a_million_in_order() {
 fn tokio_select_cancelling_recv_loses_nothing() {
     let base = unique("tkc");
     let _cleanup = Cleanup(base.clone());
-    let count = 20_000u64;
+    let count = 50_000u64;
     let rx = link(&format!("{base}-l"), WaitStrategy::Park)
         .create_receiver()
         .unwrap();
@@ -566,4 +578,65 @@ fn tokio_select_cancelling_recv_loses_nothing() {
         p.wait_success(LONG);
     }
     mbx.remove().unwrap();
+}
+
+/// `AsyncSender` against back-pressure (a 64-slot link to a slower
+/// process, so most sends await room through the sender's descriptor) and
+/// `AsyncMember::recv_any` from a member process.
+#[cfg(feature = "tokio")]
+#[test]
+fn tokio_sender_under_back_pressure_and_member_receive() {
+    let base = unique("tks");
+    let _cleanup = Cleanup(base.clone());
+    let count = 100_000u64;
+    let link_name = format!("{base}-l");
+    let tx = link(&link_name, WaitStrategy::Park)
+        .create_sender()
+        .unwrap();
+    let mut receiver = spawn(
+        "link_recv",
+        &link_name,
+        4,
+        count,
+        &[("WAIT", "park".to_string())],
+    );
+    let dom = format!("{base}-d");
+    let hub = Domain::builder(&dom)
+        .wait(WaitStrategy::Park)
+        .join("hub")
+        .unwrap();
+    let mut member = spawn(
+        "member",
+        &dom,
+        5,
+        5_000,
+        &[
+            ("MEMBER", "p5".to_string()),
+            ("TO", "hub".to_string()),
+            ("WAIT", "park".to_string()),
+        ],
+    );
+    member.say("go");
+    runtime().block_on(async {
+        let mut atx = hwlink::tokio::AsyncSender::new(tx).unwrap();
+        let mut ahub = hwlink::tokio::AsyncMember::new(hub).unwrap();
+        let (mut sent, mut got) = (0u64, 0u64);
+        let mut ledger = Ledger::default();
+        while sent < count || got < 5_000 {
+            tokio::select! {
+                r = atx.send(encode(4, sent)), if sent < count => { r.unwrap(); sent += 1; }
+                m = ahub.recv_any(), if got < 5_000 => {
+                    let (from, m) = m.unwrap();
+                    assert_eq!(from, "p5");
+                    ledger.take(&m);
+                    got += 1;
+                }
+            }
+        }
+    });
+    receiver.expect("received", LONG);
+    receiver.wait_success(LONG);
+    member.expect("sent", LONG);
+    member.say("exit");
+    member.wait_success(LONG);
 }
