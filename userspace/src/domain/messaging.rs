@@ -440,6 +440,7 @@ impl Member {
     }
 
     /// Hands the descriptor to an owner that arms it itself.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     pub(crate) fn arm_explicitly(&mut self) {
         if let Some(r) = &mut self.readiness {
             r.auto = false;

@@ -500,6 +500,7 @@ macro_rules! waitable_end {
 
             /// Hands the descriptor to an owner that arms it itself
             /// ([`arm_for_wait`](Self::arm_for_wait)) before it waits.
+            #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
             pub(crate) fn arm_explicitly(&mut self) {
                 if let Some(r) = &mut self.readiness {
                     r.auto = false;

@@ -343,6 +343,7 @@ impl Mailbox {
     }
 
     /// Hands both descriptors to an owner that arms them itself.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     pub(crate) fn arm_explicitly(&mut self) {
         for r in self.readiness.iter_mut().flatten() {
             r.auto = false;
