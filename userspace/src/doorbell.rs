@@ -79,6 +79,29 @@ impl Doorbell {
         self.waiters.get()
     }
 
+    /// The first half of a sleep whose second half is not this thread's
+    /// futex wait (a pollable descriptor's request): registers as a
+    /// waiter, takes pending tokens (up to `max_tokens`), reads the count
+    /// and executes the sleeper's fence (F1/F3, called F4 there). A look
+    /// at the awaited condition after this sees every post published
+    /// before; a later post changes the count from the value returned.
+    /// Undone by [`unregister`](Self::unregister).
+    pub(crate) fn register_and_read(&self, max_tokens: u32) -> u32 {
+        self.waiters().fetch_add(1, Ordering::Relaxed);
+        let mut tokens = 0u32;
+        while tokens < max_tokens && self.try_wait() {
+            tokens = tokens.saturating_add(1);
+        }
+        let count = self.count().load(Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        count
+    }
+
+    /// Leaves the waiters registered by [`register_and_read`](Self::register_and_read).
+    pub(crate) fn unregister(&self) {
+        self.waiters().fetch_sub(1, Ordering::Relaxed);
+    }
+
     /// Whether sleepers sleep on the futex of the count word (not on a
     /// device's doorbell register).
     pub(crate) fn is_futex(&self) -> bool {
@@ -494,6 +517,33 @@ mod loom_models {
             t.join().unwrap();
             assert_eq!(a.bell.waiting(), 0);
             assert_eq!(b.bell.waiting(), 0);
+        });
+    }
+
+    /// A pollable descriptor's arming (F4): register and read the count,
+    /// then look; a post racing it is either seen by the look or changes
+    /// the count the descriptor's futex request waits on.
+    #[test]
+    fn arming_sees_the_post_or_the_changed_count() {
+        loom::model(|| {
+            let d = HeapDoorbell::new();
+            let other = d.share();
+            let flag = std::sync::Arc::new(AtomicU32::new(0));
+            let flag2 = flag.clone();
+            let t = loom::thread::spawn(move || {
+                flag2.store(1, Ordering::Release);
+                fence(Ordering::SeqCst);
+                other.bell.notify();
+            });
+            let seen = d.bell.register_and_read(64);
+            let published = flag.load(Ordering::Acquire) == 1;
+            t.join().unwrap();
+            let woken = d.bell.count().load(Ordering::SeqCst) != seen;
+            assert!(
+                published || woken,
+                "the descriptor would sleep through the post"
+            );
+            d.bell.unregister();
         });
     }
 }

@@ -24,7 +24,7 @@
 
 use crate::doorbell::Doorbell;
 use crate::liveness::Watched;
-use crate::sync::{fence, AtomicU32, Ordering};
+use crate::sync::{AtomicU32, Ordering};
 use hwlink_hw::HWL_PROCESS_OWNER_DIED;
 use io_uring::{opcode, types, IoUring};
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -176,7 +176,7 @@ impl Readiness {
         }
         if done {
             if self.armed == Armed::Futex {
-                self.bell.waiters().fetch_sub(1, Ordering::Relaxed);
+                self.bell.unregister();
             }
             self.armed = Armed::No;
         }
@@ -200,15 +200,9 @@ impl Readiness {
         if death.is_some() {
             self.death = death;
         }
-        // Registered before the look, as a sleeper is (F4).
-        self.bell.waiters().fetch_add(1, Ordering::Relaxed);
-        let mut tokens = 0u32;
-        while tokens < FLOOD_TOKENS && self.bell.try_wait() {
-            tokens = tokens.saturating_add(1);
-        }
-        let count = self.bell.count().load(Ordering::Relaxed);
-        // F4: pairs with the poster's F0/F2 (see the module header).
-        fence(Ordering::SeqCst);
+        // Registered before the look, as a sleeper is; F4 pairs with the
+        // poster's F0/F2 (see the module header).
+        let count = self.bell.register_and_read(FLOOD_TOKENS);
         let word: Option<&AtomicU32> = self.death.as_deref().and_then(Watched::lock_word);
         let seen = word.map(|w| w.load(Ordering::Acquire));
         let dead = seen.is_some_and(|s| s & HWL_PROCESS_OWNER_DIED != 0);
@@ -252,12 +246,12 @@ impl Readiness {
             }
         };
         if !futex {
-            self.bell.waiters().fetch_sub(1, Ordering::Relaxed);
+            self.bell.unregister();
         }
         if self.submit(&entries) {
             self.armed = if futex { Armed::Futex } else { Armed::Other };
         } else if futex {
-            self.bell.waiters().fetch_sub(1, Ordering::Relaxed);
+            self.bell.unregister();
         }
         now
     }
@@ -296,13 +290,38 @@ impl Readiness {
     }
 }
 
+/// An end's descriptor, made on first use into `slot` (as by
+/// [`Readiness::new`]); true if it is new (its end arms it now).
+pub(crate) fn ensure(
+    slot: &mut Option<Box<Readiness>>,
+    strategy: crate::WaitStrategy,
+    bell: &Doorbell,
+    one_peer: bool,
+) -> Result<bool, ReadinessError> {
+    if strategy == crate::WaitStrategy::BusyPoll {
+        return Err(ReadinessError::BusyPoll);
+    }
+    if slot.is_some() {
+        return Ok(false);
+    }
+    *slot = Some(Box::new(Readiness::new(bell, one_peer)?));
+    Ok(true)
+}
+
+/// The descriptor of a slot that [`ensure`] filled.
+pub(crate) fn fd_of(slot: &Option<Box<Readiness>>) -> Result<BorrowedFd<'_>, ReadinessError> {
+    slot.as_ref()
+        .map(|r| r.fd())
+        .ok_or(ReadinessError::BusyPoll)
+}
+
 /// `FUTEX2_SIZE_U32`; no `FUTEX2_PRIVATE`: the words are process-shared.
 const FUTEX2_SIZE_U32: u32 = 0x02;
 
 impl Drop for Readiness {
     fn drop(&mut self) {
         if self.armed == Armed::Futex {
-            self.bell.waiters().fetch_sub(1, Ordering::Relaxed);
+            self.bell.unregister();
         }
     }
 }

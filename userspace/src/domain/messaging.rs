@@ -407,18 +407,10 @@ impl Member {
     /// again whenever a receive finds nothing (`Empty`), and stays
     /// readable until then. Not for busy-polling members.
     pub fn as_fd(&mut self) -> Result<std::os::fd::BorrowedFd<'_>, crate::ReadinessError> {
-        if self.wait == WaitStrategy::BusyPoll {
-            return Err(crate::ReadinessError::BusyPoll);
-        }
-        if self.readiness.is_none() {
-            let r = crate::readiness::Readiness::new(&self.inbox, false)?;
-            self.readiness = Some(Box::new(r));
+        if crate::readiness::ensure(&mut self.readiness, self.wait, &self.inbox, false)? {
             self.arm_readiness();
         }
-        match &self.readiness {
-            Some(r) => Ok(r.fd()),
-            None => Err(crate::ReadinessError::BusyPoll),
-        }
+        crate::readiness::fd_of(&self.readiness)
     }
 
     /// A receive found nothing: arm the descriptor, if it arms itself.

@@ -462,18 +462,11 @@ macro_rules! waitable_end {
             /// Costs nothing while unused: the peer rings only an armed
             /// end. Not for busy-polling ends (their peer never rings).
             pub fn as_fd(&mut self) -> Result<std::os::fd::BorrowedFd<'_>, crate::ReadinessError> {
-                if self.end.strategy == WaitStrategy::BusyPoll {
-                    return Err(crate::ReadinessError::BusyPoll);
-                }
-                if self.readiness.is_none() {
-                    let r = crate::readiness::Readiness::new(&self.ring.words.$bell, true)?;
-                    self.readiness = Some(Box::new(r));
+                let (strategy, bell) = (self.end.strategy, &self.ring.words.$bell);
+                if crate::readiness::ensure(&mut self.readiness, strategy, bell, true)? {
                     self.arm_readiness();
                 }
-                match &self.readiness {
-                    Some(r) => Ok(r.fd()),
-                    None => Err(crate::ReadinessError::BusyPoll),
-                }
+                crate::readiness::fd_of(&self.readiness)
             }
 
             /// An attempt found nothing to do: arm the descriptor, if it

@@ -302,19 +302,12 @@ impl Mailbox {
         &mut self,
         receiving: bool,
     ) -> Result<std::os::fd::BorrowedFd<'_>, crate::ReadinessError> {
-        if self.wait == WaitStrategy::BusyPoll {
-            return Err(crate::ReadinessError::BusyPoll);
-        }
         let k = usize::from(receiving);
-        if self.readiness[k].is_none() {
-            let r = crate::readiness::Readiness::new(self.doorbell(receiving), false)?;
-            self.readiness[k] = Some(Box::new(r));
+        let bell = self.doorbell(receiving).clone();
+        if crate::readiness::ensure(&mut self.readiness[k], self.wait, &bell, false)? {
             self.arm_readiness(receiving);
         }
-        match &self.readiness[k] {
-            Some(r) => Ok(r.fd()),
-            None => Err(crate::ReadinessError::BusyPoll),
-        }
+        crate::readiness::fd_of(&self.readiness[k])
     }
 
     /// An attempt (`receiving` or a send) found nothing to do: arm that

@@ -287,9 +287,20 @@ impl<'a> Select<'a> {
     /// (a mailbox's receivers): ring those that still look ready, so that
     /// a sleeping peer of theirs looks too.
     fn pass_on(&self, done: usize) {
+        let mut shared = self
+            .ops
+            .iter()
+            .enumerate()
+            .filter(|(k, op)| *k != done && op.end.shared_with_others(&op.kind))
+            .peekable();
+        if shared.peek().is_none() {
+            // Links only: each has this select as its one receiver.
+            return;
+        }
+        // F0: our claim is published before we read `waiters`.
         fence(Ordering::SeqCst);
-        for (k, op) in self.ops.iter().enumerate() {
-            if k != done && op.end.shared_with_others(&op.kind) && op.end.ready_now(&op.kind) {
+        for (_, op) in shared {
+            if op.end.ready_now(&op.kind) {
                 if let Some(bell) = op.end.bell(&op.kind) {
                     bell.notify();
                 }
@@ -359,14 +370,22 @@ impl<'a> Select<'a> {
             });
         }
         let mut policy = self.policy.unwrap_or_else(SpinPolicy::new);
+        // A busy-polling select never sleeps: nothing to collect (and no
+        // allocation per select) for it.
+        let sleeps = strategy != WaitStrategy::BusyPoll;
         let watches: Vec<Arc<Watched>> = self
             .ops
             .iter_mut()
+            .filter(|_| sleeps)
             .filter_map(|op| op.end.death_watch(&op.kind))
             .collect();
         let deaths: Vec<&AtomicU32> = watches.iter().filter_map(|w| w.lock_word()).collect();
         let ops = &self.ops;
-        let bells: Vec<&Doorbell> = ops.iter().filter_map(|op| op.end.bell(&op.kind)).collect();
+        let bells: Vec<&Doorbell> = ops
+            .iter()
+            .filter(|_| sleeps)
+            .filter_map(|op| op.end.bell(&op.kind))
+            .collect();
         let mut last_slow = Instant::now();
         let waited = Wait::any(&bells, strategy, deadline)
             .deaths(&deaths)
