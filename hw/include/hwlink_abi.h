@@ -24,7 +24,7 @@
 
 /* "HWLINK" followed by 0x00 0x01, read as a little-endian u64. */
 #define HWL_REGION_MAGIC 0x01004b4e494c5748ULL
-#define HWL_ABI_VERSION 2
+#define HWL_ABI_VERSION 3
 
 /* On device memory (an ivshmem BAR), regions lie back to back from offset 0,
  * each followed by the next at offset + total_size. A creator claims the
@@ -46,6 +46,7 @@
 #define HWL_FEAT_RENDEZVOUS (1U << 3)    /* objects of kind HWL_OBJ_RENDEZVOUS */
 #define HWL_FEAT_MAILBOX (1U << 4)       /* objects of kind HWL_OBJ_MAILBOX */
 #define HWL_FEAT_DOMAIN (1U << 5)        /* objects of kind HWL_OBJ_DOMAIN */
+#define HWL_FEAT_TOPIC (1U << 6)         /* objects of kind HWL_OBJ_TOPIC */
 
 /* hwl_region.flags: facts about the backing memory, set by the creator. */
 #define HWL_REGION_F_HUGEPAGE (1U << 0) /* backed by 2 MiB hugepages */
@@ -58,6 +59,7 @@
 #define HWL_OBJ_RENDEZVOUS 3 /* struct hwl_rendezvous: zero-capacity hand-off */
 #define HWL_OBJ_MAILBOX 4
 #define HWL_OBJ_DOMAIN 5 /* struct hwl_domain + its member directory */
+#define HWL_OBJ_TOPIC 6  /* struct hwl_topic + subscriber table + slots */
 
 /* hwl_endpoint.state: written only by the endpoint's own process. */
 #define HWL_EP_FREE 0     /* nobody attached yet */
@@ -460,6 +462,91 @@ struct hwl_rdv_cell {
 	__u32 peer_count;    /* futex word a paired sender sleeps on for the ack */
 	__u32 peer_waiters;  /* doorbell waiters of peer_count */
 	__u64 resv1[3];      /* reserved, zero */
+};
+
+/*
+ * Topics: one publisher, many subscribers, every message read in place by
+ * every subscriber (hw/SPEC.md, "Topics"). One ring of slots, written only
+ * by the publisher; each subscriber has its own cursor.
+ *
+ *   line 0   configuration, written once by the creator before R-mag
+ *   line 1   tail and reclaim: written by the publisher
+ *   line 2   publisher: token (claimed by CAS), pid, wait mode, CPU mask
+ *   line 3   users (reference count), sleepy, removed: updated by joiners
+ *            and leavers
+ *   line 4   sleeping: one bit per subscriber entry that may be parked
+ *   line 5   not_full doorbell: subscribers post, a Block publisher waits
+ *   subs_offset: max_subscribers struct hwl_topic_sub entries
+ *   slots_offset: capacity slots of slot_stride bytes, each a
+ *            struct hwl_topic_slot followed by up to slot_size payload bytes
+ *
+ * Positions are free-running u64 counters below HWL_TOPIC_POS_LIMIT; the
+ * message of position p lives in slot p & (capacity - 1).
+ */
+#define HWL_TOPIC_MAX_SUBSCRIBERS 256 /* entries; one bit each in sleeping */
+#define HWL_TOPIC_SLOT_HDR_SIZE 16    /* sizeof(struct hwl_topic_slot) */
+#define HWL_TOPIC_POS_LIMIT (1ULL << 62)
+#define HWL_TOPIC_SEQ_WRITING (1ULL << 63) /* in seq: the publisher is writing pos */
+
+/* hwl_topic.backpressure */
+#define HWL_TOPIC_BLOCK 0     /* the publisher waits for the slowest live subscriber */
+#define HWL_TOPIC_OVERWRITE 1 /* the publisher never waits; laggards are told how many they missed */
+
+struct hwl_topic {
+	__u64 id;              /* unique id, chosen at random by the creator */
+	__u32 capacity;        /* slots, a power of two, 2..HWL_RING_MAX_CAPACITY */
+	__u32 slot_size;       /* most payload bytes in one message */
+	__u32 slot_stride;     /* bytes per slot, header included, multiple of 64 */
+	__u32 max_subscribers; /* entries, 1..HWL_TOPIC_MAX_SUBSCRIBERS */
+	__u32 history;         /* most past messages a joiner may ask for, <= capacity / 2 */
+	__u32 backpressure;    /* HWL_TOPIC_BLOCK or HWL_TOPIC_OVERWRITE */
+	__u64 subs_offset;     /* from the start of this struct, multiple of 64 */
+	__u64 slots_offset;    /* from the start of this struct, multiple of 64 */
+	__u64 resv0[2];        /* reserved, zero */
+	__u64 tail;            /* next position the publisher writes */
+	__u64 reclaim;         /* Block: positions below may be overwritten */
+	__u64 pad1[6];
+	__u32 publisher;       /* token of the attached publisher, 0: none (CAS) */
+	__u32 publisher_pid;   /* its pid (informational) */
+	__u32 publisher_wait;  /* HWL_WAIT_*: advisory */
+	__u32 resv1;           /* reserved, zero */
+	__u64 publisher_cpus;  /* CPUs 0..63 it may run on */
+	__u64 pad2[5];
+	__u32 users;           /* attached handles; 0: being removed (never raised from 0) */
+	__u32 sleepy;          /* attached subscribers that may park */
+	__u32 removed;         /* non-zero once removed by `hwlink rm` */
+	__u32 pad3[13];
+	__u64 sleeping[HWL_TOPIC_MAX_SUBSCRIBERS / 64]; /* bit i: entry i may be parked */
+	__u64 pad4[4];
+	struct hwl_doorbell not_full; /* posted after a cursor moves, while the publisher waits */
+};
+
+/*
+ * One subscriber entry: two cache lines.
+ *
+ *   line 0   cursor, token, pid, lagged: written by the subscriber (token
+ *            claimed by CAS; cleared by whoever reaps a dead subscriber)
+ *   line 1   bell: the publisher posts when the entry's sleeping bit is set
+ */
+struct hwl_topic_sub {
+	__u64 cursor;   /* next position the subscriber reads */
+	__u32 token;    /* the subscriber's process token, 0: free entry */
+	__u32 pid;      /* its pid (informational) */
+	__u64 lagged;   /* messages it missed in all (Overwrite; informational) */
+	__u64 resv0[5]; /* reserved, zero */
+	struct hwl_doorbell bell; /* the subscriber parks here */
+};
+
+/*
+ * The header of one topic slot; the payload follows it. seq is
+ * HWL_TOPIC_SEQ_WRITING | pos while the publisher writes the message of pos,
+ * and pos + 1 once it is complete (stored last, release). len is written
+ * before seq. A reader checks seq before and after copying (a seqlock).
+ */
+struct hwl_topic_slot {
+	__u64 seq; /* see above; 0: never written */
+	__u32 len; /* payload bytes, <= slot_size */
+	__u32 resv; /* reserved, zero */
 };
 
 #endif /* HWLINK_ABI_H */

@@ -17,7 +17,7 @@
 //! Besides the bindings, the crate has a few typed helpers — [`slot_stride`],
 //! [`ring_bytes`], [`slot_offset`], [`object_bytes`],
 //! [`single_object_region_bytes`], [`mpmc_ring_bytes`],
-//! [`rendezvous_bytes`], [`domain_bytes`] and the `*_BYTES` constants —
+//! [`rendezvous_bytes`], [`domain_bytes`], [`topic_layout`] and the `*_BYTES` constants —
 //! which are the one place where the sizes, strides and offsets of objects
 //! derived from the header are computed. They are pure
 //! arithmetic on values the caller passes: they neither read nor validate a
@@ -319,6 +319,72 @@ pub const fn domain_bytes(max_members: u32) -> u64 {
     (max_members as u64)
         .saturating_mul(MEMBER_BYTES)
         .saturating_add(DOMAIN_HDR_BYTES)
+}
+
+/// Bytes of the topic control block (`struct hwl_topic`): 384, six cache
+/// lines. The subscriber table starts here.
+pub const TOPIC_CONTROL_BYTES: u64 = core::mem::size_of::<hwl_topic>() as u64;
+
+/// Bytes of one topic subscriber entry (`struct hwl_topic_sub`): 128.
+pub const TOPIC_SUB_BYTES: u64 = core::mem::size_of::<hwl_topic_sub>() as u64;
+
+const _: () = assert!(TOPIC_CONTROL_BYTES == 384);
+const _: () = assert!(TOPIC_SUB_BYTES == 128);
+const _: () = assert!(core::mem::size_of::<hwl_topic_slot>() == HWL_TOPIC_SLOT_HDR_SIZE as usize);
+
+/// Bytes per topic slot for payloads of at most `slot_size` bytes: the
+/// [`HWL_TOPIC_SLOT_HDR_SIZE`] header plus the payload, rounded up to a
+/// cache line. `None` if it does not fit in a `u32`.
+///
+/// ```
+/// assert_eq!(hwlink_hw::topic_slot_stride(48), Some(64));
+/// assert_eq!(hwlink_hw::topic_slot_stride(49), Some(128));
+/// ```
+pub const fn topic_slot_stride(slot_size: u32) -> Option<u32> {
+    mpmc_slot_stride(slot_size)
+}
+
+const _: () = assert!(HWL_TOPIC_SLOT_HDR_SIZE == HWL_MPMC_SLOT_HDR_SIZE);
+
+/// The standard layout of a topic object: `(subs_offset, slots_offset,
+/// total bytes)` for `capacity` slots of `slot_size` payload bytes and
+/// `max_subscribers` entries: the control block, then the subscriber
+/// table, then the slots. `None` on overflow or for a shape an opener
+/// refuses (capacity not a power of two from 2 to
+/// [`HWL_RING_MAX_CAPACITY`], no subscriber or more than
+/// [`HWL_TOPIC_MAX_SUBSCRIBERS`], a slot above [`HWL_RING_MAX_SLOT_SIZE`]).
+///
+/// ```
+/// let (subs, slots, total) = hwlink_hw::topic_layout(4, 8, 2).unwrap();
+/// assert_eq!((subs, slots, total), (384, 384 + 2 * 128, 384 + 256 + 4 * 64));
+/// assert_eq!(hwlink_hw::topic_layout(3, 8, 2), None);
+/// ```
+pub const fn topic_layout(
+    capacity: u32,
+    slot_size: u32,
+    max_subscribers: u32,
+) -> Option<(u64, u64, u64)> {
+    if capacity < 2
+        || !capacity.is_power_of_two()
+        || capacity > HWL_RING_MAX_CAPACITY
+        || max_subscribers == 0
+        || max_subscribers > HWL_TOPIC_MAX_SUBSCRIBERS
+        || slot_size > HWL_RING_MAX_SLOT_SIZE
+    {
+        return None;
+    }
+    let Some(stride) = topic_slot_stride(slot_size) else {
+        return None;
+    };
+    let subs = TOPIC_CONTROL_BYTES;
+    let slots = subs + max_subscribers as u64 * TOPIC_SUB_BYTES;
+    let Some(all) = (capacity as u64).checked_mul(stride as u64) else {
+        return None;
+    };
+    let Some(total) = slots.checked_add(all) else {
+        return None;
+    };
+    Some((subs, slots, total))
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 // facts against literal numbers and against the C compiler.
 
 pub const HWL_REGION_MAGIC: u64 = 72140393647200072;
-pub const HWL_ABI_VERSION: u32 = 2;
+pub const HWL_ABI_VERSION: u32 = 3;
 pub const HWL_REGION_CLAIMED: u64 = 5569054210022725448;
 pub const HWL_CACHELINE: u32 = 64;
 pub const HWL_REGION_HDR_SIZE: u32 = 4096;
@@ -16,6 +16,7 @@ pub const HWL_FEAT_MPMC_RING: u32 = 4;
 pub const HWL_FEAT_RENDEZVOUS: u32 = 8;
 pub const HWL_FEAT_MAILBOX: u32 = 16;
 pub const HWL_FEAT_DOMAIN: u32 = 32;
+pub const HWL_FEAT_TOPIC: u32 = 64;
 pub const HWL_REGION_F_HUGEPAGE: u32 = 1;
 pub const HWL_REGION_F_DEVICE: u32 = 2;
 pub const HWL_OBJ_NONE: u32 = 0;
@@ -24,6 +25,7 @@ pub const HWL_OBJ_MPMC_RING: u32 = 2;
 pub const HWL_OBJ_RENDEZVOUS: u32 = 3;
 pub const HWL_OBJ_MAILBOX: u32 = 4;
 pub const HWL_OBJ_DOMAIN: u32 = 5;
+pub const HWL_OBJ_TOPIC: u32 = 6;
 pub const HWL_EP_FREE: u32 = 0;
 pub const HWL_EP_ATTACHED: u32 = 1;
 pub const HWL_EP_CLOSED: u32 = 2;
@@ -77,6 +79,12 @@ pub const HWL_RDV_ACKED: u32 = 6;
 pub const HWL_RDV_SEND_WAITING: u32 = 7;
 pub const HWL_RDV_TAKING: u32 = 8;
 pub const HWL_RDV_TAKEN: u32 = 9;
+pub const HWL_TOPIC_MAX_SUBSCRIBERS: u32 = 256;
+pub const HWL_TOPIC_SLOT_HDR_SIZE: u32 = 16;
+pub const HWL_TOPIC_POS_LIMIT: u64 = 4611686018427387904;
+pub const HWL_TOPIC_SEQ_WRITING: i64 = -9223372036854775808;
+pub const HWL_TOPIC_BLOCK: u32 = 0;
+pub const HWL_TOPIC_OVERWRITE: u32 = 1;
 pub type __u8 = ::core::ffi::c_uchar;
 pub type __u32 = ::core::ffi::c_uint;
 pub type __u64 = ::core::ffi::c_ulonglong;
@@ -993,4 +1001,209 @@ const _: () = {
     [
         "Offset of field: hwl_rdv_cell::resv1",
     ][::core::mem::offset_of!(hwl_rdv_cell, resv1) - 40usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone, Hash, PartialEq, Eq)]
+pub struct hwl_topic {
+    /// unique id, chosen at random by the creator
+    pub id: __u64,
+    /// slots, a power of two, 2..HWL_RING_MAX_CAPACITY
+    pub capacity: __u32,
+    /// most payload bytes in one message
+    pub slot_size: __u32,
+    /// bytes per slot, header included, multiple of 64
+    pub slot_stride: __u32,
+    /// entries, 1..HWL_TOPIC_MAX_SUBSCRIBERS
+    pub max_subscribers: __u32,
+    /// most past messages a joiner may ask for, <= capacity / 2
+    pub history: __u32,
+    /// HWL_TOPIC_BLOCK or HWL_TOPIC_OVERWRITE
+    pub backpressure: __u32,
+    /// from the start of this struct, multiple of 64
+    pub subs_offset: __u64,
+    /// from the start of this struct, multiple of 64
+    pub slots_offset: __u64,
+    /// reserved, zero
+    pub resv0: [__u64; 2usize],
+    /// next position the publisher writes
+    pub tail: __u64,
+    /// Block: positions below may be overwritten
+    pub reclaim: __u64,
+    pub pad1: [__u64; 6usize],
+    /// token of the attached publisher, 0: none (CAS)
+    pub publisher: __u32,
+    /// its pid (informational)
+    pub publisher_pid: __u32,
+    /// HWL_WAIT_*: advisory
+    pub publisher_wait: __u32,
+    /// reserved, zero
+    pub resv1: __u32,
+    /// CPUs 0..63 it may run on
+    pub publisher_cpus: __u64,
+    pub pad2: [__u64; 5usize],
+    /// attached handles; 0: being removed (never raised from 0)
+    pub users: __u32,
+    /// attached subscribers that may park
+    pub sleepy: __u32,
+    /// non-zero once removed by `hwlink rm`
+    pub removed: __u32,
+    pub pad3: [__u32; 13usize],
+    /// bit i: entry i may be parked
+    pub sleeping: [__u64; 4usize],
+    pub pad4: [__u64; 4usize],
+    /// posted after a cursor moves, while the publisher waits
+    pub not_full: hwl_doorbell,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of hwl_topic"][::core::mem::size_of::<hwl_topic>() - 384usize];
+    ["Alignment of hwl_topic"][::core::mem::align_of::<hwl_topic>() - 8usize];
+    ["Offset of field: hwl_topic::id"][::core::mem::offset_of!(hwl_topic, id) - 0usize];
+    [
+        "Offset of field: hwl_topic::capacity",
+    ][::core::mem::offset_of!(hwl_topic, capacity) - 8usize];
+    [
+        "Offset of field: hwl_topic::slot_size",
+    ][::core::mem::offset_of!(hwl_topic, slot_size) - 12usize];
+    [
+        "Offset of field: hwl_topic::slot_stride",
+    ][::core::mem::offset_of!(hwl_topic, slot_stride) - 16usize];
+    [
+        "Offset of field: hwl_topic::max_subscribers",
+    ][::core::mem::offset_of!(hwl_topic, max_subscribers) - 20usize];
+    [
+        "Offset of field: hwl_topic::history",
+    ][::core::mem::offset_of!(hwl_topic, history) - 24usize];
+    [
+        "Offset of field: hwl_topic::backpressure",
+    ][::core::mem::offset_of!(hwl_topic, backpressure) - 28usize];
+    [
+        "Offset of field: hwl_topic::subs_offset",
+    ][::core::mem::offset_of!(hwl_topic, subs_offset) - 32usize];
+    [
+        "Offset of field: hwl_topic::slots_offset",
+    ][::core::mem::offset_of!(hwl_topic, slots_offset) - 40usize];
+    [
+        "Offset of field: hwl_topic::resv0",
+    ][::core::mem::offset_of!(hwl_topic, resv0) - 48usize];
+    [
+        "Offset of field: hwl_topic::tail",
+    ][::core::mem::offset_of!(hwl_topic, tail) - 64usize];
+    [
+        "Offset of field: hwl_topic::reclaim",
+    ][::core::mem::offset_of!(hwl_topic, reclaim) - 72usize];
+    [
+        "Offset of field: hwl_topic::pad1",
+    ][::core::mem::offset_of!(hwl_topic, pad1) - 80usize];
+    [
+        "Offset of field: hwl_topic::publisher",
+    ][::core::mem::offset_of!(hwl_topic, publisher) - 128usize];
+    [
+        "Offset of field: hwl_topic::publisher_pid",
+    ][::core::mem::offset_of!(hwl_topic, publisher_pid) - 132usize];
+    [
+        "Offset of field: hwl_topic::publisher_wait",
+    ][::core::mem::offset_of!(hwl_topic, publisher_wait) - 136usize];
+    [
+        "Offset of field: hwl_topic::resv1",
+    ][::core::mem::offset_of!(hwl_topic, resv1) - 140usize];
+    [
+        "Offset of field: hwl_topic::publisher_cpus",
+    ][::core::mem::offset_of!(hwl_topic, publisher_cpus) - 144usize];
+    [
+        "Offset of field: hwl_topic::pad2",
+    ][::core::mem::offset_of!(hwl_topic, pad2) - 152usize];
+    [
+        "Offset of field: hwl_topic::users",
+    ][::core::mem::offset_of!(hwl_topic, users) - 192usize];
+    [
+        "Offset of field: hwl_topic::sleepy",
+    ][::core::mem::offset_of!(hwl_topic, sleepy) - 196usize];
+    [
+        "Offset of field: hwl_topic::removed",
+    ][::core::mem::offset_of!(hwl_topic, removed) - 200usize];
+    [
+        "Offset of field: hwl_topic::pad3",
+    ][::core::mem::offset_of!(hwl_topic, pad3) - 204usize];
+    [
+        "Offset of field: hwl_topic::sleeping",
+    ][::core::mem::offset_of!(hwl_topic, sleeping) - 256usize];
+    [
+        "Offset of field: hwl_topic::pad4",
+    ][::core::mem::offset_of!(hwl_topic, pad4) - 288usize];
+    [
+        "Offset of field: hwl_topic::not_full",
+    ][::core::mem::offset_of!(hwl_topic, not_full) - 320usize];
+};
+/** One subscriber entry: two cache lines.
+
+   line 0   cursor, token, pid, lagged: written by the subscriber (token
+            claimed by CAS; cleared by whoever reaps a dead subscriber)
+   line 1   bell: the publisher posts when the entry's sleeping bit is set*/
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone, Hash, PartialEq, Eq)]
+pub struct hwl_topic_sub {
+    /// next position the subscriber reads
+    pub cursor: __u64,
+    /// the subscriber's process token, 0: free entry
+    pub token: __u32,
+    /// its pid (informational)
+    pub pid: __u32,
+    /// messages it missed in all (Overwrite; informational)
+    pub lagged: __u64,
+    /// reserved, zero
+    pub resv0: [__u64; 5usize],
+    /// the subscriber parks here
+    pub bell: hwl_doorbell,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of hwl_topic_sub"][::core::mem::size_of::<hwl_topic_sub>() - 128usize];
+    ["Alignment of hwl_topic_sub"][::core::mem::align_of::<hwl_topic_sub>() - 8usize];
+    [
+        "Offset of field: hwl_topic_sub::cursor",
+    ][::core::mem::offset_of!(hwl_topic_sub, cursor) - 0usize];
+    [
+        "Offset of field: hwl_topic_sub::token",
+    ][::core::mem::offset_of!(hwl_topic_sub, token) - 8usize];
+    [
+        "Offset of field: hwl_topic_sub::pid",
+    ][::core::mem::offset_of!(hwl_topic_sub, pid) - 12usize];
+    [
+        "Offset of field: hwl_topic_sub::lagged",
+    ][::core::mem::offset_of!(hwl_topic_sub, lagged) - 16usize];
+    [
+        "Offset of field: hwl_topic_sub::resv0",
+    ][::core::mem::offset_of!(hwl_topic_sub, resv0) - 24usize];
+    [
+        "Offset of field: hwl_topic_sub::bell",
+    ][::core::mem::offset_of!(hwl_topic_sub, bell) - 64usize];
+};
+/** The header of one topic slot; the payload follows it. seq is
+ HWL_TOPIC_SEQ_WRITING | pos while the publisher writes the message of pos,
+ and pos + 1 once it is complete (stored last, release). len is written
+ before seq. A reader checks seq before and after copying (a seqlock).*/
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone, Hash, PartialEq, Eq)]
+pub struct hwl_topic_slot {
+    /// see above; 0: never written
+    pub seq: __u64,
+    /// payload bytes, <= slot_size
+    pub len: __u32,
+    /// reserved, zero
+    pub resv: __u32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of hwl_topic_slot"][::core::mem::size_of::<hwl_topic_slot>() - 16usize];
+    ["Alignment of hwl_topic_slot"][::core::mem::align_of::<hwl_topic_slot>() - 8usize];
+    [
+        "Offset of field: hwl_topic_slot::seq",
+    ][::core::mem::offset_of!(hwl_topic_slot, seq) - 0usize];
+    [
+        "Offset of field: hwl_topic_slot::len",
+    ][::core::mem::offset_of!(hwl_topic_slot, len) - 8usize];
+    [
+        "Offset of field: hwl_topic_slot::resv",
+    ][::core::mem::offset_of!(hwl_topic_slot, resv) - 12usize];
 };

@@ -196,6 +196,48 @@ fn expected_layouts() -> Vec<Expected> {
             cells_bell @ 128 : 64,
             state @ 192 : 512,
         }),
+        // Topics.
+        layout!(hwl_topic, 384, 8 {
+            id @ 0 : 8,
+            capacity @ 8 : 4,
+            slot_size @ 12 : 4,
+            slot_stride @ 16 : 4,
+            max_subscribers @ 20 : 4,
+            history @ 24 : 4,
+            backpressure @ 28 : 4,
+            subs_offset @ 32 : 8,
+            slots_offset @ 40 : 8,
+            resv0 @ 48 : 16,
+            tail @ 64 : 8,
+            reclaim @ 72 : 8,
+            pad1 @ 80 : 48,
+            publisher @ 128 : 4,
+            publisher_pid @ 132 : 4,
+            publisher_wait @ 136 : 4,
+            resv1 @ 140 : 4,
+            publisher_cpus @ 144 : 8,
+            pad2 @ 152 : 40,
+            users @ 192 : 4,
+            sleepy @ 196 : 4,
+            removed @ 200 : 4,
+            pad3 @ 204 : 52,
+            sleeping @ 256 : 32,
+            pad4 @ 288 : 32,
+            not_full @ 320 : 64,
+        }),
+        layout!(hwl_topic_sub, 128, 8 {
+            cursor @ 0 : 8,
+            token @ 8 : 4,
+            pid @ 12 : 4,
+            lagged @ 16 : 8,
+            resv0 @ 24 : 40,
+            bell @ 64 : 64,
+        }),
+        layout!(hwl_topic_slot, 16, 8 {
+            seq @ 0 : 8,
+            len @ 8 : 4,
+            resv @ 12 : 4,
+        }),
         layout!(hwl_rdv_cell, 64, 8 {
             owner @ 0 : 4,
             len @ 4 : 4,
@@ -221,7 +263,23 @@ fn expected_constants() -> Vec<(&'static str, u64, u64)> {
             0x4d49_414c_434c_5748,
             HWL_REGION_CLAIMED,
         ),
-        ("HWL_ABI_VERSION", 2, HWL_ABI_VERSION.into()),
+        ("HWL_ABI_VERSION", 3, HWL_ABI_VERSION.into()),
+        ("HWL_FEAT_TOPIC", 64, HWL_FEAT_TOPIC.into()),
+        ("HWL_OBJ_TOPIC", 6, HWL_OBJ_TOPIC.into()),
+        (
+            "HWL_TOPIC_MAX_SUBSCRIBERS",
+            256,
+            HWL_TOPIC_MAX_SUBSCRIBERS.into(),
+        ),
+        (
+            "HWL_TOPIC_SLOT_HDR_SIZE",
+            16,
+            HWL_TOPIC_SLOT_HDR_SIZE.into(),
+        ),
+        ("HWL_TOPIC_POS_LIMIT", 1 << 62, HWL_TOPIC_POS_LIMIT),
+        ("HWL_TOPIC_SEQ_WRITING", 1 << 63, HWL_TOPIC_SEQ_WRITING as u64),
+        ("HWL_TOPIC_BLOCK", 0, HWL_TOPIC_BLOCK.into()),
+        ("HWL_TOPIC_OVERWRITE", 1, HWL_TOPIC_OVERWRITE.into()),
         ("HWL_CACHELINE", 64, HWL_CACHELINE.into()),
         ("HWL_REGION_HDR_SIZE", 4096, HWL_REGION_HDR_SIZE.into()),
         ("HWL_OBJ_ALIGN", 4096, HWL_OBJ_ALIGN.into()),
@@ -337,7 +395,7 @@ fn expected_constants() -> Vec<(&'static str, u64, u64)> {
 #[test]
 fn struct_layouts_match_literals() {
     let layouts = expected_layouts();
-    assert_eq!(layouts.len(), 15);
+    assert_eq!(layouts.len(), 18);
     for l in &layouts {
         // The header promises explicit padding: the fields tile the struct
         // exactly, with no hole the compiler filled in.
