@@ -474,7 +474,8 @@ struct hwl_rdv_cell {
  *   line 2   publisher: token (claimed by CAS), pid, wait mode, CPU mask
  *   line 3   users (reference count), sleepy, removed: updated by joiners
  *            and leavers
- *   line 4   sleeping: one bit per subscriber entry that may be parked
+ *   line 4   sleeping and attached: one bit per subscriber entry each,
+ *            set and cleared by that entry's subscriber (or its reaper)
  *   line 5   not_full doorbell: subscribers post, a Block publisher waits
  *   subs_offset: max_subscribers struct hwl_topic_sub entries
  *   slots_offset: capacity slots of slot_stride bytes, each a
@@ -517,7 +518,7 @@ struct hwl_topic {
 	__u32 removed;         /* non-zero once removed by `hwlink rm` */
 	__u32 pad3[13];
 	__u64 sleeping[HWL_TOPIC_MAX_SUBSCRIBERS / 64]; /* bit i: entry i may be parked */
-	__u64 pad4[4];
+	__u64 attached[HWL_TOPIC_MAX_SUBSCRIBERS / 64]; /* bit i: entry i is claimed (a hint) */
 	struct hwl_doorbell not_full; /* posted after a cursor moves, while the publisher waits */
 };
 

@@ -1050,7 +1050,8 @@ pub struct hwl_topic {
     pub pad3: [__u32; 13usize],
     /// bit i: entry i may be parked
     pub sleeping: [__u64; 4usize],
-    pub pad4: [__u64; 4usize],
+    /// bit i: entry i is claimed (a hint)
+    pub attached: [__u64; 4usize],
     /// posted after a cursor moves, while the publisher waits
     pub not_full: hwl_doorbell,
 }
@@ -1129,8 +1130,8 @@ const _: () = {
         "Offset of field: hwl_topic::sleeping",
     ][::core::mem::offset_of!(hwl_topic, sleeping) - 256usize];
     [
-        "Offset of field: hwl_topic::pad4",
-    ][::core::mem::offset_of!(hwl_topic, pad4) - 288usize];
+        "Offset of field: hwl_topic::attached",
+    ][::core::mem::offset_of!(hwl_topic, attached) - 288usize];
     [
         "Offset of field: hwl_topic::not_full",
     ][::core::mem::offset_of!(hwl_topic, not_full) - 320usize];

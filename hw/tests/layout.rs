@@ -222,7 +222,7 @@ fn expected_layouts() -> Vec<Expected> {
             removed @ 200 : 4,
             pad3 @ 204 : 52,
             sleeping @ 256 : 32,
-            pad4 @ 288 : 32,
+            attached @ 288 : 32,
             not_full @ 320 : 64,
         }),
         layout!(hwl_topic_sub, 128, 8 {
