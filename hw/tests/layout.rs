@@ -277,7 +277,11 @@ fn expected_constants() -> Vec<(&'static str, u64, u64)> {
             HWL_TOPIC_SLOT_HDR_SIZE.into(),
         ),
         ("HWL_TOPIC_POS_LIMIT", 1 << 62, HWL_TOPIC_POS_LIMIT),
-        ("HWL_TOPIC_SEQ_WRITING", 1 << 63, HWL_TOPIC_SEQ_WRITING as u64),
+        (
+            "HWL_TOPIC_SEQ_WRITING",
+            1 << 63,
+            HWL_TOPIC_SEQ_WRITING as u64,
+        ),
         ("HWL_TOPIC_BLOCK", 0, HWL_TOPIC_BLOCK.into()),
         ("HWL_TOPIC_OVERWRITE", 1, HWL_TOPIC_OVERWRITE.into()),
         ("HWL_CACHELINE", 64, HWL_CACHELINE.into()),

@@ -75,6 +75,8 @@ pub struct RegionStatus {
     pub orphaned: bool,
     /// For a zero-capacity mailbox or link: what waits in its cells.
     pub rendezvous: Option<RendezvousStatus>,
+    /// Topics: the topic, its publisher and each subscriber's lag.
+    pub topic: Option<crate::TopicInfo>,
 }
 
 /// What waits in the cells of a rendezvous (zero-capacity) object.
@@ -111,6 +113,10 @@ impl RegionStatus {
     pub fn is_stale(&self) -> bool {
         if self.segment_of.is_some() {
             return self.orphaned;
+        }
+        if let Some(t) = &self.topic {
+            return !t.publisher.is_some_and(|(_, alive)| alive)
+                && t.subscribers.iter().all(|s| !s.alive);
         }
         if let Some(m) = &self.mailbox {
             let nobody = m.attachments.iter().all(|a| !a.alive);
@@ -190,6 +196,7 @@ pub fn list() -> Result<Vec<RegionStatus>, MapError> {
             segment_of: None,
             orphaned: false,
             rendezvous: None,
+            topic: None,
         };
         match Region::open(&file.name, backend_of(file.kind)) {
             Err(e) => status.error = Some(e.to_string()),
@@ -238,6 +245,7 @@ pub fn list() -> Result<Vec<RegionStatus>, MapError> {
                         }
                         status.mailbox = crate::mailbox::describe(&map, &info);
                         status.rendezvous = rendezvous_status(&map, &info);
+                        status.topic = crate::topic::describe(&map, &info);
                         status.segment_of = segment_of(&file.name, &map, &info);
                         match crate::domain::members_of(map.clone(), &info) {
                             Some(Ok(members)) => status.members = members,
@@ -316,6 +324,7 @@ pub fn remove(name: &str) -> Result<(), MapError> {
                     attached |= crate::mailbox::others_attached(&ctl, 0);
                 }
             }
+            crate::topic::mark_removed(&map, &info);
             if attached && name.starts_with(crate::mailbox::MAILBOX_PREFIX) {
                 return Ok(());
             }

@@ -271,6 +271,50 @@ pub enum OpenError {
         /// Region name.
         name: String,
     },
+    /// Topics: the region holds no topic.
+    #[error(
+        "region `{name}` exists but is not a topic: pick another topic name (`hwlink ls` \
+         shows what it holds)"
+    )]
+    NotATopic {
+        /// Region name.
+        name: String,
+    },
+    /// Topics: another live process publishes on this topic.
+    #[error(
+        "topic `{name}` already has a publisher (pid {pid}): a topic has one publisher; \
+         publish under another topic name, or stop that process first"
+    )]
+    PublisherTaken {
+        /// Topic name.
+        name: String,
+        /// The publisher's pid (in its own pid namespace).
+        pid: u32,
+    },
+    /// Topics: every subscriber entry is held by a live process.
+    #[error(
+        "topic `{name}` already has {max} live subscribers: drop one, or create the topic \
+         with a larger `max_subscribers`"
+    )]
+    TooManySubscribers {
+        /// Topic name.
+        name: String,
+        /// The limit set at creation.
+        max: u32,
+    },
+    /// Topics: the topic exists with another shape than the one asked for.
+    #[error(
+        "topic `{name}` exists with {existing}, but {asked} was asked for: open it with \
+         matching settings, or remove it (`hwlink rm topic.{name}`) and create it again"
+    )]
+    TopicMismatch {
+        /// Topic name.
+        name: String,
+        /// The existing setting.
+        existing: String,
+        /// The setting asked for.
+        asked: String,
+    },
     /// Domains: the domain kept closing or refusing joins until the deadline.
     #[error(
         "could not join domain `{domain}`: {reason}; retry, and if it persists remove the \
@@ -460,6 +504,15 @@ pub enum RecvError {
         "the sender has gone (closed or its process died) and every message it sent was received"
     )]
     Disconnected,
+    /// Topics under `Backpressure::Overwrite`: the publisher overwrote
+    /// this many messages before this subscriber read them. The next
+    /// receive continues with the oldest message still held.
+    #[error(
+        "this subscriber fell behind and missed {0} messages (overwritten); receiving \
+         continues with the oldest message still held: read faster, or create the topic \
+         with a larger capacity or `Backpressure::Block`"
+    )]
+    Lagged(u64),
     /// The buffer passed to `recv_into` is too small; the message stays queued.
     #[error("the message has {len} bytes but the buffer holds {cap}: pass a larger buffer")]
     BufferTooSmall {

@@ -113,6 +113,9 @@ mod select;
 #[cfg(all(feature = "tokio", not(loom)))]
 #[allow(unsafe_code)]
 pub mod tokio;
+#[cfg(not(loom))]
+mod topic;
+mod topic_ring;
 
 #[cfg(test)]
 mod chain_tests;
@@ -122,6 +125,8 @@ mod mpmc_tests;
 mod rendezvous_tests;
 #[cfg(test)]
 mod spsc_tests;
+#[cfg(test)]
+mod topic_ring_tests;
 
 #[cfg(not(loom))]
 pub use domain::{
@@ -141,11 +146,16 @@ pub use mailbox::{
     DEFAULT_MAILBOX_CAPACITY, DEFAULT_MAILBOX_SLOT_SIZE, MAX_MAILBOX_NAME,
 };
 #[cfg(not(loom))]
-#[cfg(not(loom))]
 pub use readiness::ReadinessError;
 #[cfg(not(loom))]
 pub use select::{Outcome, Select, SelectError, SelectRecv, SelectSend, Selected};
 pub use shm::{ShmSlice, ShmSliceMut};
+#[cfg(not(loom))]
+pub use topic::{
+    Backpressure, Loan, Publisher, Sample, Subscriber, SubscriberInfo, Topic, TopicBuilder,
+    TopicInfo, DEFAULT_MAX_SUBSCRIBERS, DEFAULT_TOPIC_CAPACITY, DEFAULT_TOPIC_SLOT_SIZE,
+    MAX_TOPIC_NAME, TOPIC_PREFIX,
+};
 pub use wait::WaitStrategy;
 
 /// Internals exposed for the criterion micro-benchmarks (`benches/`) only:

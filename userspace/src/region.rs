@@ -29,7 +29,8 @@ pub(crate) const KNOWN_FEATURES: u32 = HWL_FEAT_SPSC_RING
     | hwlink_hw::HWL_FEAT_RENDEZVOUS
     | HWL_FEAT_MPMC_RING
     | HWL_FEAT_MAILBOX
-    | HWL_FEAT_DOMAIN;
+    | HWL_FEAT_DOMAIN
+    | hwlink_hw::HWL_FEAT_TOPIC;
 const HDR: u64 = hwlink_hw::REGION_HDR_BYTES;
 
 /// A mapped region; shared by every handle that points into it.

@@ -11,7 +11,7 @@
 
 #[cfg(loom)]
 #[allow(unused_imports)] // AtomicU64 is used by region code, which loom builds leave out.
-pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 #[cfg(not(loom))]
 pub(crate) use core::sync::atomic::{fence, Ordering};
@@ -144,6 +144,14 @@ atomic!(
 );
 #[cfg(not(loom))]
 integer_ops!(AtomicU64, u64);
+#[cfg(not(loom))]
+atomic!(
+    /// `core::sync::atomic::AtomicU8` (loom's under `--cfg loom`): the
+    /// payload bytes of the topic ring's heap tests.
+    AtomicU8,
+    core::sync::atomic::AtomicU8,
+    u8
+);
 
 /// Atomics that stay outside the model checker even under loom: process
 /// wide flags (in statics, which loom atomics cannot be) and counters of

@@ -10,9 +10,11 @@ pub(crate) mod mailbox;
 pub(crate) mod mpmc;
 pub(crate) mod rendezvous;
 pub(crate) mod spsc;
+pub(crate) mod topic;
 
 pub(crate) use domain::{domain_object_bytes, init_domain, DomainConfig, DomainParts};
 pub(crate) use mailbox::{init_mailbox, MailboxConfig, MailboxParts};
 pub(crate) use mpmc::{init_mpmc_ring, MpmcParts};
 pub(crate) use rendezvous::{init_rendezvous, RendezvousParts};
 pub(crate) use spsc::{init_spsc_ring, spsc_ring_bytes, Endpoint, RingParts};
+pub(crate) use topic::{init_topic, RawTopic, TopicConfig, TopicParts};

@@ -7,7 +7,7 @@ use crate::doorbell::Doorbell;
 use crate::error::{RecvError, SendError};
 use crate::liveness::Watched;
 use crate::wait::WaitStrategy;
-use crate::{Mailbox, Member, Receiver, Sender};
+use crate::{Mailbox, Member, Publisher, Receiver, Sender, Subscriber};
 use std::sync::Arc;
 
 /// One operation on an end.
@@ -70,12 +70,12 @@ impl std::fmt::Debug for EndRef<'_> {
     }
 }
 
-/// An end a select can receive on: [`Receiver`], [`Mailbox`].
+/// An end a select can receive on: [`Receiver`], [`Mailbox`], [`Subscriber`].
 pub trait SelectRecv {
     #[doc(hidden)]
     fn select_end(&mut self) -> EndRef<'_>;
 }
-/// An end a select can send on: [`Sender`], [`Mailbox`].
+/// An end a select can send on: [`Sender`], [`Mailbox`], [`Publisher`].
 pub trait SelectSend {
     #[doc(hidden)]
     fn select_end(&mut self) -> EndRef<'_>;
@@ -90,8 +90,8 @@ macro_rules! select_end {
         })*
     };
 }
-select_end!(SelectRecv for Receiver, Mailbox);
-select_end!(SelectSend for Sender, Mailbox);
+select_end!(SelectRecv for Receiver, Mailbox, Subscriber);
+select_end!(SelectSend for Sender, Mailbox, Publisher);
 
 fn received(r: Result<Vec<u8>, RecvError>) -> Option<Outcome> {
     match r {
@@ -217,6 +217,48 @@ impl End for Member {
                 Ok((from, m)) => Some(Outcome::ReceivedFrom(from, m)),
                 Err(e) => received(Err(e)),
             },
+        }
+    }
+}
+
+impl End for Subscriber {
+    fn strategy(&self) -> WaitStrategy {
+        self.wait_strategy()
+    }
+    fn ready_now(&self, _: &Kind<'_>) -> bool {
+        Subscriber::ready_now(self)
+    }
+    fn ready_hot(&self, _: &Kind<'_>) -> bool {
+        self.has_message_now()
+    }
+    fn bell(&self, _: &Kind<'_>) -> Option<&Doorbell> {
+        Some(self.doorbell())
+    }
+    fn death_watch(&mut self, _: &Kind<'_>) -> Option<Arc<Watched>> {
+        Subscriber::death_watch(self)
+    }
+    fn attempt(&mut self, _: &Kind<'_>) -> Option<Outcome> {
+        received(self.try_recv())
+    }
+}
+
+impl End for Publisher {
+    fn strategy(&self) -> WaitStrategy {
+        self.wait_strategy()
+    }
+    fn ready_now(&self, _: &Kind<'_>) -> bool {
+        self.has_room_now()
+    }
+    fn bell(&self, _: &Kind<'_>) -> Option<&Doorbell> {
+        Some(self.doorbell())
+    }
+    fn death_watch(&mut self, _: &Kind<'_>) -> Option<Arc<Watched>> {
+        Publisher::death_watch(self)
+    }
+    fn attempt(&mut self, kind: &Kind<'_>) -> Option<Outcome> {
+        match kind {
+            Kind::Send(msg) => sent(self.try_send(*msg)),
+            _ => None,
         }
     }
 }

@@ -342,6 +342,9 @@ unsafe impl Plain for hwlink_hw::hwl_domain {}
 // SAFETY: as above.
 #[cfg(not(loom))]
 unsafe impl Plain for hwlink_hw::hwl_rendezvous {}
+// SAFETY: as above.
+#[cfg(not(loom))]
+unsafe impl Plain for hwlink_hw::hwl_topic {}
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,1 @@
+//! Topic handles over real regions: see userspace/tests/topics.rs for processes.
