@@ -263,9 +263,11 @@ impl<M: TopicMem> Writer<M> {
     #[inline(always)]
     pub(crate) fn begin(&mut self) -> u32 {
         let index = self.geometry.index(self.tail);
+        // Release: a reader that sees the mark also sees the tail stored
+        // after the message before it.
         self.mem
             .seq(index)
-            .store(WRITING | self.tail, Ordering::Relaxed);
+            .store(WRITING | self.tail, Ordering::Release);
         // T0: the mark is visible before any byte of the new message.
         fence(Ordering::Release);
         index
@@ -316,33 +318,49 @@ pub(crate) fn look<M: TopicMem>(mem: &M, g: &TopicGeometry, c: u64) -> Result<Lo
         }
         return Ok(Look::Ready(len));
     }
-    let newer = if s & WRITING != 0 {
-        s & !WRITING > c
+    // The position the slot holds (or is being written with).
+    let seen = if s & WRITING != 0 {
+        s & !WRITING
     } else {
-        s > want
+        s.wrapping_sub(1)
     };
-    if !newer {
+    if s == 0 || seen <= c {
         return Ok(Look::Empty);
     }
-    recover(mem, g, c).map(Look::Lagged)
+    // A complete message there means the writer has moved past it.
+    let least_tail = seen.saturating_add(u64::from(s & WRITING == 0));
+    recover(mem, g, c, seen, least_tail).map(Look::Lagged)
 }
 
 /// The oldest position still held, for a reader whose position `c` was
-/// overwritten.
-fn recover<M: TopicMem>(mem: &M, g: &TopicGeometry, c: u64) -> Result<u64, Corruption> {
-    let t = mem.tail().load(Ordering::Acquire);
-    // Overwriting c's slot means the writer reached c + capacity.
-    let least = c.saturating_add(u64::from(g.capacity));
-    if t < least || t >= MAX_POS {
+/// overwritten by position `seen` (read from c's slot; the writer's tail is
+/// at least `least_tail`).
+fn recover<M: TopicMem>(
+    mem: &M,
+    g: &TopicGeometry,
+    c: u64,
+    seen: u64,
+    least_tail: u64,
+) -> Result<u64, Corruption> {
+    let cap = u64::from(g.capacity);
+    // A correct writer overwrites c's slot with c + k * capacity.
+    if seen >= MAX_POS || seen.wrapping_sub(c) % cap != 0 {
         return Err(Corruption::new(
-            "topic tail (behind a position already overwritten, or past the limit)",
-            t,
+            "topic slot sequence (not a later lap of the reader's position)",
+            seen,
             MAX_POS,
         ));
     }
+    // The tail may lag what the slot shows (a stale or hostile value): the
+    // writer has at least begun `seen`, and passed it if it is complete.
+    let t = mem.tail().load(Ordering::Acquire);
+    if t >= MAX_POS {
+        return Err(Corruption::new("topic tail", t, MAX_POS));
+    }
+    let t = t.max(least_tail);
     // The writer may be writing t now (destroying t - capacity): t + 1 -
     // capacity and later are whole at this instant.
-    let oldest = t.saturating_add(1).saturating_sub(u64::from(g.capacity));
+    let oldest = t.saturating_add(1).saturating_sub(cap);
     Ok(oldest.max(c.saturating_add(1)))
 }
 
@@ -371,7 +389,15 @@ pub(crate) fn read_into<M: TopicMem>(
             if still(mem, g, c) {
                 Ok(Look::Ready(len))
             } else {
-                recover(mem, g, c).map(Look::Lagged)
+                // Overwritten while read: the slot now says by what.
+                match look(mem, g, c)? {
+                    Look::Lagged(to) => Ok(Look::Lagged(to)),
+                    _ => Err(Corruption::new(
+                        "topic slot sequence (changed under a read, then back)",
+                        c,
+                        MAX_POS,
+                    )),
+                }
             }
         }
         other => Ok(other),

@@ -232,7 +232,8 @@ mod heap {
         // Far behind: holds the writer back (a stalled reader), no panic.
         m.cursor(0).store(0, Ordering::Relaxed);
         assert!(!w.refresh(&mut alive));
-        // A hostile tail under a reader whose slot was overwritten: an error.
+        // A stale or hostile tail under a reader whose slot was
+        // overwritten: the slot's own sequence says how far to skip.
         let g2 = geometry(2, 1, 0, true);
         let m2 = mem(2, 1);
         let mut w2 = Writer::new(m2.clone(), g2).unwrap();
@@ -240,7 +241,15 @@ mod heap {
             w2.write(&msg(p));
         }
         m2.tail().store(1, Ordering::Relaxed);
+        assert_eq!(topic_ring::look(&m2, &g2, 0), Ok(Look::Lagged(2)));
+        // A tail past the limit, or a sequence that is no lap of the
+        // reader's position: an error.
+        m2.tail().store(u64::MAX, Ordering::Relaxed);
         assert!(topic_ring::look(&m2, &g2, 0).is_err());
+        m2.tail().store(4, Ordering::Relaxed);
+        m2.seq(0).store(6, Ordering::Relaxed);
+        assert!(topic_ring::look(&m2, &g2, 0).is_err());
+        m2.seq(0).store(3, Ordering::Relaxed);
         // A length past the slot: an error, not a read out of bounds.
         m2.len(1).store(1 << 20, Ordering::Relaxed);
         assert!(topic_ring::look(&m2, &g2, 3).is_err());

@@ -368,6 +368,7 @@ impl Subscriber {
             sub: self,
             index,
             len: len as usize,
+            verdict: std::cell::Cell::new(None),
         })
     }
 
@@ -461,6 +462,8 @@ pub struct Sample<'a> {
     sub: &'a mut Subscriber,
     index: u32,
     len: usize,
+    /// The answer of the last [`intact`](Sample::intact), if asked.
+    verdict: std::cell::Cell<Option<bool>>,
 }
 
 impl Sample<'_> {
@@ -482,9 +485,13 @@ impl Sample<'_> {
     }
     /// Whether the message is still whole: true until the publisher
     /// overwrites it (never under `Block`). Bytes read before a true
-    /// answer are the message as published.
+    /// answer are the message as published, and the message then counts
+    /// as received; after a false one it counts as missed (reported by the
+    /// next receive's [`RecvError::Lagged`]).
     pub fn intact(&self) -> bool {
-        topic_ring::still(&self.sub.raw, &self.sub.g, self.sub.cursor)
+        let ok = topic_ring::still(&self.sub.raw, &self.sub.g, self.sub.cursor);
+        self.verdict.set(Some(ok));
+        ok
     }
     /// A copy of the bytes.
     pub fn to_vec(&self) -> Vec<u8> {
@@ -493,8 +500,16 @@ impl Sample<'_> {
 }
 
 impl Drop for Sample<'_> {
+    /// Moves past the message if it counts as received: the last
+    /// [`intact`](Sample::intact) said so, or (never asked) it is whole
+    /// now. A message found overwritten is left for the next receive to
+    /// report in [`RecvError::Lagged`], so it is counted exactly once.
     fn drop(&mut self) {
-        if self.intact() {
+        let received = match self.verdict.get() {
+            Some(v) => v,
+            None => topic_ring::still(&self.sub.raw, &self.sub.g, self.sub.cursor),
+        };
+        if received {
             self.sub.advance();
         }
     }
