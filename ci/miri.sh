@@ -14,4 +14,4 @@ fi
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/miri"
 # Isolation off: the doorbell tests read the clock for their timeouts.
 export MIRIFLAGS="${MIRIFLAGS:--Zmiri-disable-isolation}"
-cargo +nightly miri test -p hwlink --lib -- spsc_tests doorbell mpmc_tests chain_tests rendezvous
+cargo +nightly miri test -p hwlink --lib -- spsc_tests doorbell mpmc_tests chain_tests rendezvous topic_ring_tests

@@ -45,6 +45,7 @@ step "examples run (small counts; each checks every message)"
 cargo run -q --profile test -p hwlink --example pipeline -- --count 20000 --paced 2000
 cargo run -q --profile test -p hwlink --example workers -- --jobs 20000
 cargo run -q --profile test -p hwlink --example rpc -- --calls 20000
+cargo run -q --profile test -p hwlink --example fanout -- --frames 5000
 cargo run -q --profile test -p hwlink --features tokio --example async_gateway -- --self-test 2000
 
 step "doctests"

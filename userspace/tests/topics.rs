@@ -587,19 +587,13 @@ fn subscriber_descriptor_and_select() {
         events: libc::POLLIN,
         revents: 0,
     };
-    // SAFETY: one valid pollfd.
-    assert_eq!(
-        unsafe { libc::poll(&mut pfd, 1, 50) },
-        0,
-        "readable with nothing sent"
-    );
+    let poll = |pfd: &mut libc::pollfd, ms: i32| {
+        // SAFETY: one valid pollfd we own.
+        unsafe { libc::poll(pfd, 1, ms) }
+    };
+    assert_eq!(poll(&mut pfd, 50), 0, "readable with nothing sent");
     pubr.say("go");
-    // SAFETY: as above.
-    assert_eq!(
-        unsafe { libc::poll(&mut pfd, 1, 10_000) },
-        1,
-        "not readable after a publish"
-    );
+    assert_eq!(poll(&mut pfd, 10_000), 1, "not readable after a publish");
     pubr.expect("SENT", PEER_WAIT);
     let link = unique("sel-l");
     let _l = Cleanup(link.clone());

@@ -663,6 +663,38 @@ fn ls_cmd() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                 z.cells, z.senders_waiting, z.receivers_waiting, z.busy
             );
         }
+        if let Some(t) = &r.topic {
+            let publisher = match t.publisher {
+                Some((pid, alive)) => {
+                    format!("pid {pid}{}", if alive { "" } else { " (dead)" })
+                }
+                None => "none".to_string(),
+            };
+            println!(
+                "    topic: {} published, {} slots of {} B, {:?}, history {}, {} of {} subscribers; publisher {publisher}",
+                t.published,
+                t.capacity,
+                t.slot_size,
+                t.backpressure,
+                t.history,
+                t.subscribers.len(),
+                t.max_subscribers
+            );
+            for s in &t.subscribers {
+                println!(
+                    "      subscriber pid {}{}: at {}, lag {}{}",
+                    s.pid,
+                    if s.alive { "" } else { " (dead)" },
+                    s.cursor,
+                    s.lag,
+                    if s.lagged > 0 {
+                        format!(", missed {} in all", s.lagged)
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+        }
         if let Some(root) = &r.segment_of {
             println!(
                 "    segment of queue region `{root}`{}",

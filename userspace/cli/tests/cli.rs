@@ -274,3 +274,45 @@ fn cli_ls_unreadable_region_of_a_live_creator() {
     drop((raw, tx));
     assert_no_regions(&name);
 }
+
+/// `hwlink ls` shows a topic: how many were published, its publisher and
+/// each subscriber's lag; the last handle to go removes the topic.
+#[test]
+fn cli_ls_shows_a_topic_and_each_subscribers_lag() {
+    let name = unique("tp");
+    let _cleanup = Cleanup(format!("topic.{name}"));
+    let mut p = hwlink::TopicBuilder::new(&name)
+        .capacity(64)
+        .history(8)
+        .publish()
+        .unwrap();
+    let mut a = hwlink::Topic::subscribe(&name).unwrap();
+    let _b = hwlink::Topic::subscribe(&name).unwrap();
+    for i in 0..10u32 {
+        p.send(i.to_le_bytes()).unwrap();
+    }
+    for _ in 0..4 {
+        a.recv().unwrap();
+    }
+    let entry = ls_entry(&format!("topic.{name}")).expect("hwlink ls does not list the topic");
+    let topic = entry
+        .iter()
+        .find(|l| l.trim_start().starts_with("topic:"))
+        .unwrap_or_else(|| panic!("no topic line: {entry:?}"));
+    let me = std::process::id();
+    assert!(topic.contains("10 published"), "{topic}");
+    assert!(topic.contains("2 of 64 subscribers"), "{topic}");
+    assert!(topic.contains(&format!("publisher pid {me}")), "{topic}");
+    let lags: Vec<&String> = entry
+        .iter()
+        .filter(|l| l.trim_start().starts_with("subscriber pid"))
+        .collect();
+    assert_eq!(lags.len(), 2, "{entry:?}");
+    assert!(lags.iter().any(|l| l.contains("at 4, lag 6")), "{lags:?}");
+    assert!(lags.iter().any(|l| l.contains("at 0, lag 10")), "{lags:?}");
+    drop((p, a, _b));
+    assert!(
+        ls_entry(&format!("topic.{name}")).is_none(),
+        "the topic outlived its last handle"
+    );
+}
