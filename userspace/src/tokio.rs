@@ -20,7 +20,7 @@
 //! with no single doorbell to await.
 
 use crate::error::{RecvError, SendError};
-use crate::{Access, Mailbox, Member, ReadinessError, Receiver, Sender, WaitStrategy};
+use crate::{Access, Mailbox, Member, ReadinessError, Receiver, Sender, Subscriber, WaitStrategy};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 use tokio::io::unix::AsyncFd;
@@ -177,6 +177,60 @@ impl AsyncReceiver {
     /// Unwraps the receiver.
     pub fn into_inner(self) -> Receiver {
         self.rx
+    }
+}
+
+/// An async topic subscriber.
+#[derive(Debug)]
+pub struct AsyncSubscriber {
+    // Deregistered from the runtime before the end: field order.
+    waiter: Waiter,
+    sub: Subscriber,
+}
+
+impl AsyncSubscriber {
+    /// Wraps `sub`; must be called within a tokio runtime.
+    pub fn new(mut sub: Subscriber) -> Result<AsyncSubscriber, ReadinessError> {
+        let strategy = sub.wait_strategy();
+        let fd = match strategy {
+            WaitStrategy::BusyPoll => None,
+            _ => Some(sub.as_fd()?.as_raw_fd()),
+        };
+        sub.arm_explicitly();
+        let pinned_alone = crate::liveness::cpu_mask().count_ones() == 1;
+        Ok(AsyncSubscriber {
+            waiter: Waiter::new(strategy, fd, pinned_alone)?,
+            sub,
+        })
+    }
+
+    /// Receives the next message ([`RecvError::Lagged`] as the blocking
+    /// form reports it). Cancel-safe.
+    pub async fn recv(&mut self) -> Result<Vec<u8>, RecvError> {
+        loop {
+            match self.sub.try_recv() {
+                Err(RecvError::Empty) => {}
+                other => return other,
+            }
+            let sub = &self.sub;
+            if self.waiter.spin(false, || sub.ready_now()) {
+                continue;
+            }
+            if self.sub.arm_for_wait() {
+                continue;
+            }
+            self.waiter.park().await.map_err(io_to_recv)?;
+        }
+    }
+
+    /// The subscriber.
+    pub fn get_mut(&mut self) -> &mut Subscriber {
+        &mut self.sub
+    }
+
+    /// Unwraps the subscriber.
+    pub fn into_inner(self) -> Subscriber {
+        self.sub
     }
 }
 

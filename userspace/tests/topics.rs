@@ -628,3 +628,47 @@ fn subscriber_descriptor_and_select() {
     drop(rx);
     let _ = admin::remove(&link);
 }
+
+/// The tokio front end: an `AsyncSubscriber` receives 200,000 messages from
+/// a publisher process in order while a `select!` with a short timer
+/// cancels its `recv()` again and again.
+#[cfg(feature = "tokio")]
+#[test]
+fn async_subscriber_in_order_under_cancellation() {
+    let name = unique("async");
+    let _c = Cleanup(name.clone());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let sub = TopicBuilder::new(&name)
+            .capacity(1024)
+            .wait(WaitStrategy::SpinPark)
+            .subscribe()
+            .unwrap();
+        let mut sub = hwlink::tokio::AsyncSubscriber::new(sub).unwrap();
+        let n = 200_000u64;
+        let mut pubr = Peer::spawn(
+            "publisher",
+            &env(&name, &[("COUNT", &n.to_string()), ("WAIT", "park")]),
+        );
+        let mut scratch = [0u8; MAX_MSG];
+        let (mut next, mut cancelled) = (0u64, 0u64);
+        while next < n {
+            tokio::select! {
+                m = sub.recv() => {
+                    let m = m.unwrap();
+                    check(next, &m, &mut scratch).unwrap();
+                    next += 1;
+                }
+                _ = tokio::time::sleep(Duration::from_micros(5)) => cancelled += 1,
+            }
+        }
+        pubr.expect("SENT", PEER_WAIT);
+        pubr.kill();
+        let end = tokio::time::timeout(Duration::from_secs(10), sub.recv()).await;
+        assert_eq!(end.unwrap(), Err(RecvError::Disconnected));
+        println!("async subscriber: {n} in order, {cancelled} receives cancelled");
+    });
+}

@@ -386,13 +386,29 @@ impl Subscriber {
     }
 
     fn arm_readiness(&mut self) {
-        if !self.readiness.as_ref().is_some_and(|r| r.auto) {
-            return;
+        if self.readiness.as_ref().is_some_and(|r| r.auto) {
+            self.arm_for_wait();
         }
+    }
+
+    /// Arms the descriptor now (registered on the doorbell, then a look:
+    /// F4); true if a receive may make progress already.
+    pub(crate) fn arm_for_wait(&mut self) -> bool {
+        let Some(mut r) = self.readiness.take() else {
+            return false;
+        };
         let death = self.publisher.as_ref().and_then(|(_, w)| w.shared());
-        let ready = self.ready_now();
+        let ready = r.arm_now(death, || self.ready_now());
+        self.readiness = Some(r);
+        ready
+    }
+
+    /// Hands the descriptor to an owner that arms it itself
+    /// ([`arm_for_wait`](Self::arm_for_wait)) before it waits.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn arm_explicitly(&mut self) {
         if let Some(r) = &mut self.readiness {
-            r.arm_now(death, || ready);
+            r.auto = false;
         }
     }
 }
