@@ -672,3 +672,29 @@ fn async_subscriber_in_order_under_cancellation() {
         println!("async subscriber: {n} in order, {cancelled} receives cancelled");
     });
 }
+
+/// A topic whose only process was SIGKILLed is stale: `hwlink ls` says so
+/// and `rm --stale` removes it; a topic a live subscriber holds is not.
+#[test]
+fn stale_topic_is_removed_and_a_live_one_kept() {
+    let dead = unique("stale");
+    let live = unique("live");
+    let _c = Cleanup(dead.clone());
+    let _c2 = Cleanup(live.clone());
+    let mut p = Peer::spawn("publisher", &env(&dead, &[("COUNT", "10")]));
+    p.expect("SENT", PEER_WAIT);
+    let _keep = Topic::subscribe(&live).unwrap();
+    p.kill();
+    let find = |n: &str| {
+        admin::list()
+            .unwrap()
+            .into_iter()
+            .find(|r| r.name == format!("topic.{n}"))
+    };
+    assert!(find(&dead).expect("the dead topic is listed").is_stale());
+    assert!(!find(&live).expect("the live topic is listed").is_stale());
+    let removed = admin::remove_stale().unwrap();
+    assert!(removed.contains(&format!("topic.{dead}")), "{removed:?}");
+    assert!(find(&dead).is_none());
+    assert!(find(&live).is_some(), "a topic in use was removed");
+}
