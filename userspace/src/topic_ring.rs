@@ -344,7 +344,7 @@ fn recover<M: TopicMem>(
 ) -> Result<u64, Corruption> {
     let cap = u64::from(g.capacity);
     // A correct writer overwrites c's slot with c + k * capacity.
-    if seen >= MAX_POS || seen.wrapping_sub(c) % cap != 0 {
+    if seen >= MAX_POS || seen.wrapping_sub(c).checked_rem(cap) != Some(0) {
         return Err(Corruption::new(
             "topic slot sequence (not a later lap of the reader's position)",
             seen,

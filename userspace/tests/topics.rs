@@ -588,18 +588,12 @@ fn subscriber_descriptor_and_select() {
         revents: 0,
     };
     // SAFETY: one valid pollfd.
-    assert_eq!(
-        unsafe { libc::poll(&mut pfd, 1, 50) },
-        0,
-        "readable with nothing sent"
-    );
+    let ready = unsafe { libc::poll(&mut pfd, 1, 50) };
+    assert_eq!(ready, 0, "readable with nothing sent");
     pubr.say("go");
     // SAFETY: as above.
-    assert_eq!(
-        unsafe { libc::poll(&mut pfd, 1, 10_000) },
-        1,
-        "not readable after a publish"
-    );
+    let ready = unsafe { libc::poll(&mut pfd, 1, 10_000) };
+    assert_eq!(ready, 1, "not readable after a publish");
     pubr.expect("SENT", PEER_WAIT);
     let link = unique("sel-l");
     let _l = Cleanup(link.clone());

@@ -70,6 +70,7 @@ pub fn recv_err(e: &RecvError) -> &'static str {
         RecvError::NoSuchMember { .. } => "no-such-member",
         RecvError::MemberGone { .. } => "member-gone",
         RecvError::LinkFailed { .. } => "link-failed",
+        RecvError::Lagged(_) => "lagged",
     }
 }
 
