@@ -513,6 +513,7 @@ fn descriptor_channel(
         fd::Kind::Bytes => {
             let (down_r, down_w) = fd::pipe()?;
             let (up_r, up_w) = fd::pipe()?;
+            hold_a_message(&down_w, size);
             let (rd, wr) = (up_r.as_raw_fd(), down_w.as_raw_fd());
             let chan = FdChannel::new(rd, wr, kind, vec![up_r, down_w]);
             Ok((chan, vec![down_r, up_w]))
@@ -528,6 +529,23 @@ fn descriptor_channel(
             let fd = a.as_raw_fd();
             Ok((FdChannel::new(fd, fd, kind, vec![a]), vec![b]))
         }
+    }
+}
+
+/// Asks for a pipe that holds a whole `size`-byte message (up to
+/// fs.pipe-max-size; a refusal leaves the default 64 KiB): one write and
+/// one read per message and reader, rather than a wake-up per 64 KiB,
+/// which would measure the scheduler, not the copies.
+fn hold_a_message(pipe: &OwnedFd, size: usize) {
+    let max = std::fs::read_to_string("/proc/sys/fs/pipe-max-size")
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok())
+        .unwrap_or(1 << 20);
+    let want = size.min(max).min(i32::MAX as usize) as libc::c_int;
+    if want > 64 << 10 {
+        // SAFETY: fcntl on a pipe we own; F_SETPIPE_SZ takes a size. A
+        // refusal is not an error: the pipe keeps its size.
+        unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, want) };
     }
 }
 

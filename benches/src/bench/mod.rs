@@ -210,7 +210,7 @@ impl Mechanism {
                 "one busy-polling hwlink link per subscriber: the publisher copies each message into every link; each subscriber reads all of it in place (recv_with, a sum over every byte)",
             ),
             Mechanism::Pipe => Some(
-                "one pipe (default size) per subscriber, fixed-size framing: the publisher writes each message to every pipe (the kernel copies it once per reader); each subscriber read()s all of it into a buffer and sums every byte",
+                "one pipe per subscriber, sized to hold a whole message (F_SETPIPE_SZ, up to fs.pipe-max-size), fixed-size framing: the publisher writes each message to every pipe (the kernel copies it once per reader); each subscriber read()s all of it into a buffer and sums every byte",
             ),
             Mechanism::UnixDgram => Some(
                 "one Unix datagram socketpair per subscriber, buffers raised (SO_SNDBUFFORCE/SO_RCVBUFFORCE when root): the publisher sends each message on every socket; each subscriber recv()s it into a buffer and sums every byte",
