@@ -10,12 +10,15 @@
 //!   verifies every message (sequence number and content), then reports.
 //! - [`pipeline`]: four processes in a chain, this one the source and the
 //!   sink, measured end to end.
+//! - [`fanout`](fanout()): this process publishes to 1, 2 or 4 subscriber
+//!   processes; latency to the last subscriber and throughput with every
+//!   subscriber receiving everything.
 //!
 //! Both processes measure their own CPU time (`getrusage`) around the
 //! measured phase; the peer prints its figures as one line on its stdout.
 //! Each family of mechanisms lives in its own module (`hw`, `fd`,
 //! `eventfd`, `mq`, `uring`, `async_rt`, `hw_wait`; `epoll` waits for
-//! readiness);
+//! readiness; `fanout` holds the fan-out workload with its transports);
 //! `session` runs one measurement, [`plan`]
 //! interleaves many in rounds, [`report`] prints and serialises them and
 //! [`plot`] draws them.
@@ -24,6 +27,7 @@ mod async_rt;
 pub mod buffering;
 mod epoll;
 mod eventfd;
+mod fanout;
 mod fd;
 mod hw;
 mod hw_wait;
@@ -36,6 +40,7 @@ pub mod report;
 mod session;
 mod uring;
 
+pub use fanout::{fanout, FannedOut, DEFAULT_SUBSCRIBERS, MAX_SUBSCRIBERS};
 pub(crate) use hw::Floor;
 pub use pipeline::{pipeline, Pipelined, STAGES};
 pub use session::{peer_main, remove_leftovers, round_trip, stream, Launcher};
@@ -104,11 +109,17 @@ pub enum Mechanism {
     UringUnix,
     /// As `uring-unix`, with a kernel submission-polling thread (SQPOLL).
     UringUnixSqpoll,
+    /// An hwlink topic, publisher and subscribers busy-polling: each
+    /// message written once into shared memory, read in place by every
+    /// subscriber (fan-out only).
+    HwlinkTopic,
+    /// As `hwlink-topic`, every end spin-then-park (fan-out only).
+    HwlinkTopicPark,
 }
 
 impl Mechanism {
     /// Every mechanism, in report order.
-    pub const ALL: [Mechanism; 24] = [
+    pub const ALL: [Mechanism; 26] = [
         Mechanism::HwlinkPoll,
         Mechanism::HwlinkSpinPark,
         Mechanism::HwlinkPark,
@@ -133,6 +144,8 @@ impl Mechanism {
         Mechanism::UringPipe,
         Mechanism::UringUnix,
         Mechanism::UringUnixSqpoll,
+        Mechanism::HwlinkTopic,
+        Mechanism::HwlinkTopicPark,
     ];
 
     /// Its stable name.
@@ -162,6 +175,8 @@ impl Mechanism {
             Mechanism::UringPipe => "uring-pipe",
             Mechanism::UringUnix => "uring-unix",
             Mechanism::UringUnixSqpoll => "uring-unix-sqpoll",
+            Mechanism::HwlinkTopic => "hwlink-topic",
+            Mechanism::HwlinkTopicPark => "hwlink-topic-park",
         }
     }
 
@@ -178,8 +193,48 @@ impl Mechanism {
             Mechanism::HwlinkEpoll => Some(
                 "only the echo side (the stream's receiver) waits in epoll_wait on its receiver's descriptor; the measuring side receives with spin-then-park",
             ),
+            Mechanism::HwlinkTopic | Mechanism::HwlinkTopicPark => Some(
+                "fan-out only (Block backpressure): the publisher loans a slot and copies each message into it once; every subscriber reads all of it in place (recv_with, a sum over every byte) and answers on its own hwlink link",
+            ),
             _ => None,
         }
+    }
+
+    /// What a reader of the fan-out figures must know about this row: how
+    /// the message reaches each subscriber and what the subscriber does
+    /// with it.
+    pub fn fanout_note(self) -> Option<&'static str> {
+        match self {
+            Mechanism::HwlinkTopic | Mechanism::HwlinkTopicPark => self.note(),
+            Mechanism::HwlinkPoll => Some(
+                "one busy-polling hwlink link per subscriber: the publisher copies each message into every link; each subscriber reads all of it in place (recv_with, a sum over every byte)",
+            ),
+            Mechanism::Pipe => Some(
+                "one pipe per subscriber, sized to hold a whole message (F_SETPIPE_SZ, up to fs.pipe-max-size), fixed-size framing: the publisher writes each message to every pipe (the kernel copies it once per reader); each subscriber read()s all of it into a buffer and sums every byte",
+            ),
+            Mechanism::UnixDgram => Some(
+                "one Unix datagram socketpair per subscriber, buffers raised (SO_SNDBUFFORCE/SO_RCVBUFFORCE when root): the publisher sends each message on every socket; each subscriber recv()s it into a buffer and sums every byte",
+            ),
+            _ => None,
+        }
+    }
+
+    /// Whether the fan-out workload runs this mechanism.
+    pub fn fans_out(self) -> bool {
+        matches!(
+            self,
+            Mechanism::HwlinkTopic
+                | Mechanism::HwlinkTopicPark
+                | Mechanism::HwlinkPoll
+                | Mechanism::Pipe
+                | Mechanism::UnixDgram
+        )
+    }
+
+    /// Whether this mechanism runs only in the fan-out workload (a topic
+    /// has one publisher and many subscribers: no echo, no chain).
+    pub fn fanout_only(self) -> bool {
+        matches!(self, Mechanism::HwlinkTopic | Mechanism::HwlinkTopicPark)
     }
 
     /// Whether this is one of hwlink's own transports.
@@ -195,6 +250,8 @@ impl Mechanism {
                 | Mechanism::HwlinkSelectPark
                 | Mechanism::HwlinkEpoll
                 | Mechanism::HwlinkAsync
+                | Mechanism::HwlinkTopic
+                | Mechanism::HwlinkTopicPark
         )
     }
 }

@@ -7,16 +7,13 @@
 //! streams with a window of messages in flight, verifying at the sink that
 //! every message came back exactly once, in order and intact.
 
-use super::session::{collect_report, session_name, spawn_peer, watch_peer};
+use super::session::{collect_report, session_name, Peers};
 use super::{
     cpu_time_ns, eventfd, fd, fill, hw, mq, seq_of, uring, verify, BenchError, Launcher, Mechanism,
     Options, PeerSpec, Transport, Workload, STOP,
 };
-use crate::affinity::Pinned;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::process::Child;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// Processes in the chain, the measuring one included.
@@ -77,6 +74,7 @@ fn kind_of(m: Mechanism) -> Result<Kind, BenchError> {
         Mechanism::Floor => Err(BenchError::Unsupported(
             "the floor is round trip only: two cache-line flags carry no payload".into(),
         )),
+        Mechanism::HwlinkTopic | Mechanism::HwlinkTopicPark => Err(super::fanout::only(m)),
         Mechanism::HwlinkZeroCopy => Err(BenchError::Unsupported(
             "each stage copies a message from one link to the next, which is hwlink-spin-park's pipeline"
                 .into(),
@@ -156,27 +154,6 @@ fn window_for(size: usize) -> usize {
     (by_bytes.min(hw::link_capacity(size) as usize)).clamp(1, MAX_WINDOW)
 }
 
-/// The peer stages of a running chain; killed if dropped before they end.
-struct Chain {
-    children: Vec<Child>,
-    ending: Arc<AtomicBool>,
-    /// This thread's CPU mask before the run, restored after the stages
-    /// are gone.
-    _pinned: Pinned,
-}
-
-impl Drop for Chain {
-    fn drop(&mut self) {
-        self.ending.store(true, Ordering::SeqCst);
-        for c in &mut self.children {
-            if let Ok(None) = c.try_wait() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-    }
-}
-
 /// The CPU of stage `k`: the stages go round-robin over the two CPUs.
 fn cpu_of(opts: &Options, k: usize) -> Option<usize> {
     opts.cpus.map(|(a, b)| if k % 2 == 0 { a } else { b })
@@ -221,14 +198,10 @@ pub fn pipeline(
         id: -1,
         stage: 0,
         warmup: 0,
+        subscriber: None,
     };
-    let mut chain = Chain {
-        children: Vec::new(),
-        ending: Arc::new(AtomicBool::new(false)),
-        // Pin first: an hwlink end records its CPU mask when it attaches.
-        _pinned: Pinned::to(cpu_of(opts, 0))
-            .map_err(|e| BenchError::io(format!("pinning to CPU {:?}", cpu_of(opts, 0)), e))?,
-    };
+    // The peer stages, once spawned.
+    let mut chain = Peers::pinned_to(cpu_of(opts, 0))?;
     // Hop k carries messages from stage k to stage k + 1 (mod 4): its
     // write end, then its read end.
     let mut wr: Vec<Option<OwnedFd>> = Vec::new();
@@ -294,9 +267,7 @@ pub fn pipeline(
             _ => Vec::new(),
         };
         spec.fds = give.iter().map(AsRawFd::as_raw_fd).collect();
-        let child = spawn_peer(&spec, launch, "spawning a pipeline stage")?;
-        watch_peer(child.id(), mechanism, Arc::clone(&chain.ending));
-        chain.children.push(child);
+        chain.spawn(&spec, launch, "spawning a pipeline stage")?;
         drop(give);
     }
     let mut t: Box<dyn Transport> = match kind {

@@ -1,11 +1,13 @@
 //! What `hwlink bench` measures and in which order: mechanisms × sizes × CPU pairs, interleaved in rounds.
 //!
-//! Every cell (mechanism, size, CPUs) is measured in `rounds` rounds, each
-//! with a fresh peer process; within a round every mechanism takes its
-//! turn, so that a change in the machine's load hits them all alike.
+//! Every cell (mechanism, size, CPUs; for the fan-out also the number of
+//! subscribers) is measured in `rounds` rounds, each with fresh peer
+//! processes; within a round every mechanism takes its turn, so that a
+//! change in the machine's load hits them all alike.
 
 use super::{
-    pipeline, round_trip, stream, BenchError, CpuTotals, Launcher, Mechanism, Options, Streamed,
+    fanout, pipeline, round_trip, stream, BenchError, CpuTotals, FannedOut, Launcher, Mechanism,
+    Options, Streamed,
 };
 use crate::pingpong::Stats;
 use hwlink_drivers::Backend;
@@ -37,6 +39,13 @@ pub struct Plan {
     pub pipeline_cpus: Vec<(usize, usize)>,
     /// Message bytes of the pipeline.
     pub pipeline_size: usize,
+    /// Message sizes of the fan-out workload.
+    pub fanout_sizes: Vec<usize>,
+    /// Subscriber processes of the fan-out, one cell per count.
+    pub fanout_subscribers: Vec<usize>,
+    /// CPU pairs of the fan-out (empty: no fan-out): the publisher on the
+    /// first, the subscribers alternating between the second and the first.
+    pub fanout_cpus: Vec<(usize, usize)>,
 }
 
 /// How one cell went.
@@ -89,6 +98,37 @@ pub struct PipelineFigures {
     pub window: usize,
 }
 
+/// Fan-out figures of one cell: one publisher, N subscriber processes.
+#[derive(Clone, Debug)]
+pub struct FanoutFigures {
+    /// Percentiles (ns) from the send to the moment the last subscriber
+    /// had read the whole message, one in flight (CLOCK_MONOTONIC in both
+    /// processes).
+    pub stats: Stats,
+    /// Percentiles (ns) from the send to the last subscriber's answer
+    /// reaching the publisher.
+    pub answered: Stats,
+    /// Messages timed.
+    pub count: usize,
+    /// Messages streamed, every subscriber receiving and checking each.
+    pub messages: u64,
+    /// Messages per second while streaming.
+    pub msgs_per_s: f64,
+    /// Message bytes per second while streaming (each subscriber receives
+    /// this much; the publisher's transport carries it once or N times).
+    pub gb_per_s: f64,
+}
+
+/// A fan-out cell: a cell of the plan and its subscriber count.
+#[derive(Clone, Debug)]
+pub struct FanoutCell {
+    /// Subscriber processes.
+    pub subscribers: usize,
+    /// The cell (CPUs: the publisher's, and the one the subscribers
+    /// alternate with).
+    pub cell: Cell<FanoutFigures>,
+}
+
 /// One measured (or skipped) combination.
 #[derive(Clone, Debug)]
 pub struct Cell<T> {
@@ -111,6 +151,8 @@ pub struct Results {
     pub stream: Vec<Cell<Streamed>>,
     /// Pipelines (CPUs: the two the stages take turns on).
     pub pipeline: Vec<Cell<PipelineFigures>>,
+    /// Fan-outs.
+    pub fanout: Vec<FanoutCell>,
 }
 
 impl Results {
@@ -129,6 +171,25 @@ impl Results {
         cpus: (usize, usize),
     ) -> Option<&Cell<T>> {
         Self::reference_preferring(cells, size, cpus, Mechanism::HwlinkSpinPark)
+    }
+
+    /// A fan-out cell's figures, if measured.
+    pub fn fanout_at(
+        &self,
+        m: Mechanism,
+        size: usize,
+        subscribers: usize,
+        cpus: (usize, usize),
+    ) -> Option<&FanoutFigures> {
+        self.fanout
+            .iter()
+            .find(|f| {
+                f.cell.mechanism == m
+                    && f.cell.size == size
+                    && f.subscribers == subscribers
+                    && f.cell.cpus == cpus
+            })
+            .and_then(|f| f.cell.status.done())
     }
 
     fn reference_preferring<T>(
@@ -227,7 +288,7 @@ pub fn run(plan: &Plan, launch: Launcher<'_>, progress: Progress<'_>) -> Results
         let mut v = Vec::new();
         for &c in cpus {
             for &size in sizes {
-                for &m in &plan.mechanisms {
+                for &m in plan.mechanisms.iter().filter(|m| !m.fanout_only()) {
                     v.push((m, size, c));
                 }
             }
@@ -238,7 +299,17 @@ pub fn run(plan: &Plan, launch: Launcher<'_>, progress: Progress<'_>) -> Results
     let st_cells = cells(&plan.stream_sizes, &plan.stream_cpus);
     let pl_size = plan.pipeline_size;
     let pl_cells = cells(&[pl_size], &plan.pipeline_cpus);
-    let total = (rt_cells.len() + st_cells.len()) * rounds + pl_cells.len();
+    let mut fo_cells = Vec::new();
+    for &c in &plan.fanout_cpus {
+        for &size in &plan.fanout_sizes {
+            for &n in &plan.fanout_subscribers {
+                for &m in plan.mechanisms.iter().filter(|m| m.fans_out()) {
+                    fo_cells.push((m, size, n, c));
+                }
+            }
+        }
+    }
+    let total = (rt_cells.len() + st_cells.len() + fo_cells.len()) * rounds + pl_cells.len();
     let mut done = 0;
     let per_round = plan.duration / rounds as u32;
 
@@ -365,6 +436,68 @@ pub fn run(plan: &Plan, launch: Launcher<'_>, progress: Progress<'_>) -> Results
             size,
             cpus,
             status,
+        });
+    }
+
+    // Fan-outs: samples and streams gathered over the rounds, each round
+    // half timing messages and half streaming.
+    let mut acc: Vec<Result<FannedOut, Status<FanoutFigures>>> =
+        vec![Ok(FannedOut::default()); fo_cells.len()];
+    let max_share = plan.max_round_trips.div_ceil(rounds).max(1);
+    for round in 0..rounds {
+        for (i, &(m, size, n, cpus)) in fo_cells.iter().enumerate() {
+            done += 1;
+            progress(
+                done,
+                total,
+                &format!(
+                    "fan-out {m} {size} B to {n} CPUs {},{} round {}",
+                    cpus.0,
+                    cpus.1,
+                    round + 1
+                ),
+            );
+            let Ok(so_far) = &mut acc[i] else {
+                continue;
+            };
+            let opts = Options {
+                backend: plan.backend,
+                cpus: Some(cpus),
+            };
+            let warmup = (max_share / 20).clamp(20, 2000);
+            let half = per_round / 2;
+            match fanout(m, size, n, &opts, warmup, half, max_share, half, launch) {
+                Ok(f) => so_far.add(f),
+                Err(e) => acc[i] = Err(status_of(e)),
+            }
+        }
+    }
+    for (&(mechanism, size, subscribers, cpus), a) in fo_cells.iter().zip(acc) {
+        let status = match a {
+            Ok(mut f) => match (
+                Stats::from_samples(&mut f.latency),
+                Stats::from_samples(&mut f.answered),
+            ) {
+                (Some(stats), Some(answered)) => Status::Done(FanoutFigures {
+                    stats,
+                    answered,
+                    count: f.latency.len(),
+                    messages: f.messages,
+                    msgs_per_s: f.msgs_per_s(),
+                    gb_per_s: f.msgs_per_s() * size as f64 / 1e9,
+                }),
+                _ => Status::Failed("no messages were timed".into()),
+            },
+            Err(s) => s,
+        };
+        res.fanout.push(FanoutCell {
+            subscribers,
+            cell: Cell {
+                mechanism,
+                size,
+                cpus,
+                status,
+            },
         });
     }
     res

@@ -1,6 +1,6 @@
 //! The results of a run as terminal tables and as one JSON document.
 
-use super::plan::{Cell, PipelineFigures, Plan, Results, RoundTripFigures, Status};
+use super::plan::{Cell, FanoutCell, PipelineFigures, Plan, Results, RoundTripFigures, Status};
 use super::{Mechanism, Streamed};
 use crate::pingpong::Stats;
 use std::fmt::Write as _;
@@ -218,6 +218,86 @@ pub fn pipeline_table(res: &Results) -> String {
     out
 }
 
+/// The fan-out table: one publisher, N subscriber processes, then a note
+/// per mechanism on what its publisher and subscribers do. Ratios: p50 to
+/// the single busy-polling link's (hwlink-poll with one subscriber,
+/// measured the same way), msgs/s to the pipes' with as many subscribers.
+pub fn fanout_table(res: &Results) -> String {
+    let mut out = String::new();
+    let mut pairs: Vec<(usize, usize)> = res.fanout.iter().map(|f| f.cell.cpus).collect();
+    pairs.dedup();
+    for cpus in pairs {
+        let _ = writeln!(
+            out,
+            "\nFan-out, publisher on CPU {}, subscribers alternating CPUs {},{} (µs from the send until the last subscriber had read the whole message, one in flight, CLOCK_MONOTONIC in every process; answered: until its answer was back; msgs/s with every subscriber receiving and checking every message)",
+            cpus.0, cpus.1, cpus.0
+        );
+        let _ = writeln!(
+            out,
+            "{:>7} {:>4} {:<18} {:>9} {:>9} {:>9} {:>10} {:>9} {:>12} {:>8}  ratios",
+            "size", "subs", "mechanism", "p50", "p99", "p99.9", "max", "answered", "msgs/s", "GB/s"
+        );
+        let cells: Vec<&FanoutCell> = res.fanout.iter().filter(|f| f.cell.cpus == cpus).collect();
+        for f in &cells {
+            let c = &f.cell;
+            let _ = write!(
+                out,
+                "{:>7} {:>4} {:<18} ",
+                size_label(c.size),
+                f.subscribers,
+                c.mechanism.name()
+            );
+            match &c.status {
+                Status::Done(d) => {
+                    let [p50, _, p99, p999, max, _] = d.stats.micros();
+                    let mut vs = Vec::new();
+                    if let Some(link) = res
+                        .fanout_at(Mechanism::HwlinkPoll, c.size, 1, cpus)
+                        .filter(|_| (c.mechanism, f.subscribers) != (Mechanism::HwlinkPoll, 1))
+                    {
+                        vs.push(format!(
+                            "p50 = {} hwlink-poll×1",
+                            ratio(d.stats.p50 as f64 / link.stats.p50.max(1) as f64)
+                        ));
+                    }
+                    if let Some(pipe) = res
+                        .fanout_at(Mechanism::Pipe, c.size, f.subscribers, cpus)
+                        .filter(|_| c.mechanism != Mechanism::Pipe)
+                    {
+                        vs.push(format!(
+                            "msgs/s = {} pipe",
+                            ratio(d.msgs_per_s / pipe.msgs_per_s.max(1e-9))
+                        ));
+                    }
+                    let _ = writeln!(
+                        out,
+                        "{p50:>9.3} {p99:>9.3} {p999:>9.3} {max:>10.3} {:>9.3} {:>12.0} {:>8.3}  {}",
+                        d.answered.p50 as f64 / 1000.0,
+                        d.msgs_per_s,
+                        d.gb_per_s,
+                        vs.join(", ")
+                    );
+                }
+                other => {
+                    let _ = writeln!(out, "{}", not_done(other));
+                }
+            }
+        }
+        let mut shown: Vec<Mechanism> = Vec::new();
+        for f in &cells {
+            if !shown.contains(&f.cell.mechanism) {
+                shown.push(f.cell.mechanism);
+            }
+        }
+        for m in shown {
+            if let Some(n) = m.fanout_note() {
+                let _ = writeln!(out, "  {m}: {n}");
+            }
+        }
+    }
+    out
+}
+
 /// A JSON string literal.
 fn js(s: &str) -> String {
     let mut o = String::with_capacity(s.len() + 2);
@@ -345,6 +425,43 @@ fn pl_json(res: &Results, c: &Cell<PipelineFigures>) -> String {
     )
 }
 
+fn fo_json(res: &Results, f: &FanoutCell) -> String {
+    let c = &f.cell;
+    let body = status_json(&c.status, |d| {
+        let mut vs = Vec::new();
+        if let Some(l) = res.fanout_at(Mechanism::HwlinkPoll, c.size, 1, c.cpus) {
+            vs.push(format!(
+                r#""p50_to_hwlink_poll_1":{}"#,
+                jf(d.stats.p50 as f64 / l.stats.p50.max(1) as f64)
+            ));
+        }
+        if let Some(p) = res.fanout_at(Mechanism::Pipe, c.size, f.subscribers, c.cpus) {
+            vs.push(format!(
+                r#""msgs_per_s_to_pipe":{}"#,
+                jf(d.msgs_per_s / p.msgs_per_s.max(1e-9))
+            ));
+        }
+        let vs = if vs.is_empty() {
+            String::new()
+        } else {
+            format!(r#","ratios":{{{}}}"#, vs.join(","))
+        };
+        format!(
+            r#""timed":{},"to_last_subscriber_ns":{},"answered_ns":{},"streamed":{{"messages":{},"verified":true,"msgs_per_s":{},"gb_per_s":{}}}{vs}"#,
+            d.count,
+            d.stats.to_json(),
+            d.answered.to_json(),
+            d.messages,
+            jf(d.msgs_per_s),
+            jf(d.gb_per_s)
+        )
+    });
+    format!(
+        r#"{{"size":{},"subscribers":{},"cpus":[{},{}],{body}}}"#,
+        c.size, f.subscribers, c.cpus.0, c.cpus.1
+    )
+}
+
 /// The whole run as one JSON document: machine, plan, and every mechanism
 /// (run, skipped or not selected, each with its reason).
 pub fn to_json(machine: &Machine, plan: &Plan, res: &Results) -> String {
@@ -383,12 +500,23 @@ pub fn to_json(machine: &Machine, plan: &Plan, res: &Results) -> String {
                 .map(|c| pl_json(res, c))
                 .collect();
             let pl = format!(",\"pipeline\":[{}]", pl.join(","));
+            let fo: Vec<String> = res
+                .fanout
+                .iter()
+                .filter(|f| f.cell.mechanism == m)
+                .map(|f| fo_json(res, f))
+                .collect();
+            let fo = format!(",\"fanout\":[{}]", fo.join(","));
+            let fo_note = m
+                .fanout_note()
+                .map(|n| format!(",\"fanout_note\":{}", js(n)))
+                .unwrap_or_default();
             let note = m
                 .note()
                 .map(|n| format!(",\"note\":{}", js(n)))
                 .unwrap_or_default();
             format!(
-                r#"{{"name":{},"run":true{note},"round_trip":[{}],"stream":[{}]{pl}}}"#,
+                r#"{{"name":{},"run":true{note}{fo_note},"round_trip":[{}],"stream":[{}]{pl}{fo}}}"#,
                 js(m.name()),
                 rt.join(","),
                 st.join(",")
@@ -397,7 +525,7 @@ pub fn to_json(machine: &Machine, plan: &Plan, res: &Results) -> String {
         mechs.push(entry);
     }
     format!(
-        "{{\"machine\":{{\"cpu_model\":{},\"cpus\":{},\"kernel\":{},\"backend\":{}}},\n\"plan\":{{\"round_trip_sizes\":[{}],\"stream_sizes\":[{}],\"round_trip_cpus\":[{}],\"stream_cpus\":[{}],\"pipeline_size\":{},\"pipeline_cpus\":[{}],\"rounds\":{},\"seconds_per_cell\":{}}},\n\"mechanisms\":[\n{}\n]}}\n",
+        "{{\"machine\":{{\"cpu_model\":{},\"cpus\":{},\"kernel\":{},\"backend\":{}}},\n\"plan\":{{\"round_trip_sizes\":[{}],\"stream_sizes\":[{}],\"round_trip_cpus\":[{}],\"stream_cpus\":[{}],\"pipeline_size\":{},\"pipeline_cpus\":[{}],\"fanout_sizes\":[{}],\"fanout_subscribers\":[{}],\"fanout_cpus\":[{}],\"rounds\":{},\"seconds_per_cell\":{}}},\n\"mechanisms\":[\n{}\n]}}\n",
         js(&machine.cpu_model),
         machine.cpus,
         js(&machine.kernel),
@@ -408,6 +536,9 @@ pub fn to_json(machine: &Machine, plan: &Plan, res: &Results) -> String {
         pairs(&plan.stream_cpus),
         plan.pipeline_size,
         pairs(&plan.pipeline_cpus),
+        list(&plan.fanout_sizes),
+        list(&plan.fanout_subscribers),
+        pairs(&plan.fanout_cpus),
         plan.rounds,
         jf(plan.duration.as_secs_f64()),
         mechs.join(",\n")

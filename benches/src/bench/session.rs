@@ -1,8 +1,9 @@
 //! One measurement: set up a channel, spawn and pin the peer, run a workload, collect both sides' figures.
 
 use super::{
-    async_rt, check, cpu_time_ns, eventfd, fd, fill, hw, hw_wait, mq, pipeline, seq_of, uring,
-    BenchError, CpuTotals, Mechanism, Options, RoundTrips, Streamed, Transport, Workload, STOP,
+    async_rt, check, cpu_time_ns, eventfd, fanout, fd, fill, hw, hw_wait, mq, pipeline, seq_of,
+    uring, BenchError, CpuTotals, Mechanism, Options, RoundTrips, Streamed, Transport, Workload,
+    STOP,
 };
 use crate::affinity::Pinned;
 use hwlink::liveness::pin_to_cpu;
@@ -33,6 +34,9 @@ pub(crate) struct PeerSpec {
     /// Streams: messages that warm the channel up before the peer starts
     /// its clock and its count.
     pub warmup: u64,
+    /// The fan-out subscriber this peer is (numbered from 0); None outside
+    /// the fan-out.
+    pub subscriber: Option<usize>,
 }
 
 impl PeerSpec {
@@ -60,6 +64,9 @@ impl PeerSpec {
         if self.warmup > 0 {
             a.extend(["--warmup".into(), self.warmup.to_string()]);
         }
+        if let Some(k) = self.subscriber {
+            a.extend(["--subscriber".into(), k.to_string()]);
+        }
         if !self.fds.is_empty() {
             let fds: Vec<String> = self.fds.iter().map(i32::to_string).collect();
             a.extend(["--fds".into(), fds.join(",")]);
@@ -80,6 +87,7 @@ impl PeerSpec {
             id: -1,
             stage: 0,
             warmup: 0,
+            subscriber: None,
         };
         let mut it = args.iter();
         while let Some(flag) = it.next() {
@@ -106,6 +114,7 @@ impl PeerSpec {
                 "--cpu" => spec.cpu = Some(num(v)? as usize),
                 "--stage" => spec.stage = num(v)? as usize,
                 "--warmup" => spec.warmup = num(v)? as u64,
+                "--subscriber" => spec.subscriber = Some(num(v)? as usize),
                 "--fds" => {
                     spec.fds = v
                         .split(',')
@@ -215,6 +224,7 @@ fn setup_parent(spec: &PeerSpec, opts: &Options) -> Result<ParentSide, BenchErro
             uring::parent(spec)
         }
         Mechanism::UringPipe | Mechanism::UringUnix => uring::parent(spec),
+        Mechanism::HwlinkTopic | Mechanism::HwlinkTopicPark => Err(fanout::only(spec.mechanism)),
     }
 }
 
@@ -241,6 +251,7 @@ fn open_child(spec: &PeerSpec) -> Result<Box<dyn Transport>, BenchError> {
         Mechanism::UringPipe | Mechanism::UringUnix | Mechanism::UringUnixSqpoll => {
             uring::child(spec)
         }
+        Mechanism::HwlinkTopic | Mechanism::HwlinkTopicPark => Err(fanout::only(spec.mechanism)),
     }
 }
 
@@ -279,6 +290,7 @@ impl Session {
             id: -1,
             stage: 0,
             warmup,
+            subscriber: None,
         };
         // Pin first: an hwlink end records its CPU mask when it attaches,
         // and the peer uses it to tell whether the two share a core.
@@ -351,6 +363,55 @@ impl Drop for Session {
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
             let _ = self.child.wait();
+        }
+    }
+}
+
+/// Peer processes of a run with more than one (the pipeline's stages, the
+/// fan-out's subscribers); killed if dropped before they end.
+pub(super) struct Peers {
+    pub children: Vec<Child>,
+    /// Set once this side no longer needs them (see [`watch_peer`]).
+    pub ending: Arc<AtomicBool>,
+    /// This thread's CPU mask before the run, restored after the peers
+    /// are gone.
+    _pinned: Pinned,
+}
+
+impl Peers {
+    /// Pins this thread to `cpu` (first: an hwlink end records its CPU
+    /// mask when it attaches); no peers yet.
+    pub(super) fn pinned_to(cpu: Option<usize>) -> Result<Peers, BenchError> {
+        Ok(Peers {
+            children: Vec::new(),
+            ending: Arc::new(AtomicBool::new(false)),
+            _pinned: Pinned::to(cpu)
+                .map_err(|e| BenchError::io(format!("pinning to CPU {cpu:?}"), e))?,
+        })
+    }
+
+    /// Spawns a peer as `spec` says, watched by [`watch_peer`].
+    pub(super) fn spawn(
+        &mut self,
+        spec: &PeerSpec,
+        launch: Launcher<'_>,
+        what: &str,
+    ) -> Result<(), BenchError> {
+        let child = spawn_peer(spec, launch, what)?;
+        watch_peer(child.id(), spec.mechanism, Arc::clone(&self.ending));
+        self.children.push(child);
+        Ok(())
+    }
+}
+
+impl Drop for Peers {
+    fn drop(&mut self) {
+        self.ending.store(true, Ordering::SeqCst);
+        for c in &mut self.children {
+            if let Ok(None) = c.try_wait() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
         }
     }
 }
@@ -541,6 +602,9 @@ pub fn peer_main(args: &[String]) -> Result<(), BenchError> {
     }
     if spec.stage > 0 {
         return pipeline::stage_main(&spec);
+    }
+    if let Some(k) = spec.subscriber {
+        return fanout::subscriber_main(&spec, k);
     }
     let mut t = open_child(&spec)?;
     let mut buf = vec![0u8; spec.size];

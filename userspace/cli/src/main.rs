@@ -249,17 +249,23 @@ struct BenchArgs {
     /// hwlink-select-poll, hwlink-select-park, hwlink-epoll, hwlink-async,
     /// floor, pipe, unix-stream, unix-epoll, tokio-unix, unix-dgram,
     /// unix-seqpacket, eventfd, eventfd-epoll, posix-mq, sysv-mq, tcp,
-    /// uring-pipe, uring-unix, uring-unix-sqpoll.
+    /// uring-pipe, uring-unix, uring-unix-sqpoll, and for the fan-out
+    /// only hwlink-topic, hwlink-topic-park (the fan-out runs those two,
+    /// hwlink-poll, pipe and unix-dgram).
     #[arg(long, value_delimiter = ',')]
     mechanisms: Option<Vec<hwlink_benches::bench::Mechanism>>,
-    /// Workloads, comma separated, from round-trip, stream and pipeline.
-    /// Default: all three.
+    /// Workloads, comma separated, from round-trip, stream, pipeline and
+    /// fanout. Default: all four.
     #[arg(long, value_delimiter = ',', value_enum)]
     workloads: Option<Vec<BenchWorkload>>,
     /// Seconds spent on each mechanism × size × workload (default 1, or
     /// 0.1 with --quick).
     #[arg(long)]
     duration: Option<f64>,
+    /// Subscriber processes of the fan-out, comma separated, 1 to 64.
+    /// Default: 1,2,4 (1,4 with --quick).
+    #[arg(long, value_delimiter = ',', value_parser = parse_subscribers)]
+    subscribers: Option<Vec<usize>>,
     /// CPUs for the measuring process and the peer, e.g. 0,1; 0,0 shares
     /// one core. Default: every workload on 0,1, then again on 0,0.
     #[arg(long, value_parser = parse_cpus)]
@@ -291,6 +297,8 @@ enum BenchWorkload {
     Stream,
     /// Four processes in a chain.
     Pipeline,
+    /// One publisher, 1, 2 and 4 subscriber processes.
+    Fanout,
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {
@@ -309,6 +317,16 @@ fn parse_size(s: &str) -> Result<usize, String> {
         ));
     }
     Ok(n * mult)
+}
+
+fn parse_subscribers(s: &str) -> Result<usize, String> {
+    let max = hwlink_benches::bench::MAX_SUBSCRIBERS;
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "bad subscriber count `{s}`: give 1 to {max} processes, e.g. 1,2,4"
+        )),
+    }
 }
 
 fn parse_cpus(s: &str) -> Result<(usize, usize), String> {
@@ -378,6 +396,25 @@ fn bench_cmd(args: BenchArgs) -> Result<(), BoxError> {
     };
     // The pipeline carries messages of the first round-trip size.
     let pipeline_size = rt_sizes.first().copied().unwrap_or(8);
+    // The fan-out runs on one CPU pair: with up to five processes on two
+    // CPUs, a second pass on one shared core would add minutes for figures
+    // that only show the scheduler.
+    let fanout_cpus = match (wants(BenchWorkload::Fanout), args.cpus) {
+        (false, _) => Vec::new(),
+        (true, Some(c)) => vec![c],
+        (true, None) if two_cpus => vec![(0, 1)],
+        (true, None) => vec![(0, 0)],
+    };
+    let fanout_sizes = match (&args.sizes, args.quick) {
+        (Some(s), _) => s.clone(),
+        (None, true) => vec![8],
+        (None, false) => vec![8, 4096, 1 << 20],
+    };
+    let fanout_subscribers = match (&args.subscribers, args.quick) {
+        (Some(n), _) => n.clone(),
+        (None, true) => vec![1, 4],
+        (None, false) => hwlink_benches::bench::DEFAULT_SUBSCRIBERS.to_vec(),
+    };
     let plan = plan::Plan {
         mechanisms,
         round_trip_sizes: if wants(BenchWorkload::RoundTrip) {
@@ -398,6 +435,9 @@ fn bench_cmd(args: BenchArgs) -> Result<(), BoxError> {
         backend: args.backend,
         pipeline_cpus,
         pipeline_size,
+        fanout_sizes,
+        fanout_subscribers,
+        fanout_cpus,
     };
     for name in hwlink_benches::bench::remove_leftovers() {
         eprintln!("hwlink bench: removed {name}, left by an earlier hwlink bench that was killed");
@@ -428,6 +468,7 @@ fn bench_cmd(args: BenchArgs) -> Result<(), BoxError> {
     print!("{}", report::round_trip_table(&results));
     print!("{}", report::stream_table(&results));
     print!("{}", report::pipeline_table(&results));
+    print!("{}", report::fanout_table(&results));
     if let Some(path) = &args.json {
         std::fs::write(path, report::to_json(&machine, &plan, &results))
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
@@ -447,6 +488,11 @@ fn bench_cmd(args: BenchArgs) -> Result<(), BoxError> {
             .stream
             .iter()
             .filter(|c| matches!(c.status, plan::Status::Failed(_)))
+            .count()
+        + results
+            .fanout
+            .iter()
+            .filter(|f| matches!(f.cell.status, plan::Status::Failed(_)))
             .count();
     if failed > 0 {
         return Err(format!("{failed} measurements failed (see FAILED above); rerun them alone with --mechanisms and --sizes to see the peer's errors").into());

@@ -253,6 +253,13 @@ fn pipeline_carries_every_message_in_order() {
                 assert!(r.contains("hwlink-spin-park"), "{r}");
                 continue;
             }
+            (
+                Mechanism::HwlinkTopic | Mechanism::HwlinkTopicPark,
+                Err(BenchError::Unsupported(r)),
+            ) => {
+                assert!(r.contains("fan-out only"), "{m}: {r}");
+                continue;
+            }
             // Rows that compare ways of waiting have no pipeline.
             (
                 Mechanism::EventfdEpoll
@@ -310,6 +317,128 @@ fn leftovers() -> Vec<String> {
         }
     }
     found
+}
+
+/// One publisher and one or four subscriber processes through every
+/// fan-out transport: timed messages one at a time, then a short stream;
+/// every subscriber checks every message (order and content) and received
+/// exactly what was sent.
+#[test]
+fn fanout_delivers_every_message_to_every_subscriber() {
+    let o = opts();
+    for m in Mechanism::ALL.into_iter().filter(|m| m.fans_out()) {
+        for (size, n) in [(8, 1), (8, 4), (4096, 2)] {
+            let f = bench::fanout(
+                m,
+                size,
+                n,
+                &o,
+                3,
+                Duration::from_millis(10),
+                50,
+                Duration::from_millis(10),
+                &launcher,
+            )
+            .unwrap_or_else(|e| panic!("{m} fan-out of {size} B to {n}: {e}"));
+            assert!(!f.latency.is_empty() && f.latency.len() <= 50, "{m}");
+            assert_eq!(f.answered.len(), f.latency.len(), "{m}");
+            assert!(f.messages > 0, "{m}: some messages streamed");
+            assert_eq!(
+                f.delivered,
+                vec![f.sent; n],
+                "{m}: every subscriber got every message"
+            );
+        }
+    }
+    // A mechanism with no fan-out, and a topic outside the fan-out: skipped
+    // with the reason.
+    match bench::fanout(
+        Mechanism::Tcp,
+        8,
+        1,
+        &o,
+        3,
+        Duration::from_millis(10),
+        10,
+        Duration::from_millis(10),
+        &launcher,
+    ) {
+        Err(BenchError::Unsupported(r)) => assert!(r.contains("hwlink-topic"), "{r}"),
+        other => panic!("tcp fan-out: expected a skip, got {other:?}"),
+    }
+    match bench::round_trip(
+        Mechanism::HwlinkTopic,
+        8,
+        &o,
+        5,
+        Duration::from_millis(10),
+        10,
+        &launcher,
+    ) {
+        Err(BenchError::Unsupported(r)) => assert!(r.contains("fan-out only"), "{r}"),
+        other => panic!("topic round trip: expected a skip, got {other:?}"),
+    }
+    // Every topic, link and socket is gone with its fan-out.
+    assert_eq!(leftovers(), Vec::<String>::new());
+}
+
+/// `--workloads fanout` alone: the fan-out table with a row per mechanism
+/// and subscriber count, the ratio to the pipes, and the JSON figures.
+#[test]
+fn cli_fanout_prints_rows_and_json() {
+    let path = temp_json("fanout");
+    let p = path.to_str().expect("utf-8 temp path");
+    let (out, _) = run_hwlink::hwlink(
+        &[
+            "bench",
+            "--quick",
+            "--workloads",
+            "fanout",
+            "--mechanisms",
+            "hwlink-topic,hwlink-poll,pipe",
+            "--subscribers",
+            "1,2",
+            "--json",
+            p,
+        ],
+        Duration::from_secs(120),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "hwlink bench failed\nstdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("Fan-out, publisher on CPU"), "{stdout}");
+    assert!(!stdout.contains("Round trip"), "only the fan-out: {stdout}");
+    for m in ["hwlink-topic", "hwlink-poll", "pipe"] {
+        for n in [1, 2] {
+            let row = format!("8B {n:>4} {m} ");
+            assert!(stdout.contains(&row), "no row `{row}` in {stdout}");
+        }
+    }
+    assert!(
+        stdout.contains("msgs/s = "),
+        "ratios to the pipes: {stdout}"
+    );
+    assert!(
+        stdout.contains("hwlink-poll×1"),
+        "ratios to one link: {stdout}"
+    );
+    let json = std::fs::read_to_string(&path).expect("the JSON file");
+    let _ = std::fs::remove_file(&path);
+    assert!(json.contains("\"fanout_subscribers\":[1,2]"), "{json}");
+    let line = mechanism_line(&json, "hwlink-topic");
+    for figure in [
+        "\"subscribers\":2,",
+        "\"to_last_subscriber_ns\":{\"p50\":",
+        "\"answered_ns\":{",
+        "\"msgs_per_s_to_pipe\":",
+        "\"fanout_note\":",
+    ] {
+        assert!(line.contains(figure), "hwlink-topic lacks {figure}: {line}");
+    }
+    assert!(!json.contains("\"failed\""), "{json}");
 }
 
 #[test]
