@@ -45,6 +45,7 @@ pub fn send_err<M>(e: &SendError<M>) -> &'static str {
         SendError::NoSuchMember { .. } => "no-such-member",
         SendError::MemberGone { .. } => "member-gone",
         SendError::LinkFailed { .. } => "link-failed",
+        SendError::Serialize(_) => "serialize",
     }
 }
 
@@ -70,6 +71,8 @@ pub fn recv_err(e: &RecvError) -> &'static str {
         RecvError::NoSuchMember { .. } => "no-such-member",
         RecvError::MemberGone { .. } => "member-gone",
         RecvError::LinkFailed { .. } => "link-failed",
+        RecvError::WrongSize { .. } => "wrong-size",
+        RecvError::Deserialize(_) => "deserialize",
     }
 }
 
