@@ -58,6 +58,10 @@ pub enum Mechanism {
     /// hwlink SPSC links in spin-then-park, written in place
     /// (`reserve`/`commit`) and read in place (`recv_with`): no copy.
     HwlinkZeroCopy,
+    /// hwlink SPSC links, both ends busy-polling, carrying a 64-byte
+    /// `#[repr(C)]` struct with `send_value` / `recv_value` (64 bytes
+    /// only): the typed layer beside `hwlink-poll`'s bytes.
+    HwlinkTyped,
     /// hwlink MPMC mailbox, one sender and one receiver.
     HwlinkMailbox,
     /// hwlink SPSC links, all busy-polling; the echo side selects over
@@ -108,11 +112,12 @@ pub enum Mechanism {
 
 impl Mechanism {
     /// Every mechanism, in report order.
-    pub const ALL: [Mechanism; 24] = [
+    pub const ALL: [Mechanism; 25] = [
         Mechanism::HwlinkPoll,
         Mechanism::HwlinkSpinPark,
         Mechanism::HwlinkPark,
         Mechanism::HwlinkZeroCopy,
+        Mechanism::HwlinkTyped,
         Mechanism::HwlinkMailbox,
         Mechanism::HwlinkSelectPoll,
         Mechanism::HwlinkSelectPark,
@@ -142,6 +147,7 @@ impl Mechanism {
             Mechanism::HwlinkSpinPark => "hwlink-spin-park",
             Mechanism::HwlinkPark => "hwlink-park",
             Mechanism::HwlinkZeroCopy => "hwlink-zero-copy",
+            Mechanism::HwlinkTyped => "hwlink-typed",
             Mechanism::HwlinkMailbox => "hwlink-mailbox",
             Mechanism::HwlinkSelectPoll => "hwlink-select-poll",
             Mechanism::HwlinkSelectPark => "hwlink-select-park",
@@ -175,6 +181,9 @@ impl Mechanism {
             Mechanism::HwlinkSelectPoll | Mechanism::HwlinkSelectPark => Some(
                 "the echo side waits in one Select over four links, a new Select per message; the measuring side sends on each link in turn",
             ),
+            Mechanism::HwlinkTyped => Some(
+                "a 64-byte #[repr(C)] struct sent with send_value and received with recv_value over busy-polling links (64-byte messages only); each side also copies between the harness's byte buffer and the struct",
+            ),
             Mechanism::HwlinkEpoll => Some(
                 "only the echo side (the stream's receiver) waits in epoll_wait on its receiver's descriptor; the measuring side receives with spin-then-park",
             ),
@@ -190,6 +199,7 @@ impl Mechanism {
                 | Mechanism::HwlinkSpinPark
                 | Mechanism::HwlinkPark
                 | Mechanism::HwlinkZeroCopy
+                | Mechanism::HwlinkTyped
                 | Mechanism::HwlinkMailbox
                 | Mechanism::HwlinkSelectPoll
                 | Mechanism::HwlinkSelectPark

@@ -196,6 +196,7 @@ fn setup_parent(spec: &PeerSpec, opts: &Options) -> Result<ParentSide, BenchErro
         | Mechanism::HwlinkSpinPark
         | Mechanism::HwlinkPark
         | Mechanism::HwlinkZeroCopy => hw::link_parent(spec),
+        Mechanism::HwlinkTyped => hw::typed_parent(spec),
         Mechanism::Floor => hw::floor_parent(spec, opts),
         Mechanism::Pipe
         | Mechanism::UnixStream
@@ -228,6 +229,7 @@ fn open_child(spec: &PeerSpec) -> Result<Box<dyn Transport>, BenchError> {
         | Mechanism::HwlinkSpinPark
         | Mechanism::HwlinkPark
         | Mechanism::HwlinkZeroCopy => hw::link_child(spec),
+        Mechanism::HwlinkTyped => hw::typed_child(spec),
         Mechanism::Floor => hw::floor_child(spec),
         Mechanism::Pipe
         | Mechanism::UnixStream
