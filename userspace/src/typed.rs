@@ -37,10 +37,10 @@
 //!
 //! // Process A.
 //! let mut tx = LinkBuilder::new("ticks").slot_size(64).create_sender()?;
-//! tx.send_value(&Tick { instrument: 7, price: 101_25, quantity: 300, side: 1 })?;
+//! tx.send_value(&Tick { instrument: 7, price: 10_125, quantity: 300, side: 1 })?;
 //! // Or written in place, field by field.
 //! let mut slot = tx.reserve_value::<Tick>()?;
-//! slot.write(&Tick { instrument: 7, price: 101_30, quantity: 100, side: 2 });
+//! slot.write(&Tick { instrument: 7, price: 10_130, quantity: 100, side: 2 });
 //! slot.write_field_at(core::mem::offset_of!(Tick, quantity), &200u32);
 //! slot.commit();
 //!
@@ -58,46 +58,86 @@ use crate::shm::{ShmSlice, ShmSliceMut};
 use core::marker::PhantomData;
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
-/// Copies a message into a new `T` once its length is exactly `T`'s size.
+/// Copies a message into `value` if its length is exactly `T`'s size;
+/// else returns the message's length (nothing copied).
 ///
 /// `T: FromBytes` makes any bytes a valid `T`; `T: IntoBytes` (no padding)
-/// lets the copy go straight into the value's own bytes: a zeroed local
-/// `T`, aligned as `T` must be, so the slot's alignment does not matter.
-#[inline]
-pub(crate) fn decode<T: FromBytes + IntoBytes>(m: ShmSlice<'_>) -> Result<T, RecvError> {
-    let expected = core::mem::size_of::<T>();
-    if m.len() != expected {
-        return Err(RecvError::WrongSize {
-            len: m.len(),
-            expected,
-        });
+/// lets the copy go straight into the value's own bytes. The value is the
+/// caller's local `T`, aligned as `T` must be, so the slot's alignment
+/// does not matter. The receive forms give the closure that calls this a
+/// `&mut` to their own value, so that the value is written once, where it
+/// is returned from, rather than moved out through layers of results.
+#[inline(always)]
+pub(crate) fn copy_value<T: FromBytes + IntoBytes>(
+    m: ShmSlice<'_>,
+    value: &mut T,
+) -> Result<(), usize> {
+    let bytes = value.as_mut_bytes();
+    if m.len() != bytes.len() {
+        return Err(m.len());
     }
+    m.copy_to(bytes);
+    Ok(())
+}
+
+/// A message copied into a new `T` (see [`copy_value`]), or
+/// [`RecvError::WrongSize`].
+pub(crate) fn decode<T: FromBytes + IntoBytes>(m: ShmSlice<'_>) -> Result<T, RecvError> {
     let mut value = T::new_zeroed();
-    m.copy_to(value.as_mut_bytes());
+    copy_value(m, &mut value).map_err(wrong_size::<T>)?;
     Ok(value)
 }
 
-/// The typed result of a byte-level receive whose closure decoded the
-/// message: the value, or with the sender's name (`recv_any`), flattened
-/// into one `Result`.
-pub(crate) trait Decoded {
-    /// What the typed receive returns.
-    type Out;
-    /// The receive's result, or the decoding's error.
-    fn flatten(self) -> Result<Self::Out, RecvError>;
+/// The error for a message of `len` bytes received as a `T`.
+#[cold]
+fn wrong_size<T>(len: usize) -> RecvError {
+    RecvError::WrongSize {
+        len,
+        expected: core::mem::size_of::<T>(),
+    }
 }
 
-impl<T> Decoded for Result<T, RecvError> {
+/// What a byte-level receive returned once its closure handled the
+/// message (alone, or with the sender's name: `recv_any`), turned into
+/// the typed receive's result, given the value the closure wrote (`V =
+/// T`: the closure returned [`copy_value`]'s result) or none (`V = ()`:
+/// the closure returned the decoded value itself).
+pub(crate) trait Decoded<V> {
+    /// What the typed receive returns.
+    type Out;
+    /// The receive's result, or the closure's error.
+    fn place(self, value: V) -> Result<Self::Out, RecvError>;
+}
+
+impl<T> Decoded<T> for Result<(), usize> {
     type Out = T;
-    #[inline]
-    fn flatten(self) -> Result<T, RecvError> {
+    #[inline(always)]
+    fn place(self, value: T) -> Result<T, RecvError> {
+        match self {
+            Ok(()) => Ok(value),
+            Err(len) => Err(wrong_size::<T>(len)),
+        }
+    }
+}
+
+impl<T> Decoded<T> for (String, Result<(), usize>) {
+    type Out = (String, T);
+    fn place(self, value: T) -> Result<(String, T), RecvError> {
+        let (from, fit) = self;
+        Ok((from, fit.place(value)?))
+    }
+}
+
+impl<T> Decoded<()> for Result<T, RecvError> {
+    type Out = T;
+    fn place(self, (): ()) -> Result<T, RecvError> {
         self
     }
 }
 
-impl<T> Decoded for (String, Result<T, RecvError>) {
+impl<T> Decoded<()> for (String, Result<T, RecvError>) {
     type Out = (String, T);
-    fn flatten(self) -> Result<(String, T), RecvError> {
+    fn place(self, (): ()) -> Result<(String, T), RecvError> {
         let (from, value) = self;
         Ok((from, value?))
     }
@@ -208,7 +248,8 @@ macro_rules! typed_send_forms {
 /// The typed receive forms of an end, over its one byte-level
 /// `$raw($args.., f, Patience) -> Result<X, RecvError>`, where `f` gets
 /// the message in place ([`ShmSlice`]) and `X` is what `f` returned, or
-/// that with the sender's name (`-> (String, T)`, see [`Decoded`]). Each
+/// that with the sender's name (`-> (String, T)`, see [`Decoded`]). `f`
+/// is called for one message at most. Each
 /// emitted form is named with the byte form it mirrors (`name = bytes`),
 /// whose doc tells the waiting, the arguments and the errors; the serde
 /// forms are emitted with the `serde` feature only.
@@ -236,12 +277,13 @@ macro_rules! typed_recv_forms {
             &mut self,
             $($arg: $argty),*
         ) -> Result<$out, crate::RecvError> {
+            let mut value = <T as ::zerocopy::FromZeros>::new_zeroed();
             let got = self.$raw(
                 $($arg,)*
-                crate::typed::decode::<T>,
+                |m| crate::typed::copy_value(m, &mut value),
                 crate::wait::Patience::new(None, true),
             )?;
-            crate::typed::Decoded::flatten(got)
+            crate::typed::Decoded::place(got, value)
         }
         #[doc = concat!("[`", stringify!($b_try_recv), "`](Self::", stringify!($b_try_recv), ")")]
         #[doc = concat!("for a plain-data value (see [`", stringify!($recv), "`](Self::", stringify!($recv), ")).")]
@@ -249,12 +291,13 @@ macro_rules! typed_recv_forms {
             &mut self,
             $($arg: $argty),*
         ) -> Result<$out, crate::RecvError> {
+            let mut value = <T as ::zerocopy::FromZeros>::new_zeroed();
             let got = self.$raw(
                 $($arg,)*
-                crate::typed::decode::<T>,
+                |m| crate::typed::copy_value(m, &mut value),
                 crate::wait::Patience::new(None, false),
             )?;
-            crate::typed::Decoded::flatten(got)
+            crate::typed::Decoded::place(got, value)
         }
         #[doc = concat!("[`", stringify!($b_recv_timeout), "`](Self::", stringify!($b_recv_timeout), ")")]
         #[doc = concat!("for a plain-data value (see [`", stringify!($recv), "`](Self::", stringify!($recv), ")).")]
@@ -264,12 +307,13 @@ macro_rules! typed_recv_forms {
             timeout: std::time::Duration,
         ) -> Result<$out, crate::RecvError> {
             let deadline = crate::wait::deadline_after(timeout);
+            let mut value = <T as ::zerocopy::FromZeros>::new_zeroed();
             let got = self.$raw(
                 $($arg,)*
-                crate::typed::decode::<T>,
+                |m| crate::typed::copy_value(m, &mut value),
                 crate::wait::Patience::new(deadline, true),
             )?;
-            crate::typed::Decoded::flatten(got)
+            crate::typed::Decoded::place(got, value)
         }
 
         #[doc = concat!("[`", stringify!($b_recv), "`](Self::", stringify!($b_recv), ")")]
@@ -288,7 +332,7 @@ macro_rules! typed_recv_forms {
                 crate::typed::deserialize::<T>,
                 crate::wait::Patience::new(None, true),
             )?;
-            crate::typed::Decoded::flatten(got)
+            crate::typed::Decoded::place(got, ())
         }
         #[doc = concat!("[`", stringify!($b_try_recv), "`](Self::", stringify!($b_try_recv), ")")]
         #[doc = concat!("for a serialized value (see [`", stringify!($de), "`](Self::", stringify!($de), ")). Feature `serde`.")]
@@ -302,7 +346,7 @@ macro_rules! typed_recv_forms {
                 crate::typed::deserialize::<T>,
                 crate::wait::Patience::new(None, false),
             )?;
-            crate::typed::Decoded::flatten(got)
+            crate::typed::Decoded::place(got, ())
         }
         #[doc = concat!("[`", stringify!($b_recv_timeout), "`](Self::", stringify!($b_recv_timeout), ")")]
         #[doc = concat!("for a serialized value (see [`", stringify!($de), "`](Self::", stringify!($de), ")). Feature `serde`.")]
@@ -318,7 +362,7 @@ macro_rules! typed_recv_forms {
                 crate::typed::deserialize::<T>,
                 crate::wait::Patience::new(deadline, true),
             )?;
-            crate::typed::Decoded::flatten(got)
+            crate::typed::Decoded::place(got, ())
         }
     };
 }
@@ -486,20 +530,19 @@ mod tests {
     }
 
     #[test]
-    fn flattens_the_sender_name_with_the_value() {
-        let ok: (String, Result<u8, RecvError>) = ("a".into(), Ok(3));
-        assert_eq!(ok.flatten(), Ok(("a".to_string(), 3)));
-        let wrong: (String, Result<u8, RecvError>) = (
-            "a".into(),
+    fn places_the_value_with_the_sender_name() {
+        let fit: (String, Result<(), usize>) = ("a".into(), Ok(()));
+        assert_eq!(fit.place(3u8), Ok(("a".to_string(), 3)));
+        let wrong: (String, Result<(), usize>) = ("a".into(), Err(2));
+        assert_eq!(
+            wrong.place(3u8),
             Err(RecvError::WrongSize {
                 len: 2,
-                expected: 1,
-            }),
+                expected: 1
+            })
         );
-        assert!(matches!(
-            wrong.flatten(),
-            Err(RecvError::WrongSize { .. })
-        ));
+        let decoded: (String, Result<u8, RecvError>) = ("b".into(), Ok(4));
+        assert_eq!(decoded.place(()), Ok(("b".to_string(), 4)));
     }
 
     #[cfg(feature = "serde")]

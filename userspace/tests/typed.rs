@@ -183,10 +183,13 @@ fn link_recv(rx: &mut Receiver, i: u64, reply: bool) {
             let price: i64 = slot.read_field_at(offset_of!(Frame, price)).unwrap();
             assert_eq!(price, frame(i, reply).price);
             assert_eq!(slot.read_field_at::<u64>(60), None, "past the end");
-            assert_eq!(slot.read_value::<[u8; 65]>(), Err(RecvError::WrongSize {
-                len: 64,
-                expected: 65
-            }));
+            assert_eq!(
+                slot.read_value::<[u8; 65]>(),
+                Err(RecvError::WrongSize {
+                    len: 64,
+                    expected: 65
+                })
+            );
             let v = slot.read_value().unwrap();
             slot.release();
             v
@@ -229,7 +232,11 @@ fn link_round_trip_of_a_64_byte_struct_between_processes() {
     // A value larger than a slot is refused before anything is sent.
     assert!(matches!(
         tx.try_send_value(&[0u8; 65]),
-        Err(SendError::TooLarge { len: 65, max: 64, .. })
+        Err(SendError::TooLarge {
+            len: 65,
+            max: 64,
+            ..
+        })
     ));
     let mut peer = Peer::spawn("link_echo", &[("NAME", name.clone())]);
     for i in 0..COUNT {
@@ -301,12 +308,8 @@ fn mailbox_recv(mbx: &mut Mailbox, i: u64, reply: bool) {
 
 fn mailbox_echo(ctx: &Ctx) {
     let name = ctx.name();
-    let mut requests = mailbox()
-        .open(&format!("{name}-q"), Access::Recv)
-        .unwrap();
-    let mut replies = mailbox()
-        .open(&format!("{name}-r"), Access::Send)
-        .unwrap();
+    let mut requests = mailbox().open(&format!("{name}-q"), Access::Recv).unwrap();
+    let mut replies = mailbox().open(&format!("{name}-r"), Access::Send).unwrap();
     for i in 0..COUNT {
         if i == BAD_AT {
             assert_eq!(requests.recv_value::<Frame>(), Err(WRONG_SIZE));
@@ -629,10 +632,7 @@ mod serialized {
             let got: Order = mbx.recv_deserialized_timeout(T).unwrap();
             assert_eq!(got, order(i, true));
         }
-        assert_eq!(
-            mbx.try_recv_deserialized::<Order>(),
-            Err(RecvError::Empty)
-        );
+        assert_eq!(mbx.try_recv_deserialized::<Order>(), Err(RecvError::Empty));
         mbx.remove().unwrap();
     }
 }

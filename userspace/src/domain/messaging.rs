@@ -217,7 +217,10 @@ impl Member {
         let (deadline, block) = (p.deadline, p.block);
         let k = self.recv_link_waiting(from, deadline, block)?;
         if !block {
-            return match self.links[k].rx.recv_with(&mut f, Patience::new(None, false)) {
+            return match self.links[k]
+                .rx
+                .recv_with(&mut f, Patience::new(None, false))
+            {
                 Ok(m) => Ok(m),
                 Err(RecvError::Empty) if self.peer_listed(k) => {
                     self.arm_readiness();
@@ -314,15 +317,20 @@ impl Member {
             if self.links[k].rx.has_message_now() {
                 self.next = k.wrapping_add(1);
                 let peer = self.links[k].peer.clone();
-                return Some(match self.links[k].rx.recv_with(&mut *f, Patience::new(None, false)) {
-                    Ok(m) => Ok((peer, m)),
-                    Err(RecvError::Empty) => continue,
-                    Err(e) => match self.recv_failed::<()>(k, e) {
-                        Err(RecvError::MemberGone { .. }) => continue,
-                        Err(e) => Err(e),
-                        Ok(()) => continue,
+                return Some(
+                    match self.links[k]
+                        .rx
+                        .recv_with(&mut *f, Patience::new(None, false))
+                    {
+                        Ok(m) => Ok((peer, m)),
+                        Err(RecvError::Empty) => continue,
+                        Err(e) => match self.recv_failed::<()>(k, e) {
+                            Err(RecvError::MemberGone { .. }) => continue,
+                            Err(e) => Err(e),
+                            Ok(()) => continue,
+                        },
                     },
-                });
+                );
             }
         }
         let mut k = 0;
