@@ -174,29 +174,69 @@ const TICK_SIZE: usize = std::mem::size_of::<Tick>();
 const _: () = assert!(TICK_SIZE == 64);
 
 /// One end of a pair of links carrying [`Tick`]s with `send_value` and
-/// `recv_value` (the reverse link is absent when streaming).
+/// `recv_value` (the reverse link is absent when streaming). Round trips
+/// move values as an application does: the measuring side keeps one tick
+/// and stamps each round trip's sequence number into it, the peer sends
+/// back the value it received. Streams (and the stop message) go through
+/// the harness's byte buffer, so each side also copies between it and a
+/// tick there.
 struct TypedLinks {
     tx: Option<Sender>,
     rx: Option<Receiver>,
+    tick: Tick,
+}
+
+impl TypedLinks {
+    fn new(tx: Option<Sender>, rx: Option<Receiver>) -> TypedLinks {
+        TypedLinks {
+            tx,
+            rx,
+            tick: Tick {
+                seq: 0,
+                timestamp_ns: 1_700_000_000_000_000_000,
+                instrument: 42,
+                price: 10_125,
+                quantity: 300,
+                side: 1,
+                flags: 0,
+                venue: *b"XNAS\0\0\0\0",
+                order_id: 7,
+                checksum: 0,
+            },
+        }
+    }
+    fn tx(&mut self) -> Result<&mut Sender, BenchError> {
+        self.tx.as_mut().ok_or_else(|| link_err("no sending link"))
+    }
+    fn rx(&mut self) -> Result<&mut Receiver, BenchError> {
+        self.rx
+            .as_mut()
+            .ok_or_else(|| link_err("no receiving link"))
+    }
 }
 
 impl Transport for TypedLinks {
+    fn round_trip(&mut self, msg: &[u8], _echo: &mut [u8]) -> Result<u64, BenchError> {
+        self.tick.seq = super::seq_of(msg);
+        let tick = self.tick;
+        self.tx()?.send_value(&tick).map_err(link_err)?;
+        let back: Tick = self.rx()?.recv_value().map_err(link_err)?;
+        Ok(back.seq)
+    }
+    fn echo(&mut self, _buf: &mut [u8]) -> Result<u64, BenchError> {
+        let tick: Tick = self.rx()?.recv_value().map_err(link_err)?;
+        if tick.seq != super::STOP {
+            self.tx()?.send_value(&tick).map_err(link_err)?;
+        }
+        Ok(tick.seq)
+    }
     fn send(&mut self, msg: &[u8]) -> Result<(), BenchError> {
-        let tick = Tick::read_from_bytes(msg).map_err(|_| {
-            BenchError::Verify(format!("a {}-byte message is no Tick", msg.len()))
-        })?;
-        let tx = self
-            .tx
-            .as_mut()
-            .ok_or_else(|| link_err("no sending link"))?;
-        tx.send_value(&tick).map_err(link_err)
+        let tick = Tick::read_from_bytes(msg)
+            .map_err(|_| BenchError::Verify(format!("a {}-byte message is no Tick", msg.len())))?;
+        self.tx()?.send_value(&tick).map_err(link_err)
     }
     fn recv(&mut self, buf: &mut [u8]) -> Result<(), BenchError> {
-        let rx = self
-            .rx
-            .as_mut()
-            .ok_or_else(|| link_err("no receiving link"))?;
-        let tick: Tick = rx.recv_value().map_err(link_err)?;
+        let tick: Tick = self.rx()?.recv_value().map_err(link_err)?;
         tick.write_to(buf).map_err(|_| {
             BenchError::Verify(format!("a Tick does not fill a {}-byte buffer", buf.len()))
         })
@@ -214,7 +254,7 @@ pub(super) fn typed_parent(spec: &PeerSpec) -> Result<ParentSide, BenchError> {
         Workload::RoundTrip => Some(builder(spec, "b").create_receiver().map_err(link_err)?),
         Workload::Stream => None,
     };
-    Ok(ParentSide::new(TypedLinks { tx: Some(tx), rx }))
+    Ok(ParentSide::new(TypedLinks::new(Some(tx), rx)))
 }
 
 pub(super) fn typed_child(spec: &PeerSpec) -> Result<Box<dyn Transport>, BenchError> {
@@ -223,7 +263,7 @@ pub(super) fn typed_child(spec: &PeerSpec) -> Result<Box<dyn Transport>, BenchEr
         Workload::RoundTrip => Some(builder(spec, "b").open_sender().map_err(link_err)?),
         Workload::Stream => None,
     };
-    Ok(Box::new(TypedLinks { tx, rx: Some(rx) }))
+    Ok(Box::new(TypedLinks::new(tx, Some(rx))))
 }
 
 /// Pipeline stage `stage`'s link to the next stage, created by this stage.

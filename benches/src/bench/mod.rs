@@ -182,7 +182,7 @@ impl Mechanism {
                 "the echo side waits in one Select over four links, a new Select per message; the measuring side sends on each link in turn",
             ),
             Mechanism::HwlinkTyped => Some(
-                "a 64-byte #[repr(C)] struct sent with send_value and received with recv_value over busy-polling links (64-byte messages only); each side also copies between the harness's byte buffer and the struct",
+                "a 64-byte #[repr(C)] struct sent with send_value and received with recv_value over busy-polling links (64-byte messages only); round trips move the struct as an application does (one tick stamped with the sequence number, echoed as received), streams also copy between the harness's byte buffer and the struct",
             ),
             Mechanism::HwlinkEpoll => Some(
                 "only the echo side (the stream's receiver) waits in epoll_wait on its receiver's descriptor; the measuring side receives with spin-then-park",
@@ -328,6 +328,26 @@ pub(crate) trait Transport {
         let seq = seq_of(buf);
         if seq != STOP {
             verify(buf, expected)?;
+        }
+        Ok(seq)
+    }
+    /// The measuring side's round trip: sends `msg` (its sequence number
+    /// written) and receives the echo, returning the echo's sequence
+    /// number: by default `send`, then `recv` into `echo`; a transport of
+    /// values moves its own value instead of bytes.
+    fn round_trip(&mut self, msg: &[u8], echo: &mut [u8]) -> Result<u64, BenchError> {
+        self.send(msg)?;
+        self.recv(echo)?;
+        Ok(seq_of(echo))
+    }
+    /// The peer's echo: receives one message and, unless it is the stop
+    /// message, sends it back; returns its sequence number. By default
+    /// through `buf`, like [`round_trip`](Self::round_trip).
+    fn echo(&mut self, buf: &mut [u8]) -> Result<u64, BenchError> {
+        self.recv(buf)?;
+        let seq = seq_of(buf);
+        if seq != STOP {
+            self.send(buf)?;
         }
         Ok(seq)
     }

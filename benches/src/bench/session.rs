@@ -1,8 +1,8 @@
 //! One measurement: set up a channel, spawn and pin the peer, run a workload, collect both sides' figures.
 
 use super::{
-    async_rt, check, cpu_time_ns, eventfd, fd, fill, hw, hw_wait, mq, pipeline, seq_of, uring,
-    BenchError, CpuTotals, Mechanism, Options, RoundTrips, Streamed, Transport, Workload, STOP,
+    async_rt, check, cpu_time_ns, eventfd, fd, fill, hw, hw_wait, mq, pipeline, uring, BenchError,
+    CpuTotals, Mechanism, Options, RoundTrips, Streamed, Transport, Workload, STOP,
 };
 use crate::affinity::Pinned;
 use hwlink::liveness::pin_to_cpu;
@@ -411,9 +411,7 @@ pub fn round_trip(
     let mut seq = 0u64;
     let mut one = |s: &mut Session, seq: u64| -> Result<(), BenchError> {
         s.buf[..8].copy_from_slice(&seq.to_le_bytes());
-        s.transport.send(&s.buf)?;
-        s.transport.recv(&mut echo)?;
-        let got = seq_of(&echo);
+        let got = s.transport.round_trip(&s.buf, &mut echo)?;
         if got != seq {
             return Err(BenchError::Verify(format!(
                 "peer echoed message {got}, expected {seq}"
@@ -556,10 +554,8 @@ pub fn peer_main(args: &[String]) -> Result<(), BenchError> {
     let mut started: Option<(Instant, u64)> = None;
     loop {
         let seq = match spec.workload {
-            Workload::RoundTrip => {
-                t.recv(&mut buf)?;
-                seq_of(&buf)
-            }
+            // Received and sent back (as a value, for hwlink-typed).
+            Workload::RoundTrip => t.echo(&mut buf)?,
             // Checked where it lies (in place, for hwlink-zero-copy).
             Workload::Stream => t.recv_checked(&mut buf, received)?,
         };
@@ -568,9 +564,6 @@ pub fn peer_main(args: &[String]) -> Result<(), BenchError> {
         }
         if seq == STOP {
             break;
-        }
-        if spec.workload == Workload::RoundTrip {
-            t.send(&buf)?;
         }
         received += 1;
     }
