@@ -34,11 +34,12 @@ ci/check-bindings.sh
 step "tests (real processes, real hugepages where reserved)"
 if cargo nextest --version >/dev/null 2>&1; then
   # nextest fails when no test runs at all, so an empty suite is caught.
-  # The async front end (feature `tokio`, off by default) is tested too.
-  cargo nextest run --workspace --features hwlink/tokio --no-fail-fast
+  # The async front end (feature `tokio`) and serialized messages (feature
+  # `serde`), both off by default, are tested too.
+  cargo nextest run --workspace --features hwlink/tokio,hwlink/serde --no-fail-fast
 else
   echo "cargo-nextest not found: using cargo test"
-  cargo test --workspace --features hwlink/tokio --no-fail-fast -- --test-threads=1
+  cargo test --workspace --features hwlink/tokio,hwlink/serde --no-fail-fast -- --test-threads=1
 fi
 
 step "examples run (small counts; each checks every message)"
@@ -49,7 +50,7 @@ cargo run -q --profile test -p hwlink --example fanout -- --frames 5000
 cargo run -q --profile test -p hwlink --features tokio --example async_gateway -- --self-test 2000
 
 step "doctests"
-cargo test --workspace --features hwlink/tokio --doc
+cargo test --workspace --features hwlink/tokio,hwlink/serde --doc
 
 step "loom models"
 ci/loom.sh

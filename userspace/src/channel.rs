@@ -12,6 +12,7 @@ use crate::doorbell::Doorbell;
 use crate::error::{RecvError, SendError};
 use crate::link::{Receiver, Sender};
 use crate::mailbox::Mailbox;
+use crate::shm::ShmSlice;
 use crate::wait::Patience;
 
 /// The sending half of one direction of a link.
@@ -84,12 +85,18 @@ impl ChannelSender {
 }
 
 impl ChannelReceiver {
-    /// Receives one message through this direction's flavour (see
-    /// `Receiver::recv_deadline`, `Mailbox::recv_until`).
-    pub(crate) fn recv(&mut self, p: Patience<'_>) -> Result<Vec<u8>, RecvError> {
+    /// Receives one message through this direction's flavour and passes
+    /// it in place to `f` (see `Receiver::recv_deadline_with`,
+    /// `Mailbox::recv_until`).
+    #[inline]
+    pub(crate) fn recv_with<R>(
+        &mut self,
+        f: impl FnOnce(ShmSlice<'_>) -> R,
+        p: Patience<'_>,
+    ) -> Result<R, RecvError> {
         match self {
-            ChannelReceiver::Bounded(rx) => rx.recv_deadline(p),
-            ChannelReceiver::Queue(q) => q.recv_until(|b, _| b.to_vec(), p),
+            ChannelReceiver::Bounded(rx) => rx.recv_deadline_with(f, p),
+            ChannelReceiver::Queue(q) => q.recv_until(|b, _| f(b), p),
         }
     }
 

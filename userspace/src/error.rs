@@ -405,6 +405,15 @@ pub enum SendError<M> {
         /// Why.
         reason: String,
     },
+    /// `send_serialized` (feature `serde`): postcard could not encode the
+    /// value (the postcard message). Nothing was sent; the value is still
+    /// the caller's.
+    #[error(
+        "cannot encode the value with postcard: {0}; nothing was sent: postcard needs the \
+         length of every sequence and map up front and supports no `serialize_any`, so check \
+         the type's Serialize implementation (or send it as bytes)"
+    )]
+    Serialize(String),
 }
 
 impl<M> fmt::Debug for SendError<M> {
@@ -425,6 +434,7 @@ impl<M> fmt::Debug for SendError<M> {
             SendError::LinkFailed { peer, reason, .. } => {
                 write!(f, "LinkFailed {{ peer: {peer:?}, reason: {reason:?} }}")
             }
+            SendError::Serialize(e) => write!(f, "Serialize({e:?})"),
         }
     }
 }
@@ -447,6 +457,7 @@ impl SendError<()> {
             SendError::LinkFailed { peer, reason, .. } => {
                 SendError::LinkFailed { msg, peer, reason }
             }
+            SendError::Serialize(e) => SendError::Serialize(e),
         }
     }
 }
@@ -472,6 +483,7 @@ impl<M> SendError<M> {
                 peer,
                 reason,
             },
+            SendError::Serialize(e) => SendError::Serialize(e),
         }
     }
 
@@ -484,7 +496,7 @@ impl<M> SendError<M> {
             | SendError::NoSuchMember { msg, .. }
             | SendError::MemberGone { msg, .. }
             | SendError::LinkFailed { msg, .. } => Some(msg),
-            SendError::Corrupt(_) => None,
+            SendError::Corrupt(_) | SendError::Serialize(_) => None,
         }
     }
 }
@@ -558,4 +570,28 @@ pub enum RecvError {
         /// Why.
         reason: String,
     },
+    /// `recv_value` (and `ReadSlot::read_value`): the message's length is
+    /// not the size of the type asked for. The message was consumed (except
+    /// by `read_value`, which leaves the slot to its caller); the next
+    /// receive takes the next one.
+    #[error(
+        "the message has {len} bytes, but the type received takes {expected}: the sender sent \
+         a different type or version of it; check both sides use the same struct (this message \
+         was consumed, the next receive takes the next one)"
+    )]
+    WrongSize {
+        /// The message's length.
+        len: usize,
+        /// `size_of` the type asked for.
+        expected: usize,
+    },
+    /// `recv_deserialized` (feature `serde`): the message is not one value
+    /// of the type asked for in postcard's format (the postcard message).
+    /// The message was consumed; the next receive takes the next one.
+    #[error(
+        "cannot decode the message with postcard: {0}; the sender sent a different type or \
+         version of it: check both sides use the same type, with the same serde attributes \
+         (this message was consumed, the next receive takes the next one)"
+    )]
+    Deserialize(String),
 }

@@ -11,6 +11,13 @@
 //! member name ([`Member::send`], [`Member::recv_from`],
 //! [`Member::recv_any`]); links between members are set up on first use.
 //!
+//! Every end also sends and receives typed messages: a `#[repr(C)]`
+//! plain-data struct copied straight into the slot and out of it, checked
+//! by [`zerocopy`]'s traits (`send_value`, `recv_value`, and
+//! [`Sender::reserve_value`] to write one in place), and with the `serde`
+//! feature any serde type in postcard's format (`send_serialized`,
+//! `recv_deserialized`).
+//!
 //! ```no_run
 //! use hwlink::{LinkBuilder, WaitStrategy};
 //! // process A
@@ -68,6 +75,12 @@ macro_rules! setters {
         )*
     };
 }
+
+// Typed messages: the forms every end gets through its macros, so it is
+// declared before the modules that use them.
+#[cfg(not(loom))]
+#[macro_use]
+mod typed;
 
 mod chain;
 mod doorbell;
@@ -156,7 +169,13 @@ pub use topic::{
     TopicInfo, DEFAULT_MAX_SUBSCRIBERS, DEFAULT_TOPIC_CAPACITY, DEFAULT_TOPIC_SLOT_SIZE,
     MAX_TOPIC_NAME, TOPIC_PREFIX,
 };
+pub use typed::ValueSlot;
 pub use wait::WaitStrategy;
+/// The plain-data traits of typed messages (`send_value`, `recv_value`):
+/// derive `FromBytes`, `IntoBytes`, `Immutable` and `KnownLayout` on a
+/// `#[repr(C)]` struct with zerocopy's own derives (a dependency on
+/// `zerocopy` with its `derive` feature, same major version).
+pub use zerocopy;
 
 /// Internals exposed for the criterion micro-benchmarks (`benches/`) only:
 /// not part of the API, may change at any time.

@@ -6,6 +6,7 @@ use hwlink::{LinkBuilder, Receiver, Sender};
 use hwlink_drivers::Region;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// Slots of a link for `size`-byte messages: a power of two from 4 to
 /// 1024, keeping the ring's payload near 8 MiB at most.
@@ -21,7 +22,9 @@ pub(crate) fn link_capacity(size: usize) -> u32 {
 
 fn wait_of(m: Mechanism) -> WaitStrategy {
     match m {
-        Mechanism::HwlinkPoll | Mechanism::HwlinkSelectPoll => WaitStrategy::BusyPoll,
+        Mechanism::HwlinkPoll | Mechanism::HwlinkSelectPoll | Mechanism::HwlinkTyped => {
+            WaitStrategy::BusyPoll
+        }
         Mechanism::HwlinkPark | Mechanism::HwlinkSelectPark => WaitStrategy::Park,
         _ => WaitStrategy::SpinPark,
     }
@@ -146,6 +149,121 @@ pub(super) fn link_child(spec: &PeerSpec) -> Result<Box<dyn Transport>, BenchErr
         rx: Some(rx),
         in_place: spec.mechanism == Mechanism::HwlinkZeroCopy,
     }))
+}
+
+/// The message of the typed rows (`hwlink-typed`): a market tick, 64
+/// bytes, `#[repr(C)]` with no padding. The harness's message bytes
+/// (sequence number first) are its fields.
+#[derive(Clone, Copy, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+struct Tick {
+    seq: u64,
+    timestamp_ns: u64,
+    instrument: u64,
+    price: i64,
+    quantity: u32,
+    side: u16,
+    flags: u16,
+    venue: [u8; 8],
+    order_id: u64,
+    checksum: u64,
+}
+
+/// The one size the typed rows carry.
+const TICK_SIZE: usize = std::mem::size_of::<Tick>();
+const _: () = assert!(TICK_SIZE == 64);
+
+/// One end of a pair of links carrying [`Tick`]s with `send_value` and
+/// `recv_value` (the reverse link is absent when streaming). Round trips
+/// move values as an application does: the measuring side keeps one tick
+/// and stamps each round trip's sequence number into it, the peer sends
+/// back the value it received. Streams (and the stop message) go through
+/// the harness's byte buffer, so each side also copies between it and a
+/// tick there.
+struct TypedLinks {
+    tx: Option<Sender>,
+    rx: Option<Receiver>,
+    tick: Tick,
+}
+
+impl TypedLinks {
+    fn new(tx: Option<Sender>, rx: Option<Receiver>) -> TypedLinks {
+        TypedLinks {
+            tx,
+            rx,
+            tick: Tick {
+                seq: 0,
+                timestamp_ns: 1_700_000_000_000_000_000,
+                instrument: 42,
+                price: 10_125,
+                quantity: 300,
+                side: 1,
+                flags: 0,
+                venue: *b"XNAS\0\0\0\0",
+                order_id: 7,
+                checksum: 0,
+            },
+        }
+    }
+    fn tx(&mut self) -> Result<&mut Sender, BenchError> {
+        self.tx.as_mut().ok_or_else(|| link_err("no sending link"))
+    }
+    fn rx(&mut self) -> Result<&mut Receiver, BenchError> {
+        self.rx
+            .as_mut()
+            .ok_or_else(|| link_err("no receiving link"))
+    }
+}
+
+impl Transport for TypedLinks {
+    fn round_trip(&mut self, msg: &[u8], _echo: &mut [u8]) -> Result<u64, BenchError> {
+        self.tick.seq = super::seq_of(msg);
+        let tick = self.tick;
+        self.tx()?.send_value(&tick).map_err(link_err)?;
+        let back: Tick = self.rx()?.recv_value().map_err(link_err)?;
+        Ok(back.seq)
+    }
+    fn echo(&mut self, _buf: &mut [u8]) -> Result<u64, BenchError> {
+        let tick: Tick = self.rx()?.recv_value().map_err(link_err)?;
+        if tick.seq != super::STOP {
+            self.tx()?.send_value(&tick).map_err(link_err)?;
+        }
+        Ok(tick.seq)
+    }
+    fn send(&mut self, msg: &[u8]) -> Result<(), BenchError> {
+        let tick = Tick::read_from_bytes(msg)
+            .map_err(|_| BenchError::Verify(format!("a {}-byte message is no Tick", msg.len())))?;
+        self.tx()?.send_value(&tick).map_err(link_err)
+    }
+    fn recv(&mut self, buf: &mut [u8]) -> Result<(), BenchError> {
+        let tick: Tick = self.rx()?.recv_value().map_err(link_err)?;
+        tick.write_to(buf).map_err(|_| {
+            BenchError::Verify(format!("a Tick does not fill a {}-byte buffer", buf.len()))
+        })
+    }
+}
+
+pub(super) fn typed_parent(spec: &PeerSpec) -> Result<ParentSide, BenchError> {
+    if spec.size != TICK_SIZE {
+        return Err(BenchError::Unsupported(format!(
+            "the typed rows carry one {TICK_SIZE}-byte #[repr(C)] struct: run them at --sizes {TICK_SIZE}, beside hwlink-poll"
+        )));
+    }
+    let tx = builder(spec, "a").create_sender().map_err(link_err)?;
+    let rx = match spec.workload {
+        Workload::RoundTrip => Some(builder(spec, "b").create_receiver().map_err(link_err)?),
+        Workload::Stream => None,
+    };
+    Ok(ParentSide::new(TypedLinks::new(Some(tx), rx)))
+}
+
+pub(super) fn typed_child(spec: &PeerSpec) -> Result<Box<dyn Transport>, BenchError> {
+    let rx = builder(spec, "a").open_receiver().map_err(link_err)?;
+    let tx = match spec.workload {
+        Workload::RoundTrip => Some(builder(spec, "b").open_sender().map_err(link_err)?),
+        Workload::Stream => None,
+    };
+    Ok(Box::new(TypedLinks::new(tx, Some(rx))))
 }
 
 /// Pipeline stage `stage`'s link to the next stage, created by this stage.

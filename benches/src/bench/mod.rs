@@ -63,6 +63,10 @@ pub enum Mechanism {
     /// hwlink SPSC links in spin-then-park, written in place
     /// (`reserve`/`commit`) and read in place (`recv_with`): no copy.
     HwlinkZeroCopy,
+    /// hwlink SPSC links, both ends busy-polling, carrying a 64-byte
+    /// `#[repr(C)]` struct with `send_value` / `recv_value` (64 bytes
+    /// only): the typed layer beside `hwlink-poll`'s bytes.
+    HwlinkTyped,
     /// hwlink MPMC mailbox, one sender and one receiver.
     HwlinkMailbox,
     /// hwlink SPSC links, all busy-polling; the echo side selects over
@@ -119,11 +123,12 @@ pub enum Mechanism {
 
 impl Mechanism {
     /// Every mechanism, in report order.
-    pub const ALL: [Mechanism; 26] = [
+    pub const ALL: [Mechanism; 27] = [
         Mechanism::HwlinkPoll,
         Mechanism::HwlinkSpinPark,
         Mechanism::HwlinkPark,
         Mechanism::HwlinkZeroCopy,
+        Mechanism::HwlinkTyped,
         Mechanism::HwlinkMailbox,
         Mechanism::HwlinkSelectPoll,
         Mechanism::HwlinkSelectPark,
@@ -155,6 +160,7 @@ impl Mechanism {
             Mechanism::HwlinkSpinPark => "hwlink-spin-park",
             Mechanism::HwlinkPark => "hwlink-park",
             Mechanism::HwlinkZeroCopy => "hwlink-zero-copy",
+            Mechanism::HwlinkTyped => "hwlink-typed",
             Mechanism::HwlinkMailbox => "hwlink-mailbox",
             Mechanism::HwlinkSelectPoll => "hwlink-select-poll",
             Mechanism::HwlinkSelectPark => "hwlink-select-park",
@@ -189,6 +195,9 @@ impl Mechanism {
             }
             Mechanism::HwlinkSelectPoll | Mechanism::HwlinkSelectPark => Some(
                 "the echo side waits in one Select over four links, a new Select per message; the measuring side sends on each link in turn",
+            ),
+            Mechanism::HwlinkTyped => Some(
+                "a 64-byte #[repr(C)] struct sent with send_value and received with recv_value over busy-polling links (64-byte messages only); round trips move the struct as an application does (one tick stamped with the sequence number, echoed as received), streams also copy between the harness's byte buffer and the struct",
             ),
             Mechanism::HwlinkEpoll => Some(
                 "only the echo side (the stream's receiver) waits in epoll_wait on its receiver's descriptor; the measuring side receives with spin-then-park",
@@ -245,6 +254,7 @@ impl Mechanism {
                 | Mechanism::HwlinkSpinPark
                 | Mechanism::HwlinkPark
                 | Mechanism::HwlinkZeroCopy
+                | Mechanism::HwlinkTyped
                 | Mechanism::HwlinkMailbox
                 | Mechanism::HwlinkSelectPoll
                 | Mechanism::HwlinkSelectPark
@@ -375,6 +385,26 @@ pub(crate) trait Transport {
         let seq = seq_of(buf);
         if seq != STOP {
             verify(buf, expected)?;
+        }
+        Ok(seq)
+    }
+    /// The measuring side's round trip: sends `msg` (its sequence number
+    /// written) and receives the echo, returning the echo's sequence
+    /// number: by default `send`, then `recv` into `echo`; a transport of
+    /// values moves its own value instead of bytes.
+    fn round_trip(&mut self, msg: &[u8], echo: &mut [u8]) -> Result<u64, BenchError> {
+        self.send(msg)?;
+        self.recv(echo)?;
+        Ok(seq_of(echo))
+    }
+    /// The peer's echo: receives one message and, unless it is the stop
+    /// message, sends it back; returns its sequence number. By default
+    /// through `buf`, like [`round_trip`](Self::round_trip).
+    fn echo(&mut self, buf: &mut [u8]) -> Result<u64, BenchError> {
+        self.recv(buf)?;
+        let seq = seq_of(buf);
+        if seq != STOP {
+            self.send(buf)?;
         }
         Ok(seq)
     }

@@ -75,6 +75,10 @@ fn kind_of(m: Mechanism) -> Result<Kind, BenchError> {
             "the floor is round trip only: two cache-line flags carry no payload".into(),
         )),
         Mechanism::HwlinkTopic | Mechanism::HwlinkTopicPark => Err(super::fanout::only(m)),
+        Mechanism::HwlinkTyped => Err(BenchError::Unsupported(
+            "a 64-byte struct's round trips and streams only, beside hwlink-poll's; each stage moves bytes as hwlink-poll's pipeline does"
+                .into(),
+        )),
         Mechanism::HwlinkZeroCopy => Err(BenchError::Unsupported(
             "each stage copies a message from one link to the next, which is hwlink-spin-park's pipeline"
                 .into(),

@@ -205,6 +205,7 @@ fn setup_parent(spec: &PeerSpec, opts: &Options) -> Result<ParentSide, BenchErro
         | Mechanism::HwlinkSpinPark
         | Mechanism::HwlinkPark
         | Mechanism::HwlinkZeroCopy => hw::link_parent(spec),
+        Mechanism::HwlinkTyped => hw::typed_parent(spec),
         Mechanism::Floor => hw::floor_parent(spec, opts),
         Mechanism::Pipe
         | Mechanism::UnixStream
@@ -238,6 +239,7 @@ fn open_child(spec: &PeerSpec) -> Result<Box<dyn Transport>, BenchError> {
         | Mechanism::HwlinkSpinPark
         | Mechanism::HwlinkPark
         | Mechanism::HwlinkZeroCopy => hw::link_child(spec),
+        Mechanism::HwlinkTyped => hw::typed_child(spec),
         Mechanism::Floor => hw::floor_child(spec),
         Mechanism::Pipe
         | Mechanism::UnixStream
@@ -470,9 +472,7 @@ pub fn round_trip(
     let mut seq = 0u64;
     let mut one = |s: &mut Session, seq: u64| -> Result<(), BenchError> {
         s.buf[..8].copy_from_slice(&seq.to_le_bytes());
-        s.transport.send(&s.buf)?;
-        s.transport.recv(&mut echo)?;
-        let got = seq_of(&echo);
+        let got = s.transport.round_trip(&s.buf, &mut echo)?;
         if got != seq {
             return Err(BenchError::Verify(format!(
                 "peer echoed message {got}, expected {seq}"
@@ -618,10 +618,8 @@ pub fn peer_main(args: &[String]) -> Result<(), BenchError> {
     let mut started: Option<(Instant, u64)> = None;
     loop {
         let seq = match spec.workload {
-            Workload::RoundTrip => {
-                t.recv(&mut buf)?;
-                seq_of(&buf)
-            }
+            // Received and sent back (as a value, for hwlink-typed).
+            Workload::RoundTrip => t.echo(&mut buf)?,
             // Checked where it lies (in place, for hwlink-zero-copy).
             Workload::Stream => t.recv_checked(&mut buf, received)?,
         };
@@ -630,9 +628,6 @@ pub fn peer_main(args: &[String]) -> Result<(), BenchError> {
         }
         if seq == STOP {
             break;
-        }
-        if spec.workload == Workload::RoundTrip {
-            t.send(&buf)?;
         }
         received += 1;
     }

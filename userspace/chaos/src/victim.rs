@@ -45,6 +45,7 @@ pub fn send_err<M>(e: &SendError<M>) -> &'static str {
         SendError::NoSuchMember { .. } => "no-such-member",
         SendError::MemberGone { .. } => "member-gone",
         SendError::LinkFailed { .. } => "link-failed",
+        SendError::Serialize(_) => "serialize",
     }
 }
 
@@ -71,6 +72,8 @@ pub fn recv_err(e: &RecvError) -> &'static str {
         RecvError::MemberGone { .. } => "member-gone",
         RecvError::LinkFailed { .. } => "link-failed",
         RecvError::Lagged(_) => "lagged",
+        RecvError::WrongSize { .. } => "wrong-size",
+        RecvError::Deserialize(_) => "deserialize",
     }
 }
 

@@ -245,7 +245,8 @@ struct BenchArgs {
     #[arg(long, value_delimiter = ',', value_parser = parse_size)]
     sizes: Option<Vec<usize>>,
     /// Mechanisms, comma separated. Default: all of hwlink-poll,
-    /// hwlink-spin-park, hwlink-park, hwlink-zero-copy, hwlink-mailbox,
+    /// hwlink-spin-park, hwlink-park, hwlink-zero-copy, hwlink-typed (64
+    /// bytes only), hwlink-mailbox,
     /// hwlink-select-poll, hwlink-select-park, hwlink-epoll, hwlink-async,
     /// floor, pipe, unix-stream, unix-epoll, tokio-unix, unix-dgram,
     /// unix-seqpacket, eventfd, eventfd-epoll, posix-mq, sysv-mq, tcp,

@@ -133,6 +133,25 @@ fn zero_copy_streams_verify_in_place() {
     }
 }
 
+/// Typed: a 64-byte struct through send_value / recv_value, round trips
+/// and a stream the peer verifies; other sizes are refused with the reason.
+#[test]
+fn typed_rows_carry_a_64_byte_struct_only() {
+    exercise(Mechanism::HwlinkTyped, 64);
+    match bench::round_trip(
+        Mechanism::HwlinkTyped,
+        8,
+        &opts(),
+        5,
+        Duration::from_millis(20),
+        200,
+        &launcher,
+    ) {
+        Err(BenchError::Unsupported(r)) => assert!(r.contains("--sizes 64"), "{r}"),
+        other => panic!("typed round trip of 8 B: expected a skip, got {other:?}"),
+    }
+}
+
 #[test]
 fn floor_round_trips_and_refuses_streams() {
     let o = opts();
@@ -258,6 +277,10 @@ fn pipeline_carries_every_message_in_order() {
                 Err(BenchError::Unsupported(r)),
             ) => {
                 assert!(r.contains("fan-out only"), "{m}: {r}");
+                continue;
+            }
+            (Mechanism::HwlinkTyped, Err(BenchError::Unsupported(r))) => {
+                assert!(r.contains("hwlink-poll"), "{r}");
                 continue;
             }
             // Rows that compare ways of waiting have no pipeline.

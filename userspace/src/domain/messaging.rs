@@ -2,15 +2,18 @@
 //! wait through the wait engine.
 
 use super::*;
+use crate::shm::ShmSlice;
 
 impl Member {
-    pub(super) fn send_impl<M: AsRef<[u8]>>(
+    /// The one send: without `p.block`, fails with `Full` at once; with
+    /// it, waits until `p.deadline` (none: for ever).
+    pub(super) fn send_deadline<M: AsRef<[u8]>>(
         &mut self,
         to: &str,
         msg: M,
-        deadline: Option<Instant>,
-        block: bool,
+        p: Patience<'_>,
     ) -> Result<(), SendError<M>> {
+        let (deadline, block) = (p.deadline, p.block);
         let k = match self.link_to(to) {
             Ok(k) => k,
             Err(e) => return Err(e.send_error(msg, to)),
@@ -75,12 +78,12 @@ impl Member {
     /// Sends `msg` to the member named `to`, waiting (per the wait strategy)
     /// while its link is full. The link is set up on first use.
     pub fn send<M: AsRef<[u8]>>(&mut self, to: &str, msg: M) -> Result<(), SendError<M>> {
-        self.send_impl(to, msg, None, true)
+        self.send_deadline(to, msg, Patience::new(None, true))
     }
     /// Sends `msg` to `to` if its link has room now; hands it back in
     /// `Full` if not.
     pub fn try_send<M: AsRef<[u8]>>(&mut self, to: &str, msg: M) -> Result<(), SendError<M>> {
-        self.send_impl(to, msg, None, false)
+        self.send_deadline(to, msg, Patience::new(None, false))
     }
     /// Sends `msg` to `to`, waiting at most `timeout` for room.
     pub fn send_timeout<M: AsRef<[u8]>>(
@@ -89,8 +92,13 @@ impl Member {
         msg: M,
         timeout: Duration,
     ) -> Result<(), SendError<M>> {
-        self.send_impl(to, msg, crate::wait::deadline_after(timeout), true)
+        self.send_deadline(
+            to,
+            msg,
+            Patience::new(crate::wait::deadline_after(timeout), true),
+        )
     }
+    typed_send_forms!(send_deadline(to: &str));
 
     /// A link from `from` with a message ready now (even from a departed
     /// incarnation).
@@ -197,15 +205,22 @@ impl Member {
         }
     }
 
-    pub(super) fn recv_from_impl(
+    /// The one receive from `from`: passes the message in place to `f`.
+    /// Without `p.block`, fails with `Empty` at once; with it, waits until
+    /// `p.deadline` (none: for ever).
+    pub(super) fn recv_from_with<R>(
         &mut self,
         from: &str,
-        deadline: Option<Instant>,
-        block: bool,
-    ) -> Result<Vec<u8>, RecvError> {
+        mut f: impl FnMut(ShmSlice<'_>) -> R,
+        p: Patience<'_>,
+    ) -> Result<R, RecvError> {
+        let (deadline, block) = (p.deadline, p.block);
         let k = self.recv_link_waiting(from, deadline, block)?;
         if !block {
-            return match self.links[k].rx.recv(Patience::new(None, false)) {
+            return match self.links[k]
+                .rx
+                .recv_with(&mut f, Patience::new(None, false))
+            {
                 Ok(m) => Ok(m),
                 Err(RecvError::Empty) if self.peer_listed(k) => {
                     self.arm_readiness();
@@ -213,7 +228,7 @@ impl Member {
                 }
                 Err(RecvError::Empty) if self.links[k].rx.has_message_now() => {
                     // It published, then left: take what it sent first.
-                    let r = self.links[k].rx.recv(Patience::new(None, false));
+                    let r = self.links[k].rx.recv_with(f, Patience::new(None, false));
                     r.or_else(|e| self.recv_failed(k, e))
                 }
                 Err(RecvError::Empty) => {
@@ -235,7 +250,7 @@ impl Member {
         let Link { rx, slot, gen, .. } = &mut links[k];
         let (slot, gen) = (*slot, *gen);
         let mut alive = || member_alive(dom, domain, slot, gen);
-        match rx.recv(Patience::with(deadline, true, &mut alive)) {
+        match rx.recv_with(f, Patience::with(deadline, true, &mut alive)) {
             Ok(m) => Ok(m),
             Err(e) => self.recv_failed(k, e),
         }
@@ -264,11 +279,11 @@ impl Member {
     /// none has yet). Messages it sent before it left are still received;
     /// then [`RecvError::MemberGone`].
     pub fn recv_from(&mut self, from: &str) -> Result<Vec<u8>, RecvError> {
-        self.recv_from_impl(from, None, true)
+        self.recv_from_with(from, |m| m.to_vec(), Patience::new(None, true))
     }
     /// Receives a message from `from` if one is queued now.
     pub fn try_recv_from(&mut self, from: &str) -> Result<Vec<u8>, RecvError> {
-        self.recv_from_impl(from, None, false)
+        self.recv_from_with(from, |m| m.to_vec(), Patience::new(None, false))
     }
     /// Receives a message from `from`, waiting at most `timeout`.
     pub fn recv_from_timeout(
@@ -276,31 +291,46 @@ impl Member {
         from: &str,
         timeout: Duration,
     ) -> Result<Vec<u8>, RecvError> {
-        self.recv_from_impl(from, crate::wait::deadline_after(timeout), true)
+        let deadline = crate::wait::deadline_after(timeout);
+        self.recv_from_with(from, |m| m.to_vec(), Patience::new(deadline, true))
+    }
+    typed_recv_forms! {
+        recv_from_with(from: &str) -> T;
+        recv_value_from = recv_from,
+        try_recv_value_from = try_recv_from,
+        recv_value_from_timeout = recv_from_timeout;
+        recv_deserialized_from, try_recv_deserialized_from, recv_deserialized_from_timeout;
     }
 
-    /// One message from any link with one ready, round robin; `None` if
-    /// none has. Drops links whose peer has gone and that are drained
-    /// (`check_process`: also asks the kernel about each peer's process).
-    pub(super) fn poll_links(
+    /// One message from any link with one ready, round robin, passed in
+    /// place to `f`; `None` if none has. Drops links whose peer has gone
+    /// and that are drained (`check_process`: also asks the kernel about
+    /// each peer's process).
+    pub(super) fn poll_links<R>(
         &mut self,
         check_process: bool,
-    ) -> Option<Result<(String, Vec<u8>), RecvError>> {
+        f: &mut impl FnMut(ShmSlice<'_>) -> R,
+    ) -> Option<Result<(String, R), RecvError>> {
         let n = self.links.len();
         for i in 0..n {
             let k = self.next.wrapping_add(i).checked_rem(n).unwrap_or(0);
             if self.links[k].rx.has_message_now() {
                 self.next = k.wrapping_add(1);
                 let peer = self.links[k].peer.clone();
-                return Some(match self.links[k].rx.recv(Patience::new(None, false)) {
-                    Ok(m) => Ok((peer, m)),
-                    Err(RecvError::Empty) => continue,
-                    Err(e) => match self.recv_failed::<()>(k, e) {
-                        Err(RecvError::MemberGone { .. }) => continue,
-                        Err(e) => Err(e),
-                        Ok(()) => continue,
+                return Some(
+                    match self.links[k]
+                        .rx
+                        .recv_with(&mut *f, Patience::new(None, false))
+                    {
+                        Ok(m) => Ok((peer, m)),
+                        Err(RecvError::Empty) => continue,
+                        Err(e) => match self.recv_failed::<()>(k, e) {
+                            Err(RecvError::MemberGone { .. }) => continue,
+                            Err(e) => Err(e),
+                            Ok(()) => continue,
+                        },
                     },
-                });
+                );
             }
         }
         let mut k = 0;
@@ -319,16 +349,21 @@ impl Member {
         None
     }
 
-    pub(super) fn recv_any_impl(
+    /// The one receive from any member: passes the message in place to
+    /// `f`, and returns the sender's name with what `f` returned. Without
+    /// `p.block`, fails with `Empty` at once; with it, waits until
+    /// `p.deadline` (none: for ever).
+    pub(super) fn recv_any_with<R>(
         &mut self,
-        deadline: Option<Instant>,
-        block: bool,
-    ) -> Result<(String, Vec<u8>), RecvError> {
+        mut f: impl FnMut(ShmSlice<'_>) -> R,
+        p: Patience<'_>,
+    ) -> Result<(String, R), RecvError> {
+        let (deadline, block) = (p.deadline, p.block);
         let mut check_process = false;
         let mut last_check = Instant::now();
         loop {
             self.accept_pending();
-            if let Some(r) = self.poll_links(check_process) {
+            if let Some(r) = self.poll_links(check_process, &mut f) {
                 return r;
             }
             check_process = false;
@@ -367,15 +402,23 @@ impl Member {
     /// Receives the next message from any member, waiting per the wait
     /// strategy; returns the sender's name with it.
     pub fn recv_any(&mut self) -> Result<(String, Vec<u8>), RecvError> {
-        self.recv_any_impl(None, true)
+        self.recv_any_with(|m| m.to_vec(), Patience::new(None, true))
     }
     /// Receives a message from any member if one is queued now.
     pub fn try_recv_any(&mut self) -> Result<(String, Vec<u8>), RecvError> {
-        self.recv_any_impl(None, false)
+        self.recv_any_with(|m| m.to_vec(), Patience::new(None, false))
     }
     /// Receives a message from any member, waiting at most `timeout`.
     pub fn recv_any_timeout(&mut self, timeout: Duration) -> Result<(String, Vec<u8>), RecvError> {
-        self.recv_any_impl(crate::wait::deadline_after(timeout), true)
+        let deadline = crate::wait::deadline_after(timeout);
+        self.recv_any_with(|m| m.to_vec(), Patience::new(deadline, true))
+    }
+    typed_recv_forms! {
+        recv_any_with() -> (String, T);
+        recv_any_value = recv_any,
+        try_recv_any_value = try_recv_any,
+        recv_any_value_timeout = recv_any_timeout;
+        recv_any_deserialized, try_recv_any_deserialized, recv_any_deserialized_timeout;
     }
 }
 

@@ -10,11 +10,13 @@ use crate::objects::{Endpoint, RingParts};
 use crate::region;
 use crate::shm::{ShmSlice, ShmSliceMut};
 use crate::spsc::{Consumer, Geometry, Producer, RawSlots, RingWords};
+use crate::typed::ValueSlot;
 use crate::wait::{always, Alive, Patience, SpinPolicy, Tick, Wait, WaitStrategy};
 use hwlink_drivers::{Backend, DeviceMemory, IvshmemDoorbell};
 use hwlink_hw::{HWL_EP_ATTACHED, HWL_EP_FREE, HWL_WAIT_MAY_SLEEP, HWL_WAIT_POLL};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 mod receiver;
 mod sender;

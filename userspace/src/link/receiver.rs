@@ -179,11 +179,16 @@ impl Receiver {
         }
         self.take_with(f)
     }
-    /// The one receive into a new vector: without `block`, fails with
-    /// `Empty` at once; with it, waits until `deadline` (none: for ever),
-    /// and while `alive` (the caller's own check on slow looks) says the
-    /// sender is there.
-    pub(crate) fn recv_deadline(&mut self, p: Patience<'_>) -> Result<Vec<u8>, RecvError> {
+    /// The one receive that passes the message in place to `f`: without
+    /// `block`, fails with `Empty` at once; with it, waits until
+    /// `deadline` (none: for ever), and while `alive` (the caller's own
+    /// check on slow looks) says the sender is there.
+    #[inline]
+    pub(crate) fn recv_deadline_with<R>(
+        &mut self,
+        f: impl FnOnce(ShmSlice<'_>) -> R,
+        p: Patience<'_>,
+    ) -> Result<R, RecvError> {
         let (deadline, block) = (p.deadline, p.block);
         let mut always = crate::wait::always;
         let alive: Alive<'_> = p.alive.unwrap_or(&mut always);
@@ -192,7 +197,7 @@ impl Receiver {
         } else if !self.fast_ready() {
             self.wait_message(deadline, alive)?;
         }
-        self.take_with(|b| b.to_vec())
+        self.take_with(f)
     }
     /// Receives one message into a new vector.
     pub fn recv(&mut self) -> Result<Vec<u8>, RecvError> {
@@ -239,6 +244,12 @@ impl Receiver {
             Ok(Err(len)) => Err(RecvError::BufferTooSmall { len, cap }),
             Err(c) => Err(self.corrupt(c)),
         }
+    }
+
+    typed_recv_forms! {
+        recv_deadline_with() -> T;
+        recv_value = recv, try_recv_value = try_recv, recv_value_timeout = recv_timeout;
+        recv_deserialized, try_recv_deserialized, recv_deserialized_timeout;
     }
 
     /// Poisons this end and returns the error to report.
@@ -335,6 +346,20 @@ impl ReadSlot<'_> {
     /// A copy of the message.
     pub fn to_vec(&self) -> Vec<u8> {
         self.bytes().to_vec()
+    }
+    /// A copy of the message as a plain-data `T` (see
+    /// [`Receiver::recv_value`]), validated: [`RecvError::WrongSize`] if
+    /// its length is not `size_of::<T>()`. The message stays queued until
+    /// [`release`](Self::release) either way.
+    pub fn read_value<T: FromBytes + IntoBytes>(&self) -> Result<T, RecvError> {
+        crate::typed::decode(self.bytes())
+    }
+    /// A copy of the `F` at `offset` of the message (e.g.
+    /// `core::mem::offset_of!(T, field)`: one field of a large struct,
+    /// without copying the rest); `None` if it is not all inside.
+    pub fn read_field_at<F: FromBytes + IntoBytes>(&self, offset: usize) -> Option<F> {
+        let field = self.bytes().sub(offset, core::mem::size_of::<F>())?;
+        crate::typed::decode(field).ok()
     }
     /// Consumes the message, handing its slot back to the sender.
     pub fn release(self) {

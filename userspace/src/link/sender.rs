@@ -215,6 +215,7 @@ impl Sender {
     }
 
     send_forms!();
+    typed_send_forms!(send_deadline());
 
     /// Reserves a slot for an in-place write of up to `len` bytes, waiting
     /// for space. Nothing is sent until [`WriteSlot::commit`].
@@ -224,6 +225,23 @@ impl Sender {
     /// Like [`reserve`](Self::reserve), without waiting.
     pub fn try_reserve(&mut self, len: usize) -> Result<WriteSlot<'_>, SendError<()>> {
         self.reserve_deadline(len, None, false)
+    }
+
+    /// Reserves a slot for one `T`, to write in place
+    /// ([`ValueSlot::write`], [`ValueSlot::write_field_at`]) and send with
+    /// [`ValueSlot::commit`]; waits for space. The receiver takes it with
+    /// [`Receiver::recv_value`] or [`ReadSlot::read_value`].
+    pub fn reserve_value<T: IntoBytes + Immutable>(
+        &mut self,
+    ) -> Result<ValueSlot<'_, T>, SendError<()>> {
+        self.reserve(core::mem::size_of::<T>()).map(ValueSlot::new)
+    }
+    /// Like [`reserve_value`](Self::reserve_value), without waiting.
+    pub fn try_reserve_value<T: IntoBytes + Immutable>(
+        &mut self,
+    ) -> Result<ValueSlot<'_, T>, SendError<()>> {
+        self.try_reserve(core::mem::size_of::<T>())
+            .map(ValueSlot::new)
     }
 
     pub(super) fn reserve_deadline(

@@ -86,6 +86,7 @@ impl Mailbox {
     }
 
     send_forms!();
+    typed_send_forms!(send_deadline());
 
     /// One attempt. `f` is consumed only when a message is received.
     pub(super) fn try_recv_raw<R>(
@@ -377,6 +378,23 @@ impl Mailbox {
         f: impl FnOnce(ShmSlice<'_>, u32) -> R,
     ) -> Result<R, RecvError> {
         self.recv_until(f, Patience::new(None, false))
+    }
+
+    /// [`recv_until`](Self::recv_until) without the sender's attachment
+    /// number: the byte-level receive of the typed forms.
+    #[inline]
+    fn recv_slice_until<R>(
+        &mut self,
+        f: impl FnOnce(ShmSlice<'_>) -> R,
+        p: Patience<'_>,
+    ) -> Result<R, RecvError> {
+        self.recv_until(|m, _| f(m), p)
+    }
+
+    typed_recv_forms! {
+        recv_slice_until() -> T;
+        recv_value = recv, try_recv_value = try_recv, recv_value_timeout = recv_timeout;
+        recv_deserialized, try_recv_deserialized, recv_deserialized_timeout;
     }
 
     /// Removes the mailbox: attached processes see it gone (senders get

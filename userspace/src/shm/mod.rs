@@ -17,6 +17,10 @@
 //! and the byte views every object of a region is made of; [`ShmWord`] is
 //! one such word held on its own (a doorbell's), and `ShmCells` are payload
 //! bytes off the heap (or in loom cells) for the ring algorithms' tests.
+//!
+//! The small copying methods are `#[inline]`: they run in closures compiled
+//! in the caller's crate (`recv_with`, the typed forms), where a call per
+//! copy costs more than copying a small message.
 #![warn(clippy::arithmetic_side_effects)]
 
 use core::marker::PhantomData;
@@ -68,6 +72,7 @@ impl<'a> ShmSlice<'a> {
     }
 
     /// Number of bytes.
+    #[inline]
     pub fn len(&self) -> usize {
         self.len
     }
@@ -79,6 +84,7 @@ impl<'a> ShmSlice<'a> {
 
     /// Copies the bytes into the start of `dst`; returns how many (the
     /// smaller of the two lengths).
+    #[inline]
     pub fn copy_to(&self, dst: &mut [u8]) -> usize {
         let n = self.len.min(dst.len());
         // SAFETY: `n` bytes are readable at `ptr` (contract of `new`) and
@@ -97,6 +103,7 @@ impl<'a> ShmSlice<'a> {
 
     /// Copies `dst.len()` bytes from `offset`; false (nothing copied) if
     /// they are not all inside.
+    #[inline]
     pub fn read_at(&self, offset: usize, dst: &mut [u8]) -> bool {
         match self.sub(offset, dst.len()) {
             Some(s) => {
@@ -121,6 +128,7 @@ impl<'a> ShmSlice<'a> {
     }
 
     /// The `len` bytes from `offset`, if they are all inside.
+    #[inline]
     pub fn sub(&self, offset: usize, len: usize) -> Option<ShmSlice<'a>> {
         let end = offset.checked_add(len)?;
         // SAFETY: [offset, end) lies within the `len` readable bytes.
@@ -200,6 +208,7 @@ impl<'a> ShmSliceMut<'a> {
     }
 
     /// Number of bytes.
+    #[inline]
     pub fn len(&self) -> usize {
         self.len
     }
@@ -211,6 +220,7 @@ impl<'a> ShmSliceMut<'a> {
 
     /// Copies `src` into the start; returns how many bytes (the smaller of
     /// the two lengths).
+    #[inline]
     pub fn copy_from(&mut self, src: &[u8]) -> usize {
         let n = self.len.min(src.len());
         // SAFETY: `n` bytes are writable at `ptr` (contract of `new`) and
@@ -221,6 +231,7 @@ impl<'a> ShmSliceMut<'a> {
 
     /// Copies `src` to `offset`; false (nothing written) if it does not
     /// fit inside.
+    #[inline]
     pub fn write_at(&mut self, offset: usize, src: &[u8]) -> bool {
         let fits = offset
             .checked_add(src.len())
