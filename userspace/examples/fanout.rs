@@ -3,8 +3,9 @@
 //! The publisher (this process) creates the topic `fanout-<pid>` (Block:
 //! nobody misses a frame), starts three subscribers (this program again,
 //! with the argument `subscriber`), waits until all three have joined, then
-//! publishes frames: a header (sequence number, send time, length,
-//! checksum) and a 64 KiB body, written once, in place, through a loan.
+//! publishes frames: a plain-data header (`FrameHeader`: sequence number,
+//! send time, length, checksum, sent as it is) and a 64 KiB body, written
+//! once, in place, through a loan.
 //! Every subscriber reads every frame in place, checks its order and
 //! checksum, and measures the latency from the send time in the header.
 //! When the publisher drops its handle, the subscribers drain and see
@@ -18,14 +19,26 @@
 use hwlink::{Backpressure, RecvError, TopicBuilder, WaitStrategy};
 use std::process::Command;
 use std::time::{Duration, Instant};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 mod common;
 use common::arg;
 
 /// Bytes of a frame's body.
 const BODY: usize = 64 << 10;
-/// Bytes of a frame's header: sequence, send time, body length, checksum.
-const HEADER: usize = 32;
+/// A frame's header, in front of its body: plain data, written and read
+/// as it is (zerocopy's derives; no serialization).
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+struct FrameHeader {
+    seq: u64,
+    sent_ns: u64,
+    body_len: u64,
+    checksum: u64,
+}
+
+/// Bytes of a frame's header.
+const HEADER: usize = core::mem::size_of::<FrameHeader>();
 
 fn now_ns() -> u64 {
     let mut ts = libc::timespec {
@@ -57,7 +70,6 @@ fn subscriber(topic: &str) -> Result<(), Box<dyn std::error::Error>> {
     let mut sub = TopicBuilder::new(topic)
         .wait(WaitStrategy::SpinPark)
         .subscribe()?;
-    let mut header = [0u8; HEADER];
     let mut frame = vec![0u8; BODY];
     let mut next = 0u64;
     let mut lat = Vec::new();
@@ -65,18 +77,16 @@ fn subscriber(topic: &str) -> Result<(), Box<dyn std::error::Error>> {
         match sub.read() {
             Ok(sample) => {
                 let arrived = now_ns();
-                let bytes = sample.bytes();
-                bytes.read_at(0, &mut header);
-                let len = word(&header, 16) as usize;
-                assert_eq!(len, BODY, "frame {next}: body length");
-                bytes.read_at(HEADER, &mut frame);
-                assert_eq!(word(&header, 0), next, "a frame lost or out of order");
+                let header: FrameHeader = sample.read_field_at(0).ok_or("frame too short")?;
+                assert_eq!(header.body_len as usize, BODY, "frame {next}: body length");
+                sample.bytes().read_at(HEADER, &mut frame);
+                assert_eq!(header.seq, next, "a frame lost or out of order");
                 let mut sum = 0u64;
                 for chunk in frame.chunks(8) {
                     sum = sum.wrapping_add(word(chunk, 0));
                 }
-                assert_eq!(sum, word(&header, 24), "frame {next}: checksum");
-                lat.push(arrived.saturating_sub(word(&header, 8)));
+                assert_eq!(sum, header.checksum, "frame {next}: checksum");
+                lat.push(arrived.saturating_sub(header.sent_ns));
                 next += 1;
             }
             Err(RecvError::Disconnected) => break,
@@ -125,13 +135,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for seq in 0..frames {
         let sum = body(seq, &mut pattern);
         let mut loan = camera.loan(HEADER + BODY)?;
-        let mut header = [0u8; HEADER];
-        header[0..8].copy_from_slice(&seq.to_le_bytes());
-        header[16..24].copy_from_slice(&(BODY as u64).to_le_bytes());
-        header[24..32].copy_from_slice(&sum.to_le_bytes());
         loan.write_at(HEADER, &pattern);
-        header[8..16].copy_from_slice(&now_ns().to_le_bytes());
-        loan.write_at(0, &header);
+        let header = FrameHeader {
+            seq,
+            sent_ns: now_ns(),
+            body_len: BODY as u64,
+            checksum: sum,
+        };
+        loan.write_at(0, header.as_bytes());
         loan.publish();
     }
     let secs = start.elapsed().as_secs_f64();

@@ -165,9 +165,9 @@ pub use select::{Outcome, Select, SelectError, SelectRecv, SelectSend, Selected}
 pub use shm::{ShmSlice, ShmSliceMut};
 #[cfg(not(loom))]
 pub use topic::{
-    Backpressure, Loan, Publisher, Sample, Subscriber, SubscriberInfo, Topic, TopicBuilder,
-    TopicInfo, DEFAULT_MAX_SUBSCRIBERS, DEFAULT_TOPIC_CAPACITY, DEFAULT_TOPIC_SLOT_SIZE,
-    MAX_TOPIC_NAME, TOPIC_PREFIX,
+    Backpressure, Loan, LoanValue, Publisher, Sample, Subscriber, SubscriberInfo, Topic,
+    TopicBuilder, TopicInfo, DEFAULT_MAX_SUBSCRIBERS, DEFAULT_TOPIC_CAPACITY,
+    DEFAULT_TOPIC_SLOT_SIZE, MAX_TOPIC_NAME, TOPIC_PREFIX,
 };
 pub use typed::ValueSlot;
 pub use wait::WaitStrategy;

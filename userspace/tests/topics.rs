@@ -115,6 +115,26 @@ fn roles(role: &str, ctx: &Ctx) -> bool {
             std::thread::sleep(PEER_WAIT);
         }
         "hostile" => hostile(ctx),
+        "pub-typed" => {
+            let mut p = peer_builder(ctx).publish().unwrap();
+            ctx.report("READY");
+            ctx.command("go", PEER_WAIT);
+            for i in 0..1000u64 {
+                if i % 2 == 0 {
+                    p.send_value(&tick(i)).unwrap();
+                } else {
+                    let mut loan = p.loan_value::<Tick>().unwrap();
+                    loan.write(&tick(i));
+                    loan.write_field_at(core::mem::offset_of!(Tick, qty), &(i as u32));
+                    loan.publish();
+                }
+            }
+            // One of another size: the subscriber must say WrongSize.
+            p.send(b"short").unwrap();
+            p.send_value(&tick(1000)).unwrap();
+            ctx.report("SENT");
+            std::thread::sleep(PEER_WAIT);
+        }
         _ => return false,
     }
     true
@@ -282,6 +302,38 @@ fn hostile(ctx: &Ctx) {
     ctx.report("DONE");
     drop(s);
     std::thread::sleep(PEER_WAIT);
+}
+
+/// A 64-byte market tick, sent as is (no serialization).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    zerocopy::FromBytes,
+    zerocopy::IntoBytes,
+    zerocopy::Immutable,
+    zerocopy::KnownLayout,
+)]
+#[repr(C)]
+struct Tick {
+    seq: u64,
+    instrument: u64,
+    price: i64,
+    qty: u32,
+    side: u32,
+    venue: [u8; 32],
+}
+
+fn tick(i: u64) -> Tick {
+    Tick {
+        seq: i,
+        instrument: i * 7,
+        price: -(i as i64),
+        qty: i as u32,
+        side: (i % 2) as u32,
+        venue: [i as u8; 32],
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -697,4 +749,42 @@ fn stale_topic_is_removed_and_a_live_one_kept() {
     assert!(removed.contains(&format!("topic.{dead}")), "{removed:?}");
     assert!(find(&dead).is_none());
     assert!(find(&live).is_some(), "a topic in use was removed");
+}
+
+/// Typed values over a topic between processes: `send_value` and
+/// `loan_value` on the publisher, `recv_value` and `Sample::read_value` on
+/// the subscriber; a message of another size is `WrongSize`, and the next
+/// one is still received.
+#[test]
+fn typed_values_over_a_topic() {
+    let name = unique("typed");
+    let _c = Cleanup(name.clone());
+    let mut s = TopicBuilder::new(&name)
+        .capacity(256)
+        .slot_size(64)
+        .subscribe()
+        .unwrap();
+    let mut p = Peer::spawn("pub-typed", &env(&name, &[]));
+    p.expect("READY", PEER_WAIT);
+    p.say("go");
+    for i in 0..1000u64 {
+        let t: Tick = if i % 3 == 0 {
+            let sample = s.read_timeout(PEER_WAIT).unwrap();
+            assert_eq!(sample.read_field_at::<u64>(0), Some(i));
+            sample.read_value().unwrap()
+        } else {
+            s.recv_value_timeout(PEER_WAIT).unwrap()
+        };
+        assert_eq!(t, tick(i));
+    }
+    assert_eq!(
+        s.recv_value::<Tick>(),
+        Err(RecvError::WrongSize {
+            len: 5,
+            expected: 64
+        })
+    );
+    assert_eq!(s.recv_value::<Tick>().unwrap(), tick(1000));
+    p.expect("SENT", PEER_WAIT);
+    p.kill();
 }

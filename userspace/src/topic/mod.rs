@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 mod publisher;
 mod subscriber;
-pub use publisher::{Loan, Publisher};
+pub use publisher::{Loan, LoanValue, Publisher};
 pub use subscriber::{Sample, Subscriber};
 
 /// Prefix of every topic's region name.

@@ -6,7 +6,9 @@
 
 use super::*;
 use crate::error::Corruption;
+use core::marker::PhantomData;
 use std::cell::RefCell;
+use zerocopy::{Immutable, IntoBytes};
 
 /// A subscriber entry's token while its reaper clears its bits (no joiner
 /// claims it, no scan counts it).
@@ -195,6 +197,7 @@ impl Publisher {
     }
 
     send_forms!();
+    typed_send_forms!(send_deadline());
 
     fn removed(&self) -> bool {
         self.raw.removed().load(Ordering::Acquire) != 0
@@ -367,6 +370,33 @@ impl Publisher {
     }
 }
 
+impl Publisher {
+    /// Loans the next slot for one plain-data `T` (see
+    /// [`send_value`](Self::send_value)), waiting per the wait strategy
+    /// for room: write it whole ([`LoanValue::write`]) or field by field,
+    /// in place, then [`publish`](LoanValue::publish). Every subscriber
+    /// reads the same bytes (`Sample::read_value`, `recv_value`).
+    pub fn loan_value<T: IntoBytes + Immutable>(
+        &mut self,
+    ) -> Result<LoanValue<'_, T>, SendError<()>> {
+        let loan = self.loan(core::mem::size_of::<T>())?;
+        Ok(LoanValue {
+            loan,
+            _value: PhantomData,
+        })
+    }
+    /// [`loan_value`](Self::loan_value) if there is room now.
+    pub fn try_loan_value<T: IntoBytes + Immutable>(
+        &mut self,
+    ) -> Result<LoanValue<'_, T>, SendError<()>> {
+        let loan = self.try_loan(core::mem::size_of::<T>())?;
+        Ok(LoanValue {
+            loan,
+            _value: PhantomData,
+        })
+    }
+}
+
 impl Drop for Publisher {
     fn drop(&mut self) {
         self.raw.publisher_pid().store(0, Ordering::Relaxed);
@@ -424,5 +454,43 @@ impl Loan<'_> {
         // len <= slot_size <= 2^30.
         self.p.w.commit(self.index, len as u32);
         self.p.wake();
+    }
+}
+
+/// A slot loaned for one plain-data `T` by [`Publisher::loan_value`]:
+/// written in place (by copy: the slot is shared memory), then published.
+/// Dropped unpublished, nothing is sent.
+#[derive(Debug)]
+pub struct LoanValue<'a, T> {
+    loan: Loan<'a>,
+    _value: PhantomData<fn(&T)>,
+}
+
+impl<T: IntoBytes + Immutable> LoanValue<'_, T> {
+    /// Copies the whole of `value` into the slot (one copy).
+    pub fn write(&mut self, value: &T) {
+        self.loan.copy_from(value.as_bytes());
+    }
+    /// Copies `field`'s bytes to `offset` of the value (e.g.
+    /// `core::mem::offset_of!(T, field)`); false (nothing written) if they
+    /// do not fit inside `T`.
+    pub fn write_field_at<F: ?Sized + IntoBytes + Immutable>(
+        &mut self,
+        offset: usize,
+        field: &F,
+    ) -> bool {
+        self.loan.write_at(offset, field.as_bytes())
+    }
+    /// Sets every byte of the value to zero.
+    pub fn zero(&mut self) {
+        self.loan.bytes_mut().fill(0);
+    }
+    /// The value's bytes, to write in place.
+    pub fn bytes_mut(&mut self) -> ShmSliceMut<'_> {
+        self.loan.bytes_mut()
+    }
+    /// Publishes the value to every subscriber.
+    pub fn publish(self) {
+        self.loan.publish()
     }
 }

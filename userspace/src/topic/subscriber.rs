@@ -287,6 +287,21 @@ impl Subscriber {
         }
     }
 
+    /// The typed receives' one raw form.
+    fn recv_deadline_with<R>(
+        &mut self,
+        f: impl FnOnce(ShmSlice<'_>) -> R,
+        p: Patience<'_>,
+    ) -> Result<R, RecvError> {
+        self.recv_deadline(p, |s| Ok(f(s)))
+    }
+
+    typed_recv_forms! {
+        recv_deadline_with() -> T;
+        recv_value = recv, try_recv_value = try_recv, recv_value_timeout = recv_timeout;
+        recv_deserialized, try_recv_deserialized, recv_deserialized_timeout;
+    }
+
     /// Receives the next message, waiting per the wait strategy.
     /// [`RecvError::Lagged`] reports messages overwritten before this
     /// subscriber read them (`Overwrite`); receive again to continue.
@@ -512,6 +527,21 @@ impl Sample<'_> {
     /// A copy of the bytes.
     pub fn to_vec(&self) -> Vec<u8> {
         self.bytes().to_vec()
+    }
+    /// The message as a plain-data `T` (a copy; `WrongSize` if its length
+    /// is not `size_of::<T>()`). Under `Overwrite`, confirm with
+    /// [`intact`](Self::intact) after reading.
+    pub fn read_value<T: zerocopy::FromBytes + zerocopy::IntoBytes>(&self) -> Result<T, RecvError> {
+        crate::typed::decode(self.bytes())
+    }
+    /// A copy of the `F` at `offset` of the message (one field of a large
+    /// struct, without copying the rest); `None` if it is not all inside.
+    pub fn read_field_at<F: zerocopy::FromBytes + zerocopy::IntoBytes>(
+        &self,
+        offset: usize,
+    ) -> Option<F> {
+        let field = self.bytes().sub(offset, core::mem::size_of::<F>())?;
+        crate::typed::decode(field).ok()
     }
 }
 
