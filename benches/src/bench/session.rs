@@ -1,9 +1,8 @@
 //! One measurement: set up a channel, spawn and pin the peer, run a workload, collect both sides' figures.
 
 use super::{
-    async_rt, check, cpu_time_ns, eventfd, fanout, fd, fill, hw, hw_wait, mq, pipeline, seq_of,
-    uring, BenchError, CpuTotals, Mechanism, Options, RoundTrips, Streamed, Transport, Workload,
-    STOP,
+    async_rt, check, cpu_time_ns, eventfd, fanout, fd, fill, hw, hw_wait, mq, pipeline, uring,
+    BenchError, CpuTotals, Mechanism, Options, RoundTrips, Streamed, Transport, Workload, STOP,
 };
 use crate::affinity::Pinned;
 use hwlink::liveness::pin_to_cpu;
