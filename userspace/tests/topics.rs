@@ -27,6 +27,14 @@ use common::child::{Ctx, PEER_WAIT};
 use common::msg::{check, fill, MAX_MSG};
 use common::peer::Peer;
 
+/// Whether the topic's region exists.
+fn listed(name: &str) -> bool {
+    admin::list()
+        .unwrap()
+        .iter()
+        .any(|r| r.name == format!("topic.{name}"))
+}
+
 /// A name unique to this test process.
 fn unique(tag: &str) -> String {
     format!("t{}-{tag}", std::process::id())
@@ -530,6 +538,7 @@ fn sigkilled_subscriber_and_publisher() {
         .expect("the publisher still held back by a dead subscriber");
     let sub_noticed = killed.elapsed();
     drop(p);
+    assert!(!listed(&name), "the topic outlived its last live handle");
 
     // The publisher side.
     let name = unique("killp");
@@ -553,6 +562,12 @@ fn sigkilled_subscriber_and_publisher() {
         Err(RecvError::Disconnected)
     );
     let pub_noticed = killed.elapsed();
+    drop(s);
+    assert!(
+        !listed(&name),
+        "the topic outlived its last live handle (its SIGKILLed publisher's use was not taken off)"
+    );
+    let _keep: Subscriber = Topic::subscribe(&name).unwrap();
     println!(
         "SIGKILL: a Block publisher carried on {sub_noticed:?} after its subscriber's kill; \
          a subscriber drained 1000 and saw Disconnected {pub_noticed:?} after its publisher's"

@@ -395,8 +395,36 @@ fn drop_user(parts: &TopicParts) {
 }
 
 impl Drop for Use {
+    /// Before leaving, takes the uses of processes that died holding an
+    /// entry or the publisher word off the count (nobody else may be left
+    /// to), so that the last live handle to go removes the file.
     fn drop(&mut self) {
+        reap_dead(&self.parts);
         drop_user(&self.parts);
+    }
+}
+
+/// Frees every subscriber entry and the publisher word of processes that
+/// are gone for good, each taking its use off the count (once: by CAS).
+fn reap_dead(parts: &TopicParts) {
+    let raw = parts.raw();
+    let me = crate::liveness::my_token();
+    for e in 0..parts.config().geometry.max_subs {
+        let t = raw.token(e).load(Ordering::Acquire);
+        if t != 0 && t != me && t != publisher::REAPING && PeerWatch::new(t).gone_for_good() {
+            publisher::reap(parts, e, t);
+        }
+    }
+    let p = raw.publisher().load(Ordering::Acquire);
+    if p != 0
+        && p != me
+        && PeerWatch::new(p).gone_for_good()
+        && raw
+            .publisher()
+            .compare_exchange(p, 0, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    {
+        drop_user(parts);
     }
 }
 

@@ -117,7 +117,13 @@ impl Publisher {
                 });
             }
             match word.compare_exchange(held, token, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => break,
+                Ok(_) => {
+                    if held != 0 {
+                        // A dead publisher's use of the topic goes with it.
+                        drop_user(&u.parts);
+                    }
+                    break;
+                }
                 Err(now) => held = now,
             }
         }
