@@ -1,7 +1,8 @@
 //! The victims: processes that use hwlink's public API normally (links,
 //! mailboxes, domains, topics; every wait strategy; blocking, timed and
-//! non-blocking calls; copies, loans and in-place reads) while the harness attacks or kills them, and report
-//! what they saw on stdout, one line per event.
+//! non-blocking calls; copies, loans and in-place reads) while the harness
+//! attacks or kills them, and report what they saw on stdout, one line per
+//! event.
 
 use crate::proto::{self, env, Kind, Rng, HEADER};
 use hwlink::{
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 
 /// How long a victim keeps trying to open what another one creates.
 const OPEN_PATIENCE: Duration = Duration::from_secs(3);
-/// Subscriber entries of a topic (the trials use two or three).
+/// Subscriber entries of a topic (the trials use two).
 const TOPIC_SUBSCRIBERS: u32 = 4;
 
 /// One process's end of the object under test.
@@ -201,7 +202,8 @@ impl Setup {
         ((self.seed ^ u64::from(self.id).wrapping_mul(0x9E37)) % 6) as u32
     }
 
-    /// Opens (or creates) this process's end; `sending` for a link.
+    /// Opens (or creates) this process's end; `sending` for a link's or a
+    /// topic's sending end.
     pub fn open(&self, sending: bool) -> Result<End, String> {
         let t0 = Instant::now();
         loop {
