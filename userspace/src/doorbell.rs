@@ -328,6 +328,14 @@ pub(crate) fn sleep_all<T, E>(
     for b in bells {
         b.waiters().fetch_sub(1, Ordering::Relaxed);
     }
+    // The kernel wakes one sleeper of a dead process's word: if this one's
+    // `ready` saw the death first (it ended before the look above), pass
+    // the wake on, or the others sleep out their slice.
+    for word in deaths {
+        if word.load(Ordering::Acquire) & HWL_PROCESS_OWNER_DIED != 0 {
+            futex::wake(word, i32::MAX as u32);
+        }
+    }
     outcome
 }
 

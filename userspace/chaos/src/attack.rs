@@ -3,7 +3,8 @@
 //! grows the files. It knows the layout (hw/include/hwlink_abi.h) and aims
 //! at every word a peer could write: header and object table, ring
 //! indices, slot turns and lengths, doorbells, endpoints, attachments,
-//! segment links, directory entries, rendezvous states, liveness words.
+//! segment links, directory entries, rendezvous states, topic tails,
+//! cursors, bitmaps and slot sequences, liveness words.
 
 use crate::proto::Rng;
 use core::mem::offset_of;
@@ -179,6 +180,7 @@ impl Mapped {
                 HWL_OBJ_MAILBOX => self.mailbox(&mut t, base),
                 HWL_OBJ_DOMAIN => self.domain(&mut t, base),
                 HWL_OBJ_RENDEZVOUS => self.rendezvous(&mut t, base),
+                HWL_OBJ_TOPIC => self.topic(&mut t, base),
                 _ => {}
             }
         }
@@ -364,6 +366,87 @@ impl Mapped {
                 Class::Control,
             );
             word(t, c.wrapping_add(64), 8, Class::Data);
+        }
+    }
+
+    /// A topic (hw/SPEC.md §16): its control block (the configuration its
+    /// handles read once, the tail and reclaim, the publisher's words, the
+    /// users count, the bitmaps and the not_full doorbell), every
+    /// subscriber entry (cursor, token, pid, lagged, bell) and the slot
+    /// headers: a slot's `seq` is its turn (forged to the position a
+    /// reader waits for, it delivers whatever the slot holds), `len` and
+    /// the payload are data.
+    fn topic(&self, t: &mut Vec<Target>, base: usize) {
+        let Some(tp) = self.read::<hwl_topic>(base) else {
+            return;
+        };
+        for (f, w) in [
+            (offset_of!(hwl_topic, id), 8),
+            (offset_of!(hwl_topic, capacity), 4),
+            (offset_of!(hwl_topic, slot_size), 4),
+            (offset_of!(hwl_topic, slot_stride), 4),
+            (offset_of!(hwl_topic, max_subscribers), 4),
+            (offset_of!(hwl_topic, history), 4),
+            (offset_of!(hwl_topic, backpressure), 4),
+            (offset_of!(hwl_topic, subs_offset), 8),
+            (offset_of!(hwl_topic, slots_offset), 8),
+            (offset_of!(hwl_topic, tail), 8),
+            (offset_of!(hwl_topic, reclaim), 8),
+            (offset_of!(hwl_topic, publisher), 4),
+            (offset_of!(hwl_topic, publisher_pid), 4),
+            (offset_of!(hwl_topic, publisher_wait), 4),
+            (offset_of!(hwl_topic, publisher_cpus), 8),
+            (offset_of!(hwl_topic, users), 4),
+            (offset_of!(hwl_topic, sleepy), 4),
+            (offset_of!(hwl_topic, removed), 4),
+        ] {
+            word(t, base + f, w, Class::Control);
+        }
+        for i in 0..HWL_TOPIC_MAX_SUBSCRIBERS as usize / 64 {
+            word(
+                t,
+                base + offset_of!(hwl_topic, sleeping) + 8 * i,
+                8,
+                Class::Control,
+            );
+            word(
+                t,
+                base + offset_of!(hwl_topic, attached) + 8 * i,
+                8,
+                Class::Control,
+            );
+        }
+        Self::doorbell(t, base + offset_of!(hwl_topic, not_full));
+        let subs = base.wrapping_add(tp.subs_offset as usize);
+        for i in 0..(tp.max_subscribers as usize).min(8) {
+            let e = subs.wrapping_add(i * core::mem::size_of::<hwl_topic_sub>());
+            for (f, w) in [
+                (offset_of!(hwl_topic_sub, cursor), 8),
+                (offset_of!(hwl_topic_sub, token), 4),
+                (offset_of!(hwl_topic_sub, pid), 4),
+                (offset_of!(hwl_topic_sub, lagged), 8),
+            ] {
+                word(t, e.wrapping_add(f), w, Class::Control);
+            }
+            Self::doorbell(t, e.wrapping_add(offset_of!(hwl_topic_sub, bell)));
+        }
+        let slots = base.wrapping_add(tp.slots_offset as usize);
+        let hdr = core::mem::size_of::<hwl_topic_slot>();
+        for i in 0..(tp.capacity as usize).min(64) {
+            let s = slots.wrapping_add(i.wrapping_mul(tp.slot_stride as usize));
+            word(
+                t,
+                s.wrapping_add(offset_of!(hwl_topic_slot, seq)),
+                8,
+                Class::Turn,
+            );
+            word(
+                t,
+                s.wrapping_add(offset_of!(hwl_topic_slot, len)),
+                4,
+                Class::Data,
+            );
+            word(t, s.wrapping_add(hdr), 8, Class::Data); // payload
         }
     }
 

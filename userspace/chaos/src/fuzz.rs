@@ -6,10 +6,12 @@
 //! more than 2 s, a victim does not finish, a blocking call with no
 //! deadline does not end after its peer died, a victim's peak memory
 //! passes the limit, or a victim receives a message with wrong contents
+//! (or, a topic's subscriber, one from before a message it already had)
 //! while the attacker touched no data word (payload or length), slot turn
-//! (a forged "published" turn delivers whatever the slot holds) or
-//! attachment token (a forged one makes a live holder look dead: its slot
-//! is handed on while it copies) and no corruption was reported.
+//! (a forged "published" turn, or topic slot sequence, delivers whatever
+//! the slot holds) or attachment token (a forged one makes a live holder
+//! look dead: its slot is handed on while it copies) and no corruption was
+//! reported.
 
 use crate::attack;
 use crate::proto::{self, env, Kind, Rng, WAITS};
@@ -168,6 +170,26 @@ pub fn run_trial(opts: &Options, trial: u64) -> Trial {
                     "fuzz-send",
                     &common(id, rng.pick(&WAITS), ""),
                 ));
+            }
+        }
+        Kind::TopicBlock | Kind::TopicOverwrite => {
+            // One publisher, two subscribers; the first may end in a
+            // blocking receive that the publisher's death must end.
+            victims.push(Victim::spawn(
+                &dir,
+                "fuzz-send",
+                &common(0, rng.pick(&WAITS), ""),
+            ));
+            for id in 1..3 {
+                let role = if blocking && id == 1 {
+                    "block-recv"
+                } else {
+                    "fuzz-recv"
+                };
+                victims.push(Victim::spawn(&dir, role, &common(id, rng.pick(&WAITS), "")));
+            }
+            if blocking {
+                block_pair = Some((1, 0));
             }
         }
         _ => {

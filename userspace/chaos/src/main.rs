@@ -214,12 +214,12 @@ fn sweep_cmd(trials: u64, common: &Common) -> ExitCode {
     let t0 = Instant::now();
     let out = sweep::run(&opts);
     println!(
-        "{:<18} {:>7} {:>10} {:>10} {:>6} {:>6} {:>8} {:>9}",
-        "kind", "trials", "accepted", "delivered", "lost", "dups", "in-kill", "failures"
+        "{:<18} {:>7} {:>10} {:>10} {:>6} {:>6} {:>8} {:>9} {:>9}",
+        "kind", "trials", "accepted", "delivered", "lost", "dups", "in-kill", "lagged", "failures"
     );
     for (k, t) in &out.totals {
         println!(
-            "{:<18} {:>7} {:>10} {:>10} {:>6} {:>6} {:>8} {:>9}",
+            "{:<18} {:>7} {:>10} {:>10} {:>6} {:>6} {:>8} {:>9} {:>9}",
             k.name(),
             t.trials,
             t.accepted,
@@ -227,12 +227,14 @@ fn sweep_cmd(trials: u64, common: &Common) -> ExitCode {
             t.lost,
             t.duplicated,
             t.taken_by_the_killed,
+            t.lagged,
             t.failures
         );
     }
     println!(
         "lost = accepted by a send that returned Ok and never delivered while its receiver lived (must be 0); \
-         in-kill = taken by a mailbox receiver that was killed before it could report it (at most 1 per kill)"
+         in-kill = taken by a mailbox receiver that was killed before it could report it (at most 1 per kill); \
+         topics count per subscriber (accepted x 2), and lagged = positions a subscriber was told it missed (Overwrite)"
     );
     let mut by_wait: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for d in &out.detections {
@@ -243,7 +245,9 @@ fn sweep_cmd(trials: u64, common: &Common) -> ExitCode {
             .push(d.ms);
         by_wait.entry("all".into()).or_default().push(d.ms);
     }
-    println!("death noticed by the survivor (links and domain links), ms after the kill:");
+    println!(
+        "death noticed by the survivor (links, domain links, a topic's subscribers), ms after the kill:"
+    );
     for (w, v) in &mut by_wait {
         v.sort_by(|a, b| a.total_cmp(b));
         println!(
@@ -263,6 +267,22 @@ fn sweep_cmd(trials: u64, common: &Common) -> ExitCode {
             percentile(&stalls, 0.5),
             percentile(&stalls, 0.99),
             percentile(&stalls, 1.0)
+        );
+    }
+    let mut held: Vec<f64> = out
+        .held
+        .iter()
+        .filter(|h| h.0 == Kind::TopicBlock)
+        .map(|h| h.2)
+        .collect();
+    held.sort_by(|a, b| a.total_cmp(b));
+    if !held.is_empty() {
+        println!(
+            "topic-block: longest the publisher sent nothing after a subscriber was killed while the other had read all, ms: n={} p50 {:.2} p99 {:.2} max {:.2}",
+            held.len(),
+            percentile(&held, 0.5),
+            percentile(&held, 0.99),
+            percentile(&held, 1.0)
         );
     }
     println!("{:.1} s", t0.elapsed().as_secs_f64());

@@ -1,5 +1,5 @@
 //! What the harness and its victim processes share: the kinds of object
-//! and wait strategies tried, the seeded random source, the message format
+//! (links, mailboxes, domains, topics) and wait strategies tried, the seeded random source, the message format
 //! every receiver checks, the clock, and the lines victims report on.
 
 use hwlink::WaitStrategy;
@@ -23,9 +23,14 @@ pub enum Kind {
     DomainUnbounded,
     /// ... with zero capacity.
     DomainZero,
+    /// A topic (one publisher, every subscriber gets every message) whose
+    /// publisher waits for the slowest live subscriber.
+    TopicBlock,
+    /// ... whose publisher never waits: laggards get `Lagged(n)`.
+    TopicOverwrite,
 }
 
-pub const KINDS: [Kind; 7] = [
+pub const KINDS: [Kind; 9] = [
     Kind::Link,
     Kind::MailboxBounded,
     Kind::MailboxUnbounded,
@@ -33,6 +38,8 @@ pub const KINDS: [Kind; 7] = [
     Kind::DomainBounded,
     Kind::DomainUnbounded,
     Kind::DomainZero,
+    Kind::TopicBlock,
+    Kind::TopicOverwrite,
 ];
 
 impl Kind {
@@ -45,6 +52,8 @@ impl Kind {
             Kind::DomainBounded => "domain-bounded",
             Kind::DomainUnbounded => "domain-unbounded",
             Kind::DomainZero => "domain-zero",
+            Kind::TopicBlock => "topic-block",
+            Kind::TopicOverwrite => "topic-overwrite",
         }
     }
     pub fn is_mailbox(self) -> bool {
@@ -58,6 +67,9 @@ impl Kind {
             self,
             Kind::DomainBounded | Kind::DomainUnbounded | Kind::DomainZero
         )
+    }
+    pub fn is_topic(self) -> bool {
+        matches!(self, Kind::TopicBlock | Kind::TopicOverwrite)
     }
 }
 

@@ -5,12 +5,24 @@
 //! checks that every message whose send returned Ok was delivered exactly
 //! once, in order per sender (unless its receiver was the one killed), and
 //! that the survivor learned of the death, and how fast.
+//!
+//! Topics: a publisher and two subscribers that join before it sends, so
+//! each subscriber is owed every position. Under Block each one that
+//! lives receives every accepted message exactly once, in order; under
+//! Overwrite what it receives plus what its `Lagged(n)` count equals what
+//! was published, in order, none torn. A killed publisher's subscribers
+//! drain and end with Disconnected; a killed subscriber stops holding a
+//! Block publisher back within [`HELD_LIMIT_MS`].
 
 use crate::proto::{self, env, Kind, Rng, WAITS};
 use crate::spawn::{Exit, Victim};
 use hwlink::WaitStrategy;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
+
+/// How long a dead subscriber may hold a Block publisher back (hw/SPEC.md
+/// §16.6: it sleeps on the slowest subscriber's liveness word).
+const HELD_LIMIT_MS: f64 = 100.0;
 
 pub struct Options {
     pub seed: u64,
@@ -37,6 +49,8 @@ pub struct Totals {
     pub lost: u64,
     pub duplicated: u64,
     pub taken_by_the_killed: u64,
+    /// Topics (Overwrite): positions subscribers were told they missed.
+    pub lagged: u64,
     pub failures: u64,
 }
 
@@ -45,6 +59,10 @@ pub struct Outcome {
     pub detections: Vec<Detection>,
     /// Mailboxes: longest wait of the surviving receiver after the kill.
     pub stalls: Vec<(Kind, WaitStrategy, f64)>,
+    /// Topics, a subscriber killed: longest the publisher (its wait
+    /// strategy) went without sending although the surviving subscriber
+    /// had read everything it had sent.
+    pub held: Vec<(Kind, WaitStrategy, f64)>,
     pub failures: Vec<String>,
 }
 
@@ -53,6 +71,7 @@ pub fn run(opts: &Options) -> Outcome {
         totals: BTreeMap::new(),
         detections: Vec::new(),
         stalls: Vec::new(),
+        held: Vec::new(),
         failures: Vec::new(),
     };
     let trials: Box<dyn Iterator<Item = u64>> = match opts.only_trial {
@@ -95,7 +114,7 @@ fn run_trial(opts: &Options, trial: u64, out: &mut Outcome) -> (Kind, Vec<String
     };
     let count = if big { 400 } else { 100_000 };
     let kill_sender = rng.chance(50);
-    let loan = kind == Kind::Link && rng.chance(30);
+    let loan = (kind == Kind::Link || kind.is_topic()) && rng.chance(30);
     let name = format!("s{trial}");
     let mut failures = Vec::new();
     let mut victims: Vec<Victim> = Vec::new();
@@ -126,6 +145,19 @@ fn run_trial(opts: &Options, trial: u64, out: &mut Outcome) -> (Kind, Vec<String
         Cast {
             senders: vec![first, first + 1],
             receivers,
+        }
+    } else if kind.is_topic() {
+        // Both subscribers join before the publisher sends: each is owed
+        // every position from 0.
+        spawn(&mut victims, "sweep-recv", 1, "", rng.pick(&WAITS));
+        spawn(&mut victims, "sweep-recv", 2, "", rng.pick(&WAITS));
+        for v in &mut victims {
+            v.wait_for(&["@ready", "@open-failed"], Duration::from_secs(5));
+        }
+        spawn(&mut victims, "sweep-send", 0, "", rng.pick(&WAITS));
+        Cast {
+            senders: vec![2],
+            receivers: vec![0, 1],
         }
     } else if kind.is_domain() {
         spawn(&mut victims, "sweep-send", 0, "m1", rng.pick(&WAITS));
@@ -203,6 +235,29 @@ fn run_trial(opts: &Options, trial: u64, out: &mut Outcome) -> (Kind, Vec<String
             Some(Exit::Signal(9)) if v.killed => {}
             Some(ref e) => failures.push(format!("{} ended with {e:?}", v.role)),
         }
+    }
+    if kind.is_topic() {
+        let t = TopicTrial {
+            kind,
+            victims: &victims,
+            cast: &cast,
+            target,
+            kill_sender,
+            t_kill,
+            waits: &waits,
+        };
+        let (accepted, received) = judge_topic(&t, out, &mut failures);
+        if opts.verbose {
+            eprintln!(
+                "trial {trial}: {kind} {} killed after {delay:?}, size {size}, loan {loan}: accepted {accepted} received {received} failures {}",
+                if kill_sender { "publisher" } else { "subscriber" },
+                failures.len()
+            );
+        }
+        show_tails(opts, &victims, &failures);
+        drop(victims);
+        let _ = std::fs::remove_dir_all(&dir);
+        return (kind, failures);
     }
     // What was accepted, and what arrived where.
     let id_of = |v: &Victim| -> Option<u32> {
@@ -384,18 +439,7 @@ fn run_trial(opts: &Options, trial: u64, out: &mut Outcome) -> (Kind, Vec<String
         }
         out.stalls.push((kind, waits[r], stall as f64 / 1e6));
     }
-    if opts.verbose && !failures.is_empty() {
-        for v in &victims {
-            let lines: Vec<&String> = v.seen.iter().map(|(_, l)| l).collect();
-            let tail = &lines[lines.len().saturating_sub(6)..];
-            eprintln!(
-                "  {} (killed {}): {} lines, last {tail:?}",
-                v.role,
-                v.killed,
-                lines.len()
-            );
-        }
-    }
+    show_tails(opts, &victims, &failures);
     if opts.verbose {
         eprintln!(
             "trial {trial}: {kind} {} killed after {delay:?}, size {size}, loan {loan}: accepted {} received {} failures {}",
@@ -408,4 +452,220 @@ fn run_trial(opts: &Options, trial: u64, out: &mut Outcome) -> (Kind, Vec<String
     drop(victims);
     let _ = std::fs::remove_dir_all(&dir);
     (kind, failures)
+}
+
+/// With -v, after a failed trial: each victim's last lines.
+fn show_tails(opts: &Options, victims: &[Victim], failures: &[String]) {
+    if opts.verbose && !failures.is_empty() {
+        for v in victims {
+            let lines: Vec<&String> = v.seen.iter().map(|(_, l)| l).collect();
+            let tail = &lines[lines.len().saturating_sub(6)..];
+            eprintln!(
+                "  {} (killed {}): {} lines, last {tail:?}",
+                v.role,
+                v.killed,
+                lines.len()
+            );
+        }
+    }
+}
+
+/// A topic trial, once its victims have ended.
+struct TopicTrial<'a> {
+    kind: Kind,
+    victims: &'a [Victim],
+    cast: &'a Cast,
+    /// The one killed.
+    target: usize,
+    kill_sender: bool,
+    t_kill: u64,
+    waits: &'a [WaitStrategy],
+}
+
+/// What a topic subscriber said (its `R` and `L` lines), in order.
+enum Event {
+    Received(u64),
+    Lagged(u64),
+}
+
+/// Judges a topic trial: each subscriber's account of the positions
+/// published, the survivors' news of a dead publisher, and how long a dead
+/// subscriber held the publisher back. Returns (accepted, received).
+fn judge_topic(t: &TopicTrial<'_>, out: &mut Outcome, failures: &mut Vec<String>) -> (u64, u64) {
+    let block = t.kind == Kind::TopicBlock;
+    let publisher = t.cast.senders[0];
+    // The topic's only publisher, from position 0: its sequence numbers
+    // are positions.
+    let accepted: Vec<(u64, u64)> = t.victims[publisher]
+        .seen
+        .iter()
+        .filter_map(|(at, l)| {
+            let mut it = l.strip_prefix("A ")?.split_whitespace();
+            it.next()?;
+            Some((*at, it.next()?.parse().ok()?))
+        })
+        .collect();
+    let acc = accepted.len() as u64;
+    if let Some((i, (_, q))) = accepted
+        .iter()
+        .enumerate()
+        .find(|(i, (_, q))| *q != *i as u64)
+    {
+        failures.push(format!(
+            "the publisher's accepted message {i} has sequence number {q}"
+        ));
+    }
+    // A killed publisher may have published the message it was sending.
+    let most = acc + u64::from(t.kill_sender);
+    let tot = out.totals.entry(t.kind).or_default();
+    tot.trials += 1;
+    let mut received_all = 0;
+    // Arrival of each position at each subscriber.
+    let mut arrivals: Vec<HashMap<u64, u64>> = Vec::new();
+    for &r in &t.cast.receivers {
+        let v = &t.victims[r];
+        let mut events = Vec::new();
+        for (at, l) in &v.seen {
+            if let Some(rest) = l.strip_prefix("W ") {
+                failures.push(format!(
+                    "{} (subscriber {r}): a message arrived malformed or torn ({rest} bytes)",
+                    v.role
+                ));
+            } else if let Some(n) = l.strip_prefix("L ") {
+                events.push((*at, Event::Lagged(n.trim().parse().unwrap_or(0))));
+            } else if let Some(rest) = l.strip_prefix("R ") {
+                let mut it = rest.split_whitespace();
+                let (Some(s), Some(q)) = (it.next(), it.next()) else {
+                    continue;
+                };
+                if s != "0" {
+                    failures.push(format!("a message of an unknown sender `{s}` arrived"));
+                }
+                if let Ok(q) = q.parse() {
+                    events.push((*at, Event::Received(q)));
+                }
+            }
+        }
+        // Every position from 0 is received or counted in a Lagged, once,
+        // in order.
+        let mut next = 0u64;
+        let mut got: HashMap<u64, u64> = HashMap::new();
+        for (at, e) in events {
+            match e {
+                Event::Lagged(n) => {
+                    if block || n == 0 {
+                        failures.push(format!(
+                            "subscriber {r}: Lagged({n}) at position {next} under {}",
+                            t.kind
+                        ));
+                    }
+                    tot.lagged += n;
+                    next = next.saturating_add(n);
+                }
+                Event::Received(q) => {
+                    if got.insert(q, at).is_some() {
+                        tot.duplicated += 1;
+                        failures.push(format!("subscriber {r}: message {q} arrived twice"));
+                    } else if q < next {
+                        failures.push(format!(
+                            "subscriber {r}: message {q} arrived after position {} was accounted for (out of order, or also counted in a Lagged)",
+                            next - 1
+                        ));
+                    } else if q > next {
+                        tot.lost += q - next;
+                        failures.push(format!(
+                            "subscriber {r}: positions {next}..{q} neither arrived nor were counted in a Lagged"
+                        ));
+                    }
+                    next = next.max(q + 1);
+                }
+            }
+        }
+        received_all += got.len() as u64;
+        tot.accepted += acc;
+        tot.delivered += got.keys().filter(|&&q| q < acc).count() as u64;
+        if next > most {
+            failures.push(format!(
+                "subscriber {r}: accounts for {next} positions (received or lagged), but {acc} were accepted{}",
+                if t.kill_sender { " (and perhaps one more in flight)" } else { "" }
+            ));
+        }
+        if r != t.target && next < acc {
+            tot.lost += acc - next;
+            failures.push(format!(
+                "subscriber {r}: accepted positions {next}..{acc} neither arrived nor were counted in a Lagged"
+            ));
+        }
+        arrivals.push(got);
+    }
+    if t.kill_sender {
+        // The survivors drain, then learn the publisher is gone.
+        for (i, &r) in t.cast.receivers.iter().enumerate() {
+            let v = &t.victims[r];
+            let g = v.seen.iter().find_map(|(at, l)| {
+                let mut it = l.strip_prefix("G ")?.split_whitespace();
+                let when: u64 = it.next()?.parse().ok()?;
+                Some((when, it.next().unwrap_or("").to_string(), *at))
+            });
+            let Some((when, err, _)) = g else {
+                failures.push(format!(
+                    "subscriber {r} never learned that the publisher was killed"
+                ));
+                continue;
+            };
+            if err != "disconnected" {
+                failures.push(format!(
+                    "subscriber {r} ended with `{err}`, not Disconnected, after the publisher was killed"
+                ));
+            }
+            let last_msg = arrivals[i].values().copied().max().unwrap_or(0);
+            let from = t.t_kill.max(last_msg);
+            out.detections.push(Detection {
+                kind: t.kind,
+                wait: t.waits[r],
+                ms: when.saturating_sub(from) as f64 / 1e6,
+            });
+        }
+    } else {
+        // A subscriber was killed: the publisher goes on; the dead one
+        // stops holding it back. Each gap between two accepted messages
+        // after the kill, from when the survivor had read the first of them
+        // (the survivor then holds nothing back), is the dead one's doing.
+        if let Some((_, l)) = t.victims[publisher]
+            .seen
+            .iter()
+            .find(|(_, l)| l.starts_with("G "))
+        {
+            failures.push(format!(
+                "the publisher's send failed after a subscriber was killed: {l}"
+            ));
+        }
+        let survivor = t
+            .cast
+            .receivers
+            .iter()
+            .position(|&r| r != t.target)
+            .expect("a surviving subscriber");
+        let mut held = 0u64;
+        for w in accepted.windows(2) {
+            let ((t0, q0), (t1, _)) = (w[0], w[1]);
+            if t1 <= t.t_kill {
+                continue;
+            }
+            let Some(&r0) = arrivals[survivor].get(&q0) else {
+                continue;
+            };
+            held = held.max(t1.saturating_sub(t0.max(r0).max(t.t_kill)));
+        }
+        let ms = held as f64 / 1e6;
+        out.held.push((t.kind, t.waits[publisher], ms));
+        if block && ms > HELD_LIMIT_MS {
+            failures.push(format!(
+                "the publisher ({}) sent nothing for {ms:.1} ms after subscriber {} was killed, while the other had read all it had sent",
+                t.waits[publisher],
+                t.target
+            ));
+        }
+    }
+    (acc, received_all)
 }

@@ -1,18 +1,21 @@
 //! The victims: processes that use hwlink's public API normally (links,
-//! mailboxes, domains; every wait strategy; blocking, timed and
-//! non-blocking calls) while the harness attacks or kills them, and report
-//! what they saw on stdout, one line per event.
+//! mailboxes, domains, topics; every wait strategy; blocking, timed and
+//! non-blocking calls; copies, loans and in-place reads) while the harness
+//! attacks or kills them, and report what they saw on stdout, one line per
+//! event.
 
 use crate::proto::{self, env, Kind, Rng, HEADER};
 use hwlink::{
-    Access, Backend, Buffering, Domain, LinkBuilder, Mailbox, MailboxBuilder, Member, Receiver,
-    RecvError, SendError, Sender, WaitStrategy,
+    Access, Backend, Backpressure, Buffering, Domain, LinkBuilder, Mailbox, MailboxBuilder, Member,
+    Publisher, Receiver, RecvError, SendError, Sender, Subscriber, TopicBuilder, WaitStrategy,
 };
 use std::io::Write;
 use std::time::{Duration, Instant};
 
 /// How long a victim keeps trying to open what another one creates.
 const OPEN_PATIENCE: Duration = Duration::from_secs(3);
+/// Subscriber entries of a topic (the trials use two).
+const TOPIC_SUBSCRIBERS: u32 = 4;
 
 /// One process's end of the object under test.
 pub enum End {
@@ -20,6 +23,77 @@ pub enum End {
     Rx(Receiver),
     Mbx(Mailbox),
     Member(Member, String),
+    Pub(Publisher),
+    Sub(Sub),
+}
+
+/// A topic subscriber, and what its receives keep beyond the handle.
+pub struct Sub {
+    s: Subscriber,
+    /// n of the last `Lagged(n)` a receive returned.
+    last_lag: u64,
+    /// Receives so far: each takes the next of a copy (`recv`), a copy
+    /// into a buffer (`recv_into`) and an in-place read (`read`).
+    calls: u64,
+    buf: Vec<u8>,
+}
+
+impl Sub {
+    fn new(s: Subscriber) -> Sub {
+        let buf = vec![0; s.max_message()];
+        Sub {
+            s,
+            last_lag: 0,
+            calls: 0,
+            buf,
+        }
+    }
+
+    /// The next message. An in-place read found overwritten when it was
+    /// done says `torn`: the next receive counts it in `Lagged`.
+    fn recv(&mut self, form: Form) -> Result<Vec<u8>, &'static str> {
+        self.calls += 1;
+        let s = &mut self.s;
+        let r = match self.calls % 3 {
+            0 => match form {
+                Form::Try => s.try_recv(),
+                Form::Timed(d) => s.recv_timeout(d),
+                Form::Block => s.recv(),
+            },
+            1 => {
+                let buf = &mut self.buf;
+                match form {
+                    Form::Try => s.try_recv_into(buf),
+                    Form::Timed(d) => s.recv_into_timeout(buf, d),
+                    Form::Block => s.recv_into(buf),
+                }
+                .map(|n| buf[..n].to_vec())
+            }
+            _ => {
+                let sample = match form {
+                    Form::Try => s.try_read(),
+                    Form::Timed(d) => s.read_timeout(d),
+                    Form::Block => s.read(),
+                };
+                match sample {
+                    Ok(sample) => {
+                        let m = sample.to_vec();
+                        if !sample.intact() {
+                            return Err("torn");
+                        }
+                        Ok(m)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        r.map_err(|e| {
+            if let RecvError::Lagged(n) = e {
+                self.last_lag = n;
+            }
+            recv_err(&e)
+        })
+    }
 }
 
 /// How a call waits.
@@ -122,7 +196,14 @@ impl Setup {
         self.size.max(HEADER) as u32
     }
 
-    /// Opens (or creates) this process's end; `sending` for a link.
+    /// How many past messages a subscriber asks for when it joins (from
+    /// the seed: 0 up to a little over the topic's history).
+    fn replay(&self) -> u32 {
+        ((self.seed ^ u64::from(self.id).wrapping_mul(0x9E37)) % 6) as u32
+    }
+
+    /// Opens (or creates) this process's end; `sending` for a link's or a
+    /// topic's sending end.
     pub fn open(&self, sending: bool) -> Result<End, String> {
         let t0 = Instant::now();
         loop {
@@ -207,6 +288,30 @@ impl Setup {
                 }
                 Ok(End::Member(m, peer))
             }
+            Kind::TopicBlock | Kind::TopicOverwrite => {
+                let backpressure = if self.kind == Kind::TopicBlock {
+                    Backpressure::Block
+                } else {
+                    Backpressure::Overwrite
+                };
+                // Publisher and subscribers alike open or create it, with
+                // the same shape.
+                let b = TopicBuilder::new(&self.name)
+                    .capacity(capacity)
+                    .slot_size(slot)
+                    .max_subscribers(TOPIC_SUBSCRIBERS)
+                    .history(capacity / 4)
+                    .backpressure(backpressure)
+                    .replay(self.replay())
+                    .backend(Backend::Shm)
+                    .wait(self.wait)
+                    .ready_timeout(Duration::from_millis(500));
+                if sending {
+                    b.publish().map(End::Pub).map_err(err)
+                } else {
+                    b.subscribe().map(|s| End::Sub(Sub::new(s))).map_err(err)
+                }
+            }
         }
     }
 
@@ -238,6 +343,25 @@ impl End {
                     Err(e) => Err(send_err(&e)),
                 }
             }
+            (End::Pub(p), form) if loan => {
+                // The same, on a topic: every subscriber reads the slot.
+                let slot = match form {
+                    Form::Try => p.try_loan(msg.len()),
+                    Form::Timed(d) => p.loan_timeout(msg.len(), d),
+                    Form::Block => p.loan(msg.len()),
+                };
+                match slot {
+                    Ok(mut s) => {
+                        let half = msg.len() / 2;
+                        s.write_at(0, &msg[..half]);
+                        std::hint::black_box(&s);
+                        s.write_at(half, &msg[half..]);
+                        s.publish();
+                        Ok(())
+                    }
+                    Err(e) => Err(send_err(&e)),
+                }
+            }
             (End::Tx(tx), Form::Try) => tx.try_send(msg).map_err(|e| send_err(&e)),
             (End::Tx(tx), Form::Timed(d)) => tx.send_timeout(msg, d).map_err(|e| send_err(&e)),
             (End::Tx(tx), Form::Block) => tx.send(msg).map_err(|e| send_err(&e)),
@@ -249,7 +373,10 @@ impl End {
                 m.send_timeout(p, msg, d).map_err(|e| send_err(&e))
             }
             (End::Member(m, p), Form::Block) => m.send(p, msg).map_err(|e| send_err(&e)),
-            (End::Rx(_), _) => Err("not a sender"),
+            (End::Pub(p), Form::Try) => p.try_send(msg).map_err(|e| send_err(&e)),
+            (End::Pub(p), Form::Timed(d)) => p.send_timeout(msg, d).map_err(|e| send_err(&e)),
+            (End::Pub(p), Form::Block) => p.send(msg).map_err(|e| send_err(&e)),
+            (End::Rx(_) | End::Sub(_), _) => Err("not a sender"),
         };
         r
     }
@@ -266,7 +393,16 @@ impl End {
             (End::Member(m, p), Form::Try) => m.try_recv_from(p).map_err(e),
             (End::Member(m, p), Form::Timed(d)) => m.recv_from_timeout(p, d).map_err(e),
             (End::Member(m, p), Form::Block) => m.recv_from(p).map_err(e),
-            (End::Tx(_), _) => Err("not a receiver"),
+            (End::Sub(s), form) => s.recv(form),
+            (End::Tx(_) | End::Pub(_), _) => Err("not a receiver"),
+        }
+    }
+
+    /// n of the last `Lagged(n)` a topic subscriber's receive returned.
+    pub fn last_lag(&self) -> u64 {
+        match self {
+            End::Sub(s) => s.last_lag,
+            _ => 0,
         }
     }
 }
@@ -388,9 +524,9 @@ fn pick_form(rng: &mut Rng) -> Form {
 
 /// A fuzz victim: sends, receives, or both (domain members), for the
 /// trial's run time under attack, then reports. Then, if told to
-/// (`block-*` roles, links and domains only), waits in a blocking receive
-/// with no deadline until it ends: the harness kills the peer, and that
-/// call must end, whatever the attacker wrote.
+/// (`block-*` roles: link and topic receivers, domain members), waits in
+/// a blocking receive with no deadline until it ends: the harness kills
+/// the peer, and that call must end, whatever the attacker wrote.
 pub fn fuzz_victim(setup: &Setup) {
     let mut rng = Rng::new(setup.seed ^ u64::from(setup.id).wrapping_mul(0x51));
     let sending = setup.role.contains("send");
@@ -406,6 +542,9 @@ pub fn fuzz_victim(setup: &Setup) {
     say("@ready");
     let mut t = Tally::default();
     let mut seq = 0u64;
+    // A topic's subscriber gets its one publisher's messages in order:
+    // one that comes back to an earlier sequence number is wrong data too.
+    let mut last_seq: Option<u64> = None;
     let stop = Instant::now() + setup.run;
     while Instant::now() < stop {
         let form = pick_form(&mut rng);
@@ -413,12 +552,22 @@ pub fn fuzz_victim(setup: &Setup) {
         if do_send {
             let len = HEADER + rng.below((setup.size - HEADER.min(setup.size)) as u64 + 1) as usize;
             let msg = proto::message(setup.id, seq, len.min(setup.size.max(HEADER)));
-            if timed(&mut t, form, |f| end.send(&msg, f, false)).is_ok() {
+            // A topic's publisher also loans slots and writes them in place.
+            let loan = setup.kind.is_topic() && rng.chance(30);
+            if timed(&mut t, form, |f| end.send(&msg, f, loan)).is_ok() {
                 seq += 1;
             }
         } else {
             if let Ok(m) = timed(&mut t, form, |f| end.recv(f)) {
-                if proto::check(&m).is_none() {
+                let checked = proto::check(&m);
+                let in_order = match (checked, last_seq) {
+                    (Some((_, q)), Some(last)) if setup.kind.is_topic() => q > last,
+                    _ => true,
+                };
+                if let Some((_, q)) = checked {
+                    last_seq = Some(q);
+                }
+                if checked.is_none() || !in_order {
                     t.wrong += 1;
                     if t.corrupt > 0 {
                         t.wrong_after_corrupt += 1;
@@ -496,8 +645,9 @@ pub fn sweep_sender(setup: &Setup) {
 }
 
 /// A sweep receiver: receives and reports each message (`R id seq`, or
-/// `W len` if malformed) until its peer is gone (`G time error`), or the
-/// harness says every sender is done and nothing came for a while.
+/// `W len` if malformed) and each `Lagged(n)` of a topic (`L n`) until its
+/// peer is gone (`G time error`), or the harness says every sender is done
+/// and nothing came for a while.
 pub fn sweep_receiver(setup: &Setup) {
     let mut end = match setup.open(false) {
         Ok(e) => e,
@@ -518,6 +668,13 @@ pub fn sweep_receiver(setup: &Setup) {
                     None => say(&format!("W {}", m.len())),
                 }
             }
+            Err("lagged") => {
+                idle_since = Instant::now();
+                say(&format!("L {}", end.last_lag()));
+            }
+            // An in-place read overwritten under it: the next receive
+            // counts it in Lagged.
+            Err("torn") => idle_since = Instant::now(),
             Err(e @ ("timeout" | "empty")) => {
                 if std::env::var_os("HWLINK_CHAOS_TRACE").is_some() {
                     say(&format!("T {} {e}", proto::now_ns()));
