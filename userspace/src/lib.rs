@@ -169,6 +169,7 @@ pub use topic::{
     TopicBuilder, TopicInfo, DEFAULT_MAX_SUBSCRIBERS, DEFAULT_TOPIC_CAPACITY,
     DEFAULT_TOPIC_SLOT_SIZE, MAX_TOPIC_NAME, TOPIC_PREFIX,
 };
+#[cfg(not(loom))]
 pub use typed::ValueSlot;
 pub use wait::WaitStrategy;
 /// The plain-data traits of typed messages (`send_value`, `recv_value`):
