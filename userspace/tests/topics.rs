@@ -803,3 +803,36 @@ fn typed_values_over_a_topic() {
     p.expect("SENT", PEER_WAIT);
     p.kill();
 }
+
+/// Two subscribers join before the publisher; it sends, then is SIGKILLed.
+/// One subscriber drains and leaves (freeing the dead publisher's word);
+/// the other, which never looked at the word while the publisher lived,
+/// still drains and ends with Disconnected (found by the kill -9 sweep).
+#[test]
+fn a_subscriber_learns_of_a_dead_publisher_whose_word_was_freed() {
+    let name = unique("freed");
+    let _c = Cleanup(name.clone());
+    let b = TopicBuilder::new(&name)
+        .capacity(256)
+        .wait(WaitStrategy::Park);
+    let mut first = b.subscribe().unwrap();
+    let mut second = b.subscribe().unwrap();
+    let mut p = Peer::spawn("publisher", &env(&name, &[("COUNT", "100")]));
+    p.expect("SENT", PEER_WAIT);
+    p.kill();
+    for _ in 0..100 {
+        first.recv_timeout(PEER_WAIT).unwrap();
+    }
+    assert_eq!(
+        first.recv_timeout(Duration::from_secs(10)),
+        Err(RecvError::Disconnected)
+    );
+    drop(first);
+    for _ in 0..100 {
+        second.recv_timeout(PEER_WAIT).unwrap();
+    }
+    assert_eq!(
+        second.recv_timeout(Duration::from_secs(10)),
+        Err(RecvError::Disconnected)
+    );
+}

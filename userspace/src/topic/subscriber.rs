@@ -138,6 +138,7 @@ impl Subscriber {
     fn skip_to(&mut self, to: u64) -> RecvError {
         let n = to.saturating_sub(self.cursor);
         self.cursor = to;
+        self.seen_publisher = true;
         self.lagged = self.lagged.saturating_add(n);
         self.raw
             .entry_lagged(self.entry)
@@ -255,6 +256,11 @@ impl Subscriber {
     fn advance(&mut self) {
         // No overflow: the cursor stays below the tail < 2^62.
         self.cursor = self.cursor.wrapping_add(1);
+        // A message came from a publisher: once the publisher word is
+        // empty, that publisher has gone (even if this subscriber never
+        // looked at the word while it was there: a leaving handle may have
+        // freed a dead publisher's word meanwhile).
+        self.seen_publisher = true;
         self.publish_cursor();
     }
 
