@@ -220,7 +220,8 @@ fn as_user(user: &str, role: &str, name: &str, backend: &str) -> Peer {
     } else {
         "--regid=users".to_string()
     };
-    Peer::spawn_wrapped(
+    Peer::spawn_exe(
+        &shared_exe(),
         &["setpriv", &reuid, &regid, "--init-groups"],
         role,
         &[
@@ -229,6 +230,23 @@ fn as_user(user: &str, role: &str, name: &str, backend: &str) -> Peer {
             ("PEER_TIMEOUT", "120".to_string()),
         ],
     )
+}
+
+/// A copy of this test binary that every user may run (the build
+/// directory may be closed to them, e.g. under /root), made once.
+fn shared_exe() -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    static EXE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    EXE.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("hwlink-users-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let exe = dir.join("users-test");
+        std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        exe
+    })
+    .clone()
 }
 
 /// The region files of this test's objects.
@@ -343,11 +361,15 @@ fn a_link_a_mailbox_and_a_domain_are_shared_between_users_of_one_group() {
     }
 }
 
-/// Removes the test's shared directories (if empty) and its mount.
+/// Removes the test's shared directories (if empty), its mount and the
+/// copy of the test binary.
 struct Undo(hwlink_drivers::ShareOutcome);
 
 impl Drop for Undo {
     fn drop(&mut self) {
+        if let Some(dir) = shared_exe().parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
         let _ = std::fs::remove_dir(&self.0.shm_dir);
         if self.0.mounted {
             let _ = Command::new("umount").arg(HUGE_DIR).status();
