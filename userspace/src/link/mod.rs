@@ -393,6 +393,13 @@ fn wait_ready(
     alive: Alive<'_>,
     ready: impl Fn(bool) -> Result<bool, Corruption>,
 ) -> Result<WaitEnd, Corruption> {
+    if end.peer.watch.is_none() && end.peer.by_process {
+        // Once per end, at its first wait: watch the peer (its CPUs, its
+        // liveness file) as soon as it attached, so that this setup, with
+        // its system calls, is done before the polling that follows, not
+        // at the first slow look of some later wait.
+        end.peer.status(&mut end.policy, false);
+    }
     if end.death.is_none() {
         // Once per end: the watch exists once the peer attached.
         end.death = end.peer.watch.as_ref().and_then(PeerWatch::shared);
