@@ -431,3 +431,6 @@ mod tests {
         assert!(msg.to_str().unwrap().contains("boom"));
     }
 }
+
+#[cfg(test)]
+mod api_tests;

@@ -183,6 +183,9 @@ pub unsafe extern "C" fn hwlink_sender_create(
     out: *mut *mut hwlink_sender,
 ) -> hwlink_status {
     guard(|| {
+        if out.is_null() {
+            return Err(invalid("out is NULL"));
+        }
         // SAFETY: the caller's contract.
         let b = unsafe { builder(name, opts) }?;
         let tx = b.create_sender().map_err(open_error)?;
@@ -202,6 +205,9 @@ pub unsafe extern "C" fn hwlink_sender_open(
     out: *mut *mut hwlink_sender,
 ) -> hwlink_status {
     guard(|| {
+        if out.is_null() {
+            return Err(invalid("out is NULL"));
+        }
         // SAFETY: the caller's contract.
         let b = unsafe { builder(name, opts) }?;
         let tx = b.open_sender().map_err(open_error)?;
@@ -221,6 +227,9 @@ pub unsafe extern "C" fn hwlink_receiver_create(
     out: *mut *mut hwlink_receiver,
 ) -> hwlink_status {
     guard(|| {
+        if out.is_null() {
+            return Err(invalid("out is NULL"));
+        }
         // SAFETY: the caller's contract.
         let b = unsafe { builder(name, opts) }?;
         let rx = b.create_receiver().map_err(open_error)?;
@@ -240,6 +249,9 @@ pub unsafe extern "C" fn hwlink_receiver_open(
     out: *mut *mut hwlink_receiver,
 ) -> hwlink_status {
     guard(|| {
+        if out.is_null() {
+            return Err(invalid("out is NULL"));
+        }
         // SAFETY: the caller's contract.
         let b = unsafe { builder(name, opts) }?;
         let rx = b.open_receiver().map_err(open_error)?;

@@ -150,6 +150,9 @@ pub unsafe extern "C" fn hwlink_mailbox_create(
     out: *mut *mut hwlink_mailbox,
 ) -> hwlink_status {
     guard(|| {
+        if out.is_null() {
+            return Err(invalid("out is NULL"));
+        }
         // SAFETY: the caller's contract.
         let mut b = unsafe { builder(opts) }?;
         if !name.is_null() {
@@ -176,6 +179,9 @@ pub unsafe extern "C" fn hwlink_mailbox_open(
     out: *mut *mut hwlink_mailbox,
 ) -> hwlink_status {
     guard(|| {
+        if out.is_null() {
+            return Err(invalid("out is NULL"));
+        }
         // SAFETY: the caller's contract.
         let b = unsafe { builder(opts) }?;
         // SAFETY: the caller's contract.
