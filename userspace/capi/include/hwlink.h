@@ -534,15 +534,13 @@ enum hwlink_status hwlink_peek_timeout(struct hwlink_receiver *rx,
 // `rx` is a live handle.
 enum hwlink_status hwlink_release(struct hwlink_receiver *rx);
 
-// The largest message the link carries, in bytes (0 if `tx` is NULL or
-// busy).
+// The largest message the link carries, in bytes (0 if `tx` is NULL).
 //
 // # Safety
 // `tx` is NULL or a live handle.
 size_t hwlink_sender_max_message(struct hwlink_sender *tx);
 
-// The largest message the link carries, in bytes (0 if `rx` is NULL or
-// busy).
+// The largest message the link carries, in bytes (0 if `rx` is NULL).
 //
 // # Safety
 // `rx` is NULL or a live handle.

@@ -176,6 +176,9 @@ fn reserve_commit_peek_release_and_busy_handles() {
             HWLINK_BUSY
         );
         assert!(last_error().contains("hwlink_release"));
+        // Read-only calls still answer while a peek is pending.
+        assert_eq!(hwlink_receiver_max_message(p.1), 64);
+        assert_eq!(hwlink_sender_max_message(p.0), 64);
         assert_eq!(hwlink_release(p.1), HWLINK_OK);
         assert_eq!(hwlink_try_peek(p.1, &mut at, &mut len), HWLINK_OK);
         assert_eq!(std::slice::from_raw_parts(at.cast::<u8>(), len), b"next");

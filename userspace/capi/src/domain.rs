@@ -432,7 +432,8 @@ pub unsafe extern "C" fn hwlink_member_recv_any_timeout(
 #[no_mangle]
 pub unsafe extern "C" fn hwlink_member_max_message(m: *mut hwlink_member) -> usize {
     // SAFETY: the caller's contract.
-    unsafe { handle(m, "member") }.map_or(0, |h| h.member.max_message())
+    let h = unsafe { m.as_ref() };
+    catch_unwind(AssertUnwindSafe(|| h.map_or(0, |h| h.member.max_message()))).unwrap_or(0)
 }
 
 /// A descriptor for poll/epoll, readable when a receive (from any member)

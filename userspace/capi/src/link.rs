@@ -37,6 +37,8 @@ pub struct hwlink_sender {
     /// The sender, on the heap (from `Box::into_raw`) so that its address
     /// is fixed while `slot` borrows it; freed by `Drop`.
     tx: NonNull<Sender>,
+    /// Its largest message, readable while `slot` borrows it.
+    max: usize,
 }
 
 /// The receiving end of a link (opaque). One thread at a time.
@@ -46,12 +48,15 @@ pub struct hwlink_receiver {
     slot: Option<ReadSlot<'static>>,
     /// The receiver, on the heap (from `Box::into_raw`); freed by `Drop`.
     rx: NonNull<Receiver>,
+    /// Its largest message, readable while `slot` borrows it.
+    max: usize,
 }
 
 impl hwlink_sender {
     fn new(tx: Sender) -> Box<Self> {
         Box::new(hwlink_sender {
             slot: None,
+            max: tx.max_message(),
             tx: NonNull::from(Box::leak(Box::new(tx))),
         })
     }
@@ -95,6 +100,7 @@ impl hwlink_receiver {
     fn new(rx: Receiver) -> Box<Self> {
         Box::new(hwlink_receiver {
             slot: None,
+            max: rx.max_message(),
             rx: NonNull::from(Box::leak(Box::new(rx))),
         })
     }
@@ -689,32 +695,24 @@ pub unsafe extern "C" fn hwlink_release(rx: *mut hwlink_receiver) -> hwlink_stat
     })
 }
 
-/// The largest message the link carries, in bytes (0 if `tx` is NULL or
-/// busy).
+/// The largest message the link carries, in bytes (0 if `tx` is NULL).
 ///
 /// # Safety
 /// `tx` is NULL or a live handle.
 #[no_mangle]
 pub unsafe extern "C" fn hwlink_sender_max_message(tx: *mut hwlink_sender) -> usize {
     // SAFETY: the caller's contract.
-    let Ok(h) = (unsafe { handle(tx, "tx") }) else {
-        return 0;
-    };
-    h.sender().map_or(0, |tx| tx.max_message())
+    unsafe { tx.as_ref() }.map_or(0, |h| h.max)
 }
 
-/// The largest message the link carries, in bytes (0 if `rx` is NULL or
-/// busy).
+/// The largest message the link carries, in bytes (0 if `rx` is NULL).
 ///
 /// # Safety
 /// `rx` is NULL or a live handle.
 #[no_mangle]
 pub unsafe extern "C" fn hwlink_receiver_max_message(rx: *mut hwlink_receiver) -> usize {
     // SAFETY: the caller's contract.
-    let Ok(h) = (unsafe { handle(rx, "rx") }) else {
-        return 0;
-    };
-    h.receiver().map_or(0, |rx| rx.max_message())
+    unsafe { rx.as_ref() }.map_or(0, |h| h.max)
 }
 
 /// Whether the receiver has closed or died (asks the kernel): 1 if so, 0

@@ -405,7 +405,8 @@ pub unsafe extern "C" fn hwlink_mailbox_recv_timeout(
 #[no_mangle]
 pub unsafe extern "C" fn hwlink_mailbox_max_message(mbx: *mut hwlink_mailbox) -> usize {
     // SAFETY: the caller's contract.
-    unsafe { handle(mbx, "mbx") }.map_or(0, |h| h.mbx.max_message())
+    let h = unsafe { mbx.as_ref() };
+    catch_unwind(AssertUnwindSafe(|| h.map_or(0, |h| h.mbx.max_message()))).unwrap_or(0)
 }
 
 /// The mailbox's unique id (0 if `mbx` is NULL).
@@ -415,7 +416,8 @@ pub unsafe extern "C" fn hwlink_mailbox_max_message(mbx: *mut hwlink_mailbox) ->
 #[no_mangle]
 pub unsafe extern "C" fn hwlink_mailbox_id(mbx: *mut hwlink_mailbox) -> u64 {
     // SAFETY: the caller's contract.
-    unsafe { handle(mbx, "mbx") }.map_or(0, |h| h.mbx.id().0)
+    let h = unsafe { mbx.as_ref() };
+    catch_unwind(AssertUnwindSafe(|| h.map_or(0, |h| h.mbx.id().0))).unwrap_or(0)
 }
 
 /// A descriptor for poll/epoll, readable when a receive may find a message
