@@ -139,6 +139,11 @@ fn summary(count: u64, sum: u64) -> Vec<u8> {
     m
 }
 
+/// The longest the C test's peer waits for anything: a mailbox does not
+/// end when the C test dies (other processes could still attach), so every
+/// wait is bounded, and a failed test leaves no peer behind for long.
+const PATIENCE: Duration = Duration::from_secs(120);
+
 fn ctest(args: &[String]) -> Result<(), String> {
     let prefix = arg(args, "--prefix").ok_or("--prefix is required")?;
     let count: u64 = arg(args, "--count")
@@ -163,7 +168,9 @@ fn ctest(args: &[String]) -> Result<(), String> {
     // 1: the C test sends `count` messages on the link; check each.
     let mut sum = FNV_START;
     for seq in 0..count {
-        let m = rx.recv().map_err(|e| format!("link recv #{seq}: {e}"))?;
+        let m = rx
+            .recv_timeout(PATIENCE)
+            .map_err(|e| format!("link recv #{seq}: {e}"))?;
         check(seq, &m, &mut want)?;
         sum = fnv(sum, &m);
     }
@@ -180,7 +187,7 @@ fn ctest(args: &[String]) -> Result<(), String> {
     let mut sum = FNV_START;
     for seq in 0..count {
         let m = mrx
-            .recv()
+            .recv_timeout(PATIENCE)
             .map_err(|e| format!("mailbox recv #{seq}: {e}"))?;
         check(seq, &m, &mut want)?;
         sum = fnv(sum, &m);
@@ -190,14 +197,14 @@ fn ctest(args: &[String]) -> Result<(), String> {
     // 4: send `count` on the other mailbox.
     for seq in 0..count {
         test_message(seq, &mut msg);
-        mtx.send(&msg[..])
+        mtx.send_timeout(&msg[..], PATIENCE)
             .map_err(|e| format!("mailbox send #{seq}: {e}"))?;
     }
 
-    // 5: say so, then wait on the link for ever: the C test kills us
+    // 5: say so, then wait on the link: the C test kills us
     // (SIGKILL) here and checks its ends see us gone.
     tx.send(b"DONE").map_err(|e| e.to_string())?;
-    let last = rx.recv();
+    let last = rx.recv_timeout(PATIENCE);
     Err(format!(
         "the C test was to kill this process, but the link said {last:?}"
     ))
