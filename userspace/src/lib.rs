@@ -147,7 +147,7 @@ pub use domain::{
     MAX_MEMBER_NAME_LEN,
 };
 pub use error::{Corruption, OpenError, RecvError, SendError, Side};
-pub use hwlink_drivers::{Backend, BackingKind};
+pub use hwlink_drivers::{Backend, BackingKind, FileAccess, Group};
 #[cfg(not(loom))]
 pub use link::{
     LinkBuilder, ReadBatch, ReadSlot, Receiver, Sender, WriteBatch, WriteSlot, DEFAULT_CAPACITY,
