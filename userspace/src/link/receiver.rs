@@ -265,6 +265,11 @@ impl Receiver {
         self.wait_message(None, &mut always)?;
         self.peek_ready()
     }
+    /// Like [`peek`](Self::peek), waiting at most `timeout`.
+    pub fn peek_timeout(&mut self, timeout: Duration) -> Result<ReadSlot<'_>, RecvError> {
+        self.wait_message(crate::wait::deadline_after(timeout), &mut always)?;
+        self.peek_ready()
+    }
     /// Like [`peek`](Self::peek), without waiting.
     pub fn try_peek(&mut self) -> Result<ReadSlot<'_>, RecvError> {
         self.ready_messages()?;

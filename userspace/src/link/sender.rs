@@ -222,6 +222,14 @@ impl Sender {
     pub fn reserve(&mut self, len: usize) -> Result<WriteSlot<'_>, SendError<()>> {
         self.reserve_deadline(len, None, true)
     }
+    /// Like [`reserve`](Self::reserve), waiting at most `timeout`.
+    pub fn reserve_timeout(
+        &mut self,
+        len: usize,
+        timeout: Duration,
+    ) -> Result<WriteSlot<'_>, SendError<()>> {
+        self.reserve_deadline(len, crate::wait::deadline_after(timeout), true)
+    }
     /// Like [`reserve`](Self::reserve), without waiting.
     pub fn try_reserve(&mut self, len: usize) -> Result<WriteSlot<'_>, SendError<()>> {
         self.reserve_deadline(len, None, false)
