@@ -161,6 +161,14 @@ typedef struct hwlink_domain_options {
     // How long a join keeps trying while the domain closes or a process
     // of the same name finishes joining, in milliseconds (0: 10000).
     uint32_t join_timeout_ms;
+    // File mode of the domain's files, its links' included (creation
+    // only; 0: 0600; 0660 shares them with their group).
+    uint32_t file_mode;
+    // The group of its files: a group name or a decimal gid (creation
+    // only; NULL: this process's group, or the shared directory's that
+    // `hwlink setup --group` made). With file_mode 0660, its members
+    // share it.
+    const char *group;
 } hwlink_domain_options;
 
 // Options for creating or opening a link end. All-zero is the defaults;
@@ -177,6 +185,14 @@ typedef struct hwlink_link_options {
     // How long an open waits for a creator still initialising, in
     // milliseconds (0: 1000).
     uint32_t ready_timeout_ms;
+    // File mode of the link's file (creation only; 0: 0600; 0660 shares
+    // it with its group).
+    uint32_t file_mode;
+    // The group of its files: a group name or a decimal gid (creation
+    // only; NULL: this process's group, or the shared directory's that
+    // `hwlink setup --group` made). With file_mode 0660, its members
+    // share it.
+    const char *group;
 } hwlink_link_options;
 
 // Options for creating or opening a mailbox. All-zero is the defaults; a
@@ -203,6 +219,11 @@ typedef struct hwlink_mailbox_options {
     // How long an open waits for a creator still initialising, in
     // milliseconds (0: 2000).
     uint32_t ready_timeout_ms;
+    // The group of its files: a group name or a decimal gid (creation
+    // only; NULL: this process's group, or the shared directory's that
+    // `hwlink setup --group` made). With file_mode 0660, its members
+    // share it.
+    const char *group;
 } hwlink_mailbox_options;
 
 #ifdef __cplusplus

@@ -28,7 +28,7 @@ const _: () = assert!(HWLINK_MAX_DOMAIN_NAME_LEN == hwlink::MAX_DOMAIN_NAME_LEN)
 /// size, directory size) is fixed by the member that creates the domain;
 /// all-zero is the defaults, and a zero field means its default.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct hwlink_domain_options {
     /// HWLINK_BUFFERING_* of each direction of every link (0: bounded).
     pub buffering: u32,
@@ -50,6 +50,32 @@ pub struct hwlink_domain_options {
     /// How long a join keeps trying while the domain closes or a process
     /// of the same name finishes joining, in milliseconds (0: 10000).
     pub join_timeout_ms: u32,
+    /// File mode of the domain's files, its links' included (creation
+    /// only; 0: 0600; 0660 shares them with their group).
+    pub file_mode: u32,
+    /// The group of its files: a group name or a decimal gid (creation
+    /// only; NULL: this process's group, or the shared directory's that
+    /// `hwlink setup --group` made). With file_mode 0660, its members
+    /// share it.
+    pub group: *const c_char,
+}
+
+impl Default for hwlink_domain_options {
+    fn default() -> Self {
+        hwlink_domain_options {
+            buffering: 0,
+            capacity: 0,
+            byte_limit: 0,
+            slot_size: 0,
+            max_members: 0,
+            wait: 0,
+            backend: 0,
+            ready_timeout_ms: 0,
+            join_timeout_ms: 0,
+            file_mode: 0,
+            group: std::ptr::null(),
+        }
+    }
 }
 
 /// A member of a domain (opaque). One thread at a time.
@@ -103,6 +129,13 @@ unsafe fn builder(
     }
     if o.join_timeout_ms != 0 {
         b = b.join_timeout(Duration::from_millis(u64::from(o.join_timeout_ms)));
+    }
+    if o.file_mode != 0 {
+        b = b.file_mode(o.file_mode);
+    }
+    // SAFETY: the caller's contract: the options' group is NULL or a string.
+    if let Some(g) = unsafe { crate::group(o.group) }? {
+        b = b.group(g);
     }
     Ok(b)
 }

@@ -274,6 +274,23 @@ pub(crate) unsafe fn string<'a>(s: *const c_char, what: &str) -> Fallible<&'a st
         .map_err(|_| invalid(format!("{what} is not valid UTF-8")))
 }
 
+/// The group an options struct names: NULL for none, else a group name
+/// or a decimal gid.
+///
+/// # Safety
+/// `s` is NULL or a NUL-terminated string.
+pub(crate) unsafe fn group(s: *const c_char) -> Fallible<Option<hwlink::Group>> {
+    if s.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: the caller's contract.
+    let name = unsafe { string(s, "group") }?;
+    Ok(Some(match name.parse::<u32>() {
+        Ok(gid) => hwlink::Group::Id(gid),
+        Err(_) => hwlink::Group::Name(name.to_owned()),
+    }))
+}
+
 /// Writes `v` to `out` if it is not NULL.
 ///
 /// # Safety

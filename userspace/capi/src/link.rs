@@ -14,7 +14,7 @@ use crate::*;
 /// Options for creating or opening a link end. All-zero is the defaults;
 /// a zero field means its default.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct hwlink_link_options {
     /// Slots in the ring, a power of two (creation only; 0: 1024).
     pub capacity: u32,
@@ -27,6 +27,28 @@ pub struct hwlink_link_options {
     /// How long an open waits for a creator still initialising, in
     /// milliseconds (0: 1000).
     pub ready_timeout_ms: u32,
+    /// File mode of the link's file (creation only; 0: 0600; 0660 shares
+    /// it with its group).
+    pub file_mode: u32,
+    /// The group of its files: a group name or a decimal gid (creation
+    /// only; NULL: this process's group, or the shared directory's that
+    /// `hwlink setup --group` made). With file_mode 0660, its members
+    /// share it.
+    pub group: *const c_char,
+}
+
+impl Default for hwlink_link_options {
+    fn default() -> Self {
+        hwlink_link_options {
+            capacity: 0,
+            slot_size: 0,
+            wait: 0,
+            backend: 0,
+            ready_timeout_ms: 0,
+            file_mode: 0,
+            group: std::ptr::null(),
+        }
+    }
 }
 
 /// The sending end of a link (opaque). One thread at a time.
@@ -158,6 +180,13 @@ unsafe fn builder(name: *const c_char, opts: *const hwlink_link_options) -> Fall
     }
     if o.ready_timeout_ms != 0 {
         b = b.ready_timeout(Duration::from_millis(u64::from(o.ready_timeout_ms)));
+    }
+    if o.file_mode != 0 {
+        b = b.file_mode(o.file_mode);
+    }
+    // SAFETY: the caller's contract: the options' group is NULL or a string.
+    if let Some(g) = unsafe { group(o.group) }? {
+        b = b.group(g);
     }
     Ok(b)
 }

@@ -30,7 +30,7 @@ pub const HWLINK_DEFAULT_BYTE_LIMIT: u64 = 67_108_864;
 /// Options for creating or opening a mailbox. All-zero is the defaults; a
 /// zero field means its default.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct hwlink_mailbox_options {
     /// HWLINK_BUFFERING_* (creation only; 0: bounded).
     pub buffering: u32,
@@ -53,6 +53,28 @@ pub struct hwlink_mailbox_options {
     /// How long an open waits for a creator still initialising, in
     /// milliseconds (0: 2000).
     pub ready_timeout_ms: u32,
+    /// The group of its files: a group name or a decimal gid (creation
+    /// only; NULL: this process's group, or the shared directory's that
+    /// `hwlink setup --group` made). With file_mode 0660, its members
+    /// share it.
+    pub group: *const c_char,
+}
+
+impl Default for hwlink_mailbox_options {
+    fn default() -> Self {
+        hwlink_mailbox_options {
+            buffering: 0,
+            capacity: 0,
+            byte_limit: 0,
+            slot_size: 0,
+            wait: 0,
+            backend: 0,
+            file_mode: 0,
+            allow: 0,
+            ready_timeout_ms: 0,
+            group: std::ptr::null(),
+        }
+    }
 }
 
 /// One process's attachment to a mailbox (opaque). One thread at a time;
@@ -117,6 +139,10 @@ unsafe fn builder(opts: *const hwlink_mailbox_options) -> Fallible<MailboxBuilde
     }
     if o.file_mode != 0 {
         b = b.file_mode(o.file_mode);
+    }
+    // SAFETY: the caller's contract: the options' group is NULL or a string.
+    if let Some(g) = unsafe { group(o.group) }? {
+        b = b.group(g);
     }
     if o.ready_timeout_ms != 0 {
         b = b.ready_timeout(Duration::from_millis(u64::from(o.ready_timeout_ms)));
