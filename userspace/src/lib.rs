@@ -203,7 +203,7 @@ pub mod bench_support {
         }
         /// V: adds a token, waking a sleeper if one is registered.
         pub fn post(&self) {
-            self.0.bell.post()
+            self.0.bell.post();
         }
         /// Takes a token if there is one.
         pub fn try_wait(&self) -> bool {

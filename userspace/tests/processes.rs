@@ -397,7 +397,7 @@ fn full_ring_try_send_and_send_timeout(wait: WaitStrategy) {
     let slot = tx
         .reserve_timeout(8, Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("{wait}: reserve_timeout after the drain: {e:?}"));
-    drop(slot);
+    assert_eq!(slot.len(), 8, "{wait}: the reserved slot");
     tx.send_timeout(message(SMALL.into()), Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("{wait}: send after the drain: {e:?}"));
     peer.say("exit");
@@ -477,7 +477,7 @@ fn empty_ring_try_recv_and_recv_timeout(wait: WaitStrategy) {
     }
     let slot = rx.peek_timeout(Duration::from_secs(10)).unwrap();
     assert_eq!(slot.to_vec(), message(0), "{wait}: peek_timeout");
-    drop(slot); // not released: it stays queued
+    // The slot goes out of scope unreleased: the message stays queued.
     assert_eq!(
         rx.recv_timeout(Duration::from_secs(10)).unwrap(),
         message(0)

@@ -126,6 +126,7 @@ impl Receiver {
                 }
             }
             checked = true;
+            self.ring.hand_over = self.end.policy.shared_core();
             let ring = &self.ring;
             let ready = |audit: bool| {
                 if ring.has_data_now() {

@@ -147,6 +147,7 @@ impl Sender {
                 Err(SendError::Full(())) => {}
                 other => return other,
             }
+            self.ring.hand_over = self.end.policy.shared_core();
             let ring = &self.ring;
             // has_room_now reads `head` itself: a corrupt one ends the wait
             // and is reported by the next free().
