@@ -180,6 +180,17 @@ fn floor_round_trips_and_refuses_streams() {
     }
 }
 
+/// The reference ring carries and verifies round trips and streams of
+/// small and large messages (on two CPUs; on one it refuses, like the
+/// floor).
+#[test]
+fn ring_lamport_carries_and_verifies() {
+    if opts().cpus.is_some_and(|(a, b)| a != b) {
+        exercise(Mechanism::RingLamport, 8);
+        exercise(Mechanism::RingLamport, 64 << 10);
+    }
+}
+
 #[test]
 fn descriptors_carry_and_verify() {
     for m in [
@@ -268,6 +279,10 @@ fn pipeline_carries_every_message_in_order() {
                 continue;
             }
             (Mechanism::Floor, other) => panic!("floor pipeline: expected a skip, got {other:?}"),
+            (Mechanism::RingLamport, Err(BenchError::Unsupported(r))) => {
+                assert!(r.contains("round trips and streams only"), "{r}");
+                continue;
+            }
             (Mechanism::HwlinkZeroCopy, Err(BenchError::Unsupported(r))) => {
                 assert!(r.contains("hwlink-spin-park"), "{r}");
                 continue;
