@@ -213,9 +213,6 @@ pub(crate) fn store_fence() {
     unsafe {
         core::arch::asm!("dsb st", options(nostack, preserves_flags))
     };
-    #[cfg(all(
-        not(loom),
-        not(any(target_arch = "x86_64", target_arch = "aarch64"))
-    ))]
+    #[cfg(all(not(loom), not(any(target_arch = "x86_64", target_arch = "aarch64"))))]
     fence(Ordering::SeqCst);
 }

@@ -43,7 +43,16 @@ impl RawMap {
         let len = usize::try_from(file.metadata()?.len()).unwrap();
         let prot = libc::PROT_READ | libc::PROT_WRITE;
         // SAFETY: a fresh range the kernel chooses; nothing is replaced.
-        let p = unsafe { libc::mmap(core::ptr::null_mut(), len, prot, libc::MAP_SHARED, file.as_raw_fd(), 0) };
+        let p = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                len,
+                prot,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
         if p != libc::MAP_FAILED {
             return Ok(RawMap { ptr: p.cast(), len });
         }
