@@ -6,7 +6,8 @@
 # drivers, hwlink), the process tests (hw/tests, drivers/tests,
 # userspace/tests) and the examples with small counts.
 #
-#   ci/aarch64.sh          (ci/test.sh runs it as a step)
+#   ci/aarch64.sh              (ci/test.sh runs it as a step)
+#   ci/aarch64.sh --workspace  also builds every crate and target
 #
 # As root it installs what it lacks (gcc-aarch64-linux-gnu,
 # libc6-dev-arm64-cross, qemu-user) and registers qemu-aarch64 with
@@ -101,26 +102,34 @@ export HWLINK_QEMU_SKIP_LOG=$skips
 cargo_arm=(cargo +nightly)
 build=(-Zbuild-std --target "$target")
 features=(--features hwlink/tokio,hwlink/serde)
+# The test profile (optimised, as the tests expect) without debug info:
+# std is built from source here, and its debug info doubles the build.
+export CARGO_PROFILE_TEST_DEBUG=0
 
 # --- build --------------------------------------------------------------------
-echo "aarch64: building the workspace for $target (nightly -Zbuild-std, linker aarch64-linux-gnu-gcc)"
-# Every library and binary of the workspace (the hwlink CLI, which process
-# tests run, hwlink-chaos, the bench harness), with the test profile the
-# tests use; then the test executables and the examples.
-"${cargo_arm[@]}" build -q "${build[@]}" --profile test --workspace "${features[@]}"
-executables_of() { grep -o '"executable":"[^"]*"' | cut -d'"' -f4 | sort -u; }
-mapfile -t example_exes < <(
-	"${cargo_arm[@]}" build -q "${build[@]}" --profile test -p hwlink --examples --features tokio \
-		--message-format=json | executables_of
-)
-mapfile -t executables < <(
-	"${cargo_arm[@]}" test -q "${build[@]}" -p hwlink-hw -p hwlink-drivers -p hwlink "${features[@]}" \
-		--no-run --message-format=json | executables_of
-)
+echo "aarch64: building for $target (nightly -Zbuild-std, linker aarch64-linux-gnu-gcc)"
+# What runs below: the tests of hw, drivers and hwlink, the examples, and
+# the hwlink CLI (which two process tests run). With --workspace, every
+# crate and target of the workspace is built too (the CLI, hwlink-chaos,
+# the bench harness and its criterion benches), as a check that it builds.
+json=$logs/build.json
+trap 'echo "aarch64 under qemu-user: the build FAILED (see above)"; cleanup; rm -rf "$skips" "$logs"' ERR
+if [ "${1:-}" = --workspace ]; then
+	"${cargo_arm[@]}" build -q "${build[@]}" --profile test --workspace --all-targets "${features[@]}"
+fi
+"${cargo_arm[@]}" build -q "${build[@]}" --profile test -p hwlink-cli
+"${cargo_arm[@]}" build -q "${build[@]}" --profile test -p hwlink --examples --features tokio \
+	--message-format=json-render-diagnostics >"$json"
+# Examples are built as plain binaries; test executables have "test":true.
+mapfile -t example_exes < <(grep -o '"executable":"[^"]*"' "$json" | cut -d'"' -f4 | sort -u)
+"${cargo_arm[@]}" test -q "${build[@]}" -p hwlink-hw -p hwlink-drivers -p hwlink "${features[@]}" \
+	--no-run --message-format=json-render-diagnostics >"$json"
+mapfile -t executables < <(grep '"test":true' "$json" | grep -o '"executable":"[^"]*"' | cut -d'"' -f4 | sort -u)
 [ "${#executables[@]}" -gt 0 ] || {
 	echo "aarch64: no test executables were built" >&2
 	exit 1
 }
+trap - ERR
 echo "aarch64: built in $((SECONDS - start)) s; running under $(qemu-aarch64 --version | head -1)"
 
 # --- tests --------------------------------------------------------------------

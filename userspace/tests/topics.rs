@@ -290,7 +290,8 @@ fn hostile(ctx: &Ctx) {
         .find(|e| {
             let at = base + 384 + e * 128 + 12;
             // SAFETY: in bounds of the mapping (checked), 4-aligned.
-            unsafe { word_at(at).cast::<u32>().read_volatile() } == me
+            let pid = unsafe { word_at(at).cast::<u32>().read_volatile() };
+            pid == me
         })
         .expect("my entry");
     ctx.report("READY");
