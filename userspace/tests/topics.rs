@@ -712,7 +712,9 @@ fn subscriber_descriptor_and_select() {
 #[cfg(feature = "tokio")]
 #[test]
 fn async_subscriber_in_order_under_cancellation() {
-    if hwlink_drivers::qemu::skip_without_io_uring("topics::async_subscriber_in_order_under_cancellation") {
+    if hwlink_drivers::qemu::skip_without_io_uring(
+        "topics::async_subscriber_in_order_under_cancellation",
+    ) {
         return;
     }
     let name = unique("async");

@@ -452,7 +452,9 @@ fn descriptor_in_epoll(tag: &str, pin_to: Option<usize>) {
 
 #[test]
 fn descriptor_in_epoll_for_a_message_and_a_sigkilled_peer() {
-    if hwlink_drivers::qemu::skip_without_io_uring("wait_many::descriptor_in_epoll_for_a_message_and_a_sigkilled_peer") {
+    if hwlink_drivers::qemu::skip_without_io_uring(
+        "wait_many::descriptor_in_epoll_for_a_message_and_a_sigkilled_peer",
+    ) {
         return;
     }
     descriptor_in_epoll("ep", None);
@@ -460,7 +462,9 @@ fn descriptor_in_epoll_for_a_message_and_a_sigkilled_peer() {
 
 #[test]
 fn descriptor_in_epoll_on_one_shared_cpu() {
-    if hwlink_drivers::qemu::skip_without_io_uring("wait_many::descriptor_in_epoll_on_one_shared_cpu") {
+    if hwlink_drivers::qemu::skip_without_io_uring(
+        "wait_many::descriptor_in_epoll_on_one_shared_cpu",
+    ) {
         return;
     }
     descriptor_in_epoll("ep-1c", Some(0));
@@ -547,7 +551,9 @@ fn tokio_receives_a_million_in_order() {
 #[cfg(feature = "tokio")]
 #[test]
 fn tokio_select_cancelling_recv_loses_nothing() {
-    if hwlink_drivers::qemu::skip_without_io_uring("wait_many::tokio_select_cancelling_recv_loses_nothing") {
+    if hwlink_drivers::qemu::skip_without_io_uring(
+        "wait_many::tokio_select_cancelling_recv_loses_nothing",
+    ) {
         return;
     }
     let base = unique("tkc");
@@ -601,7 +607,9 @@ fn tokio_select_cancelling_recv_loses_nothing() {
 #[cfg(feature = "tokio")]
 #[test]
 fn tokio_sender_under_back_pressure_and_member_receive() {
-    if hwlink_drivers::qemu::skip_without_io_uring("wait_many::tokio_sender_under_back_pressure_and_member_receive") {
+    if hwlink_drivers::qemu::skip_without_io_uring(
+        "wait_many::tokio_sender_under_back_pressure_and_member_receive",
+    ) {
         return;
     }
     let base = unique("tks");
