@@ -416,8 +416,8 @@ fn warn_no_robust_list(e: &io::Error) {
     static WARNED: AtomicBool = AtomicBool::new(false);
     if !WARNED.swap(true, Ordering::Relaxed) {
         eprintln!(
-            "hwlink: warning: set_robust_list failed ({e}; qemu-user does not emulate robust \
-             futexes): peers notice this process's death by its liveness file lock alone, \
+            "hwlink: warning: no robust futexes here (set_robust_list: {e}; qemu-user does not \
+             emulate them): peers notice this process's death by its liveness file lock alone, \
              within about a millisecond of a look (parked peers: within their 20 ms sleep \
              slice), not at once"
         );
