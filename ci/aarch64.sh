@@ -92,8 +92,7 @@ export QEMU_LD_PREFIX=$sysroot
 # hw/tests/layout.rs compiles its C program for the target, and runs it.
 export HWLINK_LAYOUT_CC=aarch64-linux-gnu-gcc
 export HWLINK_UNDER_QEMU=1
-# A clean run's hugepages: the earlier steps' regions are gone; peers do
-# not repeat the fallback warning.
+# Every test that skips itself under qemu-user appends its line here.
 skips=$(mktemp)
 logs=$(mktemp -d)
 trap 'cleanup; rm -rf "$skips" "$logs"' EXIT
