@@ -53,10 +53,13 @@ cargo +nightly --version >/dev/null 2>&1 || skip_step "no nightly toolchain (rus
 # The tests and examples exec aarch64 binaries (themselves, the hwlink CLI,
 # peers): the kernel must hand them to qemu-aarch64.
 binfmt=/proc/sys/fs/binfmt_misc
-registered=""
+registered="" mounted=""
 cleanup() {
 	if [ -n "$registered" ]; then
 		echo -1 >"$binfmt/$registered" 2>/dev/null || true
+	fi
+	if [ -n "$mounted" ]; then
+		umount "$binfmt" 2>/dev/null || true
 	fi
 }
 trap cleanup EXIT
@@ -74,6 +77,7 @@ if ! have_binfmt; then
 	if [ ! -e "$binfmt/register" ]; then
 		mount -t binfmt_misc binfmt_misc "$binfmt" 2>/dev/null ||
 			skip_step "cannot mount binfmt_misc (the process tests exec aarch64 binaries)"
+		mounted=1
 	fi
 	# Debian's qemu-user-binfmt entry for aarch64 ELF executables, with the
 	# plain emulator: F opens it now, so it works in any mount namespace.
