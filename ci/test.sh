@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as README.md's test command and .ci/run run it:
 # hugepage setup, the ABI bindings drift check, every crate's tests with real
-# processes (nextest, or cargo test where nextest is missing), doctests, the
+# processes (nextest, or cargo test where nextest is missing), the C API (its
+# header drift check, C and C++ programs against Rust peers), doctests, the
 # loom models and Miri on the ring logic, a bounded run of the hostile-peer
 # fuzzer and of the kill -9 sweep, the guest tests: a real Linux kernel
 # under QEMU sharing ivshmem memory with host processes, and the aarch64
@@ -49,6 +50,11 @@ cargo run -q --profile test -p hwlink --example workers -- --jobs 20000
 cargo run -q --profile test -p hwlink --example rpc -- --calls 20000
 cargo run -q --profile test -p hwlink --example fanout -- --frames 5000
 cargo run -q --profile test -p hwlink --features tokio --example async_gateway -- --self-test 2000
+
+step "C API: header drift, libhwlink, C/C++ examples, C test vs Rust peer, valgrind"
+# ci/capi.sh says what each part checks; the C test moves 1,000,000 checked
+# messages each way over a link and a mailbox, then SIGKILLs its peer.
+ci/capi.sh test
 
 step "doctests"
 cargo test --workspace --features hwlink/tokio,hwlink/serde --doc

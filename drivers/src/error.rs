@@ -109,6 +109,48 @@ pub enum MapError {
     )]
     Liveness { path: PathBuf, source: io::Error },
 
+    /// A group name that the group database does not know.
+    #[error(
+        "unknown group {group:?}{}: create it (`sudo groupadd {group}`) or give a group \
+         that `getent group` lists",
+        source.as_ref().map(|e| format!(" ({e})")).unwrap_or_default()
+    )]
+    UnknownGroup {
+        group: String,
+        source: Option<io::Error>,
+    },
+
+    /// Giving a new region file to a group failed.
+    #[error(
+        "cannot give region file {} to group {gid}: {source}; the creating user must be a \
+         member of that group (`id` lists them; `sudo usermod -aG GROUP USER`, then log in \
+         again), or run as root",
+        path.display()
+    )]
+    Chown {
+        path: PathBuf,
+        gid: u32,
+        source: io::Error,
+    },
+
+    /// A hugepage region to be shared with other users, but no hugetlbfs
+    /// directory serves them (a memfd cannot be shared between users).
+    #[error(
+        "region {name:?} is to be shared with other users, but no hugetlbfs mount lets {} \
+         create files: run `sudo hwlink setup --group GROUP` once (it mounts one at \
+         /dev/hugepages-hwlink), or pass `--backend shm`",
+        gid.map(|g| format!("group {g}")).unwrap_or_else(|| "a group".into())
+    )]
+    NotShareable { name: String, gid: Option<u32> },
+
+    /// `hwlink setup` could not mount or regroup the shared hugetlbfs.
+    #[error(
+        "cannot set up a shared hugetlbfs at {}: {source}; run it as root \
+         (`sudo hwlink setup --group GROUP`), with hugetlbfs in the kernel",
+        dir.display()
+    )]
+    Setup { dir: PathBuf, source: io::Error },
+
     /// Creating the region file failed.
     #[error(
         "cannot create region file {}: {source}; check that its directory exists and is \
@@ -119,8 +161,10 @@ pub enum MapError {
 
     /// Opening an existing region file failed.
     #[error(
-        "cannot open region file {}: {source}; run as the user that created it \
-         (region files are mode 0600) or as root",
+        "cannot open region file {}: {source}; run as the user that created it or as \
+         root (regions are mode 0600 unless shared), or have its creator share it with a \
+         group this user is in (`file_mode(0o660)` and `group(..)`, README: sharing \
+         between users)",
         path.display()
     )]
     Open { path: PathBuf, source: io::Error },
@@ -200,6 +244,7 @@ impl MapError {
             | MapError::HugepagesDenied { .. }
             | MapError::HugepagesUnsupported => true,
             MapError::Memfd { source, .. } => source.raw_os_error() == Some(libc::EINVAL),
+            MapError::NotShareable { .. } => true,
             _ => false,
         }
     }

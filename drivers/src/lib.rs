@@ -28,6 +28,7 @@
 // `fd_passing` (which allow it); keep it that way.
 #![deny(unsafe_code)]
 
+mod access;
 mod backend;
 mod device;
 mod dirs;
@@ -53,8 +54,10 @@ mod vfio_sys;
 #[cfg(test)]
 mod testutil;
 
+pub use access::{FileAccess, Group};
 pub use backend::{Backend, BackingKind, HUGEPAGE_SIZE, SHM_PAGE_SIZE};
 pub use device::{DeviceError, DeviceMemory, MemoryKind};
+pub use dirs::{share_dirs, ShareOutcome, SHARED_HUGETLBFS_DIR};
 pub use doorbell::{DoorbellCounts, IvshmemDoorbell, VfioDoorbell};
 pub use error::MapError;
 pub use ivshmem::IvshmemTarget;

@@ -310,6 +310,11 @@ pub(crate) fn sealed_against_shrinking(file: &File) -> bool {
 
 /// `mount -t hugetlbfs -o pagesize=2M,mode=1770 none <target>`.
 pub(crate) fn mount_hugetlbfs_2m(target: &CStr) -> io::Result<()> {
+    mount_hugetlbfs(target, c"pagesize=2M,mode=1770")
+}
+
+/// `mount -t hugetlbfs -o <options> none <target>`.
+pub(crate) fn mount_hugetlbfs(target: &CStr, options: &CStr) -> io::Result<()> {
     // SAFETY: every pointer is a NUL-terminated string that outlives the
     // call; mount(2) only reads them. The result is checked below.
     let rc = unsafe {
@@ -318,7 +323,7 @@ pub(crate) fn mount_hugetlbfs_2m(target: &CStr) -> io::Result<()> {
             target.as_ptr(),
             c"hugetlbfs".as_ptr(),
             0,
-            c"pagesize=2M,mode=1770".as_ptr().cast(),
+            options.as_ptr().cast(),
         )
     };
     if rc == 0 {

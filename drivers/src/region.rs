@@ -2,13 +2,14 @@
 //! build and find its backing.
 
 use std::fmt;
-use std::fs::{self, File, Metadata, OpenOptions, Permissions};
+use std::fs::{self, File, Metadata, OpenOptions};
 use std::io;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Once;
 
+use crate::access::{self, FileAccess};
 use crate::backend::{Backend, BackingKind, HUGEPAGE_SIZE, SHM_PAGE_SIZE};
 use crate::dirs::Dirs;
 use crate::error::{suggest_nr_hugepages, MapError};
@@ -65,7 +66,34 @@ impl Region {
     /// The file is mode 0600 and is removed when the `Region` is dropped
     /// (see [`Region::set_remove_on_drop`]).
     pub fn create(name: &str, min_size: usize, backend: Backend) -> Result<Region, MapError> {
-        create_in(&mut Dirs::from_env(), name, min_size, backend)
+        Region::create_with_access(name, min_size, backend, &FileAccess::private())
+    }
+
+    /// [`Region::create`] with the file's mode and group from `access`.
+    /// A region shared with other users lives in /dev/shm or on a hugetlbfs
+    /// mount that lets them create files (`hwlink setup --group`), never in
+    /// a memfd: `Backend::Hugepage` fails with [`MapError::NotShareable`]
+    /// without such a mount, and `Backend::Auto` falls back to /dev/shm
+    /// with one warning.
+    pub fn create_with_access(
+        name: &str,
+        min_size: usize,
+        backend: Backend,
+        access: &FileAccess,
+    ) -> Result<Region, MapError> {
+        create_in_with(&mut Dirs::from_env(), name, min_size, backend, access)
+    }
+
+    /// The mode and group of this region's file, for the files that belong
+    /// to it (a domain's links, a queue's segments); private for a memfd
+    /// or a file replaced since it was mapped.
+    pub fn access(&self) -> FileAccess {
+        match fs::metadata(&self.path) {
+            Ok(meta) if self.kind != BackingKind::MemfdHugetlb && FileId::of(&meta) == self.id => {
+                FileAccess::of_file(&meta)
+            }
+            _ => FileAccess::private(),
+        }
     }
 
     /// Opens and maps the whole of existing region `name`. `Backend::Auto`
@@ -171,37 +199,71 @@ impl fmt::Debug for Region {
 }
 
 /// [`Region::create`] in explicit directories.
+#[cfg(test)]
 pub(crate) fn create_in(
     dirs: &mut Dirs,
     name: &str,
     min_size: usize,
     backend: Backend,
 ) -> Result<Region, MapError> {
+    create_in_with(dirs, name, min_size, backend, &FileAccess::private())
+}
+
+/// [`Region::create_with_access`] in explicit directories.
+pub(crate) fn create_in_with(
+    dirs: &mut Dirs,
+    name: &str,
+    min_size: usize,
+    backend: Backend,
+    access: &FileAccess,
+) -> Result<Region, MapError> {
     validate_name(name)?;
+    let gid = access.gid()?;
+    let share = Share {
+        mode: access.mode(),
+        gid,
+        shared: access.is_shared(),
+    };
     ensure_absent(dirs, name)?;
     match backend {
-        Backend::Shm => create_shm(dirs, name, min_size),
-        Backend::Hugepage => create_hugepage(dirs, name, min_size),
-        Backend::Auto => create_auto(dirs, name, min_size),
+        Backend::Shm => create_shm(dirs, name, min_size, share),
+        Backend::Hugepage => create_hugepage(dirs, name, min_size, share),
+        Backend::Auto => create_auto(dirs, name, min_size, share),
         Backend::Ivshmem => Err(MapError::NeedsDevice {
             name: name.to_owned(),
         }),
     }
 }
 
+/// The mode and group a new region file gets.
+#[derive(Debug, Clone, Copy)]
+struct Share {
+    mode: u32,
+    /// Asked for explicitly (else the creator's, or a shared mount's).
+    gid: Option<u32>,
+    /// Other users may use it: not in a memfd, and only in a hugetlbfs
+    /// directory that lets them create files.
+    shared: bool,
+}
+
 /// Hugepages if enough are free and they can be had, else shm with one
 /// warning per process.
-fn create_auto(dirs: &mut Dirs, name: &str, min_size: usize) -> Result<Region, MapError> {
+fn create_auto(
+    dirs: &mut Dirs,
+    name: &str,
+    min_size: usize,
+    share: Share,
+) -> Result<Region, MapError> {
     let need = (round_up(min_size, HUGEPAGE_SIZE)? / HUGEPAGE_SIZE) as u64;
     let mut why = None;
     if hugepages_free().is_some_and(|free| free >= need) {
-        match create_hugepage(dirs, name, min_size) {
+        match create_hugepage(dirs, name, min_size, share) {
             Err(e) if e.is_hugepage_shortage() => why = Some(e),
             other => return other,
         }
     }
     warn_fallback_once(need, why.as_ref(), &dirs.shm);
-    create_shm(dirs, name, min_size)
+    create_shm(dirs, name, min_size, share)
 }
 
 /// [`Region::open`] in explicit directories.
@@ -227,8 +289,10 @@ pub(crate) fn open_in(dirs: &Dirs, name: &str, backend: Backend) -> Result<Regio
         }
     }
     if backend != Backend::Hugepage {
-        if let Some(region) = open_file(name, &dirs.shm_file(name), BackingKind::Shm)? {
-            return Ok(region);
+        for path in dirs.shm_files(name) {
+            if let Some(region) = open_file(name, &path, BackingKind::Shm)? {
+                return Ok(region);
+            }
         }
     }
     Err(stale.unwrap_or_else(|| MapError::NotFound {
@@ -269,17 +333,63 @@ fn ensure_absent(dirs: &Dirs, name: &str) -> Result<(), MapError> {
         },
         Ok(memfd::Probe::Live(_)) | Err(_) => exists(locator)?,
     }
-    exists(dirs.shm_file(name))
+    for path in dirs.shm_files(name) {
+        exists(path)?;
+    }
+    Ok(())
 }
 
-fn create_shm(dirs: &Dirs, name: &str, min_size: usize) -> Result<Region, MapError> {
+/// A file in the shm directory; one shared with other users goes to a
+/// shared shm directory that serves them (made by `hwlink setup --group`),
+/// taking its group unless it asked for one.
+fn create_shm(dirs: &Dirs, name: &str, min_size: usize, share: Share) -> Result<Region, MapError> {
     let size = round_up(min_size, SHM_PAGE_SIZE)?;
-    create_file(name, &dirs.shm_file(name), size, BackingKind::Shm)
+    if share.shared {
+        for dir in dirs.shared_shm() {
+            match fs::metadata(&dir) {
+                Ok(meta) if access::dir_serves(&meta, share.gid) => {
+                    let share = Share {
+                        gid: share.gid.or(Some(meta.gid())),
+                        ..share
+                    };
+                    let path = dir.join(file_name(name));
+                    return create_file(name, &path, size, BackingKind::Shm, share);
+                }
+                _ => {}
+            }
+        }
+        warn_sticky_once(&dirs.shm);
+    }
+    create_file(name, &dirs.shm_file(name), size, BackingKind::Shm, share)
+}
+
+/// Tells the user, once per process, that a region shared with other
+/// users went to the shm directory itself, whose sticky bit lets only a
+/// file's owner remove it.
+fn warn_sticky_once(shm_dir: &Path) {
+    static WARNED: Once = Once::new();
+    WARNED.call_once(|| {
+        eprintln!(
+            "hwlink: warning: a region shared with other users is in {}, where only its \
+             creator may remove it (sticky bit): when another user is last out, its files stay \
+             until `hwlink rm --stale` runs as the creator or root. Run `sudo hwlink setup \
+             --group GROUP` once to give the group a directory of its own.",
+            shm_dir.display()
+        )
+    });
 }
 
 /// A hugepage region: a hugetlbfs file if a hugetlbfs directory is (or can
 /// be) mounted and writable, else a memfd. Never falls back to 4 KiB pages.
-fn create_hugepage(dirs: &mut Dirs, name: &str, min_size: usize) -> Result<Region, MapError> {
+/// A shared region goes only to a hugetlbfs directory that serves the users
+/// it is shared with, and takes that directory's group unless it asked for
+/// one.
+fn create_hugepage(
+    dirs: &mut Dirs,
+    name: &str,
+    min_size: usize,
+    share: Share,
+) -> Result<Region, MapError> {
     let size = round_up(min_size, HUGEPAGE_SIZE)?;
     let need = (size / HUGEPAGE_SIZE) as u64;
     match hugepages_free() {
@@ -287,15 +397,25 @@ fn create_hugepage(dirs: &mut Dirs, name: &str, min_size: usize) -> Result<Regio
         Some(free) if free < need => return Err(MapError::NoHugepages { need, free }),
         Some(_) => {}
     }
-    if let Some(dir) = dirs.hugetlbfs_for_create() {
+    for dir in dirs.hugetlbfs_for_create() {
+        let mut share = share;
+        if share.shared {
+            match fs::metadata(&dir) {
+                Ok(meta) if access::dir_serves(&meta, share.gid) => {
+                    share.gid = share.gid.or(Some(meta.gid()));
+                }
+                _ => continue,
+            }
+        }
         match create_file(
             name,
             &dir.join(file_name(name)),
             size,
             BackingKind::Hugetlbfs,
+            share,
         ) {
-            // A hugetlbfs we may not write to (mode 1770, read-only): a
-            // memfd needs no permission.
+            // A hugetlbfs we may not write to (mode 1770, read-only): the
+            // next one, or a memfd, which needs no permission.
             Err(MapError::Create { source, .. })
                 if matches!(
                     source.raw_os_error(),
@@ -304,16 +424,24 @@ fn create_hugepage(dirs: &mut Dirs, name: &str, min_size: usize) -> Result<Regio
             other => return other,
         }
     }
+    if share.shared {
+        return Err(MapError::NotShareable {
+            name: name.to_owned(),
+            gid: share.gid,
+        });
+    }
     memfd::create(dirs, name, size)
 }
 
-/// Creates `path` (`O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC`, mode 0600), sizes
-/// and maps it; unlinks it again if any step after creation fails.
+/// Creates `path` (`O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC`, mode 0600), gives
+/// it `share`'s group and mode, sizes and maps it; unlinks it again if any
+/// step after creation fails.
 fn create_file(
     name: &str,
     path: &Path,
     size: usize,
     kind: BackingKind,
+    share: Share,
 ) -> Result<Region, MapError> {
     let file = OpenOptions::new()
         .read(true)
@@ -332,13 +460,15 @@ fn create_file(
                 source,
             },
         })?;
-    let built = size_and_map(&file, path, size, kind).and_then(|map| {
-        let meta = file.metadata().map_err(|source| MapError::Create {
-            path: path.to_owned(),
-            source,
-        })?;
-        Ok((map, FileId::of(&meta)))
-    });
+    let built = access::apply(&file, path, share.mode, share.gid)
+        .and_then(|()| size_and_map(&file, path, size, kind))
+        .and_then(|map| {
+            let meta = file.metadata().map_err(|source| MapError::Create {
+                path: path.to_owned(),
+                source,
+            })?;
+            Ok((map, FileId::of(&meta)))
+        });
     match built {
         Ok((map, id)) => Ok(Region::from_parts(
             map,
@@ -356,19 +486,14 @@ fn create_file(
     }
 }
 
-/// Makes a new, empty `file` mode 0600 whatever the umask, `size` bytes
-/// long, and maps it prefaulted. `path` names it in errors.
+/// Makes a new, empty `file` (its mode already set) `size` bytes long, and
+/// maps it prefaulted. `path` names it in errors.
 pub(crate) fn size_and_map(
     file: &File,
     path: &Path,
     size: usize,
     kind: BackingKind,
 ) -> Result<Mapping, MapError> {
-    file.set_permissions(Permissions::from_mode(0o600))
-        .map_err(|source| MapError::Create {
-            path: path.to_owned(),
-            source,
-        })?;
     file.set_len(size as u64)
         .map_err(|source| MapError::Resize {
             path: path.to_owned(),

@@ -66,6 +66,14 @@ pub(crate) fn list_in(dirs: &Dirs) -> Result<Vec<RegionFile>, MapError> {
         }
     }
     scan(&dirs.shm, BackingKind::Shm, &mut found)?;
+    for dir in dirs.shared_shm() {
+        match scan(&dir, BackingKind::Shm, &mut found) {
+            // Another group's directory: not this user's regions.
+            Err(MapError::ListDir { source, .. })
+                if source.kind() == io::ErrorKind::PermissionDenied => {}
+            other => other?,
+        }
+    }
     found.sort_by(|a, b| (&a.name, &a.path).cmp(&(&b.name, &b.path)));
     found.dedup_by(|a, b| a.path == b.path);
     Ok(found)
@@ -123,7 +131,8 @@ pub(crate) fn remove_in(dirs: &Dirs, name: &str) -> Result<(), MapError> {
     let candidates = dirs
         .hugetlbfs_files(name)
         .into_iter()
-        .chain([dirs.locator(name), dirs.shm_file(name)]);
+        .chain([dirs.locator(name)])
+        .chain(dirs.shm_files(name));
     for path in candidates {
         match fs::remove_file(&path) {
             Ok(()) => removed = true,

@@ -109,27 +109,28 @@ impl Doorbell {
     }
 
     /// V: adds one token and wakes one sleeper, with no system call when
-    /// nobody is registered as a waiter.
-    pub(crate) fn post(&self) {
+    /// nobody is registered as a waiter. Whether the kernel woke a sleeper
+    /// of the futex (never known for a device's doorbell).
+    pub(crate) fn post(&self) -> bool {
         self.count().fetch_add(1, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         if self.waiters().load(Ordering::Relaxed) > 0 {
             match &self.wake {
-                None => futex::wake(self.count(), 1),
+                None => return futex::wake(self.count(), 1) > 0,
                 Some(w) => w.wake(self.count()),
             }
         }
+        false
     }
 
     /// Posts only if a waiter is registered and fewer tokens are pending than
     /// waiters. The caller must have published its change and executed
     /// `fence(SeqCst)` (F0/F2) before calling this.
+    /// Whether it woke a sleeper.
     #[inline]
-    pub(crate) fn notify(&self) {
+    pub(crate) fn notify(&self) -> bool {
         let waiters = self.waiters().load(Ordering::Relaxed);
-        if waiters > 0 && self.count().load(Ordering::Relaxed) < waiters {
-            self.post();
-        }
+        waiters > 0 && self.count().load(Ordering::Relaxed) < waiters && self.post()
     }
 
     /// Takes one token if there is one.

@@ -142,10 +142,10 @@ pub(crate) fn wait_any(words: &[(&AtomicU32, u32)], timeout: Option<Duration>) -
 
 /// Wakes up to `n` processes sleeping on `word`.
 #[cfg(not(loom))]
-pub(crate) fn wake(word: &AtomicU32, n: u32) {
+pub(crate) fn wake(word: &AtomicU32, n: u32) -> u32 {
     // SAFETY: `word` is a valid, aligned u32 (borrowed). FUTEX_WAKE does not
     // dereference the unused timeout/uaddr2 arguments.
-    unsafe {
+    let woken = unsafe {
         libc::syscall(
             libc::SYS_futex,
             word.as_ptr(),
@@ -154,8 +154,10 @@ pub(crate) fn wake(word: &AtomicU32, n: u32) {
             core::ptr::null::<libc::timespec>(),
             core::ptr::null::<u32>(),
             0u32,
-        );
-    }
+        )
+    };
+    // The number of sleepers woken (an error counts as none).
+    u32::try_from(woken).unwrap_or(0)
 }
 
 #[cfg(loom)]
@@ -196,8 +198,9 @@ pub(crate) fn wait_any(words: &[(&AtomicU32, u32)], timeout: Option<Duration>) -
 }
 
 #[cfg(loom)]
-pub(crate) fn wake(_word: &AtomicU32, _n: u32) {
+pub(crate) fn wake(_word: &AtomicU32, _n: u32) -> u32 {
     let (lock, cv) = &*model::BUCKET;
     let _guard = lock.lock().unwrap();
     cv.notify_all();
+    0
 }

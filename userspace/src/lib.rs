@@ -147,7 +147,7 @@ pub use domain::{
     MAX_MEMBER_NAME_LEN,
 };
 pub use error::{Corruption, OpenError, RecvError, SendError, Side};
-pub use hwlink_drivers::{Backend, BackingKind};
+pub use hwlink_drivers::{Backend, BackingKind, FileAccess, Group};
 #[cfg(not(loom))]
 pub use link::{
     LinkBuilder, ReadBatch, ReadSlot, Receiver, Sender, WriteBatch, WriteSlot, DEFAULT_CAPACITY,
@@ -203,7 +203,7 @@ pub mod bench_support {
         }
         /// V: adds a token, waking a sleeper if one is registered.
         pub fn post(&self) {
-            self.0.bell.post()
+            self.0.bell.post();
         }
         /// Takes a token if there is one.
         pub fn try_wait(&self) -> bool {

@@ -13,7 +13,7 @@ use crate::spsc::Geometry;
 use crate::sync::{AtomicU64, Ordering};
 use core::mem::offset_of;
 use core::ptr::NonNull;
-use hwlink_drivers::{Backend, BackingKind, DeviceMemory, MemoryKind, Region};
+use hwlink_drivers::{Backend, BackingKind, DeviceMemory, FileAccess, MemoryKind, Region};
 use hwlink_hw::{
     hwl_object, hwl_region, HWL_ABI_VERSION, HWL_FEAT_DOMAIN, HWL_FEAT_FUTEX_DOORBELL,
     HWL_FEAT_MAILBOX, HWL_FEAT_MPMC_RING, HWL_FEAT_SPSC_RING, HWL_MAX_OBJECTS, HWL_NAME_LEN,
@@ -141,6 +141,12 @@ impl RegionMap {
     pub(crate) fn spans_kernels(&self) -> bool {
         matches!(self.memory, Memory::Device { .. })
     }
+    /// The mode and group of the region's file, for the files that belong
+    /// to it (private for device memory and memfds).
+    pub(crate) fn access(&self) -> FileAccess {
+        self.file().map_or_else(FileAccess::private, Region::access)
+    }
+
     /// The region file, unless the region lives in device memory.
     pub(crate) fn file(&self) -> Option<&Region> {
         match &self.memory {
@@ -230,6 +236,7 @@ impl ObjectInit {
 pub(crate) fn create_region(
     name: &str,
     backend: Backend,
+    access: &FileAccess,
     features: u32,
     objects: &[ObjectSpec<'_>],
     keep_file: bool,
@@ -252,7 +259,7 @@ pub(crate) fn create_region(
             .filter(|&e| e <= isize::MAX as u64)
             .ok_or_else(|| OpenError::InvalidConfig("region size overflows".into()))?;
     }
-    let mut region = Region::create(name, end as usize, backend)?;
+    let mut region = Region::create_with_access(name, end as usize, backend, access)?;
     if keep_file {
         region.set_remove_on_drop(false);
     }
@@ -355,10 +362,11 @@ pub(crate) fn create_ring_region(
     name: &str,
     geometry: Geometry,
     backend: Backend,
+    access: &FileAccess,
 ) -> Result<Arc<RegionMap>, OpenError> {
     let size = ring_region_size(geometry)?;
     let me = crate::liveness::me()?;
-    let region = Region::create(name, size as usize, backend)?;
+    let region = Region::create_with_access(name, size as usize, backend, access)?;
     let map = RegionMap::from_region(region);
     init_ring_region(&map, name, geometry, me);
     Ok(Arc::new(map))

@@ -131,9 +131,12 @@ impl SegmentStore for RegionStore {
         let init = move |obj: ObjectInit| objects::init_mpmc_ring(obj, geometry, id);
         let size = mpmc::ring_bytes(geometry.capacity, geometry.slot_size)
             .ok_or_else(|| "segment size overflows".to_string())?;
+        // Segments get the mailbox's file mode and group: whoever may map
+        // the mailbox may map its segments.
         let map = region::create_region(
             &self.name(id),
             self.backend,
+            &self.first.map().access(),
             HWL_FEAT_MPMC_RING,
             &[ObjectSpec {
                 kind: HWL_OBJ_MPMC_RING,
@@ -144,13 +147,6 @@ impl SegmentStore for RegionStore {
             true,
         )
         .map_err(|e| e.to_string())?;
-        // Segments get the mailbox's file mode: whoever may map the
-        // mailbox may map its segments.
-        if let (Some(first), Some(new)) = (self.first.map().file(), map.file()) {
-            if let Ok(meta) = std::fs::metadata(first.path()) {
-                let _ = std::fs::set_permissions(new.path(), meta.permissions());
-            }
-        }
         let info = region::validate(&map).map_err(|e| e.to_string())?;
         let obj = info.objects[0].clone();
         MpmcParts::locate_object(map, &obj)

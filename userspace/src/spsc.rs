@@ -349,6 +349,9 @@ pub(crate) struct Producer<M: SlotMem> {
     /// endpoint's wait mode is set once, at attach), so a stale false costs
     /// a fence, never a lost wake-up.
     peer_polls: bool,
+    /// The consumer shares this thread's only CPU: after waking it, hand
+    /// it the CPU at once (yield) instead of running out the time slice.
+    pub(crate) hand_over: bool,
     /// Lengths of the written, not yet published messages, indexed by `k`
     /// (their distance from `tail`): the slot header is stored only once,
     /// by `publish`, together with `seq`.
@@ -368,6 +371,7 @@ impl<M: SlotMem> Producer<M> {
             tail,
             head_cache: head,
             peer_polls: false,
+            hand_over: false,
             lens: vec![0; geometry.capacity as usize].into_boxed_slice(),
         })
     }
@@ -463,7 +467,9 @@ impl<M: SlotMem> Producer<M> {
         if !self.peer_polls {
             // F0: pairs with F1 in Doorbell::sleep.
             fence(Ordering::SeqCst);
-            self.words.not_empty.notify();
+            if self.words.not_empty.notify() && self.hand_over {
+                hand_over_cpu();
+            }
         }
     }
 
@@ -500,6 +506,8 @@ pub(crate) struct Consumer<M: SlotMem> {
     tail_cache: u32,
     /// The producer advertised HWL_WAIT_POLL (see `Producer::peer_polls`).
     peer_polls: bool,
+    /// As `Producer::hand_over`, for waking the producer.
+    pub(crate) hand_over: bool,
     /// Messages in a row found at the first look (a stream the consumer
     /// lags behind); every BACKLOG_EVERY of them, `tail` is read to learn
     /// the whole backlog.
@@ -519,6 +527,7 @@ impl<M: SlotMem> Consumer<M> {
             head,
             tail_cache: head.wrapping_add(ready),
             peer_polls: false,
+            hand_over: false,
             streak: 0,
         })
     }
@@ -705,9 +714,20 @@ impl<M: SlotMem> Consumer<M> {
         if !self.peer_polls {
             // F2: pairs with F3 in Doorbell::sleep.
             fence(Ordering::SeqCst);
-            self.words.not_full.notify();
+            if self.words.not_full.notify() && self.hand_over {
+                hand_over_cpu();
+            }
         }
     }
+}
+
+/// Gives the CPU to the peer just woken on it: a pipeline whose stages
+/// share a core moves the message on at once, instead of after the rest
+/// of this thread's time slice.
+#[inline]
+fn hand_over_cpu() {
+    #[cfg(not(loom))]
+    std::thread::yield_now();
 }
 
 /// Slot memory that can hand out views for zero-copy access.

@@ -71,6 +71,10 @@ pub(crate) struct SpinPolicy {
     /// unknown (a mailbox's): one of them may share that CPU, so the wait
     /// polls only briefly before it yields between polls.
     pinned_alone: bool,
+    /// The peer may never run on a CPU this thread may run on (disjoint
+    /// affinity masks): it cannot be waiting for this CPU, so a busy-poll
+    /// never yields it (no system call while polling).
+    apart: bool,
 }
 
 /// What to do before parking.
@@ -90,6 +94,7 @@ impl SpinPolicy {
             budget: MAX_SPIN,
             shared_core: crate::liveness::online_cpus() == 1,
             pinned_alone: false,
+            apart: false,
         }
     }
 
@@ -114,6 +119,8 @@ impl SpinPolicy {
     pub(crate) fn set_masks(&mut self, mine: u64, peer: u64) {
         self.shared_core =
             crate::liveness::online_cpus() == 1 || (mine.count_ones() == 1 && mine == peer);
+        // A mask of 0 is unknown (CPUs past 63, or a peer that did not say).
+        self.apart = mine != 0 && peer != 0 && mine & peer == 0;
     }
 
     pub(crate) fn shared_core(&self) -> bool {
@@ -414,11 +421,12 @@ impl<'a> Wait<'a> {
                         crate::sync::spin_loop();
                     }
                 }
-                if !yield_between && strategy == WaitStrategy::BusyPoll {
+                if !yield_between && strategy == WaitStrategy::BusyPoll && !policy.apart {
                     // Lets a process waiting for this CPU run now and then:
                     // with more busy-polling processes than CPUs (a
                     // pipeline), the one this end waits for may be among
-                    // them.
+                    // them. Not when the peer can never run here (pinned
+                    // apart): then polling makes no system call at all.
                     std::thread::yield_now();
                 }
                 let now = Instant::now();

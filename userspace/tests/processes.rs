@@ -376,6 +376,10 @@ fn full_ring_try_send_and_send_timeout(wait: WaitStrategy) {
         took < Duration::from_secs(5),
         "{wait}: send_timeout took {took:?}"
     );
+    match tx.reserve_timeout(8, Duration::from_millis(50)) {
+        Err(SendError::Timeout(())) => {}
+        other => panic!("{wait}: reserve_timeout on a full ring: {other:?}"),
+    }
     // A message too large for a slot is handed back too.
     let big = vec![7u8; MAX_MSG + 1];
     match tx.try_send(big.clone()) {
@@ -388,7 +392,12 @@ fn full_ring_try_send_and_send_timeout(wait: WaitStrategy) {
     peer.say("drain");
     let (h, _) = parse_checksum(&format!("{} 0", peer.expect("DRAINED", PEER_WAIT)));
     assert_eq!(h, expected_checksum(u64::from(SMALL)), "{wait}: drained");
-    // Space again.
+    // Space again: a reservation waits for it and is dropped uncommitted
+    // (nothing sent), then a send.
+    let slot = tx
+        .reserve_timeout(8, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{wait}: reserve_timeout after the drain: {e:?}"));
+    assert_eq!(slot.len(), 8, "{wait}: the reserved slot");
     tx.send_timeout(message(SMALL.into()), Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("{wait}: send after the drain: {e:?}"));
     peer.say("exit");
@@ -451,6 +460,10 @@ fn empty_ring_try_recv_and_recv_timeout(wait: WaitStrategy) {
         took < Duration::from_secs(5),
         "{wait}: recv_timeout took {took:?}"
     );
+    match rx.peek_timeout(Duration::from_millis(50)) {
+        Err(RecvError::Timeout) => {}
+        other => panic!("{wait}: peek_timeout on an empty ring: {other:?}"),
+    }
     // The sender sends two: they arrive, in order.
     peer.say("send 2");
     peer.expect("SENT", PEER_WAIT);
@@ -462,6 +475,9 @@ fn empty_ring_try_recv_and_recv_timeout(wait: WaitStrategy) {
         }
         other => panic!("{wait}: recv_into a small buffer: {other:?}"),
     }
+    let slot = rx.peek_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(slot.to_vec(), message(0), "{wait}: peek_timeout");
+    // The slot goes out of scope unreleased: the message stays queued.
     assert_eq!(
         rx.recv_timeout(Duration::from_secs(10)).unwrap(),
         message(0)

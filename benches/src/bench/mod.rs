@@ -31,6 +31,7 @@ mod fanout;
 mod fd;
 mod hw;
 mod hw_wait;
+mod lamport;
 pub mod mpmc;
 mod mq;
 mod pipeline;
@@ -83,6 +84,10 @@ pub enum Mechanism {
     HwlinkAsync,
     /// Two busy-polled flags on separate cache lines: the physical floor.
     Floor,
+    /// Lamport's SPSC ring in the same kind of shared memory: fixed slots,
+    /// both indices re-read per message, busy-poll. The simplest correct
+    /// ring: the reference hwlink's links must beat.
+    RingLamport,
     /// A pipe each way.
     Pipe,
     /// A Unix stream socketpair.
@@ -123,7 +128,7 @@ pub enum Mechanism {
 
 impl Mechanism {
     /// Every mechanism, in report order.
-    pub const ALL: [Mechanism; 27] = [
+    pub const ALL: [Mechanism; 28] = [
         Mechanism::HwlinkPoll,
         Mechanism::HwlinkSpinPark,
         Mechanism::HwlinkPark,
@@ -135,6 +140,7 @@ impl Mechanism {
         Mechanism::HwlinkEpoll,
         Mechanism::HwlinkAsync,
         Mechanism::Floor,
+        Mechanism::RingLamport,
         Mechanism::Pipe,
         Mechanism::UnixStream,
         Mechanism::UnixEpoll,
@@ -167,6 +173,7 @@ impl Mechanism {
             Mechanism::HwlinkEpoll => "hwlink-epoll",
             Mechanism::HwlinkAsync => "hwlink-async",
             Mechanism::Floor => "floor",
+            Mechanism::RingLamport => "ring-lamport",
             Mechanism::Pipe => "pipe",
             Mechanism::UnixStream => "unix-stream",
             Mechanism::UnixEpoll => "unix-epoll",
@@ -193,6 +200,9 @@ impl Mechanism {
             Mechanism::Floor => {
                 Some("two busy-polled cache-line flags: one 8-byte word moves at every size")
             }
+            Mechanism::RingLamport => Some(
+                "Lamport's SPSC ring in the same kind of shared memory, busy-polling: fixed slots (an 8-byte length, then the payload), the tail and head on their own cache lines, each side re-reading the other's index for every message; the simplest correct ring",
+            ),
             Mechanism::HwlinkSelectPoll | Mechanism::HwlinkSelectPark => Some(
                 "the echo side waits in one Select over four links, a new Select per message; the measuring side sends on each link in turn",
             ),

@@ -71,6 +71,9 @@ fn kind_of(m: Mechanism) -> Result<Kind, BenchError> {
         Mechanism::Eventfd => Ok(Kind::Eventfd),
         Mechanism::PosixMq => Ok(Kind::PosixMq),
         Mechanism::SysvMq => Ok(Kind::SysvMq),
+        Mechanism::RingLamport => Err(BenchError::Unsupported(
+            "the reference ring is measured in round trips and streams only".into(),
+        )),
         Mechanism::Floor => Err(BenchError::Unsupported(
             "the floor is round trip only: two cache-line flags carry no payload".into(),
         )),

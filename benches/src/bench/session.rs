@@ -1,8 +1,9 @@
 //! One measurement: set up a channel, spawn and pin the peer, run a workload, collect both sides' figures.
 
 use super::{
-    async_rt, check, cpu_time_ns, eventfd, fanout, fd, fill, hw, hw_wait, mq, pipeline, uring,
-    BenchError, CpuTotals, Mechanism, Options, RoundTrips, Streamed, Transport, Workload, STOP,
+    async_rt, check, cpu_time_ns, eventfd, fanout, fd, fill, hw, hw_wait, lamport, mq, pipeline,
+    uring, BenchError, CpuTotals, Mechanism, Options, RoundTrips, Streamed, Transport, Workload,
+    STOP,
 };
 use crate::affinity::Pinned;
 use hwlink::liveness::pin_to_cpu;
@@ -206,6 +207,15 @@ fn setup_parent(spec: &PeerSpec, opts: &Options) -> Result<ParentSide, BenchErro
         | Mechanism::HwlinkZeroCopy => hw::link_parent(spec),
         Mechanism::HwlinkTyped => hw::typed_parent(spec),
         Mechanism::Floor => hw::floor_parent(spec, opts),
+        Mechanism::RingLamport => {
+            if opts.cpus.is_some_and(|(a, b)| a == b) {
+                return Err(BenchError::Unsupported(
+                    "a busy-polling ring on one shared core measures only the scheduler; use two CPUs"
+                        .into(),
+                ));
+            }
+            lamport::parent(spec)
+        }
         Mechanism::Pipe
         | Mechanism::UnixStream
         | Mechanism::UnixEpoll
@@ -240,6 +250,7 @@ fn open_child(spec: &PeerSpec) -> Result<Box<dyn Transport>, BenchError> {
         | Mechanism::HwlinkZeroCopy => hw::link_child(spec),
         Mechanism::HwlinkTyped => hw::typed_child(spec),
         Mechanism::Floor => hw::floor_child(spec),
+        Mechanism::RingLamport => lamport::child(spec),
         Mechanism::Pipe
         | Mechanism::UnixStream
         | Mechanism::UnixEpoll

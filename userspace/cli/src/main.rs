@@ -44,6 +44,10 @@ enum Cmd {
         #[arg(long)]
         stale: bool,
     },
+    /// One-time machine setup (root): let the members of a group share
+    /// hugepage regions with each other (a 2 MiB hugetlbfs mount the group
+    /// may create files in), and optionally reserve hugepages.
+    Setup(SetupArgs),
     /// Move numbered messages both ways over ivshmem memory, checking each
     /// arrives exactly once: one side on the host, the other in the VM.
     Exchange(device_cmds::ExchangeArgs),
@@ -80,6 +84,75 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+}
+
+#[derive(clap::Args)]
+struct SetupArgs {
+    /// The group whose members share regions (a name or a gid).
+    #[arg(long)]
+    group: String,
+    /// Where to mount the shared hugetlbfs.
+    #[arg(long, default_value = hwlink_drivers::SHARED_HUGETLBFS_DIR)]
+    dir: std::path::PathBuf,
+    /// Share /dev/shm regions only: mount no hugetlbfs.
+    #[arg(long)]
+    no_hugetlbfs: bool,
+    /// Also reserve this many 2 MiB hugepages (vm.nr_hugepages), if fewer
+    /// are reserved.
+    #[arg(long)]
+    hugepages: Option<u64>,
+}
+
+/// `hwlink setup`: the shared hugetlbfs mount, and hugepages if asked.
+fn setup_cmd(args: SetupArgs) -> Result<(), BoxError> {
+    let group = match args.group.parse::<u32>() {
+        Ok(gid) => hwlink::Group::Id(gid),
+        Err(_) => hwlink::Group::Name(args.group.clone()),
+    };
+    if let Some(want) = args.hugepages {
+        const NR: &str = "/proc/sys/vm/nr_hugepages";
+        let have: u64 = std::fs::read_to_string(NR)?.trim().parse()?;
+        if have < want {
+            std::fs::write(NR, want.to_string()).map_err(|e| {
+                format!("cannot write {NR}: {e}; run as root (`sudo hwlink setup ...`)")
+            })?;
+            let now: u64 = std::fs::read_to_string(NR)?.trim().parse()?;
+            println!("reserved 2 MiB hugepages: {have} -> {now} (asked for {want})");
+        }
+    }
+    let huge = (!args.no_hugetlbfs).then_some(args.dir.as_path());
+    let done = hwlink_drivers::share_dirs(&group, huge)?;
+    let g = &args.group;
+    println!(
+        "{} is group {g}'s (gid {}), mode 0771: shared /dev/shm regions go there",
+        done.shm_dir.display(),
+        done.gid
+    );
+    if let Some(dir) = &done.hugetlbfs {
+        let how = if done.mounted {
+            "mounted a 2 MiB hugetlbfs at"
+        } else {
+            "gave the 2 MiB hugetlbfs mounted at"
+        };
+        println!(
+            "{how} {} to group {g}, mode 0771: shared hugepage regions go there",
+            dir.display()
+        );
+    }
+    println!(
+        "Members of {g} now share the links, domains, mailboxes and topics they create with \
+         file_mode(0o660) (and group(\"{g}\")); add a user with `sudo usermod -aG {g} USER`."
+    );
+    if done.mounted {
+        println!(
+            "The mount lasts until reboot; to keep it, add to /etc/fstab:\n  none {} hugetlbfs \
+             pagesize=2M,uid=0,gid={},mode=0771 0 0\nand run `hwlink setup --group {g}` at boot \
+             (it makes the /dev/shm directory, which is lost at reboot too).",
+            args.dir.display(),
+            done.gid
+        );
+    }
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -806,6 +879,7 @@ fn main() -> ExitCode {
         }
         Cmd::PingpongPeer { args } => pingpong::peer_main(&args),
         Cmd::Ls => ls_cmd(),
+        Cmd::Setup(args) => setup_cmd(args),
         Cmd::Exchange(args) => device_cmds::exchange_cmd(args),
         Cmd::Vfio(cmd) => device_cmds::vfio_cmd(cmd),
         Cmd::IvshmemServer(args) => device_cmds::ivshmem_server_cmd(args),

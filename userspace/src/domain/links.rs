@@ -120,7 +120,10 @@ impl Member {
         features: u32,
         objects: &[ObjectSpec<'_>],
     ) -> Result<Option<Arc<RegionMap>>, OpenError> {
-        match region::create_region(file, self.link_backend, features, objects, true) {
+        // Links take the domain's file mode and group: every member that
+        // may map the directory may map the links.
+        let access = self.dom.map().access();
+        match region::create_region(file, self.link_backend, &access, features, objects, true) {
             Ok(map) => Ok(Some(map)),
             Err(OpenError::Map(MapError::AlreadyExists { .. })) => Ok(None),
             Err(e) => Err(e),

@@ -23,7 +23,7 @@ use crate::region::{self, ObjectInit, ObjectSpec, RegionInfo, RegionMap};
 use crate::spsc::Geometry;
 use crate::sync::{fence, Ordering};
 use crate::wait::{past, Patience, SpinPolicy, Tick, Wait, WaitStrategy, SLEEP_SLICE};
-use hwlink_drivers::{Backend, BackingKind, MapError};
+use hwlink_drivers::{Backend, BackingKind, FileAccess, MapError};
 use hwlink_hw::{
     HWL_DOMAIN_BUF_BOUNDED, HWL_DOMAIN_BUF_UNBOUNDED, HWL_DOMAIN_BUF_ZERO, HWL_DOMAIN_CLOSED,
     HWL_DOMAIN_CLOSING, HWL_DOMAIN_MAX_MEMBERS, HWL_DOMAIN_OPEN, HWL_FEAT_DOMAIN,
@@ -102,6 +102,7 @@ pub struct DomainBuilder {
     wait: WaitStrategy,
     ready_timeout: Duration,
     join_timeout: Duration,
+    access: FileAccess,
 }
 
 impl DomainBuilder {
@@ -117,6 +118,7 @@ impl DomainBuilder {
             wait: WaitStrategy::default(),
             ready_timeout: Duration::from_secs(2),
             join_timeout: Duration::from_secs(10),
+            access: FileAccess::private(),
         }
     }
     setters! {
@@ -125,6 +127,24 @@ impl DomainBuilder {
         /// A domain on a hugepage memfd (no writable hugetlbfs mount) can only
         /// be opened while its creator runs, like any memfd region.
         backend: Backend;
+    }
+
+    /// File mode of the domain's files (e.g. `0o660` to share it with a group; the
+    /// default, 0600, keeps it to this user): the kernel's own check on
+    /// who may map it. Used on creation; its links and their segments take the same mode and group.
+    pub fn file_mode(mut self, mode: u32) -> Self {
+        self.access = self.access.with_mode(mode);
+        self
+    }
+
+    /// The group the domain's files belongs to (a name or a gid; default: this
+    /// process's group, or that of the shared hugetlbfs mount that
+    /// `hwlink setup --group` made). This process must be a member. With
+    /// `file_mode(0o660)`, every member of the group may use it. Used on
+    /// creation.
+    pub fn group(mut self, group: impl Into<hwlink_drivers::Group>) -> Self {
+        self.access = self.access.with_group(group);
+        self
     }
 
     /// Bounded buffering: messages queued per direction of a link before a
@@ -299,6 +319,7 @@ impl DomainBuilder {
         let map = region::create_region(
             &self.domain,
             self.backend,
+            &self.access,
             HWL_FEAT_DOMAIN | HWL_FEAT_FUTEX_DOORBELL,
             &[ObjectSpec {
                 kind: HWL_OBJ_DOMAIN,

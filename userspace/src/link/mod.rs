@@ -12,7 +12,7 @@ use crate::shm::{ShmSlice, ShmSliceMut};
 use crate::spsc::{Consumer, Geometry, Producer, RawSlots, RingWords};
 use crate::typed::ValueSlot;
 use crate::wait::{always, Alive, Patience, SpinPolicy, Tick, Wait, WaitStrategy};
-use hwlink_drivers::{Backend, DeviceMemory, IvshmemDoorbell};
+use hwlink_drivers::{Backend, DeviceMemory, FileAccess, IvshmemDoorbell};
 use hwlink_hw::{HWL_EP_ATTACHED, HWL_EP_FREE, HWL_WAIT_MAY_SLEEP, HWL_WAIT_POLL};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,6 +47,7 @@ pub struct LinkBuilder {
     ready_timeout: Duration,
     device: Option<Arc<DeviceMemory>>,
     doorbell: Option<Arc<dyn IvshmemDoorbell>>,
+    access: FileAccess,
 }
 
 impl LinkBuilder {
@@ -61,6 +62,7 @@ impl LinkBuilder {
             ready_timeout: Duration::from_secs(1),
             device: None,
             doorbell: None,
+            access: FileAccess::private(),
         }
     }
     setters! {
@@ -74,6 +76,24 @@ impl LinkBuilder {
         wait: WaitStrategy;
         /// How long `open_*` waits for a creator that is still initialising.
         ready_timeout: Duration;
+    }
+
+    /// File mode of the link's file (e.g. `0o660` to share it with a group; the
+    /// default, 0600, keeps it to this user): the kernel's own check on
+    /// who may map it. Used on creation; both ends' processes need read and write.
+    pub fn file_mode(mut self, mode: u32) -> Self {
+        self.access = self.access.with_mode(mode);
+        self
+    }
+
+    /// The group the link's file belongs to (a name or a gid; default: this
+    /// process's group, or that of the shared hugetlbfs mount that
+    /// `hwlink setup --group` made). This process must be a member. With
+    /// `file_mode(0o660)`, every member of the group may use it. Used on
+    /// creation.
+    pub fn group(mut self, group: impl Into<hwlink_drivers::Group>) -> Self {
+        self.access = self.access.with_group(group);
+        self
     }
 
     /// Puts the link on device memory shared with another kernel (an
@@ -128,7 +148,12 @@ impl LinkBuilder {
             Some(device) => {
                 region::create_on_device(device, &self.name, self.geometry()?, self.ready_timeout)?
             }
-            None => region::create_ring_region(&self.name, self.geometry()?, self.backend)?,
+            None => region::create_ring_region(
+                &self.name,
+                self.geometry()?,
+                self.backend,
+                &self.access,
+            )?,
         };
         let info = region::validate(&map)?;
         RingParts::locate(map, &info)
@@ -368,6 +393,13 @@ fn wait_ready(
     alive: Alive<'_>,
     ready: impl Fn(bool) -> Result<bool, Corruption>,
 ) -> Result<WaitEnd, Corruption> {
+    if end.peer.watch.is_none() && end.peer.by_process {
+        // Once per end, at its first wait: watch the peer (its CPUs, its
+        // liveness file) as soon as it attached, so that this setup, with
+        // its system calls, is done before the polling that follows, not
+        // at the first slow look of some later wait.
+        end.peer.status(&mut end.policy, false);
+    }
     if end.death.is_none() {
         // Once per end: the watch exists once the peer attached.
         end.death = end.peer.watch.as_ref().and_then(PeerWatch::shared);

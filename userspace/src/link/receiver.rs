@@ -126,6 +126,7 @@ impl Receiver {
                 }
             }
             checked = true;
+            self.ring.hand_over = self.end.policy.shared_core();
             let ring = &self.ring;
             let ready = |audit: bool| {
                 if ring.has_data_now() {
@@ -263,6 +264,11 @@ impl Receiver {
     /// until [`ReadSlot::release`].
     pub fn peek(&mut self) -> Result<ReadSlot<'_>, RecvError> {
         self.wait_message(None, &mut always)?;
+        self.peek_ready()
+    }
+    /// Like [`peek`](Self::peek), waiting at most `timeout`.
+    pub fn peek_timeout(&mut self, timeout: Duration) -> Result<ReadSlot<'_>, RecvError> {
+        self.wait_message(crate::wait::deadline_after(timeout), &mut always)?;
         self.peek_ready()
     }
     /// Like [`peek`](Self::peek), without waiting.

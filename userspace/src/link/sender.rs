@@ -147,6 +147,7 @@ impl Sender {
                 Err(SendError::Full(())) => {}
                 other => return other,
             }
+            self.ring.hand_over = self.end.policy.shared_core();
             let ring = &self.ring;
             // has_room_now reads `head` itself: a corrupt one ends the wait
             // and is reported by the next free().
@@ -221,6 +222,14 @@ impl Sender {
     /// for space. Nothing is sent until [`WriteSlot::commit`].
     pub fn reserve(&mut self, len: usize) -> Result<WriteSlot<'_>, SendError<()>> {
         self.reserve_deadline(len, None, true)
+    }
+    /// Like [`reserve`](Self::reserve), waiting at most `timeout`.
+    pub fn reserve_timeout(
+        &mut self,
+        len: usize,
+        timeout: Duration,
+    ) -> Result<WriteSlot<'_>, SendError<()>> {
+        self.reserve_deadline(len, crate::wait::deadline_after(timeout), true)
     }
     /// Like [`reserve`](Self::reserve), without waiting.
     pub fn try_reserve(&mut self, len: usize) -> Result<WriteSlot<'_>, SendError<()>> {

@@ -3,6 +3,7 @@
 #![warn(clippy::arithmetic_side_effects)]
 
 use super::*;
+use hwlink_drivers::FileAccess;
 
 /// Creates or opens mailboxes.
 #[derive(Clone, Debug)]
@@ -12,7 +13,7 @@ pub struct MailboxBuilder {
     slot_size: u32,
     pub(super) backend: Backend,
     pub(super) wait: WaitStrategy,
-    file_mode: u32,
+    access: FileAccess,
     allow: Access,
     ready_timeout: Duration,
 }
@@ -25,7 +26,7 @@ impl Default for MailboxBuilder {
             slot_size: DEFAULT_MAILBOX_SLOT_SIZE,
             backend: Backend::Auto,
             wait: WaitStrategy::default(),
-            file_mode: 0o600,
+            access: FileAccess::private(),
             allow: Access::SendRecv,
             ready_timeout: Duration::from_secs(2),
         }
@@ -55,10 +56,21 @@ impl MailboxBuilder {
         wait: WaitStrategy;
     }
 
-    /// File mode of the mailbox's files (e.g. `0o660` to let the group
-    /// attach): the kernel's own check on who may map it.
+    /// File mode of the mailbox's files (e.g. `0o660` to share it with a group; the
+    /// default, 0600, keeps it to this user): the kernel's own check on
+    /// who may map it. Used on creation; its unbounded segments take the same mode and group.
     pub fn file_mode(mut self, mode: u32) -> Self {
-        self.file_mode = mode & 0o777;
+        self.access = self.access.with_mode(mode);
+        self
+    }
+
+    /// The group the mailbox's files belongs to (a name or a gid; default: this
+    /// process's group, or that of the shared hugetlbfs mount that
+    /// `hwlink setup --group` made). This process must be a member. With
+    /// `file_mode(0o660)`, every member of the group may use it. Used on
+    /// creation.
+    pub fn group(mut self, group: impl Into<hwlink_drivers::Group>) -> Self {
+        self.access = self.access.with_group(group);
         self
     }
     setters! {
@@ -98,6 +110,7 @@ impl MailboxBuilder {
         let map = region::create_region(
             &name,
             self.backend,
+            &self.access,
             HWL_FEAT_MAILBOX | layout.feature() | HWL_FEAT_FUTEX_DOORBELL,
             &[
                 ObjectSpec {
@@ -115,11 +128,6 @@ impl MailboxBuilder {
             ],
             true,
         )?;
-        let mode: std::fs::Permissions =
-            std::os::unix::fs::PermissionsExt::from_mode(self.file_mode);
-        if let Some(file) = map.file() {
-            let _ = std::fs::set_permissions(file.path(), mode);
-        }
         let region_len = map.len() as u64;
         let byte_limit = layout.config.byte_limit;
         if layout.config.buffering == HWL_BUF_UNBOUNDED && byte_limit < region_len {

@@ -82,6 +82,14 @@ impl<'a> ShmSlice<'a> {
         self.len == 0
     }
 
+    /// The address of the first byte, for code that cannot take this type
+    /// (the C API hands it to C). Reads through it follow this module's
+    /// rule: copies only, never a Rust reference (the peer may write the
+    /// bytes meanwhile), and only while the view's borrow lasts.
+    pub fn as_ptr(&self) -> *const u8 {
+        self.ptr
+    }
+
     /// Copies the bytes into the start of `dst`; returns how many (the
     /// smaller of the two lengths).
     #[inline]
@@ -216,6 +224,14 @@ impl<'a> ShmSliceMut<'a> {
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// The address of the first byte, for code that cannot take this type
+    /// (the C API hands it to C). Writes through it follow this module's
+    /// rule: copies only, never a Rust reference, and only while the view's
+    /// borrow lasts.
+    pub fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.ptr
     }
 
     /// Copies `src` into the start; returns how many bytes (the smaller of

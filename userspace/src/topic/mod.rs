@@ -21,7 +21,7 @@ use crate::shm::{ShmSlice, ShmSliceMut};
 use crate::sync::{fence, AtomicU32, Ordering};
 use crate::topic_ring::{self, Look, TopicGeometry, TopicMem, Writer, BITMAP_WORDS};
 use crate::wait::{Patience, SpinPolicy, Tick, Wait, WaitStrategy};
-use hwlink_drivers::{Backend, BackingKind, MapError};
+use hwlink_drivers::{Backend, BackingKind, FileAccess, MapError};
 use hwlink_hw::{
     HWL_FEAT_FUTEX_DOORBELL, HWL_FEAT_TOPIC, HWL_OBJ_TOPIC, HWL_WAIT_MAY_SLEEP, HWL_WAIT_POLL,
 };
@@ -72,7 +72,7 @@ pub struct TopicBuilder {
     replay: u32,
     backend: Backend,
     wait: WaitStrategy,
-    file_mode: u32,
+    access: FileAccess,
     ready_timeout: Duration,
 }
 
@@ -110,7 +110,7 @@ impl TopicBuilder {
             replay: 0,
             backend: Backend::Auto,
             wait: WaitStrategy::default(),
-            file_mode: 0o600,
+            access: FileAccess::private(),
             ready_timeout: Duration::from_secs(2),
         }
     }
@@ -152,10 +152,21 @@ impl TopicBuilder {
         /// creating.
         ready_timeout: Duration;
     }
-    /// File mode of the topic's file (e.g. `0o660` to let the group use
-    /// it): the kernel's own check on who may map it.
+    /// File mode of the topic's file (e.g. `0o660` to share it with a group; the
+    /// default, 0600, keeps it to this user): the kernel's own check on
+    /// who may map it. Used on creation; publisher and subscribers need read and write.
     pub fn file_mode(mut self, mode: u32) -> Self {
-        self.file_mode = mode & 0o777;
+        self.access = self.access.with_mode(mode);
+        self
+    }
+
+    /// The group the topic's file belongs to (a name or a gid; default: this
+    /// process's group, or that of the shared hugetlbfs mount that
+    /// `hwlink setup --group` made). This process must be a member. With
+    /// `file_mode(0o660)`, every member of the group may use it. Used on
+    /// creation.
+    pub fn group(mut self, group: impl Into<hwlink_drivers::Group>) -> Self {
+        self.access = self.access.with_group(group);
         self
     }
 
@@ -280,6 +291,7 @@ impl TopicBuilder {
         let map = region::create_region(
             name,
             self.backend,
+            &self.access,
             HWL_FEAT_TOPIC | HWL_FEAT_FUTEX_DOORBELL,
             &[ObjectSpec {
                 kind: HWL_OBJ_TOPIC,
@@ -289,11 +301,6 @@ impl TopicBuilder {
             }],
             true,
         )?;
-        if let Some(file) = map.file() {
-            let mode: std::fs::Permissions =
-                std::os::unix::fs::PermissionsExt::from_mode(self.file_mode);
-            let _ = std::fs::set_permissions(file.path(), mode);
-        }
         let info = region::validate(&map)?;
         let obj = info
             .objects

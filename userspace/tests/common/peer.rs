@@ -27,11 +27,22 @@ impl Peer {
     /// parent is then the wrapper, so it does not check who its parent is.
     pub fn spawn_wrapped(wrapper: &[&str], role: &str, env: &[(&str, String)]) -> Peer {
         let exe = std::env::current_exe().expect("current_exe");
+        Peer::spawn_exe(&exe, wrapper, role, env)
+    }
+
+    /// [`Peer::spawn_wrapped`] running `exe`, a copy of this test binary
+    /// (e.g. one that other users may execute).
+    pub fn spawn_exe(
+        exe: &std::path::Path,
+        wrapper: &[&str],
+        role: &str,
+        env: &[(&str, String)],
+    ) -> Peer {
         let mut cmd = match wrapper.split_first() {
-            None => Command::new(&exe),
+            None => Command::new(exe),
             Some((first, rest)) => {
                 let mut c = Command::new(first);
-                c.args(rest).arg(&exe);
+                c.args(rest).arg(exe);
                 c
             }
         };
