@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Proves hw/src/sys_x86_64.rs is what hw/bindgen generates from
-# hw/include/hwlink_abi.h, the single source of truth of the shared-memory ABI.
+# Proves hw/src/sys_x86_64.rs and hw/src/sys_aarch64.rs are what hw/bindgen
+# generates from hw/include/hwlink_abi.h, the single source of truth of the
+# shared-memory ABI, for each architecture.
 #
 #   ci/check-bindings.sh              compare; exit 1 with a diff when stale
-#   ci/check-bindings.sh --overwrite  regenerate hw/src/sys_x86_64.rs
+#   ci/check-bindings.sh --overwrite  regenerate both files
 #
-# Needs libclang (bindgen dlopens it) and the kernel's linux/types.h; installs
-# libclang-dev with apt-get when run as root and it is missing.
+# Needs libclang (bindgen dlopens it) and the kernel's linux/types.h for each
+# architecture (x86_64: linux-libc-dev; aarch64: Debian's
+# linux-libc-dev-arm64-cross, in /usr/aarch64-linux-gnu/include); installs
+# what is missing with apt-get when run as root.
 set -euo pipefail
 
 usage() {
@@ -23,56 +26,62 @@ esac
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
-committed=hw/src/sys_x86_64.rs
+arches=(x86_64 aarch64)
 header=hw/include/hwlink_abi.h
 
+need=()
 have_libclang() {
 	ldconfig -p 2>/dev/null | grep -q 'libclang\(-[0-9.]*\)\?\.so' ||
 		[[ -n ${LIBCLANG_PATH:-} && -d $LIBCLANG_PATH ]]
 }
 
-if ! have_libclang; then
+have_libclang || need+=(libclang-dev)
+[[ -f /usr/include/linux/types.h ]] || need+=(linux-libc-dev)
+[[ -f /usr/aarch64-linux-gnu/include/asm/types.h ]] || need+=(linux-libc-dev-arm64-cross)
+
+if ((${#need[@]})); then
 	if [[ $(id -u) -ne 0 ]]; then
-		echo "check-bindings: libclang is not installed and this is not root:" >&2
-		echo "  install it (Debian: apt-get install libclang-dev) or set LIBCLANG_PATH" >&2
+		echo "check-bindings: missing ${need[*]} and this is not root:" >&2
+		echo "  install them (Debian: apt-get install ${need[*]}; or set LIBCLANG_PATH)" >&2
 		exit 1
 	fi
-	echo "check-bindings: libclang is missing; installing libclang-dev" >&2
+	echo "check-bindings: installing ${need[*]}" >&2
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -qq
-	apt-get install -y -qq libclang-dev >/dev/null
+	apt-get install -y -qq "${need[@]}" >/dev/null
 	if ! have_libclang; then
 		echo "check-bindings: libclang still not found after installing libclang-dev" >&2
 		exit 1
 	fi
 fi
 
-if [[ ! -f /usr/include/linux/types.h ]]; then
-	echo "check-bindings: /usr/include/linux/types.h is missing (Debian: apt-get install linux-libc-dev)" >&2
-	exit 1
-fi
-
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-generated=$tmp/sys_x86_64.rs
+stale=0
+for arch in "${arches[@]}"; do
+	committed=hw/src/sys_$arch.rs
+	generated=$tmp/sys_$arch.rs
+	cargo run --quiet --manifest-path hw/bindgen/Cargo.toml -- "$arch" "$generated"
 
-cargo run --quiet --manifest-path hw/bindgen/Cargo.toml -- "$generated"
+	if ((overwrite)); then
+		cp "$generated" "$committed"
+		echo "bindings: wrote $committed from $header"
+		continue
+	fi
 
-if ((overwrite)); then
-	cp "$generated" "$committed"
-	echo "bindings: wrote $committed from $header"
-	exit 0
-fi
+	if [[ ! -f $committed ]]; then
+		echo "check-bindings: $committed does not exist" >&2
+		echo "bindings are stale: run ci/check-bindings.sh --overwrite and commit $committed" >&2
+		stale=1
+		continue
+	fi
 
-if [[ ! -f $committed ]]; then
-	echo "check-bindings: $committed does not exist" >&2
-	echo "bindings are stale: run ci/check-bindings.sh --overwrite and commit $committed" >&2
-	exit 1
-fi
-
-if ! diff -u --label "$committed (committed)" --label "$committed (generated)" \
-	"$committed" "$generated"; then
-	echo "bindings are stale: run ci/check-bindings.sh --overwrite and commit $committed" >&2
-	exit 1
-fi
-echo "bindings: $committed matches $header"
+	if ! diff -u --label "$committed (committed)" --label "$committed (generated)" \
+		"$committed" "$generated"; then
+		echo "bindings are stale: run ci/check-bindings.sh --overwrite and commit $committed" >&2
+		stale=1
+		continue
+	fi
+	echo "bindings: $committed matches $header"
+done
+exit $stale

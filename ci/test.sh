@@ -4,8 +4,9 @@
 # processes (nextest, or cargo test where nextest is missing), the C API (its
 # header drift check, C and C++ programs against Rust peers), doctests, the
 # loom models and Miri on the ring logic, a bounded run of the hostile-peer
-# fuzzer and of the kill -9 sweep, and the guest tests: a real Linux kernel
-# under QEMU sharing ivshmem memory with host processes.
+# fuzzer and of the kill -9 sweep, the guest tests: a real Linux kernel
+# under QEMU sharing ivshmem memory with host processes, and the aarch64
+# cross-build with its tests under qemu-user.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -74,5 +75,11 @@ step "guest tests: a real kernel in QEMU, host <-> guest over ivshmem (ci/guest)
 # Prints SKIPPED with the reason when it cannot run here (not root, no
 # Debian packages); a failing guest test fails the suite.
 ci/guest/run-tests.sh
+
+step "aarch64: cross-built, unit and process tests and examples under qemu-user (ci/aarch64.sh)"
+# Installs what it needs when root, else prints SKIPPED with the reason;
+# its last line is the summary (passed, skipped under qemu and why, left
+# out, failed).
+ci/aarch64.sh
 
 step "all test steps passed"

@@ -16,12 +16,15 @@ use crate::mapping::Mapping;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MemoryKind {
     /// Ordinary write-back RAM: the host file behind an ivshmem BAR, or
-    /// hugepages. Every ring operation is allowed; x86's ordering applies.
+    /// hugepages. Every ring operation is allowed; the Release/Acquire
+    /// ordering of hw/SPEC.md §8 applies (on aarch64 too, §8.12).
     Cached,
     /// Uncached device memory (sysfs `resourceN`, VFIO BAR mmap): every
     /// access goes to the device in program order. Atomic read-modify-write
     /// (CAS) works when the BAR is backed by RAM (ivshmem), as locked bus
-    /// cycles.
+    /// cycles, on x86_64; on aarch64 this is Device memory, where atomics
+    /// are not guaranteed and unaligned accesses fault (untested there,
+    /// hw/SPEC.md §14.3).
     Uncached,
     /// Write-combining device memory (sysfs `resourceN_wc`): stores may be
     /// buffered and reordered, so a store fence must precede every

@@ -417,6 +417,13 @@ mod tests {
 
     #[test]
     fn two_peers_share_memory_and_ring_each_other() {
+        if crate::qemu::skip_under_qemu(
+            "ivshmem_server::tests::two_peers_share_memory_and_ring_each_other",
+            "qemu-user 7.2's recvmsg with SCM_RIGHTS (MSG_CMSG_CLOEXEC) returns a bogus length \
+             and the process dies of SIGSEGV; the ivshmem-server protocol passes descriptors",
+        ) {
+            return;
+        }
         let dir = crate::testutil::TempDir::new();
         let socket = start_server(dir.path());
         let a = IvshmemClient::connect(&socket, 2).unwrap();

@@ -42,6 +42,8 @@ mod memfd;
 mod name;
 mod pci;
 pub mod process;
+#[doc(hidden)]
+pub mod qemu;
 mod region;
 mod registry;
 mod sigbus;

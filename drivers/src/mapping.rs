@@ -82,13 +82,90 @@ impl Mapping {
                 0,
             )
         };
-        if addr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
+        let addr = if addr == libc::MAP_FAILED {
+            let e = io::Error::last_os_error();
+            // qemu-user picks the address itself, 4 KiB aligned, and the
+            // kernel refuses a hugetlbfs mapping there: ask for one on a
+            // block boundary instead, and report that attempt's error.
+            // (The kernel aligns it on its own, so natively this path is
+            // not taken.)
+            if e.raw_os_error() != Some(libc::EINVAL) || page <= 4096 || !page.is_power_of_two() {
+                return Err(e);
+            }
+            Self::map_file_aligned(file, len, prot, flags, page)?
+        } else {
+            addr
+        };
         let ptr = NonNull::new(addr.cast::<u8>())
             .ok_or_else(|| io::Error::other("mmap returned a null address"))?;
         let guard = sigbus::register(ptr.as_ptr(), len, page, prot & libc::PROT_WRITE != 0);
         Ok(Mapping { ptr, len, guard })
+    }
+
+    /// [`Mapping::map_file`] at an address aligned to `align` (a power of
+    /// two): reserves `len + align` bytes of address space, maps the file
+    /// over the aligned part of the reservation (`MAP_FIXED` over our own
+    /// reservation only) and gives back the rest.
+    fn map_file_aligned(
+        file: &File,
+        len: usize,
+        prot: i32,
+        flags: i32,
+        align: usize,
+    ) -> io::Result<*mut libc::c_void> {
+        let span = len
+            .checked_add(align)
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?;
+        // SAFETY: a fresh anonymous reservation at an address the kernel
+        // chooses; nothing existing is touched.
+        let base = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                span,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let start = base as usize;
+        // Cannot overflow: the kernel handed out [start, start + span).
+        let aligned = (start + (align - 1)) & !(align - 1);
+        let head = aligned - start;
+        // SAFETY: [aligned, aligned + len) lies inside the reservation made
+        // above (head < align), which no Rust object uses: MAP_FIXED
+        // replaces only our own PROT_NONE pages.
+        let addr = unsafe {
+            libc::mmap(
+                aligned as *mut libc::c_void,
+                len,
+                prot,
+                libc::MAP_SHARED | libc::MAP_FIXED | flags,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            let e = io::Error::last_os_error();
+            // SAFETY: exactly the reservation made above.
+            unsafe { libc::munmap(base, span) };
+            return Err(e);
+        }
+        let tail = span - head - len;
+        // SAFETY: the parts of our reservation before and after the file
+        // mapping, still PROT_NONE and unused.
+        unsafe {
+            if head > 0 {
+                libc::munmap(base, head);
+            }
+            if tail > 0 {
+                libc::munmap((aligned + len) as *mut libc::c_void, tail);
+            }
+        }
+        Ok(addr)
     }
 
     /// Whether the file was shrunk under this mapping (a SIGBUS was caught

@@ -35,7 +35,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::ptr::addr_of_mut;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use std::sync::Once;
 
 use hwlink_hw::{
@@ -345,7 +345,8 @@ fn hold_until_death(lock: &'static AtomicU32) -> io::Result<()> {
             // is never unmapped (the identity lives for the process).
             let word = unsafe { &*(addr as *const AtomicU32) };
             // FUTEX_WAITERS for good: the kernel wakes a peer asleep on the
-            // word when it marks our death.
+            // word when it marks our death. (Cleared again below if the
+            // kernel will not mark it.)
             word.store(
                 (tid & HWL_PROCESS_TID_MASK) | HWL_PROCESS_WAITERS,
                 Ordering::SeqCst,
@@ -367,24 +368,77 @@ fn hold_until_death(lock: &'static AtomicU32) -> io::Result<()> {
             // SAFETY: `head` and `entry` are leaked: they stay valid and are
             // never touched again by us, for the kernel to walk at exit; the
             // length is the kernel's sizeof(struct robust_list_head).
-            let rc = unsafe {
-                libc::syscall(
-                    libc::SYS_set_robust_list,
-                    head as *mut RobustListHead,
-                    core::mem::size_of::<RobustListHead>(),
-                )
-            };
-            let _ = tx.send(if rc == 0 {
-                Ok(())
+            let rc = if robust_list_disabled() {
+                Err(io::Error::from_raw_os_error(libc::ENOSYS))
             } else {
-                Err(io::Error::last_os_error())
-            });
+                // SAFETY: as above.
+                match unsafe {
+                    libc::syscall(
+                        libc::SYS_set_robust_list,
+                        head as *mut RobustListHead,
+                        core::mem::size_of::<RobustListHead>(),
+                    )
+                } {
+                    0 => Ok(()),
+                    _ => Err(io::Error::last_os_error()),
+                }
+            };
+            let rc = match rc {
+                // No robust futexes here (qemu-user does not emulate them:
+                // the list lives in guest memory the host kernel cannot
+                // walk). The kernel will never mark the word, so say so in
+                // it: without HWL_PROCESS_WAITERS, peers judge this process
+                // by its file lock alone (`Watch::died`, §8.8).
+                Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+                    word.store(tid & HWL_PROCESS_TID_MASK, Ordering::SeqCst);
+                    warn_no_robust_list(&e);
+                    Ok(())
+                }
+                other => other,
+            };
+            let _ = tx.send(rc);
             loop {
                 std::thread::park();
             }
         })?;
     rx.recv()
         .unwrap_or_else(|_| Err(io::Error::other("the liveness thread died")))
+}
+
+/// `HWLINK_NO_ROBUST_LIST=1`: behave as if `set_robust_list` were missing
+/// (as under qemu-user), to test the lock-only liveness natively.
+fn robust_list_disabled() -> bool {
+    std::env::var_os("HWLINK_NO_ROBUST_LIST").is_some_and(|v| v == "1")
+}
+
+/// Once per process: this kernel (or emulator) has no robust futexes.
+fn warn_no_robust_list(e: &io::Error) {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if !WARNED.swap(true, Ordering::Relaxed) {
+        eprintln!(
+            "hwlink: warning: no robust futexes here (set_robust_list: {e}; qemu-user does not \
+             emulate them): peers notice this process's death by its liveness file lock alone, \
+             within about a millisecond of a look (parked peers: within their 20 ms sleep \
+             slice), not at once"
+        );
+    }
+}
+
+/// How often [`Watch::died`] asks the kernel about a process whose lock
+/// word the kernel will not mark (no robust list): a system call at most
+/// this often per watch, on the paths that would otherwise make one load.
+const LOCK_LOOK_EVERY_NS: u64 = 1_000_000;
+
+/// CLOCK_MONOTONIC_COARSE in nanoseconds (cheap; a few ms of resolution
+/// is plenty for rate-limiting a look).
+fn coarse_now_ns() -> u64 {
+    // SAFETY: timespec is plain data, written by clock_gettime.
+    let mut ts: libc::timespec = unsafe { core::mem::zeroed() };
+    // SAFETY: a valid clock id and a pointer to our own timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    (ts.tv_sec as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(ts.tv_nsec as u64)
 }
 
 /// A peer process, watched through its liveness file.
@@ -398,6 +452,11 @@ pub struct Watch {
     /// Our own process: alive, and our own lock never conflicts.
     is_self: bool,
     pid: u32,
+    /// For a process without a robust list (its word lacks
+    /// `HWL_PROCESS_WAITERS`): when [`Watch::died`] may next ask for its
+    /// lock ([`coarse_now_ns`]), and whether it found it free.
+    next_lock_look: AtomicU64,
+    dead_by_lock: AtomicBool,
 }
 
 impl Watch {
@@ -427,6 +486,8 @@ impl Watch {
             map: None,
             is_self: TOKEN.load(Ordering::Acquire) == token,
             pid: 0,
+            next_lock_look: AtomicU64::new(0),
+            dead_by_lock: AtomicBool::new(false),
         };
         if let Some(map) = map {
             // SAFETY: FILE_SIZE readable bytes; one volatile copy, checked.
@@ -476,10 +537,38 @@ impl Watch {
                 // SAFETY: an aligned u32 inside the live read-only mapping,
                 // written only atomically (by its owner and the kernel).
                 let word = unsafe { &*addr_of_mut!((*p).lock).cast::<AtomicU32>() };
-                word.load(Ordering::Acquire) & HWL_PROCESS_OWNER_DIED != 0 || map.truncated()
+                let w = word.load(Ordering::Acquire);
+                if w & HWL_PROCESS_OWNER_DIED != 0 || map.truncated() {
+                    return true;
+                }
+                // Without FUTEX_WAITERS the process has no robust list (or
+                // wrote over its own word): the kernel will never mark it,
+                // so ask for its lock, at most once a millisecond.
+                w & HWL_PROCESS_WAITERS == 0 && self.died_by_lock()
             }
             None => false,
         }
+    }
+
+    /// [`died`](Watch::died) for a process the kernel does not mark: its
+    /// lock is free (then it stays dead). Rate-limited to one system call
+    /// per [`LOCK_LOOK_EVERY_NS`]; false in between.
+    #[cold]
+    fn died_by_lock(&self) -> bool {
+        if self.dead_by_lock.load(Ordering::Relaxed) {
+            return true;
+        }
+        let now = coarse_now_ns();
+        if now < self.next_lock_look.load(Ordering::Relaxed) {
+            return false;
+        }
+        self.next_lock_look
+            .store(now.saturating_add(LOCK_LOOK_EVERY_NS), Ordering::Relaxed);
+        if lock_held(&self.file) {
+            return false;
+        }
+        self.dead_by_lock.store(true, Ordering::Relaxed);
+        true
     }
 
     /// Whether the liveness file was shrunk under its mapping (by a hostile

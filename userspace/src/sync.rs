@@ -185,9 +185,18 @@ pub(crate) fn spin_loop() {
     core::hint::spin_loop();
 }
 
-/// A store fence (`sfence`): drains write-combining buffers, so that stores
-/// to write-combining device memory before it are visible before any store
-/// after it. Ordinary (cached or uncached) memory never needs it.
+/// A store fence for write-combining device memory (hw/SPEC.md §14.3):
+/// stores before it are visible before any store after it, and leave the
+/// write-combining buffer without waiting for it to be evicted. Ordinary
+/// (cached or uncached) memory never needs it.
+///
+/// - x86_64: `sfence` (WC stores are weakly ordered even under TSO);
+/// - aarch64: `dsb st`, Linux's `wmb()`: waits until every earlier store
+///   has completed, to any memory type and for every observer (a device, or
+///   a CPU of another kernel through ivshmem), which orders them before
+///   later stores and drains the Normal-NC (write-combining) buffer. A `dmb
+///   oshst` would order them but not complete them;
+/// - elsewhere (and under loom): a SeqCst fence.
 #[inline(always)]
 pub(crate) fn store_fence() {
     #[cfg(loom)]
@@ -198,6 +207,12 @@ pub(crate) fn store_fence() {
     unsafe {
         core::arch::x86_64::_mm_sfence()
     };
-    #[cfg(all(not(loom), not(target_arch = "x86_64")))]
+    #[cfg(all(not(loom), target_arch = "aarch64"))]
+    // SAFETY: a barrier with no operands; it touches no memory and no
+    // registers. Not `nomem`: it must stay between the stores around it.
+    unsafe {
+        core::arch::asm!("dsb st", options(nostack, preserves_flags))
+    };
+    #[cfg(all(not(loom), not(any(target_arch = "x86_64", target_arch = "aarch64"))))]
     fence(Ordering::SeqCst);
 }

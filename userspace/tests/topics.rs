@@ -22,6 +22,7 @@ mod common {
     pub mod msg;
     pub mod peer;
     pub mod peer_pid;
+    pub mod raw_map;
 }
 use common::child::{Ctx, PEER_WAIT};
 use common::msg::{check, fill, MAX_MSG};
@@ -275,16 +276,22 @@ fn hostile(ctx: &Ctx) {
         .write(true)
         .open(&status.path)
         .unwrap();
-    // SAFETY: a test scribbling over shared memory on purpose; only this
-    // process's view, written through volatile stores.
-    let mut map = unsafe { memmap2::MmapMut::map_mut(&file).unwrap() };
+    // A test scribbling over shared memory on purpose, through volatile
+    // accesses only.
+    let map = common::raw_map::RawMap::new(&file).unwrap();
+    let word_at = |at: usize| {
+        assert!(at + 8 <= map.len() && at % 4 == 0);
+        map.as_ptr().wrapping_add(at).cast_mut()
+    };
     let base = 4096usize; // the topic is the region's first object
     let me = std::process::id();
     let entries = 4096 / 128;
     let my_entry = (0..entries)
         .find(|e| {
             let at = base + 384 + e * 128 + 12;
-            u32::from_le_bytes(map[at..at + 4].try_into().unwrap()) == me
+            // SAFETY: in bounds of the mapping (checked), 4-aligned.
+            let pid = unsafe { word_at(at).cast::<u32>().read_volatile() };
+            pid == me
         })
         .expect("my entry");
     ctx.report("READY");
@@ -294,17 +301,17 @@ fn hostile(ctx: &Ctx) {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        let poke = |map: &mut memmap2::MmapMut, at: usize, v: u64| {
-            let p = map[at..at + 8].as_mut_ptr() as *mut u64;
-            // SAFETY: in bounds of the mapping, aligned (8-byte fields).
-            unsafe { p.write_volatile(v) };
+        let poke = |at: usize, v: u64| {
+            assert_eq!(at % 8, 0);
+            // SAFETY: in bounds of the mapping (checked), 8-aligned.
+            unsafe { word_at(at).cast::<u64>().write_volatile(v) };
         };
         // Its own cursor, then the header: tail, reclaim, users/sleepy,
         // the removed/pad word, the sleeping and attached bitmaps.
-        poke(&mut map, base + 384 + my_entry * 128, x);
+        poke(base + 384 + my_entry * 128, x);
         let fields = [64usize, 72, 192, 256, 264, 288, 296];
         let at = base + fields[(x % fields.len() as u64) as usize];
-        poke(&mut map, at, x.rotate_left(17));
+        poke(at, x.rotate_left(17));
         std::thread::sleep(Duration::from_micros(50));
     }
     ctx.report("DONE");
@@ -636,6 +643,9 @@ fn hostile_subscriber_is_contained() {
 /// a link receiver, fed by a publisher process.
 #[test]
 fn subscriber_descriptor_and_select() {
+    if hwlink_drivers::qemu::skip_without_io_uring("topics::subscriber_descriptor_and_select") {
+        return;
+    }
     let name = unique("sel");
     let _c = Cleanup(name.clone());
     let mut s = TopicBuilder::new(&name)
@@ -702,6 +712,11 @@ fn subscriber_descriptor_and_select() {
 #[cfg(feature = "tokio")]
 #[test]
 fn async_subscriber_in_order_under_cancellation() {
+    if hwlink_drivers::qemu::skip_without_io_uring(
+        "topics::async_subscriber_in_order_under_cancellation",
+    ) {
+        return;
+    }
     let name = unique("async");
     let _c = Cleanup(name.clone());
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -452,11 +452,21 @@ fn descriptor_in_epoll(tag: &str, pin_to: Option<usize>) {
 
 #[test]
 fn descriptor_in_epoll_for_a_message_and_a_sigkilled_peer() {
+    if hwlink_drivers::qemu::skip_without_io_uring(
+        "wait_many::descriptor_in_epoll_for_a_message_and_a_sigkilled_peer",
+    ) {
+        return;
+    }
     descriptor_in_epoll("ep", None);
 }
 
 #[test]
 fn descriptor_in_epoll_on_one_shared_cpu() {
+    if hwlink_drivers::qemu::skip_without_io_uring(
+        "wait_many::descriptor_in_epoll_on_one_shared_cpu",
+    ) {
+        return;
+    }
     descriptor_in_epoll("ep-1c", Some(0));
 }
 
@@ -464,6 +474,9 @@ fn descriptor_in_epoll_on_one_shared_cpu() {
 /// process.
 #[test]
 fn mailbox_descriptor_in_epoll() {
+    if hwlink_drivers::qemu::skip_without_io_uring("wait_many::mailbox_descriptor_in_epoll") {
+        return;
+    }
     let name = unique("mep");
     let _cleanup = Cleanup(name.clone());
     let mut mbx = MailboxBuilder::new()
@@ -509,6 +522,9 @@ fn runtime() -> tokio::runtime::Runtime {
 #[cfg(feature = "tokio")]
 #[test]
 fn tokio_receives_a_million_in_order() {
+    if hwlink_drivers::qemu::skip_without_io_uring("wait_many::tokio_receives_a_million_in_order") {
+        return;
+    }
     let name = unique("tk");
     let _cleanup = Cleanup(name.clone());
     let count = 1_000_000u64;
@@ -535,6 +551,11 @@ fn tokio_receives_a_million_in_order() {
 #[cfg(feature = "tokio")]
 #[test]
 fn tokio_select_cancelling_recv_loses_nothing() {
+    if hwlink_drivers::qemu::skip_without_io_uring(
+        "wait_many::tokio_select_cancelling_recv_loses_nothing",
+    ) {
+        return;
+    }
     let base = unique("tkc");
     let _cleanup = Cleanup(base.clone());
     let count = 50_000u64;
@@ -586,6 +607,11 @@ fn tokio_select_cancelling_recv_loses_nothing() {
 #[cfg(feature = "tokio")]
 #[test]
 fn tokio_sender_under_back_pressure_and_member_receive() {
+    if hwlink_drivers::qemu::skip_without_io_uring(
+        "wait_many::tokio_sender_under_back_pressure_and_member_receive",
+    ) {
+        return;
+    }
     let base = unique("tks");
     let _cleanup = Cleanup(base.clone());
     let count = 100_000u64;

@@ -1,16 +1,18 @@
 //! Generates the Rust bindings for the hwlink shared-memory ABI.
 //!
 //! ```text
-//! cargo run --manifest-path hw/bindgen/Cargo.toml -- OUT_PATH
+//! cargo run --manifest-path hw/bindgen/Cargo.toml -- ARCH OUT_PATH
 //! ```
 //!
 //! reads `hw/include/hwlink_abi.h` (found relative to this crate, so the
-//! working directory does not matter) and writes the bindings to `OUT_PATH`.
-//! `ci/check-bindings.sh` runs it and compares the result with the committed
-//! `hw/src/sys_x86_64.rs`.
+//! working directory does not matter) and writes the bindings for `ARCH`
+//! (`x86_64` or `aarch64`) to `OUT_PATH`. `ci/check-bindings.sh` runs it for
+//! both and compares the results with the committed `hw/src/sys_x86_64.rs`
+//! and `hw/src/sys_aarch64.rs`.
 //!
 //! The output must be byte-for-byte deterministic: the clang target is fixed
-//! (the bindings describe x86_64 whatever the host is), the formatter is
+//! per architecture (the bindings describe that architecture whatever the
+//! host is), the formatter is
 //! prettyplease (a pinned library, not whichever `rustfmt` happens to be on
 //! `PATH`), the Rust target is fixed to the workspace's `rust-version`, and
 //! nothing machine-specific (paths, dates, clang version) is written.
@@ -26,8 +28,17 @@ const HEADER: &str = "\
 // facts against literal numbers and against the C compiler.
 ";
 
-/// The architecture the bindings are generated for; the file name says it too.
-const CLANG_TARGET: &str = "--target=x86_64-unknown-linux-gnu";
+/// The architectures the bindings are generated for, with their clang
+/// targets; the file name (`sys_<arch>.rs`) says which.
+const ARCHES: &[(&str, &str)] = &[
+    ("x86_64", "--target=x86_64-unknown-linux-gnu"),
+    ("aarch64", "--target=aarch64-unknown-linux-gnu"),
+];
+
+/// Where Debian's cross packages (`linux-libc-dev-arm64-cross`) put the
+/// aarch64 kernel headers (`linux/types.h`, `asm/types.h`). Searched after
+/// clang's own paths, which find them too when clang knows the cross gcc.
+const CROSS_INCLUDE: &[(&str, &str)] = &[("aarch64", "/usr/aarch64-linux-gnu/include")];
 
 /// The oldest Rust the generated code must compile with: the workspace's
 /// `rust-version` (1.80).
@@ -40,7 +51,11 @@ fn header_path() -> PathBuf {
         .join("hwlink_abi.h")
 }
 
-fn generate() -> Result<String, String> {
+fn generate(arch: &str) -> Result<String, String> {
+    let Some(&(_, clang_target)) = ARCHES.iter().find(|(a, _)| *a == arch) else {
+        let known: Vec<&str> = ARCHES.iter().map(|(a, _)| *a).collect();
+        return Err(format!("unknown architecture {arch} (known: {})", known.join(", ")));
+    };
     let header = header_path();
     if !header.is_file() {
         return Err(format!("{}: no such header", header.display()));
@@ -49,9 +64,13 @@ fn generate() -> Result<String, String> {
     let rust_target = bindgen::RustTarget::stable(RUST_MINOR, 0)
         .map_err(|e| format!("rust target 1.{RUST_MINOR}: {e}"))?;
 
-    let bindings = bindgen::Builder::default()
+    let mut builder = bindgen::Builder::default()
         .header(header.to_str().ok_or("header path is not UTF-8")?)
-        .clang_arg(CLANG_TARGET)
+        .clang_arg(clang_target);
+    for &(_, dir) in CROSS_INCLUDE.iter().filter(|(a, _)| *a == arch) {
+        builder = builder.clang_arg(format!("-idirafter{dir}"));
+    }
+    let bindings = builder
         // The header uses plain /* */ comments: keep them as doc comments.
         .clang_arg("-fparse-all-comments")
         .clang_arg(format!("-I{}", include_dir.display()))
@@ -86,11 +105,11 @@ fn generate() -> Result<String, String> {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [out_path] = args.as_slice() else {
-        eprintln!("usage: hwlink-hw-bindgen OUT_PATH");
+    let [arch, out_path] = args.as_slice() else {
+        eprintln!("usage: hwlink-hw-bindgen x86_64|aarch64 OUT_PATH");
         return ExitCode::from(2);
     };
-    let text = match generate() {
+    let text = match generate(arch) {
         Ok(text) => text,
         Err(e) => {
             eprintln!("hwlink-hw-bindgen: {e}");

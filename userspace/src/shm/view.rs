@@ -240,28 +240,36 @@ impl ShmView {
     }
 
     /// Hints that the first cache lines (at most two) of the `len` bytes at
-    /// `offset` are about to be written (`WRITE`: PREFETCHW) or read
-    /// (PREFETCHT0). Only a hint: nothing under Miri, off x86, or outside
-    /// the view.
+    /// `offset` are about to be written (`WRITE`: x86 PREFETCHW, aarch64
+    /// PRFM PSTL1KEEP) or read (PREFETCHT0, PRFM PLDL1KEEP). Only a hint:
+    /// nothing under Miri, on other architectures, or outside the view.
     #[inline(always)]
     pub(crate) fn prefetch<const WRITE: bool>(&self, offset: usize, len: usize) {
-        #[cfg(all(target_arch = "x86_64", not(miri)))]
+        #[cfg(all(any(target_arch = "x86_64", target_arch = "aarch64"), not(miri)))]
         if let Some(start) = self.at(offset, len, 1) {
             for line in 0..len.min(128) / 64 {
                 let p = start.wrapping_add(line.wrapping_mul(64));
-                // SAFETY: a prefetch only hints the cache: it cannot fault,
-                // and CPUs without PREFETCHW treat it as a NOP. The address
-                // is inside the view all the same (line * 64 < len).
+                // SAFETY: a prefetch only hints the cache: it cannot fault
+                // (x86: CPUs without PREFETCHW treat it as a NOP; aarch64:
+                // PRFM never faults). The address is inside the view all
+                // the same (line * 64 < len).
                 unsafe {
+                    #[cfg(target_arch = "x86_64")]
                     if WRITE {
                         core::arch::asm!("prefetchw [{p}]", p = in(reg) p, options(nostack, preserves_flags, readonly));
                     } else {
                         core::arch::asm!("prefetcht0 [{p}]", p = in(reg) p, options(nostack, preserves_flags, readonly));
                     }
+                    #[cfg(target_arch = "aarch64")]
+                    if WRITE {
+                        core::arch::asm!("prfm pstl1keep, [{p}]", p = in(reg) p, options(nostack, preserves_flags, readonly));
+                    } else {
+                        core::arch::asm!("prfm pldl1keep, [{p}]", p = in(reg) p, options(nostack, preserves_flags, readonly));
+                    }
                 }
             }
         }
-        #[cfg(not(all(target_arch = "x86_64", not(miri))))]
+        #[cfg(not(all(any(target_arch = "x86_64", target_arch = "aarch64"), not(miri))))]
         let _ = (offset, len);
     }
 

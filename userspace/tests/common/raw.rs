@@ -17,9 +17,13 @@ pub fn region(name: &str) -> Option<admin::RegionStatus> {
         .find(|r| r.name == name)
 }
 
+#[path = "raw_map.rs"]
+mod raw_map;
+use raw_map::RawMap;
+
 /// A region file mapped read-write by the test itself.
 pub struct RawRegion {
-    pub(crate) map: memmap2::MmapMut,
+    pub(crate) map: RawMap,
 }
 
 impl RawRegion {
@@ -36,11 +40,11 @@ impl RawRegion {
             .write(true)
             .open(&status.path)
             .unwrap_or_else(|e| panic!("open {}: {e}", status.path.display()));
-        // SAFETY: the mapping is shared with processes that write it
-        // concurrently; it is only ever accessed through the atomics of the
-        // accessors, never through references to plain memory.
-        let map = unsafe { memmap2::MmapMut::map_mut(&file) }
-            .unwrap_or_else(|e| panic!("mmap {}: {e}", status.path.display()));
+        // The mapping is shared with processes that write it concurrently;
+        // it is only ever accessed through the atomics of the accessors,
+        // never through references to plain memory.
+        let map =
+            RawMap::new(&file).unwrap_or_else(|e| panic!("mmap {}: {e}", status.path.display()));
         RawRegion { map }
     }
 
