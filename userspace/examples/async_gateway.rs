@@ -109,7 +109,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .wait(WaitStrategy::SpinPark)
             .create(access)
     };
-    let (req, resp) = (make("req", Access::Send)?, make("resp", Access::Recv)?);
+    let (mut req, resp) = (make("req", Access::Send)?, make("resp", Access::Recv)?);
+    // The async front end waits on each mailbox's descriptor (io_uring): on
+    // a kernel without it, say so and leave no mailbox behind.
+    if let Err(e) = req.as_fd().map(drop) {
+        req.remove()?;
+        resp.remove()?;
+        return Err(e.into());
+    }
     let mut worker = Command::new(std::env::current_exe()?)
         .args(["worker", &base])
         .spawn()?;
