@@ -30,6 +30,7 @@
 
 mod access;
 mod backend;
+pub mod bridges;
 mod device;
 mod dirs;
 mod doorbell;

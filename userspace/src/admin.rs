@@ -350,5 +350,8 @@ pub fn remove_stale() -> Result<Vec<String>, MapError> {
     for path in hwlink_drivers::process::remove_dead_processes() {
         removed.push(path.display().to_string());
     }
+    for path in hwlink_drivers::bridges::remove_dead_bridges() {
+        removed.push(path.display().to_string());
+    }
     Ok(removed)
 }

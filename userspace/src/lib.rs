@@ -156,7 +156,7 @@ pub use link::{
 #[cfg(not(loom))]
 pub use mailbox::{
     Access, AttachmentInfo, Buffering, Mailbox, MailboxBuilder, MailboxId, MailboxInfo,
-    DEFAULT_MAILBOX_CAPACITY, DEFAULT_MAILBOX_SLOT_SIZE, MAX_MAILBOX_NAME,
+    DEFAULT_MAILBOX_CAPACITY, DEFAULT_MAILBOX_SLOT_SIZE, MAILBOX_PREFIX, MAX_MAILBOX_NAME,
 };
 #[cfg(not(loom))]
 pub use readiness::ReadinessError;

@@ -704,9 +704,12 @@ fn pingpong_cmd(args: PingpongArgs) -> Result<(), Box<dyn std::error::Error + Se
     Ok(())
 }
 
+use hwlink_drivers::bridges::BridgeDirection;
+
 fn ls_cmd() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let regions = admin::list()?;
-    if regions.is_empty() {
+    let bridges = hwlink_drivers::bridges::list_bridges();
+    if regions.is_empty() && bridges.is_empty() {
         println!("no hwlink regions on this machine");
         return Ok(());
     }
@@ -831,6 +834,53 @@ fn ls_cmd() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         }
         if let Some(e) = &r.error {
             println!("    error: {e}");
+        }
+        for b in &bridges {
+            for e in b.entries.iter().filter(|e| e.name == r.name) {
+                println!(
+                    "    bridged: {} zenoh key `{}` by hwlink-bridge pid {}{}",
+                    match e.direction {
+                        BridgeDirection::Export => "exported to",
+                        BridgeDirection::Import => "imported from",
+                    },
+                    e.key,
+                    b.pid,
+                    if b.alive { "" } else { " (dead)" }
+                );
+            }
+        }
+    }
+    if !bridges.is_empty() {
+        println!("\nbridges (hwlink-bridge processes):");
+        for b in &bridges {
+            println!(
+                "    pid {} (token {:08x}), {}: {}",
+                b.pid,
+                b.token,
+                if b.alive {
+                    "alive"
+                } else {
+                    "dead (hwlink rm --stale removes its file)"
+                },
+                b.entries
+                    .iter()
+                    .map(|e| format!(
+                        "{} {} `{}` {} `{}`",
+                        match e.direction {
+                            BridgeDirection::Export => "export",
+                            BridgeDirection::Import => "import",
+                        },
+                        e.kind,
+                        e.name,
+                        match e.direction {
+                            BridgeDirection::Export => "->",
+                            BridgeDirection::Import => "<-",
+                        },
+                        e.key
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
         }
     }
     let procs = admin::processes();
