@@ -75,7 +75,7 @@ fn file_for(token: u32) -> PathBuf {
 pub fn register_bridge(entries: &[BridgeEntry]) -> Result<BridgeRegistration, MapError> {
     let token = my_token()?;
     let path = file_for(token);
-    let tmp = path.with_extension("tmp");
+    let tmp = path.with_file_name(format!(".{BRIDGE_FILE_PREFIX}{token:08x}.tmp"));
     let mut text = format!("hwlink-bridge 1\npid {}\n", std::process::id());
     for e in entries {
         let dir = match e.direction {

@@ -26,8 +26,6 @@ pub struct ImportConfig {
     pub key: String,
     /// Acknowledge at once after this many deliveries (else on the tick).
     pub ack_every: u64,
-    /// A stream not heard from for this long is forgotten.
-    pub lease: Duration,
 }
 
 /// How often pending acknowledgements are sent.
@@ -37,6 +35,10 @@ const ACK_TICK: Duration = Duration::from_millis(5);
 const HEARTBEAT: Duration = Duration::from_millis(100);
 /// Least time between two requests to resend the same gap.
 const NACK_AGAIN: Duration = Duration::from_millis(20);
+/// A stream silent this long is forgotten.
+const FORGET: Duration = Duration::from_secs(600);
+/// Most streams remembered.
+const MAX_STREAMS: usize = 1024;
 /// How long one delivery attempt of the backlog waits for room.
 const DELIVER_WAIT: Duration = Duration::from_millis(1);
 
@@ -218,11 +220,23 @@ impl Shared {
             let Core {
                 streams, backlog, ..
             } = &mut *guard;
-            let lease = self.cfg.lease;
+            // A stream is remembered through any outage (so that nothing
+            // is delivered twice when its exporter comes back), and
+            // forgotten only after FORGET of silence, or when too many are
+            // kept (its exporter restarted many times).
             streams.retain(|id, st| {
-                now.saturating_duration_since(st.heard) < lease
+                now.saturating_duration_since(st.heard) < FORGET
                     || backlog.iter().any(|(s, _, _)| s == id)
             });
+            while streams.len() > MAX_STREAMS {
+                let oldest = streams
+                    .iter()
+                    .min_by_key(|(_, st)| st.heard)
+                    .map(|(&id, _)| id);
+                if let Some(id) = oldest {
+                    streams.remove(&id);
+                }
+            }
             for (&id, st) in streams.iter_mut() {
                 if st.delivered > st.acked || beat {
                     st.acked = st.delivered;

@@ -115,11 +115,11 @@ fn retry_race<T>(mut f: impl FnMut() -> Result<T, OpenError>) -> Result<T, OpenE
     let until = std::time::Instant::now() + Duration::from_secs(5);
     loop {
         match f() {
-            Err(OpenError::NameTaken { .. } | OpenError::NotReady { .. })
-                if std::time::Instant::now() < until =>
-            {
-                std::thread::sleep(Duration::from_millis(10))
-            }
+            Err(
+                OpenError::NameTaken { .. }
+                | OpenError::NotReady { .. }
+                | OpenError::Map(hwlink_drivers::MapError::AlreadyExists { .. }),
+            ) if std::time::Instant::now() < until => std::thread::sleep(Duration::from_millis(10)),
             r => return r,
         }
     }

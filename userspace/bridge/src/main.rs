@@ -144,7 +144,8 @@ struct Args {
     /// ... or once its first message waited this long for more (µs).
     #[arg(long, default_value_t = 50)]
     max_delay_us: u64,
-    /// A peer bridge not heard from for this long is dropped (ms).
+    /// An importing bridge not heard from for this long no longer holds
+    /// back an export (ms).
     #[arg(long, default_value_t = 3000)]
     lease_ms: u64,
     /// Print the counters every this many seconds (0: only on SIGUSR1 and
@@ -244,7 +245,6 @@ fn run(a: Args) -> Result<(), BridgeError> {
         let cfg = import::ImportConfig {
             key: spec.key.clone(),
             ack_every: (a.window / 8).max(1),
-            lease,
         };
         imported.push(import::spawn(
             &session,
