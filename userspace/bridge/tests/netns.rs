@@ -221,7 +221,16 @@ fn bridge_b(h: &Hosts, obj_b: &str, key: &str, extra: &[&str]) -> Proc {
     Proc::spawn(&h.b, &args)
 }
 
-/// Removes the test's objects (mailboxes persist until removed).
+/// Removes the test's objects when dropped, also when the test fails
+/// (mailboxes persist until removed).
+struct Objects(Vec<String>);
+
+impl Drop for Objects {
+    fn drop(&mut self) {
+        remove(&self.0.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+}
+
 fn remove(objs: &[&str]) {
     for o in objs {
         let (kind, name) = o.split_once(':').unwrap();
@@ -270,6 +279,7 @@ fn exactly_once(tag: &str, kind: &str, count: u64) {
     let Some(h) = Hosts::new(tag) else { return };
     let id = format!("{}{tag}", std::process::id());
     let (obj_a, obj_b) = (format!("{kind}:ba{id}"), format!("{kind}:bb{id}"));
+    let _objects = Objects(vec![obj_a.clone(), obj_b.clone()]);
     let key = format!("hwlink-test/{id}");
     let n = count.to_string();
     let mut consumer = Proc::spawn(&h.b, &["check-recv", &obj_b, "--count", &n]);
@@ -310,7 +320,6 @@ fn exactly_once(tag: &str, kind: &str, count: u64) {
         let left = hwlink_drivers::bridges::list_bridges();
         assert!(left.iter().all(|r| r.pid != pid), "{left:?}");
     }
-    remove(&[&obj_a, &obj_b]);
 }
 
 #[test]
@@ -336,6 +345,7 @@ fn bridges_killed_and_restarted_mid_stream() {
     let Some(h) = Hosts::new("k") else { return };
     let id = format!("{}k", std::process::id());
     let (obj_a, obj_b) = (format!("mailbox:ba{id}"), format!("mailbox:bb{id}"));
+    let _objects = Objects(vec![obj_a.clone(), obj_b.clone()]);
     let key = format!("hwlink-test/{id}");
     let count = 1_000_000u64;
     let n = count.to_string();
@@ -387,7 +397,6 @@ fn bridges_killed_and_restarted_mid_stream() {
     // The killed bridges' registry files are what `hwlink rm --stale`
     // removes.
     hwlink_drivers::bridges::remove_dead_bridges();
-    remove(&[&obj_a, &obj_b]);
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -410,6 +419,7 @@ fn stalled_consumer_blocks_the_producer() {
     let Some(h) = Hosts::new("p") else { return };
     let id = format!("{}p", std::process::id());
     let (obj_a, obj_b) = (format!("mailbox:ba{id}"), format!("mailbox:bb{id}"));
+    let _objects = Objects(vec![obj_a.clone(), obj_b.clone()]);
     let key = format!("hwlink-test/{id}");
     let mut consumer = Proc::spawn(
         &h.b,
@@ -466,7 +476,6 @@ fn stalled_consumer_blocks_the_producer() {
     drop(consumer);
     a.term();
     b.term();
-    remove(&[&obj_a, &obj_b]);
 }
 
 /// The network between the hosts goes down for 3 s in the middle of a
@@ -479,6 +488,7 @@ fn network_down_and_up_mid_stream_loses_nothing() {
     let Some(h) = Hosts::new("n") else { return };
     let id = format!("{}n", std::process::id());
     let (obj_a, obj_b) = (format!("mailbox:ba{id}"), format!("mailbox:bb{id}"));
+    let _objects = Objects(vec![obj_a.clone(), obj_b.clone()]);
     let key = format!("hwlink-test/{id}");
     let conf = std::env::temp_dir().join(format!("hwlink-bridge-test-{id}.json5"));
     std::fs::write(
@@ -566,5 +576,4 @@ fn network_down_and_up_mid_stream_loses_nothing() {
     let gaps = number_after(&sb, "gaps re-asked");
     eprintln!("network cut: {resent} frames resent, {gaps} gaps re-asked");
     let _ = std::fs::remove_file(&conf);
-    remove(&[&obj_a, &obj_b]);
 }
