@@ -33,10 +33,13 @@ pub struct ExportConfig {
     pub max_delay: Duration,
     /// An importer not heard from for this long no longer counts.
     pub lease: Duration,
-    /// Publish with zenoh's express flag (no batching inside zenoh).
+    /// Publish frames up to 32 KiB with zenoh's express flag (sent at
+    /// once); false: every frame through zenoh's batching.
     pub express: bool,
 }
 
+/// Largest frame published with zenoh's express flag.
+const EXPRESS_MAX: usize = 32 * 1024;
 /// How often an idle exporter says it is there (and where its stream is,
 /// so that an importer notices messages lost at the end of a burst).
 const HEARTBEAT: Duration = Duration::from_millis(100);
@@ -167,12 +170,22 @@ pub fn spawn(
     stop: Arc<AtomicBool>,
     drain: Duration,
 ) -> Result<std::thread::JoinHandle<Result<(), BridgeError>>, BridgeError> {
-    let publisher = session
-        .declare_publisher(cfg.key.clone())
-        .congestion_control(CongestionControl::Block)
-        .express(cfg.express)
-        .wait()
-        .map_err(|e| BridgeError::zenoh(format!("declaring a publisher on `{}`", cfg.key), e))?;
+    // Two publishers on the key, one sent at once by zenoh (express), one
+    // through zenoh's batching: frames up to EXPRESS_MAX bytes (all our
+    // batches of small messages) go express, larger ones (a large
+    // message, which zenoh fragments anyway) through the batching, which
+    // streams them faster. Both share zenoh's one queue per priority, so
+    // frames stay in order.
+    let declare = |express: bool| {
+        session
+            .declare_publisher(cfg.key.clone())
+            .congestion_control(CongestionControl::Block)
+            .express(express)
+            .wait()
+            .map_err(|e| BridgeError::zenoh(format!("declaring a publisher on `{}`", cfg.key), e))
+    };
+    let express = declare(cfg.express)?;
+    let batched = declare(false)?;
     let inbox = Arc::new(Inbox::default());
     let cb_inbox = inbox.clone();
     let cb_stats = stats.clone();
@@ -201,12 +214,12 @@ pub fn spawn(
                 unacked_bytes: 0,
                 resend: None,
             };
-            let put = |bytes: ZBytes| {
-                publisher
-                    .put(bytes)
+            let put_on = |p: &zenoh::pubsub::Publisher<'_>, bytes: ZBytes| {
+                p.put(bytes)
                     .wait()
                     .map_err(|e| BridgeError::zenoh(format!("publishing on `{}`", cfg.key), e))
             };
+            let put = |bytes: ZBytes| put_on(&express, bytes);
             let mut batch: Vec<u8> = Vec::new();
             let mut last_put = Instant::now();
             let mut stop_at: Option<Instant> = None;
@@ -320,7 +333,14 @@ pub fn spawn(
                 });
                 w.unacked_bytes += len;
                 w.next_seq += count;
-                put(bytes_z)?;
+                put_on(
+                    if len <= EXPRESS_MAX {
+                        &express
+                    } else {
+                        &batched
+                    },
+                    bytes_z,
+                )?;
                 last_put = Instant::now();
                 add(&stats.out_msgs, count);
                 add(&stats.out_bytes, bytes);

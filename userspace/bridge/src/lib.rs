@@ -9,10 +9,12 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod check;
 pub mod export;
 pub mod import;
 pub mod local;
+pub mod netns;
 pub mod stats;
 pub mod wire;
 

@@ -185,11 +185,8 @@ impl Source {
     /// Appends the next message to the frame in `buf`: waits up to `wait`
     /// for one, or not at all.
     pub fn take(&mut self, buf: &mut Vec<u8>, wait: Option<Duration>) -> Result<Took, RecvError> {
-        let mut append = |s: hwlink::ShmSlice<'_>| {
-            wire::push_record(buf, s.len(), |d| {
-                s.copy_to(d);
-            })
-        };
+        let mut append =
+            |s: hwlink::ShmSlice<'_>| wire::push_record(buf, s.len(), |d| s.append_to(d));
         match self {
             Source::Mailbox(m) => recv_result(match wait {
                 Some(t) => m.recv_with_timeout(t, |s, _| append(s)),
@@ -204,7 +201,7 @@ impl Source {
             }),
             Source::Topic(s) => recv_result(match wait {
                 Some(t) => s.recv_timeout(t).map(|m| {
-                    wire::push_record(buf, m.len(), |d| d.copy_from_slice(&m));
+                    wire::push_record(buf, m.len(), |d| d.extend_from_slice(&m));
                 }),
                 None => s.try_recv_with(append),
             }),

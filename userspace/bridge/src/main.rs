@@ -73,6 +73,35 @@ enum Cmd {
         #[command(flatten)]
         local: LocalArgs,
     },
+    /// Round trip and throughput over two bridges between two network
+    /// namespaces, beside plain zenoh and TCP on the same path (root; run
+    /// by `hwlink bench --workloads bridge`).
+    Bench {
+        /// Seconds per row.
+        #[arg(long, default_value_t = 1.0)]
+        secs: f64,
+        /// Throughput message sizes.
+        #[arg(long, value_delimiter = ',', default_values_t = [64usize, 65536])]
+        sizes: Vec<usize>,
+        /// Round-trip message size.
+        #[arg(long, default_value_t = 8)]
+        rt_size: usize,
+        /// One more argument for both bridges, e.g. `--bridge-arg=--no-express`
+        /// (repeatable).
+        #[arg(long, allow_hyphen_values = true)]
+        bridge_arg: Vec<String>,
+    },
+    /// One process of `bench`.
+    #[command(hide = true)]
+    BenchPeer {
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        size: usize,
+        #[arg(long)]
+        secs: f64,
+        names: Vec<String>,
+    },
 }
 
 /// How local objects are created and waited on.
@@ -152,8 +181,8 @@ struct Args {
     /// at exit).
     #[arg(long, default_value_t = 0.0)]
     stats_interval: f64,
-    /// Let zenoh batch frames inside its own transport (better for many
-    /// small frames, worse for latency).
+    /// Never use zenoh's express flag (by default frames up to 32 KiB go
+    /// express, sent at once; larger ones through zenoh's batching).
     #[arg(long)]
     no_express: bool,
 }
@@ -407,6 +436,31 @@ fn main() -> ExitCode {
                 progress,
             )
         }),
+        Some(Cmd::Bench {
+            secs,
+            sizes,
+            rt_size,
+            bridge_arg,
+        }) => std::env::current_exe()
+            .map_err(|e| BridgeError::Local(format!("finding this program: {e}")))
+            .and_then(|exe| {
+                hwlink_bridge::bench::run(
+                    &exe.to_string_lossy(),
+                    &hwlink_bridge::bench::BenchOptions {
+                        secs,
+                        sizes,
+                        rt_size,
+                        bridge_args: bridge_arg,
+                    },
+                )
+            })
+            .map(|()| true),
+        Some(Cmd::BenchPeer {
+            role,
+            size,
+            secs,
+            names,
+        }) => hwlink_bridge::bench::peer(&role, size, secs, &names).map(|()| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -222,13 +222,13 @@ pub fn decode_ack(b: &[u8]) -> Result<Ack, WireError> {
     })
 }
 
-/// Appends one record to the frame begun in `buf`, its body written by
-/// `fill` into the `len` bytes reserved for it.
-pub fn push_record(buf: &mut Vec<u8>, len: usize, fill: impl FnOnce(&mut [u8])) {
+/// Appends one record to the frame begun in `buf`: its length, then its
+/// body, which `append` appends (exactly `len` bytes).
+pub fn push_record(buf: &mut Vec<u8>, len: usize, append: impl FnOnce(&mut Vec<u8>)) {
     let at = buf.len();
     buf.extend_from_slice(&(len as u32).to_le_bytes());
-    buf.resize(at + RECORD_HEADER + len, 0);
-    fill(&mut buf[at + RECORD_HEADER..]);
+    append(buf);
+    debug_assert_eq!(buf.len(), at + RECORD_HEADER + len);
 }
 
 #[cfg(test)]
@@ -240,7 +240,7 @@ mod tests {
         let mut b = Vec::new();
         begin_data(&mut b);
         for m in msgs {
-            push_record(&mut b, m.len(), |d| d.copy_from_slice(m));
+            push_record(&mut b, m.len(), |d| d.extend_from_slice(m));
         }
         let h = DataHeader {
             flags: FLAG_RESYNC,

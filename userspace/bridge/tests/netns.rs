@@ -6,6 +6,7 @@
 //! through a local object on each side and a bridge on each host over
 //! zenoh TCP across the veth.
 
+use hwlink_bridge::netns::{sh, Hosts, IP_A};
 use hwlink_drivers::bridges::BridgeDirection;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -14,79 +15,6 @@ use std::time::{Duration, Instant};
 
 const EXE: &str = env!("CARGO_BIN_EXE_hwlink-bridge");
 const PORT: u16 = 7447;
-const IP_A: &str = "10.231.0.1";
-const IP_B: &str = "10.231.0.2";
-
-fn sh(args: &[&str]) -> bool {
-    Command::new(args[0])
-        .args(&args[1..])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Two network namespaces, A and B, joined by a veth pair; removed on drop.
-struct Hosts {
-    a: String,
-    b: String,
-}
-
-impl Hosts {
-    fn new(tag: &str) -> Option<Hosts> {
-        // Root: the effective uid, from /proc.
-        let root = std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("Uid:"))
-                    .map(|l| l.split_whitespace().nth(2) == Some("0"))
-            })
-            .unwrap_or(false);
-        if !root {
-            eprintln!("SKIPPED: making network namespaces needs root");
-            return None;
-        }
-        if !sh(&["ip", "-V"]) {
-            eprintln!("SKIPPED: `ip` (iproute2) is not installed");
-            return None;
-        }
-        let id = format!("{}{tag}", std::process::id() % 100_000);
-        let h = Hosts {
-            a: format!("hlb{id}a"),
-            b: format!("hlb{id}b"),
-        };
-        let (va, vb) = (format!("hv{id}a"), format!("hv{id}b"));
-        for cmd in [
-            vec!["ip", "netns", "add", &h.a],
-            vec!["ip", "netns", "add", &h.b],
-            vec![
-                "ip", "link", "add", &va, "type", "veth", "peer", "name", &vb,
-            ],
-            vec!["ip", "link", "set", &va, "netns", &h.a],
-            vec!["ip", "link", "set", &vb, "netns", &h.b],
-        ] {
-            assert!(sh(&cmd), "{cmd:?} failed");
-        }
-        for (ns, dev, ip) in [(&h.a, &va, IP_A), (&h.b, &vb, IP_B)] {
-            let cidr = format!("{ip}/24");
-            for cmd in [
-                vec!["ip", "-n", ns, "addr", "add", &cidr, "dev", dev],
-                vec!["ip", "-n", ns, "link", "set", dev, "up"],
-                vec!["ip", "-n", ns, "link", "set", "lo", "up"],
-            ] {
-                assert!(sh(&cmd), "{cmd:?} failed");
-            }
-        }
-        Some(h)
-    }
-}
-
-impl Drop for Hosts {
-    fn drop(&mut self) {
-        sh(&["ip", "netns", "del", &self.a]);
-        sh(&["ip", "netns", "del", &self.b]);
-    }
-}
 
 /// A process in a namespace, its stdout lines read by a thread.
 struct Proc {
@@ -517,7 +445,7 @@ fn network_down_and_up_mid_stream_loses_nothing() {
     let a = bridge_a(&h, &obj_a, &key, &["--config", &conf_s]);
     let mut producer = Proc::spawn(&h.a, &["check-send", &obj_a, "--count", &n, "--size", "64"]);
     consumer.expect("progress 300000", Duration::from_secs(120));
-    let dev = format!("hv{}a", &h.a[3..h.a.len() - 1]);
+    let dev = h.dev_a.clone();
     let conns = || {
         let o = Command::new("ip")
             .args(["netns", "exec", &h.a, "ss", "-tnH", "state", "established"])

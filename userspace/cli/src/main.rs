@@ -328,8 +328,10 @@ struct BenchArgs {
     /// hwlink-poll, pipe and unix-dgram).
     #[arg(long, value_delimiter = ',')]
     mechanisms: Option<Vec<hwlink_benches::bench::Mechanism>>,
-    /// Workloads, comma separated, from round-trip, stream, pipeline and
-    /// fanout. Default: all four.
+    /// Workloads, comma separated, from round-trip, stream, pipeline,
+    /// fanout and bridge. Default: the first four; `bridge` (two bridges
+    /// over zenoh between two network namespaces, beside zenoh itself and
+    /// TCP; root, and the `hwlink-bridge` program) runs only when asked.
     #[arg(long, value_delimiter = ',', value_enum)]
     workloads: Option<Vec<BenchWorkload>>,
     /// Seconds spent on each mechanism × size × workload (default 1, or
@@ -373,6 +375,9 @@ enum BenchWorkload {
     Pipeline,
     /// One publisher, 1, 2 and 4 subscriber processes.
     Fanout,
+    /// Two hosts (network namespaces), an hwlink link on each joined by
+    /// two `hwlink-bridge` processes over zenoh; only when asked.
+    Bridge,
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {
@@ -434,11 +439,50 @@ fn backend_used(backend: Backend) -> Result<&'static str, BoxError> {
     })
 }
 
+/// The bridge workload: `hwlink-bridge bench`, from beside this program
+/// or on PATH (the bridge is its own crate, so that hwlink does not pull
+/// zenoh).
+fn bridge_bench(args: &BenchArgs) -> Result<(), BoxError> {
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|e| Some(e.parent()?.join("hwlink-bridge")))
+        .filter(|p| p.exists());
+    let exe = beside.unwrap_or_else(|| std::path::PathBuf::from("hwlink-bridge"));
+    let secs = args.duration.unwrap_or(if args.quick { 0.3 } else { 1.0 });
+    let mut cmd = std::process::Command::new(&exe);
+    cmd.args(["bench", "--secs", &secs.to_string()]);
+    if let Some(s) = &args.sizes {
+        let list: Vec<String> = s.iter().map(usize::to_string).collect();
+        cmd.args(["--sizes", &list.join(",")]);
+    }
+    match cmd.status() {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => Err(format!("the bridge workload failed ({s})").into()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            println!(
+                "bridge workload: SKIPPED (no `hwlink-bridge` beside {} or on PATH: \
+                 build it with `cargo build --release -p hwlink-bridge`)",
+                std::env::current_exe()
+                    .map_or_else(|_| "hwlink".into(), |p| p.display().to_string())
+            );
+            Ok(())
+        }
+        Err(e) => Err(format!("starting {}: {e}", exe.display()).into()),
+    }
+}
+
 fn bench_cmd(args: BenchArgs) -> Result<(), BoxError> {
     use hwlink_benches::bench::{plan, report, Mechanism};
     use std::io::IsTerminal;
     if args.backend == Backend::Ivshmem {
         return device_cmds::bench_ivshmem(args);
+    }
+    let asked = |w: BenchWorkload| args.workloads.as_ref().is_some_and(|ws| ws.contains(&w));
+    if asked(BenchWorkload::Bridge) {
+        bridge_bench(&args)?;
+        if args.workloads.as_ref().is_some_and(|ws| ws.len() == 1) {
+            return Ok(());
+        }
     }
     let mechanisms: Vec<Mechanism> = match args.mechanisms {
         Some(m) => m,
