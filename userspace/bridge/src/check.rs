@@ -196,7 +196,7 @@ mod tests {
 
     #[test]
     fn messages_verify_and_corruption_is_caught() {
-        let mut b = vec![0u8; 64];
+        let mut b = [0u8; 64];
         for seq in [0u64, 1, 77, 1 << 40] {
             let len = check_len(seq, 64);
             assert!((16..=64).contains(&len));

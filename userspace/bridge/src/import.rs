@@ -133,9 +133,8 @@ impl Shared {
             }
             return;
         }
-        let mut seq = h.first_seq;
         let mut woke = false;
-        for rec in wire::records(bytes) {
+        for (seq, rec) in (h.first_seq..).zip(wire::records(bytes)) {
             if seq < st.accepted {
                 add(&self.stats.dups_skipped, 1);
             } else {
@@ -150,7 +149,6 @@ impl Shared {
                 }
                 st.accepted = seq + 1;
             }
-            seq += 1;
         }
         if st.delivered - st.acked >= self.cfg.ack_every {
             st.acked = st.delivered;

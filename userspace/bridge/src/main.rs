@@ -2,6 +2,11 @@
 //! the command line names, a registry file for `hwlink ls`, and counters
 //! printed at an interval, on SIGUSR1 and at exit.
 
+// The bridge's counters and stop flags are plain std atomics: it has no
+// loom model (its concurrency is zenoh's callbacks and a few threads
+// joined by mutexes), so the library's loom shim does not apply.
+#![allow(clippy::disallowed_types)]
+
 use clap::Parser;
 use hwlink::WaitStrategy;
 use hwlink_bridge::local::{LocalOptions, Sink, Source};

@@ -115,6 +115,8 @@ impl<'a> ShmSlice<'a> {
     pub fn append_to(&self, v: &mut Vec<u8>) {
         v.reserve(self.len);
         let old = v.len();
+        // `reserve` succeeded, so old + len fits the capacity: no wrap.
+        let new_len = old.wrapping_add(self.len);
         let spare = v.spare_capacity_mut();
         debug_assert!(spare.len() >= self.len);
         // SAFETY: `len` bytes are readable at `ptr` (contract of `new`);
@@ -124,7 +126,7 @@ impl<'a> ShmSlice<'a> {
         // initialised, so the new length covers only initialised bytes.
         unsafe {
             copy_bytes(self.ptr, spare.as_mut_ptr().cast::<u8>(), self.len);
-            v.set_len(old + self.len);
+            v.set_len(new_len);
         }
     }
 
