@@ -66,7 +66,7 @@ step "miri on the ring logic"
 ci/miri.sh
 
 step "hostile-peer fuzzer, bounded (ci/fuzz.sh --minutes N runs longer)"
-ci/fuzz.sh --seconds 60
+ci/fuzz.sh --seconds 30
 
 step "kill -9 sweep, bounded (ci/sweep.sh --trials N runs more)"
 ci/sweep.sh --trials 60

@@ -226,7 +226,22 @@ impl IvshmemClient {
     /// `vectors` own eventfds (the server's vector count).
     pub fn connect(socket: &Path, vectors: u16) -> Result<Arc<IvshmemClient>, DeviceError> {
         let io_err = |e| DeviceError::io("talk to the ivshmem server at", socket, e);
-        let stream = UnixStream::connect(socket).map_err(io_err)?;
+        // The server's socket file appears at bind(2), a moment before it
+        // listens: a refused connection is tried again for a while.
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        let stream = loop {
+            match UnixStream::connect(socket) {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
+                    ) && std::time::Instant::now() < until =>
+                {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                r => break r.map_err(io_err)?,
+            }
+        };
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .map_err(io_err)?;

@@ -22,6 +22,8 @@ use zenoh::Wait;
 const STOP: u64 = u64::MAX;
 /// Round trips before measuring.
 const WARMUP: usize = 2000;
+/// Messages per burst of the latency-under-load rows.
+const BURST: u64 = 64;
 const TCP_PORT: u16 = 7500;
 const ZENOH_PORT: u16 = 7501;
 const BRIDGE_PORT: u16 = 7502;
@@ -44,16 +46,78 @@ fn now_ns(t0: Instant) -> u64 {
 }
 
 fn percentiles(mut v: Vec<u64>) -> String {
+    percentiles_as("rt", &mut v)
+}
+
+fn percentiles_as(what: &str, v: &mut [u64]) -> String {
+    if v.is_empty() {
+        return format!("{what} 0 0 0 0 0");
+    }
     v.sort_unstable();
     let p = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
     format!(
-        "rt {} {} {} {} {}",
+        "{what} {} {} {} {} {}",
         v.len(),
         p(0.5),
         p(0.99),
         p(0.999),
         v[v.len() - 1]
     )
+}
+
+/// Wall-clock nanoseconds: one clock for every process of the machine,
+/// whatever its network namespace.
+fn wall_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// A source's pace: flat out, or bursts of `burst` messages every
+/// millisecond, each stamped with its send time (bytes 8..16).
+struct Pacer {
+    burst: u64,
+    start: Instant,
+}
+
+impl Pacer {
+    fn stamp(&self, i: u64, buf: &mut [u8]) {
+        if self.burst == 0 || buf.len() < 16 {
+            return;
+        }
+        if i % self.burst == 0 {
+            let due = self.start + Duration::from_millis(i / self.burst);
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+        }
+        buf[8..16].copy_from_slice(&wall_ns().to_le_bytes());
+    }
+}
+
+/// One-way latencies of stamped messages, as a sink sees them.
+#[derive(Default)]
+struct Lat(Vec<u64>);
+
+impl Lat {
+    fn note(&mut self, msg: &[u8]) {
+        if let Some(ts) = msg
+            .get(8..16)
+            .map(|w| u64::from_le_bytes(w.try_into().unwrap()))
+        {
+            if ts != 0 {
+                self.0.push(wall_ns().saturating_sub(ts));
+            }
+        }
+    }
+
+    /// Prints the percentiles, the first `WARMUP` messages left out.
+    fn print(mut self) {
+        if self.0.len() > WARMUP {
+            println!("{}", percentiles_as("lat", &mut self.0[WARMUP..]));
+        }
+    }
 }
 
 fn tag(buf: &mut [u8], seq: u64) {
@@ -121,11 +185,18 @@ fn tcp_connect(addr: &str) -> Result<TcpStream, BridgeError> {
 }
 
 /// One benchmark process: `role` on `size`-byte messages for `secs`.
-pub fn peer(role: &str, size: usize, secs: f64, names: &[String]) -> Result<(), BridgeError> {
+pub fn peer(
+    role: &str,
+    size: usize,
+    secs: f64,
+    burst: u64,
+    names: &[String],
+) -> Result<(), BridgeError> {
     let size = size.max(8);
     let run = Duration::from_secs_f64(secs);
     let mut buf = vec![0u8; size];
     let t0 = Instant::now();
+    let mut lat = Lat::default();
     let out = match role {
         "tcp-echo" | "tcp-sink" => {
             let l = TcpListener::bind((IP_B, TCP_PORT)).map_err(io("listening"))?;
@@ -145,9 +216,11 @@ pub fn peer(role: &str, size: usize, secs: f64, names: &[String]) -> Result<(), 
                 if seq_of(&buf) == STOP {
                     break;
                 }
+                lat.note(&buf);
                 start.get_or_insert_with(|| now_ns(t0));
                 msgs += 1;
             }
+            lat.print();
             format!(
                 "tput {msgs} {} {}",
                 msgs * size as u64,
@@ -175,8 +248,13 @@ pub fn peer(role: &str, size: usize, secs: f64, names: &[String]) -> Result<(), 
                 percentiles(rts)
             } else {
                 let mut i = 0u64;
+                let pace = Pacer {
+                    burst,
+                    start: Instant::now(),
+                };
                 while t0.elapsed() < run {
                     tag(&mut buf, i);
+                    pace.stamp(i, &mut buf);
                     s.write_all(&buf).map_err(io("writing"))?;
                     i += 1;
                 }
@@ -210,7 +288,7 @@ pub fn peer(role: &str, size: usize, secs: f64, names: &[String]) -> Result<(), 
             }
             // The sink copies every message out, as the hwlink sink does.
             let copy = std::sync::Mutex::new(Vec::<u8>::new());
-            let (len_tx, len_rx) = mpsc::channel::<Option<usize>>();
+            let (len_tx, len_rx) = mpsc::channel::<Option<(usize, u64)>>();
             drop((tx, rx));
             let _s = z
                 .declare_subscriber("hwlink-bench/data")
@@ -218,7 +296,12 @@ pub fn peer(role: &str, size: usize, secs: f64, names: &[String]) -> Result<(), 
                     let mut c = copy.lock().unwrap();
                     c.clear();
                     c.extend_from_slice(&s.payload().to_bytes());
-                    let _ = len_tx.send((seq_of(&c) != STOP).then_some(c.len()));
+                    let mut one = Lat::default();
+                    one.note(&c);
+                    let _ = len_tx.send(
+                        (seq_of(&c) != STOP)
+                            .then(|| (c.len(), one.0.first().copied().unwrap_or(u64::MAX))),
+                    );
                 })
                 .wait()
                 .map_err(|e| BridgeError::zenoh("subscriber".into(), e))?;
@@ -230,7 +313,10 @@ pub fn peer(role: &str, size: usize, secs: f64, names: &[String]) -> Result<(), 
             loop {
                 match len_rx.recv_timeout(Duration::from_millis(50)) {
                     Ok(None) => break,
-                    Ok(Some(len)) => {
+                    Ok(Some((len, l))) => {
+                        if l != u64::MAX {
+                            lat.0.push(l);
+                        }
                         start.get_or_insert_with(|| now_ns(t0));
                         msgs += 1;
                         bytes += len as u64;
@@ -242,6 +328,7 @@ pub fn peer(role: &str, size: usize, secs: f64, names: &[String]) -> Result<(), 
                     }
                 }
             }
+            lat.print();
             format!("tput {msgs} {bytes} {}", now_ns(t0) - start.unwrap_or(0))
         }
         "zenoh-ping" | "zenoh-source" => {
@@ -302,8 +389,10 @@ pub fn peer(role: &str, size: usize, secs: f64, names: &[String]) -> Result<(), 
                 rx.recv_timeout(Duration::from_secs(20))
                     .map_err(|_| BridgeError::Local("the zenoh sink never said ready".into()))?;
                 let (mut i, t1) = (0u64, Instant::now());
+                let pace = Pacer { burst, start: t1 };
                 while t1.elapsed() < run {
                     tag(&mut buf, i);
+                    pace.stamp(i, &mut buf);
                     p.put(buf.clone())
                         .wait()
                         .map_err(|e| BridgeError::zenoh("put".into(), e))?;
@@ -370,10 +459,12 @@ pub fn peer(role: &str, size: usize, secs: f64, names: &[String]) -> Result<(), 
                         if seq_of(msg) == STOP {
                             break;
                         }
+                        lat.note(msg);
                         start.get_or_insert_with(|| now_ns(t0));
                         msgs += 1;
                         bytes += msg.len() as u64;
                     }
+                    lat.print();
                     format!("tput {msgs} {bytes} {}", now_ns(t0) - start.unwrap_or(0))
                 }
                 "link-ping" => {
@@ -403,9 +494,21 @@ pub fn peer(role: &str, size: usize, secs: f64, names: &[String]) -> Result<(), 
                         .map_err(open_err(Kind::Link, tx_name))?;
                     let mut i = 0u64;
                     let mut t1 = None;
+                    let mut pace = Pacer {
+                        burst,
+                        start: Instant::now(),
+                    };
                     while t1.is_none_or(|t: Instant| t.elapsed() < run) {
                         tag(&mut buf, i);
+                        pace.stamp(i, &mut buf);
                         put(&mut sink, &buf)?;
+                        if i == 0 {
+                            // The clock starts once the path is up: the
+                            // exporting bridge takes a message only when
+                            // an importer across the network is there.
+                            drained(tx_name, Duration::from_secs(30))?;
+                            pace.start = Instant::now();
+                        }
                         // The clock starts once the first message was taken
                         // (the bridges are up).
                         t1.get_or_insert_with(Instant::now);
@@ -421,6 +524,28 @@ pub fn peer(role: &str, size: usize, secs: f64, names: &[String]) -> Result<(), 
     };
     println!("{out}");
     Ok(())
+}
+
+/// Waits until link `name` is empty (its receiver took everything).
+fn drained(name: &str, patience: Duration) -> Result<(), BridgeError> {
+    let until = Instant::now() + patience;
+    loop {
+        let empty = hwlink::admin::list()
+            .map_err(|e| BridgeError::Local(e.to_string()))?
+            .iter()
+            .filter(|r| r.name == name)
+            .flat_map(|r| &r.rings)
+            .all(|ring| matches!(ring.occupancy, Ok(0)));
+        if empty {
+            return Ok(());
+        }
+        if Instant::now() >= until {
+            return Err(BridgeError::Local(format!(
+                "link `{name}` was not drained within {patience:?}: is the bridge path up?"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// A benchmark process in a host.
@@ -453,15 +578,16 @@ impl Peer {
 
     fn line(&self, prefix: &str, timeout: Duration) -> Result<String, BridgeError> {
         let until = Instant::now() + timeout;
+        let mut seen = Vec::new();
         loop {
             let left = until.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(l) if l.starts_with(prefix) => return Ok(l),
-                Ok(_) => {}
+                Ok(l) => seen.push(l),
                 Err(_) => {
                     return Err(BridgeError::Local(format!(
-                        "a benchmark process gave no `{prefix}` line in {timeout:?}"
-                    )))
+                    "a benchmark process gave no `{prefix}` line in {timeout:?} (it said {seen:?})"
+                )))
                 }
             }
         }
@@ -475,7 +601,7 @@ impl Drop for Peer {
     }
 }
 
-fn peer_args(role: &str, size: usize, secs: f64, names: &[&str]) -> Vec<String> {
+fn peer_args(role: &str, size: usize, secs: f64, burst: u64, names: &[&str]) -> Vec<String> {
     let mut a = vec![
         "bench-peer".to_string(),
         "--role".into(),
@@ -484,6 +610,8 @@ fn peer_args(role: &str, size: usize, secs: f64, names: &[&str]) -> Vec<String> 
         size.to_string(),
         "--secs".into(),
         secs.to_string(),
+        "--burst".into(),
+        burst.to_string(),
     ];
     a.extend(names.iter().map(|n| n.to_string()));
     a
@@ -512,7 +640,7 @@ fn parse(line: &str) -> Result<Figure, BridgeError> {
         .filter_map(|x| x.parse().ok())
         .collect();
     match (line.split_whitespace().next(), w.as_slice()) {
-        (Some("rt"), [n, p50, p99, p999, max]) => Ok(Figure::Rt {
+        (Some("rt" | "lat"), [n, p50, p99, p999, max]) => Ok(Figure::Rt {
             p50: *p50,
             p99: *p99,
             p999: *p999,
@@ -529,10 +657,21 @@ fn parse(line: &str) -> Result<Figure, BridgeError> {
 
 /// The row's figure: the client's round trips, or the sink's rate after
 /// checking that it received every message the source sent.
-fn measured(client: &Peer, server: &Peer, rt: bool, t: Duration) -> Result<Figure, BridgeError> {
+fn measured(
+    client: &Peer,
+    server: &Peer,
+    rt: bool,
+    burst: u64,
+    t: Duration,
+) -> Result<Figure, BridgeError> {
     if rt {
         return parse(&client.line("rt", t)?);
     }
+    let lat = if burst > 0 {
+        Some(parse(&server.line("lat", t)?)?)
+    } else {
+        None
+    };
     let sent: u64 = client
         .line("sent", t)?
         .split_whitespace()
@@ -550,7 +689,7 @@ fn measured(client: &Peer, server: &Peer, rt: bool, t: Duration) -> Result<Figur
             "the sink received {received} messages of the {sent} sent"
         )));
     }
-    parse(&got)
+    lat.map_or_else(|| parse(&got), Ok)
 }
 
 /// Runs one row: `server` role on B, `client` role on A; `result_from`
@@ -562,9 +701,10 @@ fn row(
     path: &str,
     rt: bool,
     size: usize,
-    secs: f64,
-    bridge_args: &[String],
+    burst: u64,
+    o: &BenchOptions,
 ) -> Result<Figure, BridgeError> {
+    let (secs, bridge_args) = (o.secs, &o.bridge_args);
     let t = Duration::from_secs_f64(secs + 30.0);
     let pid = std::process::id();
     let (req_a, req_b, rep_a, rep_b) = (
@@ -581,12 +721,12 @@ fn row(
                 (_, true) => ("zenoh-pong", "zenoh-ping"),
                 _ => ("zenoh-sink", "zenoh-source"),
             };
-            let server = Peer::spawn(exe, &h.b, &peer_args(srv, size, secs, &[]))?;
+            let server = Peer::spawn(exe, &h.b, &peer_args(srv, size, secs, burst, &[]))?;
             if srv != "zenoh-sink" {
                 server.line("ready", Duration::from_secs(20))?;
             }
-            let client = Peer::spawn(exe, &h.a, &peer_args(cli, size, secs, &[]))?;
-            measured(&client, &server, rt, t)?
+            let client = Peer::spawn(exe, &h.a, &peer_args(cli, size, secs, burst, &[]))?;
+            measured(&client, &server, rt, burst, t)?
         }
         _ => {
             let mut b_args: Vec<String> = vec![
@@ -611,14 +751,14 @@ fn row(
                     format!("hwlink-bench/{pid}/rep=link:{rep_a}"),
                 ]);
             }
-            let o = local_opts(size);
+            let lo = local_opts(size);
             for a in [&mut a_args, &mut b_args] {
                 a.extend(bridge_args.iter().cloned());
                 a.extend([
                     "--capacity".into(),
-                    o.capacity.to_string(),
+                    lo.capacity.to_string(),
                     "--slot-size".into(),
-                    o.slot_size.to_string(),
+                    lo.slot_size.to_string(),
                 ]);
             }
             let server = Peer::spawn(
@@ -628,6 +768,7 @@ fn row(
                     if rt { "link-pong" } else { "link-sink" },
                     size,
                     secs,
+                    burst,
                     &[&req_b, &rep_b],
                 ),
             )?;
@@ -641,10 +782,11 @@ fn row(
                     if rt { "link-ping" } else { "link-source" },
                     size,
                     secs,
+                    burst,
                     &[&rep_a, &req_a],
                 ),
             )?;
-            let f = measured(&client, &server, rt, t)?;
+            let f = measured(&client, &server, rt, burst, t)?;
             drop((client, server));
             f
         }
@@ -677,7 +819,7 @@ pub fn run(exe: &str, o: &BenchOptions) -> Result<(), BridgeError> {
     );
     let mut rts = Vec::new();
     for p in paths {
-        let f = row(exe, &h, p, true, o.rt_size, o.secs, &o.bridge_args)?;
+        let f = row(exe, &h, p, true, o.rt_size, 0, o)?;
         if let Figure::Rt {
             p50,
             p99,
@@ -703,13 +845,46 @@ pub fn run(exe: &str, o: &BenchOptions) -> Result<(), BridgeError> {
             b999 / z999
         );
     }
+    println!(
+        "\none-way latency under load: bursts of {BURST} messages of 64 B every ms\n\
+         (each stamped when sent; latency to the sink; batching adds at most 50 µs)"
+    );
+    println!(
+        "                      {:>10} {:>10} {:>10} {:>10} {:>9}",
+        "p50 µs", "p99 µs", "p99.9 µs", "max µs", "samples"
+    );
+    let mut lats = Vec::new();
+    for p in paths {
+        if let Figure::Rt {
+            p50,
+            p99,
+            p999,
+            max,
+            n,
+        } = row(exe, &h, p, false, 64, BURST, o)?
+        {
+            println!(
+                "  {p:<18} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {n:>9}",
+                p50 / 1e3,
+                p99 / 1e3,
+                p999 / 1e3,
+                max / 1e3
+            );
+            lats.push((p50, p999));
+        }
+    }
+    if let [(b50, b999), (z50, z999), ..] = lats[..] {
+        println!(
+            "  hwlink-bridge / zenoh: p50 {:.2}x, p99.9 {:.2}x",
+            b50 / z50,
+            b999 / z999
+        );
+    }
     for &size in &o.sizes {
         println!("\nthroughput, {size} B     {:>12} {:>10}", "msgs/s", "MB/s");
         let mut rates = Vec::new();
         for p in paths {
-            if let Figure::Tput { msgs_s, mb_s } =
-                row(exe, &h, p, false, size, o.secs, &o.bridge_args)?
-            {
+            if let Figure::Tput { msgs_s, mb_s } = row(exe, &h, p, false, size, 0, o)? {
                 println!("  {p:<18} {msgs_s:>12.0} {mb_s:>10.1}");
                 rates.push(msgs_s);
             }

@@ -39,6 +39,9 @@ const NACK_AGAIN: Duration = Duration::from_millis(20);
 const FORGET: Duration = Duration::from_secs(600);
 /// Most streams remembered.
 const MAX_STREAMS: usize = 1024;
+/// Most bytes waiting in the backlog. Exporters keep within their windows
+/// (16 MiB by default), so only one that does not reaches this.
+const BACKLOG_MAX: usize = 256 << 20;
 /// How long one delivery attempt of the backlog waits for room.
 const DELIVER_WAIT: Duration = Duration::from_millis(1);
 
@@ -59,6 +62,7 @@ struct Core {
     sink: Sink,
     streams: HashMap<u64, StreamIn>,
     backlog: VecDeque<(u64, u64, Vec<u8>)>,
+    backlog_bytes: usize,
     gone_reported: bool,
 }
 
@@ -93,6 +97,11 @@ impl Shared {
                 return;
             }
         };
+        if h.first_seq.checked_add(u64::from(h.count)).is_none() {
+            // Numbers that would wrap: not from a bridge.
+            add(&self.stats.refused, 1);
+            return;
+        }
         add(&self.stats.in_frames, 1);
         let now = Instant::now();
         let mut guard = self.core.lock().unwrap();
@@ -100,6 +109,7 @@ impl Shared {
             sink,
             streams,
             backlog,
+            backlog_bytes,
             ..
         } = &mut *guard;
         let st = match streams.get_mut(&h.stream) {
@@ -143,7 +153,13 @@ impl Shared {
                     st.delivered = seq + 1;
                     add(&self.stats.in_msgs, 1);
                     add(&self.stats.in_bytes, rec.len() as u64);
+                } else if *backlog_bytes + rec.len() > BACKLOG_MAX {
+                    // Only an exporter that ignores its window gets here:
+                    // the rest of the frame is not accepted, and is asked
+                    // for again after the gap its next frame shows.
+                    break;
                 } else {
+                    *backlog_bytes += rec.len();
                     backlog.push_back((h.stream, seq, rec.to_vec()));
                     woke = true;
                 }
@@ -168,6 +184,7 @@ impl Shared {
                 guard = self.work.wait_timeout(guard, HEARTBEAT).unwrap().0;
                 continue;
             };
+            guard.backlog_bytes -= msg.len();
             match guard.sink.put(&msg, Some(DELIVER_WAIT)) {
                 Ok(Put::Done) => {
                     add(&self.stats.in_msgs, 1);
@@ -195,6 +212,7 @@ impl Shared {
                     }
                 }
             }
+            guard.backlog_bytes += msg.len();
             guard.backlog.push_front((stream, seq, msg));
             // Let the receive callback in before trying again.
             drop(guard);
@@ -289,6 +307,7 @@ pub fn spawn(
             sink,
             streams: HashMap::new(),
             backlog: VecDeque::new(),
+            backlog_bytes: 0,
             gone_reported: false,
         }),
         work: Condvar::new(),

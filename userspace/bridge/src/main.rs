@@ -105,6 +105,8 @@ enum Cmd {
         size: usize,
         #[arg(long)]
         secs: f64,
+        #[arg(long, default_value_t = 0)]
+        burst: u64,
         names: Vec<String>,
     },
 }
@@ -464,8 +466,9 @@ fn main() -> ExitCode {
             role,
             size,
             secs,
+            burst,
             names,
-        }) => hwlink_bridge::bench::peer(&role, size, secs, &names).map(|()| true),
+        }) => hwlink_bridge::bench::peer(&role, size, secs, burst, &names).map(|()| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
