@@ -37,6 +37,21 @@ pub struct BridgeEntry {
     pub key: String,
 }
 
+impl std::fmt::Display for BridgeEntry {
+    /// `export mailbox `mbx.jobs` -> `hwlink/mailbox/jobs`` (or `import … <-`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (word, arrow) = match self.direction {
+            BridgeDirection::Export => ("export", "->"),
+            BridgeDirection::Import => ("import", "<-"),
+        };
+        write!(
+            f,
+            "{word} {} `{}` {arrow} `{}`",
+            self.kind, self.name, self.key
+        )
+    }
+}
+
 /// A bridge process's registry file, as `hwlink ls` shows it.
 #[derive(Debug, Clone)]
 pub struct BridgeRecord {

@@ -797,6 +797,39 @@ fn row(
     Ok(figure)
 }
 
+/// Prints a latency row; gives its (p50, p99.9).
+fn print_latency(path: &str, f: Figure) -> Option<(f64, f64)> {
+    let Figure::Rt {
+        p50,
+        p99,
+        p999,
+        max,
+        n,
+    } = f
+    else {
+        return None;
+    };
+    println!(
+        "  {path:<18} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {n:>9}",
+        p50 / 1e3,
+        p99 / 1e3,
+        p999 / 1e3,
+        max / 1e3
+    );
+    Some((p50, p999))
+}
+
+/// Prints the bridge's latency against zenoh's (the first two rows).
+fn print_ratio(rows: &[(f64, f64)], bar: &str) {
+    if let [(b50, b999), (z50, z999), ..] = rows[..] {
+        println!(
+            "  hwlink-bridge / zenoh: p50 {:.2}x, p99.9 {:.2}x{bar}",
+            b50 / z50,
+            b999 / z999
+        );
+    }
+}
+
 /// Runs the bridge workload and prints its tables.
 pub fn run(exe: &str, o: &BenchOptions) -> Result<(), BridgeError> {
     let Some(h) = Hosts::new("bench") else {
@@ -820,31 +853,9 @@ pub fn run(exe: &str, o: &BenchOptions) -> Result<(), BridgeError> {
     let mut rts = Vec::new();
     for p in paths {
         let f = row(exe, &h, p, true, o.rt_size, 0, o)?;
-        if let Figure::Rt {
-            p50,
-            p99,
-            p999,
-            max,
-            n,
-        } = f
-        {
-            println!(
-                "  {p:<18} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {n:>9}",
-                p50 / 1e3,
-                p99 / 1e3,
-                p999 / 1e3,
-                max / 1e3
-            );
-            rts.push((p50, p999));
-        }
+        rts.extend(print_latency(p, f));
     }
-    if let [(b50, b999), (z50, z999), ..] = rts[..] {
-        println!(
-            "  hwlink-bridge / zenoh: p50 {:.2}x, p99.9 {:.2}x (bar: at most 1.3x)",
-            b50 / z50,
-            b999 / z999
-        );
-    }
+    print_ratio(&rts, " (bar: at most 1.3x)");
     println!(
         "\none-way latency under load: bursts of {BURST} messages of 64 B every ms\n\
          (each stamped when sent; latency to the sink; batching adds at most 50 µs)"
@@ -855,31 +866,9 @@ pub fn run(exe: &str, o: &BenchOptions) -> Result<(), BridgeError> {
     );
     let mut lats = Vec::new();
     for p in paths {
-        if let Figure::Rt {
-            p50,
-            p99,
-            p999,
-            max,
-            n,
-        } = row(exe, &h, p, false, 64, BURST, o)?
-        {
-            println!(
-                "  {p:<18} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {n:>9}",
-                p50 / 1e3,
-                p99 / 1e3,
-                p999 / 1e3,
-                max / 1e3
-            );
-            lats.push((p50, p999));
-        }
+        lats.extend(print_latency(p, row(exe, &h, p, false, 64, BURST, o)?));
     }
-    if let [(b50, b999), (z50, z999), ..] = lats[..] {
-        println!(
-            "  hwlink-bridge / zenoh: p50 {:.2}x, p99.9 {:.2}x",
-            b50 / z50,
-            b999 / z999
-        );
-    }
+    print_ratio(&lats, "");
     for &size in &o.sizes {
         println!("\nthroughput, {size} B     {:>12} {:>10}", "msgs/s", "MB/s");
         let mut rates = Vec::new();

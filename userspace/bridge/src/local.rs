@@ -109,6 +109,40 @@ pub struct LocalError {
     pub detail: String,
 }
 
+fn not_found(e: &OpenError) -> bool {
+    matches!(e, OpenError::Map(hwlink_drivers::MapError::NotFound { .. }))
+}
+
+/// Opens mailbox `name` with `access`, creating it (bounded, as `o` says)
+/// if there is none; a creation that another process won is an open.
+fn mailbox(name: &str, o: &LocalOptions, access: Access) -> Result<Mailbox, OpenError> {
+    let b = MailboxBuilder::new()
+        .wait(o.wait)
+        .slot_size(o.slot_size)
+        .buffering(Buffering::Bounded(o.capacity));
+    match b.open(name, access) {
+        Err(e) if not_found(&e) => match b.clone().name(name).create(access) {
+            Err(OpenError::NameTaken { .. }) => b.open(name, access),
+            r => r,
+        },
+        r => r,
+    }
+}
+
+fn link_builder(name: &str, o: &LocalOptions) -> LinkBuilder {
+    LinkBuilder::new(name)
+        .wait(o.wait)
+        .capacity(o.capacity)
+        .slot_size(o.slot_size)
+}
+
+fn topic_builder(name: &str, o: &LocalOptions) -> TopicBuilder {
+    TopicBuilder::new(name)
+        .wait(o.wait)
+        .capacity(o.capacity)
+        .slot_size(o.slot_size)
+}
+
 /// Runs `f` again while it fails because another process created the
 /// object at the same moment (or is still setting it up), for up to 5 s.
 fn retry_race<T>(mut f: impl FnMut() -> Result<T, OpenError>) -> Result<T, OpenError> {
@@ -144,41 +178,15 @@ impl Source {
 
     fn open_once(kind: Kind, name: &str, o: &LocalOptions) -> Result<Source, OpenError> {
         Ok(match kind {
-            Kind::Mailbox => {
-                let b = MailboxBuilder::new()
-                    .wait(o.wait)
-                    .slot_size(o.slot_size)
-                    .buffering(Buffering::Bounded(o.capacity));
-                match b.open(name, Access::Recv) {
-                    Err(OpenError::Map(hwlink_drivers::MapError::NotFound { .. })) => {
-                        match b.clone().name(name).create(Access::Recv) {
-                            Err(OpenError::NameTaken { .. }) => b.open(name, Access::Recv)?,
-                            r => r?,
-                        }
-                    }
-                    r => r?,
-                }
-                .into()
-            }
+            Kind::Mailbox => Source::Mailbox(mailbox(name, o, Access::Recv)?),
             Kind::Link => {
-                let b = LinkBuilder::new(name)
-                    .wait(o.wait)
-                    .capacity(o.capacity)
-                    .slot_size(o.slot_size);
+                let b = link_builder(name, o);
                 Source::Link(match b.open_receiver() {
-                    Err(OpenError::Map(hwlink_drivers::MapError::NotFound { .. })) => {
-                        b.create_receiver()?
-                    }
+                    Err(e) if not_found(&e) => b.create_receiver()?,
                     r => r?,
                 })
             }
-            Kind::Topic => Source::Topic(
-                TopicBuilder::new(name)
-                    .wait(o.wait)
-                    .capacity(o.capacity)
-                    .slot_size(o.slot_size)
-                    .subscribe()?,
-            ),
+            Kind::Topic => Source::Topic(topic_builder(name, o).subscribe()?),
         })
     }
 
@@ -206,12 +214,6 @@ impl Source {
                 None => s.try_recv_with(append),
             }),
         }
-    }
-}
-
-impl From<Mailbox> for Source {
-    fn from(m: Mailbox) -> Source {
-        Source::Mailbox(m)
     }
 }
 
@@ -246,40 +248,15 @@ impl Sink {
 
     fn open_once(kind: Kind, name: &str, o: &LocalOptions) -> Result<Sink, OpenError> {
         Ok(match kind {
-            Kind::Mailbox => {
-                let b = MailboxBuilder::new()
-                    .wait(o.wait)
-                    .slot_size(o.slot_size)
-                    .buffering(Buffering::Bounded(o.capacity));
-                Sink::Mailbox(match b.open(name, Access::Send) {
-                    Err(OpenError::Map(hwlink_drivers::MapError::NotFound { .. })) => {
-                        match b.clone().name(name).create(Access::Send) {
-                            Err(OpenError::NameTaken { .. }) => b.open(name, Access::Send)?,
-                            r => r?,
-                        }
-                    }
-                    r => r?,
-                })
-            }
+            Kind::Mailbox => Sink::Mailbox(mailbox(name, o, Access::Send)?),
             Kind::Link => {
-                let b = LinkBuilder::new(name)
-                    .wait(o.wait)
-                    .capacity(o.capacity)
-                    .slot_size(o.slot_size);
+                let b = link_builder(name, o);
                 Sink::Link(match b.open_sender() {
-                    Err(OpenError::Map(hwlink_drivers::MapError::NotFound { .. })) => {
-                        b.create_sender()?
-                    }
+                    Err(e) if not_found(&e) => b.create_sender()?,
                     r => r?,
                 })
             }
-            Kind::Topic => Sink::Topic(
-                TopicBuilder::new(name)
-                    .wait(o.wait)
-                    .capacity(o.capacity)
-                    .slot_size(o.slot_size)
-                    .publish()?,
-            ),
+            Kind::Topic => Sink::Topic(topic_builder(name, o).publish()?),
         })
     }
 

@@ -336,20 +336,7 @@ fn run(a: Args) -> Result<(), BridgeError> {
         session.zid(),
         entries
             .iter()
-            .map(|e| format!(
-                "{} {} `{}` {} {}",
-                match e.direction {
-                    BridgeDirection::Export => "export",
-                    BridgeDirection::Import => "import",
-                },
-                e.kind,
-                e.name,
-                match e.direction {
-                    BridgeDirection::Export => "->",
-                    BridgeDirection::Import => "<-",
-                },
-                e.key
-            ))
+            .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join("; ")
     );

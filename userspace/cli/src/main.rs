@@ -908,20 +908,7 @@ fn ls_cmd() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                 },
                 b.entries
                     .iter()
-                    .map(|e| format!(
-                        "{} {} `{}` {} `{}`",
-                        match e.direction {
-                            BridgeDirection::Export => "export",
-                            BridgeDirection::Import => "import",
-                        },
-                        e.kind,
-                        e.name,
-                        match e.direction {
-                            BridgeDirection::Export => "->",
-                            BridgeDirection::Import => "<-",
-                        },
-                        e.key
-                    ))
+                    .map(ToString::to_string)
                     .collect::<Vec<_>>()
                     .join(", ")
             );
