@@ -24,7 +24,7 @@
 
 /* "HWLINK" followed by 0x00 0x01, read as a little-endian u64. */
 #define HWL_REGION_MAGIC 0x01004b4e494c5748ULL
-#define HWL_ABI_VERSION 3
+#define HWL_ABI_VERSION 4
 
 /* On device memory (an ivshmem BAR), regions lie back to back from offset 0,
  * each followed by the next at offset + total_size. A creator claims the
@@ -79,6 +79,14 @@
 #define HWL_RING_MAX_CAPACITY (1U << 24)  /* slots */
 #define HWL_RING_MAX_SLOT_SIZE (1U << 30) /* payload bytes per slot */
 #define HWL_SLOT_HDR_SIZE 8               /* sizeof(struct hwl_slot) */
+
+/* hwl_spsc_ring.flags */
+#define HWL_RING_PACKED (1U << 0) /* records packed back to back (below) */
+
+/* A packed ring's unit: records start on a multiple of it. */
+#define HWL_RECORD_UNIT 16
+/* hwl_slot.len of a padding record, which fills the rest of the lap. */
+#define HWL_RECORD_PAD 0xFFFFFFFFU
 
 /*
  * A process's liveness file, "hwlink-proc.<token in 8 hex digits>" in the
@@ -180,20 +188,40 @@ struct hwl_endpoint {
  * head and tail are free-running u32 counters; slot i lives at
  * slots_offset + (i & (capacity - 1)) * slot_stride. The ring holds
  * tail - head (mod 2^32) messages, never more than capacity.
+ *
+ * With HWL_RING_PACKED in flags, the ring is packed instead: capacity
+ * counts units of HWL_RECORD_UNIT bytes (slot_stride == HWL_RECORD_UNIT)
+ * and head and tail count units. A message of len bytes is one record: a
+ * struct hwl_slot (seq = its unit position + 1) and the payload right after
+ * it, taking ceil((8 + len) / 16) units, so several small messages share a
+ * cache line. A record never wraps: one that would cross the end of the
+ * unit area is preceded by a padding record (len HWL_RECORD_PAD) that
+ * fills the lap. The producer keeps the header at tail zero (it zeroes the
+ * header after its last record before publishing it), so tail - head never
+ * exceeds capacity - 1. slot_size bounds len; 2 * ceil((8 + slot_size) /
+ * 16) <= capacity. A packed ring also holds at most max_messages
+ * messages, whatever their sizes (a bounded buffer of that many): the
+ * producer counts the messages it publishes in published, the consumer
+ * those it releases in released, and published - released (mod 2^32)
+ * never exceeds max_messages. See hw/SPEC.md, "Packed rings".
  */
 struct hwl_spsc_ring {
 	__u32 tail;        /* next slot the producer fills */
-	__u32 pad0[15];
+	__u32 published;   /* packed: messages published (free-running) */
+	__u32 pad0[14];
 	__u8 guard0[HWL_CACHELINE];
 	__u32 head;        /* next slot the consumer reads */
-	__u32 pad1[15];
+	__u32 released;    /* packed: messages released (free-running) */
+	__u32 pad1[14];
 	__u8 guard1[HWL_CACHELINE];
 	__u32 capacity;    /* slots, a power of two */
 	__u32 slot_size;   /* most payload bytes in one slot */
 	__u32 slot_stride; /* bytes per slot, header included, multiple of 64 */
-	__u32 flags;       /* reserved, zero */
+	__u32 flags;       /* HWL_RING_PACKED or zero; other bits reserved */
 	__u64 slots_offset; /* from the start of this struct, multiple of 64 */
-	__u64 resv2[5];    /* reserved, zero */
+	__u32 max_messages; /* packed: most messages held at once; else zero */
+	__u32 resv3;        /* reserved, zero */
+	__u64 resv2[4];     /* reserved, zero */
 	struct hwl_endpoint producer; /* the sending side */
 	struct hwl_endpoint consumer; /* the receiving side */
 	struct hwl_doorbell not_empty; /* posted after publishing messages */

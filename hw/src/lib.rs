@@ -138,6 +138,48 @@ pub const fn ring_bytes(capacity: u32, slot_stride: u32) -> Option<u64> {
     RING_CONTROL_BYTES.checked_add(slots)
 }
 
+/// Units ([`HWL_RECORD_UNIT`] bytes each) that one record of a packed
+/// ring takes for a message of `len` bytes: its [`hwl_slot`] header and the
+/// payload, rounded up to whole units. `None` if that overflows a `u32`.
+///
+/// ```
+/// assert_eq!(hwlink_hw::record_units(0), Some(1));
+/// assert_eq!(hwlink_hw::record_units(8), Some(1));
+/// assert_eq!(hwlink_hw::record_units(9), Some(2));
+/// assert_eq!(hwlink_hw::record_units(56), Some(4));
+/// ```
+pub const fn record_units(len: u32) -> Option<u32> {
+    let Some(bytes) = len.checked_add(HWL_SLOT_HDR_SIZE) else {
+        return None;
+    };
+    Some(bytes.div_ceil(HWL_RECORD_UNIT))
+}
+
+/// Bytes of a packed SPSC ring object of `units` units: the control block,
+/// then the unit area at `slots_offset = RING_CONTROL_BYTES`. `None` if
+/// `units` is not a power of two of at least 4 (so that the area is whole
+/// cache lines), or if `slot_size`'s records do not fit twice (a record
+/// never wraps; the padding before it may take almost one record).
+///
+/// ```
+/// assert_eq!(hwlink_hw::packed_ring_bytes(1024, 8), Some(512 + 1024 * 16));
+/// assert_eq!(hwlink_hw::packed_ring_bytes(4, 24), Some(512 + 64));
+/// assert_eq!(hwlink_hw::packed_ring_bytes(4, 25), None);
+/// assert_eq!(hwlink_hw::packed_ring_bytes(2, 0), None);
+/// ```
+pub const fn packed_ring_bytes(units: u32, slot_size: u32) -> Option<u64> {
+    if !units.is_power_of_two() || units < 4 {
+        return None;
+    }
+    let Some(record) = record_units(slot_size) else {
+        return None;
+    };
+    if record as u64 * 2 > units as u64 {
+        return None;
+    }
+    RING_CONTROL_BYTES.checked_add(units as u64 * HWL_RECORD_UNIT as u64)
+}
+
 /// Offset, from the start of the ring object, of the [`hwl_slot`] that the
 /// free-running counter `index` (a `head` or `tail` value) designates:
 /// `slots_offset + (index & (capacity - 1)) * slot_stride`.

@@ -3,7 +3,7 @@
 // facts against literal numbers and against the C compiler.
 
 pub const HWL_REGION_MAGIC: u64 = 72140393647200072;
-pub const HWL_ABI_VERSION: u32 = 3;
+pub const HWL_ABI_VERSION: u32 = 4;
 pub const HWL_REGION_CLAIMED: u64 = 5569054210022725448;
 pub const HWL_CACHELINE: u32 = 64;
 pub const HWL_REGION_HDR_SIZE: u32 = 4096;
@@ -35,6 +35,9 @@ pub const HWL_WAIT_POLL: u32 = 1;
 pub const HWL_RING_MAX_CAPACITY: u32 = 16777216;
 pub const HWL_RING_MAX_SLOT_SIZE: u32 = 1073741824;
 pub const HWL_SLOT_HDR_SIZE: u32 = 8;
+pub const HWL_RING_PACKED: u32 = 1;
+pub const HWL_RECORD_UNIT: u32 = 16;
+pub const HWL_RECORD_PAD: u32 = 4294967295;
 pub const HWL_PROCESS_MAGIC: u64 = 163061226468562760;
 pub const HWL_PROCESS_FILE_SIZE: u32 = 4096;
 pub const HWL_PROCESS_OWNER_DIED: u32 = 1073741824;
@@ -358,17 +361,37 @@ const _: () = {
 
  head and tail are free-running u32 counters; slot i lives at
  slots_offset + (i & (capacity - 1)) * slot_stride. The ring holds
- tail - head (mod 2^32) messages, never more than capacity.*/
+ tail - head (mod 2^32) messages, never more than capacity.
+
+ With HWL_RING_PACKED in flags, the ring is packed instead: capacity
+ counts units of HWL_RECORD_UNIT bytes (slot_stride == HWL_RECORD_UNIT)
+ and head and tail count units. A message of len bytes is one record: a
+ struct hwl_slot (seq = its unit position + 1) and the payload right after
+ it, taking ceil((8 + len) / 16) units, so several small messages share a
+ cache line. A record never wraps: one that would cross the end of the
+ unit area is preceded by a padding record (len HWL_RECORD_PAD) that
+ fills the lap. The producer keeps the header at tail zero (it zeroes the
+ header after its last record before publishing it), so tail - head never
+ exceeds capacity - 1. slot_size bounds len; 2 * ceil((8 + slot_size) /
+ 16) <= capacity. A packed ring also holds at most max_messages
+ messages, whatever their sizes (a bounded buffer of that many): the
+ producer counts the messages it publishes in published, the consumer
+ those it releases in released, and published - released (mod 2^32)
+ never exceeds max_messages. See hw/SPEC.md, "Packed rings".*/
 #[repr(C)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct hwl_spsc_ring {
     /// next slot the producer fills
     pub tail: __u32,
-    pub pad0: [__u32; 15usize],
+    /// packed: messages published (free-running)
+    pub published: __u32,
+    pub pad0: [__u32; 14usize],
     pub guard0: [__u8; 64usize],
     /// next slot the consumer reads
     pub head: __u32,
-    pub pad1: [__u32; 15usize],
+    /// packed: messages released (free-running)
+    pub released: __u32,
+    pub pad1: [__u32; 14usize],
     pub guard1: [__u8; 64usize],
     /// slots, a power of two
     pub capacity: __u32,
@@ -376,12 +399,16 @@ pub struct hwl_spsc_ring {
     pub slot_size: __u32,
     /// bytes per slot, header included, multiple of 64
     pub slot_stride: __u32,
-    /// reserved, zero
+    /// HWL_RING_PACKED or zero; other bits reserved
     pub flags: __u32,
     /// from the start of this struct, multiple of 64
     pub slots_offset: __u64,
+    /// packed: most messages held at once; else zero
+    pub max_messages: __u32,
     /// reserved, zero
-    pub resv2: [__u64; 5usize],
+    pub resv3: __u32,
+    /// reserved, zero
+    pub resv2: [__u64; 4usize],
     /// the sending side
     pub producer: hwl_endpoint,
     /// the receiving side
@@ -399,8 +426,11 @@ const _: () = {
         "Offset of field: hwl_spsc_ring::tail",
     ][::core::mem::offset_of!(hwl_spsc_ring, tail) - 0usize];
     [
+        "Offset of field: hwl_spsc_ring::published",
+    ][::core::mem::offset_of!(hwl_spsc_ring, published) - 4usize];
+    [
         "Offset of field: hwl_spsc_ring::pad0",
-    ][::core::mem::offset_of!(hwl_spsc_ring, pad0) - 4usize];
+    ][::core::mem::offset_of!(hwl_spsc_ring, pad0) - 8usize];
     [
         "Offset of field: hwl_spsc_ring::guard0",
     ][::core::mem::offset_of!(hwl_spsc_ring, guard0) - 64usize];
@@ -408,8 +438,11 @@ const _: () = {
         "Offset of field: hwl_spsc_ring::head",
     ][::core::mem::offset_of!(hwl_spsc_ring, head) - 128usize];
     [
+        "Offset of field: hwl_spsc_ring::released",
+    ][::core::mem::offset_of!(hwl_spsc_ring, released) - 132usize];
+    [
         "Offset of field: hwl_spsc_ring::pad1",
-    ][::core::mem::offset_of!(hwl_spsc_ring, pad1) - 132usize];
+    ][::core::mem::offset_of!(hwl_spsc_ring, pad1) - 136usize];
     [
         "Offset of field: hwl_spsc_ring::guard1",
     ][::core::mem::offset_of!(hwl_spsc_ring, guard1) - 192usize];
@@ -429,8 +462,14 @@ const _: () = {
         "Offset of field: hwl_spsc_ring::slots_offset",
     ][::core::mem::offset_of!(hwl_spsc_ring, slots_offset) - 272usize];
     [
+        "Offset of field: hwl_spsc_ring::max_messages",
+    ][::core::mem::offset_of!(hwl_spsc_ring, max_messages) - 280usize];
+    [
+        "Offset of field: hwl_spsc_ring::resv3",
+    ][::core::mem::offset_of!(hwl_spsc_ring, resv3) - 284usize];
+    [
         "Offset of field: hwl_spsc_ring::resv2",
-    ][::core::mem::offset_of!(hwl_spsc_ring, resv2) - 280usize];
+    ][::core::mem::offset_of!(hwl_spsc_ring, resv2) - 288usize];
     [
         "Offset of field: hwl_spsc_ring::producer",
     ][::core::mem::offset_of!(hwl_spsc_ring, producer) - 320usize];

@@ -229,11 +229,11 @@ pub fn list() -> Result<Vec<RegionStatus>, MapError> {
                                     let g = parts.geometry();
                                     status.rings.push(RingStatus {
                                         name: parts.object_name().to_string(),
-                                        capacity: g.capacity,
+                                        capacity: g.messages(),
                                         slot_size: g.slot_size,
                                         occupancy: parts
                                             .words()
-                                            .occupancy(g.capacity)
+                                            .occupancy(&g)
                                             .map_err(|c| c.to_string()),
                                         sender: endpoint_status(&parts, Side::Sender),
                                         receiver: endpoint_status(&parts, Side::Receiver),

@@ -150,8 +150,8 @@ pub use error::{Corruption, OpenError, RecvError, SendError, Side};
 pub use hwlink_drivers::{Backend, BackingKind, FileAccess, Group};
 #[cfg(not(loom))]
 pub use link::{
-    LinkBuilder, ReadBatch, ReadSlot, Receiver, Sender, WriteBatch, WriteSlot, DEFAULT_CAPACITY,
-    DEFAULT_SLOT_SIZE,
+    LinkBuilder, ReadBatch, ReadSlot, Receiver, RingLayout, Sender, WriteBatch, WriteSlot,
+    DEFAULT_CAPACITY, DEFAULT_SLOT_SIZE, PACKED_AUTO_MAX_SLOT,
 };
 #[cfg(not(loom))]
 pub use mailbox::{

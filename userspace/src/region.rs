@@ -351,7 +351,8 @@ fn write_header(hdr: &ShmView, h: Header<'_>) -> bool {
 /// Bytes of a region holding one SPSC ring of `geometry`: header and ring,
 /// the ring rounded up to whole objects.
 fn ring_region_size(geometry: Geometry) -> Result<u64, OpenError> {
-    hwlink_hw::ring_bytes(geometry.capacity, geometry.stride)
+    geometry
+        .object_bytes()
         .and_then(hwlink_hw::single_object_region_bytes)
         .filter(|&s| s <= usize::MAX as u64)
         .ok_or_else(|| OpenError::InvalidConfig("capacity * slot size overflows".into()))

@@ -17,31 +17,34 @@ const NE_COUNT: usize = 4;
 const NE_WAITERS: usize = 5;
 const NF_COUNT: usize = 6;
 const NF_WAITERS: usize = 7;
+const PUBLISHED: usize = 8;
+const RELEASED: usize = 9;
 
 fn geometry(capacity: u32, slot_size: u32) -> Geometry {
     Geometry {
         capacity,
         slot_size,
         stride: hwlink_hw::slot_stride(slot_size).unwrap(),
+        packed: false,
+        max_messages: 0,
     }
 }
 
 /// A ring's control words on the heap.
-struct HeapWords(Arc<[AtomicU32; 8]>);
+struct HeapWords(Arc<[AtomicU32; 10]>);
 
 impl HeapWords {
     fn new(start: u32) -> Self {
-        let w: [AtomicU32; 8] = Default::default();
+        let w: [AtomicU32; 10] = Default::default();
         w[TAIL].store(start, Ordering::Relaxed);
         w[HEAD].store(start, Ordering::Relaxed);
         HeapWords(Arc::new(w))
     }
 
-    fn ring_words(&self) -> (RingWords, Arc<[AtomicU32; 8]>) {
+    fn ring_words(&self) -> (RingWords, Arc<[AtomicU32; 10]>) {
         let w = |i: usize| ShmWord::owned(self.0.clone(), move |w| &w[i]);
         let words = RingWords::new(
-            w(TAIL),
-            w(HEAD),
+            [w(TAIL), w(HEAD), w(PUBLISHED), w(RELEASED)],
             w(PWM),
             w(CWM),
             Doorbell::new(w(NE_COUNT), w(NE_WAITERS)),
@@ -60,9 +63,9 @@ mod heap {
     pub(super) struct Ends {
         pub p: Producer<RawSlots>,
         pub c: Consumer<RawSlots>,
-        pub words: Arc<[AtomicU32; 8]>,
+        pub words: Arc<[AtomicU32; 10]>,
         pub mem: ShmView,
-        _keep: [Arc<[AtomicU32; 8]>; 2],
+        pub _keep: [Arc<[AtomicU32; 10]>; 2],
     }
 
     /// A heap ring with indices starting at `start`.
@@ -87,6 +90,362 @@ mod heap {
             words: w.0.clone(),
             mem: mem.clone(),
             _keep: [k1, k2],
+        }
+    }
+}
+
+#[cfg(not(loom))]
+mod packed_heap {
+    use super::*;
+    use crate::shm::ShmView;
+    use crate::spsc::{RawSlots, RingLayout};
+
+    /// A packed heap ring for `messages` of up to `slot_size` bytes whose
+    /// unit positions start at `start` (the unit area zero-filled, as a
+    /// new region is).
+    pub(super) fn packed(messages: u32, slot_size: u32, start: u32) -> super::heap::Ends {
+        let g = Geometry::for_ring(messages, slot_size, RingLayout::Packed).unwrap();
+        assert!(g.packed);
+        let mem = ShmView::heap((g.capacity * g.stride) as usize);
+        let slots = || RawSlots::new(mem.clone(), &g);
+        let w = HeapWords::new(start);
+        let (pw, k1) = w.ring_words();
+        let (cw, k2) = w.ring_words();
+        super::heap::Ends {
+            p: Producer::new(pw, slots(), g).unwrap(),
+            c: Consumer::new(cw, slots(), g).unwrap(),
+            words: w.0.clone(),
+            mem: mem.clone(),
+            _keep: [k1, k2],
+        }
+    }
+}
+
+#[cfg(not(loom))]
+mod packed_tests {
+    use super::packed_heap::packed;
+    use super::*;
+
+    fn push(p: &mut Producer<impl SlotMem>, msg: &[u8]) -> bool {
+        if p.free_for(msg.len()).unwrap() == 0 {
+            return false;
+        }
+        p.write(0, msg);
+        p.publish(1);
+        true
+    }
+
+    fn pop(c: &mut Consumer<impl SlotMem>) -> Option<Vec<u8>> {
+        if c.available() == 0 {
+            return None;
+        }
+        let v = c.read(0, |m| m.to_vec());
+        c.release(1);
+        Some(v.unwrap())
+    }
+
+    fn msg(i: u32, len: usize) -> Vec<u8> {
+        (0..len).map(|k| (i as usize * 7 + k) as u8).collect()
+    }
+
+    /// Several small messages share a cache line: 8-byte messages take one
+    /// 16-byte unit each.
+    #[test]
+    fn small_messages_share_lines() {
+        let r = packed(64, 8, 0);
+        assert_eq!(r.p.geometry().capacity, 128, "(64 + 1) units, rounded up");
+        let mut r = r;
+        for i in 0..4 {
+            assert!(push(&mut r.p, &msg(i, 8)));
+        }
+        // Four records in the first 64 bytes: headers at 0, 16, 32, 48.
+        for k in 0..4u32 {
+            let header = r.mem.u64_at(k as usize * 16).load(Ordering::Relaxed);
+            assert_eq!(header, 8 | (u64::from(k + 1) << 32));
+        }
+        // The header after the last record is zero (not yet published).
+        assert_eq!(r.mem.u64_at(64).load(Ordering::Relaxed), 0);
+        assert_eq!(r.words[TAIL].load(Ordering::Relaxed), 4);
+        assert_eq!(r.words[PUBLISHED].load(Ordering::Relaxed), 4);
+        for i in 0..4 {
+            assert_eq!(pop(&mut r.c), Some(msg(i, 8)));
+        }
+        assert_eq!(r.words[RELEASED].load(Ordering::Relaxed), 4);
+        assert_eq!(r.words[HEAD].load(Ordering::Relaxed), 4);
+    }
+
+    /// A packed ring is a bounded buffer of `messages`, whatever their
+    /// sizes, in order, across many laps with padding records.
+    #[test]
+    fn bounded_fifo_with_padding_over_many_laps() {
+        for (messages, slot) in [(4u32, 8u32), (4, 40), (8, 100), (16, 56), (2, 1000)] {
+            let mut r = packed(messages, slot, 0);
+            let (mut next, mut expect) = (0u32, 0u32);
+            let rounds = if cfg!(miri) { 12 } else { 300 };
+            for round in 0..rounds {
+                let mut pushed = 0;
+                loop {
+                    let len = ((next * 13 + round) % (slot + 1)) as usize;
+                    if !push(&mut r.p, &msg(next, len)) {
+                        break;
+                    }
+                    next += 1;
+                    pushed += 1;
+                }
+                assert!(pushed <= messages, "at most {messages} held");
+                if round % 3 == 0 {
+                    // A full drain: exactly `messages` fit, of any size.
+                    assert_eq!(next - expect, messages, "slot {slot}");
+                }
+                let take = if round % 2 == 0 { u32::MAX } else { 1 };
+                let mut taken = 0;
+                while taken < take {
+                    let Some(m) = pop(&mut r.c) else { break };
+                    assert_eq!(m, msg(expect, m.len()), "message {expect}");
+                    expect += 1;
+                    taken += 1;
+                }
+            }
+            while let Some(m) = pop(&mut r.c) {
+                assert_eq!(m, msg(expect, m.len()));
+                expect += 1;
+            }
+            assert_eq!(expect, next);
+            assert!(
+                next > rounds,
+                "{next} messages through ({messages}, {slot})"
+            );
+        }
+    }
+
+    /// Unit positions wrap around u32, through position 2^32 - 1 (whose
+    /// record takes seq 1, not 0) and a zeroed header there.
+    #[test]
+    fn positions_wrap_around_u32() {
+        for start in [u32::MAX - 40, u32::MAX - 1, u32::MAX] {
+            let mut r = packed(8, 24, start);
+            for i in 0..if cfg!(miri) { 40 } else { 200 } {
+                let len = (i % 25) as usize;
+                assert!(push(&mut r.p, &msg(i, len)));
+                if i % 3 == 2 {
+                    assert!(pop(&mut r.c).is_some());
+                }
+                while r.p.free_for(24).unwrap() == 0 {
+                    assert!(pop(&mut r.c).is_some());
+                }
+            }
+            // Empty it, then no phantom message at any position.
+            while pop(&mut r.c).is_some() {}
+            assert_eq!(pop(&mut r.c), None);
+            assert!(!r.c.has_data_now());
+        }
+        // The consumer at 2^32 - 1 with a zeroed header sees nothing.
+        let mut r = packed(8, 24, u32::MAX);
+        assert_eq!(pop(&mut r.c), None);
+        assert!(push(&mut r.p, b"x"));
+        assert_eq!(pop(&mut r.c), Some(b"x".to_vec()));
+    }
+
+    /// A batch of records (with a padding record among them) becomes
+    /// visible at once, with the first header stored last.
+    #[test]
+    fn batch_publish_with_padding() {
+        let mut r = packed(8, 40, 0);
+        // 40 bytes take 3 units; capacity (8 + 1) * 3 = 27 -> 32 units.
+        assert_eq!(r.p.geometry().capacity, 32);
+        for i in 0..9 {
+            assert!(push(&mut r.p, &msg(i, 40)));
+            assert_eq!(pop(&mut r.c), Some(msg(i, 40)));
+        }
+        // tail is now 27: three records from 27 cross the end at 32.
+        let n = r.p.free_for(40).unwrap();
+        assert!(n >= 3, "{n}");
+        for k in 0..3 {
+            r.p.write(k, &msg(100 + k, 40));
+        }
+        assert_eq!(r.c.available(), 0, "nothing before publish");
+        r.p.publish(3);
+        assert_eq!(r.c.refresh_available().unwrap(), 3);
+        for k in 0..3 {
+            assert_eq!(r.c.read(k, |m| m.to_vec()).unwrap(), msg(100 + k, 40));
+        }
+        r.c.release(3);
+        // Records at 27 and (after a padding record that fills 30..32) at
+        // 32 and 35.
+        assert_eq!(r.words[HEAD].load(Ordering::Relaxed), 38);
+        let pad = r.mem.u64_at(30 * 16).load(Ordering::Relaxed);
+        assert_eq!(pad, u64::from(hwlink_hw::HWL_RECORD_PAD) | (31u64 << 32));
+    }
+
+    /// In-place writes: a record placed for 40 bytes and committed with
+    /// 5 keeps its place (and any padding before it).
+    #[test]
+    fn place_then_shrink() {
+        let mut r = packed(4, 40, 0);
+        for i in 0..6 {
+            assert!(push(&mut r.p, &msg(i, 16)));
+            assert_eq!(pop(&mut r.c), Some(msg(i, 16)));
+        }
+        assert!(r.p.cached_room(40));
+        r.p.place(0, 40);
+        r.p.payload_mut(0, 40).copy_from(&msg(9, 40));
+        r.p.set_len(0, 5);
+        r.p.publish(1);
+        assert_eq!(pop(&mut r.c), Some(msg(9, 5)));
+        assert!(push(&mut r.p, &msg(10, 8)));
+        assert_eq!(pop(&mut r.c), Some(msg(10, 8)));
+    }
+
+    fn corrupt_header(r: &super::heap::Ends, unit: usize, len: u32, seq: u32) {
+        set_header(&r.mem, unit, len, seq)
+    }
+
+    fn set_header(mem: &crate::shm::ShmView, unit: usize, len: u32, seq: u32) {
+        mem.u64_at(unit * 16)
+            .store(u64::from(len) | (u64::from(seq) << 32), Ordering::Release);
+    }
+
+    /// A hostile producer's records are refused, never read out of bounds.
+    #[test]
+    fn hostile_records_are_corruption() {
+        // Length beyond the slot.
+        let mut r = packed(8, 24, 0);
+        corrupt_header(&r, 0, 25, 1);
+        assert_eq!(r.c.available(), 1);
+        let e = r.c.read(0, |m| m.len()).unwrap_err();
+        assert_eq!(e.what, "message length");
+        // A record past the end of the units.
+        let mut r = packed(8, 24, 0);
+        let last = r.p.geometry().capacity as usize - 1;
+        for _ in 0..last {
+            // Move the consumer to the last unit through 0-byte records.
+            corrupt_header_at(&r.mem, &mut r.c, 0);
+        }
+        set_header(&r.mem, last, 24, last as u32 + 1);
+        assert_eq!(r.c.available(), 1);
+        let e = r.c.read(0, |m| m.len()).unwrap_err();
+        assert_eq!(e.what, "record end (units)");
+        // Padding at the start of a lap would skip a whole lap.
+        let mut r = packed(8, 24, 0);
+        corrupt_header(&r, 0, hwlink_hw::HWL_RECORD_PAD, 1);
+        assert_eq!(r.c.available(), 1);
+        assert!(r.c.read(0, |m| m.len()).is_err());
+        // More messages held than max_messages.
+        let mut r = packed(8, 24, 0);
+        r.words[RELEASED].store(u32::MAX - 20, Ordering::Relaxed);
+        let e = r.p.refresh_free().unwrap_err();
+        assert_eq!(e.what, "ring messages (published - released)");
+        assert!(
+            r.p.has_room_now(),
+            "a waiter stops and the next free() reports it"
+        );
+        // A tail that moved too far.
+        let mut r = packed(8, 24, 0);
+        r.words[TAIL].store(1 << 20, Ordering::Relaxed);
+        assert!(r.c.refresh_available().is_err());
+    }
+
+    /// Writes a published empty record at the consumer's next unit and
+    /// consumes it.
+    fn corrupt_header_at(
+        mem: &crate::shm::ShmView,
+        c: &mut Consumer<crate::spsc::RawSlots>,
+        len: u32,
+    ) {
+        let pos = c.walk_position();
+        let unit = (pos & (c.geometry().capacity - 1)) as usize;
+        mem.u64_at(unit * 16).store(
+            u64::from(len) | (u64::from(pos + 1) << 32),
+            Ordering::Release,
+        );
+        assert_eq!(c.available(), 1);
+        c.read(0, |_| ()).unwrap();
+        c.release(1);
+    }
+
+    #[test]
+    fn two_threads_transfer_in_order() {
+        let n: u32 = if cfg!(miri) { 100 } else { 200_000 };
+        let r = packed(16, 40, 0);
+        let (mut p, mut c) = (r.p, r.c);
+        let t = std::thread::spawn(move || {
+            for i in 0..n {
+                let m = msg(i, (i % 41) as usize);
+                while !push(&mut p, &m) {
+                    std::hint::spin_loop();
+                }
+            }
+            p
+        });
+        for i in 0..n {
+            let m = loop {
+                if let Some(m) = pop(&mut c) {
+                    break m;
+                }
+                std::hint::spin_loop();
+            };
+            assert_eq!(m, msg(i, (i % 41) as usize));
+        }
+        drop(t.join().unwrap());
+    }
+
+    #[cfg(not(miri))]
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+        use std::collections::VecDeque;
+
+        proptest! {
+            /// A packed ring behaves as a bounded FIFO of `messages` for any
+            /// interleaving of single and batched pushes and pops of any
+            /// lengths, from any start position.
+            #[test]
+            fn packed_ring_is_a_bounded_fifo(
+                start in any::<u32>(),
+                msgs_log in 0u32..5,
+                slot in 0u32..100,
+                ops in proptest::collection::vec((0u8..4, 0usize..200), 1..200),
+            ) {
+                let messages = 1u32 << msgs_log;
+                let mut r = packed(messages, slot, start);
+                let mut model: VecDeque<Vec<u8>> = VecDeque::new();
+                let mut seq = 0u32;
+                for (op, arg) in ops {
+                    let len = arg % (slot as usize + 1);
+                    match op {
+                        0 => {
+                            let m = msg(seq, len);
+                            let ok = push(&mut r.p, &m);
+                            // Room for `messages` of any size: a push fails
+                            // only when that many are held.
+                            prop_assert_eq!(ok, model.len() < messages as usize);
+                            if ok { model.push_back(m); seq += 1; }
+                        }
+                        1 => prop_assert_eq!(pop(&mut r.c), model.pop_front()),
+                        2 => {
+                            let n = r.p.free_for(slot as usize).unwrap().min(arg as u32 % 5);
+                            for k in 0..n {
+                                let m = msg(seq, (len + k as usize) % (slot as usize + 1));
+                                r.p.write(k, &m);
+                                model.push_back(m);
+                                seq += 1;
+                            }
+                            if n > 0 { r.p.publish(n); }
+                        }
+                        _ => {
+                            let n = r.c.refresh_available().unwrap().min(arg as u32 % 5);
+                            for k in 0..n {
+                                let got = r.c.read(k, |m| m.to_vec()).unwrap();
+                                prop_assert_eq!(Some(got), model.pop_front());
+                            }
+                            r.c.release(n);
+                        }
+                    }
+                    let ready = r.c.refresh_available().unwrap() as usize;
+                    prop_assert_eq!(ready, model.len().min(64));
+                    prop_assert_eq!(r.p.refresh_free().unwrap() == 0, model.len() == messages as usize);
+                }
+            }
         }
     }
 }
@@ -496,6 +855,108 @@ mod loom_models {
             });
             for i in 0..3u8 {
                 assert_eq!(recv_blocking(&mut c), vec![i; i as usize + 1]);
+            }
+            t.join().unwrap();
+            drop(k2);
+        });
+    }
+
+    /// Units of a packed ring in loom cells (16 bytes each), with their
+    /// header words as loom atomics beside them. (Loom cannot model a
+    /// header that is also payload bytes of an older lap; the heap tests
+    /// check that the zeroed header after the last record is what a
+    /// consumer finds, and hw/SPEC.md argues it.)
+    struct UnitCells(Arc<ShmCells>, Arc<Vec<AtomicU64>>);
+
+    impl UnitCells {
+        fn new(n: usize) -> UnitCells {
+            let heads = (0..n).map(|_| AtomicU64::new(0)).collect();
+            UnitCells(Arc::new(ShmCells::new(n, 16)), Arc::new(heads))
+        }
+        fn share(&self) -> UnitCells {
+            UnitCells(self.0.clone(), self.1.clone())
+        }
+    }
+
+    impl SlotMem for UnitCells {
+        fn header(&self, index: u32) -> &AtomicU64 {
+            &self.1[index as usize]
+        }
+        fn with_slot_mut<R>(&self, index: u32, f: impl FnOnce(ShmSliceMut<'_>) -> R) -> R {
+            self.0.with_mut(index as usize, f)
+        }
+        fn with_slot<R>(&self, index: u32, f: impl FnOnce(ShmSlice<'_>) -> R) -> R {
+            self.0.with(index as usize, f)
+        }
+        fn write_span(&self, index: u32, at: usize, data: &[u8]) -> bool {
+            self.0.write_span(index as usize, at, data)
+        }
+        fn with_span<R>(
+            &self,
+            index: u32,
+            at: usize,
+            len: usize,
+            f: impl FnOnce(ShmSlice<'_>) -> R,
+        ) -> Option<R> {
+            self.0.with_span(index as usize, at, len, f)
+        }
+    }
+
+    /// A packed ring of 8 units holding 2 messages: a producer and a
+    /// consumer, both blocking on doorbells, pass three messages of one
+    /// and two units, starting at position 2^32 - 1 (the last unit), so
+    /// that the first needs a padding record and the positions wrap. Every
+    /// message arrives in order with its bytes (loom checks the payload
+    /// cells are ordered by the headers), the bound of 2 messages holds,
+    /// and no wake-up is lost.
+    #[test]
+    fn packed_blocking_transfer_with_padding() {
+        let mut builder = loom::model::Builder::new();
+        builder.preemption_bound = Some(3);
+        builder.check(|| {
+            let g = Geometry::for_ring(2, 24, crate::spsc::RingLayout::Packed).unwrap();
+            assert_eq!((g.capacity, g.max_messages), (8, 2));
+            let cells = UnitCells::new(8);
+            let w = HeapWords::new(u32::MAX);
+            let (pw, k1) = w.ring_words();
+            let (cw, k2) = w.ring_words();
+            let mut p = Producer::new(pw, cells.share(), g).unwrap();
+            let mut c = Consumer::new(cw, cells, g).unwrap();
+            let lens = [20usize, 1, 9];
+            let t = loom::thread::spawn(move || {
+                let _keep = k1;
+                for (i, &len) in lens.iter().enumerate() {
+                    let msg = vec![i as u8 + 1; len];
+                    loop {
+                        if p.free_for(len).unwrap() > 0 {
+                            p.write(0, &msg);
+                            p.publish(1);
+                            break;
+                        }
+                        let r: Result<_, ()> = p.words.not_full.sleep_until(
+                            |_| Ok(p.has_room_for_now(len).then_some(())),
+                            None,
+                            None,
+                        );
+                        r.unwrap();
+                    }
+                }
+            });
+            for (i, &len) in lens.iter().enumerate() {
+                let got = loop {
+                    if c.available() > 0 {
+                        let v = c.read(0, |m| m.to_vec()).unwrap();
+                        c.release(1);
+                        break v;
+                    }
+                    let r: Result<_, ()> = c.words.not_empty.sleep_until(
+                        |_| Ok(c.has_data_now().then_some(())),
+                        None,
+                        None,
+                    );
+                    r.unwrap();
+                };
+                assert_eq!(got, vec![i as u8 + 1; len]);
             }
             t.join().unwrap();
             drop(k2);

@@ -25,6 +25,7 @@ use common::names::{assert_no_regions, unique, Cleanup};
 use common::peer::Peer;
 use common::raw::RawRegion;
 use common::watchdog::Watchdog;
+use core::mem::offset_of;
 use hwlink::{LinkBuilder, OpenError, RecvError, SendError};
 use std::time::{Duration, Instant};
 
@@ -633,9 +634,14 @@ fn garbage_endpoint_state() {
     let dog = Watchdog::new(Duration::from_secs(20), "recv with a garbage sender state");
     assert_eq!(p.rx.recv(), Err(RecvError::Disconnected));
     drop(dog);
-    // Ring flags are reserved: a region with any set is refused on open.
-    let e = open_after("rflags", |r| r.set_ring32(ring_state::FLAGS, 1));
+    // Ring flags other than HWL_RING_PACKED are reserved: a region with
+    // any set is refused on open.
+    let e = open_after("rflags", |r| r.set_ring32(ring_state::FLAGS, 2));
     assert!(matches!(e, OpenError::UnsupportedFeatures { .. }), "{e:?}");
+    // A slotted ring that claims to be packed has no message bound and a
+    // slot stride no packed ring has: refused as corrupt.
+    let e = open_after("rpack", |r| r.set_ring32(ring_state::FLAGS, 1));
+    assert!(matches!(e, OpenError::Corrupt { .. }), "{e:?}");
     finish(p);
 }
 
@@ -693,4 +699,128 @@ fn len_while_tail_lags_the_headers() {
     assert_eq!(p.rx.try_recv().unwrap(), b"second!!");
     assert_eq!(p.rx.try_recv(), Err(RecvError::Empty));
     finish(p);
+}
+
+/// Packed rings (hw/SPEC.md §17): a link of packed records, `n` messages
+/// of 8 bytes sent and received.
+fn packed_pair(tag: &str, n: u32) -> Pair {
+    let name = unique(tag);
+    let cleanup = Cleanup(name.clone());
+    let packed = || {
+        LinkBuilder::new(&name)
+            .capacity(16)
+            .slot_size(32)
+            .layout(hwlink::RingLayout::Packed)
+    };
+    let mut tx = packed().create_sender().unwrap();
+    let mut rx = packed().open_receiver().unwrap();
+    assert!(tx.is_packed());
+    for i in 0..n {
+        tx.send(i.to_le_bytes().repeat(2)).unwrap();
+        assert_eq!(rx.recv().unwrap(), i.to_le_bytes().repeat(2));
+    }
+    let raw = RawRegion::open(&name);
+    Pair {
+        name,
+        tx,
+        rx,
+        raw,
+        _cleanup: cleanup,
+    }
+}
+
+/// Writes a published record header (`len`, `seq` = position + 1) at the
+/// consumer's position.
+fn packed_header_at_head(p: &Pair, len: u32) -> u32 {
+    let head = p.raw.ring32(ring::HEAD);
+    let at = p.raw.slot_offset(head);
+    p.raw.set32(at + ring_state::SLOT_LEN, len);
+    p.raw.set32(at + slot::SEQ, head.wrapping_add(1));
+    head
+}
+
+/// A packed record whose length is beyond the slot size is corruption:
+/// reported on receive, and on every call after.
+#[test]
+fn packed_record_length_beyond_slot() {
+    let mut p = packed_pair("plen", 3);
+    packed_header_at_head(&p, 33);
+    let c = assert_recv_corrupt(p.rx.try_recv(), "try_recv");
+    assert_eq!((c.what, c.value, c.limit), ("message length", 33, 32));
+    assert_recv_corrupt(p.rx.recv_timeout(Duration::from_millis(50)), "again");
+    finish(p);
+}
+
+/// A packed record that would cross the end of the unit area, and a
+/// padding record at the start of a lap (which would skip a whole lap),
+/// are corruption, never a read outside the ring.
+#[test]
+fn packed_record_past_the_end_and_padding_at_lap_start() {
+    // 17 * 3 units for 16 messages of 32 bytes -> 64 units; 63 one-unit
+    // messages move the consumer to the last unit.
+    let mut p = packed_pair("pend", 63);
+    assert_eq!(p.raw.ring32(ring::CAPACITY), 64);
+    assert_eq!(packed_header_at_head(&p, 32) % 64, 63);
+    let c = assert_recv_corrupt(p.rx.try_recv(), "try_recv");
+    assert_eq!((c.what, c.value, c.limit), ("record end (units)", 66, 64));
+    finish(p);
+
+    let mut p = packed_pair("ppad", 64);
+    assert_eq!(packed_header_at_head(&p, hwlink_hw::HWL_RECORD_PAD) % 64, 0);
+    assert_recv_corrupt(p.rx.try_recv(), "try_recv");
+    finish(p);
+}
+
+/// A consumer that claims to have released more messages than were sent
+/// makes the sender report corruption, not send into a full ring.
+#[test]
+fn packed_message_count_beyond_bound() {
+    let mut p = packed_pair("pcount", 5);
+    p.raw
+        .set_ring32(offset_of!(hwlink_hw::hwl_spsc_ring, released), 5 + 1000);
+    // The cached counts still allow sends; the next fresh look reports it.
+    let mut result = Ok(());
+    for i in 0..64u32 {
+        result = p.tx.try_send(i.to_le_bytes());
+        if result.is_err() {
+            break;
+        }
+    }
+    match result {
+        Err(SendError::Corrupt(c)) => {
+            assert_eq!(c.what, "ring messages (published - released)")
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    finish(p);
+}
+
+/// An opener refuses a packed ring whose message bound is 0 or not below
+/// its units, or whose unit size is not 16.
+#[test]
+fn packed_open_refuses_bad_geometry() {
+    let max = offset_of!(hwlink_hw::hwl_spsc_ring, max_messages);
+    for (tag, field, value) in [
+        ("pmax0", max, 0),
+        ("pmaxcap", max, 64),
+        ("pstride", ring::SLOT_STRIDE, 64),
+    ] {
+        let name = unique(tag);
+        let _cleanup = Cleanup(name.clone());
+        let packed = || {
+            LinkBuilder::new(&name)
+                .capacity(16)
+                .slot_size(32)
+                .layout(hwlink::RingLayout::Packed)
+                .ready_timeout(Duration::from_millis(200))
+        };
+        let tx = packed().create_sender().unwrap();
+        let raw = RawRegion::open(&name);
+        raw.set_ring32(field, value);
+        match packed().open_receiver() {
+            Err(OpenError::Corrupt { .. }) => {}
+            other => panic!("{tag}: expected Corrupt, got {other:?}"),
+        }
+        drop((tx, raw));
+    }
 }

@@ -336,15 +336,7 @@ impl DomainBuilder {
 
 /// The ring shape of every link of a domain.
 fn geometry_of(cfg: &DomainConfig) -> Result<Geometry, Corruption> {
-    let stride = hwlink_hw::slot_stride(cfg.slot_size).ok_or(Corruption::new(
-        "domain slot size",
-        cfg.slot_size.into(),
-        hwlink_hw::HWL_RING_MAX_SLOT_SIZE.into(),
-    ))?;
-    let object = hwlink_hw::ring_bytes(cfg.capacity, stride).unwrap_or(u64::MAX);
-    let slots_offset =
-        object.saturating_sub(u64::from(cfg.capacity).saturating_mul(u64::from(stride)));
-    Geometry::validate(cfg.capacity, cfg.slot_size, stride, slots_offset, object)
+    Geometry::for_ring(cfg.capacity, cfg.slot_size, crate::spsc::RingLayout::Auto)
 }
 
 /// Claims a directory entry and makes it an ACTIVE member named `name`.

@@ -10,6 +10,7 @@ use crate::objects::{Endpoint, RingParts};
 use crate::region;
 use crate::shm::{ShmSlice, ShmSliceMut};
 use crate::spsc::{Consumer, Geometry, Producer, RawSlots, RingWords};
+pub use crate::spsc::{RingLayout, PACKED_AUTO_MAX_SLOT};
 use crate::typed::ValueSlot;
 use crate::wait::{always, Alive, Patience, SpinPolicy, Tick, Wait, WaitStrategy};
 use hwlink_drivers::{Backend, DeviceMemory, FileAccess, IvshmemDoorbell};
@@ -42,6 +43,7 @@ pub struct LinkBuilder {
     name: String,
     capacity: u32,
     slot_size: u32,
+    layout: RingLayout,
     backend: Backend,
     wait: WaitStrategy,
     ready_timeout: Duration,
@@ -57,6 +59,7 @@ impl LinkBuilder {
             name: name.into(),
             capacity: DEFAULT_CAPACITY,
             slot_size: DEFAULT_SLOT_SIZE,
+            layout: RingLayout::Auto,
             backend: Backend::Auto,
             wait: WaitStrategy::default(),
             ready_timeout: Duration::from_secs(1),
@@ -66,10 +69,15 @@ impl LinkBuilder {
         }
     }
     setters! {
-        /// Slots in the ring (a power of two); used on creation.
+        /// Messages of the largest size the ring holds (a power of two;
+        /// packed, one fewer: one unit stays free, and smaller messages
+        /// fit in larger numbers); used on creation.
         capacity: u32;
         /// Largest message in bytes; used on creation.
         slot_size: u32;
+        /// How messages are laid out in the ring (default: packed records
+        /// for small messages, fixed slots for large); used on creation.
+        layout: RingLayout;
         /// Which memory to use (hugepages, /dev/shm, or auto with fallback).
         backend: Backend;
         /// How this end waits.
@@ -128,13 +136,13 @@ impl LinkBuilder {
     }
 
     fn geometry(&self) -> Result<Geometry, OpenError> {
-        let stride = hwlink_hw::slot_stride(self.slot_size).ok_or_else(|| {
-            OpenError::InvalidConfig(format!("slot size {} is too large", self.slot_size))
-        })?;
-        let object = hwlink_hw::ring_bytes(self.capacity, stride).unwrap_or(u64::MAX);
-        let slots_offset =
-            object.saturating_sub(u64::from(self.capacity).saturating_mul(u64::from(stride)));
-        Geometry::validate(self.capacity, self.slot_size, stride, slots_offset, object).map_err(|c| {
+        if hwlink_hw::slot_stride(self.slot_size).is_none() {
+            return Err(OpenError::InvalidConfig(format!(
+                "slot size {} is too large",
+                self.slot_size
+            )));
+        }
+        Geometry::for_ring(self.capacity, self.slot_size, self.layout).map_err(|c| {
             OpenError::InvalidConfig(format!(
                 "{} {} is not allowed (limit {}): capacity must be a power of two up to 2^24 slots, slot size up to 1 GiB",
                 c.what, c.value, c.limit

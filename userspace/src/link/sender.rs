@@ -50,9 +50,14 @@ impl Sender {
     pub fn max_message(&self) -> usize {
         self.max
     }
-    /// Slots in the ring.
+    /// Messages of the largest size the ring always holds (packed rings
+    /// hold more smaller ones).
     pub fn capacity(&self) -> usize {
-        self.ring.geometry().capacity as usize
+        self.ring.geometry().messages() as usize
+    }
+    /// Whether messages are packed records (else fixed slots).
+    pub fn is_packed(&self) -> bool {
+        self.ring.geometry().packed
     }
     /// This end's wait strategy.
     pub fn wait_strategy(&self) -> WaitStrategy {
@@ -74,7 +79,7 @@ impl Sender {
                 .end
                 .parts
                 .words()
-                .occupancy(self.ring.geometry().capacity)
+                .occupancy(self.ring.geometry())
                 .is_ok_and(|n| n > 0)
     }
 
@@ -91,14 +96,14 @@ impl Sender {
     pub(super) fn fast_slot(&self, len: usize) -> bool {
         len <= self.max
             && self.fast_budget > 0
-            && self.ring.cached_free() > 0
+            && self.ring.cached_room(len)
             && self.end.peer.ep.state_now() <= HWL_EP_ATTACHED
     }
 
-    /// Free slots now, or the reason there can be none: the slow path,
-    /// which also checks the receiver's process every FULL_CHECK_EVERY
-    /// sends (the fast path defers to it that often).
-    pub(super) fn ready_slots(&mut self) -> Result<u32, SendError<()>> {
+    /// Free slots now for messages of `len` bytes, or the reason there can
+    /// be none: the slow path, which also checks the receiver's process
+    /// every FULL_CHECK_EVERY sends (the fast path defers to it that often).
+    pub(super) fn ready_slots(&mut self, len: usize) -> Result<u32, SendError<()>> {
         if let Some(c) = &self.end.poisoned {
             return Err(SendError::Corrupt(c.clone()));
         }
@@ -112,7 +117,7 @@ impl Sender {
         if self.end.peer.status(&mut self.end.policy, false) == Peer::Gone {
             return Err(SendError::Disconnected(()));
         }
-        match self.ring.free() {
+        match self.ring.free_for(len) {
             Ok(0) => {
                 // Full: the receiver may have died with the ring full.
                 if self.end.peer.status(&mut self.end.policy, false) == Peer::Gone {
@@ -133,17 +138,18 @@ impl Sender {
         }
     }
 
-    /// Blocks (per the wait strategy) until a slot is free.
+    /// Blocks (per the wait strategy) until a slot for `len` bytes is free.
     pub(super) fn wait_slot(
         &mut self,
+        len: usize,
         deadline: Option<Instant>,
         alive: Alive<'_>,
     ) -> Result<u32, SendError<()>> {
-        if self.ring.cached_free() > 0 {
-            return self.ready_slots();
+        if self.ring.cached_room(len) {
+            return self.ready_slots(len);
         }
         loop {
-            match self.ready_slots() {
+            match self.ready_slots(len) {
                 Err(SendError::Full(())) => {}
                 other => return other,
             }
@@ -151,7 +157,7 @@ impl Sender {
             let ring = &self.ring;
             // has_room_now reads `head` itself: a corrupt one ends the wait
             // and is reported by the next free().
-            let ready = |_audit: bool| Ok(ring.has_room_now());
+            let ready = |_audit: bool| Ok(ring.has_room_for_now(len));
             match wait_ready(&mut self.end, &ring.words.not_full, deadline, alive, ready) {
                 Ok(WaitEnd::Ready) => {}
                 Ok(WaitEnd::TimedOut) => return Err(SendError::Timeout(())),
@@ -201,9 +207,9 @@ impl Sender {
             });
         }
         let got = if block {
-            self.wait_slot(deadline, alive)
+            self.wait_slot(len, deadline, alive)
         } else {
-            self.ready_slots()
+            self.ready_slots(len)
         };
         match got {
             Ok(_) => {
@@ -263,6 +269,7 @@ impl Sender {
         // receiver, with the full checks every FULL_CHECK_EVERY calls.
         if self.fast_slot(len) {
             self.fast_budget = self.fast_budget.saturating_sub(1);
+            self.ring.place(0, len);
             return Ok(WriteSlot { sender: self, len });
         }
         if len > self.max_message() {
@@ -273,17 +280,18 @@ impl Sender {
             });
         }
         if block {
-            self.wait_slot(deadline, &mut always)?
+            self.wait_slot(len, deadline, &mut always)?
         } else {
-            self.ready_slots()?
+            self.ready_slots(len)?
         };
+        self.ring.place(0, len);
         Ok(WriteSlot { sender: self, len })
     }
 
     /// Starts a batch of up to `max` messages written in place and published
     /// with one store; waits until at least one slot is free.
     pub fn write_batch(&mut self, max: usize) -> Result<WriteBatch<'_>, SendError<()>> {
-        let free = self.wait_slot(None, &mut always)?;
+        let free = self.wait_slot(self.max, None, &mut always)?;
         Ok(WriteBatch {
             limit: free.min(max.min(u32::MAX as usize) as u32),
             written: 0,
@@ -292,7 +300,7 @@ impl Sender {
     }
     /// Like [`write_batch`](Self::write_batch), without waiting.
     pub fn try_write_batch(&mut self, max: usize) -> Result<WriteBatch<'_>, SendError<()>> {
-        let free = self.ready_slots()?;
+        let free = self.ready_slots(self.max)?;
         Ok(WriteBatch {
             limit: free.min(max.min(u32::MAX as usize) as u32),
             written: 0,
@@ -402,6 +410,7 @@ impl WriteBatch<'_> {
             return None;
         }
         let k = self.written;
+        self.sender.ring.place(k, len);
         self.sender.ring.set_len(k, len as u32);
         self.written = self.written.saturating_add(1);
         // Slot k is free and ours until publish, and holds `len` payload

@@ -17,7 +17,8 @@ pub(crate) const RING_CTL: u64 = hwlink_hw::RING_CONTROL_BYTES;
 
 /// Bytes an SPSC ring object of `geometry` needs.
 pub(crate) fn spsc_ring_bytes(geometry: &Geometry) -> Result<u64, OpenError> {
-    hwlink_hw::ring_bytes(geometry.capacity, geometry.stride)
+    geometry
+        .object_bytes()
         .filter(|&s| s <= usize::MAX as u64 / 2)
         .ok_or_else(|| OpenError::InvalidConfig("capacity * slot size overflows".into()))
 }
@@ -29,18 +30,18 @@ pub(crate) fn write_config(view: &ShmView, geometry: Geometry) -> bool {
     view.write(offset_of!(hwl_spsc_ring, capacity), geometry.capacity)
         && view.write(offset_of!(hwl_spsc_ring, slot_size), geometry.slot_size)
         && view.write(offset_of!(hwl_spsc_ring, slot_stride), geometry.stride)
+        && view.write(offset_of!(hwl_spsc_ring, flags), geometry.flags())
+        && view.write(
+            offset_of!(hwl_spsc_ring, max_messages),
+            geometry.max_messages,
+        )
         && view.write(offset_of!(hwl_spsc_ring, slots_offset), RING_CTL)
 }
 
 /// Writes the configuration of an SPSC ring of `geometry` into a zero-filled
 /// object being created.
 pub(crate) fn init_spsc_ring(obj: ObjectInit, geometry: Geometry) {
-    debug_assert!(
-        obj.size
-            >= u64::from(geometry.capacity)
-                .saturating_mul(u64::from(geometry.stride))
-                .saturating_add(RING_CTL)
-    );
+    debug_assert!(obj.size >= geometry.object_bytes().unwrap_or(u64::MAX));
     // The caller sized the object with spsc_ring_bytes.
     assert!(
         write_config(&obj.view, geometry),
@@ -92,10 +93,22 @@ impl RingParts {
         // One volatile copy is taken and only the copy's config fields are
         // used (RING_CTL in-bounds bytes: checked above).
         let copy: hwl_spsc_ring = view.read(0).expect("ring control block in its object");
-        let geometry = Geometry::validate(
+        let unknown = copy.flags & !hwlink_hw::HWL_RING_PACKED;
+        if unknown != 0 {
+            return Err(OpenError::UnsupportedFeatures { name, unknown });
+        }
+        let packed = copy.flags & hwlink_hw::HWL_RING_PACKED != 0;
+        if packed && copy.max_messages == 0 {
+            return Err(OpenError::Corrupt {
+                name,
+                source: Corruption::new("packed ring max_messages", 0, 1),
+            });
+        }
+        let geometry = Geometry::validate_layout(
             copy.capacity,
             copy.slot_size,
             copy.slot_stride,
+            if packed { copy.max_messages } else { 0 },
             copy.slots_offset,
             obj.size,
         )
@@ -103,12 +116,6 @@ impl RingParts {
             name: name.clone(),
             source,
         })?;
-        if copy.flags != 0 {
-            return Err(OpenError::UnsupportedFeatures {
-                name,
-                unknown: copy.flags,
-            });
-        }
         Ok(RingParts {
             map,
             view,
@@ -154,8 +161,12 @@ impl RingParts {
     pub(crate) fn words(&self) -> RingWords {
         let ep_mode = |ep: usize| ep.wrapping_add(offset_of!(hwl_endpoint, wait_mode));
         RingWords::new(
-            self.word(offset_of!(hwl_spsc_ring, tail)),
-            self.word(offset_of!(hwl_spsc_ring, head)),
+            [
+                self.word(offset_of!(hwl_spsc_ring, tail)),
+                self.word(offset_of!(hwl_spsc_ring, head)),
+                self.word(offset_of!(hwl_spsc_ring, published)),
+                self.word(offset_of!(hwl_spsc_ring, released)),
+            ],
             self.word(ep_mode(offset_of!(hwl_spsc_ring, producer))),
             self.word(ep_mode(offset_of!(hwl_spsc_ring, consumer))),
             self.doorbell(offset_of!(hwl_spsc_ring, not_empty)),

@@ -438,6 +438,53 @@ impl ShmCells {
         self.cells[i].with(|b| f(unsafe { ShmSlice::new((*b).as_ptr(), self.len) }))
     }
 
+    /// Runs `f` on the `len` bytes at byte `at` of the cells from cell `i`
+    /// on (a span across cells, as a packed record's payload is), for
+    /// reading: each cell is read by copy, then `f` sees the copy.
+    #[cfg(loom)]
+    pub(crate) fn with_span<R>(
+        &self,
+        i: usize,
+        at: usize,
+        len: usize,
+        f: impl FnOnce(ShmSlice<'_>) -> R,
+    ) -> Option<R> {
+        let mut bytes = vec![0u8; len];
+        for (k, b) in bytes.iter_mut().enumerate() {
+            let (cell, off) = self.locate(i, at.checked_add(k)?)?;
+            *b = self.with(cell, |c| {
+                let mut one = [0u8];
+                c.sub(off, 1).map(|s| s.copy_to(&mut one));
+                one[0]
+            });
+        }
+        // SAFETY: `bytes` is a local buffer valid for `len` bytes for the
+        // whole call of `f`.
+        Some(f(unsafe { ShmSlice::new(bytes.as_ptr(), len) }))
+    }
+
+    /// Copies `data` to byte `at` of the cells from cell `i` on (a span
+    /// across cells); false if it does not fit.
+    #[cfg(loom)]
+    pub(crate) fn write_span(&self, i: usize, at: usize, data: &[u8]) -> bool {
+        for (k, &b) in data.iter().enumerate() {
+            let Some((cell, off)) = at.checked_add(k).and_then(|o| self.locate(i, o)) else {
+                return false;
+            };
+            if !self.with_mut(cell, |mut c| c.write_at(off, &[b])) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The cell and offset in it of byte `offset` counted from cell `i`.
+    #[cfg(loom)]
+    fn locate(&self, i: usize, offset: usize) -> Option<(usize, usize)> {
+        let cell = i.checked_add(offset.checked_div(self.len)?)?;
+        (cell < self.cells.len()).then_some((cell, offset.checked_rem(self.len)?))
+    }
+
     /// Runs `f` on cell `i`, for writing.
     pub(crate) fn with_mut<R>(&self, i: usize, f: impl FnOnce(ShmSliceMut<'_>) -> R) -> R {
         #[cfg(not(loom))]
