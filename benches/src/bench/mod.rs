@@ -452,10 +452,21 @@ fn fill_from(out: &mut [u8], seq: u64, start: usize) {
 
 /// Bytes staged at a time when a message is written or checked in place.
 const IN_PLACE_CHUNK: usize = 1024;
+/// The buffer for messages of at most this many bytes.
+const SMALL_CHUNK: usize = 64;
 
 /// Writes message `seq` in place into a slot of shared memory, a chunk at
 /// a time (no message-sized buffer, no reference into the slot).
 pub(crate) fn fill_shm(dst: &mut hwlink::ShmSliceMut<'_>, seq: u64) {
+    // Small messages through a small buffer: zeroing a whole chunk for
+    // each would cost more than the message itself.
+    if dst.len() <= SMALL_CHUNK {
+        let mut chunk = [0u8; SMALL_CHUNK];
+        let n = dst.len();
+        fill_from(&mut chunk[..n], seq, 0);
+        dst.write_at(0, &chunk[..n]);
+        return;
+    }
     let mut chunk = [0u8; IN_PLACE_CHUNK];
     let mut start = 0;
     while start < dst.len() {
@@ -484,6 +495,18 @@ pub(crate) fn verify_shm(src: hwlink::ShmSlice<'_>, expected: u64) -> Result<(),
         return Err(BenchError::Verify(format!(
             "received message {seq}, expected {expected}"
         )));
+    }
+    if src.len() <= SMALL_CHUNK {
+        let (mut want, mut got) = ([0u8; SMALL_CHUNK], [0u8; SMALL_CHUNK]);
+        let n = src.len();
+        fill_from(&mut want[..n], seq, 0);
+        src.read_at(0, &mut got[..n]);
+        if want[..n] != got[..n] {
+            return Err(BenchError::Verify(format!(
+                "message {seq}: its content is not what was sent"
+            )));
+        }
+        return Ok(());
     }
     let (mut want, mut got) = ([0u8; IN_PLACE_CHUNK], [0u8; IN_PLACE_CHUNK]);
     let mut start = 0;
