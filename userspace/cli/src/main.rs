@@ -164,6 +164,10 @@ struct BufferingArgs {
     /// Rounds, alternating the kinds.
     #[arg(long, default_value_t = 3)]
     rounds: u32,
+    /// The measuring side uses the timed forms (`send_timeout`,
+    /// `recv_timeout`, `recv_from_timeout`) on every row.
+    #[arg(long)]
+    timeouts: bool,
     /// Wait strategy of both processes: poll, spin-park or park.
     #[arg(long, default_value = "spin-park")]
     wait: WaitStrategy,
@@ -179,6 +183,7 @@ fn buffering_cmd(args: BufferingArgs) -> Result<(), Box<dyn std::error::Error + 
     let figs = hwlink_benches::bench::buffering::run(
         args.count,
         args.rounds.max(1),
+        args.timeouts,
         args.wait,
         args.backend,
         args.cpus,
@@ -186,25 +191,32 @@ fn buffering_cmd(args: BufferingArgs) -> Result<(), Box<dyn std::error::Error + 
     use hwlink::Buffering;
     use hwlink_benches::bench::buffering::{p50_ratio, Kind, BOUNDED_BAR, UNBOUNDED_BAR};
     println!(
-        "8-byte round trips, {} per kind in each of {} rounds, wait {}, CPUs {},{} (µs)",
-        args.count, args.rounds, args.wait, args.cpus.0, args.cpus.1
+        "8-byte round trips, {} per kind in each of {} rounds, wait {}, {} forms, CPUs {},{} (µs)",
+        args.count,
+        args.rounds,
+        args.wait,
+        if args.timeouts { "timed" } else { "blocking" },
+        args.cpus.0,
+        args.cpus.1
     );
     println!(
-        "{:<44} {:>8} {:>8} {:>8} {:>8} {:>8}",
-        "kind", "p50", "p90", "p99", "p99.9", "max"
+        "{:<44} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "kind", "p50", "p90", "p99", "p99.9", "max", "mean*"
     );
     let us = |ns: u64| ns as f64 / 1e3;
     for f in &figs {
         println!(
-            "{:<44} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.1}",
+            "{:<44} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.1} {:>8.3}",
             f.kind.to_string(),
             us(f.pct(0.5)),
             us(f.pct(0.9)),
             us(f.pct(0.99)),
             us(f.pct(0.999)),
             us(f.pct(1.0)),
+            f.trimmed_mean() / 1e3,
         );
     }
+    println!("(mean*: of the fastest 99.9%, finer than the clock's steps)");
     let bounded = figs
         .iter()
         .map(|f| f.kind)
