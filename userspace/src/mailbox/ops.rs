@@ -41,9 +41,15 @@ impl Mailbox {
             return sent;
         }
         if sent.is_ok() {
-            // F0: publish (the slot's turn) before reading the waiter count.
+            // F0: publish (the slot's turn) before reading the waiter
+            // counts: of the queue's receivers, and of a link's receiving
+            // member (its inbox, §12.4 [L4]), which this one fence serves
+            // too.
             fence(Ordering::SeqCst);
             self.not_empty.notify();
+            if let Some(inbox) = &self.link_inbox {
+                inbox.notify();
+            }
         }
         sent
     }
