@@ -76,12 +76,11 @@ impl Member {
         (self.links.iter().filter(|l| &l.peer == peer).count() == 1).then_some(k)
     }
 
-    /// Every send past the fast path: one wait, to the caller's deadline.
-    /// The link's own wait engine also looks (on its slow looks) at
-    /// whether the peer is still a member, since it may never attach to
-    /// the link; a zero-capacity send also wakes the peer's inbox then, so
-    /// that its recv_any finds the offer.
-    #[cold]
+    /// Every send past the fast path (and every zero-capacity send): one
+    /// wait, to the caller's deadline. The link's own wait engine also
+    /// looks (on its slow looks) at whether the peer is still a member,
+    /// since it may never attach to the link; a zero-capacity send also
+    /// wakes the peer's inbox then, so that its recv_any finds the offer.
     #[inline(never)]
     pub(super) fn send_waiting<M: AsRef<[u8]>>(
         &mut self,
