@@ -42,17 +42,43 @@ pub(crate) enum ChannelReceiver {
 
 impl ChannelSender {
     /// Sends `msg` through this direction's flavour (see
-    /// `Sender::send_deadline`, `Mailbox::send_deadline`).
+    /// `Sender::send_deadline`, `Mailbox::send_deadline`), then wakes the
+    /// receiving member's `inbox` if it may be asleep there (hw/SPEC.md
+    /// §12.4, [L4]). No fence of its own: a bounded send's publish ends
+    /// with the ring's [F0] whenever the receiver may sleep
+    /// (`Sender::receiver_may_sleep`), and a queue notifies the inbox
+    /// itself, after its own [F0] (`Mailbox::notify_also`); a zero-capacity
+    /// send returns once the receiver has the message, so there is nothing
+    /// to announce.
+    #[inline(always)]
     pub(crate) fn send<M: AsRef<[u8]>>(
         &mut self,
         msg: M,
         p: Patience<'_>,
+        inbox: &Doorbell,
     ) -> Result<(), SendError<M>> {
         match self {
-            ChannelSender::Bounded(tx) => tx.send_deadline(msg, p),
+            ChannelSender::Bounded(tx) => {
+                tx.send_deadline(msg, p)?;
+                if tx.receiver_may_sleep() {
+                    inbox.notify();
+                }
+                Ok(())
+            }
             // Unbounded never reports Full (the chain grows, or the byte
             // limit says no at once); zero waits for a receiver.
             ChannelSender::Queue(q) => q.send_deadline(msg, p),
+        }
+    }
+
+    /// Whether a send is tried once without waiting (no deadline, no
+    /// check of the peer's membership) before it waits: every flavour but
+    /// zero capacity, whose every send is a wait for the receiver.
+    #[inline(always)]
+    pub(crate) fn tries_first(&self) -> bool {
+        match self {
+            ChannelSender::Bounded(_) => true,
+            ChannelSender::Queue(q) => !q.is_rendezvous(),
         }
     }
 

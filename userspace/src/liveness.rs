@@ -184,6 +184,13 @@ impl PeerWatch {
         self.watch.clone()
     }
 
+    /// The watched process's robust word, to sleep on beside a doorbell
+    /// (`Watch::lock_word`), borrowed: no reference count touched.
+    #[cfg(not(loom))]
+    pub(crate) fn lock_word(&self) -> Option<&crate::sync::AtomicU32> {
+        self.watch.as_ref().and_then(|w| w.lock_word())
+    }
+
     /// One load, no system call: the kernel marked the process dead.
     #[inline]
     pub(crate) fn died(&self) -> bool {

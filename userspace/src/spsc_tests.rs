@@ -963,6 +963,52 @@ mod loom_models {
         });
     }
 
+    /// hw/SPEC.md §12.4 [L4]: a domain member publishes on a link, then
+    /// checks the receiving member's inbox with no fence of its own: it
+    /// shares the ring's [F0], which the publish executes because the
+    /// consumer's endpoint does not say HWL_WAIT_POLL (the word the check
+    /// reads too: `Sender::receiver_may_sleep`, `ChannelSender::send`).
+    /// The receiver, in `recv_any`, registers on its inbox, fences (F1)
+    /// and probes the ring before it sleeps there. It must always wake and
+    /// find the message. (Had the publish skipped F0, the same check
+    /// would lose the wake-up: the model then deadlocks.)
+    #[test]
+    fn inbox_check_shares_the_rings_fence() {
+        use crate::doorbell::{sleep_all, HeapDoorbell, Slept};
+        use hwlink_hw::HWL_WAIT_POLL;
+        loom::model(|| {
+            let g = geometry(2, 56);
+            let cells = cell_slots(2, 0);
+            let w = HeapWords::new(0);
+            let (pw, k1) = w.ring_words();
+            let (cw, k2) = w.ring_words();
+            let mut p = Producer::new(pw, cells.share(), g).unwrap();
+            let c = Consumer::new(cw, cells, g).unwrap();
+            let inbox = HeapDoorbell::new();
+            let senders_view = inbox.share();
+            let t = loom::thread::spawn(move || {
+                let _keep = k1;
+                p.refresh_peer_mode();
+                p.write(0, b"m");
+                p.publish(1);
+                if p.words.consumer_wait_mode().load(Ordering::Relaxed) != HWL_WAIT_POLL {
+                    senders_view.bell.notify();
+                }
+            });
+            let got: Result<_, ()> = sleep_all(
+                &[&inbox.bell],
+                |_| Ok(c.has_data_now().then_some(())),
+                true,
+                None,
+                None,
+                &[],
+            );
+            assert_eq!(got, Ok(Slept::Ready(())));
+            t.join().unwrap();
+            drop(k2);
+        });
+    }
+
     /// Publishing a batch with one store makes all of it visible.
     #[test]
     fn spsc_batch_publish() {

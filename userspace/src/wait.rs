@@ -159,6 +159,30 @@ pub(crate) fn deadline_after(timeout: Duration) -> Option<Instant> {
     Instant::now().checked_add(timeout)
 }
 
+/// How long a call may wait, kept unresolved until it does wait: a
+/// timeout becomes a deadline ([`deadline_after`]) only then, so that a
+/// call that completes at once never reads the clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Until {
+    /// No deadline.
+    Forever,
+    /// Until this instant.
+    At(Instant),
+    /// For this long from when the wait begins.
+    After(Duration),
+}
+
+impl Until {
+    /// The deadline, resolved now.
+    pub(crate) fn deadline(self) -> Option<Instant> {
+        match self {
+            Until::Forever => None,
+            Until::At(d) => Some(d),
+            Until::After(t) => deadline_after(t),
+        }
+    }
+}
+
 /// `now + d`, or `now` if that does not fit the clock.
 pub(crate) fn later(now: Instant, d: Duration) -> Instant {
     now.checked_add(d).unwrap_or(now)

@@ -30,7 +30,8 @@ enum Cmd {
     /// consumer processes, beside crossbeam's ArrayQueue with P + C threads.
     BenchMpmc(MpmcArgs),
     /// Round trips over direct links of each buffering kind (bounded,
-    /// unbounded, zero-capacity rendezvous), side by side.
+    /// unbounded, zero-capacity rendezvous) and over a plain link pair,
+    /// side by side, with the p50 ratios against issue 15's bars.
     BenchBuffering(BufferingArgs),
     /// List the regions on this machine: creator, whether it is alive, rings
     /// and their occupancy, and the members of each domain.
@@ -163,6 +164,10 @@ struct BufferingArgs {
     /// Rounds, alternating the kinds.
     #[arg(long, default_value_t = 3)]
     rounds: u32,
+    /// The measuring side uses the timed forms (`send_timeout`,
+    /// `recv_timeout`, `recv_from_timeout`) on every row.
+    #[arg(long)]
+    timeouts: bool,
     /// Wait strategy of both processes: poll, spin-park or park.
     #[arg(long, default_value = "spin-park")]
     wait: WaitStrategy,
@@ -178,29 +183,66 @@ fn buffering_cmd(args: BufferingArgs) -> Result<(), Box<dyn std::error::Error + 
     let figs = hwlink_benches::bench::buffering::run(
         args.count,
         args.rounds.max(1),
+        args.timeouts,
         args.wait,
         args.backend,
         args.cpus,
     )?;
+    use hwlink::Buffering;
+    use hwlink_benches::bench::buffering::{p50_ratio, Kind, BOUNDED_BAR, UNBOUNDED_BAR};
     println!(
-        "8-byte round trips over a direct link, {} per kind in each of {} rounds, wait {}, CPUs {},{} (µs)",
-        args.count, args.rounds, args.wait, args.cpus.0, args.cpus.1
+        "8-byte round trips, {} per kind in each of {} rounds, wait {}, {} forms, CPUs {},{} (µs)",
+        args.count,
+        args.rounds,
+        args.wait,
+        if args.timeouts { "timed" } else { "blocking" },
+        args.cpus.0,
+        args.cpus.1
     );
     println!(
-        "{:<36} {:>8} {:>8} {:>8} {:>8}",
-        "buffering", "p50", "p90", "p99", "max"
+        "{:<44} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "kind", "p50", "p90", "p99", "p99.9", "max", "mean*"
     );
-    let base = figs[0].pct(0.5).max(1) as f64;
+    let us = |ns: u64| ns as f64 / 1e3;
     for f in &figs {
         println!(
-            "{:<36} {:>8.2} {:>8.2} {:>8.2} {:>8.1}   p50 = {:.2}x bounded",
-            f.buffering.to_string(),
-            f.pct(0.5) as f64 / 1e3,
-            f.pct(0.9) as f64 / 1e3,
-            f.pct(0.99) as f64 / 1e3,
-            f.pct(1.0) as f64 / 1e3,
-            f.pct(0.5) as f64 / base
+            "{:<44} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.1} {:>8.3}",
+            f.kind.to_string(),
+            us(f.pct(0.5)),
+            us(f.pct(0.9)),
+            us(f.pct(0.99)),
+            us(f.pct(0.999)),
+            us(f.pct(1.0)),
+            f.trimmed_mean() / 1e3,
         );
+    }
+    println!("(mean*: of the fastest 99.9%, finer than the clock's steps)");
+    let bounded = figs
+        .iter()
+        .map(|f| f.kind)
+        .find(|k| matches!(k, Kind::Direct(Buffering::Bounded(_))));
+    let unbounded = figs
+        .iter()
+        .map(|f| f.kind)
+        .find(|k| matches!(k, Kind::Direct(Buffering::Unbounded { .. })));
+    let zero = Kind::Direct(Buffering::Zero);
+    let verdict = |r: f64, bar: f64| if r <= bar { "within" } else { "OVER" };
+    if let Some(b) = bounded {
+        if let Some(r) = p50_ratio(&figs, b, Kind::PlainLink) {
+            println!(
+                "p50 bounded / plain link:   {r:.2}x  (bar {BOUNDED_BAR:.1}x: {})",
+                verdict(r, BOUNDED_BAR)
+            );
+        }
+        if let Some(r) = unbounded.and_then(|u| p50_ratio(&figs, u, b)) {
+            println!(
+                "p50 unbounded / bounded:    {r:.2}x  (bar {UNBOUNDED_BAR:.1}x: {})",
+                verdict(r, UNBOUNDED_BAR)
+            );
+        }
+        if let Some(r) = p50_ratio(&figs, zero, b) {
+            println!("p50 zero / bounded:         {r:.2}x");
+        }
     }
     Ok(())
 }

@@ -18,8 +18,23 @@ impl Member {
         member_alive(&self.dom, &self.domain, l.slot, l.gen)
     }
 
+    /// The links changed: the last-used ones are looked up again.
+    #[inline]
+    pub(super) fn forget_last_links(&mut self) {
+        self.last_tx = None;
+        self.last_rx = None;
+    }
+
+    /// Adds a link; returns its index.
+    pub(super) fn add_link(&mut self, link: Link) -> usize {
+        self.forget_last_links();
+        self.links.push(link);
+        self.links.len().saturating_sub(1)
+    }
+
     /// Closes link `k` and unlinks its region.
     pub(super) fn drop_link(&mut self, k: usize) {
+        self.forget_last_links();
         let l = self.links.swap_remove(k);
         let file = l.file.clone();
         drop(l);
@@ -260,6 +275,9 @@ impl Member {
             let peer_token = read_entry(&self.dom, slot).token;
             let mut tx = Box::new(open(out, Access::Send)?);
             tx.watch_peer(peer_token);
+            // The peer's recv_any sleeps on its inbox: every push rings it
+            // after the queue's own fence (§12.4 [L4]).
+            tx.notify_also(crate::doorbell::Doorbell::clone(&self.dom.inbox(slot)));
             let tx = ChannelSender::Queue(tx);
             let mut rx = Box::new(open(inc, Access::Recv)?);
             rx.watch_peer(peer_token);
@@ -311,8 +329,7 @@ impl Member {
                 });
             }
         };
-        self.links.push(link);
-        let k = self.links.len().saturating_sub(1);
+        let k = self.add_link(link);
         // The peer may have left while we set up: then nobody would remove
         // the file (it scans for its links after announcing LEAVING).
         fence(SC);
@@ -346,8 +363,8 @@ impl Member {
             return;
         }
         let bits = pending.swap(0, Ordering::AcqRel);
-        let max = self.dom.config().max_members as usize;
-        for j in (0..max).filter(|&j| j != self.me && bits & (1u64 << j) != 0) {
+        let (max, me) = (self.dom.config().max_members as usize, self.me);
+        for j in (0..max).filter(|&j| j != me && bits & (1u64 << j) != 0) {
             let e = read_entry(&self.dom, j);
             let mut gens = Vec::new();
             if e.state == HWL_MEMBER_ACTIVE {
@@ -368,7 +385,7 @@ impl Member {
                     (e.state == HWL_MEMBER_ACTIVE && e.gen == gen).then(|| name_string(&e.name));
                 if let Ok(link) = self.attach_link(j, gen, name.as_deref(), false) {
                     self.known.borrow_mut().insert(link.peer.clone());
-                    self.links.push(link);
+                    self.add_link(link);
                 }
             }
         }

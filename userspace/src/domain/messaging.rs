@@ -5,24 +5,91 @@ use super::*;
 use crate::shm::ShmSlice;
 
 impl Member {
-    /// The one send: without `p.block`, fails with `Full` at once; with
-    /// it, waits until `p.deadline` (none: for ever).
+    /// The one send of the typed forms: without `p.block`, fails with
+    /// `Full` at once; with it, waits until `p.deadline` (none: for
+    /// ever). See [`send_until`](Self::send_until).
+    #[inline]
     pub(super) fn send_deadline<M: AsRef<[u8]>>(
         &mut self,
         to: &str,
         msg: M,
         p: Patience<'_>,
     ) -> Result<(), SendError<M>> {
-        let (deadline, block) = (p.deadline, p.block);
-        let k = match self.link_to(to) {
+        // The domain's own membership check (send_waiting) is the only
+        // one: no caller passes an `alive` of its own.
+        debug_assert!(p.alive.is_none());
+        let until = p.deadline.map_or(Until::Forever, Until::At);
+        self.send_until(to, msg, p.block, until)
+    }
+
+    /// The one send: without `block`, fails with `Full` at once; with it,
+    /// waits `until`.
+    ///
+    /// The fast path costs what the link costs: the link found through
+    /// the last-used cache (one name comparison, one load of the peer's
+    /// directory word), then one attempt that never waits (a bounded
+    /// link's free slot, an unbounded link's push), with no deadline (the
+    /// clock is not read) and no membership check; the receiver's inbox
+    /// is checked after the channel's own fence (`ChannelSender::send`).
+    #[inline]
+    pub(super) fn send_until<M: AsRef<[u8]>>(
+        &mut self,
+        to: &str,
+        msg: M,
+        block: bool,
+        until: Until,
+    ) -> Result<(), SendError<M>> {
+        let k = match self.send_link(to) {
             Ok(k) => k,
             Err(e) => return Err(e.send_error(msg, to)),
         };
-        // One wait, to the caller's deadline: the link's own wait engine
-        // also looks (on its slow looks) at whether the peer is still a
-        // member, since it may never attach to the link; a zero-capacity
-        // send also wakes the peer's inbox then, so that its recv_any finds
-        // the offer.
+        let Link { tx, inbox, .. } = &mut self.links[k];
+        if !tx.tries_first() {
+            return self.send_waiting(k, msg, block, until);
+        }
+        match tx.send(msg, Patience::new(None, false), inbox) {
+            Ok(()) => Ok(()),
+            Err(SendError::Full(msg)) if block => self.send_waiting(k, msg, block, until),
+            Err(e) => self.send_failed(k, e),
+        }
+    }
+
+    /// The link to send to `to` on: the one used last for `to` while it is
+    /// the only link of that name and its peer is still the member it was
+    /// made for, else as [`link_to`](Self::link_to) finds or makes it.
+    #[inline]
+    pub(super) fn send_link(&mut self, to: &str) -> Result<usize, Unreachable> {
+        if let Some(k) = self.last_tx {
+            if self.links.get(k).is_some_and(|l| l.peer == to) && self.peer_listed(k) {
+                return Ok(k);
+            }
+        }
+        let k = self.link_to(to)?;
+        self.last_tx = self.only_link_of(k);
+        Ok(k)
+    }
+
+    /// `Some(k)` if link `k` is the only one to its peer's name: then a
+    /// lookup by that name can only find it (while `links` is unchanged).
+    pub(super) fn only_link_of(&self, k: usize) -> Option<usize> {
+        let peer = &self.links.get(k)?.peer;
+        (self.links.iter().filter(|l| &l.peer == peer).count() == 1).then_some(k)
+    }
+
+    /// Every send past the fast path (and every zero-capacity send): one
+    /// wait, to the caller's deadline. The link's own wait engine also
+    /// looks (on its slow looks) at whether the peer is still a member,
+    /// since it may never attach to the link; a zero-capacity send also
+    /// wakes the peer's inbox then, so that its recv_any finds the offer.
+    #[inline(never)]
+    pub(super) fn send_waiting<M: AsRef<[u8]>>(
+        &mut self,
+        k: usize,
+        msg: M,
+        block: bool,
+        until: Until,
+    ) -> Result<(), SendError<M>> {
+        let deadline = until.deadline();
         let Member {
             links, dom, domain, ..
         } = self;
@@ -43,16 +110,10 @@ impl Member {
             }
             member_alive(dom, domain, slot, gen)
         };
-        match tx.send(msg, Patience::with(deadline, block, &mut alive)) {
-            Ok(()) => self.sent(k),
+        match tx.send(msg, Patience::with(deadline, block, &mut alive), inbox) {
+            Ok(()) => Ok(()),
             Err(e) => self.send_failed(k, e),
         }
-    }
-
-    pub(super) fn sent<M>(&mut self, k: usize) -> Result<(), SendError<M>> {
-        fence(SC);
-        self.links[k].inbox.notify();
-        Ok(())
     }
 
     pub(super) fn send_failed<M>(&mut self, k: usize, e: SendError<M>) -> Result<(), SendError<M>> {
@@ -85,18 +146,15 @@ impl Member {
     pub fn try_send<M: AsRef<[u8]>>(&mut self, to: &str, msg: M) -> Result<(), SendError<M>> {
         self.send_deadline(to, msg, Patience::new(None, false))
     }
-    /// Sends `msg` to `to`, waiting at most `timeout` for room.
+    /// Sends `msg` to `to`, waiting at most `timeout` for room. The clock
+    /// is read only when there is no room at once.
     pub fn send_timeout<M: AsRef<[u8]>>(
         &mut self,
         to: &str,
         msg: M,
         timeout: Duration,
     ) -> Result<(), SendError<M>> {
-        self.send_deadline(
-            to,
-            msg,
-            Patience::new(crate::wait::deadline_after(timeout), true),
-        )
+        self.send_until(to, msg, true, Until::After(timeout))
     }
     typed_send_forms!(send_deadline(to: &str));
 
@@ -205,17 +263,62 @@ impl Member {
         }
     }
 
-    /// The one receive from `from`: passes the message in place to `f`.
-    /// Without `p.block`, fails with `Empty` at once; with it, waits until
-    /// `p.deadline` (none: for ever).
+    /// The one receive from `from` of the typed forms: passes the message
+    /// in place to `f`. Without `p.block`, fails with `Empty` at once;
+    /// with it, waits until `p.deadline` (none: for ever). See
+    /// [`recv_from_until`](Self::recv_from_until).
+    #[inline]
     pub(super) fn recv_from_with<R>(
         &mut self,
         from: &str,
-        mut f: impl FnMut(ShmSlice<'_>) -> R,
+        f: impl FnMut(ShmSlice<'_>) -> R,
         p: Patience<'_>,
     ) -> Result<R, RecvError> {
-        let (deadline, block) = (p.deadline, p.block);
+        // The domain's own membership check is the only one: no caller
+        // passes an `alive` of its own.
+        debug_assert!(p.alive.is_none());
+        let until = p.deadline.map_or(Until::Forever, Until::At);
+        self.recv_from_until(from, f, p.block, until)
+    }
+
+    /// The link to receive from `from` on: the one used last for `from`
+    /// while it is the only link of that name and its peer is still the
+    /// member it was made for (what [`recv_link`](Self::recv_link) would
+    /// find then), else as `recv_link_waiting` finds it, with `until`
+    /// resolved to a deadline for that wait.
+    #[inline]
+    pub(super) fn recv_from_link(
+        &mut self,
+        from: &str,
+        until: &mut Until,
+        block: bool,
+    ) -> Result<usize, RecvError> {
+        if let Some(k) = self.last_rx {
+            if self.links.get(k).is_some_and(|l| l.peer == from) && self.peer_listed(k) {
+                return Ok(k);
+            }
+        }
+        let deadline = until.deadline();
+        *until = deadline.map_or(Until::Forever, Until::At);
         let k = self.recv_link_waiting(from, deadline, block)?;
+        self.last_rx = self.only_link_of(k);
+        Ok(k)
+    }
+
+    /// The one receive from `from`: passes the message in place to `f`.
+    /// Without `block`, fails with `Empty` at once; with it, waits
+    /// `until`. The fast path costs what the link's receive costs: the
+    /// link found through the last-used cache, then the link's own
+    /// receive; a timeout becomes a deadline (a clock read) only when no
+    /// message is there at once.
+    pub(super) fn recv_from_until<R>(
+        &mut self,
+        from: &str,
+        mut f: impl FnMut(ShmSlice<'_>) -> R,
+        block: bool,
+        mut until: Until,
+    ) -> Result<R, RecvError> {
+        let k = self.recv_from_link(from, &mut until, block)?;
         if !block {
             return match self.links[k]
                 .rx
@@ -240,6 +343,20 @@ impl Member {
                 Err(e) => self.recv_failed(k, e),
             };
         }
+        if let Until::After(_) = until {
+            if self.links[k].rx.has_message_now() {
+                match self.links[k]
+                    .rx
+                    .recv_with(&mut f, Patience::new(None, false))
+                {
+                    Ok(m) => return Ok(m),
+                    // A hole stepped over, say: wait for the next.
+                    Err(RecvError::Empty) => {}
+                    Err(e) => return self.recv_failed(k, e),
+                }
+            }
+        }
+        let deadline = until.deadline();
         // One wait, to the caller's deadline; on its slow looks the link's
         // wait engine also asks whether the peer is still a member (it may
         // never attach to the link). Once it is gone, what it sent is still
@@ -285,14 +402,14 @@ impl Member {
     pub fn try_recv_from(&mut self, from: &str) -> Result<Vec<u8>, RecvError> {
         self.recv_from_with(from, |m| m.to_vec(), Patience::new(None, false))
     }
-    /// Receives a message from `from`, waiting at most `timeout`.
+    /// Receives a message from `from`, waiting at most `timeout` (the
+    /// clock is read only when none is there at once).
     pub fn recv_from_timeout(
         &mut self,
         from: &str,
         timeout: Duration,
     ) -> Result<Vec<u8>, RecvError> {
-        let deadline = crate::wait::deadline_after(timeout);
-        self.recv_from_with(from, |m| m.to_vec(), Patience::new(deadline, true))
+        self.recv_from_until(from, |m| m.to_vec(), true, Until::After(timeout))
     }
     typed_recv_forms! {
         recv_from_with(from: &str) -> T;

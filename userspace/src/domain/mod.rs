@@ -22,7 +22,7 @@ use crate::objects::{self, DomainConfig, DomainParts, RingParts};
 use crate::region::{self, ObjectInit, ObjectSpec, RegionInfo, RegionMap};
 use crate::spsc::Geometry;
 use crate::sync::{fence, Ordering};
-use crate::wait::{past, Patience, SpinPolicy, Tick, Wait, WaitStrategy, SLEEP_SLICE};
+use crate::wait::{past, Patience, SpinPolicy, Tick, Until, Wait, WaitStrategy, SLEEP_SLICE};
 use hwlink_drivers::{Backend, BackingKind, FileAccess, MapError};
 use hwlink_hw::{
     HWL_DOMAIN_BUF_BOUNDED, HWL_DOMAIN_BUF_UNBOUNDED, HWL_DOMAIN_BUF_ZERO, HWL_DOMAIN_CLOSED,
@@ -255,6 +255,8 @@ impl DomainBuilder {
                         policy: SpinPolicy::new(),
                         ready_timeout: self.ready_timeout,
                         links: Vec::new(),
+                        last_tx: None,
+                        last_rx: None,
                         next: 0,
                         left: false,
                         known: RefCell::new(HashSet::new()),
@@ -485,6 +487,12 @@ pub struct Member {
     policy: SpinPolicy,
     ready_timeout: Duration,
     links: Vec<Link>,
+    /// The link of the last send (`send_link`) and of the last
+    /// `recv_from` (`recv_from_link`), kept only while it is the only
+    /// link to its peer's name and forgotten whenever `links` changes:
+    /// then a lookup by that name can only find it.
+    last_tx: Option<usize>,
+    last_rx: Option<usize>,
     next: usize,
     left: bool,
     /// Names of members this one has seen in the directory or linked to:
@@ -587,6 +595,7 @@ impl Member {
             }
         }
         self.links.clear();
+        self.forget_last_links();
         teardown(
             &self.dom,
             &self.domain,
@@ -656,3 +665,6 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod tests_members;

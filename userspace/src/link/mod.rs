@@ -379,6 +379,29 @@ fn wake_through(
     }
 }
 
+impl Sender {
+    /// Whether the receiving end may sleep on a doorbell: it has not
+    /// advertised `HWL_WAIT_POLL` (not attached yet counts as may sleep,
+    /// `HWL_WAIT_MAY_SLEEP` being 0). One load of the consumer's endpoint
+    /// line, which the send's fast path reads anyway and which changes
+    /// only on attach and close.
+    ///
+    /// What a domain's inbox check after a send relies on (hw/SPEC.md
+    /// §12.4, [L4]): whenever this says yes, the send's publish executed
+    /// the ring's [F0] fence after it published (§8.5: the producer skips
+    /// F0 only once it has read `HWL_WAIT_POLL` from this same word, which
+    /// a receiver sets once, at attach), so that fence also orders the
+    /// inbox check that follows.
+    #[inline(always)]
+    pub(crate) fn receiver_may_sleep(&self) -> bool {
+        self.ring
+            .words
+            .consumer_wait_mode()
+            .load(crate::sync::Ordering::Relaxed)
+            != HWL_WAIT_POLL
+    }
+}
+
 /// Why a wait ended without the ring becoming ready.
 enum WaitEnd {
     Ready,

@@ -307,6 +307,11 @@ pub struct Mailbox {
     /// it is dead, a receive that finds nothing more says Disconnected,
     /// and a send says so at once.
     peer: Option<PeerWatch>,
+    /// One direction of a domain link: the receiving member's inbox, which
+    /// its `recv_any` sleeps on. Notified after every message this handle
+    /// publishes, after the same [F0] fence as `not_empty` (hw/SPEC.md
+    /// §12.4, [L4]), so the domain adds no fence of its own.
+    link_inbox: Option<Doorbell>,
     /// The pollable descriptors, once asked for: of sends ([0],
     /// `as_send_fd`) and of receives ([1], `as_fd`).
     readiness: [Option<Box<crate::readiness::Readiness>>; 2],
@@ -461,6 +466,7 @@ impl Mailbox {
             policy: Cell::new(SpinPolicy::for_unknown_peers()),
             attached,
             peer: None,
+            link_inbox: None,
             readiness: [None, None],
         };
         if let Some(dead) = reaped {
@@ -536,6 +542,18 @@ impl Mailbox {
     /// once drained, and wakes a parked end.
     pub(crate) fn watch_peer(&mut self, token: u32) {
         self.peer = Some(PeerWatch::new(token));
+    }
+
+    /// Makes this queue's sends also notify `inbox` (one direction of a
+    /// domain link: the receiving member's inbox), after their [F0].
+    pub(crate) fn notify_also(&mut self, inbox: Doorbell) {
+        self.link_inbox = Some(inbox);
+    }
+
+    /// Whether sends wait for a receiver to take each message (zero
+    /// capacity): they publish nothing for a queue's doorbells to announce.
+    pub(crate) fn is_rendezvous(&self) -> bool {
+        matches!(self.queue, Queue::Zero(_))
     }
 
     /// Whether the linked peer is gone (one load).

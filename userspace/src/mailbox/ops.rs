@@ -41,9 +41,15 @@ impl Mailbox {
             return sent;
         }
         if sent.is_ok() {
-            // F0: publish (the slot's turn) before reading the waiter count.
+            // F0: publish (the slot's turn) before reading the waiter
+            // counts: of the queue's receivers, and of a link's receiving
+            // member (its inbox, §12.4 [L4]), which this one fence serves
+            // too.
             fence(Ordering::SeqCst);
             self.not_empty.notify();
+            if let Some(inbox) = &self.link_inbox {
+                inbox.notify();
+            }
         }
         sent
     }
@@ -225,10 +231,11 @@ impl Mailbox {
         } else {
             &self.not_full
         };
-        let watched = self.peer.as_ref().and_then(PeerWatch::shared);
+        // Borrowed, not shared: a wait touches no reference count.
+        let death = self.peer.as_ref().and_then(PeerWatch::lock_word);
         let mut policy = self.policy.get();
         let waited = Wait::new(bell, self.wait, deadline)
-            .death(watched.as_deref().and_then(|w| w.lock_word()))
+            .death(death)
             .fruitless(fruitless)
             .until(&mut policy, |tick, _| {
                 Ok::<_, Infallible>(if check(self) || self.peer_gone() {
