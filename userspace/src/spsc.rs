@@ -43,6 +43,10 @@ const BACKLOG_EVERY: u32 = 16;
 /// its `head` known once for all of them), and the most a producer writes
 /// in one batch.
 const PACKED_RUN: u32 = 64;
+/// Packed rings: units per cache line, less one (a mask), and how many
+/// units ahead the producer asks for the lines it is about to write.
+const LINE_UNITS_MASK: u32 = 64 / HWL_RECORD_UNIT - 1;
+const PREFETCH_UNITS: u32 = 2 * 64 / HWL_RECORD_UNIT;
 /// The bytes before a record's payload (its `struct hwl_slot`).
 const HDR: usize = HWL_SLOT_HDR_SIZE as usize;
 
@@ -486,7 +490,9 @@ impl SlotMem for RawSlots {
     }
     #[inline(always)]
     fn prefetch_for_write(&self, index: u32) {
-        self.view.prefetch::<true>(self.offset(index), self.stride);
+        // At least the unit's whole line (packed units are 16 bytes).
+        self.view
+            .prefetch::<true>(self.offset(index), self.stride.max(64));
     }
     #[inline(always)]
     fn prefetch_for_read(&self, index: u32) {
@@ -1001,6 +1007,18 @@ impl<M: SlotMem> Producer<M> {
                     .store(header_word(HWL_RECORD_PAD, record_tag(prev_end)), order);
                 self.words.fence_stores();
             }
+        }
+        // Crossing into a new cache line: ask for ownership of the line
+        // two ahead now (if free), so a stream's writes find it here.
+        if (end ^ self.tail) & !LINE_UNITS_MASK != 0
+            && self
+                .geometry
+                .capacity
+                .wrapping_sub(end.wrapping_sub(self.head_cache))
+                > PREFETCH_UNITS.wrapping_mul(2)
+        {
+            self.slots
+                .prefetch_for_write(end.wrapping_add(PREFETCH_UNITS) & mask);
         }
         self.tail = end;
         self.placed = 0;
