@@ -47,6 +47,9 @@ const PACKED_RUN: u32 = 64;
 /// units ahead the producer asks for the lines it is about to write.
 const LINE_UNITS_MASK: u32 = 64 / HWL_RECORD_UNIT - 1;
 const PREFETCH_UNITS: u32 = 2 * 64 / HWL_RECORD_UNIT;
+/// Packed rings: how many units after its last record the producer keeps
+/// zeroed ahead of need (P0 ahead).
+const ZERO_AHEAD: u32 = 16;
 /// The bytes before a record's payload (its `struct hwl_slot`).
 const HDR: usize = HWL_SLOT_HDR_SIZE as usize;
 
@@ -683,6 +686,9 @@ pub(crate) struct Producer<M: SlotMem> {
     /// mirrors it) and the last `released` seen.
     sent: u32,
     released_cache: u32,
+    /// Packed: the headers of the units from `tail` up to here are zero
+    /// (P0 ahead); at least `tail + 1` after a publish.
+    zeroed_to: u32,
 }
 
 impl<M: SlotMem> Producer<M> {
@@ -714,6 +720,7 @@ impl<M: SlotMem> Producer<M> {
             placed: 0,
             sent,
             released_cache: released,
+            zeroed_to: tail,
         })
     }
 
@@ -975,9 +982,14 @@ impl<M: SlotMem> Producer<M> {
         let last = n.wrapping_sub(1) as usize;
         let end = self.starts[last].wrapping_add(record_units(self.lens[last]));
         self.words.fence_stores();
-        // P0: the unit at `end` is free (one unit always is).
-        self.slots.header(end & mask).store(0, Ordering::Relaxed);
-        self.words.fence_stores();
+        // P0: the header at `end` (a free unit: one always is) must read
+        // zero before the batch is visible. Usually an earlier publish
+        // zeroed it ahead (below); else it is zeroed now.
+        if self.zeroed_to.wrapping_sub(self.tail) <= end.wrapping_sub(self.tail) {
+            self.slots.header(end & mask).store(0, Ordering::Relaxed);
+            self.words.fence_stores();
+            self.zeroed_to = end.wrapping_add(1);
+        }
         let mut k = n as usize;
         while k > 0 {
             k = k.wrapping_sub(1);
@@ -1028,6 +1040,39 @@ impl<M: SlotMem> Producer<M> {
         // by their headers.
         self.words.tail().store(end, Ordering::Release);
         self.words.fence_stores();
+        self.zero_ahead(end);
+    }
+
+    /// Packed, P0 ahead: zeroes the headers of the free units after `end`
+    /// up to ZERO_AHEAD units, once fewer than half that many are zeroed,
+    /// after the batch is visible: the next publishes then find their
+    /// zeroed header in place, and the store that takes a new cache line
+    /// from the consumer is not on a message's path. (Payload written
+    /// later over a zeroed header is that record's; the header after a
+    /// record is never written by it.)
+    #[inline(always)]
+    fn zero_ahead(&mut self, end: u32) {
+        let ahead = self.zeroed_to.wrapping_sub(end);
+        if ahead >= ZERO_AHEAD / 2 {
+            return;
+        }
+        let mask = self.geometry.mask();
+        // Units in [end, head_cache + capacity) are free.
+        let room = self
+            .head_cache
+            .wrapping_add(self.geometry.capacity)
+            .wrapping_sub(end);
+        let upto = ZERO_AHEAD.min(room);
+        let mut at = ahead;
+        while at < upto {
+            let q = end.wrapping_add(at);
+            self.slots.header(q & mask).store(0, Ordering::Relaxed);
+            at = at.wrapping_add(1);
+        }
+        if upto > ahead {
+            self.zeroed_to = end.wrapping_add(upto);
+            self.words.fence_stores();
+        }
     }
 
     /// The first `len` (<= slot_size) payload bytes of the `k`-th free
@@ -1201,12 +1246,19 @@ impl<M: SlotMem> Consumer<M> {
             self.found_at = 0;
         }
         let mut pos = self.walk_from;
+        let before = self.found_n;
         loop {
             let slot = self.found_at.wrapping_add(self.found_n);
             if slot >= PACKED_RUN {
                 break;
             }
             let index = pos & mask;
+            // Once something is found, not into the next cache line: the
+            // producer may be writing it, and a message should not wait
+            // for that line (the next walk reads it).
+            if self.found_n != before && index & LINE_UNITS_MASK == 0 {
+                break;
+            }
             let header = self.slots.header(index).load(Ordering::Acquire);
             let (len, seq) = (header as u32, (header >> 32) as u32);
             if seq != record_tag(pos) {
