@@ -1202,7 +1202,7 @@ impl<M: SlotMem> Consumer<M> {
     pub(crate) fn available(&mut self) -> u32 {
         if self.geometry.packed {
             if self.found_n == 0 {
-                self.walk();
+                self.walk(true);
             }
             return self.found_n;
         }
@@ -1234,7 +1234,7 @@ impl<M: SlotMem> Consumer<M> {
     /// that is published but out of range (length beyond the slot, record
     /// past the end of the units, padding at the start of a lap) is found
     /// too, and stops the walk: [`read`](Self::read) reports it.
-    fn walk(&mut self) {
+    fn walk(&mut self, this_line: bool) {
         let capacity = self.geometry.capacity;
         let mask = self.geometry.mask();
         if self.found_n == 0 {
@@ -1253,10 +1253,10 @@ impl<M: SlotMem> Consumer<M> {
                 break;
             }
             let index = pos & mask;
-            // Once something is found, not into the next cache line: the
-            // producer may be writing it, and a message should not wait
-            // for that line (the next walk reads it).
-            if self.found_n != before && index & LINE_UNITS_MASK == 0 {
+            // On the fast path, once something is found, not into the next
+            // cache line: the producer may be writing it, and a message
+            // should not wait for that line (the next walk reads it).
+            if this_line && self.found_n != before && index & LINE_UNITS_MASK == 0 {
                 break;
             }
             let header = self.slots.header(index).load(Ordering::Acquire);
@@ -1344,7 +1344,7 @@ impl<M: SlotMem> Consumer<M> {
         let tail = self.words.tail().load(Ordering::Acquire);
         if self.geometry.packed {
             consumer_distance(tail, self.head, self.geometry.capacity)?;
-            self.walk();
+            self.walk(false);
             return Ok(self.found_n);
         }
         let used = consumer_distance(tail, self.head, self.geometry.capacity)?
