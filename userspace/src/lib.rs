@@ -151,7 +151,7 @@ pub use hwlink_drivers::{Backend, BackingKind, FileAccess, Group};
 #[cfg(not(loom))]
 pub use link::{
     LinkBuilder, ReadBatch, ReadSlot, Receiver, RingLayout, Sender, WriteBatch, WriteSlot,
-    DEFAULT_CAPACITY, DEFAULT_SLOT_SIZE, PACKED_AUTO_MAX_SLOT,
+    DEFAULT_CAPACITY, DEFAULT_SLOT_SIZE,
 };
 #[cfg(not(loom))]
 pub use mailbox::{

@@ -43,10 +43,8 @@ const BACKLOG_EVERY: u32 = 16;
 /// its `head` known once for all of them), and the most a producer writes
 /// in one batch.
 const PACKED_RUN: u32 = 64;
-/// Packed rings: units per cache line, less one (a mask), and how many
-/// units ahead the producer asks for the lines it is about to write.
+/// Packed rings: units per cache line, less one (a mask).
 const LINE_UNITS_MASK: u32 = 64 / HWL_RECORD_UNIT - 1;
-const PREFETCH_UNITS: u32 = 2 * 64 / HWL_RECORD_UNIT;
 /// Packed rings: how many units after its last record the producer keeps
 /// zeroed ahead of need (P0 ahead).
 const ZERO_AHEAD: u32 = 16;
@@ -72,18 +70,18 @@ fn record_tag(pos: u32) -> u32 {
 /// How a link's messages are laid out in its ring.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum RingLayout {
-    /// Packed records when the largest message is small (at most
-    /// [`PACKED_AUTO_MAX_SLOT`] bytes), fixed slots otherwise.
+    /// The layout measured fastest for links used one message per call:
+    /// fixed slots, at every size, on the machines we measured (hw/SPEC.md
+    /// §17.5: with a reader that keeps up, packed records put the reader
+    /// and the writer on the same cache line).
     #[default]
     Auto,
     /// One slot of a fixed stride (a multiple of 64 bytes) per message.
     Slots,
-    /// Length-prefixed records packed back to back in 16-byte units.
+    /// Length-prefixed records packed back to back in 16-byte units:
+    /// several small messages per cache line, and a smaller ring.
     Packed,
 }
-
-/// Largest slot size for which [`RingLayout::Auto`] packs records.
-pub const PACKED_AUTO_MAX_SLOT: u32 = 120;
 /// The shape of a ring, copied out of shared memory once and validated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Geometry {
@@ -247,9 +245,8 @@ impl Geometry {
         layout: RingLayout,
     ) -> Result<Geometry, Corruption> {
         let packed = match layout {
-            RingLayout::Slots => false,
+            RingLayout::Slots | RingLayout::Auto => false,
             RingLayout::Packed => true,
-            RingLayout::Auto => slot_size <= PACKED_AUTO_MAX_SLOT && messages.is_power_of_two(),
         };
         if packed {
             if !messages.is_power_of_two() || messages > HWL_RING_MAX_CAPACITY {
@@ -269,9 +266,6 @@ impl Geometry {
                 .max(4)
                 .next_power_of_two();
             let units = u32::try_from(units).unwrap_or(u32::MAX);
-            if units > HWL_RING_MAX_CAPACITY && layout == RingLayout::Auto {
-                return Self::for_ring(messages, slot_size, RingLayout::Slots);
-            }
             let object = hwlink_hw::packed_ring_bytes(units, slot_size).unwrap_or(u64::MAX);
             return Self::validate_packed(
                 units,
@@ -493,9 +487,7 @@ impl SlotMem for RawSlots {
     }
     #[inline(always)]
     fn prefetch_for_write(&self, index: u32) {
-        // At least the unit's whole line (packed units are 16 bytes).
-        self.view
-            .prefetch::<true>(self.offset(index), self.stride.max(64));
+        self.view.prefetch::<true>(self.offset(index), self.stride);
     }
     #[inline(always)]
     fn prefetch_for_read(&self, index: u32) {
@@ -1019,18 +1011,6 @@ impl<M: SlotMem> Producer<M> {
                     .store(header_word(HWL_RECORD_PAD, record_tag(prev_end)), order);
                 self.words.fence_stores();
             }
-        }
-        // Crossing into a new cache line: ask for ownership of the line
-        // two ahead now (if free), so a stream's writes find it here.
-        if (end ^ self.tail) & !LINE_UNITS_MASK != 0
-            && self
-                .geometry
-                .capacity
-                .wrapping_sub(end.wrapping_sub(self.head_cache))
-                > PREFETCH_UNITS.wrapping_mul(2)
-        {
-            self.slots
-                .prefetch_for_write(end.wrapping_add(PREFETCH_UNITS) & mask);
         }
         self.tail = end;
         self.placed = 0;

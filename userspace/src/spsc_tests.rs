@@ -174,47 +174,34 @@ mod packed_tests {
         assert_eq!(r.words[HEAD].load(Ordering::Relaxed), 4);
     }
 
-    /// `RingLayout::Auto` packs small slot sizes only; every layout keeps
-    /// the message bound and room for that many of the largest size.
+    /// `RingLayout::Auto` is fixed slots; a packed ring keeps the message
+    /// bound and room for that many of the largest size.
     #[test]
     fn layout_choice_and_sizes() {
-        use crate::spsc::{RingLayout, PACKED_AUTO_MAX_SLOT};
+        use crate::spsc::RingLayout;
         let auto = |n, slot| Geometry::for_ring(n, slot, RingLayout::Auto).unwrap();
-        assert!(auto(1024, 8).packed);
-        assert!(auto(1024, PACKED_AUTO_MAX_SLOT).packed);
-        assert!(!auto(1024, PACKED_AUTO_MAX_SLOT + 1).packed);
+        let packed = |n, slot| Geometry::for_ring(n, slot, RingLayout::Packed).unwrap();
+        assert!(!auto(1024, 8).packed);
         assert!(!auto(1024, 1016).packed);
         // 8-byte slots: (1024 + 1) units -> 2048 units = 32 KiB, where
         // fixed slots take 64 KiB.
-        let g = auto(1024, 8);
+        let g = packed(1024, 8);
         assert_eq!((g.capacity, g.stride, g.max_messages), (2048, 16, 1024));
         assert_eq!(g.messages(), 1024);
         assert_eq!(g.object_bytes(), Some(512 + 2048 * 16));
         // 64-byte slots: 5 units a record.
-        let g = auto(1024, 64);
-        assert_eq!(g.capacity, 8192);
-        let fixed = Geometry::for_ring(1024, 64, RingLayout::Slots).unwrap();
+        assert_eq!(packed(1024, 64).capacity, 8192);
+        let fixed = auto(1024, 64);
         assert_eq!(
             (fixed.capacity, fixed.stride, fixed.packed),
             (1024, 128, false)
         );
-        // Forced packing of a large slot; a capacity not a power of two is
-        // refused either way.
-        assert!(
-            Geometry::for_ring(4, 1 << 20, RingLayout::Packed)
-                .unwrap()
-                .packed
-        );
+        // A large slot packed; a capacity not a power of two is refused
+        // either way; packed rings whose units would pass 2^24 are refused.
+        assert!(packed(4, 1 << 20).packed);
         assert!(Geometry::for_ring(1000, 8, RingLayout::Auto).is_err());
         assert!(Geometry::for_ring(1000, 8, RingLayout::Packed).is_err());
-        // Packed rings whose units would pass 2^24 fall back to slots in
-        // Auto, and are refused when asked for.
         assert!(Geometry::for_ring(1 << 23, 100, RingLayout::Packed).is_err());
-        assert!(
-            !Geometry::for_ring(1 << 23, 100, RingLayout::Auto)
-                .unwrap()
-                .packed
-        );
     }
 
     /// A packed ring is a bounded buffer of `messages`, whatever their

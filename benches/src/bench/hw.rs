@@ -22,9 +22,10 @@ pub(crate) fn link_capacity(size: usize) -> u32 {
 
 fn wait_of(m: Mechanism) -> WaitStrategy {
     match m {
-        Mechanism::HwlinkPoll | Mechanism::HwlinkSelectPoll | Mechanism::HwlinkTyped => {
-            WaitStrategy::BusyPoll
-        }
+        Mechanism::HwlinkPoll
+        | Mechanism::HwlinkPacked
+        | Mechanism::HwlinkSelectPoll
+        | Mechanism::HwlinkTyped => WaitStrategy::BusyPoll,
         Mechanism::HwlinkPark | Mechanism::HwlinkSelectPark => WaitStrategy::Park,
         _ => WaitStrategy::SpinPark,
     }
@@ -114,6 +115,11 @@ pub(super) fn builder(spec: &PeerSpec, dir: &str) -> LinkBuilder {
     LinkBuilder::new(format!("{}-{dir}", spec.name))
         .capacity(link_capacity(spec.size))
         .slot_size(spec.size as u32)
+        .layout(if spec.mechanism == Mechanism::HwlinkPacked {
+            hwlink::RingLayout::Packed
+        } else {
+            hwlink::RingLayout::Auto
+        })
         .backend(spec.backend)
         .wait(wait_of(spec.mechanism))
         .ready_timeout(Duration::from_secs(5))

@@ -68,6 +68,10 @@ pub enum Mechanism {
     /// `#[repr(C)]` struct with `send_value` / `recv_value` (64 bytes
     /// only): the typed layer beside `hwlink-poll`'s bytes.
     HwlinkTyped,
+    /// hwlink SPSC links laid out as packed records (16-byte units,
+    /// `RingLayout::Packed`), both ends busy-polling: `hwlink-poll` with
+    /// the other layout.
+    HwlinkPacked,
     /// hwlink MPMC mailbox, one sender and one receiver.
     HwlinkMailbox,
     /// hwlink SPSC links, all busy-polling; the echo side selects over
@@ -128,12 +132,13 @@ pub enum Mechanism {
 
 impl Mechanism {
     /// Every mechanism, in report order.
-    pub const ALL: [Mechanism; 28] = [
+    pub const ALL: [Mechanism; 29] = [
         Mechanism::HwlinkPoll,
         Mechanism::HwlinkSpinPark,
         Mechanism::HwlinkPark,
         Mechanism::HwlinkZeroCopy,
         Mechanism::HwlinkTyped,
+        Mechanism::HwlinkPacked,
         Mechanism::HwlinkMailbox,
         Mechanism::HwlinkSelectPoll,
         Mechanism::HwlinkSelectPark,
@@ -167,6 +172,7 @@ impl Mechanism {
             Mechanism::HwlinkPark => "hwlink-park",
             Mechanism::HwlinkZeroCopy => "hwlink-zero-copy",
             Mechanism::HwlinkTyped => "hwlink-typed",
+            Mechanism::HwlinkPacked => "hwlink-packed",
             Mechanism::HwlinkMailbox => "hwlink-mailbox",
             Mechanism::HwlinkSelectPoll => "hwlink-select-poll",
             Mechanism::HwlinkSelectPark => "hwlink-select-park",
@@ -205,6 +211,9 @@ impl Mechanism {
             ),
             Mechanism::HwlinkSelectPoll | Mechanism::HwlinkSelectPark => Some(
                 "the echo side waits in one Select over four links, a new Select per message; the measuring side sends on each link in turn",
+            ),
+            Mechanism::HwlinkPacked => Some(
+                "hwlink-poll's links laid out as packed records: each message a length-prefixed record in 16-byte units (an 8-byte message takes 16 bytes, four share a cache line) instead of a fixed slot of at least 64 bytes",
             ),
             Mechanism::HwlinkTyped => Some(
                 "a 64-byte #[repr(C)] struct sent with send_value and received with recv_value over busy-polling links (64-byte messages only); round trips move the struct as an application does (one tick stamped with the sequence number, echoed as received), streams also copy between the harness's byte buffer and the struct",
@@ -265,6 +274,7 @@ impl Mechanism {
                 | Mechanism::HwlinkPark
                 | Mechanism::HwlinkZeroCopy
                 | Mechanism::HwlinkTyped
+                | Mechanism::HwlinkPacked
                 | Mechanism::HwlinkMailbox
                 | Mechanism::HwlinkSelectPoll
                 | Mechanism::HwlinkSelectPark

@@ -58,9 +58,10 @@ enum Kind {
 
 fn kind_of(m: Mechanism) -> Result<Kind, BenchError> {
     match m {
-        Mechanism::HwlinkPoll | Mechanism::HwlinkSpinPark | Mechanism::HwlinkPark => {
-            Ok(Kind::Links)
-        }
+        Mechanism::HwlinkPoll
+        | Mechanism::HwlinkPacked
+        | Mechanism::HwlinkSpinPark
+        | Mechanism::HwlinkPark => Ok(Kind::Links),
         Mechanism::Pipe
         | Mechanism::UnixStream
         | Mechanism::UnixDgram

@@ -202,6 +202,7 @@ fn setup_parent(spec: &PeerSpec, opts: &Options) -> Result<ParentSide, BenchErro
         }
         Mechanism::HwlinkAsync => async_rt::hwlink_parent(spec),
         Mechanism::HwlinkPoll
+        | Mechanism::HwlinkPacked
         | Mechanism::HwlinkSpinPark
         | Mechanism::HwlinkPark
         | Mechanism::HwlinkZeroCopy => hw::link_parent(spec),
@@ -245,6 +246,7 @@ fn open_child(spec: &PeerSpec) -> Result<Box<dyn Transport>, BenchError> {
         Mechanism::HwlinkEpoll => hw_wait::epoll_child(spec),
         Mechanism::HwlinkAsync => async_rt::hwlink_child(spec),
         Mechanism::HwlinkPoll
+        | Mechanism::HwlinkPacked
         | Mechanism::HwlinkSpinPark
         | Mechanism::HwlinkPark
         | Mechanism::HwlinkZeroCopy => hw::link_child(spec),

@@ -9,8 +9,8 @@ use crate::liveness::{PeerWatch, Watched};
 use crate::objects::{Endpoint, RingParts};
 use crate::region;
 use crate::shm::{ShmSlice, ShmSliceMut};
+pub use crate::spsc::RingLayout;
 use crate::spsc::{Consumer, Geometry, Producer, RawSlots, RingWords};
-pub use crate::spsc::{RingLayout, PACKED_AUTO_MAX_SLOT};
 use crate::typed::ValueSlot;
 use crate::wait::{always, Alive, Patience, SpinPolicy, Tick, Wait, WaitStrategy};
 use hwlink_drivers::{Backend, DeviceMemory, FileAccess, IvshmemDoorbell};
@@ -75,8 +75,8 @@ impl LinkBuilder {
         capacity: u32;
         /// Largest message in bytes; used on creation.
         slot_size: u32;
-        /// How messages are laid out in the ring (default: packed records
-        /// for small messages, fixed slots for large); used on creation.
+        /// How messages are laid out in the ring: fixed slots (the
+        /// default, `Auto`) or packed records; used on creation.
         layout: RingLayout;
         /// Which memory to use (hugepages, /dev/shm, or auto with fallback).
         backend: Backend;
