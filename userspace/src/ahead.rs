@@ -15,7 +15,7 @@
 
 use crate::chain::{self, Segment, SegmentStore, Size};
 use crate::mpmc::MpmcGeometry;
-use crate::sync::Ordering;
+use crate::sync::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -50,13 +50,14 @@ enum Job {
 #[derive(Debug)]
 struct State<Seg> {
     job: Job,
+    /// The segment the next preparation makes a successor for; taken when
+    /// it starts. None: nothing asked (or the ask was withdrawn).
+    target: Option<Arc<Seg>>,
     /// The handle is gone: nothing more is made or offered for it.
     closed: bool,
     /// The segment this handle's preparation offered, mapped; let go once
     /// someone took the offer.
     made: Option<Arc<Seg>>,
-    prepared: u64,
-    discarded: u64,
 }
 
 /// What one chain handle shares with its preparations.
@@ -65,6 +66,9 @@ pub(crate) struct Spares<Seg> {
     state: Mutex<State<Seg>>,
     changed: Condvar,
     runner: Runner,
+    /// Segments offered and thrown away (read without the lock).
+    prepared: AtomicU64,
+    discarded: AtomicU64,
 }
 
 impl<Seg: Segment> Spares<Seg> {
@@ -73,13 +77,14 @@ impl<Seg: Segment> Spares<Seg> {
         Arc::new(Spares {
             state: Mutex::new(State {
                 job: Job::Idle,
+                target: None,
                 closed: false,
                 made: None,
-                prepared: 0,
-                discarded: 0,
             }),
             changed: Condvar::new(),
             runner,
+            prepared: AtomicU64::new(0),
+            discarded: AtomicU64::new(0),
         })
     }
 
@@ -89,8 +94,9 @@ impl<Seg: Segment> Spares<Seg> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Asks for the segment after `after` (the newest, past a quarter full)
-    /// to be made and offered, unless a preparation is queued or running.
+    /// Asks for the segment after `after` (the newest, past a sixteenth
+    /// full) to be made and offered. A preparation queued or running takes
+    /// the ask when it is done with the one in hand.
     pub(crate) fn request<S: SegmentStore<Seg = Seg>>(
         self: &Arc<Self>,
         store: &S,
@@ -99,14 +105,18 @@ impl<Seg: Segment> Spares<Seg> {
     ) {
         {
             let mut st = self.lock();
-            if st.closed || st.job != Job::Idle {
+            if st.closed {
+                return;
+            }
+            st.target = Some(after.clone());
+            if st.job != Job::Idle {
                 return;
             }
             st.job = Job::Queued;
         }
         let job = {
-            let (store, base, after, spares) = (store.clone(), *base, after.clone(), self.clone());
-            move || prepare(&store, &base, &after, &spares)
+            let (store, base, spares) = (store.clone(), *base, self.clone());
+            move || prepare_asked(&store, &base, &spares)
         };
         match self.runner {
             #[cfg(not(loom))]
@@ -137,11 +147,14 @@ impl<Seg: Segment> Spares<Seg> {
         }
     }
 
-    /// If this handle's preparation is running, waits for it (bounded);
-    /// whether it was running.
+    /// For a send that found the newest segment full with no offer to
+    /// take: if this handle's preparation is running, waits for it
+    /// (bounded; true); if one is only queued, withdraws the ask (the send
+    /// makes the segment itself, and nothing is made twice).
     pub(crate) fn wait_running(&self) -> bool {
         let mut st = self.lock();
         if st.job != Job::Running {
+            st.target = None;
             return false;
         }
         let until = Instant::now().checked_add(WAIT_RUNNING);
@@ -163,8 +176,10 @@ impl<Seg: Segment> Spares<Seg> {
 
     /// Segments offered and thrown away by this handle's preparations.
     pub(crate) fn counts(&self) -> (u64, u64) {
-        let st = self.lock();
-        (st.prepared, st.discarded)
+        (
+            self.prepared.load(Ordering::Relaxed),
+            self.discarded.load(Ordering::Relaxed),
+        )
     }
 
     /// Lets go of `seg`, which the handle has moved past: if this was its
@@ -207,18 +222,49 @@ impl<Seg: Segment> Spares<Seg> {
                 .is_ok()
             {
                 chain::discard(store, &made);
-                st.discarded = st.discarded.saturating_add(1);
+                self.discarded.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
 }
 
-/// Marks the preparation over when dropped (also if it panicked).
+/// Marks the preparation over if it panics (the handle must not wait for
+/// it, nor ask in vain for another).
 struct Over<'a, Seg: Segment>(&'a Spares<Seg>);
 
 impl<Seg: Segment> Drop for Over<'_, Seg> {
     fn drop(&mut self) {
-        self.0.set_idle();
+        if std::thread::panicking() {
+            self.0.set_idle();
+        }
+    }
+}
+
+/// The job on the background thread: runs the preparations asked for
+/// until none is.
+fn prepare_asked<S: SegmentStore>(store: &S, base: &MpmcGeometry, spares: &Spares<S::Seg>) {
+    loop {
+        let mut taken = None;
+        let after = {
+            let mut st = spares.lock();
+            let Some(after) = st.target.take().filter(|_| !st.closed) else {
+                st.job = Job::Idle;
+                drop(st);
+                spares.changed.notify_all();
+                return;
+            };
+            st.job = Job::Running;
+            // Our last offer was taken by another process: let go of our
+            // mapping (below, outside the lock: unmapping takes a while).
+            let word = store.spare_segment().load(Ordering::Acquire);
+            if st.made.as_ref().is_some_and(|m| m.number() != word) {
+                taken = st.made.take();
+            }
+            after
+        };
+        drop(taken);
+        let _over = Over(spares);
+        prepare(store, base, &after, spares);
     }
 }
 
@@ -229,26 +275,8 @@ fn prepare<S: SegmentStore>(
     after: &Arc<S::Seg>,
     spares: &Spares<S::Seg>,
 ) {
-    {
-        let mut st = spares.lock();
-        if st.closed {
-            st.job = Job::Idle;
-            drop(st);
-            spares.changed.notify_all();
-            return;
-        }
-        st.job = Job::Running;
-        // Our last offer was taken (by another process, or this handle
-        // took it without `take_made`): let go of our mapping.
-        let word = store.spare_segment().load(Ordering::Acquire);
-        if st.made.as_ref().is_some_and(|m| m.number() != word) {
-            st.made = None;
-        }
-    }
-    let _over = Over(spares);
     if chain::discard_stale(store, after.number()) {
-        let mut st = spares.lock();
-        st.discarded = st.discarded.saturating_add(1);
+        spares.discarded.fetch_add(1, Ordering::Relaxed);
     }
     // Too late (the segment already has a successor), or an offer that can
     // follow it is there.
@@ -264,16 +292,22 @@ fn prepare<S: SegmentStore>(
         return;
     };
     let mut st = spares.lock();
-    if st.closed {
-        chain::discard(store, &seg);
-        st.discarded = st.discarded.saturating_add(1);
-    } else if chain::offer(store, &seg) {
+    if !st.closed && chain::offer(store, &seg) {
         st.made = Some(seg);
-        st.prepared = st.prepared.saturating_add(1);
+        spares.prepared.fetch_add(1, Ordering::Relaxed);
     } else {
-        // Another process's offer came first: ours was removed.
-        st.discarded = st.discarded.saturating_add(1);
+        // The handle is gone, or another process's offer came first.
+        drop(st);
+        chain::discard(store, &seg);
+        spares.discarded.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// Starts this process's background thread now, if it is not running, so
+/// that the first segment asked for does not wait for a thread to start.
+#[cfg(not(loom))]
+pub(crate) fn start_worker() {
+    let _ = submit(Box::new(|| {}));
 }
 
 /// Work for the background thread.

@@ -7,7 +7,7 @@
 //! `next_segment` (one winner; a loser follows the winner's), then seals
 //! the full one so that no message can land behind the link. The next
 //! segment is normally made ahead of need: once the newest segment is a
-//! quarter full, a producer asks for its successor to be created off the
+//! sixteenth full, a producer asks for its successor to be created off the
 //! sending path (this process's background thread, `ahead.rs`), which
 //! offers it in `spare_segment`; the producer that finds the segment full
 //! takes the offer (C4) and links it. Only when no offer is ready does it
@@ -46,9 +46,11 @@ const WALK_BUDGET: std::time::Duration = std::time::Duration::from_millis(2);
 /// ever follow.
 pub(crate) const CLOSED: u64 = u64::MAX;
 /// A producer asks for the next segment to be made ahead once the newest
-/// holds 1/PREPARE_AT of its capacity: early enough that making a 64 MiB
-/// segment (tens of milliseconds) is done before the producer fills it.
-const PREPARE_AT: u64 = 4;
+/// holds 1/PREPARE_AT of its capacity: early, so that making it (tens of
+/// milliseconds for 64 MiB, more when the machine is busy) is done before
+/// the producer fills the newest; late enough that a queue whose consumers
+/// keep up does not hold a spare for every small segment it passes through.
+const PREPARE_AT: u64 = 16;
 /// Times a producer that finds the newest segment full, with no offer to
 /// take, looks again whether another producer (which took the offer a
 /// moment ago) has linked it, before it makes a segment itself.
@@ -346,23 +348,15 @@ pub(crate) fn discard<S: SegmentStore>(store: &S, seg: &S::Seg) {
 }
 
 /// Offers `seg`, just made ahead of need, in `spare_segment`: true if it is
-/// the offer now; false if another offer was there first (then `seg` is
-/// thrown away: only one segment waits at a time).
+/// the offer now; false if another offer was there first (only one segment
+/// waits at a time: the caller then throws `seg` away).
 pub(crate) fn offer<S: SegmentStore>(store: &S, seg: &S::Seg) -> bool {
     // C5 (release): the segment is initialised and published (its region's
     // magic) before its number can be taken; pairs with C4's acquire.
-    match store.spare_segment().compare_exchange(
-        0,
-        seg.number(),
-        Ordering::AcqRel,
-        Ordering::Acquire,
-    ) {
-        Ok(_) => true,
-        Err(_) => {
-            discard(store, seg);
-            false
-        }
-    }
+    store
+        .spare_segment()
+        .compare_exchange(0, seg.number(), Ordering::AcqRel, Ordering::Acquire)
+        .is_ok()
 }
 
 /// Takes the offer in `spare_segment` if it can no longer follow the chain
@@ -711,7 +705,7 @@ impl<S: SegmentStore> Chain<S> {
         }
     }
 
-    /// After a push into `seg`: once it is a quarter full, with no
+    /// After a push into `seg`: once it is a sixteenth full, with no
     /// successor and no offer that can follow it, asks for one to be made
     /// ahead (once per segment).
     fn maybe_prepare(&mut self, seg: &Arc<S::Seg>) {

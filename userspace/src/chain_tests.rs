@@ -526,7 +526,7 @@ mod heap {
         assert_eq!(all, want);
     }
 
-    /// Once the newest segment is a quarter full its successor is made and
+    /// Once the newest segment is a sixteenth full its successor is made and
     /// offered; the send that fills the segment links the offer: no
     /// segment is made inside a send. Dropping the handle takes back the
     /// offer nobody took.
@@ -546,7 +546,7 @@ mod heap {
         assert!(held >= n && held - (2 << tail) < n, "tail {tail} for {n}");
         let st = tx.stats();
         assert_eq!((st.linked_ahead, st.linked_inline, st.waited), (tail, 0, 0));
-        // One more is offered already: the newest is past a quarter full.
+        // One more is offered already: the newest is past a sixteenth full.
         assert_eq!((st.prepared, st.discarded), (tail + 1, 0));
         assert_eq!(store.0.spare.load(Ordering::Relaxed), tail + 1);
         tx.stop_ahead();
@@ -609,6 +609,7 @@ mod heap {
         let (a, b) = (make(&store, 2), make(&store, 2));
         assert!(chain::offer(&store, &a));
         assert!(!chain::offer(&store, &b));
+        chain::discard(&store, &b);
         assert_eq!(store.0.spare.load(Ordering::Relaxed), a.number());
         assert!(!store.0.segments.lock().unwrap().contains_key(&b.number()));
         assert_books(&store);
@@ -825,11 +826,12 @@ mod loom_offers {
                     let seg = chain::make_segment(&store, &geometry(2), Size::After(2), 0)
                         .map_err(|e| format!("{e:?}"))
                         .unwrap();
-                    if chain::offer(&store, &seg)
-                        && store
-                            .spare_segment()
-                            .compare_exchange(seg.number(), 0, Ordering::AcqRel, Ordering::Acquire)
-                            .is_ok()
+                    if !chain::offer(&store, &seg) {
+                        chain::discard(&store, &seg);
+                    } else if store
+                        .spare_segment()
+                        .compare_exchange(seg.number(), 0, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
                     {
                         chain::discard(&store, &seg);
                     }
@@ -866,7 +868,9 @@ mod loom_offers {
                         let seg = chain::make_segment(&store, &geometry(2), Size::After(2), 0)
                             .map_err(|e| format!("{e:?}"))
                             .unwrap();
-                        chain::offer(&store, &seg);
+                        if !chain::offer(&store, &seg) {
+                            chain::discard(&store, &seg);
+                        }
                     })
                 })
                 .collect();

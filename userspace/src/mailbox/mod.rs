@@ -432,6 +432,9 @@ impl Mailbox {
                     // Its next segments are made on this process's
                     // background thread, ahead of need (hw/SPEC.md §11).
                     chain.prepare_ahead(Some(Spares::new(Runner::Background)));
+                    if access.bits() & HWL_ACCESS_SEND != 0 {
+                        crate::ahead::start_worker();
+                    }
                     Queue::Unbounded(Box::new(chain))
                 }
                 _ => {
