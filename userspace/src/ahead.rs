@@ -4,6 +4,9 @@
 //! thread per process, started on first use, that runs them and unmaps the
 //! segments senders have moved past.
 //!
+//! The thread runs at the lowest priority (nice 19): on a CPU it shares with
+//! the senders it must not preempt them.
+//!
 //! A preparation throws away an offer that can no longer follow the chain,
 //! makes the next segment (created, sized, prefaulted, initialised, its
 //! bytes counted against the limit) and offers it in `spare_segment`;
@@ -94,8 +97,8 @@ impl<Seg: Segment> Spares<Seg> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Asks for the segment after `after` (the newest, past a sixteenth
-    /// full) to be made and offered. A preparation queued or running takes
+    /// Asks for the segment after `after` (the newest, just pushed into) to
+    /// be made and offered. A preparation queued or running takes
     /// the ask when it is done with the one in hand.
     pub(crate) fn request<S: SegmentStore<Seg = Seg>>(
         self: &Arc<Self>,
@@ -354,6 +357,10 @@ fn start(pid: u32) -> Option<Worker> {
     std::thread::Builder::new()
         .name("hwlink-segments".into())
         .spawn(move || {
+            // Its work is never more urgent than the sends it serves: on a
+            // CPU shared with them it must not preempt them. A send that
+            // waits for it sleeps, leaving it the CPU.
+            let _ = crate::liveness::lowest_priority_for_this_thread();
             for task in rx {
                 // A task that panics (it should not) ends alone: its handle
                 // sees its preparation over (`Over`), the thread goes on.

@@ -6,8 +6,8 @@
 //! large, or as large as the byte limit still allows) with a CAS on
 //! `next_segment` (one winner; a loser follows the winner's), then seals
 //! the full one so that no message can land behind the link. The next
-//! segment is normally made ahead of need: once the newest segment is a
-//! sixteenth full, a producer asks for its successor to be created off the
+//! segment is normally made ahead of need: as soon as a producer pushes
+//! into the newest segment, it asks for its successor to be created off the
 //! sending path (this process's background thread, `ahead.rs`), which
 //! offers it in `spare_segment`; the producer that finds the segment full
 //! takes the offer (C4) and links it. Only when no offer is ready does it
@@ -45,12 +45,6 @@ const WALK_BUDGET: std::time::Duration = std::time::Duration::from_millis(2);
 /// `next_segment` of the last segment of a removed queue: no segment will
 /// ever follow.
 pub(crate) const CLOSED: u64 = u64::MAX;
-/// A producer asks for the next segment to be made ahead once the newest
-/// holds 1/PREPARE_AT of its capacity: early, so that making it (tens of
-/// milliseconds for 64 MiB, more when the machine is busy) is done before
-/// the producer fills the newest; late enough that a queue whose consumers
-/// keep up does not hold a spare for every small segment it passes through.
-const PREPARE_AT: u64 = 16;
 /// Times a producer that finds the newest segment full, with no offer to
 /// take, looks again whether another producer (which took the offer a
 /// moment ago) has linked it, before it makes a segment itself.
@@ -539,7 +533,8 @@ impl<S: SegmentStore> Chain<S> {
     ) -> Result<(), SendError<()>> {
         for _ in 0..MAX_STEPS {
             let seg = self.push_seg.clone();
-            match seg.ring().try_push(msg, me, owners) {
+            let pushed = seg.ring().try_push(msg, me, owners);
+            match pushed {
                 Ok(()) => {
                     if self.ahead.is_some() && self.asked != Some(seg.number()) {
                         self.maybe_prepare(&seg);
@@ -565,11 +560,13 @@ impl<S: SegmentStore> Chain<S> {
                             // as good as given back.
                             if let Some(new) = self.grow(&*seg, Size::Small, seg.bytes())? {
                                 self.linked_inline = self.linked_inline.saturating_add(1);
+                                drop(seg);
                                 self.move_push(new);
                             }
                         }
                         next => {
                             let succ = self.successor(&seg, next, Restart::Tail)?;
+                            drop(seg);
                             self.move_push(succ);
                         }
                     }
@@ -585,6 +582,7 @@ impl<S: SegmentStore> Chain<S> {
                     // always names its successor.
                     seg.ring().seal();
                     if let Some(new) = linked {
+                        drop(seg);
                         self.move_push(new);
                     }
                 }
@@ -599,7 +597,8 @@ impl<S: SegmentStore> Chain<S> {
 
     /// Pushes into `new` from now on; the segment left is unmapped off the
     /// sending path when there is a background thread (unmapping 64 MiB
-    /// takes milliseconds).
+    /// takes milliseconds). Callers drop their own clones of the segment
+    /// left first, or the last of them would unmap it here after all.
     fn move_push(&mut self, new: Arc<S::Seg>) {
         let old = std::mem::replace(&mut self.push_seg, new);
         match &self.ahead {
@@ -705,15 +704,12 @@ impl<S: SegmentStore> Chain<S> {
         }
     }
 
-    /// After a push into `seg`: once it is a sixteenth full, with no
-    /// successor and no offer that can follow it, asks for one to be made
-    /// ahead (once per segment).
+    /// After the first push into `seg`: if it has no successor and no offer
+    /// that can follow it, asks for one to be made ahead. As early as that,
+    /// because making a segment takes about as long as filling one at full
+    /// speed (writing memory the kernel must first zero); the cost is one
+    /// segment, twice the newest's size, made before it is needed.
     fn maybe_prepare(&mut self, seg: &Arc<S::Seg>) {
-        let ring = seg.ring();
-        let cap = u64::from(ring.geometry().capacity);
-        if ring.len().unwrap_or(0) < cap / PREPARE_AT {
-            return;
-        }
         self.asked = Some(seg.number());
         if seg.next_segment().load(Ordering::Acquire) != 0
             || self.store.spare_segment().load(Ordering::Acquire) > seg.number()
@@ -890,6 +886,8 @@ impl<S: SegmentStore> Chain<S> {
                     next => {
                         let succ = self.successor(&seg, next, Restart::Head)?;
                         self.retire(&*seg, succ.number());
+                        // Ours first, so that the handle's is the last.
+                        drop(seg);
                         let old = std::mem::replace(&mut self.pop_seg, succ);
                         match &self.ahead {
                             Some(spares) => spares.dispose(old),

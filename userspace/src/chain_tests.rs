@@ -526,8 +526,8 @@ mod heap {
         assert_eq!(all, want);
     }
 
-    /// Once the newest segment is a sixteenth full its successor is made and
-    /// offered; the send that fills the segment links the offer: no
+    /// Once a producer pushes into the newest segment its successor is made
+    /// and offered; the send that fills the segment links the offer: no
     /// segment is made inside a send. Dropping the handle takes back the
     /// offer nobody took.
     #[test]
@@ -546,7 +546,7 @@ mod heap {
         assert!(held >= n && held - (2 << tail) < n, "tail {tail} for {n}");
         let st = tx.stats();
         assert_eq!((st.linked_ahead, st.linked_inline, st.waited), (tail, 0, 0));
-        // One more is offered already: the newest is past a sixteenth full.
+        // One more is offered already: the newest was pushed into.
         assert_eq!((st.prepared, st.discarded), (tail + 1, 0));
         assert_eq!(store.0.spare.load(Ordering::Relaxed), tail + 1);
         tx.stop_ahead();

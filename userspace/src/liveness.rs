@@ -239,6 +239,20 @@ pub fn pin_to_cpu(cpu: usize) -> std::io::Result<()> {
     }
 }
 
+/// Lowers the calling thread's scheduling priority to the least (nice 19):
+/// for background work that must not preempt the threads it serves when
+/// they share a CPU (on Linux the nice value is per thread).
+pub(crate) fn lowest_priority_for_this_thread() -> std::io::Result<()> {
+    // SAFETY: setpriority takes plain integers; who = 0 is the calling
+    // thread.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// CPUs online in the machine (not the affinity mask of this thread, which
 /// `available_parallelism` would report).
 pub fn online_cpus() -> usize {
