@@ -4,8 +4,9 @@
 //! thread per process, started on first use, that runs them and unmaps the
 //! segments senders have moved past.
 //!
-//! The thread runs at the lowest priority (nice 19): on a CPU it shares with
-//! the senders it must not preempt them.
+//! The thread does not stay pinned to the core of a pinned sending thread
+//! that started it (it takes the main thread's CPUs), and runs at the
+//! priority it inherits.
 //!
 //! A preparation throws away an offer that can no longer follow the chain,
 //! makes the next segment (created, sized, prefaulted, initialised, its
@@ -357,10 +358,10 @@ fn start(pid: u32) -> Option<Worker> {
     std::thread::Builder::new()
         .name("hwlink-segments".into())
         .spawn(move || {
-            // Its work is never more urgent than the sends it serves: on a
-            // CPU shared with them it must not preempt them. A send that
-            // waits for it sleeps, leaving it the CPU.
-            let _ = crate::liveness::lowest_priority_for_this_thread();
+            // Started by a sending thread: if that thread is pinned to its
+            // own core, this one must not share it (it takes the main
+            // thread's CPUs instead).
+            let _ = crate::liveness::unpin_if_pinned();
             for task in rx {
                 // A task that panics (it should not) ends alone: its handle
                 // sees its preparation over (`Over`), the thread goes on.
