@@ -353,11 +353,20 @@ pub(crate) fn offer<S: SegmentStore>(store: &S, seg: &S::Seg) -> bool {
         .is_ok()
 }
 
+/// Whether `seg`, numbered `k`, can be an offer: made ahead and never
+/// linked, so never pushed into, claimed from, sealed or linked onwards.
+/// Anything else named in `spare_segment` was put there by a hostile or
+/// broken process.
+fn fresh<Seg: Segment>(seg: &Seg, k: u64) -> bool {
+    seg.number() == k && seg.ring().untouched() && seg.next_segment().load(Ordering::Acquire) == 0
+}
+
 /// Takes the offer in `spare_segment` if it can no longer follow the chain
-/// (its number is not above `after`'s, a linked segment: every segment
-/// linked from now on is numbered above `after`), and throws it away; true
-/// if it did. A number never handed out is left as found (the next send
-/// reports it corrupt).
+/// (its number is below `after`'s, a linked segment: every segment linked
+/// from now on is numbered above `after`), and throws it away; true if it
+/// did. A number never handed out is left as found (the next send reports
+/// it corrupt); a segment that is not fresh (linked, used) is never
+/// removed, only no longer offered.
 pub(crate) fn discard_stale<S: SegmentStore>(store: &S, after: u64) -> bool {
     let word = store.spare_segment();
     let k = word.load(Ordering::Acquire);
@@ -371,16 +380,15 @@ pub(crate) fn discard_stale<S: SegmentStore>(store: &S, after: u64) -> bool {
     {
         return false;
     }
-    if let Ok(Some(seg)) = store.open(k) {
-        if seg.number() == k {
+    match store.open(k) {
+        Ok(Some(seg)) if k != after && fresh(&*seg, k) => {
             discard(store, &seg);
-            return true;
+            true
         }
+        // Missing (deleted by hand: its bytes cannot be told), or not a
+        // segment made ahead at all: nothing to remove.
+        _ => false,
     }
-    // Missing (deleted by hand) or not a segment of ours: its bytes cannot
-    // be told; only its file goes.
-    store.remove(k);
-    true
 }
 
 impl<S: SegmentStore> Chain<S> {
@@ -679,6 +687,14 @@ impl<S: SegmentStore> Chain<S> {
                 }
             },
         };
+        if !fresh(&*spare, k) {
+            // Linked or used already: never linked twice, never removed.
+            return Err(SendError::Corrupt(Corruption::new(
+                "offered segment (in use)",
+                k,
+                seg.number(),
+            )));
+        }
         // C0 (release): link it; one producer wins.
         match seg
             .next_segment()

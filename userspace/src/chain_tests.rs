@@ -698,6 +698,71 @@ mod heap {
         assert_books(&store);
     }
 
+    /// `spare_segment` is untrusted: a number never handed out, or a
+    /// segment that was used, is reported corrupt by the send that would
+    /// link it; one naming a linked segment is not removed by a
+    /// preparation, only no longer offered.
+    #[test]
+    fn hostile_offers_are_corrupt_or_ignored_never_linked_or_removed() {
+        // Never handed out.
+        let store = queue(2, u64::MAX);
+        let mut tx = handle(&store, 2);
+        store.0.spare.store(99, Ordering::Relaxed);
+        tx.try_push(&msg(1, 0), 1, &()).unwrap();
+        tx.try_push(&msg(1, 1), 1, &()).unwrap();
+        assert!(matches!(
+            tx.try_push(&msg(1, 2), 1, &()),
+            Err(SendError::Corrupt(_))
+        ));
+        // A segment made ahead, then pushed into: not fresh.
+        let store = queue(2, u64::MAX);
+        let mut tx = handle(&store, 2);
+        let used = make(&store, 2);
+        used.ring.try_push(&msg(9, 0), 9, &()).unwrap();
+        store.0.spare.store(used.number(), Ordering::Relaxed);
+        tx.try_push(&msg(1, 0), 1, &()).unwrap();
+        tx.try_push(&msg(1, 1), 1, &()).unwrap();
+        assert!(matches!(
+            tx.try_push(&msg(1, 2), 1, &()),
+            Err(SendError::Corrupt(_))
+        ));
+        assert!(store
+            .0
+            .segments
+            .lock()
+            .unwrap()
+            .contains_key(&used.number()));
+        // The linked segment 0 itself: a preparation after it stops
+        // offering it, and removes nothing.
+        let store = queue(2, u64::MAX);
+        store.0.spare.store(0, Ordering::Relaxed);
+        let first = store.0.segments.lock().unwrap()[&0].clone();
+        let grown = make(&store, 2);
+        first.next.store(grown.number(), Ordering::Relaxed);
+        store.0.tail.store(grown.number(), Ordering::Relaxed);
+        first.ring.seal();
+        store.0.spare.store(grown.number(), Ordering::Relaxed);
+        let mut tx = ahead_handle(&store, 2, Runner::Inline);
+        tx.try_push(&msg(1, 0), 1, &()).unwrap();
+        assert!(store
+            .0
+            .segments
+            .lock()
+            .unwrap()
+            .contains_key(&grown.number()));
+        assert_eq!(tx.stats().discarded, 0);
+        assert_ne!(store.0.spare.load(Ordering::Relaxed), grown.number());
+        assert_books(&store);
+        for i in 1..20 {
+            tx.try_push(&msg(1, i), 1, &()).unwrap();
+        }
+        let mut rx = handle(&store, 2);
+        for i in 0..20 {
+            let got = rx.try_pop_with(CONSUMER, &(), false, |b, _| b.to_vec());
+            assert_eq!(got.unwrap(), msg(1, i));
+        }
+    }
+
     /// Producers with their segments made on the background thread,
     /// consumers retiring and giving back: each message exactly once, in
     /// order per producer; once every handle is gone, the books balance
