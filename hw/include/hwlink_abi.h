@@ -358,7 +358,8 @@ struct hwl_mailbox {
 	__u64 last_segment; /* highest segment number handed out */
 	__u64 head_segment; /* oldest segment not yet drained and removed */
 	__u64 tail_segment; /* newest segment linked into the chain */
-	__u64 resv1[4];     /* reserved, zero */
+	__u64 spare_segment; /* created ahead, not linked yet; 0: none */
+	__u64 resv1[3];     /* reserved, zero */
 	__u32 removed;      /* non-zero once the mailbox has been removed */
 	__u32 resv2[15];    /* reserved, zero */
 	struct hwl_doorbell not_empty; /* posted after publishing messages */

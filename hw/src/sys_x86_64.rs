@@ -701,8 +701,10 @@ pub struct hwl_mailbox {
     pub head_segment: __u64,
     /// newest segment linked into the chain
     pub tail_segment: __u64,
+    /// created ahead, not linked yet; 0: none
+    pub spare_segment: __u64,
     /// reserved, zero
-    pub resv1: [__u64; 4usize],
+    pub resv1: [__u64; 3usize],
     /// non-zero once the mailbox has been removed
     pub removed: __u32,
     /// reserved, zero
@@ -751,8 +753,11 @@ const _: () = {
         "Offset of field: hwl_mailbox::tail_segment",
     ][::core::mem::offset_of!(hwl_mailbox, tail_segment) - 88usize];
     [
+        "Offset of field: hwl_mailbox::spare_segment",
+    ][::core::mem::offset_of!(hwl_mailbox, spare_segment) - 96usize];
+    [
         "Offset of field: hwl_mailbox::resv1",
-    ][::core::mem::offset_of!(hwl_mailbox, resv1) - 96usize];
+    ][::core::mem::offset_of!(hwl_mailbox, resv1) - 104usize];
     [
         "Offset of field: hwl_mailbox::removed",
     ][::core::mem::offset_of!(hwl_mailbox, removed) - 128usize];

@@ -2,22 +2,28 @@
 //! when the newest one is full and consumers retire once drained, within a
 //! byte limit set at creation.
 //!
-//! A producer that finds its segment full creates the next one (twice as
-//! large, or as large as the byte limit still allows), links it with a CAS
-//! on `next_segment` (one winner; a loser removes its own and follows the
-//! winner's), then seals the full one so that no message can land behind
-//! the link. A consumer that finds a sealed segment drained moves to the
-//! next; the first to do so advances `head_segment` and removes the drained
-//! segment. A consumer that drains a large newest segment seals it and
-//! links a small one, so an idle queue gives its memory back. When the
-//! queue is removed, consumers drain it, seal the newest segment and close
-//! its link (`CLOSED`): from then on every send fails and every receive
-//! says Disconnected, and nothing accepted is left behind. The algorithm
-//! is generic over where segments live ([`SegmentStore`]): region files in
-//! production (`segments.rs`), the heap in tests and the loom model.
-//! Protocol: hw/SPEC.md §11.
+//! A producer that finds its segment full links the next one (twice as
+//! large, or as large as the byte limit still allows) with a CAS on
+//! `next_segment` (one winner; a loser follows the winner's), then seals
+//! the full one so that no message can land behind the link. The next
+//! segment is normally made ahead of need: as soon as a producer pushes
+//! into the newest segment, it asks for its successor to be created off the
+//! sending path (this process's background thread, `ahead.rs`), which
+//! offers it in `spare_segment`; the producer that finds the segment full
+//! takes the offer (C4) and links it. Only when no offer is ready does it
+//! create the segment itself, inside `send`. A consumer that finds a sealed
+//! segment drained moves to the next; the first to do so advances
+//! `head_segment` and removes the drained segment. A consumer that drains
+//! a large newest segment seals it and links a small one, so an idle queue
+//! gives its memory back. When the queue is removed, consumers drain it,
+//! seal the newest segment and close its link (`CLOSED`): from then on
+//! every send fails and every receive says Disconnected, and nothing
+//! accepted is left behind. The algorithm is generic over where segments
+//! live ([`SegmentStore`]): region files in production (`segments.rs`),
+//! the heap in tests and the loom model. Protocol: hw/SPEC.md §11.
 #![warn(clippy::arithmetic_side_effects)]
 
+use crate::ahead::Spares;
 use crate::error::{Corruption, RecvError, SendError};
 use crate::mpmc::{Head, MpmcGeometry, MpmcMem, MpmcRing, Owners, PopError, PushError};
 use crate::shm::ShmSlice;
@@ -39,6 +45,10 @@ const WALK_BUDGET: std::time::Duration = std::time::Duration::from_millis(2);
 /// `next_segment` of the last segment of a removed queue: no segment will
 /// ever follow.
 pub(crate) const CLOSED: u64 = u64::MAX;
+/// Times a producer that finds the newest segment full, with no offer to
+/// take, looks again whether another producer (which took the offer a
+/// moment ago) has linked it, before it makes a segment itself.
+const LINK_SPINS: u32 = 256;
 
 /// The largest segment capacity for slots of `stride` bytes.
 fn max_capacity(stride: u32) -> u32 {
@@ -55,7 +65,7 @@ fn max_capacity(stride: u32) -> u32 {
 }
 
 /// One segment: a ring and its link to the next.
-pub(crate) trait Segment {
+pub(crate) trait Segment: Send + Sync + 'static {
     /// Where the ring's words live.
     type Mem: MpmcMem;
     /// The segment's ring.
@@ -69,8 +79,10 @@ pub(crate) trait Segment {
     fn bytes(&self) -> u64;
 }
 
-/// Where segments live, and the chain state shared by every process.
-pub(crate) trait SegmentStore {
+/// Where segments live, and the chain state shared by every process. A
+/// clone is another handle on the same segments (a preparation running on
+/// the background thread holds one).
+pub(crate) trait SegmentStore: Clone + Send + 'static {
     /// A mapped segment.
     type Seg: Segment;
     /// Bytes in use by all live segments.
@@ -81,6 +93,8 @@ pub(crate) trait SegmentStore {
     fn head_segment(&self) -> &AtomicU64;
     /// Newest linked segment.
     fn tail_segment(&self) -> &AtomicU64;
+    /// A segment made ahead of need and not linked yet (0: none).
+    fn spare_segment(&self) -> &AtomicU64;
     /// Most bytes all segments may take.
     fn byte_limit(&self) -> u64;
     /// Bytes a new segment of `geometry` will take (before creating it).
@@ -140,7 +154,7 @@ enum Restart {
 
 /// How large a new segment should be.
 #[derive(Clone, Copy, Debug)]
-enum Size {
+pub(crate) enum Size {
     /// Twice the full segment it follows (the queue is growing).
     After(u32),
     /// The first segment's size (the queue drained).
@@ -154,6 +168,37 @@ enum Step<R> {
     Again,
 }
 
+/// How this handle's producer grew an unbounded queue, and what its
+/// preparations made (diagnostics: `hwlink bench-unbounded`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SegmentStats {
+    /// Segments this handle linked that had been made ahead of need (by
+    /// this process's background thread or another process's).
+    pub linked_ahead: u64,
+    /// Segments this handle created and linked inside a send or receive,
+    /// because no segment made ahead was ready.
+    pub linked_inline: u64,
+    /// Times a send that found the newest segment full waited for this
+    /// handle's own preparation, already running, to finish.
+    pub waited: u64,
+    /// Segments this handle's preparations made and offered.
+    pub prepared: u64,
+    /// Segments made ahead that were thrown away: an offer that lost to
+    /// another process's, one that could no longer follow the chain, or
+    /// this handle's own, taken back when it was dropped.
+    pub discarded: u64,
+}
+
+/// What a producer that found the newest segment full did about it.
+enum Extended<Seg> {
+    /// It linked this segment.
+    Linked(Arc<Seg>),
+    /// Another process linked a segment (or closed the chain) first.
+    ByOther,
+    /// Nothing was linked.
+    No,
+}
+
 /// One process's view of an unbounded queue: where it pushes and where it
 /// pops.
 #[derive(Debug)]
@@ -164,10 +209,191 @@ pub(crate) struct Chain<S: SegmentStore> {
     pop_seg: Arc<S::Seg>,
     /// Receive steps walked since the last message taken, across calls.
     walked: u32,
+    /// Preparations of segments ahead of need for this handle; None: it
+    /// creates every segment inline.
+    ahead: Option<Arc<Spares<S::Seg>>>,
+    /// The segment whose successor this handle last asked to be made (it
+    /// asks once per segment).
+    asked: Option<u64>,
+    /// Segments this handle linked: made ahead, made inline; sends that
+    /// waited for this handle's own preparation; what earlier (stopped)
+    /// preparations offered and threw away.
+    linked_ahead: u64,
+    linked_inline: u64,
+    waited: u64,
+    stopped: (u64, u64),
+}
+
+/// The geometry of a new segment of `size` after the queue's first ring
+/// `base`, within the byte limit: the largest power-of-two capacity, at
+/// least 2 slots, that is no larger than wanted and whose segment fits in
+/// what is left. None if not even 2 slots fit.
+fn new_geometry<S: SegmentStore>(
+    store: &S,
+    base: &MpmcGeometry,
+    size: Size,
+    in_use: u64,
+) -> Option<MpmcGeometry> {
+    let limit = store.byte_limit();
+    let want = match size {
+        Size::After(cap) => cap.saturating_mul(2),
+        Size::Small => base.capacity,
+    }
+    .clamp(2, max_capacity(base.stride).max(base.capacity));
+    let room = limit.saturating_sub(in_use);
+    let mut capacity = 1u32 << want.ilog2();
+    loop {
+        let g = MpmcGeometry { capacity, ..*base };
+        if store.estimate(&g) <= room {
+            return Some(g);
+        }
+        if capacity <= 2 {
+            return None;
+        }
+        capacity >>= 1;
+    }
+}
+
+/// Makes a new segment of `size`, not linked: counts its bytes against the
+/// limit (failing at once past it), takes the next number, creates it and
+/// corrects the count to what it really takes. `freed`: bytes that count
+/// as given back already (a sealed, drained segment the new one replaces).
+/// Used inline by `grow` and off the sending path by preparations.
+pub(crate) fn make_segment<S: SegmentStore>(
+    store: &S,
+    base: &MpmcGeometry,
+    size: Size,
+    freed: u64,
+) -> Result<Arc<S::Seg>, SendError<()>> {
+    let limit = store.byte_limit();
+    let budget = limit.saturating_add(freed);
+    let in_use = store.bytes_in_use().load(Ordering::Acquire);
+    let Some(geometry) = new_geometry(store, base, size, in_use.saturating_sub(freed)) else {
+        let smallest = store.estimate(&MpmcGeometry {
+            capacity: 2,
+            ..*base
+        });
+        return Err(SendError::MemoryLimit {
+            msg: (),
+            limit,
+            reason: format!(
+                "{in_use} bytes of segments in use, the smallest next segment needs {smallest}"
+            ),
+        });
+    };
+    let estimate = store.estimate(&geometry);
+    let before = store.bytes_in_use().fetch_add(estimate, Ordering::AcqRel);
+    // Gives the estimate back when no segment comes of it.
+    let give_back = || store.bytes_in_use().fetch_sub(estimate, Ordering::AcqRel);
+    if before.saturating_add(estimate) > budget {
+        give_back();
+        return Err(SendError::MemoryLimit {
+            msg: (),
+            limit,
+            reason: format!("{before} bytes of segments in use, the next needs {estimate}"),
+        });
+    }
+    // Hand out the next number by CAS, so that a corrupt word is reported
+    // (and stays as found) rather than wrapped around.
+    let word = store.last_segment();
+    let mut last = word.load(Ordering::Acquire);
+    let id = loop {
+        let Some(id) = last.checked_add(1).filter(|&id| id < CLOSED) else {
+            give_back();
+            return Err(SendError::Corrupt(Corruption::new(
+                "last segment number",
+                last,
+                CLOSED,
+            )));
+        };
+        match word.compare_exchange_weak(last, id, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => break id,
+            Err(now) => last = now,
+        }
+    };
+    let new = match store.create(id, &geometry) {
+        Ok(s) => s,
+        Err(reason) => {
+            give_back();
+            return Err(SendError::MemoryLimit {
+                msg: (),
+                limit,
+                reason: format!("segment {id} could not be created: {reason}"),
+            });
+        }
+    };
+    // Account for what it really takes (page rounding may differ).
+    let real = new.bytes();
+    if real != estimate {
+        store.bytes_in_use().fetch_add(real, Ordering::AcqRel);
+        store.bytes_in_use().fetch_sub(estimate, Ordering::AcqRel);
+    }
+    Ok(new)
+}
+
+/// Throws away `seg`, which is reachable by nobody else (never linked, and
+/// taken out of `spare_segment` or never put there): removes it and gives
+/// its bytes back.
+pub(crate) fn discard<S: SegmentStore>(store: &S, seg: &S::Seg) {
+    store.remove(seg.number());
+    store
+        .bytes_in_use()
+        .fetch_sub(seg.bytes(), Ordering::AcqRel);
+}
+
+/// Offers `seg`, just made ahead of need, in `spare_segment`: true if it is
+/// the offer now; false if another offer was there first (only one segment
+/// waits at a time: the caller then throws `seg` away).
+pub(crate) fn offer<S: SegmentStore>(store: &S, seg: &S::Seg) -> bool {
+    // C5 (release): the segment is initialised and published (its region's
+    // magic) before its number can be taken; pairs with C4's acquire.
+    store
+        .spare_segment()
+        .compare_exchange(0, seg.number(), Ordering::AcqRel, Ordering::Acquire)
+        .is_ok()
+}
+
+/// Whether `seg`, numbered `k`, can be an offer: made ahead and never
+/// linked, so never pushed into, claimed from, sealed or linked onwards.
+/// Anything else named in `spare_segment` was put there by a hostile or
+/// broken process.
+fn fresh<Seg: Segment>(seg: &Seg, k: u64) -> bool {
+    seg.number() == k && seg.ring().untouched() && seg.next_segment().load(Ordering::Acquire) == 0
+}
+
+/// Takes the offer in `spare_segment` if it can no longer follow the chain
+/// (its number is below `after`'s, a linked segment: every segment linked
+/// from now on is numbered above `after`), and throws it away; true if it
+/// did. A number never handed out is left as found (the next send reports
+/// it corrupt); a segment that is not fresh (linked, used) is never
+/// removed, only no longer offered.
+pub(crate) fn discard_stale<S: SegmentStore>(store: &S, after: u64) -> bool {
+    let word = store.spare_segment();
+    let k = word.load(Ordering::Acquire);
+    if k == 0 || k > after || k > store.last_segment().load(Ordering::Acquire) {
+        return false;
+    }
+    // C4: whoever moves the word off k owns segment k.
+    if word
+        .compare_exchange(k, 0, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        return false;
+    }
+    match store.open(k) {
+        Ok(Some(seg)) if k != after && fresh(&*seg, k) => {
+            discard(store, &seg);
+            true
+        }
+        // Missing (deleted by hand: its bytes cannot be told), or not a
+        // segment made ahead at all: nothing to remove.
+        _ => false,
+    }
 }
 
 impl<S: SegmentStore> Chain<S> {
     /// Joins the chain of `store`, whose segment 0 has geometry `base`.
+    /// It creates segments inline until [`Chain::prepare_ahead`].
     pub(crate) fn new(store: S, base: MpmcGeometry) -> Result<Chain<S>, StoreError> {
         let first = store
             .open(0)?
@@ -178,10 +404,47 @@ impl<S: SegmentStore> Chain<S> {
             push_seg: first.clone(),
             pop_seg: first,
             walked: 0,
+            ahead: None,
+            asked: None,
+            linked_ahead: 0,
+            linked_inline: 0,
+            waited: 0,
+            stopped: (0, 0),
         };
         chain.push_seg = chain.restart(Restart::Tail)?;
         chain.pop_seg = chain.restart(Restart::Head)?;
         Ok(chain)
+    }
+
+    /// From now on this handle's producer has its next segments made ahead
+    /// of need by `spares` (None: inline, as before).
+    pub(crate) fn prepare_ahead(&mut self, spares: Option<Arc<Spares<S::Seg>>>) {
+        self.stop_ahead();
+        self.ahead = spares;
+    }
+
+    /// Stops this handle's preparations: waits for one running to end, and
+    /// takes back and removes the segment it offered if nobody took it, so
+    /// that nothing made for this handle outlives it. Idempotent.
+    pub(crate) fn stop_ahead(&mut self) {
+        if let Some(spares) = self.ahead.take() {
+            spares.close(&self.store);
+            let (prepared, discarded) = spares.counts();
+            self.stopped.0 = self.stopped.0.saturating_add(prepared);
+            self.stopped.1 = self.stopped.1.saturating_add(discarded);
+        }
+    }
+
+    /// How this handle grew the chain.
+    pub(crate) fn stats(&self) -> SegmentStats {
+        let (prepared, discarded) = self.ahead.as_ref().map_or((0, 0), |s| s.counts());
+        SegmentStats {
+            linked_ahead: self.linked_ahead,
+            linked_inline: self.linked_inline,
+            waited: self.waited,
+            prepared: prepared.saturating_add(self.stopped.0),
+            discarded: discarded.saturating_add(self.stopped.1),
+        }
     }
 
     fn open(&self, id: u64) -> Result<Option<Arc<S::Seg>>, StoreError> {
@@ -266,8 +529,10 @@ impl<S: SegmentStore> Chain<S> {
         }
     }
 
-    /// Appends `msg` as the producer attached at `me`; never waits. Errors
-    /// carry no message.
+    /// Appends `msg` as the producer attached at `me`. Errors carry no
+    /// message. It never waits for a consumer; only, rarely, for this
+    /// handle's own preparation of the next segment, already running when
+    /// the newest segment fills (see `extend`).
     pub(crate) fn try_push(
         &mut self,
         msg: &[u8],
@@ -276,8 +541,14 @@ impl<S: SegmentStore> Chain<S> {
     ) -> Result<(), SendError<()>> {
         for _ in 0..MAX_STEPS {
             let seg = self.push_seg.clone();
-            match seg.ring().try_push(msg, me, owners) {
-                Ok(()) => return Ok(()),
+            let pushed = seg.ring().try_push(msg, me, owners);
+            match pushed {
+                Ok(()) => {
+                    if self.ahead.is_some() && self.asked != Some(seg.number()) {
+                        self.maybe_prepare(&seg);
+                    }
+                    return Ok(());
+                }
                 Err(PushError::TooLarge) => {
                     return Err(SendError::TooLarge {
                         msg: (),
@@ -295,18 +566,33 @@ impl<S: SegmentStore> Chain<S> {
                         0 => {
                             // Sealed drained (see `pop_step`): its bytes are
                             // as good as given back.
-                            self.grow(&*seg, Size::Small, seg.bytes())?;
+                            if let Some(new) = self.grow(&*seg, Size::Small, seg.bytes())? {
+                                self.linked_inline = self.linked_inline.saturating_add(1);
+                                drop(seg);
+                                self.move_push(new);
+                            }
                         }
-                        next => self.push_seg = self.successor(&seg, next, Restart::Tail)?,
+                        next => {
+                            let succ = self.successor(&seg, next, Restart::Tail)?;
+                            drop(seg);
+                            self.move_push(succ);
+                        }
                     }
                 }
                 Err(PushError::Full) => {
+                    let mut linked = None;
                     if seg.next_segment().load(Ordering::Acquire) == 0 {
-                        self.grow(&*seg, Size::After(seg.ring().geometry().capacity), 0)?;
+                        if let Extended::Linked(new) = self.extend(&seg)? {
+                            linked = Some(new);
+                        }
                     }
                     // C2: seal after the link exists, so a sealed segment
                     // always names its successor.
                     seg.ring().seal();
+                    if let Some(new) = linked {
+                        drop(seg);
+                        self.move_push(new);
+                    }
                 }
             }
         }
@@ -317,111 +603,159 @@ impl<S: SegmentStore> Chain<S> {
         )))
     }
 
-    /// The geometry of a new segment of `size`, within the byte limit:
-    /// the largest power-of-two capacity, at least 2 slots, that is no
-    /// larger than wanted and whose segment fits in what is left. None if
-    /// not even 2 slots fit.
-    fn new_geometry(&self, size: Size, in_use: u64) -> Option<MpmcGeometry> {
-        let limit = self.store.byte_limit();
-        let want = match size {
-            Size::After(cap) => cap.saturating_mul(2),
-            Size::Small => self.base.capacity,
+    /// Pushes into `new` from now on; the segment left is unmapped off the
+    /// sending path when there is a background thread (unmapping 64 MiB
+    /// takes milliseconds). Callers drop their own clones of the segment
+    /// left first, or the last of them would unmap it here after all.
+    fn move_push(&mut self, new: Arc<S::Seg>) {
+        let old = std::mem::replace(&mut self.push_seg, new);
+        match &self.ahead {
+            Some(spares) => spares.dispose(old),
+            None => drop(old),
         }
-        .clamp(2, max_capacity(self.base.stride).max(self.base.capacity));
-        let room = limit.saturating_sub(in_use);
-        let mut capacity = 1u32 << want.ilog2();
-        loop {
-            let g = MpmcGeometry {
-                capacity,
-                ..self.base
-            };
-            if self.store.estimate(&g) <= room {
-                return Some(g);
+    }
+
+    /// Links a successor to the full segment `seg` (whose `next_segment`
+    /// was 0): the segment made ahead if one is offered, else one made
+    /// here. When the offer this handle's own preparation is making is not
+    /// ready yet, it waits for it (bounded): less time than making another.
+    fn extend(&mut self, seg: &Arc<S::Seg>) -> Result<Extended<S::Seg>, SendError<()>> {
+        match self.link_spare(seg)? {
+            Extended::No => {}
+            done => return Ok(done),
+        }
+        // Another producer may have taken the offer a moment ago and be
+        // about to link it: give it that moment before making another.
+        for _ in 0..LINK_SPINS {
+            if seg.next_segment().load(Ordering::Acquire) != 0 {
+                return Ok(Extended::ByOther);
             }
-            if capacity <= 2 {
-                return None;
+            if cfg!(loom) {
+                break;
             }
-            capacity >>= 1;
+            std::hint::spin_loop();
+        }
+        if let Some(spares) = &self.ahead {
+            if spares.wait_running() {
+                self.waited = self.waited.saturating_add(1);
+                match self.link_spare(seg)? {
+                    Extended::No => {}
+                    done => return Ok(done),
+                }
+            }
+        }
+        let cap = seg.ring().geometry().capacity;
+        match self.grow(seg, Size::After(cap), 0)? {
+            Some(new) => {
+                self.linked_inline = self.linked_inline.saturating_add(1);
+                Ok(Extended::Linked(new))
+            }
+            None => Ok(Extended::ByOther),
+        }
+    }
+
+    /// Takes the segment offered in `spare_segment` and links it after the
+    /// full segment `seg`, if one is offered that can follow it.
+    fn link_spare(&mut self, seg: &S::Seg) -> Result<Extended<S::Seg>, SendError<()>> {
+        let word = self.store.spare_segment();
+        let k = word.load(Ordering::Acquire);
+        // None, or one that can no longer follow (numbers grow along the
+        // chain): the next preparation throws that one away.
+        if k == 0 || k <= seg.number() {
+            return Ok(Extended::No);
+        }
+        self.check_id(k)?;
+        // C4 (acquire-release): take the offer. Whoever moves the word off
+        // k owns segment k: nobody else links it or throws it away.
+        if word
+            .compare_exchange(k, 0, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return Ok(Extended::No);
+        }
+        let made = self.ahead.as_ref().and_then(|s| s.take_made(k));
+        let spare = match made {
+            Some(s) => s,
+            None => match self.open(k) {
+                Ok(Some(s)) => s,
+                // Deleted by hand: nothing to link, nothing to give back.
+                Ok(None) => return Ok(Extended::No),
+                Err(e) => {
+                    // Not ours to throw away on a doubt: offer it again.
+                    let _ = word.compare_exchange(0, k, Ordering::AcqRel, Ordering::Acquire);
+                    return Err(e.into());
+                }
+            },
+        };
+        if !fresh(&*spare, k) {
+            // Linked or used already: never linked twice, never removed.
+            return Err(SendError::Corrupt(Corruption::new(
+                "offered segment (in use)",
+                k,
+                seg.number(),
+            )));
+        }
+        // C0 (release): link it; one producer wins.
+        match seg
+            .next_segment()
+            .compare_exchange(0, k, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => {
+                self.store.tail_segment().fetch_max(k, Ordering::AcqRel);
+                self.linked_ahead = self.linked_ahead.saturating_add(1);
+                Ok(Extended::Linked(spare))
+            }
+            Err(_) => {
+                // Another producer linked one first (or the chain was
+                // closed): offer ours again for the next segment, or throw
+                // it away if another offer took its place.
+                if word
+                    .compare_exchange(0, k, Ordering::AcqRel, Ordering::Acquire)
+                    .is_err()
+                {
+                    discard(&self.store, &spare);
+                }
+                Ok(Extended::ByOther)
+            }
+        }
+    }
+
+    /// After the first push into `seg`: if it has no successor and no offer
+    /// that can follow it, asks for one to be made ahead. As early as that,
+    /// because making a segment takes about as long as filling one at full
+    /// speed (writing memory the kernel must first zero); the cost is one
+    /// segment, twice the newest's size, made before it is needed.
+    fn maybe_prepare(&mut self, seg: &Arc<S::Seg>) {
+        self.asked = Some(seg.number());
+        if seg.next_segment().load(Ordering::Acquire) != 0
+            || self.store.spare_segment().load(Ordering::Acquire) > seg.number()
+        {
+            return;
+        }
+        if let Some(spares) = &self.ahead {
+            spares.request(&self.store, &self.base, seg);
         }
     }
 
     /// Creates the segment after `seg` and links it, unless another
-    /// process links one first (or the queue was closed). `freed`: bytes
-    /// of `seg` that count as given back already (it is sealed and drained:
-    /// it is retired as soon as the new segment is linked).
-    fn grow(&self, seg: &S::Seg, size: Size, freed: u64) -> Result<(), SendError<()>> {
-        let limit = self.store.byte_limit();
-        let budget = limit.saturating_add(freed);
-        let in_use = self.store.bytes_in_use().load(Ordering::Acquire);
-        let Some(geometry) = self.new_geometry(size, in_use.saturating_sub(freed)) else {
-            let smallest = self.store.estimate(&MpmcGeometry {
-                capacity: 2,
-                ..self.base
-            });
-            return Err(SendError::MemoryLimit {
-                msg: (),
-                limit,
-                reason: format!(
-                    "{in_use} bytes of segments in use, the smallest next segment needs {smallest}"
-                ),
-            });
-        };
-        let estimate = self.store.estimate(&geometry);
-        let before = self
-            .store
-            .bytes_in_use()
-            .fetch_add(estimate, Ordering::AcqRel);
-        // Gives the estimate back when no segment comes of it.
-        let give_back = || {
-            self.store
-                .bytes_in_use()
-                .fetch_sub(estimate, Ordering::AcqRel)
-        };
-        if before.saturating_add(estimate) > budget {
-            give_back();
-            return Err(SendError::MemoryLimit {
-                msg: (),
-                limit,
-                reason: format!("{before} bytes of segments in use, the next needs {estimate}"),
-            });
-        }
-        // Hand out the next number by CAS, so that a corrupt word is
-        // reported (and stays as found) rather than wrapped around.
-        let word = self.store.last_segment();
-        let mut last = word.load(Ordering::Acquire);
-        let id = loop {
-            let Some(id) = last.checked_add(1).filter(|&id| id < CLOSED) else {
-                give_back();
-                return Err(SendError::Corrupt(Corruption::new(
-                    "last segment number",
-                    last,
-                    CLOSED,
-                )));
-            };
-            match word.compare_exchange_weak(last, id, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => break id,
-                Err(now) => last = now,
+    /// process links one first (or the queue was closed): the new segment
+    /// if it linked it. `freed`: bytes of `seg` that count as given back
+    /// already (it is sealed and drained: it is retired as soon as the new
+    /// segment is linked). A stale offer that stands in the way of the byte
+    /// limit is thrown away first.
+    fn grow(
+        &self,
+        seg: &S::Seg,
+        size: Size,
+        freed: u64,
+    ) -> Result<Option<Arc<S::Seg>>, SendError<()>> {
+        let new = match make_segment(&self.store, &self.base, size, freed) {
+            Err(SendError::MemoryLimit { .. }) if discard_stale(&self.store, seg.number()) => {
+                make_segment(&self.store, &self.base, size, freed)?
             }
+            other => other?,
         };
-        let new = match self.store.create(id, &geometry) {
-            Ok(s) => s,
-            Err(reason) => {
-                give_back();
-                return Err(SendError::MemoryLimit {
-                    msg: (),
-                    limit,
-                    reason: format!("segment {id} could not be created: {reason}"),
-                });
-            }
-        };
-        // Account for what it really takes (page rounding may differ).
-        let real = new.bytes();
-        if real != estimate {
-            self.store.bytes_in_use().fetch_add(real, Ordering::AcqRel);
-            self.store
-                .bytes_in_use()
-                .fetch_sub(estimate, Ordering::AcqRel);
-        }
+        let id = new.number();
         // C0 (release): link the new segment; one process wins.
         match seg
             .next_segment()
@@ -429,16 +763,15 @@ impl<S: SegmentStore> Chain<S> {
         {
             Ok(_) => {
                 self.store.tail_segment().fetch_max(id, Ordering::AcqRel);
+                Ok(Some(new))
             }
             Err(_) => {
                 // Another process linked first (or closed the chain): ours
                 // was never reachable.
-                drop(new);
-                self.store.remove(id);
-                self.store.bytes_in_use().fetch_sub(real, Ordering::AcqRel);
+                discard(&self.store, &new);
+                Ok(None)
             }
         }
-        Ok(())
     }
 
     /// Claims the oldest message and runs `f` on it, as the consumer
@@ -553,7 +886,15 @@ impl<S: SegmentStore> Chain<S> {
                         // (its bytes count against those of this one). If
                         // even that fails, a producer links one later.
                         match self.grow(&*seg, Size::Small, seg.bytes()) {
-                            Ok(()) => Ok(Step::Again),
+                            Ok(linked) => {
+                                if let Some(small) = linked {
+                                    // An offer made while the queue grew
+                                    // can no longer follow the small one:
+                                    // give its memory back too.
+                                    discard_stale(&self.store, small.number());
+                                }
+                                Ok(Step::Again)
+                            }
                             Err(SendError::Corrupt(c)) => Err(RecvError::Corrupt(c)),
                             Err(_) => Err(RecvError::Empty),
                         }
@@ -561,7 +902,13 @@ impl<S: SegmentStore> Chain<S> {
                     next => {
                         let succ = self.successor(&seg, next, Restart::Head)?;
                         self.retire(&*seg, succ.number());
-                        self.pop_seg = succ;
+                        // Ours first, so that the handle's is the last.
+                        drop(seg);
+                        let old = std::mem::replace(&mut self.pop_seg, succ);
+                        match &self.ahead {
+                            Some(spares) => spares.dispose(old),
+                            None => drop(old),
+                        }
                         Ok(Step::Again)
                     }
                 }
@@ -626,5 +973,11 @@ impl<S: SegmentStore> Chain<S> {
                 seg = self.open(next).ok().flatten();
             }
         }
+    }
+}
+
+impl<S: SegmentStore> Drop for Chain<S> {
+    fn drop(&mut self) {
+        self.stop_ahead();
     }
 }

@@ -1,9 +1,12 @@
 //! Tests of the unbounded segment chain over heap segments: growth, the
 //! byte limit, retirement and exactly-once delivery with threads (also under
-//! Miri), and a loom model of producers racing to link a new segment while a
-//! consumer drains.
+//! Miri); segments made ahead of need (offered, linked, raced, thrown away,
+//! taken back), with the books of `bytes_in_use` checked against the
+//! segments that exist; and loom models of producers racing to link a new
+//! segment while a consumer drains, and of offers racing a full segment.
 
-use crate::chain::{Chain, Segment, SegmentStore, StoreError};
+use crate::ahead::{Runner, Spares};
+use crate::chain::{self, Chain, Segment, SegmentStore, Size, StoreError, CLOSED};
 #[cfg(not(loom))]
 use crate::error::{RecvError, SendError};
 use crate::mpmc::{MpmcGeometry, MpmcMem, MpmcRing};
@@ -111,6 +114,7 @@ struct Shared {
     last: AtomicU64,
     head: AtomicU64,
     tail: AtomicU64,
+    spare: AtomicU64,
     limit: u64,
     segments: Mutex<HashMap<u64, Arc<HeapSeg>>>,
 }
@@ -131,6 +135,9 @@ impl SegmentStore for HeapStore {
     }
     fn tail_segment(&self) -> &AtomicU64 {
         &self.0.tail
+    }
+    fn spare_segment(&self) -> &AtomicU64 {
+        &self.0.spare
     }
     fn byte_limit(&self) -> u64 {
         self.0.limit
@@ -168,6 +175,7 @@ fn queue(capacity: u32, limit: u64) -> HeapStore {
         last: AtomicU64::new(0),
         head: AtomicU64::new(0),
         tail: AtomicU64::new(0),
+        spare: AtomicU64::new(0),
         limit,
         segments: Mutex::new(HashMap::from([(0, first)])),
     }))
@@ -182,6 +190,57 @@ fn handle(store: &HeapStore, capacity: u32) -> Chain<HeapStore> {
 fn msg(p: u8, i: u32) -> [u8; 5] {
     let b = i.to_le_bytes();
     [p, b[0], b[1], b[2], b[3]]
+}
+
+/// A handle whose next segments are made ahead of need by `runner`.
+#[cfg(not(loom))]
+fn ahead_handle(store: &HeapStore, capacity: u32, runner: Runner) -> Chain<HeapStore> {
+    let mut chain = handle(store, capacity);
+    chain.prepare_ahead(Some(Spares::new(runner)));
+    chain
+}
+
+/// Makes a segment ahead of need, after a full segment of `after_cap` slots,
+/// as a preparation does.
+#[cfg(not(loom))]
+fn make(store: &HeapStore, after_cap: u32) -> Arc<HeapSeg> {
+    chain::make_segment(store, &geometry(2), Size::After(after_cap), 0)
+        .map_err(|e| format!("{e:?}"))
+        .unwrap()
+}
+
+/// The books balance: `bytes_in_use` is the bytes of the segments that
+/// exist, and each of them is segment 0, linked into the chain (walking
+/// from the head) or the one offered in `spare_segment`: nothing made is
+/// lost track of, nothing given back twice.
+fn assert_books(store: &HeapStore) {
+    use crate::sync::Ordering::Relaxed;
+    let segs = store.0.segments.lock().unwrap();
+    let total: u64 = segs.values().map(|s| s.bytes()).sum();
+    assert_eq!(store.0.bytes.load(Relaxed), total, "bytes_in_use");
+    let mut linked = vec![0];
+    let mut id = store.0.head.load(Relaxed);
+    while let Some(s) = segs.get(&id) {
+        linked.push(id);
+        match s.next.load(Relaxed) {
+            0 | CLOSED => break,
+            next => id = next,
+        }
+    }
+    let spare = store.0.spare.load(Relaxed);
+    for id in segs.keys() {
+        assert!(
+            linked.contains(id) || *id == spare,
+            "segment {id} is neither linked nor offered (linked {linked:?}, offered {spare})"
+        );
+    }
+    if spare != 0 {
+        assert!(segs.contains_key(&spare), "offered segment {spare} is gone");
+        assert!(
+            !linked.contains(&spare),
+            "offered segment {spare} is linked"
+        );
+    }
 }
 
 #[cfg(not(loom))]
@@ -466,6 +525,304 @@ mod heap {
             .collect();
         assert_eq!(all, want);
     }
+
+    /// Once a producer pushes into the newest segment its successor is made
+    /// and offered; the send that fills the segment links the offer: no
+    /// segment is made inside a send. Dropping the handle takes back the
+    /// offer nobody took.
+    #[test]
+    fn segments_are_made_ahead_and_linked_by_the_send_that_fills() {
+        let store = queue(2, u64::MAX);
+        let mut tx = ahead_handle(&store, 2, Runner::Inline);
+        let mut rx = handle(&store, 2);
+        let n = if cfg!(miri) { 60 } else { 1000 };
+        for i in 0..n {
+            tx.try_push(&msg(1, i), 1, &()).unwrap();
+            assert_books(&store);
+        }
+        // Segments of 2, 4, 8, ... slots: the newest holds message n.
+        let tail = store.0.tail.load(Ordering::Relaxed);
+        let held: u32 = (0..=tail).map(|k| 2u32 << k).sum();
+        assert!(held >= n && held - (2 << tail) < n, "tail {tail} for {n}");
+        let st = tx.stats();
+        assert_eq!((st.linked_ahead, st.linked_inline, st.waited), (tail, 0, 0));
+        // One more is offered already: the newest was pushed into.
+        assert_eq!((st.prepared, st.discarded), (tail + 1, 0));
+        assert_eq!(store.0.spare.load(Ordering::Relaxed), tail + 1);
+        tx.stop_ahead();
+        assert_eq!(tx.stats().discarded, 1);
+        assert_eq!(store.0.spare.load(Ordering::Relaxed), 0);
+        assert!(!store.0.segments.lock().unwrap().contains_key(&(tail + 1)));
+        assert_books(&store);
+        for i in 0..n {
+            let got = rx.try_pop_with(CONSUMER, &(), false, |b, _| b.to_vec());
+            assert_eq!(got.unwrap(), msg(1, i));
+        }
+        assert_books(&store);
+    }
+
+    /// A handle dropped with its offer untaken removes it and gives its
+    /// bytes back.
+    #[test]
+    fn a_dropped_handle_takes_back_its_offer() {
+        let store = queue(2, u64::MAX);
+        let mut tx = ahead_handle(&store, 2, Runner::Inline);
+        tx.try_push(&msg(1, 0), 1, &()).unwrap();
+        assert_eq!(store.0.spare.load(Ordering::Relaxed), 1);
+        assert_eq!(store.0.bytes.load(Ordering::Relaxed), (2 + 4) * 64);
+        drop(tx);
+        assert_eq!(store.0.spare.load(Ordering::Relaxed), 0);
+        assert_eq!(store.0.bytes.load(Ordering::Relaxed), 2 * 64);
+        assert_eq!(store.0.segments.lock().unwrap().len(), 1);
+    }
+
+    /// Offers count against the byte limit like any segment: the queue
+    /// fills the same limit, the last offer shrinks to fit, and none is
+    /// made past it.
+    #[test]
+    fn offers_never_take_the_queue_past_its_limit() {
+        // As `growth_fills_the_byte_limit`: 2 + 4 + 2 slots fit.
+        let store = queue(2, 128 + 256 + 128);
+        let mut tx = ahead_handle(&store, 2, Runner::Inline);
+        for i in 0..8 {
+            tx.try_push(&msg(1, i), 1, &()).unwrap();
+            assert!(store.0.bytes.load(Ordering::Relaxed) <= 512);
+            assert_books(&store);
+        }
+        assert!(matches!(
+            tx.try_push(&msg(1, 8), 1, &()),
+            Err(SendError::MemoryLimit { limit: 512, .. })
+        ));
+        assert_eq!(store.0.bytes.load(Ordering::Relaxed), 512);
+        let st = tx.stats();
+        assert_eq!((st.linked_ahead, st.linked_inline, st.prepared), (2, 0, 2));
+        assert_eq!(store.0.spare.load(Ordering::Relaxed), 0);
+        assert_books(&store);
+    }
+
+    /// Two preparations race to offer: one wins, the loser's segment is
+    /// removed and its bytes given back; a send (of a handle that makes
+    /// nothing ahead itself) links the winner's.
+    #[test]
+    fn racing_offers_one_wins_the_loser_is_removed() {
+        let store = queue(2, u64::MAX);
+        let (a, b) = (make(&store, 2), make(&store, 2));
+        assert!(chain::offer(&store, &a));
+        assert!(!chain::offer(&store, &b));
+        chain::discard(&store, &b);
+        assert_eq!(store.0.spare.load(Ordering::Relaxed), a.number());
+        assert!(!store.0.segments.lock().unwrap().contains_key(&b.number()));
+        assert_books(&store);
+        let mut tx = handle(&store, 2);
+        for i in 0..3 {
+            tx.try_push(&msg(1, i), 1, &()).unwrap();
+        }
+        assert_eq!((tx.stats().linked_ahead, tx.stats().linked_inline), (1, 0));
+        assert_eq!(store.0.tail.load(Ordering::Relaxed), a.number());
+        assert_eq!(store.0.spare.load(Ordering::Relaxed), 0);
+        assert_books(&store);
+    }
+
+    /// An offer that can no longer follow the chain (a process that knows
+    /// nothing of offers linked a segment numbered above it) is not linked
+    /// behind the newer segment; the next preparation throws it away and
+    /// offers a new one.
+    #[test]
+    fn an_offer_that_can_no_longer_follow_is_thrown_away() {
+        let store = queue(2, u64::MAX);
+        let stale = make(&store, 2);
+        assert!(chain::offer(&store, &stale));
+        // Segment 2, linked after segment 0 the old way.
+        let newer = make(&store, 2);
+        let first = store.0.segments.lock().unwrap()[&0].clone();
+        first.next.store(newer.number(), Ordering::Relaxed);
+        store.0.tail.store(newer.number(), Ordering::Relaxed);
+        first.ring.seal();
+        assert_books(&store);
+        // Fill segment 2 (4 slots) with a handle that makes nothing ahead:
+        // the stale offer is not linked; the send makes segment 3 itself.
+        let mut old = handle(&store, 2);
+        for i in 0..5 {
+            old.try_push(&msg(1, i), 1, &()).unwrap();
+        }
+        assert_eq!(
+            (old.stats().linked_ahead, old.stats().linked_inline),
+            (0, 1)
+        );
+        assert_eq!(store.0.spare.load(Ordering::Relaxed), stale.number());
+        // A preparation after segment 3 throws the stale offer away.
+        let mut tx = ahead_handle(&store, 2, Runner::Inline);
+        tx.try_push(&msg(2, 0), 2, &()).unwrap();
+        tx.try_push(&msg(2, 1), 2, &()).unwrap();
+        let st = tx.stats();
+        assert_eq!((st.prepared, st.discarded), (1, 1));
+        assert!(!store
+            .0
+            .segments
+            .lock()
+            .unwrap()
+            .contains_key(&stale.number()));
+        assert!(store.0.spare.load(Ordering::Relaxed) > 3);
+        assert_books(&store);
+    }
+
+    /// Giving back a drained large segment also gives back the offer made
+    /// while the queue grew (it could only follow the large one).
+    #[test]
+    fn giving_back_a_drained_segment_throws_away_the_offer_too() {
+        let store = queue(2, u64::MAX);
+        let mut tx = ahead_handle(&store, 2, Runner::Inline);
+        let mut rx = handle(&store, 2);
+        for i in 0..100 {
+            tx.try_push(&msg(1, i), 1, &()).unwrap();
+        }
+        assert_ne!(store.0.spare.load(Ordering::Relaxed), 0);
+        for i in 0..100 {
+            let got = rx.try_pop_with(CONSUMER, &(), false, |b, _| b.to_vec());
+            assert_eq!(got.unwrap(), msg(1, i));
+        }
+        assert_eq!(
+            rx.try_pop_with(CONSUMER, &(), false, |b, _| b.to_vec()),
+            Err(RecvError::Empty)
+        );
+        // Segment 0 and one small segment: 2 + 2 slots of 64 bytes.
+        assert_eq!(store.0.bytes.load(Ordering::Relaxed), 4 * 64);
+        assert_eq!(store.0.spare.load(Ordering::Relaxed), 0);
+        assert_books(&store);
+        tx.try_push(&msg(2, 0), 2, &()).unwrap();
+        assert_eq!(
+            rx.try_pop_with(CONSUMER, &(), false, |b, _| b.to_vec())
+                .unwrap(),
+            msg(2, 0)
+        );
+        assert_books(&store);
+    }
+
+    /// `spare_segment` is untrusted: a number never handed out, or a
+    /// segment that was used, is reported corrupt by the send that would
+    /// link it; one naming a linked segment is not removed by a
+    /// preparation, only no longer offered.
+    #[test]
+    fn hostile_offers_are_corrupt_or_ignored_never_linked_or_removed() {
+        // Never handed out.
+        let store = queue(2, u64::MAX);
+        let mut tx = handle(&store, 2);
+        store.0.spare.store(99, Ordering::Relaxed);
+        tx.try_push(&msg(1, 0), 1, &()).unwrap();
+        tx.try_push(&msg(1, 1), 1, &()).unwrap();
+        assert!(matches!(
+            tx.try_push(&msg(1, 2), 1, &()),
+            Err(SendError::Corrupt(_))
+        ));
+        // A segment made ahead, then pushed into: not fresh.
+        let store = queue(2, u64::MAX);
+        let mut tx = handle(&store, 2);
+        let used = make(&store, 2);
+        used.ring.try_push(&msg(9, 0), 9, &()).unwrap();
+        store.0.spare.store(used.number(), Ordering::Relaxed);
+        tx.try_push(&msg(1, 0), 1, &()).unwrap();
+        tx.try_push(&msg(1, 1), 1, &()).unwrap();
+        assert!(matches!(
+            tx.try_push(&msg(1, 2), 1, &()),
+            Err(SendError::Corrupt(_))
+        ));
+        assert!(store
+            .0
+            .segments
+            .lock()
+            .unwrap()
+            .contains_key(&used.number()));
+        // The linked segment 0 itself: a preparation after it stops
+        // offering it, and removes nothing.
+        let store = queue(2, u64::MAX);
+        store.0.spare.store(0, Ordering::Relaxed);
+        let first = store.0.segments.lock().unwrap()[&0].clone();
+        let grown = make(&store, 2);
+        first.next.store(grown.number(), Ordering::Relaxed);
+        store.0.tail.store(grown.number(), Ordering::Relaxed);
+        first.ring.seal();
+        store.0.spare.store(grown.number(), Ordering::Relaxed);
+        let mut tx = ahead_handle(&store, 2, Runner::Inline);
+        tx.try_push(&msg(1, 0), 1, &()).unwrap();
+        assert!(store
+            .0
+            .segments
+            .lock()
+            .unwrap()
+            .contains_key(&grown.number()));
+        assert_eq!(tx.stats().discarded, 0);
+        assert_ne!(store.0.spare.load(Ordering::Relaxed), grown.number());
+        assert_books(&store);
+        for i in 1..20 {
+            tx.try_push(&msg(1, i), 1, &()).unwrap();
+        }
+        let mut rx = handle(&store, 2);
+        for i in 0..20 {
+            let got = rx.try_pop_with(CONSUMER, &(), false, |b, _| b.to_vec());
+            assert_eq!(got.unwrap(), msg(1, i));
+        }
+    }
+
+    /// Producers with their segments made on the background thread,
+    /// consumers retiring and giving back: each message exactly once, in
+    /// order per producer; once every handle is gone, the books balance
+    /// and no offer is left.
+    #[test]
+    fn threads_exactly_once_with_segments_made_ahead() {
+        let (producers, consumers, per) = if cfg!(miri) {
+            (2, 1, 30u32)
+        } else {
+            (3, 2, 20_000u32)
+        };
+        let store = queue(2, u64::MAX);
+        let taken = Arc::new(AtomicU64::new(0));
+        let total = u64::from(per) * producers as u64;
+        let mut threads = Vec::new();
+        for p in 0..producers {
+            let store = store.clone();
+            threads.push(std::thread::spawn(move || {
+                let mut tx = ahead_handle(&store, 2, Runner::Background);
+                for i in 0..per {
+                    tx.try_push(&msg(p, i), u32::from(p), &()).unwrap();
+                }
+                Vec::new()
+            }));
+        }
+        for _ in 0..consumers {
+            let store = store.clone();
+            let taken = taken.clone();
+            threads.push(std::thread::spawn(move || {
+                let mut rx = handle(&store, 2);
+                let mut last = vec![None::<u32>; producers as usize];
+                let mut got = Vec::new();
+                while taken.load(Ordering::Relaxed) < total {
+                    match rx.try_pop_with(CONSUMER, &(), false, |b, s| (b.to_vec(), s)) {
+                        Ok((b, s)) => {
+                            taken.fetch_add(1, Ordering::Relaxed);
+                            let i = u32::from_le_bytes(b[1..5].try_into().unwrap());
+                            let prev = last[s as usize].replace(i);
+                            assert!(prev.map_or(true, |p| p < i), "out of order");
+                            got.push((s, i));
+                        }
+                        Err(RecvError::Empty) => std::thread::yield_now(),
+                        Err(e) => panic!("{e:?}"),
+                    }
+                }
+                got
+            }));
+        }
+        let mut all: Vec<(u32, u32)> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        all.sort_unstable();
+        let want: Vec<(u32, u32)> = (0..u32::from(producers))
+            .flat_map(|p| (0..per).map(move |i| (p, i)))
+            .collect();
+        assert_eq!(all, want);
+        assert_eq!(store.0.spare.load(Ordering::Relaxed), 0);
+        assert_books(&store);
+    }
 }
 
 #[cfg(loom)]
@@ -508,6 +865,102 @@ mod loom_models {
                 let mine: Vec<_> = got.iter().filter(|m| m[0] == p).collect();
                 assert_eq!(mine, vec![&msg(p, 0).to_vec(), &msg(p, 1).to_vec()]);
             }
+        });
+    }
+}
+
+#[cfg(loom)]
+mod loom_offers {
+    use super::*;
+    use crate::sync::Ordering;
+
+    /// A producer fills a two-slot segment while a preparation makes and
+    /// offers the next one, and its handle, dropped at once, takes the
+    /// offer back (as `Spares::close` does): the producer links the offer
+    /// or makes a segment itself, never one taken back; no message is lost
+    /// or reordered, and the books balance with every segment linked.
+    #[test]
+    fn chain_an_offer_races_a_full_segment() {
+        let mut builder = loom::model::Builder::new();
+        builder.preemption_bound = Some(2);
+        builder.check(|| {
+            let store = queue(2, u64::MAX);
+            let preparer = {
+                let store = store.clone();
+                loom::thread::spawn(move || {
+                    let seg = chain::make_segment(&store, &geometry(2), Size::After(2), 0)
+                        .map_err(|e| format!("{e:?}"))
+                        .unwrap();
+                    if !chain::offer(&store, &seg) {
+                        chain::discard(&store, &seg);
+                    } else if store
+                        .spare_segment()
+                        .compare_exchange(seg.number(), 0, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                    {
+                        chain::discard(&store, &seg);
+                    }
+                })
+            };
+            let mut tx = handle(&store, 2);
+            for i in 0..3 {
+                tx.try_push(&msg(1, i), 1, &()).unwrap();
+            }
+            preparer.join().unwrap();
+            assert_eq!(store.0.spare.load(Ordering::Relaxed), 0);
+            assert_books(&store);
+            let mut rx = handle(&store, 2);
+            for i in 0..3 {
+                let got = rx.try_pop_with(CONSUMER, &(), false, |b, _| b.to_vec());
+                assert_eq!(got.unwrap(), msg(1, i));
+            }
+        });
+    }
+
+    /// Two preparations race to offer while two producers fill a segment
+    /// and race to link: one offer at most is taken, the losing offer is
+    /// removed, and the books balance throughout.
+    #[test]
+    fn chain_offers_race_producers_race() {
+        let mut builder = loom::model::Builder::new();
+        builder.preemption_bound = Some(2);
+        builder.check(|| {
+            let store = queue(2, u64::MAX);
+            let preparers: Vec<_> = (0..2)
+                .map(|_| {
+                    let store = store.clone();
+                    loom::thread::spawn(move || {
+                        let seg = chain::make_segment(&store, &geometry(2), Size::After(2), 0)
+                            .map_err(|e| format!("{e:?}"))
+                            .unwrap();
+                        if !chain::offer(&store, &seg) {
+                            chain::discard(&store, &seg);
+                        }
+                    })
+                })
+                .collect();
+            let producer = {
+                let store = store.clone();
+                loom::thread::spawn(move || {
+                    let mut tx = handle(&store, 2);
+                    tx.try_push(&msg(1, 0), 1, &()).unwrap();
+                    tx.try_push(&msg(1, 1), 1, &()).unwrap();
+                })
+            };
+            let mut tx = handle(&store, 2);
+            tx.try_push(&msg(0, 0), 0, &()).unwrap();
+            producer.join().unwrap();
+            for t in preparers {
+                t.join().unwrap();
+            }
+            assert_books(&store);
+            let mut rx = handle(&store, 2);
+            let mut got = Vec::new();
+            while let Ok(m) = rx.try_pop_with(CONSUMER, &(), false, |b, _| b.to_vec()) {
+                got.push(m);
+            }
+            got.sort();
+            assert_eq!(got, vec![msg(0, 0), msg(1, 0), msg(1, 1)]);
         });
     }
 }

@@ -82,6 +82,8 @@ macro_rules! setters {
 #[macro_use]
 mod typed;
 
+#[cfg_attr(loom, allow(dead_code))]
+mod ahead;
 mod chain;
 mod doorbell;
 mod error;
@@ -141,6 +143,8 @@ mod spsc_tests;
 #[cfg(test)]
 mod topic_ring_tests;
 
+#[cfg(not(loom))]
+pub use chain::SegmentStats;
 #[cfg(not(loom))]
 pub use domain::{
     Domain, DomainBuilder, Member, MemberInfo, DEFAULT_MAX_MEMBERS, MAX_DOMAIN_NAME_LEN,

@@ -246,6 +246,37 @@ pub fn pin_to_cpu(cpu: usize) -> std::io::Result<()> {
     }
 }
 
+/// If the calling thread is pinned to one CPU (it inherited the affinity of
+/// a sending thread pinned to its own core) while the process's main thread
+/// may run on more, gives it the main thread's CPUs: for a background
+/// thread that must not compete with the thread that started it, without
+/// leaving the CPUs the process was confined to (`taskset`, cpusets).
+/// Whether it changed anything.
+pub(crate) fn unpin_if_pinned() -> std::io::Result<bool> {
+    let size = core::mem::size_of::<libc::cpu_set_t>();
+    let affinity = |tid: libc::pid_t| {
+        // SAFETY: cpu_set_t is plain data; zeroed is a valid empty set.
+        let mut set: libc::cpu_set_t = unsafe { core::mem::zeroed() };
+        // SAFETY: the pointer and size describe `set`, which the call fills.
+        if unsafe { libc::sched_getaffinity(tid, size, &mut set) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: CPU_COUNT reads the set we own.
+        let n = unsafe { libc::CPU_COUNT(&set) };
+        Ok((set, n))
+    };
+    let (_, mine) = affinity(0)?;
+    let (process, all) = affinity(std::process::id() as libc::pid_t)?;
+    if mine != 1 || all <= 1 {
+        return Ok(false);
+    }
+    // SAFETY: the pointer and size describe `process`.
+    if unsafe { libc::sched_setaffinity(0, size, &process) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(true)
+}
+
 /// CPUs online in the machine (not the affinity mask of this thread, which
 /// `available_parallelism` would report).
 pub fn online_cpus() -> usize {

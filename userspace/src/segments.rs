@@ -33,8 +33,9 @@ impl Segment for MpmcParts {
     }
 }
 
-/// The segments of one mailbox, as region files.
-#[derive(Debug)]
+/// The segments of one mailbox, as region files. Clones share the
+/// mappings.
+#[derive(Debug, Clone)]
 pub(crate) struct RegionStore {
     ctl: MailboxParts,
     first: Arc<MpmcParts>,
@@ -85,6 +86,9 @@ impl SegmentStore for RegionStore {
     }
     fn tail_segment(&self) -> &AtomicU64 {
         self.ctl.tail_segment()
+    }
+    fn spare_segment(&self) -> &AtomicU64 {
+        self.ctl.spare_segment()
     }
     fn byte_limit(&self) -> u64 {
         self.ctl.config().byte_limit

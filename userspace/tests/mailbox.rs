@@ -109,6 +109,7 @@ fn peer_entry() {
         "produce" => role_produce(),
         "consume" => role_consume(),
         "create_send_exit" => role_create_send_exit(),
+        "offer_then_die" => role_offer_then_die(),
         "open_as_nobody" => role_open_as_nobody(),
         "stamp_receiver" => role_stamp_receiver(),
         other => panic!("unknown role {other}"),
@@ -287,6 +288,27 @@ fn role_create_send_exit() {
         mbx.send(message(7, seq, 40)).unwrap();
     }
     println!("@ID {}", mbx.id().0);
+}
+
+/// Opens unbounded mailbox NAME to send, sends COUNT 64-byte messages
+/// (enough for the next segment to be made ahead and offered), waits for
+/// the offer, then exits without detaching: as if killed, with its offer
+/// left in the mailbox.
+fn role_offer_then_die() {
+    let mut mbx = Mailbox::open(&var("NAME"), Access::Send).expect("open");
+    for seq in 0..num("COUNT") {
+        mbx.send(message(3, seq, 64)).unwrap();
+    }
+    let deadline = Instant::now() + PATIENCE;
+    while mbx.segment_stats().unwrap().prepared == 0 {
+        assert!(Instant::now() < deadline, "no segment was made ahead");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    println!("@OFFERED {}", mbx.segment_stats().unwrap().prepared);
+    std::io::Write::flush(&mut std::io::stdout()).unwrap();
+    // No destructor runs: the handle neither detaches nor takes its offer
+    // back.
+    std::process::exit(0);
 }
 
 /// Drops to uid/gid 65534 and tries to open mailbox NAME; reports the
@@ -589,6 +611,103 @@ fn unbounded_memory_limit_refuses_without_blocking() {
     }
     mbx.send(message(0, sent, 4000)).unwrap();
     assert_eq!(parse(&mbx.recv().unwrap()), (0, sent));
+}
+
+/// Bytes of the files of mailbox `name` (root and segments).
+fn file_bytes(name: &str) -> u64 {
+    let root = format!("mbx.{name}");
+    admin::list()
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.name == root || r.name.starts_with(&format!("{root}.s")))
+        .map(|r| r.size)
+        .sum()
+}
+
+/// A producer that dies with the next segment made ahead and offered
+/// leaves it to the mailbox: counted in its bytes, not stale for `hwlink rm
+/// --stale`, linked by the next send that fills the newest segment, and
+/// removed with the mailbox.
+#[test]
+fn an_offer_left_by_a_dead_producer_is_linked_by_the_next_sender() {
+    let name = unique("off");
+    let _c = Cleanup(name.clone());
+    let mut mbx = MailboxBuilder::new()
+        .name(&name)
+        .buffering(Buffering::Unbounded {
+            byte_limit: 64 << 20,
+        })
+        .slot_size(64)
+        .backend(Backend::Shm)
+        .create(Access::SendRecv)
+        .unwrap();
+    let count = 20u64;
+    let out = finish(
+        spawn(
+            "offer_then_die",
+            &[("NAME", name.clone()), ("COUNT", count.to_string())],
+        ),
+        "producer",
+    );
+    assert_eq!(out, vec!["OFFERED 1".to_string()]);
+    assert_eq!(regions_of(&name).len(), 2, "{:?}", regions_of(&name));
+    assert_eq!(mbx.bytes_in_use(), file_bytes(&name));
+    let swept = admin::remove_stale().unwrap();
+    assert!(!swept.iter().any(|n| n.contains(&name)), "{swept:?}");
+    assert_eq!(regions_of(&name).len(), 2);
+    // The send that finds segment 0 full links the dead producer's offer.
+    let mut sent = 0u64;
+    loop {
+        let st = mbx.segment_stats().unwrap();
+        if st.linked_ahead + st.linked_inline > 0 {
+            assert_eq!((st.linked_ahead, st.linked_inline, st.prepared), (1, 0, 0));
+            break;
+        }
+        mbx.send(message(4, sent, 64)).unwrap();
+        sent += 1;
+        assert!(sent < 10_000, "segment 0 never filled");
+    }
+    for seq in 0..count {
+        assert_eq!(parse(&mbx.try_recv().unwrap()), (3, seq));
+    }
+    for seq in 0..sent {
+        assert_eq!(parse(&mbx.try_recv().unwrap()), (4, seq));
+    }
+    mbx.remove().unwrap();
+    assert_eq!(regions_of(&name), Vec::<String>::new());
+}
+
+/// `hwlink rm` of a mailbox whose producer died with an offer outstanding
+/// (nobody attached) removes the offered segment with the rest.
+#[test]
+fn removing_a_mailbox_removes_the_offer_of_a_dead_producer() {
+    let name = unique("offrm");
+    let _c = Cleanup(name.clone());
+    drop(
+        MailboxBuilder::new()
+            .name(&name)
+            .buffering(Buffering::Unbounded {
+                byte_limit: 64 << 20,
+            })
+            .slot_size(64)
+            .backend(Backend::Shm)
+            .create(Access::Recv)
+            .unwrap(),
+    );
+    let out = finish(
+        spawn(
+            "offer_then_die",
+            &[("NAME", name.clone()), ("COUNT", "20".into())],
+        ),
+        "producer",
+    );
+    assert_eq!(out, vec!["OFFERED 1".to_string()]);
+    assert_eq!(regions_of(&name).len(), 2, "{:?}", regions_of(&name));
+    // Not removed, so not stale: the offer stays the mailbox's.
+    let swept = admin::remove_stale().unwrap();
+    assert!(!swept.iter().any(|n| n.contains(&name)), "{swept:?}");
+    admin::remove(&format!("mbx.{name}")).unwrap();
+    assert_eq!(regions_of(&name), Vec::<String>::new());
 }
 
 /// The creator decides who may attach: by access mode (checked on open)

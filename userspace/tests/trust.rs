@@ -903,6 +903,9 @@ fn d3_positions_at_u64_max_are_corrupt_not_a_panic() {
         })
         .create(Access::Send)
         .unwrap();
+    // No segment made ahead (hw/SPEC.md §11): the victim's send must make
+    // one itself, which reads last_segment.
+    mbx.make_segments_inline();
     let region = format!("mbx.{name}");
     let raw = RawRegion::open(&region);
     let ring = mpmc_ring(&raw);

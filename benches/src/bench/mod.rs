@@ -39,6 +39,7 @@ pub mod plan;
 pub mod plot;
 pub mod report;
 mod session;
+pub mod unbounded;
 mod uring;
 
 pub use fanout::{fanout, FannedOut, DEFAULT_SUBSCRIBERS, MAX_SUBSCRIBERS};

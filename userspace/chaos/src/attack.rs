@@ -272,6 +272,7 @@ impl Mapped {
             (offset_of!(hwl_mailbox, last_segment), 8),
             (offset_of!(hwl_mailbox, head_segment), 8),
             (offset_of!(hwl_mailbox, tail_segment), 8),
+            (offset_of!(hwl_mailbox, spare_segment), 8),
             (offset_of!(hwl_mailbox, removed), 4),
         ] {
             word(t, base + f, w, Class::Control);

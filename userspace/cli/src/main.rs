@@ -33,6 +33,10 @@ enum Cmd {
     /// unbounded, zero-capacity rendezvous) and over a plain link pair,
     /// side by side, with the p50 ratios against issue 15's bars.
     BenchBuffering(BufferingArgs),
+    /// Time every send into an unbounded mailbox that nobody receives from:
+    /// percentiles, the slowest sends, and how each new segment was made
+    /// (ahead of need, or inside the send). Removes the mailbox at the end.
+    BenchUnbounded(UnboundedArgs),
     /// List the regions on this machine: creator, whether it is alive, rings
     /// and their occupancy, and the members of each domain.
     Ls,
@@ -244,6 +248,118 @@ fn buffering_cmd(args: BufferingArgs) -> Result<(), Box<dyn std::error::Error + 
             println!("p50 zero / bounded:         {r:.2}x");
         }
     }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+struct UnboundedArgs {
+    /// Sends, each one timed.
+    #[arg(long, default_value_t = 20_000_000)]
+    messages: u64,
+    /// Bytes per message.
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// Most bytes the mailbox's segments may take (default: enough for
+    /// every message, plus 512 MiB).
+    #[arg(long)]
+    byte_limit: Option<u64>,
+    /// Memory backend: auto, hugepage or shm.
+    #[arg(long, default_value = "auto")]
+    backend: Backend,
+    /// Make every segment inside the send that needs it, as before segments
+    /// were made ahead of need (for comparison).
+    #[arg(long)]
+    inline: bool,
+}
+
+fn unbounded_cmd(args: UnboundedArgs) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    use hwlink_benches::bench::unbounded::{run, UnboundedConfig};
+    use std::time::Duration;
+    let cfg = UnboundedConfig {
+        messages: args.messages.max(1),
+        size: args.size.max(1),
+        byte_limit: args.byte_limit,
+        backend: args.backend,
+        inline: args.inline,
+    };
+    let r = run(&cfg)?;
+    let us = |ns: u64| ns as f64 / 1e3;
+    println!(
+        "unbounded mailbox {}, no receiver: {} sends of {} B, byte limit {} B, backend {}, segments made {}",
+        r.name,
+        cfg.messages,
+        cfg.size,
+        r.byte_limit,
+        cfg.backend,
+        if cfg.inline { "inside the send (--inline)" } else { "ahead of need" }
+    );
+    println!(
+        "send (µs): p50 {:.3}  p99 {:.3}  p99.9 {:.3}  p99.99 {:.3}  max {:.1}",
+        us(r.pct(0.5)),
+        us(r.pct(0.99)),
+        us(r.pct(0.999)),
+        us(r.pct(0.9999)),
+        us(r.pct(1.0))
+    );
+    println!(
+        "sends over 1 ms: {}; over 50 µs: {}",
+        r.over(Duration::from_millis(1)),
+        r.over(Duration::from_micros(50))
+    );
+    let s = r.stats;
+    println!(
+        "segments linked by the sends: {} ({} made ahead, {} made inside the send); sends that \
+         waited for the preparation in progress: {}; offers made {}, thrown away {}",
+        s.linked_ahead + s.linked_inline,
+        s.linked_ahead,
+        s.linked_inline,
+        s.waited,
+        s.prepared,
+        s.discarded
+    );
+    if !r.links.is_empty() {
+        let each: Vec<String> = r
+            .links
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                format!(
+                    "{}:{}{} {:.1}",
+                    i + 1,
+                    if l.ahead { "ahead" } else { "inline" },
+                    if l.waited { "(waited)" } else { "" },
+                    us(l.ns)
+                )
+            })
+            .collect();
+        println!(
+            "each segment (n:how µs of the send that linked it): {}",
+            each.join(" ")
+        );
+    }
+    let linking: std::collections::HashSet<u64> = r.links.iter().map(|l| l.send).collect();
+    let slow: Vec<String> = r
+        .slowest
+        .iter()
+        .map(|&(i, ns)| {
+            format!(
+                "#{i} {:.1} µs{}",
+                us(ns),
+                if linking.contains(&i) {
+                    " (linked a segment)"
+                } else {
+                    ""
+                }
+            )
+        })
+        .collect();
+    println!("slowest sends: {}", slow.join(", "));
+    println!(
+        "{:.2} s, {:.1} M sends/s; {} bytes in use at the end; mailbox removed",
+        r.elapsed.as_secs_f64(),
+        cfg.messages as f64 / r.elapsed.as_secs_f64().max(1e-9) / 1e6,
+        r.bytes_in_use
+    );
     Ok(())
 }
 
@@ -994,6 +1110,7 @@ fn main() -> ExitCode {
         Cmd::Pingpong(args) => pingpong_cmd(args),
         Cmd::BenchMpmc(args) => mpmc_cmd(args),
         Cmd::BenchBuffering(args) => buffering_cmd(args),
+        Cmd::BenchUnbounded(args) => unbounded_cmd(args),
         Cmd::BenchBufferingPeer { args } => {
             hwlink_benches::bench::buffering::peer_main(&args).map_err(Into::into)
         }

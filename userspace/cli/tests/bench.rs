@@ -628,3 +628,80 @@ fn cli_reports_sizes_a_mechanism_cannot_carry() {
         assert!(!line.contains("\"status\":\"ok\""), "{line}");
     }
 }
+
+/// `hwlink bench-unbounded`: every send timed into an unbounded mailbox
+/// with no receiver. 300,000 messages of 64 bytes fill segments of 256,
+/// 512, ... slots: ten segments are linked, each made ahead or inside the
+/// send (all inside with `--inline`), the percentiles are printed, and the
+/// mailbox is gone afterwards.
+#[test]
+fn cli_bench_unbounded_times_every_send_and_removes_its_mailbox() {
+    for inline in [false, true] {
+        let mut args = vec![
+            "bench-unbounded",
+            "--messages",
+            "300000",
+            "--size",
+            "64",
+            "--backend",
+            "shm",
+        ];
+        if inline {
+            args.push("--inline");
+        }
+        let (out, pid) = run_hwlink::hwlink(&args, Duration::from_secs(120));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "hwlink bench-unbounded failed\nstdout:\n{stdout}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("300000 sends of 64 B"), "{stdout}");
+        for figure in ["p50 ", "p99 ", "p99.9 ", "p99.99 ", "max "] {
+            assert!(stdout.contains(figure), "no {figure}in {stdout}");
+        }
+        assert!(stdout.contains("sends over 1 ms: "), "{stdout}");
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with("segments linked by the sends: "))
+            .unwrap_or_else(|| panic!("no segment line in {stdout}"));
+        let numbers: Vec<u64> = line
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        let (linked, ahead, made_inline) = (numbers[0], numbers[1], numbers[2]);
+        assert_eq!(ahead + made_inline, linked, "{line}");
+        if inline {
+            assert_eq!(linked, 10, "{line}");
+            assert_eq!((ahead, made_inline), (0, 10), "{line}");
+            assert!(line.ends_with("offers made 0, thrown away 0"), "{line}");
+        } else {
+            // Ten, unless a send gave up waiting for a starved preparation
+            // and made its segment itself: then the offer made later
+            // cannot follow, and a smaller one is made after it.
+            assert!(linked >= 10, "{line}");
+        }
+        let each = stdout
+            .lines()
+            .find(|l| l.starts_with("each segment "))
+            .unwrap_or_else(|| panic!("no per-segment line in {stdout}"));
+        // One `n:how` entry per segment linked.
+        let entries = each
+            .split_whitespace()
+            .filter(|w| {
+                w.split_once(':')
+                    .is_some_and(|(n, _)| n.parse::<u64>().is_ok())
+            })
+            .count();
+        assert_eq!(entries as u64, linked, "{each}");
+        assert!(stdout.contains("mailbox removed"), "{stdout}");
+        let name = format!("mbx.bu{pid}");
+        let left: Vec<String> = hwlink::admin::list()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.name)
+            .filter(|n| n == &name || n.starts_with(&format!("{name}.")))
+            .collect();
+        assert_eq!(left, Vec::<String>::new(), "files left behind");
+    }
+}

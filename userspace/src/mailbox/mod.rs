@@ -9,7 +9,8 @@
 //! returns once a receiver has the message).
 #![warn(clippy::arithmetic_side_effects)]
 
-use crate::chain::Chain;
+use crate::ahead::{Runner, Spares};
+use crate::chain::{Chain, SegmentStats};
 use crate::doorbell::Doorbell;
 use crate::error::{OpenError, RecvError, SendError};
 use crate::liveness::PeerWatch;
@@ -424,7 +425,7 @@ impl Mailbox {
                         BackingKind::Device => backend,
                     };
                     let store = RegionStore::new(ctl.clone(), ring, tag, backend);
-                    let chain = Chain::new(store, base).map_err(|e| match e {
+                    let mut chain = Chain::new(store, base).map_err(|e| match e {
                         crate::chain::StoreError::Corrupt(source) => OpenError::Corrupt {
                             name: name.clone(),
                             source,
@@ -433,6 +434,12 @@ impl Mailbox {
                             OpenError::InvalidConfig(format!("mailbox `{name}`: {reason}"))
                         }
                     })?;
+                    // Its next segments are made on this process's
+                    // background thread, ahead of need (hw/SPEC.md §11).
+                    chain.prepare_ahead(Some(Spares::new(Runner::Background)));
+                    if access.bits() & HWL_ACCESS_SEND != 0 {
+                        crate::ahead::start_worker();
+                    }
                     Queue::Unbounded(Box::new(chain))
                 }
                 _ => {
@@ -588,6 +595,26 @@ impl Mailbox {
         self.ctl.bytes_in_use().load(Ordering::Relaxed)
     }
 
+    /// Unbounded: how this handle grew the queue (segments linked that
+    /// were made ahead of need or inline, and what its preparations made).
+    /// None for other bufferings.
+    pub fn segment_stats(&self) -> Option<SegmentStats> {
+        match &self.queue {
+            Queue::Unbounded(c) => Some(c.stats()),
+            _ => None,
+        }
+    }
+
+    /// Unbounded: this handle makes every new segment inside the send that
+    /// needs it, as before segments were made ahead (benchmarks compare
+    /// the two; not part of the API).
+    #[doc(hidden)]
+    pub fn make_segments_inline(&mut self) {
+        if let Queue::Unbounded(c) = &mut self.queue {
+            c.prepare_ahead(None);
+        }
+    }
+
     fn removed(&self) -> bool {
         self.ctl.removed().load(Ordering::Acquire) != 0
     }
@@ -610,6 +637,11 @@ impl Mailbox {
 
 impl Drop for Mailbox {
     fn drop(&mut self) {
+        // First, so that no segment is made for this handle once the files
+        // may be removed below, and none it offered is left behind.
+        if let Queue::Unbounded(c) = &mut self.queue {
+            c.stop_ahead();
+        }
         let a = self.ctl.attachment(self.entry as usize);
         a.mode.store(0, Ordering::Relaxed);
         a.pid.store(0, Ordering::Relaxed);

@@ -492,6 +492,13 @@ impl<M: MpmcMem> MpmcRing<M> {
         self.mem.enqueue().fetch_or(SEALED, Ordering::AcqRel);
     }
 
+    /// Whether nothing was ever pushed, claimed or sealed: a segment made
+    /// ahead and not linked yet is always so.
+    pub(crate) fn untouched(&self) -> bool {
+        self.mem.enqueue().load(Ordering::Acquire) == 0
+            && self.mem.dequeue().load(Ordering::Acquire) == 0
+    }
+
     /// Whether [`seal`](Self::seal) was called.
     #[cfg(test)]
     pub(crate) fn is_sealed(&self) -> bool {

@@ -162,6 +162,9 @@ impl MailboxParts {
     pub(crate) fn tail_segment(&self) -> &AtomicU64 {
         self.ctl.u64_at(offset_of!(hwl_mailbox, tail_segment))
     }
+    pub(crate) fn spare_segment(&self) -> &AtomicU64 {
+        self.ctl.u64_at(offset_of!(hwl_mailbox, spare_segment))
+    }
     pub(crate) fn removed(&self) -> &AtomicU32 {
         self.ctl.u32_at(offset_of!(hwl_mailbox, removed))
     }
