@@ -217,8 +217,8 @@ pub fn list() -> Result<Vec<RegionStatus>, MapError> {
                         // name only, it goes with its queue once the queue
                         // is there and stale.
                         if !status.creator_alive {
-                            status.segment_of = crate::segments::segment_root(&file.name)
-                                .map(|(root, _)| root);
+                            status.segment_of =
+                                crate::segments::segment_root(&file.name).map(|(root, _)| root);
                             if status.segment_of.is_some() {
                                 by_name.insert(file.name.clone());
                             }
