@@ -264,6 +264,18 @@ pub fn list() -> Result<Vec<RegionStatus>, MapError> {
     for r in &mut out {
         if let Some(root) = &r.segment_of {
             r.orphaned = roots.get(root).map_or(true, |stale| *stale);
+        } else if r.error.is_some() {
+            // Unreadable, named as a segment of a queue that exists and is
+            // stale: one its maker died making (a queue is stale only once
+            // nobody alive uses it, so nobody is making segments for it).
+            // Its content cannot confirm it; with its root gone, it waits
+            // for the grace of unknown creators instead.
+            if let Some((root, _)) = crate::segments::segment_root(&r.name) {
+                if roots.get(&root) == Some(&true) {
+                    r.segment_of = Some(root);
+                    r.orphaned = true;
+                }
+            }
         }
     }
     Ok(out)
