@@ -120,6 +120,8 @@ impl<Seg: Segment> Spares<Seg> {
             }
             st.job = Job::Queued;
         }
+        // (No runner exists in a loom build outside the tests.)
+        #[cfg_attr(loom, allow(unused_variables))]
         let job = {
             let (store, base, spares) = (store.clone(), *base, self.clone());
             move || prepare_asked(&store, &base, &spares)

@@ -5,6 +5,7 @@
 //! segments that exist; and loom models of producers racing to link a new
 //! segment while a consumer drains, and of offers racing a full segment.
 
+#[cfg(not(loom))]
 use crate::ahead::{Runner, Spares};
 use crate::chain::{self, Chain, Segment, SegmentStore, Size, StoreError, CLOSED};
 #[cfg(not(loom))]
