@@ -175,7 +175,6 @@ fn segment_of(name: &str, map: &Arc<RegionMap>, info: &region::RegionInfo) -> Op
 /// Every hwlink region on this machine.
 pub fn list() -> Result<Vec<RegionStatus>, MapError> {
     let mut out = Vec::new();
-    let mut by_name = std::collections::HashSet::new();
     for file in hwlink_drivers::list_regions()? {
         let mut status = RegionStatus {
             name: file.name.clone(),
@@ -211,17 +210,6 @@ pub fn list() -> Result<Vec<RegionStatus>, MapError> {
                         if let Some((pid, token)) = region::raw_creator(&map) {
                             status.creator_pid = pid;
                             status.creator_alive = is_alive(token);
-                        }
-                        // A segment still being made by a process killed
-                        // meanwhile (one made ahead of need): known by its
-                        // name only, it goes with its queue once the queue
-                        // is there and stale.
-                        if !status.creator_alive {
-                            status.segment_of =
-                                crate::segments::segment_root(&file.name).map(|(root, _)| root);
-                            if status.segment_of.is_some() {
-                                by_name.insert(file.name.clone());
-                            }
                         }
                         status.error = Some(e.to_string());
                     }
@@ -275,10 +263,19 @@ pub fn list() -> Result<Vec<RegionStatus>, MapError> {
         out.iter().map(|r| (r.name.clone(), r.is_stale())).collect();
     for r in &mut out {
         if let Some(root) = &r.segment_of {
-            r.orphaned = match roots.get(root) {
-                Some(stale) => *stale,
-                None => !by_name.contains(&r.name),
-            };
+            r.orphaned = roots.get(root).map_or(true, |stale| *stale);
+        } else if r.error.is_some() {
+            // Unreadable, named as a segment of a queue that exists and is
+            // stale: one its maker died making (a queue is stale only once
+            // nobody alive uses it, so nobody is making segments for it).
+            // Its content cannot confirm it; with its root gone, it waits
+            // for the grace of unknown creators instead.
+            if let Some((root, _)) = crate::segments::segment_root(&r.name) {
+                if roots.get(&root) == Some(&true) {
+                    r.segment_of = Some(root);
+                    r.orphaned = true;
+                }
+            }
         }
     }
     Ok(out)

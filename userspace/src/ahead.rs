@@ -8,6 +8,8 @@
 //! that started it (it takes the main thread's CPUs), and runs at the
 //! priority it inherits.
 //!
+//! The thread ends after ten seconds without work.
+//!
 //! A preparation throws away an offer that can no longer follow the chain,
 //! makes the next segment (created, sized, prefaulted, initialised, its
 //! bytes counted against the limit) and offers it in `spare_segment`;
@@ -118,6 +120,8 @@ impl<Seg: Segment> Spares<Seg> {
             }
             st.job = Job::Queued;
         }
+        // (No runner exists in a loom build outside the tests.)
+        #[cfg_attr(loom, allow(unused_variables))]
         let job = {
             let (store, base, spares) = (store.clone(), *base, self.clone());
             move || prepare_asked(&store, &base, &spares)
@@ -318,10 +322,16 @@ pub(crate) fn start_worker() {
 #[cfg(not(loom))]
 type Task = Box<dyn FnOnce() + Send>;
 
+/// How long the background thread waits for work before it ends (the next
+/// task starts another).
+#[cfg(not(loom))]
+const IDLE: Duration = Duration::from_secs(10);
+
 /// The background thread of this process (a forked child starts its own).
 #[cfg(not(loom))]
 struct Worker {
     pid: u32,
+    thread: std::thread::ThreadId,
     tx: std::sync::mpsc::Sender<Task>,
 }
 
@@ -355,19 +365,45 @@ fn submit(task: Task) -> Result<(), Task> {
 #[cfg(not(loom))]
 fn start(pid: u32) -> Option<Worker> {
     let (tx, rx) = std::sync::mpsc::channel::<Task>();
-    std::thread::Builder::new()
+    let run = |task: Task| {
+        // A task that panics (it should not) ends alone: its handle sees
+        // its preparation over (`Over`), the thread goes on.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(task));
+    };
+    let thread = std::thread::Builder::new()
         .name("hwlink-segments".into())
         .spawn(move || {
             // Started by a sending thread: if that thread is pinned to its
             // own core, this one must not share it (it takes the main
             // thread's CPUs instead).
             let _ = crate::liveness::unpin_if_pinned();
-            for task in rx {
-                // A task that panics (it should not) ends alone: its handle
-                // sees its preparation over (`Over`), the thread goes on.
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(task));
+            loop {
+                use std::sync::mpsc::RecvTimeoutError;
+                match rx.recv_timeout(IDLE) {
+                    Ok(task) => run(task),
+                    Err(RecvTimeoutError::Disconnected) => return,
+                    Err(RecvTimeoutError::Timeout) => {
+                        // Idle: end, unless a task came in meanwhile (a
+                        // sender holds the lock from its check to its send).
+                        let mut w = WORKER.lock().unwrap_or_else(PoisonError::into_inner);
+                        if let Ok(task) = rx.try_recv() {
+                            drop(w);
+                            run(task);
+                            continue;
+                        }
+                        let me = std::thread::current().id();
+                        if w.as_ref().is_some_and(|w| w.thread == me) {
+                            *w = None;
+                        }
+                        return;
+                    }
+                }
             }
         })
         .ok()?;
-    Some(Worker { pid, tx })
+    Some(Worker {
+        pid,
+        thread: thread.thread().id(),
+        tx,
+    })
 }

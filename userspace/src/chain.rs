@@ -171,6 +171,7 @@ enum Step<R> {
 /// How this handle's producer grew an unbounded queue, and what its
 /// preparations made (diagnostics: `hwlink bench-unbounded`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(loom, allow(dead_code))]
 pub struct SegmentStats {
     /// Segments this handle linked that had been made ahead of need (by
     /// this process's background thread or another process's).
@@ -418,6 +419,7 @@ impl<S: SegmentStore> Chain<S> {
 
     /// From now on this handle's producer has its next segments made ahead
     /// of need by `spares` (None: inline, as before).
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn prepare_ahead(&mut self, spares: Option<Arc<Spares<S::Seg>>>) {
         self.stop_ahead();
         self.ahead = spares;
@@ -436,6 +438,7 @@ impl<S: SegmentStore> Chain<S> {
     }
 
     /// How this handle grew the chain.
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn stats(&self) -> SegmentStats {
         let (prepared, discarded) = self.ahead.as_ref().map_or((0, 0), |s| s.counts());
         SegmentStats {
@@ -530,9 +533,9 @@ impl<S: SegmentStore> Chain<S> {
     }
 
     /// Appends `msg` as the producer attached at `me`. Errors carry no
-    /// message. It never waits for a consumer; only, rarely, for this
-    /// handle's own preparation of the next segment, already running when
-    /// the newest segment fills (see `extend`).
+    /// message. It never waits for a consumer; only (bounded) for this
+    /// handle's own preparation of the next segment, when it is still
+    /// running as the newest segment fills (see `extend`).
     pub(crate) fn try_push(
         &mut self,
         msg: &[u8],

@@ -252,6 +252,7 @@ pub fn pin_to_cpu(cpu: usize) -> std::io::Result<()> {
 /// thread that must not compete with the thread that started it, without
 /// leaving the CPUs the process was confined to (`taskset`, cpusets).
 /// Whether it changed anything.
+#[cfg_attr(loom, allow(dead_code))]
 pub(crate) fn unpin_if_pinned() -> std::io::Result<bool> {
     let size = core::mem::size_of::<libc::cpu_set_t>();
     let affinity = |tid: libc::pid_t| {

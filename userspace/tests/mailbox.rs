@@ -660,7 +660,9 @@ fn an_offer_left_by_a_dead_producer_is_linked_by_the_next_sender() {
     loop {
         let st = mbx.segment_stats().unwrap();
         if st.linked_ahead + st.linked_inline > 0 {
-            assert_eq!((st.linked_ahead, st.linked_inline, st.prepared), (1, 0, 0));
+            // (This handle's own preparation of the next one may have run
+            // already: the linking send pushed into the linked segment.)
+            assert_eq!((st.linked_ahead, st.linked_inline), (1, 0));
             break;
         }
         mbx.send(message(4, sent, 64)).unwrap();
