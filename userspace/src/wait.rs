@@ -57,12 +57,12 @@ const MAX_SPIN: Duration = Duration::from_micros(60);
 /// Shortest spin the adaptation may shrink to: still one wake-up's worth, so
 /// a run of slow replies never drives both ends into sleeping for good.
 const MIN_SPIN: Duration = Duration::from_micros(45);
-/// Yields before parking when both ends share one CPU. One: a stage whose
-/// input is not there after one yield parks, so the stages of a pipeline on
-/// one CPU hand the CPU along the chain through their wake-ups instead of
-/// yielding round-robin to stages that only yield again (four stages on
-/// one CPU, `hwlink bench --workloads pipeline --cpus 0,0`: end to end
-/// p50 5.7 µs with one yield, 10.5 µs with two, a pipe 13.5 µs).
+/// Yields before parking when both ends share one CPU. One: each yield
+/// may hand the CPU to an unrelated process for a whole time slice, so a
+/// stage whose input is not there after one yield parks and is woken by
+/// its sender (four stages on one CPU, `hwlink bench --workloads pipeline
+/// --cpus 0,0`, beside a niced build: end to end p50 5.7 µs with one
+/// yield, 10.5 µs with two; on an idle machine 5.5-5.9 µs either way).
 const SHARED_CORE_YIELDS: u32 = 1;
 
 /// Per-end state of the spin-then-park policy.
