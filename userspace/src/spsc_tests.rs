@@ -831,22 +831,26 @@ mod loom_models {
         }
     }
 
-    fn send_blocking(p: &mut Producer<CellSlots>, msg: &[u8]) {
+    /// Sends `msg`, sleeping on `not_full` while there is no room for it
+    /// (either layout).
+    fn send_blocking(p: &mut Producer<impl SlotMem>, msg: &[u8]) {
+        let len = msg.len();
         loop {
-            if p.free().unwrap() > 0 {
+            if p.free_for(len).unwrap() > 0 {
                 p.write(0, msg);
                 p.publish(1);
                 return;
             }
-            let r: Result<_, ()> =
-                p.words
-                    .not_full
-                    .sleep_until(|_| Ok(p.has_room_now().then_some(())), None, None);
+            let r: Result<_, ()> = p.words.not_full.sleep_until(
+                |_| Ok(p.has_room_for_now(len).then_some(())),
+                None,
+                None,
+            );
             r.unwrap();
         }
     }
 
-    fn recv_blocking(c: &mut Consumer<CellSlots>) -> Vec<u8> {
+    fn recv_blocking(c: &mut Consumer<impl SlotMem>) -> Vec<u8> {
         loop {
             if c.available() > 0 {
                 let v = c.read(0, |m| m.to_vec()).unwrap();
@@ -956,37 +960,11 @@ mod loom_models {
             let t = loom::thread::spawn(move || {
                 let _keep = k1;
                 for (i, &len) in lens.iter().enumerate() {
-                    let msg = vec![i as u8 + 1; len];
-                    loop {
-                        if p.free_for(len).unwrap() > 0 {
-                            p.write(0, &msg);
-                            p.publish(1);
-                            break;
-                        }
-                        let r: Result<_, ()> = p.words.not_full.sleep_until(
-                            |_| Ok(p.has_room_for_now(len).then_some(())),
-                            None,
-                            None,
-                        );
-                        r.unwrap();
-                    }
+                    send_blocking(&mut p, &vec![i as u8 + 1; len]);
                 }
             });
             for (i, &len) in lens.iter().enumerate() {
-                let got = loop {
-                    if c.available() > 0 {
-                        let v = c.read(0, |m| m.to_vec()).unwrap();
-                        c.release(1);
-                        break v;
-                    }
-                    let r: Result<_, ()> = c.words.not_empty.sleep_until(
-                        |_| Ok(c.has_data_now().then_some(())),
-                        None,
-                        None,
-                    );
-                    r.unwrap();
-                };
-                assert_eq!(got, vec![i as u8 + 1; len]);
+                assert_eq!(recv_blocking(&mut c), vec![i as u8 + 1; len]);
             }
             t.join().unwrap();
             drop(k2);

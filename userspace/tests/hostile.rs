@@ -701,19 +701,21 @@ fn len_while_tail_lags_the_headers() {
     finish(p);
 }
 
-/// Packed rings (hw/SPEC.md §17): a link of packed records, `n` messages
-/// of 8 bytes sent and received.
+/// Packed rings (hw/SPEC.md §17): 16 messages of up to 32 bytes.
+fn packed_builder(name: &str) -> LinkBuilder {
+    LinkBuilder::new(name)
+        .capacity(16)
+        .slot_size(32)
+        .layout(hwlink::RingLayout::Packed)
+        .ready_timeout(Duration::from_millis(200))
+}
+
+/// A link of packed records, `n` messages of 8 bytes sent and received.
 fn packed_pair(tag: &str, n: u32) -> Pair {
     let name = unique(tag);
     let cleanup = Cleanup(name.clone());
-    let packed = || {
-        LinkBuilder::new(&name)
-            .capacity(16)
-            .slot_size(32)
-            .layout(hwlink::RingLayout::Packed)
-    };
-    let mut tx = packed().create_sender().unwrap();
-    let mut rx = packed().open_receiver().unwrap();
+    let mut tx = packed_builder(&name).create_sender().unwrap();
+    let mut rx = packed_builder(&name).open_receiver().unwrap();
     assert!(tx.is_packed());
     for i in 0..n {
         tx.send(i.to_le_bytes().repeat(2)).unwrap();
@@ -807,17 +809,10 @@ fn packed_open_refuses_bad_geometry() {
     ] {
         let name = unique(tag);
         let _cleanup = Cleanup(name.clone());
-        let packed = || {
-            LinkBuilder::new(&name)
-                .capacity(16)
-                .slot_size(32)
-                .layout(hwlink::RingLayout::Packed)
-                .ready_timeout(Duration::from_millis(200))
-        };
-        let tx = packed().create_sender().unwrap();
+        let tx = packed_builder(&name).create_sender().unwrap();
         let raw = RawRegion::open(&name);
         raw.set_ring32(field, value);
-        match packed().open_receiver() {
+        match packed_builder(&name).open_receiver() {
             Err(OpenError::Corrupt { .. }) => {}
             other => panic!("{tag}: expected Corrupt, got {other:?}"),
         }
