@@ -55,6 +55,51 @@ impl Mapping {
         Self::map_file(file, len, libc::PROT_READ | libc::PROT_WRITE, 0)
     }
 
+    /// Allocates the memory of `file`'s first `len` bytes now
+    /// (`fallocate`), without clearing or mapping any of it: faulting a
+    /// page in later cannot fail for want of memory (no SIGBUS), and
+    /// running out of it is an error here instead.
+    pub(crate) fn allocate(file: &File, len: usize) -> io::Result<()> {
+        let len = libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+        // SAFETY: a plain system call on a descriptor `file` keeps open for
+        // its duration; it touches no memory of ours.
+        let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    /// Faults in (writable) the pages of `[offset, offset + len)`, clipped
+    /// to the mapping and widened to whole 4 KiB pages, without changing
+    /// their contents (`MADV_POPULATE_WRITE`, Linux 5.14): so that whoever
+    /// writes them next takes no page fault.
+    pub(crate) fn populate_write(&self, offset: usize, len: usize) -> io::Result<()> {
+        const PAGE: usize = 4096;
+        let start = offset.min(self.len) & !(PAGE - 1);
+        let end = offset.saturating_add(len).min(self.len);
+        if end <= start {
+            return Ok(());
+        }
+        // SAFETY: [start, end) lies inside our own mapping (clipped above,
+        // `start` page aligned, the mapping page aligned); populating pages
+        // does not change the bytes any process sees, so no Rust object's
+        // memory is affected.
+        let rc = unsafe {
+            libc::madvise(
+                self.ptr.as_ptr().add(start).cast(),
+                end - start,
+                libc::MADV_POPULATE_WRITE,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
     /// Maps the first `len` bytes of `file` shared and read-only: a peer's
     /// liveness file, which only its owner (and the kernel) writes.
     pub(crate) fn shared_readonly(file: &File, len: usize) -> io::Result<Mapping> {

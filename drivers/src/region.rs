@@ -96,6 +96,31 @@ impl Region {
         }
     }
 
+    /// [`Region::create_with_access`], except that a region on 4 KiB pages
+    /// (/dev/shm) gets its memory allocated (so no later fault can fail)
+    /// but not faulted in: creating it costs microseconds per megabyte, and
+    /// its pages are cleared by whoever touches them first, or ahead of
+    /// time by [`Region::populate`]. For large regions made ahead of need
+    /// (the segments of an unbounded queue). Hugepage regions are
+    /// prefaulted as always.
+    pub fn create_deferred(
+        name: &str,
+        min_size: usize,
+        backend: Backend,
+        access: &FileAccess,
+    ) -> Result<Region, MapError> {
+        create_in(&mut Dirs::from_env(), name, min_size, backend, access, true)
+    }
+
+    /// Faults in the pages of bytes `[offset, offset + len)` of the region
+    /// (clipped to it), writable, without changing them: for a region from
+    /// [`Region::create_deferred`], so that its first writer takes no page
+    /// fault there. An error (a kernel older than 5.14) changes nothing:
+    /// the pages are faulted in when touched.
+    pub fn populate(&self, offset: usize, len: usize) -> io::Result<()> {
+        self.map.populate_write(offset, len)
+    }
+
     /// Opens and maps the whole of existing region `name`. `Backend::Auto`
     /// looks in hugetlbfs, then for a memfd locator, then in shm;
     /// `Hugepage` and `Shm` look only there. The file is kept on drop.
@@ -217,12 +242,25 @@ pub(crate) fn create_in_with(
     backend: Backend,
     access: &FileAccess,
 ) -> Result<Region, MapError> {
+    create_in(dirs, name, min_size, backend, access, false)
+}
+
+/// Creates a region in `dirs`; `defer`: see [`Region::create_deferred`].
+fn create_in(
+    dirs: &mut Dirs,
+    name: &str,
+    min_size: usize,
+    backend: Backend,
+    access: &FileAccess,
+    defer: bool,
+) -> Result<Region, MapError> {
     validate_name(name)?;
     let gid = access.gid()?;
     let share = Share {
         mode: access.mode(),
         gid,
         shared: access.is_shared(),
+        defer,
     };
     ensure_absent(dirs, name)?;
     match backend {
@@ -244,6 +282,8 @@ struct Share {
     /// Other users may use it: not in a memfd, and only in a hugetlbfs
     /// directory that lets them create files.
     shared: bool,
+    /// On 4 KiB pages: allocated, not prefaulted ([`Region::create_deferred`]).
+    defer: bool,
 }
 
 /// Hugepages if enough are free and they can be had, else shm with one
@@ -461,7 +501,13 @@ fn create_file(
             },
         })?;
     let built = access::apply(&file, path, share.mode, share.gid)
-        .and_then(|()| size_and_map(&file, path, size, kind))
+        .and_then(|()| {
+            if share.defer && kind == BackingKind::Shm {
+                size_and_map_deferred(&file, path, size)
+            } else {
+                size_and_map(&file, path, size, kind)
+            }
+        })
         .and_then(|map| {
             let meta = file.metadata().map_err(|source| MapError::Create {
                 path: path.to_owned(),
@@ -519,6 +565,23 @@ pub(crate) fn size_and_map(
                 source,
             },
         }
+    })
+}
+
+/// Makes a new, empty /dev/shm `file` `size` bytes long with all its memory
+/// allocated, and maps it without faulting anything in.
+fn size_and_map_deferred(file: &File, path: &Path, size: usize) -> Result<Mapping, MapError> {
+    let resize = |source| MapError::Resize {
+        path: path.to_owned(),
+        size: size as u64,
+        source,
+    };
+    file.set_len(size as u64).map_err(resize)?;
+    Mapping::allocate(file, size).map_err(resize)?;
+    Mapping::shared_lazy(file, size).map_err(|source| MapError::Map {
+        path: path.to_owned(),
+        size,
+        source,
     })
 }
 

@@ -24,7 +24,7 @@
 
 /* "HWLINK" followed by 0x00 0x01, read as a little-endian u64. */
 #define HWL_REGION_MAGIC 0x01004b4e494c5748ULL
-#define HWL_ABI_VERSION 4
+#define HWL_ABI_VERSION 5
 
 /* On device memory (an ivshmem BAR), regions lie back to back from offset 0,
  * each followed by the next at offset + total_size. A creator claims the
@@ -297,7 +297,9 @@ struct hwl_mpmc_ring {
 };
 
 /*
- * The header of one MPMC slot. seq is the slot's turn: pos when position pos
+ * The header of one MPMC slot. seq holds the slot's turn XOR the slot's index
+ * (so that zero-filled slots are a new ring: slot i, turn i; ABI 5). The turn
+ * is pos when position pos
  * may be written, WRITING | owner | pos while its producer copies the
  * message, pos + 1 once it is published, READING | owner | pos while a
  * consumer reads it, and pos + capacity once it has been consumed (the next

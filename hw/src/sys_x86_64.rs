@@ -3,7 +3,7 @@
 // facts against literal numbers and against the C compiler.
 
 pub const HWL_REGION_MAGIC: u64 = 72140393647200072;
-pub const HWL_ABI_VERSION: u32 = 4;
+pub const HWL_ABI_VERSION: u32 = 5;
 pub const HWL_REGION_CLAIMED: u64 = 5569054210022725448;
 pub const HWL_CACHELINE: u32 = 64;
 pub const HWL_REGION_HDR_SIZE: u32 = 4096;
@@ -601,7 +601,9 @@ impl Default for hwl_mpmc_ring {
         }
     }
 }
-/** The header of one MPMC slot. seq is the slot's turn: pos when position pos
+/** The header of one MPMC slot. seq holds the slot's turn XOR the slot's index
+ (so that zero-filled slots are a new ring: slot i, turn i; ABI 5). The turn
+ is pos when position pos
  may be written, WRITING | owner | pos while its producer copies the
  message, pos + 1 once it is published, READING | owner | pos while a
  consumer reads it, and pos + capacity once it has been consumed (the next

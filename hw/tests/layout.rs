@@ -268,7 +268,7 @@ fn expected_constants() -> Vec<(&'static str, u64, u64)> {
             0x4d49_414c_434c_5748,
             HWL_REGION_CLAIMED,
         ),
-        ("HWL_ABI_VERSION", 4, HWL_ABI_VERSION.into()),
+        ("HWL_ABI_VERSION", 5, HWL_ABI_VERSION.into()),
         ("HWL_RING_PACKED", 1, HWL_RING_PACKED.into()),
         ("HWL_RECORD_UNIT", 16, HWL_RECORD_UNIT.into()),
         ("HWL_RECORD_PAD", 0xFFFF_FFFF, HWL_RECORD_PAD.into()),

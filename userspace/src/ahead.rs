@@ -11,9 +11,10 @@
 //! The thread ends after ten seconds without work.
 //!
 //! A preparation throws away an offer that can no longer follow the chain,
-//! makes the next segment (created, sized, prefaulted, initialised, its
+//! makes the next segment (created, its memory allocated, initialised, its
 //! bytes counted against the limit) and offers it in `spare_segment`;
-//! losing that race to another process's offer, it removes its own. The
+//! losing that race to another process's offer, it removes its own. Then
+//! it faults the offer in, part by part, ahead of the sender. The
 //! handle keeps its offer mapped, so that the send that takes it opens
 //! nothing; when the handle is dropped it waits for a running preparation
 //! and takes back and removes an offer nobody took.
@@ -64,6 +65,9 @@ struct State<Seg> {
     /// The segment this handle's preparation offered, mapped; let go once
     /// someone took the offer.
     made: Option<Arc<Seg>>,
+    /// The running preparation has made its offer and only faults it in
+    /// now: a send need not wait for it.
+    offered: bool,
 }
 
 /// What one chain handle shares with its preparations.
@@ -86,6 +90,7 @@ impl<Seg: Segment> Spares<Seg> {
                 target: None,
                 closed: false,
                 made: None,
+                offered: false,
             }),
             changed: Condvar::new(),
             runner,
@@ -156,9 +161,10 @@ impl<Seg: Segment> Spares<Seg> {
     }
 
     /// For a send that found the newest segment full with no offer to
-    /// take: if this handle's preparation is running, waits for it
-    /// (bounded; true); if one is only queued, withdraws the ask (the send
-    /// makes the segment itself, and nothing is made twice).
+    /// take: if this handle's preparation is running and has not offered
+    /// its segment yet, waits for it (bounded; true); if one is only
+    /// queued, withdraws the ask (the send makes the segment itself, and
+    /// nothing is made twice).
     pub(crate) fn wait_running(&self) -> bool {
         let mut st = self.lock();
         if st.job != Job::Running {
@@ -166,7 +172,7 @@ impl<Seg: Segment> Spares<Seg> {
             return false;
         }
         let until = Instant::now().checked_add(WAIT_RUNNING);
-        while st.job == Job::Running {
+        while st.job == Job::Running && !st.offered {
             let left = until.map_or(WAIT_RUNNING, |t| {
                 t.saturating_duration_since(Instant::now())
             });
@@ -262,6 +268,7 @@ fn prepare_asked<S: SegmentStore>(store: &S, base: &MpmcGeometry, spares: &Spare
                 return;
             };
             st.job = Job::Running;
+            st.offered = false;
             // Our last offer was taken by another process: let go of our
             // mapping (below, outside the lock: unmapping takes a while).
             let word = store.spare_segment().load(Ordering::Acquire);
@@ -301,13 +308,37 @@ fn prepare<S: SegmentStore>(
     };
     let mut st = spares.lock();
     if !st.closed && chain::offer(store, &seg) {
-        st.made = Some(seg);
+        st.made = Some(seg.clone());
+        st.offered = true;
         spares.prepared.fetch_add(1, Ordering::Relaxed);
+        drop(st);
+        spares.changed.notify_all();
+        fault_in(&*seg, spares);
     } else {
         // The handle is gone, or another process's offer came first.
         drop(st);
         chain::discard(store, &seg);
         spares.discarded.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Faults in the segment just offered, part by part from its start (where
+/// its sender begins), until it is done, the handle is gone, or a newer
+/// segment is asked for (the sender has taken this one, and making the
+/// next comes first; the sender faults in the rest as it writes). So a
+/// sender that fills segments faster than memory can be cleared takes page
+/// faults of a few microseconds each, never a wait for a whole segment.
+fn fault_in<Seg: Segment>(seg: &Seg, spares: &Spares<Seg>) {
+    for k in 0..u64::MAX {
+        {
+            let st = spares.lock();
+            if st.closed || st.target.is_some() {
+                return;
+            }
+        }
+        if !seg.populate(k) {
+            return;
+        }
     }
 }
 

@@ -101,7 +101,6 @@ impl Segment for HeapSeg {
 
 fn new_segment(number: u64, geometry: &MpmcGeometry) -> Arc<HeapSeg> {
     let ring = MpmcRing::new(cell_mem(geometry.capacity as usize), *geometry);
-    ring.init();
     Arc::new(HeapSeg {
         ring,
         next: AtomicU64::new(0),

@@ -34,9 +34,7 @@ mod heap {
             let g = geometry(capacity, slot_size);
             let bytes = crate::mpmc::ring_bytes(capacity, slot_size).unwrap() as usize;
             let view = ShmView::heap(bytes);
-            let heap = Arc::new(HeapRing { view, geometry: g });
-            heap.ring().init();
-            heap
+            Arc::new(HeapRing { view, geometry: g })
         }
         fn ring(&self) -> MpmcRing<RawMpmc> {
             MpmcRing::new(
@@ -50,6 +48,12 @@ mod heap {
         }
         fn slot_word(&self, index: usize, word: usize) -> &AtomicU64 {
             self.word(CONTROL_BYTES as usize + index * self.geometry.stride as usize + word * 8)
+        }
+        /// Stores `turn` in slot `index`'s seq word as a process would
+        /// (XOR the index, SPEC §9).
+        fn set_turn(&self, index: usize, turn: u64) {
+            self.slot_word(index, 0)
+                .store(turn ^ index as u64, Ordering::Relaxed);
         }
     }
 
@@ -158,14 +162,37 @@ mod heap {
         let ring = heap.ring();
         ring.try_push(b"a", 1, &()).unwrap();
         // Claim position 1's slot by hand, as a producer does first.
+        // (Turns are stored XOR the slot's index.)
         let seq = heap.slot_word(1, 0);
         let mine = hwlink_hw::HWL_MPMC_SEQ_WRITING | (1u64 << 56) | 1;
-        seq.compare_exchange(1, mine, Ordering::SeqCst, Ordering::SeqCst)
+        seq.compare_exchange(1 ^ 1, mine ^ 1, Ordering::SeqCst, Ordering::SeqCst)
             .unwrap();
         ring.seal();
         assert_eq!(pop(&ring).unwrap().0, b"a");
         assert_eq!(pop(&ring), Err(PopError::Drained));
         assert_eq!(ring.head(&()), Head::Drained);
+    }
+
+    /// A zero-filled ring is a new one, and turns are stored XOR the
+    /// slot's index (SPEC §9): the layout another implementation follows.
+    #[test]
+    fn zero_filled_slots_are_a_new_ring_and_turns_are_stored_xor_index() {
+        let heap = HeapRing::new(4, 8);
+        let ring = heap.ring();
+        for i in 0..4 {
+            assert_eq!(heap.slot_word(i, 0).load(Ordering::Relaxed), 0);
+        }
+        assert!(ring.has_room(&()));
+        ring.try_push(b"a", 1, &()).unwrap();
+        ring.try_push(b"b", 1, &()).unwrap();
+        // Published: turn pos + 1.
+        assert_eq!(heap.slot_word(0, 0).load(Ordering::Relaxed), 1);
+        assert_eq!(heap.slot_word(1, 0).load(Ordering::Relaxed), 2 ^ 1);
+        assert_eq!(pop(&ring).unwrap().0, b"a");
+        // Consumed: turn pos + capacity, the next lap's free turn.
+        assert_eq!(heap.slot_word(0, 0).load(Ordering::Relaxed), 4);
+        // Untouched slots still read as their first lap's free turn.
+        assert_eq!(heap.slot_word(3, 0).load(Ordering::Relaxed), 0);
     }
 
     #[test]
@@ -222,7 +249,7 @@ mod heap {
         // A turn far behind the position.
         let heap = HeapRing::new(4, 8);
         let ring = heap.ring();
-        heap.slot_word(0, 0).store(1000, Ordering::Relaxed);
+        heap.set_turn(0, 1000);
         heap.word(0).store(1100, Ordering::Relaxed);
         assert!(matches!(
             ring.try_push(b"x", 0, &()),
@@ -234,15 +261,15 @@ mod heap {
         // A turn ahead of an enqueue position that does not move.
         let heap = HeapRing::new(4, 8);
         let ring = heap.ring();
-        heap.slot_word(0, 0).store(5, Ordering::Relaxed);
+        heap.set_turn(0, 5);
         assert!(
             matches!(ring.try_push(b"x", 0, &()), Err(PushError::Corrupt(c)) if c.what.contains("turn"))
         );
-        heap.slot_word(0, 0).store(50, Ordering::Relaxed);
+        heap.set_turn(0, 50);
         assert!(matches!(pop(&ring), Err(PopError::Corrupt(c)) if c.what.contains("turn")));
         // A turn one lap ahead that a correct producer could have stored,
         // but the position does not move: ahead, corrupt.
-        heap.slot_word(0, 0).store(1, Ordering::Relaxed);
+        heap.set_turn(0, 1);
         assert!(
             matches!(ring.try_push(b"x", 0, &()), Err(PushError::Corrupt(c)) if c.what.contains("ahead"))
         );
@@ -273,7 +300,7 @@ mod heap {
         let heap = HeapRing::new(4, 8);
         let ring = heap.ring();
         heap.word(128).store(3, Ordering::Relaxed);
-        heap.slot_word(3, 0).store(3, Ordering::Relaxed);
+        heap.set_turn(3, 3);
         ring.seal();
         assert!(matches!(pop(&ring), Err(PopError::Corrupt(c)) if c.what.contains("sealed")));
 
@@ -424,7 +451,6 @@ mod loom_models {
     fn ring(cap: u32) -> (MpmcRing<Shared>, Shared) {
         let shared = cell_mem(cap as usize);
         let r = MpmcRing::new(shared.clone(), geometry(cap, 8));
-        r.init();
         (r, shared)
     }
 

@@ -91,6 +91,16 @@ impl RegionMap {
     }
 
     /// The whole region.
+    /// Faults in bytes `[offset, offset + len)` of a region file's mapping
+    /// (see `Region::populate`); false if it cannot be done (device
+    /// memory, an old kernel): the pages are then faulted in when touched.
+    pub(crate) fn populate(&self, offset: usize, len: usize) -> bool {
+        match &self.memory {
+            Memory::File(region) => region.populate(offset, len).is_ok(),
+            Memory::Device { .. } => false,
+        }
+    }
+
     pub(crate) fn view(&self) -> &ShmView {
         &self.view
     }
@@ -241,6 +251,21 @@ pub(crate) fn create_region(
     objects: &[ObjectSpec<'_>],
     keep_file: bool,
 ) -> Result<Arc<RegionMap>, OpenError> {
+    create_region_with(name, backend, access, features, objects, keep_file, false)
+}
+
+/// [`create_region`]; `defer`: on 4 KiB pages, the memory is allocated but
+/// not faulted in (`Region::create_deferred`): only the pages the header
+/// and the objects' initialisation write are touched.
+pub(crate) fn create_region_with(
+    name: &str,
+    backend: Backend,
+    access: &FileAccess,
+    features: u32,
+    objects: &[ObjectSpec<'_>],
+    keep_file: bool,
+    defer: bool,
+) -> Result<Arc<RegionMap>, OpenError> {
     if objects.len() > HWL_MAX_OBJECTS as usize {
         return Err(OpenError::InvalidConfig(format!(
             "{} objects in one region (limit {HWL_MAX_OBJECTS})",
@@ -259,7 +284,11 @@ pub(crate) fn create_region(
             .filter(|&e| e <= isize::MAX as u64)
             .ok_or_else(|| OpenError::InvalidConfig("region size overflows".into()))?;
     }
-    let mut region = Region::create_with_access(name, end as usize, backend, access)?;
+    let mut region = if defer {
+        Region::create_deferred(name, end as usize, backend, access)?
+    } else {
+        Region::create_with_access(name, end as usize, backend, access)?
+    };
     if keep_file {
         region.set_remove_on_drop(false);
     }

@@ -31,6 +31,16 @@ impl Segment for MpmcParts {
     fn bytes(&self) -> u64 {
         self.map().len() as u64
     }
+    fn populate(&self, k: u64) -> bool {
+        let Some(at) = k
+            .checked_mul(crate::chain::POPULATE_PART)
+            .filter(|&at| at < self.bytes())
+            .and_then(|at| usize::try_from(at).ok())
+        else {
+            return false;
+        };
+        self.map().populate(at, crate::chain::POPULATE_PART as usize)
+    }
 }
 
 /// The segments of one mailbox, as region files. Clones share the
@@ -137,7 +147,10 @@ impl SegmentStore for RegionStore {
             .ok_or_else(|| "segment size overflows".to_string())?;
         // Segments get the mailbox's file mode and group: whoever may map
         // the mailbox may map its segments.
-        let map = region::create_region(
+        // Allocated but not faulted in (a 64 MiB segment would take tens of
+        // milliseconds, far more where memory is slow to come by): the
+        // preparation faults it in after offering it, ahead of the sender.
+        let map = region::create_region_with(
             &self.name(id),
             self.backend,
             &self.first.map().access(),
@@ -148,6 +161,7 @@ impl SegmentStore for RegionStore {
                 size,
                 init: &init,
             }],
+            true,
             true,
         )
         .map_err(|e| e.to_string())?;

@@ -339,6 +339,39 @@ pub(crate) enum Head {
     Drained,
 }
 
+/// A slot's `seq` word, which holds the slot's turn XOR its index (the
+/// index is below 2^24, so tags, owners and the range checks on positions
+/// see the turn itself).
+#[derive(Clone, Copy)]
+struct TurnWord<'a> {
+    word: &'a AtomicU64,
+    key: u64,
+}
+
+impl TurnWord<'_> {
+    #[inline(always)]
+    fn load(self, order: Ordering) -> u64 {
+        self.word.load(order) ^ self.key
+    }
+
+    #[inline(always)]
+    fn compare_exchange(
+        self,
+        current: u64,
+        new: u64,
+        success: Ordering,
+        failure: Ordering,
+    ) -> Result<u64, u64> {
+        match self
+            .word
+            .compare_exchange(current ^ self.key, new ^ self.key, success, failure)
+        {
+            Ok(v) => Ok(v ^ self.key),
+            Err(v) => Err(v ^ self.key),
+        }
+    }
+}
+
 /// One process's handle on a ring. Every method takes `&self`: any number
 /// of producers and consumers, in any processes, may use one ring at once.
 #[derive(Debug)]
@@ -358,11 +391,16 @@ impl<M: MpmcMem> MpmcRing<M> {
         }
     }
 
-    /// Writes the initial sequence words (slot i: turn i) of a zero-filled
-    /// ring. Only its creator calls this, before publishing it.
-    pub(crate) fn init(&self) {
-        for i in 0..self.geometry.capacity {
-            self.mem.seq(i).store(u64::from(i), Ordering::Relaxed);
+    /// Slot `index`'s turn word (`index < capacity`), as the ring sees it:
+    /// turns are stored XOR the slot's index (SPEC §9), so that a
+    /// zero-filled ring is a new, empty one (slot i: turn i). Creating a
+    /// ring writes none of its slots, and a segment's pages can be faulted
+    /// in later, by whoever comes first.
+    #[inline(always)]
+    fn turn(&self, index: u32) -> TurnWord<'_> {
+        TurnWord {
+            word: self.mem.seq(index),
+            key: u64::from(index),
         }
     }
 
@@ -388,7 +426,7 @@ impl<M: MpmcMem> MpmcRing<M> {
             return Head::Ready;
         }
         let previous = pos.checked_sub(self.cap());
-        let s = self.mem.seq(self.index(pos)).load(Ordering::Acquire);
+        let s = self.turn(self.index(pos)).load(Ordering::Acquire);
         let waiting = match decode(s) {
             Turn::Plain(t) if t == pos => true,
             Turn::Writing { owner, pos: p } if p == pos => !owners.dead(owner),
@@ -414,7 +452,7 @@ impl<M: MpmcMem> MpmcRing<M> {
             return true;
         }
         let previous = pos.checked_sub(self.cap());
-        let s = self.mem.seq(self.index(pos)).load(Ordering::Acquire);
+        let s = self.turn(self.index(pos)).load(Ordering::Acquire);
         match decode(s) {
             Turn::Plain(t) if Some(t) == previous.map(|p| p.wrapping_add(1)) => false,
             Turn::Writing { pos: p, .. } | Turn::Void(p) if Some(p) == previous => false,
@@ -429,7 +467,7 @@ impl<M: MpmcMem> MpmcRing<M> {
     /// this first, since afterwards the entry names a live process.
     pub(crate) fn recover_owner(&self, owner: u32) {
         for index in 0..self.geometry.capacity {
-            let s = self.mem.seq(index).load(Ordering::Acquire);
+            let s = self.turn(index).load(Ordering::Acquire);
             match decode(s) {
                 Turn::Writing { owner: o, .. } | Turn::Reading { owner: o, .. } if o == owner => {
                     let _ = self.take_back(index, s);
@@ -463,7 +501,7 @@ impl<M: MpmcMem> MpmcRing<M> {
             if p & SEALED != 0 {
                 // Sealed at exactly the claimed position (enqueue only): the
                 // claim never counted; the slot is free for it again.
-                let _ = self.mem.seq(index).compare_exchange(
+                let _ = self.turn(index).compare_exchange(
                     s,
                     pos,
                     Ordering::Release,
@@ -479,9 +517,7 @@ impl<M: MpmcMem> MpmcRing<M> {
         };
         // Release: the next holder's accesses come after the dead one's
         // (which were all before its death, which we learned of).
-        let _ = self
-            .mem
-            .seq(index)
+        let _ = self.turn(index)
             .compare_exchange(s, new, Ordering::Release, Ordering::Relaxed);
         Ok(())
     }

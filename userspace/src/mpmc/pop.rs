@@ -33,7 +33,7 @@ impl<M: MpmcMem> MpmcRing<M> {
                 )));
             }
             let index = self.index(pos);
-            let seq = self.mem.seq(index);
+            let seq = self.turn(index);
             // M2 (acquire): pairs with the producer's M0 (or a voider's).
             let s = seq.load(Ordering::Acquire);
             let previous = pos.checked_sub(cap);
@@ -157,9 +157,7 @@ impl<M: MpmcMem> MpmcRing<M> {
     /// of it happen before the next producer's writes.
     pub(super) fn release(&self, index: u32, pos: u64, mine: u64) -> Result<(), PopError> {
         let next = pos.wrapping_add(self.cap());
-        match self
-            .mem
-            .seq(index)
+        match self.turn(index)
             .compare_exchange(mine, next, Ordering::Release, Ordering::Relaxed)
         {
             Ok(_) => Ok(()),

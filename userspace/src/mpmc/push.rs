@@ -33,7 +33,7 @@ impl<M: MpmcMem> MpmcRing<M> {
                 return Err(PushError::Sealed);
             }
             let index = self.index(pos);
-            let seq = self.mem.seq(index);
+            let seq = self.turn(index);
             // M1 (acquire): pairs with a consumer's M3 release of this turn,
             // so its reads of the old message happen before our writes.
             let s = seq.load(Ordering::Acquire);
@@ -126,7 +126,7 @@ impl<M: MpmcMem> MpmcRing<M> {
             if pos & SEALED != 0 {
                 return Err(PushError::Sealed);
             }
-            let seq = self.mem.seq(self.index(pos));
+            let seq = self.turn(self.index(pos));
             let s = seq.load(Ordering::Acquire);
             match decode(s) {
                 Turn::Plain(t) if t == pos => {
@@ -212,7 +212,7 @@ impl<M: MpmcMem> MpmcRing<M> {
         let meta = msg.len() as u64 | u64::from(me) << 32;
         self.mem.meta(index).store(meta, Ordering::Relaxed);
         // M0 (release): publishes the payload and meta.
-        match self.mem.seq(index).compare_exchange(
+        match self.turn(index).compare_exchange(
             mine,
             pos.wrapping_add(1),
             Ordering::Release,
@@ -231,7 +231,7 @@ impl<M: MpmcMem> MpmcRing<M> {
 /// Holds the slot whose turn says free for `pos` for producer `me` (M1:
 /// acquire, after the consumer's release of the old message): the turn
 /// becomes `WRITING(me, pos)`, returned; None if another was quicker.
-fn hold_for_writing(seq: &AtomicU64, pos: u64, me: u32) -> Option<u64> {
+fn hold_for_writing(seq: TurnWord<'_>, pos: u64, me: u32) -> Option<u64> {
     let mine = held(WRITING, me, pos);
     seq.compare_exchange(pos, mine, Ordering::Acquire, Ordering::Relaxed)
         .is_ok()

@@ -28,8 +28,8 @@ pub(crate) fn init_mpmc_ring(obj: ObjectInit, geometry: MpmcGeometry, segment: u
         && c.write(offset_of!(hwl_mpmc_ring, slots_offset), MPMC_CTL)
         && c.write(offset_of!(hwl_mpmc_ring, segment), segment);
     assert!(ok, "mpmc ring object too small");
-    let ring = MpmcRing::new(RawMpmc::new(obj.view, &geometry), geometry);
-    ring.init();
+    // The slots stay as they are: zero-filled slots hold a new ring's
+    // turns (SPEC §9), so their pages are not touched here.
 }
 
 /// A validated MPMC ring object in a mapped region.
