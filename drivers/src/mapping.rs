@@ -60,7 +60,8 @@ impl Mapping {
     /// page in later cannot fail for want of memory (no SIGBUS), and
     /// running out of it is an error here instead.
     pub(crate) fn allocate(file: &File, len: usize) -> io::Result<()> {
-        let len = libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+        let len =
+            libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
         // SAFETY: a plain system call on a descriptor `file` keeps open for
         // its duration; it touches no memory of ours.
         let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };

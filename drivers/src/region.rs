@@ -109,7 +109,7 @@ impl Region {
         backend: Backend,
         access: &FileAccess,
     ) -> Result<Region, MapError> {
-        create_in(&mut Dirs::from_env(), name, min_size, backend, access, true)
+        create_made(&mut Dirs::from_env(), name, min_size, backend, access, true)
     }
 
     /// Faults in the pages of bytes `[offset, offset + len)` of the region
@@ -242,11 +242,11 @@ pub(crate) fn create_in_with(
     backend: Backend,
     access: &FileAccess,
 ) -> Result<Region, MapError> {
-    create_in(dirs, name, min_size, backend, access, false)
+    create_made(dirs, name, min_size, backend, access, false)
 }
 
 /// Creates a region in `dirs`; `defer`: see [`Region::create_deferred`].
-fn create_in(
+fn create_made(
     dirs: &mut Dirs,
     name: &str,
     min_size: usize,
@@ -775,6 +775,41 @@ mod tests {
         assert!(a.path().exists(), "open() must not remove the file");
         drop(a);
         assert!(tmp.entries().is_empty(), "left behind: {:?}", tmp.entries());
+    }
+
+    /// A deferred region has all its memory allocated (tmpfs counts every
+    /// block) and reads as zeros; populating it, in parts or past its end,
+    /// changes nothing anyone sees.
+    #[test]
+    fn deferred_region_is_allocated_zeroed_and_populates() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = TempDir::new();
+        let name = unique_name("defer");
+        let size = 1 << 20;
+        let r = create_made(
+            &mut tmp.dirs(),
+            &name,
+            size,
+            Backend::Shm,
+            &FileAccess::private(),
+            true,
+        )
+        .unwrap();
+        assert_eq!(r.kind(), BackingKind::Shm);
+        assert_eq!(r.len(), size);
+        let meta = fs::metadata(r.path()).unwrap();
+        assert_eq!(meta.len(), size as u64);
+        assert!(
+            meta.blocks() * 512 >= size as u64,
+            "{} blocks allocated of {size} bytes",
+            meta.blocks()
+        );
+        r.write_at(5000, b"kept");
+        r.populate(0, 64 << 10).unwrap();
+        r.populate(size - 4096, 1 << 30).unwrap();
+        r.populate(size + 4096, 4096).unwrap();
+        assert_eq!(r.read_at(5000, 4), b"kept");
+        assert_eq!(r.read_at(size - 4, 4), [0; 4]);
     }
 
     #[test]

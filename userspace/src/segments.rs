@@ -39,7 +39,8 @@ impl Segment for MpmcParts {
         else {
             return false;
         };
-        self.map().populate(at, crate::chain::POPULATE_PART as usize)
+        self.map()
+            .populate(at, crate::chain::POPULATE_PART as usize)
     }
 }
 

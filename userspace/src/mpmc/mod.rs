@@ -501,12 +501,9 @@ impl<M: MpmcMem> MpmcRing<M> {
             if p & SEALED != 0 {
                 // Sealed at exactly the claimed position (enqueue only): the
                 // claim never counted; the slot is free for it again.
-                let _ = self.turn(index).compare_exchange(
-                    s,
-                    pos,
-                    Ordering::Release,
-                    Ordering::Relaxed,
-                );
+                let _ =
+                    self.turn(index)
+                        .compare_exchange(s, pos, Ordering::Release, Ordering::Relaxed);
                 return Ok(());
             }
             p = move_past(position, pos);
@@ -517,7 +514,8 @@ impl<M: MpmcMem> MpmcRing<M> {
         };
         // Release: the next holder's accesses come after the dead one's
         // (which were all before its death, which we learned of).
-        let _ = self.turn(index)
+        let _ = self
+            .turn(index)
             .compare_exchange(s, new, Ordering::Release, Ordering::Relaxed);
         Ok(())
     }

@@ -157,7 +157,8 @@ impl<M: MpmcMem> MpmcRing<M> {
     /// of it happen before the next producer's writes.
     pub(super) fn release(&self, index: u32, pos: u64, mine: u64) -> Result<(), PopError> {
         let next = pos.wrapping_add(self.cap());
-        match self.turn(index)
+        match self
+            .turn(index)
             .compare_exchange(mine, next, Ordering::Release, Ordering::Relaxed)
         {
             Ok(_) => Ok(()),
