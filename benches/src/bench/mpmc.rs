@@ -211,57 +211,104 @@ pub fn peer_main(args: &[String]) -> Result<(), BenchError> {
         }
         return Ok(());
     }
-    let mut last_seq = std::collections::HashMap::<u64, u64>::new();
-    let (mut n, mut last) = (0u64, 0u64);
+    let mut order = Order::default();
+    let (mut n, mut last, mut since) = (0u64, 0u64, false);
+    let read = |m: hwlink::ShmSlice<'_>, _| {
+        let mut b = [0u8; 16];
+        m.read_at(0, &mut b);
+        let word = |k: usize| u64::from_le_bytes(b[k..k + 8].try_into().expect("8 bytes"));
+        (word(0), word(8))
+    };
     loop {
-        let stop = mbx
-            .recv_with(|m, _| {
-                let mut b = [0u8; 16];
-                m.read_at(0, &mut b);
-                let word = |k: usize| u64::from_le_bytes(b[k..k + 8].try_into().expect("8 bytes"));
-                (word(0), word(8))
-            })
-            .map_err(|e: RecvError| BenchError::Peer(format!("recv: {e}")))?;
-        if stop.0 == STOP {
+        // The clock is read only when the mailbox is found empty after a
+        // message (so after the last one, before the stop message comes),
+        // not once per message: the queue's threads read none.
+        let got = match mbx.try_recv_with(read) {
+            Err(RecvError::Empty) => {
+                if since {
+                    last = monotonic_ns();
+                    since = false;
+                }
+                mbx.recv_with(read)
+            }
+            other => other,
+        };
+        let (producer, seq) = got.map_err(|e: RecvError| BenchError::Peer(format!("recv: {e}")))?;
+        if producer == STOP {
             break;
         }
-        if let Some(prev) = last_seq.insert(stop.0, stop.1) {
-            if stop.1 <= prev {
-                return Err(BenchError::Verify(format!(
-                    "producer {}: message {} after {prev}",
-                    stop.0, stop.1
-                )));
-            }
-        }
+        order.check(producer, seq).map_err(BenchError::Verify)?;
         n += 1;
+        since = true;
+    }
+    if since {
         last = monotonic_ns();
     }
     println!("done {n} {last}");
     Ok(())
 }
 
-/// The same traffic through crossbeam's `ArrayQueue` between threads:
-/// 64-byte arrays by value for messages of up to 64 bytes, boxed slices
-/// for larger ones.
-fn array_queue_round(cfg: &MpmcConfig) -> f64 {
-    if cfg.size <= 64 {
-        queue_round(cfg, |p, seq, _| {
-            let mut m = [0u8; 64];
-            m[..8].copy_from_slice(&p.to_le_bytes());
-            m[8..16].copy_from_slice(&seq.to_le_bytes());
-            m
-        })
-    } else {
-        queue_round(cfg, |p, seq, size| {
-            let mut m = vec![0u8; size].into_boxed_slice();
-            m[..8].copy_from_slice(&p.to_le_bytes());
-            m[8..16].copy_from_slice(&seq.to_le_bytes());
-            m
-        })
+/// The order check both sides' consumers make on every message: each
+/// producer's numbers only grow.
+#[derive(Default)]
+struct Order {
+    last: Vec<Option<u64>>,
+}
+
+impl Order {
+    fn check(&mut self, producer: u64, seq: u64) -> Result<(), String> {
+        let p = usize::try_from(producer)
+            .ok()
+            .filter(|&p| p < 1 << 16)
+            .ok_or_else(|| format!("message from unknown producer {producer}"))?;
+        if p >= self.last.len() {
+            self.last.resize(p + 1, None);
+        }
+        match self.last[p].replace(seq) {
+            Some(prev) if seq <= prev => Err(format!("producer {p}: message {seq} after {prev}")),
+            _ => Ok(()),
+        }
     }
 }
 
-fn queue_round<T: Send + 'static>(cfg: &MpmcConfig, make: fn(u64, u64, usize) -> T) -> f64 {
+/// The same traffic through crossbeam's `ArrayQueue` between threads:
+/// 64-byte arrays by value for messages of up to 64 bytes, boxed slices
+/// for larger ones. Consumers check the order as the mailbox's do.
+fn array_queue_round(cfg: &MpmcConfig) -> f64 {
+    fn words(m: &[u8]) -> (u64, u64) {
+        let word = |k: usize| u64::from_le_bytes(m[k..k + 8].try_into().expect("8 bytes"));
+        (word(0), word(8))
+    }
+    if cfg.size <= 64 {
+        queue_round(
+            cfg,
+            |p, seq, _| {
+                let mut m = [0u8; 64];
+                m[..8].copy_from_slice(&p.to_le_bytes());
+                m[8..16].copy_from_slice(&seq.to_le_bytes());
+                m
+            },
+            |m| words(&m[..]),
+        )
+    } else {
+        queue_round(
+            cfg,
+            |p, seq, size| {
+                let mut m = vec![0u8; size].into_boxed_slice();
+                m[..8].copy_from_slice(&p.to_le_bytes());
+                m[8..16].copy_from_slice(&seq.to_le_bytes());
+                m
+            },
+            |m| words(&m[..]),
+        )
+    }
+}
+
+fn queue_round<T: Send + 'static>(
+    cfg: &MpmcConfig,
+    make: fn(u64, u64, usize) -> T,
+    words: fn(&T) -> (u64, u64),
+) -> f64 {
     let q = Arc::new(ArrayQueue::<T>::new(cfg.capacity as usize));
     let per = cfg.messages / u64::from(cfg.producers);
     let total = per * u64::from(cfg.producers);
@@ -293,10 +340,14 @@ fn queue_round<T: Send + 'static>(cfg: &MpmcConfig, make: fn(u64, u64, usize) ->
                 std::hint::spin_loop();
             }
             let backoff = crossbeam_utils::Backoff::new();
+            let mut order = Order::default();
             while taken.load(Ordering::Relaxed) < total {
                 match q.pop() {
                     Some(m) => {
-                        std::hint::black_box(&m);
+                        let (p, seq) = words(&m);
+                        if let Err(e) = order.check(p, seq) {
+                            panic!("ArrayQueue: {e}");
+                        }
                         taken.fetch_add(1, Ordering::Relaxed);
                         backoff.reset();
                     }

@@ -35,24 +35,31 @@ impl<M: MpmcMem> MpmcRing<M> {
             let index = self.index(pos);
             let seq = self.turn(index);
             // M2 (acquire): pairs with the producer's M0 (or a voider's).
-            let s = seq.load(Ordering::Acquire);
+            // A published message is claimed straight away (CAS
+            // `p + 1 -> READING(me, p)`), then the position moved: one
+            // exclusive fetch of the slot's cache line, not a shared one
+            // and then another to claim it. Failing, the CAS returns the
+            // turn as a load would.
+            let mine = held(READING, me, pos);
+            let s = match seq.compare_exchange(
+                pos.wrapping_add(1),
+                mine,
+                Ordering::Acquire,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    self.advance_dequeue(pos)?;
+                    return Ok(Claim {
+                        index,
+                        pos,
+                        owner: me,
+                    });
+                }
+                Err(s) => s,
+            };
             let previous = pos.checked_sub(cap);
             match decode(s) {
-                // Published, or a hole: claim it, then move the position.
-                Turn::Plain(t) if t == pos.wrapping_add(1) => {
-                    let mine = held(READING, me, pos);
-                    if seq
-                        .compare_exchange(s, mine, Ordering::Acquire, Ordering::Relaxed)
-                        .is_ok()
-                    {
-                        self.advance_dequeue(pos)?;
-                        return Ok(Claim {
-                            index,
-                            pos,
-                            owner: me,
-                        });
-                    }
-                }
+                // A hole: claim it, then move the position.
                 Turn::Void(p) if p == pos => {
                     let mine = held(READING, me, pos);
                     if seq

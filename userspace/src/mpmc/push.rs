@@ -36,28 +36,26 @@ impl<M: MpmcMem> MpmcRing<M> {
             let seq = self.turn(index);
             // M1 (acquire): pairs with a consumer's M3 release of this turn,
             // so its reads of the old message happen before our writes.
-            let s = seq.load(Ordering::Acquire);
+            // The slot is claimed straight away if it is free for pos (CAS
+            // `pos -> WRITING(me, pos)`), the common case: one exclusive
+            // fetch of its cache line, not a shared one and then another to
+            // claim it. Failing, the CAS returns the turn as a load would.
+            let mine = held(WRITING, me, pos);
+            let s = match seq.compare_exchange(pos, mine, Ordering::Acquire, Ordering::Acquire) {
+                Ok(_) => match self.advance_enqueue(pos) {
+                    Ok(()) => return self.write(index, pos, mine, msg, me),
+                    Err(e) => {
+                        // Sealed before our position counted: give the
+                        // slot back unwritten.
+                        let _ =
+                            seq.compare_exchange(mine, pos, Ordering::Release, Ordering::Relaxed);
+                        return Err(e);
+                    }
+                },
+                Err(s) => s,
+            };
             let previous = pos.checked_sub(cap);
             match decode(s) {
-                // Free for pos: claim the slot, then move the position.
-                Turn::Plain(t) if t == pos => {
-                    if let Some(mine) = hold_for_writing(seq, pos, me) {
-                        match self.advance_enqueue(pos) {
-                            Ok(()) => return self.write(index, pos, mine, msg, me),
-                            Err(e) => {
-                                // Sealed before our position counted: give
-                                // the slot back unwritten.
-                                let _ = seq.compare_exchange(
-                                    mine,
-                                    pos,
-                                    Ordering::Release,
-                                    Ordering::Relaxed,
-                                );
-                                return Err(e);
-                            }
-                        }
-                    }
-                }
                 // Claimed by another producer that has not moved the
                 // position yet: move it for them.
                 Turn::Writing { pos: p, .. } if p == pos => {
@@ -106,8 +104,6 @@ impl<M: MpmcMem> MpmcRing<M> {
                     )))
                 }
             }
-            // Our claim lost a race for the slot: look again.
-            pos = self.mem.enqueue().load(Ordering::Acquire);
         }
         Err(PushError::Corrupt(Corruption::new(
             "mpmc push rounds (turns keep changing)",
@@ -231,6 +227,7 @@ impl<M: MpmcMem> MpmcRing<M> {
 /// Holds the slot whose turn says free for `pos` for producer `me` (M1:
 /// acquire, after the consumer's release of the old message): the turn
 /// becomes `WRITING(me, pos)`, returned; None if another was quicker.
+#[cfg(test)]
 fn hold_for_writing(seq: TurnWord<'_>, pos: u64, me: u32) -> Option<u64> {
     let mine = held(WRITING, me, pos);
     seq.compare_exchange(pos, mine, Ordering::Acquire, Ordering::Relaxed)
