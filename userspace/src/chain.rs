@@ -236,6 +236,11 @@ pub(crate) struct Chain<S: SegmentStore> {
     linked_inline: u64,
     waited: u64,
     stopped: (u64, u64),
+    /// The pop segment as last seen sealed where nothing was published
+    /// (its number; `u64::MAX`: none): from then on its receives look for
+    /// the seal, whatever else says (a producer that died between its seal
+    /// and its link, a hostile one).
+    seen_sealed: core::cell::Cell<u64>,
 }
 
 /// The geometry of a new segment of `size` after the queue's first ring
@@ -424,6 +429,7 @@ impl<S: SegmentStore> Chain<S> {
             linked_inline: 0,
             waited: 0,
             stopped: (0, 0),
+            seen_sealed: core::cell::Cell::new(u64::MAX),
         };
         chain.push_seg = chain.restart(Restart::Tail)?;
         chain.pop_seg = chain.restart(Restart::Head)?;
@@ -859,7 +865,22 @@ impl<S: SegmentStore> Chain<S> {
     ) -> Result<Step<R>, RecvError> {
         let seg = self.pop_seg.clone();
         let ring = seg.ring();
-        match ring.try_claim(me, owners) {
+        // A seal can be where nothing is published only once the queue is
+        // removed, once a producer sealed the segment full (it then links
+        // a successor), or on a large segment, which this consumer seals
+        // when drained: otherwise the producers' enqueue position is left
+        // alone (`MpmcRing::try_claim_in`). A producer that died between
+        // its seal and its link leaves Empty until the next one links.
+        let large = seg.number() > 0 && ring.geometry().capacity > self.base.capacity;
+        let sealable = removed
+            || large
+            || self.seen_sealed.get() == seg.number()
+            || seg.next_segment().load(Ordering::Acquire) != 0;
+        let claim = ring.try_claim_in(me, owners, sealable);
+        if matches!(claim, Err(PopError::Drained)) {
+            self.seen_sealed.set(seg.number());
+        }
+        match claim {
             Ok(claim) => {
                 let f = f.take().expect("the receive closure runs once");
                 ring.read(claim, f).map(Step::Got).map_err(|e| match e {
@@ -954,7 +975,29 @@ impl<S: SegmentStore> Chain<S> {
     /// over, a drained segment to leave): cheap, claims nothing. With
     /// `removed`, an empty queue is progress too (it gets closed).
     pub(crate) fn head(&self, owners: &impl Owners, removed: bool) -> bool {
-        match self.pop_seg.ring().head(owners) {
+        self.head_with(owners, removed, true)
+    }
+
+    /// [`head`](Self::head) for a waiter's hot polls: the segment's
+    /// `enqueue_pos` is read (to see it sealed) only once its successor is
+    /// linked, the way a producer's seal shows (`MpmcRing::head_polled`).
+    pub(crate) fn head_polled(&self, owners: &impl Owners, removed: bool) -> bool {
+        let linked = self.pop_seg.next_segment().load(Ordering::Acquire) != 0;
+        self.head_with(owners, removed, linked)
+    }
+
+    fn head_with(&self, owners: &impl Owners, removed: bool, seal: bool) -> bool {
+        let ring = self.pop_seg.ring();
+        let seal = seal || self.seen_sealed.get() == self.pop_seg.number();
+        let head = if seal {
+            ring.head(owners)
+        } else {
+            ring.head_polled(owners)
+        };
+        if head == Head::Drained {
+            self.seen_sealed.set(self.pop_seg.number());
+        }
+        match head {
             Head::Ready | Head::Drained => true,
             Head::Empty => removed,
         }

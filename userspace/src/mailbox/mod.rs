@@ -582,6 +582,23 @@ impl Mailbox {
         }
     }
 
+    /// [`has_message_now`](Self::has_message_now) for a waiter's hot
+    /// polls: a queue sealed at its head is seen through the removal flag
+    /// or a linked successor, without reading the producers' enqueue
+    /// position (`MpmcRing::head_polled`).
+    pub(crate) fn has_message_polled(&self) -> bool {
+        if self.ctl.map().truncated() {
+            return true;
+        }
+        match &self.queue {
+            Queue::Bounded(p) => {
+                p.ring().head_polled(&self.attached) != Head::Empty || self.removed()
+            }
+            Queue::Unbounded(c) => c.head_polled(&self.attached, self.removed()),
+            Queue::Zero(r) => r.rdv().sender_waiting() || self.removed(),
+        }
+    }
+
     /// Whether a send could make progress now, from memory alone.
     fn has_room_now(&self) -> bool {
         match &self.queue {

@@ -110,7 +110,8 @@ impl Mailbox {
         let got = match &mut self.queue {
             Queue::Bounded(p) => {
                 let ring = p.ring();
-                let mut claim = ring.try_claim(self.entry, &self.attached);
+                // Sealed only once removed (`removed` is marked first).
+                let mut claim = ring.try_claim_in(self.entry, &self.attached, removed);
                 if removed && matches!(claim, Err(PopError::Empty)) {
                     // Removed: seal, so that Empty and Drained tell exactly
                     // whether anything accepted is left.
@@ -219,11 +220,15 @@ impl Mailbox {
         fruitless: u32,
         alive: Alive<'_>,
     ) -> Waited {
-        let check = |m: &Mailbox| {
-            if receiving {
-                m.has_message_now()
-            } else {
+        // Hot polls leave the producers' enqueue position alone
+        // (`has_message_polled`); every clock tick looks at everything.
+        let check = |m: &Mailbox, tick: Tick| {
+            if !receiving {
                 m.has_room_now()
+            } else if tick == Tick::Poll {
+                m.has_message_polled()
+            } else {
+                m.has_message_now()
             }
         };
         let bell = if receiving {
@@ -238,7 +243,7 @@ impl Mailbox {
             .death(death)
             .fruitless(fruitless)
             .until(&mut policy, |tick, _| {
-                Ok::<_, Infallible>(if check(self) || self.peer_gone() {
+                Ok::<_, Infallible>(if check(self, tick) || self.peer_gone() {
                     Some(Waited::Ready)
                 } else if tick == Tick::Slice && !alive() {
                     Some(Waited::Abandoned)

@@ -421,6 +421,21 @@ impl<M: MpmcMem> MpmcRing<M> {
     /// progress (a hole whose producer is alive is not progress; one whose
     /// producer died is).
     pub(crate) fn head(&self, owners: &impl Owners) -> Head {
+        self.head_with(owners, true)
+    }
+
+    /// [`head`](Self::head) for a waiter's hot polls: where the head
+    /// slot's turn says nothing is there yet, it answers Empty without
+    /// reading `enqueue_pos`, whether sealed or not. That word is the
+    /// producers' (their claim moves it): a poll that read it would pull
+    /// its cache line away from them before every message, and a seal is
+    /// rare (a removal, or a full segment whose successor gets linked),
+    /// so the caller looks for it otherwise and on slower ticks.
+    pub(crate) fn head_polled(&self, owners: &impl Owners) -> Head {
+        self.head_with(owners, false)
+    }
+
+    fn head_with(&self, owners: &impl Owners, seal: bool) -> Head {
         let pos = self.mem.dequeue().load(Ordering::Acquire);
         if pos >= MAX_POS {
             return Head::Ready;
@@ -435,6 +450,9 @@ impl<M: MpmcMem> MpmcRing<M> {
         };
         if !waiting {
             return Head::Ready;
+        }
+        if !seal {
+            return Head::Empty;
         }
         match self.empty_or_drained(pos) {
             Ok(PopError::Drained) => Head::Drained,

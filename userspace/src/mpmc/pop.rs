@@ -23,6 +23,21 @@ impl<M: MpmcMem> MpmcRing<M> {
     /// taking back slots dead consumers held. The caller must pass the claim
     /// to [`read`](Self::read), which releases the slot.
     pub(crate) fn try_claim(&self, me: u32, owners: &impl Owners) -> Result<Claim, PopError> {
+        self.try_claim_in(me, owners, true)
+    }
+
+    /// [`try_claim`](Self::try_claim); `seal`: whether the ring may be
+    /// sealed where nothing is published yet. Without it, that case is
+    /// Empty without a look at `enqueue_pos`, the producers' word (a look
+    /// would take its cache line from them before every message), for a
+    /// caller that knows no seal can be there: a mailbox not removed, a
+    /// segment with no successor that its consumer does not seal.
+    pub(crate) fn try_claim_in(
+        &self,
+        me: u32,
+        owners: &impl Owners,
+        seal: bool,
+    ) -> Result<Claim, PopError> {
         let cap = self.cap();
         let mut pos = self.mem.dequeue().load(Ordering::Acquire);
         for _ in 0..MAX_ROUNDS {
@@ -83,18 +98,18 @@ impl<M: MpmcMem> MpmcRing<M> {
                 // its message is dropped, never half-delivered.
                 Turn::Writing { owner, pos: p } if p == pos => {
                     if !owners.dead(owner) {
-                        return Err(self.empty_or_drained(pos)?);
+                        return Err(self.nothing_at(pos, seal)?);
                     }
                     self.take_back(index, s).map_err(PopError::Corrupt)?;
                     continue;
                 }
                 // Not claimed by any producer yet.
-                Turn::Plain(t) if t == pos => return Err(self.empty_or_drained(pos)?),
+                Turn::Plain(t) if t == pos => return Err(self.nothing_at(pos, seal)?),
                 // The previous lap's message is still being read: if its
                 // consumer died, give the slot to this lap.
                 Turn::Reading { owner, pos: p } if Some(p) == previous => {
                     if !owners.dead(owner) {
-                        return Err(self.empty_or_drained(pos)?);
+                        return Err(self.nothing_at(pos, seal)?);
                     }
                     self.take_back(index, s).map_err(PopError::Corrupt)?;
                     continue;
@@ -234,6 +249,16 @@ impl<M: MpmcMem> MpmcRing<M> {
     }
 
     /// Empty, or drained if the ring is sealed at `pos`.
+    /// Nothing to take at `pos`: Empty, or (with `seal`) Drained if the
+    /// ring is sealed right there.
+    fn nothing_at(&self, pos: u64, seal: bool) -> Result<PopError, PopError> {
+        if seal {
+            self.empty_or_drained(pos)
+        } else {
+            Ok(PopError::Empty)
+        }
+    }
+
     pub(super) fn empty_or_drained(&self, pos: u64) -> Result<PopError, PopError> {
         let enq = self.mem.enqueue().load(Ordering::Acquire);
         let last = enq & !SEALED;
