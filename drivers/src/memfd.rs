@@ -107,7 +107,7 @@ pub(crate) fn create(dirs: &Dirs, name: &str, size: usize) -> Result<Region, Map
     })?;
     let label = PathBuf::from(format!("memfd:{}", file_name(name)));
     crate::access::apply(&file, &label, 0o600, None)?;
-    let map = region::size_and_map(&file, &label, size, BackingKind::MemfdHugetlb)?;
+    let map = region::size_and_map(&file, &label, size, BackingKind::MemfdHugetlb, false)?;
     mapping::seal_shrink(&file).map_err(|source| MapError::Memfd {
         name: name.to_owned(),
         source,

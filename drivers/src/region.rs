@@ -96,13 +96,14 @@ impl Region {
         }
     }
 
-    /// [`Region::create_with_access`], except that a region on 4 KiB pages
-    /// (/dev/shm) gets its memory allocated (so no later fault can fail)
-    /// but not faulted in: creating it costs microseconds per megabyte, and
-    /// its pages are cleared by whoever touches them first, or ahead of
-    /// time by [`Region::populate`]. For large regions made ahead of need
-    /// (the segments of an unbounded queue). Hugepage regions are
-    /// prefaulted as always.
+    /// [`Region::create_with_access`], except that the region's memory is
+    /// made sure of (so no later fault can fail: allocated on /dev/shm,
+    /// reserved on hugetlbfs) but not faulted in: creating it costs
+    /// microseconds per megabyte, and its pages are cleared by whoever
+    /// touches them first, or ahead of time by [`Region::populate`]. For
+    /// large regions made ahead of need (the segments of an unbounded
+    /// queue). A hugepage memfd (no hugetlbfs mount) is prefaulted as
+    /// always.
     pub fn create_deferred(
         name: &str,
         min_size: usize,
@@ -282,7 +283,7 @@ struct Share {
     /// Other users may use it: not in a memfd, and only in a hugetlbfs
     /// directory that lets them create files.
     shared: bool,
-    /// On 4 KiB pages: allocated, not prefaulted ([`Region::create_deferred`]).
+    /// Memory made sure of, not prefaulted ([`Region::create_deferred`]).
     defer: bool,
 }
 
@@ -501,13 +502,7 @@ fn create_file(
             },
         })?;
     let built = access::apply(&file, path, share.mode, share.gid)
-        .and_then(|()| {
-            if share.defer && kind == BackingKind::Shm {
-                size_and_map_deferred(&file, path, size)
-            } else {
-                size_and_map(&file, path, size, kind)
-            }
-        })
+        .and_then(|()| size_and_map(&file, path, size, kind, share.defer))
         .and_then(|map| {
             let meta = file.metadata().map_err(|source| MapError::Create {
                 path: path.to_owned(),
@@ -533,20 +528,33 @@ fn create_file(
 }
 
 /// Makes a new, empty `file` (its mode already set) `size` bytes long, and
-/// maps it prefaulted. `path` names it in errors.
+/// maps it prefaulted; with `defer`, its memory is only made sure of (on
+/// tmpfs allocated by `fallocate`; on hugetlbfs reserved by the mapping
+/// itself, as every shared hugetlbfs mapping is), so that no later fault
+/// can fail, and faulted in when touched ([`Region::create_deferred`]).
+/// `path` names it in errors.
 pub(crate) fn size_and_map(
     file: &File,
     path: &Path,
     size: usize,
     kind: BackingKind,
+    defer: bool,
 ) -> Result<Mapping, MapError> {
-    file.set_len(size as u64)
-        .map_err(|source| MapError::Resize {
-            path: path.to_owned(),
-            size: size as u64,
-            source,
-        })?;
-    Mapping::shared_populated(file, size).map_err(|source| {
+    let resize = |source| MapError::Resize {
+        path: path.to_owned(),
+        size: size as u64,
+        source,
+    };
+    file.set_len(size as u64).map_err(resize)?;
+    let mapped = if defer {
+        if kind == BackingKind::Shm {
+            Mapping::allocate(file, size).map_err(resize)?;
+        }
+        Mapping::shared_lazy(file, size)
+    } else {
+        Mapping::shared_populated(file, size)
+    };
+    mapped.map_err(|source| {
         let need = (size / HUGEPAGE_SIZE) as u64;
         match (kind.is_hugepage(), source.raw_os_error(), hugepages_free()) {
             (true, Some(libc::ENOMEM), Some(free)) if free >= need => MapError::HugepagesDenied {
@@ -565,23 +573,6 @@ pub(crate) fn size_and_map(
                 source,
             },
         }
-    })
-}
-
-/// Makes a new, empty /dev/shm `file` `size` bytes long with all its memory
-/// allocated, and maps it without faulting anything in.
-fn size_and_map_deferred(file: &File, path: &Path, size: usize) -> Result<Mapping, MapError> {
-    let resize = |source| MapError::Resize {
-        path: path.to_owned(),
-        size: size as u64,
-        source,
-    };
-    file.set_len(size as u64).map_err(resize)?;
-    Mapping::allocate(file, size).map_err(resize)?;
-    Mapping::shared_lazy(file, size).map_err(|source| MapError::Map {
-        path: path.to_owned(),
-        size,
-        source,
     })
 }
 
