@@ -466,6 +466,39 @@ const IN_PLACE_CHUNK: usize = 1024;
 /// The buffer for messages of at most this many bytes.
 const SMALL_CHUNK: usize = 64;
 
+/// A zeroed message buffer starting on a cache line, for every mechanism
+/// alike: a heap `Vec` starts wherever the allocator's history puts it
+/// (16-byte aligned), and copies of large messages between it and a slot
+/// run several percent slower or faster with that offset, which then
+/// changes from one build to the next for reasons that have nothing to do
+/// with the transport.
+pub(crate) struct AlignedBuf {
+    bytes: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl AlignedBuf {
+    pub(crate) fn new(len: usize) -> AlignedBuf {
+        let bytes = vec![0u8; len + 64];
+        let start = bytes.as_ptr().align_offset(64);
+        AlignedBuf { bytes, start, len }
+    }
+}
+
+impl std::ops::Deref for AlignedBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.bytes[self.start..self.start + self.len]
+    }
+}
+
+impl std::ops::DerefMut for AlignedBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.bytes[self.start..self.start + self.len]
+    }
+}
+
 /// Writes message `seq` in place into a slot of shared memory, a chunk at
 /// a time (no message-sized buffer, no reference into the slot).
 pub(crate) fn fill_shm(dst: &mut hwlink::ShmSliceMut<'_>, seq: u64) {

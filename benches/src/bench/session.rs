@@ -277,7 +277,7 @@ struct Session {
     ending: Arc<AtomicBool>,
     /// This thread's CPU mask before the session, restored after it.
     _pinned: Pinned,
-    buf: Vec<u8>,
+    buf: super::AlignedBuf,
 }
 
 /// The command that runs the peer: given the peer's arguments, returns a
@@ -318,7 +318,7 @@ impl Session {
         // end-of-file.
         drop(side.child_fds);
         let transport = side.transport;
-        let mut buf = vec![0u8; size];
+        let mut buf = super::AlignedBuf::new(size);
         fill(&mut buf, 0);
         let ending = Arc::new(AtomicBool::new(false));
         watch_peer(child.id(), mechanism, Arc::clone(&ending));
@@ -480,7 +480,7 @@ pub fn round_trip(
     launch: Launcher<'_>,
 ) -> Result<RoundTrips, BenchError> {
     let mut s = Session::start(mechanism, Workload::RoundTrip, size, 0, opts, launch)?;
-    let mut echo = vec![0u8; size];
+    let mut echo = super::AlignedBuf::new(size);
     let mut seq = 0u64;
     let mut one = |s: &mut Session, seq: u64| -> Result<(), BenchError> {
         s.buf[..8].copy_from_slice(&seq.to_le_bytes());
@@ -619,7 +619,7 @@ pub fn peer_main(args: &[String]) -> Result<(), BenchError> {
         return fanout::subscriber_main(&spec, k);
     }
     let mut t = open_child(&spec)?;
-    let mut buf = vec![0u8; spec.size];
+    let mut buf = super::AlignedBuf::new(spec.size);
     // Every message received; a stream counts and times those after its
     // warm-up.
     let mut received = 0u64;
