@@ -808,23 +808,25 @@ impl<S: SegmentStore> Chain<S> {
         removed: bool,
         f: impl FnOnce(ShmSlice<'_>, u32) -> R,
     ) -> Result<R, RecvError> {
-        self.try_pop(me, owners, removed, &mut Some(f))
+        self.try_pop(me, owners, removed, true, &mut Some(f))
     }
 
     /// [`try_pop_with`](Self::try_pop_with), with the closure taken out of
-    /// `f` only when a message is claimed.
+    /// `f` only when a message is claimed. Without `thorough`, a segment
+    /// where no seal can be is not looked at for one (see `pop_step`).
     pub(crate) fn try_pop<R>(
         &mut self,
         me: u32,
         owners: &impl Owners,
         removed: bool,
+        thorough: bool,
         f: &mut Option<impl FnOnce(ShmSlice<'_>, u32) -> R>,
     ) -> Result<R, RecvError> {
         // The clock is read only once a receive walks (never on a plain
         // pop or an empty ring).
         let mut start = None;
         while self.walked < MAX_WALK {
-            match self.pop_step(me, owners, removed, f) {
+            match self.pop_step(me, owners, removed, thorough, f) {
                 Ok(Step::Again) => {
                     self.walked = self.walked.saturating_add(1);
                     start.get_or_insert_with(std::time::Instant::now);
@@ -861,6 +863,7 @@ impl<S: SegmentStore> Chain<S> {
         me: u32,
         owners: &impl Owners,
         removed: bool,
+        thorough: bool,
         f: &mut Option<impl FnOnce(ShmSlice<'_>, u32) -> R>,
     ) -> Result<Step<R>, RecvError> {
         let seg = self.pop_seg.clone();
@@ -869,10 +872,13 @@ impl<S: SegmentStore> Chain<S> {
         // removed, once a producer sealed the segment full (it then links
         // a successor), or on a large segment, which this consumer seals
         // when drained: otherwise the producers' enqueue position is left
-        // alone (`MpmcRing::try_claim_in`). A producer that died between
-        // its seal and its link leaves Empty until the next one links.
+        // alone (`MpmcRing::try_claim_in`), unless the caller asks for a
+        // thorough look (a try, or a receive after a wait that said it
+        // can make progress: a seal left by a producer that died before
+        // its link, or a corrupt word, is then found).
         let large = seg.number() > 0 && ring.geometry().capacity > self.base.capacity;
         let sealable = removed
+            || thorough
             || large
             || self.seen_sealed.get() == seg.number()
             || seg.next_segment().load(Ordering::Acquire) != 0;

@@ -95,9 +95,14 @@ impl Mailbox {
     typed_send_forms!(send_deadline());
 
     /// One attempt. `f` is consumed only when a message is received.
+    /// `thorough`: where nothing is published, look at the producers'
+    /// enqueue position even where no seal can be (a corrupt one is then
+    /// reported): every attempt but a blocking receive's first, which
+    /// leaves that word to the producers (`MpmcRing::try_claim_in`).
     pub(super) fn try_recv_raw<R>(
         &mut self,
         f: &mut Option<impl FnOnce(ShmSlice<'_>, u32) -> R>,
+        thorough: bool,
     ) -> Result<R, RecvError> {
         if !self.can(HWL_ACCESS_RECV) {
             return Err(RecvError::Disconnected);
@@ -111,7 +116,7 @@ impl Mailbox {
             Queue::Bounded(p) => {
                 let ring = p.ring();
                 // Sealed only once removed (`removed` is marked first).
-                let mut claim = ring.try_claim_in(self.entry, &self.attached, removed);
+                let mut claim = ring.try_claim_in(self.entry, &self.attached, removed || thorough);
                 if removed && matches!(claim, Err(PopError::Empty)) {
                     // Removed: seal, so that Empty and Drained tell exactly
                     // whether anything accepted is left.
@@ -128,7 +133,7 @@ impl Mailbox {
                     PopError::Corrupt(c) => RecvError::Corrupt(c),
                 })
             }
-            Queue::Unbounded(c) => c.try_pop(self.entry, &self.attached, removed, f),
+            Queue::Unbounded(c) => c.try_pop(self.entry, &self.attached, removed, thorough, f),
             Queue::Zero(r) => {
                 let f = take(f);
                 match r.rdv().try_recv_with(|m| f(m, 0)).map_err(rdv_recv_error) {
@@ -190,13 +195,18 @@ impl Mailbox {
         let mut f = Some(f);
         let mut fruitless = 0u32;
         let mut abandoned = false;
+        // A blocking receive's first attempt leaves the producers' word
+        // alone; after a wait (which said a receive can make progress, a
+        // corrupt word included) every attempt looks at everything.
+        let mut thorough = !block;
         loop {
-            match self.try_recv_raw(&mut f) {
+            match self.try_recv_raw(&mut f, thorough) {
                 Ok(v) => return Ok(v),
                 Err(RecvError::Empty) if abandoned => return Err(RecvError::Disconnected),
                 Err(RecvError::Empty) if block && f.is_some() => {}
                 Err(e) => return Err(e),
             }
+            thorough = true;
             match self.wait_for(true, deadline, fruitless, alive) {
                 Waited::Ready => {}
                 Waited::TimedOut => return Err(RecvError::Timeout),
