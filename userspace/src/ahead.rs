@@ -163,11 +163,12 @@ impl<Seg: Segment> Spares<Seg> {
     /// For a send that found the newest segment full with no offer to
     /// take: if this handle's preparation is running and has not offered
     /// its segment yet, waits for it (bounded; true); if one is only
-    /// queued, withdraws the ask (the send makes the segment itself, and
-    /// nothing is made twice).
+    /// queued, or the running one only faults in an offer already taken,
+    /// withdraws the ask (the send makes the segment itself, and nothing
+    /// is made twice).
     pub(crate) fn wait_running(&self) -> bool {
         let mut st = self.lock();
-        if st.job != Job::Running {
+        if st.job != Job::Running || st.offered {
             st.target = None;
             return false;
         }
