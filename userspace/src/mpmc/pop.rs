@@ -248,7 +248,6 @@ impl<M: MpmcMem> MpmcRing<M> {
         Ok(out)
     }
 
-    /// Empty, or drained if the ring is sealed at `pos`.
     /// Nothing to take at `pos`: Empty, or (with `seal`) Drained if the
     /// ring is sealed right there.
     fn nothing_at(&self, pos: u64, seal: bool) -> Result<PopError, PopError> {
@@ -259,6 +258,7 @@ impl<M: MpmcMem> MpmcRing<M> {
         }
     }
 
+    /// Empty, or drained if the ring is sealed at `pos`.
     pub(super) fn empty_or_drained(&self, pos: u64) -> Result<PopError, PopError> {
         let enq = self.mem.enqueue().load(Ordering::Acquire);
         let last = enq & !SEALED;
