@@ -120,8 +120,10 @@ trap 'echo "aarch64 under qemu-user: the build FAILED (see above)"; cleanup; rm 
 if [ "${1:-}" = --workspace ]; then
 	"${cargo_arm[@]}" build -q "${build[@]}" --profile test --workspace --all-targets "${features[@]}"
 fi
-"${cargo_arm[@]}" build -q "${build[@]}" --profile test -p hwlink-cli
-"${cargo_arm[@]}" build -q "${build[@]}" --profile test -p hwlink --examples --features tokio \
+# All three builds take the same features, so that the hwlink library (and
+# everything under it) is compiled once for them, not once per feature set.
+"${cargo_arm[@]}" build -q "${build[@]}" --profile test -p hwlink-cli "${features[@]}"
+"${cargo_arm[@]}" build -q "${build[@]}" --profile test -p hwlink --examples "${features[@]}" \
 	--message-format=json-render-diagnostics >"$json"
 # Examples are built as plain binaries; test executables have "test":true.
 mapfile -t example_exes < <(grep -o '"executable":"[^"]*"' "$json" | cut -d'"' -f4 | sort -u)
