@@ -45,7 +45,7 @@ pub(crate) struct SegMem {
 #[derive(Clone)]
 pub(crate) struct MemRef(Arc<SegMem>);
 
-/// A zero-filled ring of `cap` slots (call `MpmcRing::init` on it).
+/// A zero-filled ring of `cap` slots: a new, empty ring (hw/SPEC.md §9).
 pub(crate) fn cell_mem(cap: usize) -> MemRef {
     MemRef(Arc::new(SegMem {
         enq: AtomicU64::new(0),
@@ -331,6 +331,34 @@ mod heap {
                 .unwrap(),
             msg(1, 6)
         );
+    }
+
+    /// A corrupt enqueue position where nothing is published: a blocking
+    /// receive's first attempt and a waiter's hot polls leave that word
+    /// alone and find the queue empty; a full look (a waiter's clock tick,
+    /// any attempt after a wait) reports it, so a blocking receive ends
+    /// with the error instead of being woken again and again.
+    #[test]
+    fn a_corrupt_enqueue_position_is_found_by_a_thorough_look() {
+        let store = queue(2, u64::MAX);
+        let mut rx = handle(&store, 2);
+        let first = store.0.segments.lock().unwrap()[&0].clone();
+        first
+            .ring
+            .mem()
+            .enqueue()
+            .store(u64::MAX >> 1, Ordering::Relaxed);
+        assert!(!rx.head_polled(&(), false));
+        assert!(rx.head(&(), false), "a full look says a receive can act");
+        let mut f = Some(|_: ShmSlice<'_>, _: u32| ());
+        assert_eq!(
+            rx.try_pop(CONSUMER, &(), false, false, &mut f),
+            Err(RecvError::Empty)
+        );
+        assert!(matches!(
+            rx.try_pop(CONSUMER, &(), false, true, &mut f),
+            Err(RecvError::Corrupt(_))
+        ));
     }
 
     #[test]

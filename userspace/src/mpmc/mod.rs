@@ -404,6 +404,13 @@ impl<M: MpmcMem> MpmcRing<M> {
         }
     }
 
+    /// Where the ring's words live (tests write them as a hostile process
+    /// would).
+    #[cfg(test)]
+    pub(crate) fn mem(&self) -> &M {
+        &self.mem
+    }
+
     pub(crate) fn geometry(&self) -> &MpmcGeometry {
         &self.geometry
     }
