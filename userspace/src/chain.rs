@@ -981,27 +981,17 @@ impl<S: SegmentStore> Chain<S> {
 
     /// Whether a receive could make progress now (a message, a hole to step
     /// over, a drained segment to leave): cheap, claims nothing. With
-    /// `removed`, an empty queue is progress too (it gets closed).
-    pub(crate) fn head(&self, owners: &impl Owners, removed: bool) -> bool {
-        self.head_with(owners, removed, true)
-    }
-
-    /// [`head`](Self::head) for a waiter's hot polls: the segment's
-    /// `enqueue_pos` is read (to see it sealed) only once its successor is
-    /// linked, the way a producer's seal shows (`MpmcRing::head_polled`).
-    pub(crate) fn head_polled(&self, owners: &impl Owners, removed: bool) -> bool {
-        let linked = self.pop_seg.next_segment().load(Ordering::Acquire) != 0;
-        self.head_with(owners, removed, linked)
-    }
-
-    fn head_with(&self, owners: &impl Owners, removed: bool, seal: bool) -> bool {
+    /// `removed`, an empty queue is progress too (it gets closed). Without
+    /// `thorough` (a waiter's hot polls), the segment's `enqueue_pos` is
+    /// read (to see it sealed) only once its successor is linked, the way a
+    /// producer's seal shows, or once this handle saw it sealed
+    /// (`MpmcRing::head_in`).
+    pub(crate) fn head_in(&self, owners: &impl Owners, removed: bool, thorough: bool) -> bool {
         let ring = self.pop_seg.ring();
-        let seal = seal || self.seen_sealed.get() == self.pop_seg.number();
-        let head = if seal {
-            ring.head(owners)
-        } else {
-            ring.head_polled(owners)
-        };
+        let seal = thorough
+            || self.seen_sealed.get() == self.pop_seg.number()
+            || self.pop_seg.next_segment().load(Ordering::Acquire) != 0;
+        let head = ring.head_in(owners, seal);
         if head == Head::Drained {
             self.seen_sealed.set(self.pop_seg.number());
         }

@@ -348,8 +348,11 @@ mod heap {
             .mem()
             .enqueue()
             .store(u64::MAX >> 1, Ordering::Relaxed);
-        assert!(!rx.head_polled(&(), false));
-        assert!(rx.head(&(), false), "a full look says a receive can act");
+        assert!(!rx.head_in(&(), false, false));
+        assert!(
+            rx.head_in(&(), false, true),
+            "a full look says a receive can act"
+        );
         let mut f = Some(|_: ShmSlice<'_>, _: u32| ());
         assert_eq!(
             rx.try_pop(CONSUMER, &(), false, false, &mut f),

@@ -77,9 +77,9 @@ mod heap {
             Err(PopError::Empty),
             "the owner may still write"
         );
-        assert_eq!(ring.head(&()), Head::Empty);
+        assert_eq!(ring.head_in(&(), true), Head::Empty);
         let dead = |o: u32| o == 3;
-        assert_eq!(ring.head(&dead), Head::Ready);
+        assert_eq!(ring.head_in(&dead, true), Head::Ready);
         let got = ring.try_pop_with(CONSUMER, &dead, |b, s| (b.to_vec(), s));
         assert_eq!(got, Ok((b"b1".to_vec(), 5)));
         assert_eq!(pop(&ring).unwrap().0, b"b2");
@@ -170,7 +170,7 @@ mod heap {
         ring.seal();
         assert_eq!(pop(&ring).unwrap().0, b"a");
         assert_eq!(pop(&ring), Err(PopError::Drained));
-        assert_eq!(ring.head(&()), Head::Drained);
+        assert_eq!(ring.head_in(&(), true), Head::Drained);
     }
 
     /// A zero-filled ring is a new one, and turns are stored XOR the
@@ -286,7 +286,7 @@ mod heap {
             ));
             assert!(matches!(pop(&ring), Err(PopError::Corrupt(_))));
             assert_eq!(
-                ring.head(&()),
+                ring.head_in(&(), true),
                 Head::Ready,
                 "a corrupt head is reported, not waited on"
             );

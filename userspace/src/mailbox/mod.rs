@@ -572,29 +572,22 @@ impl Mailbox {
     /// message, a hole to step over, the end of a removed queue): what
     /// waiters and `recv_any` poll.
     pub(crate) fn has_message_now(&self) -> bool {
-        if self.ctl.map().truncated() {
-            return true;
-        }
-        match &self.queue {
-            Queue::Bounded(p) => p.ring().head(&self.attached) != Head::Empty || self.removed(),
-            Queue::Unbounded(c) => c.head(&self.attached, self.removed()),
-            Queue::Zero(r) => r.rdv().sender_waiting() || self.removed(),
-        }
+        self.has_message(true)
     }
 
-    /// [`has_message_now`](Self::has_message_now) for a waiter's hot
-    /// polls: a queue sealed at its head is seen through the removal flag
-    /// or a linked successor, without reading the producers' enqueue
-    /// position (`MpmcRing::head_polled`).
-    pub(crate) fn has_message_polled(&self) -> bool {
+    /// [`has_message_now`](Self::has_message_now); without `thorough` (a
+    /// waiter's hot polls), a queue sealed at its head is seen through the
+    /// removal flag or a linked successor, without reading the producers'
+    /// enqueue position (`MpmcRing::head_in`).
+    pub(crate) fn has_message(&self, thorough: bool) -> bool {
         if self.ctl.map().truncated() {
             return true;
         }
         match &self.queue {
             Queue::Bounded(p) => {
-                p.ring().head_polled(&self.attached) != Head::Empty || self.removed()
+                p.ring().head_in(&self.attached, thorough) != Head::Empty || self.removed()
             }
-            Queue::Unbounded(c) => c.head_polled(&self.attached, self.removed()),
+            Queue::Unbounded(c) => c.head_in(&self.attached, self.removed(), thorough),
             Queue::Zero(r) => r.rdv().sender_waiting() || self.removed(),
         }
     }

@@ -230,15 +230,13 @@ impl Mailbox {
         fruitless: u32,
         alive: Alive<'_>,
     ) -> Waited {
-        // Hot polls leave the producers' enqueue position alone
-        // (`has_message_polled`); every clock tick looks at everything.
+        // Hot polls leave the producers' enqueue position alone; every
+        // clock tick looks at everything (`has_message`).
         let check = |m: &Mailbox, tick: Tick| {
-            if !receiving {
-                m.has_room_now()
-            } else if tick == Tick::Poll {
-                m.has_message_polled()
+            if receiving {
+                m.has_message(tick != Tick::Poll)
             } else {
-                m.has_message_now()
+                m.has_room_now()
             }
         };
         let bell = if receiving {

@@ -426,23 +426,15 @@ impl<M: MpmcMem> MpmcRing<M> {
     /// What a receive would find now, without changing anything: for
     /// waiters, whose sleep must end exactly when a receive can make
     /// progress (a hole whose producer is alive is not progress; one whose
-    /// producer died is).
-    pub(crate) fn head(&self, owners: &impl Owners) -> Head {
-        self.head_with(owners, true)
-    }
-
-    /// [`head`](Self::head) for a waiter's hot polls: where the head
-    /// slot's turn says nothing is there yet, it answers Empty without
-    /// reading `enqueue_pos`, whether sealed or not. That word is the
+    /// producer died is). Without `seal` (a waiter's hot polls), where
+    /// the head slot's turn says nothing is there yet, it answers Empty
+    /// without reading `enqueue_pos`, sealed or not. That word is the
     /// producers' (their claim moves it): a poll that read it would pull
     /// its cache line away from them before every message, and a seal is
     /// rare (a removal, or a full segment whose successor gets linked),
-    /// so the caller looks for it otherwise and on slower ticks.
-    pub(crate) fn head_polled(&self, owners: &impl Owners) -> Head {
-        self.head_with(owners, false)
-    }
-
-    fn head_with(&self, owners: &impl Owners, seal: bool) -> Head {
+    /// so the caller looks for it otherwise and on slower ticks (as
+    /// [`try_claim_in`](Self::try_claim_in) does).
+    pub(crate) fn head_in(&self, owners: &impl Owners, seal: bool) -> Head {
         let pos = self.mem.dequeue().load(Ordering::Acquire);
         if pos >= MAX_POS {
             return Head::Ready;
