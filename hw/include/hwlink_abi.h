@@ -24,7 +24,7 @@
 
 /* "HWLINK" followed by 0x00 0x01, read as a little-endian u64. */
 #define HWL_REGION_MAGIC 0x01004b4e494c5748ULL
-#define HWL_ABI_VERSION 5
+#define HWL_ABI_VERSION 6
 
 /* On device memory (an ivshmem BAR), regions lie back to back from offset 0,
  * each followed by the next at offset + total_size. A creator claims the
@@ -266,6 +266,11 @@ struct hwl_slot {
  * producers for good; the rest of the word is then the final position.
  */
 #define HWL_MPMC_SEALED (1ULL << 63)    /* in enqueue_pos: no more messages */
+/* hwl_mpmc_ring.flags: one producer and one consumer (a direction of a
+ * domain link): the solo protocol of hw/SPEC.md §9, "Solo rings", in which nobody
+ * holds a slot, the consumer never writes a slot, and dequeue_pos moves
+ * after the message is read. Every segment of a queue has the same. */
+#define HWL_MPMC_SOLO (1U << 0)
 #define HWL_MPMC_SLOT_HDR_SIZE 16       /* sizeof(struct hwl_mpmc_slot) */
 #define HWL_MPMC_POS_LIMIT (1ULL << 56) /* positions (and turns) stay below */
 
@@ -289,7 +294,7 @@ struct hwl_mpmc_ring {
 	__u32 capacity;     /* slots, a power of two */
 	__u32 slot_size;    /* most payload bytes in one slot */
 	__u32 slot_stride;  /* bytes per slot, header included, multiple of 64 */
-	__u32 flags;        /* reserved, zero */
+	__u32 flags;        /* HWL_MPMC_SOLO or zero; other bits reserved */
 	__u64 slots_offset; /* from the start of this struct, multiple of 64 */
 	__u64 segment;      /* this ring's segment number in its queue (0: first) */
 	__u64 next_segment; /* segment that follows this one, 0: none yet; set once */

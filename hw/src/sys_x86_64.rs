@@ -3,7 +3,7 @@
 // facts against literal numbers and against the C compiler.
 
 pub const HWL_REGION_MAGIC: u64 = 72140393647200072;
-pub const HWL_ABI_VERSION: u32 = 5;
+pub const HWL_ABI_VERSION: u32 = 6;
 pub const HWL_REGION_CLAIMED: u64 = 5569054210022725448;
 pub const HWL_CACHELINE: u32 = 64;
 pub const HWL_REGION_HDR_SIZE: u32 = 4096;
@@ -44,6 +44,7 @@ pub const HWL_PROCESS_OWNER_DIED: u32 = 1073741824;
 pub const HWL_PROCESS_TID_MASK: u32 = 1073741823;
 pub const HWL_PROCESS_WAITERS: u32 = 2147483648;
 pub const HWL_MPMC_SEALED: i64 = -9223372036854775808;
+pub const HWL_MPMC_SOLO: u32 = 1;
 pub const HWL_MPMC_SLOT_HDR_SIZE: u32 = 16;
 pub const HWL_MPMC_POS_LIMIT: u64 = 72057594037927936;
 pub const HWL_MPMC_SEQ_TAG_MASK: i64 = -4611686018427387904;
@@ -534,7 +535,7 @@ pub struct hwl_mpmc_ring {
     pub slot_size: __u32,
     /// bytes per slot, header included, multiple of 64
     pub slot_stride: __u32,
-    /// reserved, zero
+    /// HWL_MPMC_SOLO or zero; other bits reserved
     pub flags: __u32,
     /// from the start of this struct, multiple of 64
     pub slots_offset: __u64,

@@ -268,7 +268,7 @@ fn expected_constants() -> Vec<(&'static str, u64, u64)> {
             0x4d49_414c_434c_5748,
             HWL_REGION_CLAIMED,
         ),
-        ("HWL_ABI_VERSION", 5, HWL_ABI_VERSION.into()),
+        ("HWL_ABI_VERSION", 6, HWL_ABI_VERSION.into()),
         ("HWL_RING_PACKED", 1, HWL_RING_PACKED.into()),
         ("HWL_RECORD_UNIT", 16, HWL_RECORD_UNIT.into()),
         ("HWL_RECORD_PAD", 0xFFFF_FFFF, HWL_RECORD_PAD.into()),
@@ -329,6 +329,7 @@ fn expected_constants() -> Vec<(&'static str, u64, u64)> {
         ("HWL_OBJ_MPMC_RING", 2, HWL_OBJ_MPMC_RING.into()),
         ("HWL_OBJ_MAILBOX", 4, HWL_OBJ_MAILBOX.into()),
         ("HWL_MPMC_SEALED", 1 << 63, HWL_MPMC_SEALED as u64),
+        ("HWL_MPMC_SOLO", 1, HWL_MPMC_SOLO.into()),
         ("HWL_MPMC_SLOT_HDR_SIZE", 16, HWL_MPMC_SLOT_HDR_SIZE.into()),
         ("HWL_MPMC_POS_LIMIT", 1 << 56, HWL_MPMC_POS_LIMIT),
         (

@@ -486,6 +486,16 @@ impl<S: SegmentStore> Chain<S> {
                 )
                 .into());
             }
+            // One protocol for the whole queue: a segment made solo where
+            // the first ring is not (or not where it is) is not ours.
+            if g.solo != self.base.solo {
+                return Err(Corruption::new(
+                    "segment solo flag",
+                    g.solo.into(),
+                    self.base.solo.into(),
+                )
+                .into());
+            }
             let max = max_capacity(self.base.stride).max(self.base.capacity);
             if g.capacity > max {
                 return Err(
@@ -564,15 +574,20 @@ impl<S: SegmentStore> Chain<S> {
         owners: &impl Owners,
     ) -> Result<(), SendError<()>> {
         for _ in 0..MAX_STEPS {
-            let seg = self.push_seg.clone();
-            let pushed = seg.ring().try_push(msg, me, owners);
-            match pushed {
-                Ok(()) => {
-                    if self.ahead.is_some() && self.asked != Some(seg.number()) {
-                        self.maybe_prepare(&seg);
-                    }
-                    return Ok(());
+            // The common case borrows the segment: no reference count is
+            // touched, since a locked instruction right after the copy
+            // would wait for the slot's cache line to arrive.
+            let pushed = self.push_seg.ring().try_push(msg, me, owners);
+            if pushed.is_ok() {
+                if self.ahead.is_some() && self.asked != Some(self.push_seg.number()) {
+                    let seg = self.push_seg.clone();
+                    self.maybe_prepare(&seg);
                 }
+                return Ok(());
+            }
+            let seg = self.push_seg.clone();
+            match pushed {
+                Ok(()) => unreachable!("handled above"),
                 Err(PushError::TooLarge) => {
                     return Err(SendError::TooLarge {
                         msg: (),
@@ -868,8 +883,11 @@ impl<S: SegmentStore> Chain<S> {
         thorough: bool,
         f: &mut Option<impl FnOnce(ShmSlice<'_>, u32) -> R>,
     ) -> Result<Step<R>, RecvError> {
-        let seg = self.pop_seg.clone();
-        let ring = seg.ring();
+        // A message, or nothing yet, is the common case: the segment is
+        // borrowed, not cloned (a locked instruction on the reference
+        // count would wait for the stores of the send before).
+        let ring = self.pop_seg.ring();
+        let number = self.pop_seg.number();
         // A seal can be where nothing is published only once the queue is
         // removed, once a producer sealed the segment full (it then links
         // a successor), or on a large segment, which this consumer seals
@@ -878,28 +896,25 @@ impl<S: SegmentStore> Chain<S> {
         // thorough look (a try, or a receive after a wait that said it
         // can make progress: a seal left by a producer that died before
         // its link, or a corrupt word, is then found).
-        let large = seg.number() > 0 && ring.geometry().capacity > self.base.capacity;
+        let large = number > 0 && ring.geometry().capacity > self.base.capacity;
         let sealable = removed
             || thorough
             || large
-            || self.seen_sealed.get() == seg.number()
-            || seg.next_segment().load(Ordering::Acquire) != 0;
+            || self.seen_sealed.get() == number
+            || self.pop_seg.next_segment().load(Ordering::Acquire) != 0;
         let claim = ring.try_claim_in(me, owners, sealable);
-        if matches!(claim, Err(PopError::Drained)) {
-            self.seen_sealed.set(seg.number());
-        }
         match claim {
             Ok(claim) => {
                 let f = f.take().expect("the receive closure runs once");
-                ring.read(claim, f).map(Step::Got).map_err(|e| match e {
+                return ring.read(claim, f).map(Step::Got).map_err(|e| match e {
                     PopError::Corrupt(c) => RecvError::Corrupt(c),
                     PopError::Empty | PopError::Drained => RecvError::Empty,
-                })
+                });
             }
-            Err(PopError::Corrupt(c)) => Err(RecvError::Corrupt(c)),
+            Err(PopError::Corrupt(c)) => return Err(RecvError::Corrupt(c)),
             Err(PopError::Empty) => {
-                let next = seg.next_segment().load(Ordering::Acquire);
-                let large = seg.number() > 0
+                let next = self.pop_seg.next_segment().load(Ordering::Acquire);
+                let large = number > 0
                     && ring.geometry().capacity > self.base.capacity
                     && ring.len().is_ok_and(|n| n == 0);
                 if removed || (next == 0 && large) {
@@ -910,53 +925,53 @@ impl<S: SegmentStore> Chain<S> {
                     ring.seal();
                     return Ok(Step::Again);
                 }
-                Err(RecvError::Empty)
+                return Err(RecvError::Empty);
             }
-            Err(PopError::Drained) => {
-                match seg.next_segment().load(Ordering::Acquire) {
-                    CLOSED => Err(RecvError::Disconnected),
-                    0 if removed => {
-                        // Nothing may follow: close the link, unless a
-                        // producer linked a segment first.
-                        let _ = seg.next_segment().compare_exchange(
-                            0,
-                            CLOSED,
-                            Ordering::AcqRel,
-                            Ordering::Acquire,
-                        );
-                        Ok(Step::Again)
-                    }
-                    0 => {
-                        // Sealed to be given back: link a small successor
-                        // (its bytes count against those of this one). If
-                        // even that fails, a producer links one later.
-                        match self.grow(&*seg, Size::Small, seg.bytes()) {
-                            Ok(linked) => {
-                                if let Some(small) = linked {
-                                    // An offer made while the queue grew
-                                    // can no longer follow the small one:
-                                    // give its memory back too.
-                                    discard_stale(&self.store, small.number());
-                                }
-                                Ok(Step::Again)
-                            }
-                            Err(SendError::Corrupt(c)) => Err(RecvError::Corrupt(c)),
-                            Err(_) => Err(RecvError::Empty),
-                        }
-                    }
-                    next => {
-                        let succ = self.successor(&seg, next, Restart::Head)?;
-                        self.retire(&*seg, succ.number());
-                        // Ours first, so that the handle's is the last.
-                        drop(seg);
-                        let old = std::mem::replace(&mut self.pop_seg, succ);
-                        match &self.ahead {
-                            Some(spares) => spares.dispose(old),
-                            None => drop(old),
+            Err(PopError::Drained) => self.seen_sealed.set(number),
+        }
+        let seg = self.pop_seg.clone();
+        match seg.next_segment().load(Ordering::Acquire) {
+            CLOSED => Err(RecvError::Disconnected),
+            0 if removed => {
+                // Nothing may follow: close the link, unless a
+                // producer linked a segment first.
+                let _ = seg.next_segment().compare_exchange(
+                    0,
+                    CLOSED,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                );
+                Ok(Step::Again)
+            }
+            0 => {
+                // Sealed to be given back: link a small successor
+                // (its bytes count against those of this one). If
+                // even that fails, a producer links one later.
+                match self.grow(&*seg, Size::Small, seg.bytes()) {
+                    Ok(linked) => {
+                        if let Some(small) = linked {
+                            // An offer made while the queue grew
+                            // can no longer follow the small one:
+                            // give its memory back too.
+                            discard_stale(&self.store, small.number());
                         }
                         Ok(Step::Again)
                     }
+                    Err(SendError::Corrupt(c)) => Err(RecvError::Corrupt(c)),
+                    Err(_) => Err(RecvError::Empty),
                 }
+            }
+            next => {
+                let succ = self.successor(&seg, next, Restart::Head)?;
+                self.retire(&*seg, succ.number());
+                // Ours first, so that the handle's is the last.
+                drop(seg);
+                let old = std::mem::replace(&mut self.pop_seg, succ);
+                match &self.ahead {
+                    Some(spares) => spares.dispose(old),
+                    None => drop(old),
+                }
+                Ok(Step::Again)
             }
         }
     }

@@ -163,13 +163,28 @@ fn geometry(capacity: u32) -> MpmcGeometry {
         capacity,
         slot_size: SLOT as u32,
         stride: 64,
+        solo: false,
+    }
+}
+
+/// The geometry of a solo chain's segments (one producer, one consumer:
+/// a direction of a domain link, SPEC §9, "Solo rings").
+fn solo(capacity: u32) -> MpmcGeometry {
+    MpmcGeometry {
+        solo: true,
+        ..geometry(capacity)
     }
 }
 
 /// A queue whose first segment has `capacity` slots, limited to `limit`
 /// bytes (segment bytes are capacity * 64).
 fn queue(capacity: u32, limit: u64) -> HeapStore {
-    let first = new_segment(0, &geometry(capacity));
+    queue_of(geometry(capacity), limit)
+}
+
+/// A queue whose first segment has geometry `first`.
+fn queue_of(first: MpmcGeometry, limit: u64) -> HeapStore {
+    let first = new_segment(0, &first);
     HeapStore(Arc::new(Shared {
         bytes: AtomicU64::new(first.bytes()),
         last: AtomicU64::new(0),
@@ -182,7 +197,11 @@ fn queue(capacity: u32, limit: u64) -> HeapStore {
 }
 
 fn handle(store: &HeapStore, capacity: u32) -> Chain<HeapStore> {
-    Chain::new(store.clone(), geometry(capacity))
+    handle_of(store, geometry(capacity))
+}
+
+fn handle_of(store: &HeapStore, base: MpmcGeometry) -> Chain<HeapStore> {
+    Chain::new(store.clone(), base)
         .map_err(|e| format!("{e:?}"))
         .unwrap()
 }
@@ -401,6 +420,107 @@ mod heap {
             rx.try_pop_with(CONSUMER, &(), false, |_, _| ()),
             Err(RecvError::Corrupt(_))
         ));
+    }
+
+    /// A solo chain (one producer, one consumer) grows through full
+    /// segments, gives a drained large one back by linking a small one,
+    /// and refuses a segment of the other protocol.
+    #[test]
+    fn solo_chain_grows_gives_back_and_refuses_a_foreign_segment() {
+        let store = queue_of(solo(2), u64::MAX);
+        let mut tx = handle_of(&store, solo(2));
+        let mut rx = handle_of(&store, solo(2));
+        for i in 0..100 {
+            tx.try_push(&msg(1, i), 1, &()).unwrap();
+        }
+        for i in 0..100 {
+            let got = rx.try_pop_with(CONSUMER, &(), false, |b, _| b.to_vec());
+            assert_eq!(got.unwrap(), msg(1, i));
+        }
+        assert_eq!(
+            rx.try_pop_with(CONSUMER, &(), false, |b, _| b.to_vec()),
+            Err(RecvError::Empty)
+        );
+        assert_books(&store);
+        // Segment 0 and one small segment: 2 + 2 slots of 64 bytes.
+        assert_eq!(store.0.bytes.load(Ordering::Relaxed), 4 * 64);
+        for seg in store.0.segments.lock().unwrap().values() {
+            assert!(seg.ring.geometry().solo, "segment {}", seg.number);
+        }
+        tx.try_push(&msg(2, 0), 2, &()).unwrap();
+        assert_eq!(
+            rx.try_pop_with(CONSUMER, &(), false, |b, _| b.to_vec())
+                .unwrap(),
+            msg(2, 0)
+        );
+
+        // A multi-producer segment linked into a solo chain (as a hostile
+        // or mismatched peer would make it): an error, not a protocol mix.
+        let store = queue_of(solo(2), u64::MAX);
+        let mut tx = handle_of(&store, solo(2));
+        let mut rx = handle_of(&store, solo(2));
+        tx.try_push(&msg(1, 0), 1, &()).unwrap();
+        let first = store.0.segments.lock().unwrap()[&0].clone();
+        store
+            .0
+            .segments
+            .lock()
+            .unwrap()
+            .insert(1, new_segment(1, &geometry(2)));
+        store.0.last.store(1, Ordering::Relaxed);
+        first.next.store(1, Ordering::Relaxed);
+        first.ring.seal();
+        rx.try_pop_with(CONSUMER, &(), false, |_, _| ()).unwrap();
+        assert!(matches!(
+            rx.try_pop_with(CONSUMER, &(), false, |_, _| ()),
+            Err(RecvError::Corrupt(c)) if c.what.contains("solo")
+        ));
+        assert!(matches!(
+            tx.try_push(&msg(1, 1), 1, &()),
+            Err(SendError::Corrupt(c)) if c.what.contains("solo")
+        ));
+    }
+
+    /// One producer and one consumer thread through a solo chain that
+    /// keeps growing, giving back and retiring: each message exactly once,
+    /// in order.
+    #[test]
+    fn solo_threads_exactly_once_in_order_across_segments() {
+        let per = if cfg!(miri) { 60u32 } else { 200_000u32 };
+        let store = queue_of(solo(2), u64::MAX);
+        let producer = {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let mut tx = handle_of(&store, solo(2));
+                for i in 0..per {
+                    tx.try_push(&msg(1, i), 1, &()).unwrap();
+                    if i % 1000 == 999 {
+                        // Let the consumer catch up now and then, so that
+                        // large segments drain and are given back.
+                        std::thread::yield_now();
+                    }
+                }
+            })
+        };
+        let mut rx = handle_of(&store, solo(2));
+        let mut next = 0u32;
+        while next < per {
+            match rx.try_pop_with(CONSUMER, &(), false, |b, s| (b.to_vec(), s)) {
+                Ok((b, s)) => {
+                    assert_eq!(s, 1);
+                    assert_eq!(b, msg(1, next), "out of order, lost or duplicated");
+                    next += 1;
+                }
+                Err(RecvError::Empty) => std::thread::yield_now(),
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        producer.join().unwrap();
+        assert_eq!(
+            rx.try_pop_with(CONSUMER, &(), false, |b, _| b.to_vec()),
+            Err(RecvError::Empty)
+        );
+        assert_books(&store);
     }
 
     /// A removed queue: receivers drain every segment, then close the
@@ -898,6 +1018,47 @@ mod loom_models {
                 let mine: Vec<_> = got.iter().filter(|m| m[0] == p).collect();
                 assert_eq!(mine, vec![&msg(p, 0).to_vec(), &msg(p, 1).to_vec()]);
             }
+        });
+    }
+}
+
+#[cfg(loom)]
+mod loom_solo {
+    use super::*;
+
+    /// The producer of a solo chain fills a two-slot segment and links a
+    /// larger one, whose consumer drains it and (finding it empty, large
+    /// and newest) seals it to give it back while the producer pushes
+    /// into it: every message arrives exactly once, in order, and none is
+    /// left behind a seal.
+    #[test]
+    fn chain_solo_growth_races_give_back() {
+        let mut builder = loom::model::Builder::new();
+        builder.preemption_bound = Some(2);
+        builder.check(|| {
+            let store = queue_of(solo(2), u64::MAX);
+            let producer = {
+                let store = store.clone();
+                loom::thread::spawn(move || {
+                    let mut tx = handle_of(&store, solo(2));
+                    for i in 0..4 {
+                        tx.try_push(&msg(1, i), 1, &()).unwrap();
+                    }
+                })
+            };
+            let mut rx = handle_of(&store, solo(2));
+            let mut got = Vec::new();
+            for _ in 0..6 {
+                if let Ok(m) = rx.try_pop_with(CONSUMER, &(), false, |b, _| b.to_vec()) {
+                    got.push(m);
+                }
+            }
+            producer.join().unwrap();
+            while let Ok(m) = rx.try_pop_with(CONSUMER, &(), false, |b, _| b.to_vec()) {
+                got.push(m);
+            }
+            let want: Vec<Vec<u8>> = (0..4).map(|i| msg(1, i).to_vec()).collect();
+            assert_eq!(got, want);
         });
     }
 }

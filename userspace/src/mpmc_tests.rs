@@ -13,6 +13,15 @@ fn geometry(capacity: u32, slot_size: u32) -> MpmcGeometry {
         capacity,
         slot_size,
         stride: crate::mpmc::slot_stride(slot_size).unwrap(),
+        solo: false,
+    }
+}
+
+/// A solo ring's geometry (one producer, one consumer: SPEC §9, "Solo rings").
+fn solo(capacity: u32, slot_size: u32) -> MpmcGeometry {
+    MpmcGeometry {
+        solo: true,
+        ..geometry(capacity, slot_size)
     }
 }
 
@@ -31,7 +40,13 @@ mod heap {
 
     impl HeapRing {
         fn new(capacity: u32, slot_size: u32) -> Arc<HeapRing> {
-            let g = geometry(capacity, slot_size);
+            Self::with(geometry(capacity, slot_size))
+        }
+        fn new_solo(capacity: u32, slot_size: u32) -> Arc<HeapRing> {
+            Self::with(solo(capacity, slot_size))
+        }
+        fn with(g: MpmcGeometry) -> Arc<HeapRing> {
+            let (capacity, slot_size) = (g.capacity, g.slot_size);
             let bytes = crate::mpmc::ring_bytes(capacity, slot_size).unwrap() as usize;
             let view = ShmView::heap(bytes);
             Arc::new(HeapRing { view, geometry: g })
@@ -386,6 +401,104 @@ mod heap {
         assert_eq!(all, want, "every message exactly once");
     }
 
+    /// A solo ring: a FIFO of `capacity` across laps; the consumer writes
+    /// no turn (a consumed slot keeps its published turn) and moves its
+    /// position only once the message is read, also when the reader
+    /// panics; a seal stops the producer and drains as on any ring.
+    #[test]
+    fn solo_ring_fifo_laps_and_seal() {
+        let heap = HeapRing::new_solo(4, 16);
+        let ring = heap.ring();
+        for lap in 0..3u8 {
+            for i in 0..4u8 {
+                ring.try_push(&[lap, i], 7, &()).unwrap();
+            }
+            assert!(!ring.has_room(&()));
+            assert_eq!(ring.try_push(b"x", 7, &()), Err(PushError::Full));
+            assert_eq!(ring.len().unwrap(), 4);
+            assert_eq!(ring.head_in(&(), false), Head::Ready);
+            for i in 0..4u8 {
+                assert_eq!(pop(&ring).unwrap(), (vec![lap, i], 7));
+                // Published turn of this lap's position, left as it was.
+                let pos = u64::from(lap) * 4 + u64::from(i);
+                let raw = heap.slot_word(i as usize, 0).load(Ordering::Relaxed);
+                assert_eq!(raw ^ u64::from(i), pos + 1);
+            }
+            assert_eq!(pop(&ring), Err(PopError::Empty));
+            assert_eq!(ring.head_in(&(), true), Head::Empty);
+            assert!(ring.has_room(&()));
+        }
+        // A reader that panics still passes its position on.
+        ring.try_push(b"boom", 1, &()).unwrap();
+        ring.try_push(b"next", 1, &()).unwrap();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = ring.try_pop_with(CONSUMER, &(), |_, _| -> () { panic!("reader") });
+        }));
+        assert!(r.is_err());
+        assert_eq!(pop(&ring).unwrap().0, b"next");
+        ring.try_push(b"last", 1, &()).unwrap();
+        ring.seal();
+        assert_eq!(ring.try_push(b"c", 0, &()), Err(PushError::Sealed));
+        assert!(ring.has_room(&()), "a sealed ring reports the seal");
+        assert_eq!(pop(&ring).unwrap().0, b"last");
+        assert_eq!(pop(&ring), Err(PopError::Drained));
+        assert_eq!(ring.head_in(&(), true), Head::Drained);
+        // Nobody holds a slot of a solo ring: nothing to recover.
+        ring.recover_owner(CONSUMER);
+        assert_eq!(ring.len().unwrap(), 0);
+    }
+
+    /// A solo ring's producer reads the consumer's position only when its
+    /// last reading is used up: a lap of pushes costs one read.
+    #[test]
+    fn solo_producer_reads_the_consumer_position_once_a_lap() {
+        let heap = HeapRing::new_solo(4, 8);
+        let ring = heap.ring();
+        ring.try_push(b"a", 0, &()).unwrap();
+        // A consumer position the producer has not read: a hostile value
+        // past the producer's is only seen at the next reading.
+        heap.word(128).store(1000, Ordering::Relaxed);
+        for _ in 0..3 {
+            ring.try_push(b"b", 0, &()).unwrap();
+        }
+        assert!(matches!(
+            ring.try_push(b"c", 0, &()),
+            Err(PushError::Corrupt(c)) if c.what.contains("dequeue position past")
+        ));
+    }
+
+    /// Hostile words on a solo ring: a turn that is neither published nor
+    /// unpublished for the consumer's position, a position past the limit,
+    /// an enqueue position moved under the producer, and a length past the
+    /// slot are errors, never panics or out-of-bounds reads.
+    #[test]
+    fn solo_corrupt_words_give_errors() {
+        let heap = HeapRing::new_solo(4, 8);
+        let ring = heap.ring();
+        heap.set_turn(0, 77);
+        assert!(matches!(pop(&ring), Err(PopError::Corrupt(_))));
+        assert_eq!(ring.head_in(&(), false), Head::Ready, "the claim reports it");
+        heap.set_turn(0, 0);
+        // A length longer than the slot: an error, and the position moves
+        // on so the next message flows.
+        ring.try_push(b"ok", 0, &()).unwrap();
+        heap.slot_word(0, 1).store(9, Ordering::Relaxed);
+        assert!(matches!(pop(&ring), Err(PopError::Corrupt(_))));
+        ring.try_push(b"ok2", 0, &()).unwrap();
+        assert_eq!(pop(&ring).unwrap().0, b"ok2");
+        heap.word(128).store(u64::MAX >> 1, Ordering::Relaxed);
+        assert!(matches!(pop(&ring), Err(PopError::Corrupt(_))));
+        heap.word(128).store(2, Ordering::Relaxed);
+        // enqueue_pos moved by somebody else between the producer's load
+        // and its count cannot be staged from one thread; one beyond the
+        // limit can.
+        heap.word(0).store(u64::MAX >> 1, Ordering::Relaxed);
+        assert!(matches!(
+            ring.try_push(b"x", 0, &()),
+            Err(PushError::Corrupt(_))
+        ));
+    }
+
     #[cfg(not(miri))]
     mod props {
         use super::*;
@@ -399,9 +512,14 @@ mod heap {
             fn behaves_like_a_bounded_fifo(
                 cap_log in 1u32..4,
                 ops in proptest::collection::vec((0u8..10, 0usize..24), 0..200),
+                solo in proptest::bool::ANY,
             ) {
                 let cap = 1u32 << cap_log;
-                let heap = HeapRing::new(cap, 16);
+                let heap = if solo {
+                    HeapRing::new_solo(cap, 16)
+                } else {
+                    HeapRing::new(cap, 16)
+                };
                 let ring = heap.ring();
                 let mut model: VecDeque<Vec<u8>> = VecDeque::new();
                 let mut sealed = false;
@@ -579,6 +697,70 @@ mod loom_models {
                 Err(PopError::Empty)
             );
             assert_eq!(r.len().unwrap(), 0, "the hole was stepped over");
+        });
+    }
+
+    /// A solo ring of two slots carries three messages from its producer
+    /// to its consumer: each exactly once, in order, with its bytes (the
+    /// producer's writes of a slot come after the consumer's reads of the
+    /// lap before: M1s/M3s; the consumer's reads after the publish: M0s).
+    #[test]
+    fn mpmc_solo_producer_consumer() {
+        let mut builder = loom::model::Builder::new();
+        builder.preemption_bound = Some(3);
+        builder.check(|| {
+            let shared = cell_mem(2);
+            let r = MpmcRing::new(shared.clone(), solo(2, 8));
+            let t = loom::thread::spawn(move || {
+                let r = MpmcRing::new(shared, solo(2, 8));
+                for i in 0..3u8 {
+                    push_spin(&r, &[i; 4], 1);
+                }
+            });
+            let mut got = Vec::new();
+            while got.len() < 3 {
+                match r.try_pop_with(CONSUMER, &(), |b, s| (b.to_vec(), s)) {
+                    Ok(m) => got.push(m),
+                    Err(PopError::Empty) => loom::thread::yield_now(),
+                    Err(e) => panic!("{e:?}"),
+                }
+            }
+            t.join().unwrap();
+            let want: Vec<_> = (0..3u8).map(|i| (vec![i; 4], 1)).collect();
+            assert_eq!(got, want);
+        });
+    }
+
+    /// A consumer's seal races the solo producer's push: the push lands
+    /// before the seal (and is drained) or reports Sealed.
+    #[test]
+    fn mpmc_solo_seal_races_push() {
+        loom::model(|| {
+            let shared = cell_mem(2);
+            let r = MpmcRing::new(shared.clone(), solo(2, 8));
+            let t = loom::thread::spawn(move || {
+                let r = MpmcRing::new(shared, solo(2, 8));
+                r.try_push(b"m", 0, &())
+            });
+            r.seal();
+            let pushed = t.join().unwrap();
+            let mut got = 0;
+            loop {
+                match r.try_pop_with(CONSUMER, &(), |b, _| b.to_vec()) {
+                    Ok(m) => {
+                        assert_eq!(m, b"m");
+                        got += 1;
+                    }
+                    Err(PopError::Drained) => break,
+                    Err(PopError::Empty) => loom::thread::yield_now(),
+                    Err(e) => panic!("{e:?}"),
+                }
+            }
+            match pushed {
+                Ok(()) => assert_eq!(got, 1),
+                Err(PushError::Sealed) => assert_eq!(got, 0),
+                Err(e) => panic!("{e:?}"),
+            }
         });
     }
 

@@ -226,7 +226,10 @@ impl Member {
             let byte_limit = cfg.byte_limit;
             (Buffering::Unbounded { byte_limit }, cfg.capacity)
         };
+        // An unbounded direction has one sender and one receiver: its
+        // rings are solo (SPEC §9, "Solo rings"), as fast as a bounded link's.
         let layout = QueueLayout::new(buffering, first, cfg.slot_size, Access::SendRecv)?;
+        let layout = if zero { layout } else { layout.solo() };
         let queue_kind = layout.kind();
         let made = if create {
             let qcfg = layout.config;
@@ -266,6 +269,7 @@ impl Member {
                 ctl: ctls[k].clone(),
                 ring: rings[k].clone(),
                 tag: if k == 0 { 's' } else { 't' },
+                solo: !zero,
             };
             let open = |k: usize, access| {
                 Mailbox::attach_queue(place(k), self.link_backend, self.wait, access, created)

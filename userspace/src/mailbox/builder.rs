@@ -248,6 +248,15 @@ impl QueueLayout {
         })
     }
 
+    /// The same queue with solo rings (one producer, one consumer: a
+    /// direction of a domain link, SPEC §9, "Solo rings").
+    pub(crate) fn solo(mut self) -> Self {
+        if let Some(g) = &mut self.geometry {
+            g.solo = true;
+        }
+        self
+    }
+
     /// The queue object's kind.
     pub(crate) fn kind(&self) -> u32 {
         match self.geometry {

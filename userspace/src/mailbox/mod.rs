@@ -202,6 +202,9 @@ pub(crate) struct QueuePlace {
     pub ctl: region::ObjectInfo,
     pub ring: region::ObjectInfo,
     pub tag: char,
+    /// Whether its rings must be solo (one producer, one consumer: a
+    /// direction of a domain link, SPEC §9, "Solo rings"); a mailbox's never are.
+    pub solo: bool,
 }
 
 /// What carries the messages.
@@ -356,6 +359,7 @@ impl Mailbox {
             ctl: ctl_obj.clone(),
             ring: ring_obj.clone(),
             tag: 's',
+            solo: false,
         };
         Mailbox::attach_queue(place, builder.backend, builder.wait, access, creating)
     }
@@ -374,6 +378,7 @@ impl Mailbox {
             ctl: ctl_obj,
             ring: ring_obj,
             tag,
+            solo,
         } = place;
         let name = map.name().to_string();
         let me = crate::liveness::me()?;
@@ -401,6 +406,16 @@ impl Mailbox {
             Queue::Zero(rdv)
         } else {
             let ring = MpmcParts::locate_object(map.clone(), &ring_obj)?;
+            if ring.ring().geometry().solo != solo {
+                return Err(OpenError::Corrupt {
+                    name,
+                    source: crate::error::Corruption::new(
+                        "mailbox ring solo flag (a domain link's rings are solo, a mailbox's not)",
+                        ring.ring().geometry().solo.into(),
+                        solo.into(),
+                    ),
+                });
+            }
             if ring.ring().geometry().slot_size != config.slot_size {
                 return Err(OpenError::Corrupt {
                     name,

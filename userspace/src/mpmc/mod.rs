@@ -61,6 +61,9 @@ pub(crate) struct MpmcGeometry {
     pub capacity: u32,
     pub slot_size: u32,
     pub stride: u32,
+    /// One producer and one consumer (`HWL_MPMC_SOLO`): the solo
+    /// protocol (SPEC §9, "Solo rings").
+    pub solo: bool,
 }
 
 impl MpmcGeometry {
@@ -111,6 +114,7 @@ impl MpmcGeometry {
             capacity,
             slot_size,
             stride,
+            solo: false,
         })
     }
 }
@@ -355,6 +359,11 @@ impl TurnWord<'_> {
     }
 
     #[inline(always)]
+    fn store(self, value: u64, order: Ordering) {
+        self.word.store(value ^ self.key, order)
+    }
+
+    #[inline(always)]
     fn compare_exchange(
         self,
         current: u64,
@@ -373,12 +382,17 @@ impl TurnWord<'_> {
 }
 
 /// One process's handle on a ring. Every method takes `&self`: any number
-/// of producers and consumers, in any processes, may use one ring at once.
+/// of producers and consumers, in any processes, may use one ring at once
+/// (a solo ring: one of each).
 #[derive(Debug)]
 pub(crate) struct MpmcRing<M: MpmcMem> {
     mem: M,
     geometry: MpmcGeometry,
     mask: u64,
+    /// Solo producer: positions below this are known free (the consumer's
+    /// `dequeue_pos` plus the capacity, as last read). Local to this
+    /// handle, never shared: a plain atomic, not a modelled one.
+    free_until: core::sync::atomic::AtomicU64,
 }
 
 impl<M: MpmcMem> MpmcRing<M> {
@@ -388,6 +402,7 @@ impl<M: MpmcMem> MpmcRing<M> {
             mem,
             geometry,
             mask: u64::from(geometry.capacity).saturating_sub(1),
+            free_until: core::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -423,6 +438,19 @@ impl<M: MpmcMem> MpmcRing<M> {
         (pos & self.mask) as u32
     }
 
+    /// Solo rings: whether turn `s` of `pos`'s slot says nothing is
+    /// published there yet: `pos` (the first lap's "may write") or the
+    /// previous lap's published turn (`pos + 1 - capacity`: its message
+    /// was consumed or is being read; the consumer writes no turn). Any
+    /// other value but `pos + 1` is corrupt.
+    #[inline(always)]
+    fn solo_unpublished(&self, pos: u64, s: u64) -> bool {
+        s == pos
+            || pos
+                .checked_sub(self.cap())
+                .is_some_and(|p| s == p.wrapping_add(1))
+    }
+
     /// What a receive would find now, without changing anything: for
     /// waiters, whose sleep must end exactly when a receive can make
     /// progress (a hole whose producer is alive is not progress; one whose
@@ -441,11 +469,17 @@ impl<M: MpmcMem> MpmcRing<M> {
         }
         let previous = pos.checked_sub(self.cap());
         let s = self.turn(self.index(pos)).load(Ordering::Acquire);
-        let waiting = match decode(s) {
-            Turn::Plain(t) if t == pos => true,
-            Turn::Writing { owner, pos: p } if p == pos => !owners.dead(owner),
-            Turn::Reading { owner, pos: p } if Some(p) == previous => !owners.dead(owner),
-            _ => false,
+        let waiting = if self.geometry.solo {
+            // Not published yet: this lap's "may write" or the last lap's
+            // message (consumed: the consumer writes no turn).
+            self.solo_unpublished(pos, s)
+        } else {
+            match decode(s) {
+                Turn::Plain(t) if t == pos => true,
+                Turn::Writing { owner, pos: p } if p == pos => !owners.dead(owner),
+                Turn::Reading { owner, pos: p } if Some(p) == previous => !owners.dead(owner),
+                _ => false,
+            }
         };
         if !waiting {
             return Head::Ready;
@@ -468,6 +502,12 @@ impl<M: MpmcMem> MpmcRing<M> {
         if pos & SEALED != 0 || pos >= MAX_POS {
             return true;
         }
+        if self.geometry.solo {
+            // Room below the consumer's position plus a lap (a position
+            // behind it is corrupt: the push reports it).
+            let deq = self.mem.dequeue().load(Ordering::Acquire);
+            return pos.wrapping_sub(deq) < self.cap() || deq > pos;
+        }
         let previous = pos.checked_sub(self.cap());
         let s = self.turn(self.index(pos)).load(Ordering::Acquire);
         match decode(s) {
@@ -483,6 +523,10 @@ impl<M: MpmcMem> MpmcRing<M> {
     /// voided, slots it was reading released. Whoever reuses an entry does
     /// this first, since afterwards the entry names a live process.
     pub(crate) fn recover_owner(&self, owner: u32) {
+        if self.geometry.solo {
+            // Nobody holds a slot of a solo ring.
+            return;
+        }
         for index in 0..self.geometry.capacity {
             let s = self.turn(index).load(Ordering::Acquire);
             match decode(s) {

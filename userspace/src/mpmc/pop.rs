@@ -38,6 +38,9 @@ impl<M: MpmcMem> MpmcRing<M> {
         owners: &impl Owners,
         seal: bool,
     ) -> Result<Claim, PopError> {
+        if self.geometry.solo {
+            return self.claim_solo(me, seal);
+        }
         let cap = self.cap();
         let mut pos = self.mem.dequeue().load(Ordering::Acquire);
         for _ in 0..MAX_ROUNDS {
@@ -144,6 +147,61 @@ impl<M: MpmcMem> MpmcRing<M> {
         )))
     }
 
+    /// [`try_claim_in`](Self::try_claim_in) on a solo ring (SPEC §9, "Solo rings"), by
+    /// its one consumer: the message at `dequeue_pos`, if published there.
+    /// Nothing is written: the position moves when the message has been
+    /// read ([`read`](Self::read)), which is what tells the producer the
+    /// slot is free.
+    fn claim_solo(&self, me: u32, seal: bool) -> Result<Claim, PopError> {
+        let pos = self.mem.dequeue().load(Ordering::Acquire);
+        if pos >= MAX_POS {
+            return Err(PopError::Corrupt(beyond_limit(
+                "mpmc dequeue position",
+                pos,
+            )));
+        }
+        let index = self.index(pos);
+        // M2 (acquire): pairs with the producer's M0s.
+        let s = self.turn(index).load(Ordering::Acquire);
+        if s == pos.wrapping_add(1) {
+            return Ok(Claim {
+                index,
+                pos,
+                owner: me,
+            });
+        }
+        if self.solo_unpublished(pos, s) {
+            return Err(self.nothing_at(pos, seal)?);
+        }
+        Err(PopError::Corrupt(Corruption::new(
+            "mpmc slot turn for the dequeue position (solo ring)",
+            s,
+            pos,
+        )))
+    }
+
+    /// Solo rings: M3s (release), the consumer is done with `pos`: our
+    /// reads of its slot happen before the producer's next writes there.
+    fn pass_solo(&self, pos: u64) {
+        self.mem
+            .dequeue()
+            .store(pos.wrapping_add(1), Ordering::Release);
+    }
+
+    /// Hands the claimed slot on: released for the next lap, or (solo) the
+    /// position moved past it.
+    fn finish(&self, claim: &Claim) -> Result<(), PopError> {
+        if self.geometry.solo {
+            self.pass_solo(claim.pos);
+            return Ok(());
+        }
+        self.release(
+            claim.index,
+            claim.pos,
+            held(READING, claim.owner, claim.pos),
+        )
+    }
+
     pub(super) fn fresh_dequeue(&self, pos: u64, s: u64) -> Result<u64, PopError> {
         let now = self.mem.dequeue().load(Ordering::Acquire);
         if now == pos {
@@ -208,10 +266,7 @@ impl<M: MpmcMem> MpmcRing<M> {
         impl<M: MpmcMem> Drop for Release<'_, M> {
             fn drop(&mut self) {
                 if !self.done {
-                    let c = self.claim;
-                    let _ = self
-                        .ring
-                        .release(c.index, c.pos, held(READING, c.owner, c.pos));
+                    let _ = self.ring.finish(self.claim);
                 }
             }
         }
@@ -242,7 +297,7 @@ impl<M: MpmcMem> MpmcRing<M> {
             }))
         };
         guard.done = true;
-        let released = self.release(index, claim.pos, held(READING, claim.owner, claim.pos));
+        let released = self.finish(&claim);
         let out = out?;
         released?;
         Ok(out)

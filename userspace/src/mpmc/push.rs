@@ -16,6 +16,9 @@ impl<M: MpmcMem> MpmcRing<M> {
         if msg.len() > self.geometry.slot_size as usize {
             return Err(PushError::TooLarge);
         }
+        if self.geometry.solo {
+            return self.push_solo(msg, me);
+        }
         let cap = self.cap();
         // Positions are read with acquire and moved with acquire-release
         // (free on x86), so a sequence word read after them is at most one
@@ -110,6 +113,76 @@ impl<M: MpmcMem> MpmcRing<M> {
             MAX_ROUNDS.into(),
             MAX_ROUNDS.into(),
         )))
+    }
+
+    /// [`try_push`](Self::try_push) on a solo ring (SPEC §9, "Solo rings"), by its one
+    /// producer: no slot is held and nothing is read from the slot. Room
+    /// comes from the consumer's `dequeue_pos` (read only when the last
+    /// reading is used up); the position is counted first (a CAS on our
+    /// own word, which fails only on a seal), then the slot is written and
+    /// published with plain stores: no locked instruction waits for the
+    /// slot's cache line to arrive from the consumer.
+    fn push_solo(&self, msg: &[u8], me: u32) -> Result<(), PushError> {
+        let cap = self.cap();
+        let pos = self.mem.enqueue().load(Ordering::Acquire);
+        if pos & !SEALED >= MAX_POS {
+            return Err(PushError::Corrupt(beyond_limit(
+                "mpmc enqueue position",
+                pos & !SEALED,
+            )));
+        }
+        if pos & SEALED != 0 {
+            return Err(PushError::Sealed);
+        }
+        if pos >= self.free_until.load(core::sync::atomic::Ordering::Relaxed) {
+            // M1s (acquire): pairs with the consumer's M3s, so its reads of
+            // the slots it has passed happen before our writes to them.
+            let deq = self.mem.dequeue().load(Ordering::Acquire);
+            if deq > pos {
+                return Err(PushError::Corrupt(Corruption::new(
+                    "mpmc dequeue position past the enqueue position",
+                    deq,
+                    pos,
+                )));
+            }
+            // deq <= pos < MAX_POS: no overflow.
+            let until = deq.wrapping_add(cap);
+            self.free_until
+                .store(until, core::sync::atomic::Ordering::Relaxed);
+            if pos >= until {
+                return Err(PushError::Full);
+            }
+        }
+        match self.mem.enqueue().compare_exchange(
+            pos,
+            pos.wrapping_add(1),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => {}
+            Err(now) if now == pos | SEALED => return Err(PushError::Sealed),
+            Err(now) => {
+                return Err(PushError::Corrupt(Corruption::new(
+                    "mpmc enqueue position of a solo ring moved by another",
+                    now,
+                    pos,
+                )))
+            }
+        }
+        let index = self.index(pos);
+        // The slot is free for pos (the consumer has passed pos - capacity)
+        // and only we write it; the payload has slot_size >= msg.len()
+        // bytes.
+        let written = self
+            .mem
+            .with_payload_mut(index, |mut dst| dst.write_at(0, msg));
+        assert!(written, "message longer than an mpmc slot");
+        let meta = msg.len() as u64 | u64::from(me) << 32;
+        self.mem.meta(index).store(meta, Ordering::Relaxed);
+        // M0s (release): publishes the payload and meta.
+        self.turn(index)
+            .store(pos.wrapping_add(1), Ordering::Release);
+        Ok(())
     }
 
     /// Tests and models: what a producer does before it dies in the middle

@@ -8,7 +8,7 @@ use crate::region::{ObjectInfo, ObjectInit, RegionMap};
 use crate::shm::ShmView;
 use crate::sync::AtomicU64;
 use core::mem::offset_of;
-use hwlink_hw::{hwl_mpmc_ring, HWL_OBJ_MPMC_RING};
+use hwlink_hw::{hwl_mpmc_ring, HWL_MPMC_SOLO, HWL_OBJ_MPMC_RING};
 use std::sync::Arc;
 
 /// Bytes of the MPMC ring control block.
@@ -26,6 +26,10 @@ pub(crate) fn init_mpmc_ring(obj: ObjectInit, geometry: MpmcGeometry, segment: u
         && c.write(offset_of!(hwl_mpmc_ring, slot_size), geometry.slot_size)
         && c.write(offset_of!(hwl_mpmc_ring, slot_stride), geometry.stride)
         && c.write(offset_of!(hwl_mpmc_ring, slots_offset), MPMC_CTL)
+        && c.write(
+            offset_of!(hwl_mpmc_ring, flags),
+            if geometry.solo { HWL_MPMC_SOLO } else { 0 },
+        )
         && c.write(offset_of!(hwl_mpmc_ring, segment), segment);
     assert!(ok, "mpmc ring object too small");
     // The slots stay as they are: zero-filled slots hold a new ring's
@@ -79,12 +83,16 @@ impl MpmcParts {
             obj.size,
         )
         .map_err(corrupt)?;
-        if copy.flags != 0 {
+        if copy.flags & !HWL_MPMC_SOLO != 0 {
             return Err(OpenError::UnsupportedFeatures {
                 name,
-                unknown: copy.flags,
+                unknown: copy.flags & !HWL_MPMC_SOLO,
             });
         }
+        let geometry = MpmcGeometry {
+            solo: copy.flags & HWL_MPMC_SOLO != 0,
+            ..geometry
+        };
         // Geometry validation proved the object holds the control block and
         // every slot; the view keeps it mapped.
         let ring = MpmcRing::new(RawMpmc::new(view.clone(), &geometry), geometry);
