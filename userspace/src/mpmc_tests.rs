@@ -477,7 +477,11 @@ mod heap {
         let ring = heap.ring();
         heap.set_turn(0, 77);
         assert!(matches!(pop(&ring), Err(PopError::Corrupt(_))));
-        assert_eq!(ring.head_in(&(), false), Head::Ready, "the claim reports it");
+        assert_eq!(
+            ring.head_in(&(), false),
+            Head::Ready,
+            "the claim reports it"
+        );
         heap.set_turn(0, 0);
         // A length longer than the slot: an error, and the position moves
         // on so the next message flows.

@@ -391,8 +391,8 @@ pub(crate) struct MpmcRing<M: MpmcMem> {
     mask: u64,
     /// Solo producer: positions below this are known free (the consumer's
     /// `dequeue_pos` plus the capacity, as last read). Local to this
-    /// handle, never shared: a plain atomic, not a modelled one.
-    free_until: core::sync::atomic::AtomicU64,
+    /// handle (only its one producer uses it): relaxed.
+    free_until: AtomicU64,
 }
 
 impl<M: MpmcMem> MpmcRing<M> {
@@ -402,7 +402,7 @@ impl<M: MpmcMem> MpmcRing<M> {
             mem,
             geometry,
             mask: u64::from(geometry.capacity).saturating_sub(1),
-            free_until: core::sync::atomic::AtomicU64::new(0),
+            free_until: AtomicU64::new(0),
         }
     }
 

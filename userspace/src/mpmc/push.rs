@@ -134,7 +134,7 @@ impl<M: MpmcMem> MpmcRing<M> {
         if pos & SEALED != 0 {
             return Err(PushError::Sealed);
         }
-        if pos >= self.free_until.load(core::sync::atomic::Ordering::Relaxed) {
+        if pos >= self.free_until.load(Ordering::Relaxed) {
             // M1s (acquire): pairs with the consumer's M3s, so its reads of
             // the slots it has passed happen before our writes to them.
             let deq = self.mem.dequeue().load(Ordering::Acquire);
@@ -147,8 +147,7 @@ impl<M: MpmcMem> MpmcRing<M> {
             }
             // deq <= pos < MAX_POS: no overflow.
             let until = deq.wrapping_add(cap);
-            self.free_until
-                .store(until, core::sync::atomic::Ordering::Relaxed);
+            self.free_until.store(until, Ordering::Relaxed);
             if pos >= until {
                 return Err(PushError::Full);
             }
