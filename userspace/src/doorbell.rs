@@ -133,6 +133,21 @@ impl Doorbell {
         waiters > 0 && self.count().load(Ordering::Relaxed) < waiters && self.post()
     }
 
+    /// [`notify`](Self::notify) for a caller that published its change
+    /// with a SeqCst read-modify-write instead of a store and a fence
+    /// (an MPMC ring's publish or release): `waiters` is read SeqCst, which
+    /// is as good as F0/F2 against a sleeper's F1/F3 (C++20 [atomics.order]:
+    /// a change the sleeper's load after its fence misses is after the
+    /// fence in S, so our read after the change sees its registration).
+    /// On x86 the change is a locked instruction and this a plain load: no
+    /// `mfence` per message. Under loom, which treats SeqCst accesses as
+    /// acquire-release, the caller's fence stands in ([`announce_fence`]).
+    #[inline]
+    pub(crate) fn notify_after_sc(&self) -> bool {
+        let waiters = self.waiters().load(Ordering::SeqCst);
+        waiters > 0 && self.count().load(Ordering::Relaxed) < waiters && self.post()
+    }
+
     /// Takes one token if there is one.
     pub(crate) fn try_wait(&self) -> bool {
         let count = self.count();
@@ -555,4 +570,14 @@ mod loom_models {
             d.bell.unregister();
         });
     }
+}
+
+/// Before [`Doorbell::notify_after_sc`]: nothing in a build that runs (the
+/// publish was a SeqCst read-modify-write), the F0/F2 fence under loom,
+/// which models SeqCst fences exactly but SeqCst accesses only as
+/// acquire-release.
+#[inline(always)]
+pub(crate) fn announce_fence() {
+    #[cfg(loom)]
+    crate::sync::fence(Ordering::SeqCst);
 }

@@ -41,14 +41,24 @@ impl Mailbox {
             return sent;
         }
         if sent.is_ok() {
-            // F0: publish (the slot's turn) before reading the waiter
-            // counts: of the queue's receivers, and of a link's receiving
-            // member (its inbox, §12.4 [L4]), which this one fence serves
-            // too.
-            fence(Ordering::SeqCst);
-            self.not_empty.notify();
-            if let Some(inbox) = &self.link_inbox {
-                inbox.notify();
+            if matches!(self.queue, Queue::Bounded(_)) {
+                // The ring published with a SeqCst CAS (M0): read the
+                // waiter counts SeqCst, no fence (`notify_after_sc`).
+                crate::doorbell::announce_fence();
+                self.not_empty.notify_after_sc();
+                if let Some(inbox) = &self.link_inbox {
+                    inbox.notify_after_sc();
+                }
+            } else {
+                // F0: publish (the slot's turn) before reading the waiter
+                // counts: of the queue's receivers, and of a link's
+                // receiving member (its inbox, §12.4 [L4]), which this one
+                // fence serves too.
+                fence(Ordering::SeqCst);
+                self.not_empty.notify();
+                if let Some(inbox) = &self.link_inbox {
+                    inbox.notify();
+                }
             }
         }
         sent
@@ -149,9 +159,10 @@ impl Mailbox {
             }
         }
         if got.is_ok() && matches!(self.queue, Queue::Bounded(_)) {
-            // F2: release the slot before reading the waiter count.
-            fence(Ordering::SeqCst);
-            self.not_full.notify();
+            // F2: the slot was released with a SeqCst CAS (M3); the waiter
+            // count is read SeqCst (`notify_after_sc`).
+            crate::doorbell::announce_fence();
+            self.not_full.notify_after_sc();
         }
         if matches!(got, Err(RecvError::Empty)) && self.readiness[1].is_some() {
             self.arm_readiness(true);

@@ -237,9 +237,11 @@ impl<M: MpmcMem> MpmcRing<M> {
     /// of it happen before the next producer's writes.
     pub(super) fn release(&self, index: u32, pos: u64, mine: u64) -> Result<(), PopError> {
         let next = pos.wrapping_add(self.cap());
+        // SeqCst (and so release): a mailbox reads its `not_full` waiters
+        // SeqCst after it instead of fencing (`Doorbell::notify_after_sc`).
         match self
             .turn(index)
-            .compare_exchange(mine, next, Ordering::Release, Ordering::Relaxed)
+            .compare_exchange(mine, next, Ordering::SeqCst, Ordering::Relaxed)
         {
             Ok(_) => Ok(()),
             Err(found) => Err(PopError::Corrupt(Corruption::new(

@@ -279,11 +279,13 @@ impl<M: MpmcMem> MpmcRing<M> {
         assert!(written, "message longer than an mpmc slot");
         let meta = msg.len() as u64 | u64::from(me) << 32;
         self.mem.meta(index).store(meta, Ordering::Relaxed);
-        // M0 (release): publishes the payload and meta.
+        // M0 (release, and SeqCst: a mailbox then reads its waiter counts
+        // SeqCst instead of fencing, `Doorbell::notify_after_sc`; the same
+        // locked instruction on x86): publishes the payload and meta.
         match self.turn(index).compare_exchange(
             mine,
             pos.wrapping_add(1),
-            Ordering::Release,
+            Ordering::SeqCst,
             Ordering::Relaxed,
         ) {
             Ok(_) => Ok(()),
