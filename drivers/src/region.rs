@@ -803,6 +803,44 @@ mod tests {
         assert_eq!(r.read_at(size - 4, 4), [0; 4]);
     }
 
+    /// A large mapping gives its pages back in parts before it is unmapped
+    /// (`Mapping`'s drop): the file keeps every byte, as another mapping
+    /// of it, and a new one, read them.
+    #[test]
+    fn dropping_a_large_mapping_keeps_the_files_bytes() {
+        let tmp = TempDir::new();
+        let name = unique_name("zap");
+        // 5 MiB: two whole parts of 2 MiB and a partial one.
+        let size = 5 << 20;
+        let r = create_made(
+            &mut tmp.dirs(),
+            &name,
+            size,
+            Backend::Shm,
+            &FileAccess::private(),
+            false,
+        )
+        .unwrap();
+        let marks = [0, 4096, (2 << 20) - 8, 2 << 20, (4 << 20) + 12, size - 8];
+        let other = open_in(&tmp.dirs(), &name, Backend::Shm).unwrap();
+        for (k, &at) in marks.iter().enumerate() {
+            other.write_at(at, &[k as u8 + 1; 8]);
+        }
+        drop(other);
+        let check = |m: &Region, how: &str| {
+            for (k, &at) in marks.iter().enumerate() {
+                assert_eq!(m.read_at(at, 8), [k as u8 + 1; 8], "at {at}, {how}");
+            }
+        };
+        check(&r, "the creator's mapping");
+        let again = open_in(&tmp.dirs(), &name, Backend::Shm).unwrap();
+        check(&again, "reopened");
+        // The creator's drop (which removes the file) spares the bytes a
+        // mapping still holds.
+        drop(r);
+        check(&again, "after the creator's drop");
+    }
+
     #[test]
     fn sizes_round_up_to_pages() {
         let tmp = TempDir::new();

@@ -25,6 +25,10 @@ pub struct UnboundedConfig {
     /// Make every segment inside the send that needs it (the behaviour
     /// before segments were made ahead), for comparison.
     pub inline: bool,
+    /// The CPU the sending thread is pinned to, once the mailbox is open
+    /// (so that the background thread preparing segments is not pinned
+    /// with it); None: not pinned.
+    pub cpu: Option<usize>,
 }
 
 /// One send that linked a new segment.
@@ -106,6 +110,9 @@ pub fn run(cfg: &UnboundedConfig) -> Result<UnboundedReport, BenchError> {
         .map_err(|e| BenchError::Link(e.to_string()))?;
     if cfg.inline {
         mbx.make_segments_inline();
+    }
+    if let Some(cpu) = cfg.cpu {
+        hwlink::liveness::pin_to_cpu(cpu).map_err(|e| BenchError::io("pinning", e))?;
     }
     let measured = measure(&mut mbx, cfg);
     let stats = mbx.segment_stats().unwrap_or_default();

@@ -270,6 +270,12 @@ struct UnboundedArgs {
     /// were made ahead of need (for comparison).
     #[arg(long)]
     inline: bool,
+    /// Pin the sending thread to this CPU once the mailbox is open (the
+    /// background thread that prepares segments stays free to run on the
+    /// others). Unpinned, a kernel thread that wakes on the sender's CPU
+    /// (kdamond, a kworker) preempts it for milliseconds now and then.
+    #[arg(long)]
+    cpu: Option<usize>,
 }
 
 fn unbounded_cmd(args: UnboundedArgs) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
@@ -281,6 +287,7 @@ fn unbounded_cmd(args: UnboundedArgs) -> Result<(), Box<dyn std::error::Error + 
         byte_limit: args.byte_limit,
         backend: args.backend,
         inline: args.inline,
+        cpu: args.cpu,
     };
     let r = run(&cfg)?;
     let us = |ns: u64| ns as f64 / 1e3;
