@@ -25,16 +25,7 @@ impl<M: MpmcMem> MpmcRing<M> {
         // lap stale, which bounds the corruption checks below.
         let mut pos = self.mem.enqueue().load(Ordering::Acquire);
         for _ in 0..MAX_ROUNDS {
-            // A sealed word still holds a position, which must be in range.
-            if pos & !SEALED >= MAX_POS {
-                return Err(PushError::Corrupt(beyond_limit(
-                    "mpmc enqueue position",
-                    pos & !SEALED,
-                )));
-            }
-            if pos & SEALED != 0 {
-                return Err(PushError::Sealed);
-            }
+            open_at(pos)?;
             let index = self.index(pos);
             let seq = self.turn(index);
             // M1 (acquire): pairs with a consumer's M3 release of this turn,
@@ -125,15 +116,7 @@ impl<M: MpmcMem> MpmcRing<M> {
     fn push_solo(&self, msg: &[u8], me: u32) -> Result<(), PushError> {
         let cap = self.cap();
         let pos = self.mem.enqueue().load(Ordering::Acquire);
-        if pos & !SEALED >= MAX_POS {
-            return Err(PushError::Corrupt(beyond_limit(
-                "mpmc enqueue position",
-                pos & !SEALED,
-            )));
-        }
-        if pos & SEALED != 0 {
-            return Err(PushError::Sealed);
-        }
+        open_at(pos)?;
         if pos >= self.free_until.load(Ordering::Relaxed) {
             // M1s (acquire): pairs with the consumer's M3s, so its reads of
             // the slots it has passed happen before our writes to them.
@@ -296,6 +279,22 @@ impl<M: MpmcMem> MpmcRing<M> {
             ))),
         }
     }
+}
+
+/// Whether a push may go on at `enqueue_pos` word `pos`: a sealed word
+/// still holds a position, which must be in range.
+#[inline(always)]
+fn open_at(pos: u64) -> Result<(), PushError> {
+    if pos & !SEALED >= MAX_POS {
+        return Err(PushError::Corrupt(beyond_limit(
+            "mpmc enqueue position",
+            pos & !SEALED,
+        )));
+    }
+    if pos & SEALED != 0 {
+        return Err(PushError::Sealed);
+    }
+    Ok(())
 }
 
 /// Holds the slot whose turn says free for `pos` for producer `me` (M1:
