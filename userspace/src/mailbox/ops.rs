@@ -41,23 +41,22 @@ impl Mailbox {
             return sent;
         }
         if sent.is_ok() {
-            if matches!(self.queue, Queue::Bounded(_)) {
-                // The ring published with a SeqCst CAS (M0): read the
-                // waiter counts SeqCst, no fence (`notify_after_sc`).
+            // The waiter counts of the queue's receivers, and of a link's
+            // receiving member (its inbox, §12.4 [L4]), are read after the
+            // publish: a bounded ring published with a SeqCst CAS (M0), so
+            // they are read SeqCst with no fence (`notify_after_sc`); a
+            // chain's segment may have published with a store, so F0.
+            let sc = matches!(self.queue, Queue::Bounded(_));
+            if sc {
                 crate::doorbell::announce_fence();
-                self.not_empty.notify_after_sc();
-                if let Some(inbox) = &self.link_inbox {
-                    inbox.notify_after_sc();
-                }
             } else {
-                // F0: publish (the slot's turn) before reading the waiter
-                // counts: of the queue's receivers, and of a link's
-                // receiving member (its inbox, §12.4 [L4]), which this one
-                // fence serves too.
                 fence(Ordering::SeqCst);
-                self.not_empty.notify();
-                if let Some(inbox) = &self.link_inbox {
-                    inbox.notify();
+            }
+            for bell in std::iter::once(&self.not_empty).chain(self.link_inbox.as_ref()) {
+                if sc {
+                    bell.notify_after_sc();
+                } else {
+                    bell.notify();
                 }
             }
         }

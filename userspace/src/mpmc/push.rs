@@ -153,18 +153,25 @@ impl<M: MpmcMem> MpmcRing<M> {
         }
         let index = self.index(pos);
         // The slot is free for pos (the consumer has passed pos - capacity)
-        // and only we write it; the payload has slot_size >= msg.len()
-        // bytes.
+        // and only we write it.
+        self.copy_in(index, msg, me);
+        // M0s (release): publishes the payload and meta.
+        self.turn(index)
+            .store(pos.wrapping_add(1), Ordering::Release);
+        Ok(())
+    }
+
+    /// Copies `msg` (at most `slot_size` bytes: checked by the caller) and
+    /// its `len | sender << 32` word into slot `index`, which the caller
+    /// alone may write now; published afterwards by the caller.
+    #[inline(always)]
+    fn copy_in(&self, index: u32, msg: &[u8], me: u32) {
         let written = self
             .mem
             .with_payload_mut(index, |mut dst| dst.write_at(0, msg));
         assert!(written, "message longer than an mpmc slot");
         let meta = msg.len() as u64 | u64::from(me) << 32;
         self.mem.meta(index).store(meta, Ordering::Relaxed);
-        // M0s (release): publishes the payload and meta.
-        self.turn(index)
-            .store(pos.wrapping_add(1), Ordering::Release);
-        Ok(())
     }
 
     /// Tests and models: what a producer does before it dies in the middle
@@ -254,14 +261,8 @@ impl<M: MpmcMem> MpmcRing<M> {
         msg: &[u8],
         me: u32,
     ) -> Result<(), PushError> {
-        // The slot is ours until we publish it (we hold its turn); the
-        // payload has slot_size >= msg.len() bytes.
-        let written = self
-            .mem
-            .with_payload_mut(index, |mut dst| dst.write_at(0, msg));
-        assert!(written, "message longer than an mpmc slot");
-        let meta = msg.len() as u64 | u64::from(me) << 32;
-        self.mem.meta(index).store(meta, Ordering::Relaxed);
+        // The slot is ours until we publish it (we hold its turn).
+        self.copy_in(index, msg, me);
         // M0 (release, and SeqCst: a mailbox then reads its waiter counts
         // SeqCst instead of fencing, `Doorbell::notify_after_sc`; the same
         // locked instruction on x86): publishes the payload and meta.
