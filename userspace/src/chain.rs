@@ -1011,7 +1011,16 @@ impl<S: SegmentStore> Chain<S> {
             self.seen_sealed.set(self.pop_seg.number());
         }
         match head {
-            Head::Ready | Head::Drained => true,
+            Head::Ready => true,
+            // Drained: progress is leaving it for its successor, or closing
+            // a removed queue. With no successor (a segment its consumer
+            // sealed to give back) nothing is queued anywhere: a receive
+            // would only link a small segment for the producers, who link
+            // one themselves when they send. Not progress, so that a
+            // receiver whose producer died ends (Disconnected) even when
+            // that link cannot be made (a full byte limit, a hostile file
+            // in the way), instead of being told "ready" for ever.
+            Head::Drained => removed || self.pop_seg.next_segment().load(Ordering::Acquire) != 0,
             Head::Empty => removed,
         }
     }

@@ -523,6 +523,48 @@ mod heap {
         assert_books(&store);
     }
 
+    /// A segment sealed and drained with no successor holds nothing and
+    /// leads nowhere: not "ready" for a waiter, also when the receive
+    /// cannot link the small successor (here, a full byte limit), so that a
+    /// receiver whose producer died is not told "ready" for ever. Producers
+    /// link one themselves, and the receive then moves on.
+    #[test]
+    fn a_drained_segment_with_no_successor_is_not_ready() {
+        let store = queue_of(solo(2), 256);
+        let mut tx = handle_of(&store, solo(2));
+        let mut rx = handle_of(&store, solo(2));
+        tx.try_push(&msg(1, 0), 1, &()).unwrap();
+        assert_eq!(
+            rx.try_pop_with(CONSUMER, &(), false, |b, _| b.to_vec())
+                .unwrap(),
+            msg(1, 0)
+        );
+        let first = store.0.segments.lock().unwrap()[&0].clone();
+        first.ring.seal();
+        // No room for a successor (the books say the limit is used up):
+        // the receive cannot link one.
+        store.0.bytes.store(1 << 40, Ordering::Relaxed);
+        assert_eq!(
+            rx.try_pop_with(CONSUMER, &(), false, |b, _| b.to_vec()),
+            Err(RecvError::Empty)
+        );
+        assert!(
+            !rx.head_in(&(), false, true),
+            "nothing to take, nowhere to go"
+        );
+        assert!(rx.head_in(&(), true, true), "a removed queue gets closed");
+        // With room, the producer links the successor and the receive
+        // follows it.
+        store.0.bytes.store(2 * 64, Ordering::Relaxed);
+        tx.try_push(&msg(1, 1), 1, &()).unwrap();
+        assert!(rx.head_in(&(), false, true));
+        assert_eq!(
+            rx.try_pop_with(CONSUMER, &(), false, |b, _| b.to_vec())
+                .unwrap(),
+            msg(1, 1)
+        );
+    }
+
     /// A removed queue: receivers drain every segment, then close the
     /// chain; a send after that fails, and nothing accepted is lost.
     #[test]
